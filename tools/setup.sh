@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs b158-cl's Debian dependencies when missing, builds, then runs the program or the tests.
+#   bash tools/setup.sh run [b158-cl-run arguments...]   install, build, run generation
+#   bash tools/setup.sh test [ctest arguments...]        install, build, run every test
+#   bash tools/setup.sh build                            install and build only
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${B158_BUILD_DIR:-$root/build}
+mode=${1:-build}
+[ $# -gt 0 ] && shift
+
+packages=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd
+          libclblast-dev libcunit1-dev libpcre2-dev clinfo)
+
+install_deps() {
+    local missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "setup: installing ${missing[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+build_project() {
+    local werror=OFF
+    [ "${CI:-}" = "true" ] && werror=ON
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DB158_WERROR=$werror >/dev/null
+    cmake --build "$build" -j "$(nproc)"
+}
+
+case "$mode" in
+run)
+    install_deps
+    build_project
+    exec "$build/bin/b158-cl-run" "$@"
+    ;;
+test)
+    install_deps
+    build_project
+    cd "$build"
+    exec ctest --output-on-failure "$@"
+    ;;
+build)
+    install_deps
+    build_project
+    ;;
+*)
+    echo "usage: bash tools/setup.sh run|test|build [args...]" >&2
+    exit 2
+    ;;
+esac
