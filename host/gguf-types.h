@@ -1,0 +1,43 @@
+/* GGUF constants shared by the reader, the writer and the weight codecs (REFERENCE.md s.2). */
+#ifndef B158_HOST_GGUF_TYPES_H
+#define B158_HOST_GGUF_TYPES_H
+
+#define B158_GGUF_MAGIC 0x46554747u /* "GGUF" little-endian */
+#define B158_GGUF_VERSION 3u
+#define B158_GGUF_DEFAULT_ALIGNMENT 32u
+#define B158_GGUF_MAX_DIMS 4
+
+/* Metadata value types. */
+enum b158_gguf_vtype {
+    B158_GGUF_U8 = 0,
+    B158_GGUF_I8 = 1,
+    B158_GGUF_U16 = 2,
+    B158_GGUF_I16 = 3,
+    B158_GGUF_U32 = 4,
+    B158_GGUF_I32 = 5,
+    B158_GGUF_F32 = 6,
+    B158_GGUF_BOOL = 7,
+    B158_GGUF_STRING = 8,
+    B158_GGUF_ARRAY = 9,
+    B158_GGUF_U64 = 10,
+    B158_GGUF_I64 = 11,
+    B158_GGUF_F64 = 12,
+    B158_GGUF_VTYPE_COUNT = 13,
+};
+
+/* Tensor types b158-cl reads (ggml numbering; I2_S is bitnet.cpp's id 36). */
+enum b158_gguf_ttype {
+    B158_TT_F32 = 0,
+    B158_TT_F16 = 1,
+    B158_TT_BF16 = 30,
+    B158_TT_TQ1_0 = 34,
+    B158_TT_TQ2_0 = 35,
+    B158_TT_I2_S = 36,
+};
+
+#define B158_QK_K 256          /* TQ1_0 / TQ2_0 block size in elements */
+#define B158_TQ2_0_BYTES 66    /* qs[64] + fp16 d */
+#define B158_TQ1_0_BYTES 54    /* qs[48] + qh[4] + fp16 d */
+#define B158_I2S_BLOCK 128     /* I2_S x86 block in elements (32 bytes of codes) */
+
+#endif

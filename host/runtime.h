@@ -1,0 +1,134 @@
+/* Internal runtime API: device buffers with byte accounting, programs, kernels and launches. */
+#ifndef B158_HOST_RUNTIME_H
+#define B158_HOST_RUNTIME_H
+
+#include <CL/cl.h>
+
+#include "b158/b158.h"
+#include "error.h"
+
+/* Every kernel the engine launches, with the cl_kernels/ file that defines it. Kernels are
+ * created on first use and kept by the runtime; nothing is built on the hot path. */
+#define B158_KERNEL_LIST(X)                                                                    \
+    X(QUANTIZE_ROWS, "quantize_rows", "quantize.cl")                                           \
+    X(TERNARY_GEMV_CPU, "ternary_gemv_cpu", "ternary.cl")                                      \
+    X(TERNARY_GEMV_GPU, "ternary_gemv_gpu", "ternary.cl")                                      \
+    X(TERNARY_GEMM_CPU, "ternary_gemm_cpu", "ternary.cl")                                      \
+    X(TERNARY_GEMM_GPU, "ternary_gemm_gpu", "ternary.cl")                                      \
+    X(RMSNORM, "rmsnorm", "norm.cl")                                                           \
+    X(ROPE, "rope", "rope.cl")                                                                 \
+    X(KV_STORE, "kv_store", "attention.cl")                                                    \
+    X(ATTENTION, "attention", "attention.cl")                                                  \
+    X(GLU, "glu", "elementwise.cl")                                                            \
+    X(ADD, "add", "elementwise.cl")                                                            \
+    X(EMBED, "embed_rows", "embed.cl")                                                         \
+    X(F16_MATVEC, "f16_matvec", "f16-matmul.cl")
+
+enum b158_kernel_id {
+#define B158_KID(id, name, file) B158_K_##id,
+    B158_KERNEL_LIST(B158_KID)
+#undef B158_KID
+        B158_KERNEL_COUNT
+};
+
+/* Tuning parameters that go into the generated #define prelude of every program. */
+typedef struct b158_tuning {
+    int gpu;           /* B158_GPU: 1 = work-group kernels, 0 = barrier-free CPU kernels */
+    int wg;            /* B158_WG: work-group size of reduction kernels (1 on CPU) */
+    int gemv_rows;     /* B158_GEMV_ROWS: rows per work-group of the GPU ternary GEMV */
+    int gemm_tn;       /* B158_GEMM_TN: weight rows per GPU GEMM tile */
+    int gemm_tm;       /* B158_GEMM_TM: tokens per GPU GEMM tile */
+    int gemm_cpu_m;    /* B158_GEMM_CPU_M: tokens per work-item of the CPU GEMM */
+    int head_dim_max;  /* B158_HEAD_DIM_MAX: largest head dimension the attention kernel holds */
+} b158_tuning;
+
+/* A device buffer and what it is counted as. */
+typedef struct b158_buf {
+    cl_mem mem;
+    size_t bytes;
+    b158_mem_category category;
+} b158_buf;
+
+struct b158_kernel_slot {
+    cl_kernel kernel;
+    uint64_t launches;
+    uint64_t total_ns;
+};
+
+struct b158_runtime {
+    b158_device_info info;
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_context context;
+    cl_command_queue queue;
+    b158_variant variant;
+    int profile;
+    int correct_div; /* device supports -cl-fp32-correctly-rounded-divide-sqrt */
+    b158_tuning tune;
+    char cache_dir[1024];
+    char options[4096]; /* compiler options used for every program */
+    char prelude[2048]; /* generated #define lines */
+    cl_program programs[16];
+    const char *program_files[16];
+    struct b158_kernel_slot kernels[B158_KERNEL_COUNT];
+    uint64_t mem[B158_MEM_CATEGORY_COUNT];
+    uint64_t mem_peak;
+};
+
+/* Name of an OpenCL error code ("CL_INVALID_WORK_GROUP_SIZE"). */
+const char *b158_cl_error_name(cl_int err);
+
+/* Records "call failed: CL_ERROR_NAME" with the place; returns B158_ERR_OPENCL (or
+ * B158_ERR_DEVICE_MEMORY for allocation failures). */
+b158_status b158_cl_fail_at(cl_int err, const char *call, const char *file, int line);
+#define B158_CL_FAIL(err, call) b158_cl_fail_at((err), (call), __FILE__, __LINE__)
+#define B158_CL_CHECK(expr)                                                                    \
+    do {                                                                                       \
+        cl_int b158_cl_err_ = (expr);                                                          \
+        if (b158_cl_err_ != CL_SUCCESS)                                                        \
+            return B158_CL_FAIL(b158_cl_err_, #expr);                                          \
+    } while (0)
+
+/* Device memory: the one place that creates buffers, so the counters are exact. */
+b158_status b158_buf_alloc(b158_runtime *rt, b158_mem_category category, size_t bytes,
+                           b158_buf *out);
+void b158_buf_free(b158_runtime *rt, b158_buf *buf); /* no-op on an empty buffer */
+b158_status b158_buf_write(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
+                           const void *src);
+b158_status b158_buf_read(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
+                          void *dst);
+b158_status b158_buf_fill(b158_runtime *rt, const b158_buf *buf, uint8_t byte);
+
+/* Compiles an OpenCL C source (prelude prepended) for the runtime's device, through the binary
+ * cache. label names it in messages. On failure returns B158_ERR_BUILD with the build log and
+ * the options in the last error. */
+b158_status b158_rt_build(b158_runtime *rt, const char *label, const char *source,
+                          cl_program *out);
+
+/* The kernel for id, built on first use. */
+b158_status b158_rt_kernel(b158_runtime *rt, enum b158_kernel_id id, cl_kernel *out);
+const char *b158_kernel_name(enum b158_kernel_id id);
+
+/* Kernel arguments: {size, pointer}; pointer NULL with a size reserves __local memory. */
+typedef struct b158_arg {
+    size_t size;
+    const void *value;
+} b158_arg;
+#define B158_ARG(x) ((b158_arg){sizeof(x), &(x)})
+#define B158_ARG_MEM(buf) ((b158_arg){sizeof(cl_mem), &(buf)->mem})
+#define B158_ARG_LOCAL(bytes) ((b158_arg){(bytes), NULL})
+
+/* Sets the arguments and enqueues kernel id over global[] (rounded up to a multiple of local[]
+ * per dimension; kernels guard their bounds). local NULL lets the driver choose. Checks the
+ * work-group size against the kernel's and the device's limits. With profiling on, waits for
+ * the event and adds its time to the kernel's totals. */
+b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t nargs,
+                           const b158_arg *args, cl_uint dims, const size_t *global,
+                           const size_t *local);
+#define B158_LAUNCH(rt, id, dims, global, local, ...)                                          \
+    b158_rt_launch((rt), (id), sizeof((b158_arg[]){__VA_ARGS__}) / sizeof(b158_arg),           \
+                   (b158_arg[]){__VA_ARGS__}, (dims), (global), (local))
+
+b158_status b158_rt_finish(b158_runtime *rt);
+
+#endif
