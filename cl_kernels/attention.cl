@@ -1,0 +1,96 @@
+/* Causal multi-head attention with GQA over an FP16 KV cache; scores and softmax in FP32.
+ *
+ * Cache layout (one layer): k_cache[pos][kv_head][head_dim] as half, same for v_cache, starting
+ * at element cache_off (the layer's offset in a buffer shared by all layers).
+ * kv_store: one work-item per (element of a K/V row, token); vstore_half rounds to nearest even.
+ * attention: one work-group of B158_WG work-items per (head, token). Token m (absolute position
+ * pos0 + m) attends to positions 0 .. pos0 + m. Keys are processed in tiles of B158_WG: each
+ * work-item scores one key of the tile against q (staged in __local), the tile's max and sum
+ * are reduced in __local, and the running output is rescaled online (flash-attention style),
+ * so no score matrix is stored. Work-item l owns output dims l, l + B158_WG, ... in registers.
+ * With B158_WG == 1 (CPU) this is a plain loop over keys with no barriers. head_dim must not
+ * exceed B158_HEAD_DIM_MAX (the host checks). The grid is exactly n_head x m_rows groups: no
+ * bounds return before a barrier (PoCL miscompiles that even when the group is uniform). */
+
+__kernel void kv_store(__global const float *k, __global const float *v, __global half *k_cache,
+                       __global half *v_cache, int kv_dim, int row_stride, int m_rows, int pos0,
+                       int cache_off)
+{
+    const int i = get_global_id(0);
+    const int m = get_global_id(1);
+    if (i >= kv_dim || m >= m_rows)
+        return;
+    const size_t dst = (size_t)cache_off + (size_t)(pos0 + m) * kv_dim + i;
+    vstore_half(k[(size_t)m * row_stride + i], dst, k_cache);
+    vstore_half(v[(size_t)m * row_stride + i], dst, v_cache);
+}
+
+#define B158_ATT_OWN ((B158_HEAD_DIM_MAX + B158_WG - 1) / B158_WG)
+
+__kernel void attention(__global const float *q, __global const half *k_cache,
+                        __global const half *v_cache, __global float *out, int n_head,
+                        int n_head_kv, int head_dim, int q_stride, int m_rows, int pos0,
+                        int cache_off, float scale)
+{
+    __local float qs[B158_HEAD_DIM_MAX];
+    __local float ps[B158_WG];
+    __local float red[B158_WG];
+    const int h = get_group_id(0);
+    const int m = get_group_id(1);
+    const int lid = get_local_id(0);
+    const int kv_dim = n_head_kv * head_dim;
+    const int kvh = h / (n_head / n_head_kv);
+    __global const half *kbase = k_cache + cache_off + (size_t)kvh * head_dim;
+    __global const half *vbase = v_cache + cache_off + (size_t)kvh * head_dim;
+    __global const float *qh = q + (size_t)m * q_stride + (size_t)h * head_dim;
+    for (int d = lid; d < head_dim; d += B158_WG)
+        qs[d] = qh[d] * scale;
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    float acc[B158_ATT_OWN];
+    for (int j = 0; j < B158_ATT_OWN; j++)
+        acc[j] = 0.0f;
+    float run_max = -INFINITY, run_sum = 0.0f;
+    const int n_keys = pos0 + m + 1;
+    for (int t0 = 0; t0 < n_keys; t0 += B158_WG) {
+        const int t = t0 + lid;
+        float s = -INFINITY;
+        if (t < n_keys) {
+            __global const half *kr = kbase + (size_t)t * kv_dim;
+            s = 0.0f;
+            for (int d = 0; d < head_dim; d++)
+                s += qs[d] * vload_half(d, kr);
+        }
+        const float new_max = fmax(run_max, b158_wg_max(s, red));
+        const float p = t < n_keys ? exp(s - new_max) : 0.0f;
+        const float corr = exp(run_max - new_max); /* 0 on the first tile */
+#if B158_WG > 1
+        ps[lid] = p;
+#endif
+        run_sum = run_sum * corr + b158_wg_sum(p, red);
+        const int tile = min(B158_WG, n_keys - t0);
+        for (int j = 0; j < B158_ATT_OWN; j++) {
+            const int d = lid + j * B158_WG;
+            if (d >= head_dim)
+                break;
+            float a = acc[j] * corr;
+#if B158_WG > 1
+            for (int u = 0; u < tile; u++)
+                a += ps[u] * vload_half((size_t)(t0 + u) * kv_dim + d, vbase);
+#else
+            a += p * vload_half((size_t)t0 * kv_dim + d, vbase);
+#endif
+            acc[j] = a;
+        }
+        run_max = new_max;
+#if B158_WG > 1
+        barrier(CLK_LOCAL_MEM_FENCE);
+#endif
+    }
+    __global float *oh = out + (size_t)m * n_head * head_dim + (size_t)h * head_dim;
+    for (int j = 0; j < B158_ATT_OWN; j++) {
+        const int d = lid + j * B158_WG;
+        if (d < head_dim)
+            oh[d] = acc[j] / run_sum;
+    }
+}

@@ -1,0 +1,24 @@
+/* RMSNorm with weight: out = x / sqrt(mean(x^2) + eps) * w, per row, in FP32.
+ *
+ * Work-item mapping: one work-group of B158_WG work-items per row; work-items stride over the
+ * row; the sum of squares is reduced in __local (no barriers when B158_WG == 1). The host
+ * launches exactly m_rows groups, so there is no bounds return: PoCL miscompiles a return
+ * before a barrier even when the whole group takes it. In-place use
+ * (out == x) is allowed: each element is read before the same work-item writes it. */
+
+__kernel void rmsnorm(__global const float *x, __global const float *w, __global float *out,
+                      int n, int m_rows, float eps)
+{
+    __local float red[B158_WG];
+    const int m = get_group_id(1);
+    const int lid = get_local_id(0);
+    __global const float *xr = x + (size_t)m * n;
+    __global float *orow = out + (size_t)m * n;
+    float ss = 0.0f;
+    for (int i = lid; i < n; i += B158_WG)
+        ss += xr[i] * xr[i];
+    ss = b158_wg_sum(ss, red);
+    const float inv = 1.0f / sqrt(ss / (float)n + eps);
+    for (int i = lid; i < n; i += B158_WG)
+        orow[i] = xr[i] * inv * w[i];
+}

@@ -1,0 +1,32 @@
+/* Per-token absmax quantization of FP32 activations to int8 (REFERENCE.md s.1).
+ *
+ * Work-item mapping: one work-group of B158_WG work-items per row (token); the work-items
+ * stride over the row for the absmax and again for the conversion. With B158_WG == 1 (CPU)
+ * a row is one sequential loop and there are no barriers. Exactly m_rows groups are launched
+ * (no bounds return before a barrier: PoCL miscompiles that).
+ * Output rows have stride k_pad (a multiple of 64) and the tail k..k_pad-1 is written as zero,
+ * so the ternary kernels can read whole 64-element chunks. scale[m] receives s = 127/absmax,
+ * the factor the int8 values carry (y = acc * w_scale / s). */
+
+__kernel void quantize_rows(__global const float *x, __global char *q, __global float *scale,
+                            int k, int k_pad, int m_rows)
+{
+    const int m = get_group_id(1);
+    const int lid = get_local_id(0);
+    __local float red[B158_WG];
+    __global const float *xr = x + (size_t)m * k;
+    __global char *qr = q + (size_t)m * k_pad;
+
+    float amax = 0.0f;
+    for (int i = lid; i < k; i += B158_WG)
+        amax = fmax(amax, fabs(xr[i]));
+    amax = b158_wg_max(amax, red);
+
+    const float s = 127.0f / fmax(amax, 1e-5f);
+    for (int i = lid; i < k_pad; i += B158_WG) {
+        float v = i < k ? round(xr[i] * s) : 0.0f;
+        qr[i] = (char)clamp(v, -128.0f, 127.0f);
+    }
+    if (lid == 0)
+        scale[m] = s;
+}

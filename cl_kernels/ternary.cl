@@ -1,0 +1,163 @@
+/* Ternary matmul: int8 activations x 2-bit ternary weights, int32 accumulation by add/subtract,
+ * FP32 epilogue y = acc * w_scale[n] / x_scale[m] (optionally added to y: fused residual).
+ *
+ * Weight layout (host/ternary.c packs it): row n of N holds k_pad = round_up(K, 64) codes
+ * c = w + 1, 4 per byte, as k_pad/64 chunks of 16 bytes. In chunk c, byte j holds elements
+ * 64c + j + 16l at bits 2l..2l+1 (l = 0..3), so one uchar16 load gives four char16 lanes that
+ * line up with four consecutive char16 activation loads. Padding codes are 1 (w = 0). Rows are
+ * 16-byte aligned because k_pad/4 is a multiple of 16.
+ * Activations: int8 rows of stride k_pad with a zero tail (quantize.cl), scale s per row.
+ * Output: y[m * n_rows + n]. */
+
+inline int b158_chunk_dot(uchar16 p, __global const char16 *xc)
+{
+    short16 t = b158_tern16(p & (uchar16)3, xc[0]) + b158_tern16((p >> (uchar16)2) & (uchar16)3, xc[1]) +
+                b158_tern16((p >> (uchar16)4) & (uchar16)3, xc[2]) + b158_tern16(p >> (uchar16)6, xc[3]);
+    int8 h = convert_int8(t.lo) + convert_int8(t.hi);
+    int4 f = h.lo + h.hi;
+    return f.x + f.y + f.z + f.w;
+}
+
+inline void b158_store(__global float *y, size_t i, float v, int accumulate)
+{
+    y[i] = accumulate ? y[i] + v : v;
+}
+
+/* CPU GEMV: one work-item per output row, unpacking in registers; no barriers, no __local. */
+__kernel void ternary_gemv_cpu(__global const uchar16 *w, __global const float *w_scale,
+                               __global const char16 *x, __global const float *x_scale,
+                               __global float *y, int n_rows, int k_pad, int accumulate)
+{
+    const int n = get_global_id(0);
+    if (n >= n_rows)
+        return;
+    const int chunks = k_pad / 64;
+    __global const uchar16 *wr = w + (size_t)n * chunks;
+    int acc = 0;
+    for (int c = 0; c < chunks; c++)
+        acc += b158_chunk_dot(wr[c], x + 4 * c);
+    b158_store(y, n, (float)acc * w_scale[n] / x_scale[0], accumulate);
+}
+
+/* CPU GEMM (prefill): one work-item per (row n, block of B158_GEMM_CPU_M tokens); each weight
+ * chunk is unpacked once and applied to every token of the block. */
+__kernel void ternary_gemm_cpu(__global const uchar16 *w, __global const float *w_scale,
+                               __global const char16 *x, __global const float *x_scale,
+                               __global float *y, int n_rows, int k_pad, int m_rows,
+                               int accumulate)
+{
+    const int n = get_global_id(0);
+    const int m0 = get_global_id(1) * B158_GEMM_CPU_M;
+    if (n >= n_rows || m0 >= m_rows)
+        return;
+    const int chunks = k_pad / 64;
+    const int mcount = min(B158_GEMM_CPU_M, m_rows - m0);
+    __global const uchar16 *wr = w + (size_t)n * chunks;
+    int acc[B158_GEMM_CPU_M];
+    for (int j = 0; j < B158_GEMM_CPU_M; j++)
+        acc[j] = 0;
+    for (int c = 0; c < chunks; c++) {
+        const uchar16 p = wr[c];
+        for (int j = 0; j < mcount; j++)
+            acc[j] += b158_chunk_dot(p, x + (size_t)(m0 + j) * (k_pad / 16) + 4 * c);
+    }
+    for (int j = 0; j < mcount; j++)
+        b158_store(y, (size_t)(m0 + j) * n_rows + n,
+                   (float)acc[j] * w_scale[n] / x_scale[m0 + j], accumulate);
+}
+
+/* GPU GEMV: a work-group of B158_WG work-items computes B158_GEMV_ROWS rows. The activation row
+ * is staged once in __local (shared by all rows of the group); work-item l reads weight chunks
+ * l, l + B158_WG, ... of each row (coalesced 16-byte loads) and the partial sums are reduced
+ * in __local. xl must hold k_pad bytes (the host checks the device's local memory). */
+__kernel void ternary_gemv_gpu(__global const uchar16 *w, __global const float *w_scale,
+                               __global const char16 *x, __global const float *x_scale,
+                               __global float *y, int n_rows, int k_pad, int accumulate,
+                               __local char16 *xl)
+{
+    __local int red[B158_WG];
+    const int lid = get_local_id(0);
+    const int n0 = get_group_id(0) * B158_GEMV_ROWS;
+    const int chunks = k_pad / 64;
+    for (int i = lid; i < chunks * 4; i += B158_WG)
+        xl[i] = x[i];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int r = 0; r < B158_GEMV_ROWS; r++) {
+        const int n = n0 + r;
+        int acc = 0;
+        if (n < n_rows) {
+            __global const uchar16 *wr = w + (size_t)n * chunks;
+            for (int c = lid; c < chunks; c += B158_WG) {
+                const uchar16 p = wr[c];
+                short16 t = b158_tern16(p & (uchar16)3, xl[4 * c]) +
+                            b158_tern16((p >> (uchar16)2) & (uchar16)3, xl[4 * c + 1]) +
+                            b158_tern16((p >> (uchar16)4) & (uchar16)3, xl[4 * c + 2]) +
+                            b158_tern16(p >> (uchar16)6, xl[4 * c + 3]);
+                int8 h = convert_int8(t.lo) + convert_int8(t.hi);
+                int4 f = h.lo + h.hi;
+                acc += f.x + f.y + f.z + f.w;
+            }
+        }
+        const int total = b158_wg_sum_int(acc, red);
+        if (lid == 0 && n < n_rows)
+            b158_store(y, n, (float)total * w_scale[n] / x_scale[0], accumulate);
+    }
+}
+
+/* GPU GEMM (prefill): a 16 x 16 work-group computes a tile of B158_GEMM_TN rows x B158_GEMM_TM
+ * tokens. For each 64-wide K chunk the group unpacks the tile's weight codes into __local as
+ * int8 {-1, 0, +1} (each weight then serves all tokens of the tile) and stages the tokens'
+ * activations beside them; work-item (tx, ty) accumulates rows tx + 16i for token ty + 16j. */
+#define B158_GT 16
+#define B158_GRI (B158_GEMM_TN / B158_GT)
+#define B158_GRJ (B158_GEMM_TM / B158_GT)
+__kernel __attribute__((reqd_work_group_size(B158_GT, B158_GT, 1))) void
+ternary_gemm_gpu(__global const uchar *w, __global const float *w_scale, __global const char *x,
+                 __global const float *x_scale, __global float *y, int n_rows, int k_pad,
+                 int m_rows, int accumulate)
+{
+    __local char wt[B158_GEMM_TN][64 + 4];
+    __local char xt[B158_GEMM_TM][64 + 4];
+    const int tx = get_local_id(0), ty = get_local_id(1);
+    const int tid = ty * B158_GT + tx;
+    const int n0 = get_group_id(0) * B158_GEMM_TN, m0 = get_group_id(1) * B158_GEMM_TM;
+    const int row_bytes = k_pad / 4;
+    int acc[B158_GRI][B158_GRJ];
+    for (int i = 0; i < B158_GRI; i++)
+        for (int j = 0; j < B158_GRJ; j++)
+            acc[i][j] = 0;
+
+    for (int c = 0; c < k_pad / 64; c++) {
+        /* unpack: TN rows x 16 bytes, one byte (4 weights) per step */
+        for (int b = tid; b < B158_GEMM_TN * 16; b += B158_GT * B158_GT) {
+            const int r = b / 16, j = b % 16;
+            const uchar p = n0 + r < n_rows ? w[(size_t)(n0 + r) * row_bytes + 16 * c + j] : 0x55;
+            for (int l = 0; l < 4; l++)
+                wt[r][j + 16 * l] = (char)((p >> (2 * l)) & 3) - 1;
+        }
+        for (int b = tid; b < B158_GEMM_TM * 64; b += B158_GT * B158_GT) {
+            const int r = b / 64, j = b % 64;
+            xt[r][j] = m0 + r < m_rows ? x[(size_t)(m0 + r) * k_pad + 64 * c + j] : 0;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int k = 0; k < 64; k++) {
+            for (int i = 0; i < B158_GRI; i++) {
+                const char wv = wt[tx + B158_GT * i][k];
+                for (int j = 0; j < B158_GRJ; j++) {
+                    const int xv = xt[ty + B158_GT * j][k];
+                    acc[i][j] += wv > 0 ? xv : (wv < 0 ? -xv : 0);
+                }
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (int i = 0; i < B158_GRI; i++) {
+        const int n = n0 + tx + B158_GT * i;
+        for (int j = 0; j < B158_GRJ; j++) {
+            const int m = m0 + ty + B158_GT * j;
+            if (n < n_rows && m < m_rows)
+                b158_store(y, (size_t)m * n_rows + n, (float)acc[i][j] * w_scale[n] / x_scale[m],
+                           accumulate);
+        }
+    }
+}

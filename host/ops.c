@@ -1,0 +1,247 @@
+/* Launch wrappers: check shapes and buffer sizes, then enqueue the kernel of the runtime's
+ * variant with its work-group geometry. Nothing here allocates or builds after first use. */
+#include "ops.h"
+
+#define ELEMWISE_WG 64 /* work-group of the one-item-per-element kernels */
+#define CPU_ROWS_WG 16 /* rows per work-group of the CPU one-row-per-item kernels */
+
+static size_t round_up(size_t x, size_t m)
+{
+    return (x + m - 1) / m * m;
+}
+
+/* The device must never index past a buffer: every wrapper checks what its kernel touches. */
+static b158_status need(const b158_buf *b, size_t bytes, const char *op, const char *what)
+{
+    if (!b || !b->mem)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: buffer %s is missing", op, what);
+    if (b->bytes < bytes)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: buffer %s holds %zu bytes, needs %zu", op,
+                         what, b->bytes, bytes);
+    return B158_OK;
+}
+
+static b158_status positive(int v, const char *op, const char *what)
+{
+    if (v <= 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: %s = %d must be positive", op, what, v);
+    return B158_OK;
+}
+
+b158_status b158_op_quantize(b158_runtime *rt, const b158_buf *x, const b158_buf *q,
+                             const b158_buf *s, int k, int k_pad, int m_rows)
+{
+    B158_TRY(positive(k, "quantize", "k"));
+    B158_TRY(positive(m_rows, "quantize", "rows"));
+    if (k_pad < k || k_pad % 64)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "quantize: k_pad %d for k %d", k_pad, k);
+    B158_TRY(need(x, (size_t)m_rows * k * 4, "quantize", "x"));
+    B158_TRY(need(q, (size_t)m_rows * k_pad, "quantize", "q"));
+    B158_TRY(need(s, (size_t)m_rows * 4, "quantize", "s"));
+    const size_t wg = (size_t)rt->tune.wg;
+    return B158_LAUNCH(rt, B158_K_QUANTIZE_ROWS, 2, ((size_t[]){wg, (size_t)m_rows}),
+                       ((size_t[]){wg, 1}), B158_ARG_MEM(x), B158_ARG_MEM(q), B158_ARG_MEM(s),
+                       B158_ARG(k), B158_ARG(k_pad), B158_ARG(m_rows));
+}
+
+static b158_status check_matmul(const b158_tmat *w, const b158_buf *q, const b158_buf *s,
+                                const b158_buf *y, int m_rows)
+{
+    B158_TRY(positive(m_rows, "ternary matmul", "rows"));
+    if (!w || w->n <= 0 || w->k_pad % 64)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "ternary matmul: matrix not uploaded");
+    B158_TRY(need(&w->codes, (size_t)w->n * w->k_pad / 4, "ternary matmul", "codes"));
+    B158_TRY(need(&w->scales, (size_t)w->n * 4, "ternary matmul", "scales"));
+    B158_TRY(need(q, (size_t)m_rows * w->k_pad, "ternary matmul", "q"));
+    B158_TRY(need(s, (size_t)m_rows * 4, "ternary matmul", "s"));
+    B158_TRY(need(y, (size_t)m_rows * w->n * 4, "ternary matmul", "y"));
+    return B158_OK;
+}
+
+b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
+                                 const b158_buf *s, const b158_buf *y, int m_rows, int accumulate)
+{
+    B158_TRY(check_matmul(w, q, s, y, m_rows));
+    if (rt->tune.gpu) {
+        const size_t gx = round_up((size_t)w->n, (size_t)rt->tune.gemm_tn) / rt->tune.gemm_tn * 16;
+        const size_t gy = round_up((size_t)m_rows, (size_t)rt->tune.gemm_tm) / rt->tune.gemm_tm * 16;
+        return B158_LAUNCH(rt, B158_K_TERNARY_GEMM_GPU, 2, ((size_t[]){gx, gy}),
+                           ((size_t[]){16, 16}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
+                           B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
+                           B158_ARG(w->k_pad), B158_ARG(m_rows), B158_ARG(accumulate));
+    }
+    const size_t gy = (size_t)(m_rows + rt->tune.gemm_cpu_m - 1) / rt->tune.gemm_cpu_m;
+    return B158_LAUNCH(rt, B158_K_TERNARY_GEMM_CPU, 2, ((size_t[]){(size_t)w->n, gy}),
+                       ((size_t[]){CPU_ROWS_WG, 1}), B158_ARG_MEM(&w->codes),
+                       B158_ARG_MEM(&w->scales), B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y),
+                       B158_ARG(w->n), B158_ARG(w->k_pad), B158_ARG(m_rows), B158_ARG(accumulate));
+}
+
+b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
+                                   const b158_buf *s, const b158_buf *y, int m_rows,
+                                   int accumulate)
+{
+    if (m_rows != 1)
+        return b158_op_ternary_gemm(rt, w, q, s, y, m_rows, accumulate);
+    B158_TRY(check_matmul(w, q, s, y, m_rows));
+    if (rt->tune.gpu) {
+        const size_t local_bytes = (size_t)w->k_pad + (size_t)rt->tune.wg * 4;
+        if (local_bytes > rt->info.local_mem)
+            return B158_FAIL(B158_ERR_UNSUPPORTED,
+                             "ternary GEMV: a %d-wide activation row needs %zu bytes of local "
+                             "memory; %s has %llu",
+                             w->k, local_bytes, rt->info.name,
+                             (unsigned long long)rt->info.local_mem);
+        const size_t groups = (size_t)(w->n + rt->tune.gemv_rows - 1) / rt->tune.gemv_rows;
+        const size_t wg = (size_t)rt->tune.wg;
+        return B158_LAUNCH(rt, B158_K_TERNARY_GEMV_GPU, 1, ((size_t[]){groups * wg}),
+                           ((size_t[]){wg}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
+                           B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
+                           B158_ARG(w->k_pad), B158_ARG(accumulate),
+                           B158_ARG_LOCAL((size_t)w->k_pad));
+    }
+    return B158_LAUNCH(rt, B158_K_TERNARY_GEMV_CPU, 1, ((size_t[]){(size_t)w->n}),
+                       ((size_t[]){CPU_ROWS_WG}), B158_ARG_MEM(&w->codes),
+                       B158_ARG_MEM(&w->scales), B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y),
+                       B158_ARG(w->n), B158_ARG(w->k_pad), B158_ARG(accumulate));
+}
+
+b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
+                            const b158_buf *out, int n, int m_rows, float eps)
+{
+    B158_TRY(positive(n, "rmsnorm", "n"));
+    B158_TRY(positive(m_rows, "rmsnorm", "rows"));
+    B158_TRY(need(x, (size_t)m_rows * n * 4, "rmsnorm", "x"));
+    B158_TRY(need(w, (size_t)n * 4, "rmsnorm", "weight"));
+    B158_TRY(need(out, (size_t)m_rows * n * 4, "rmsnorm", "out"));
+    const size_t wg = (size_t)rt->tune.wg;
+    return B158_LAUNCH(rt, B158_K_RMSNORM, 2, ((size_t[]){wg, (size_t)m_rows}),
+                       ((size_t[]){wg, 1}), B158_ARG_MEM(x), B158_ARG_MEM(w), B158_ARG_MEM(out),
+                       B158_ARG(n), B158_ARG(m_rows), B158_ARG(eps));
+}
+
+b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, int row_stride, int n_heads,
+                         int head_dim, int n_rot, int m_rows, int pos0, float theta_base,
+                         enum b158_rope_mode mode)
+{
+    B158_TRY(positive(n_heads, "rope", "heads"));
+    B158_TRY(positive(m_rows, "rope", "rows"));
+    if (n_rot <= 0 || n_rot % 2 || n_rot > head_dim || row_stride < n_heads * head_dim ||
+        pos0 < 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG,
+                         "rope: n_rot %d, head_dim %d, %d heads, row stride %d, pos0 %d", n_rot,
+                         head_dim, n_heads, row_stride, pos0);
+    B158_TRY(need(x, ((size_t)(m_rows - 1) * row_stride + (size_t)n_heads * head_dim) * 4, "rope",
+                  "x"));
+    const int imode = mode;
+    return B158_LAUNCH(rt, B158_K_ROPE, 3,
+                       ((size_t[]){(size_t)n_rot / 2, (size_t)n_heads, (size_t)m_rows}), NULL,
+                       B158_ARG_MEM(x), B158_ARG(row_stride), B158_ARG(n_heads),
+                       B158_ARG(head_dim), B158_ARG(n_rot), B158_ARG(m_rows), B158_ARG(pos0),
+                       B158_ARG(theta_base), B158_ARG(imode));
+}
+
+b158_status b158_op_kv_store(b158_runtime *rt, const b158_buf *k, const b158_buf *v,
+                             const b158_buf *k_cache, const b158_buf *v_cache, int kv_dim,
+                             int row_stride, int m_rows, int pos0, size_t cache_off)
+{
+    B158_TRY(positive(kv_dim, "kv_store", "kv_dim"));
+    B158_TRY(positive(m_rows, "kv_store", "rows"));
+    if (row_stride < kv_dim || pos0 < 0 || cache_off > (size_t)INT32_MAX)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "kv_store: stride %d < kv_dim %d or bad offset",
+                         row_stride, kv_dim);
+    const size_t src = ((size_t)(m_rows - 1) * row_stride + kv_dim) * 4;
+    const size_t dst = (cache_off + (size_t)(pos0 + m_rows) * kv_dim) * 2;
+    B158_TRY(need(k, src, "kv_store", "k"));
+    B158_TRY(need(v, src, "kv_store", "v"));
+    B158_TRY(need(k_cache, dst, "kv_store", "k cache (context full?)"));
+    B158_TRY(need(v_cache, dst, "kv_store", "v cache (context full?)"));
+    const int off = (int)cache_off;
+    return B158_LAUNCH(rt, B158_K_KV_STORE, 2,
+                       ((size_t[]){round_up((size_t)kv_dim, ELEMWISE_WG), (size_t)m_rows}),
+                       ((size_t[]){ELEMWISE_WG, 1}), B158_ARG_MEM(k), B158_ARG_MEM(v),
+                       B158_ARG_MEM(k_cache), B158_ARG_MEM(v_cache), B158_ARG(kv_dim),
+                       B158_ARG(row_stride), B158_ARG(m_rows), B158_ARG(pos0), B158_ARG(off));
+}
+
+b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_buf *k_cache,
+                              const b158_buf *v_cache, const b158_buf *out, int n_head,
+                              int n_head_kv, int head_dim, int q_stride, int m_rows, int pos0,
+                              size_t cache_off, float scale)
+{
+    B158_TRY(positive(n_head_kv, "attention", "kv heads"));
+    B158_TRY(positive(m_rows, "attention", "rows"));
+    if (n_head <= 0 || n_head % n_head_kv || head_dim <= 0 ||
+        head_dim > rt->tune.head_dim_max || q_stride < n_head * head_dim || pos0 < 0 ||
+        cache_off > (size_t)INT32_MAX)
+        return B158_FAIL(B158_ERR_UNSUPPORTED,
+                         "attention: %d heads / %d kv heads of dim %d (max %d), q stride %d",
+                         n_head, n_head_kv, head_dim, rt->tune.head_dim_max, q_stride);
+    const size_t kv_end = (cache_off + (size_t)(pos0 + m_rows) * n_head_kv * head_dim) * 2;
+    B158_TRY(need(q, ((size_t)(m_rows - 1) * q_stride + (size_t)n_head * head_dim) * 4,
+                  "attention", "q"));
+    B158_TRY(need(k_cache, kv_end, "attention", "k cache"));
+    B158_TRY(need(v_cache, kv_end, "attention", "v cache"));
+    B158_TRY(need(out, (size_t)m_rows * n_head * head_dim * 4, "attention", "out"));
+    const size_t wg = (size_t)rt->tune.wg;
+    const int off = (int)cache_off;
+    return B158_LAUNCH(rt, B158_K_ATTENTION, 2, ((size_t[]){(size_t)n_head * wg, (size_t)m_rows}),
+                       ((size_t[]){wg, 1}), B158_ARG_MEM(q), B158_ARG_MEM(k_cache),
+                       B158_ARG_MEM(v_cache), B158_ARG_MEM(out), B158_ARG(n_head),
+                       B158_ARG(n_head_kv), B158_ARG(head_dim), B158_ARG(q_stride),
+                       B158_ARG(m_rows), B158_ARG(pos0), B158_ARG(off), B158_ARG(scale));
+}
+
+b158_status b158_op_glu(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
+                        const b158_buf *out, int count, enum b158_act act)
+{
+    B158_TRY(positive(count, "glu", "count"));
+    B158_TRY(need(gate, (size_t)count * 4, "glu", "gate"));
+    B158_TRY(need(up, (size_t)count * 4, "glu", "up"));
+    B158_TRY(need(out, (size_t)count * 4, "glu", "out"));
+    const int iact = act;
+    return B158_LAUNCH(rt, B158_K_GLU, 1, ((size_t[]){round_up((size_t)count, ELEMWISE_WG)}),
+                       ((size_t[]){ELEMWISE_WG}), B158_ARG_MEM(gate), B158_ARG_MEM(up),
+                       B158_ARG_MEM(out), B158_ARG(count), B158_ARG(iact));
+}
+
+b158_status b158_op_add(b158_runtime *rt, const b158_buf *x, const b158_buf *y, int count)
+{
+    B158_TRY(positive(count, "add", "count"));
+    B158_TRY(need(x, (size_t)count * 4, "add", "x"));
+    B158_TRY(need(y, (size_t)count * 4, "add", "y"));
+    return B158_LAUNCH(rt, B158_K_ADD, 1, ((size_t[]){round_up((size_t)count, ELEMWISE_WG)}),
+                       ((size_t[]){ELEMWISE_WG}), B158_ARG_MEM(x), B158_ARG_MEM(y),
+                       B158_ARG(count));
+}
+
+b158_status b158_op_embed(b158_runtime *rt, const b158_buf *table, const b158_buf *ids,
+                          const b158_buf *out, int n_embd, int n_vocab, int m_rows)
+{
+    B158_TRY(positive(n_embd, "embed", "n_embd"));
+    B158_TRY(positive(n_vocab, "embed", "n_vocab"));
+    B158_TRY(positive(m_rows, "embed", "rows"));
+    B158_TRY(need(table, (size_t)n_vocab * n_embd * 2, "embed", "table"));
+    B158_TRY(need(ids, (size_t)m_rows * 4, "embed", "ids"));
+    B158_TRY(need(out, (size_t)m_rows * n_embd * 4, "embed", "out"));
+    return B158_LAUNCH(rt, B158_K_EMBED, 2,
+                       ((size_t[]){round_up((size_t)n_embd, ELEMWISE_WG), (size_t)m_rows}),
+                       ((size_t[]){ELEMWISE_WG, 1}), B158_ARG_MEM(table), B158_ARG_MEM(ids),
+                       B158_ARG_MEM(out), B158_ARG(n_embd), B158_ARG(n_vocab), B158_ARG(m_rows));
+}
+
+b158_status b158_op_f16_matvec(b158_runtime *rt, const b158_buf *w, const b158_buf *x,
+                               const b158_buf *y, int n_rows, int k, int m_rows)
+{
+    B158_TRY(positive(n_rows, "f16 matvec", "rows"));
+    B158_TRY(positive(k, "f16 matvec", "k"));
+    B158_TRY(positive(m_rows, "f16 matvec", "tokens"));
+    B158_TRY(need(w, (size_t)n_rows * k * 2, "f16 matvec", "weights"));
+    B158_TRY(need(x, (size_t)m_rows * k * 4, "f16 matvec", "x"));
+    B158_TRY(need(y, (size_t)m_rows * n_rows * 4, "f16 matvec", "y"));
+    const size_t wg = rt->tune.wg > 1 ? (size_t)rt->tune.wg : CPU_ROWS_WG;
+    const size_t global = rt->tune.wg > 1 ? (size_t)n_rows * wg : (size_t)n_rows;
+    return B158_LAUNCH(rt, B158_K_F16_MATVEC, 1, ((size_t[]){global}), ((size_t[]){wg}),
+                       B158_ARG_MEM(w), B158_ARG_MEM(x), B158_ARG_MEM(y), B158_ARG(n_rows),
+                       B158_ARG(k), B158_ARG(m_rows));
+}

@@ -1,0 +1,174 @@
+/* Plain-C references of every device kernel: the definition the OpenCL results are tested
+ * against, and the building blocks of the CPU reference forward pass. */
+#include <math.h>
+
+#include "ops.h"
+
+void b158_ref_quantize(const float *x, int k, int m_rows, int8_t *q, float *s)
+{
+    for (int m = 0; m < m_rows; m++) {
+        const float *xr = x + (size_t)m * k;
+        float amax = 0.0f;
+        for (int i = 0; i < k; i++)
+            amax = fmaxf(amax, fabsf(xr[i]));
+        const float sc = 127.0f / fmaxf(amax, 1e-5f);
+        for (int i = 0; i < k; i++) {
+            float v = roundf(xr[i] * sc);
+            q[(size_t)m * k + i] = (int8_t)(v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v);
+        }
+        s[m] = sc;
+    }
+}
+
+void b158_ref_ternary_matmul(const int8_t *w, const float *w_scale, int n, int k,
+                             const int8_t *q, const float *s, int m_rows, int32_t *acc, float *y)
+{
+    for (int m = 0; m < m_rows; m++) {
+        const int8_t *qm = q + (size_t)m * k;
+        for (int r = 0; r < n; r++) {
+            const int8_t *wr = w + (size_t)r * k;
+            int32_t a = 0;
+            for (int i = 0; i < k; i++) {
+                if (wr[i] > 0)
+                    a += qm[i];
+                else if (wr[i] < 0)
+                    a -= qm[i];
+            }
+            if (acc)
+                acc[(size_t)m * n + r] = a;
+            if (y)
+                y[(size_t)m * n + r] = (float)a * w_scale[r] / s[m];
+        }
+    }
+}
+
+void b158_ref_rmsnorm(const float *x, const float *w, float *out, int n, int m_rows, float eps)
+{
+    for (int m = 0; m < m_rows; m++) {
+        const float *xr = x + (size_t)m * n;
+        float ss = 0.0f;
+        for (int i = 0; i < n; i++)
+            ss += xr[i] * xr[i];
+        const float inv = 1.0f / sqrtf(ss / (float)n + eps);
+        for (int i = 0; i < n; i++)
+            out[(size_t)m * n + i] = xr[i] * inv * w[i];
+    }
+}
+
+void b158_ref_rope(float *x, int row_stride, int n_heads, int head_dim, int n_rot, int m_rows,
+                   int pos0, float theta_base, enum b158_rope_mode mode)
+{
+    for (int m = 0; m < m_rows; m++) {
+        for (int h = 0; h < n_heads; h++) {
+            float *head = x + (size_t)m * row_stride + (size_t)h * head_dim;
+            for (int i = 0; i < n_rot / 2; i++) {
+                const float inv_freq = powf(theta_base, -2.0f * (float)i / (float)n_rot);
+                const float angle = (float)(pos0 + m) * inv_freq;
+                const float c = cosf(angle), sn = sinf(angle);
+                const int a = mode == B158_ROPE_NEOX ? i : 2 * i;
+                const int b = mode == B158_ROPE_NEOX ? i + n_rot / 2 : 2 * i + 1;
+                const float x0 = head[a], x1 = head[b];
+                head[a] = x0 * c - x1 * sn;
+                head[b] = x0 * sn + x1 * c;
+            }
+        }
+    }
+}
+
+void b158_ref_kv_store(const float *k, const float *v, uint16_t *k_cache, uint16_t *v_cache,
+                       int kv_dim, int row_stride, int m_rows, int pos0)
+{
+    for (int m = 0; m < m_rows; m++) {
+        for (int i = 0; i < kv_dim; i++) {
+            const size_t dst = (size_t)(pos0 + m) * kv_dim + i;
+            k_cache[dst] = b158_f32_to_f16(k[(size_t)m * row_stride + i]);
+            v_cache[dst] = b158_f32_to_f16(v[(size_t)m * row_stride + i]);
+        }
+    }
+}
+
+/* Softmax in two passes over the keys (max, then exp-sum and weighted values), recomputing
+ * the scores so the reference needs no scratch memory. */
+static float ref_score(const float *qh, const uint16_t *kr, int head_dim, float scale)
+{
+    float sc = 0.0f;
+    for (int d = 0; d < head_dim; d++)
+        sc += qh[d] * scale * b158_f16_to_f32(kr[d]);
+    return sc;
+}
+
+void b158_ref_attention(const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                        float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
+                        int m_rows, int pos0, float scale)
+{
+    const int kv_dim = n_head_kv * head_dim;
+    for (int m = 0; m < m_rows; m++) {
+        const int n_keys = pos0 + m + 1;
+        for (int h = 0; h < n_head; h++) {
+            const size_t kv_off = (size_t)(h / (n_head / n_head_kv)) * head_dim;
+            const float *qh = q + (size_t)m * q_stride + (size_t)h * head_dim;
+            float *oh = out + (size_t)m * n_head * head_dim + (size_t)h * head_dim;
+            float mx = -INFINITY;
+            for (int t = 0; t < n_keys; t++)
+                mx = fmaxf(mx, ref_score(qh, k_cache + (size_t)t * kv_dim + kv_off, head_dim,
+                                         scale));
+            float sum = 0.0f;
+            for (int d = 0; d < head_dim; d++)
+                oh[d] = 0.0f;
+            for (int t = 0; t < n_keys; t++) {
+                const float p = expf(
+                    ref_score(qh, k_cache + (size_t)t * kv_dim + kv_off, head_dim, scale) - mx);
+                sum += p;
+                for (int d = 0; d < head_dim; d++)
+                    oh[d] += p * b158_f16_to_f32(v_cache[(size_t)t * kv_dim + kv_off + d]);
+            }
+            for (int d = 0; d < head_dim; d++)
+                oh[d] /= sum;
+        }
+    }
+}
+
+void b158_ref_glu(const float *gate, const float *up, float *out, int count, enum b158_act act)
+{
+    for (int i = 0; i < count; i++) {
+        const float g = gate[i];
+        float a;
+        if (act == B158_ACT_SILU) {
+            a = g / (1.0f + expf(-g));
+        } else {
+            const float r = fmaxf(g, 0.0f);
+            a = r * r;
+        }
+        out[i] = a * up[i];
+    }
+}
+
+void b158_ref_add(float *x, const float *y, int count)
+{
+    for (int i = 0; i < count; i++)
+        x[i] += y[i];
+}
+
+void b158_ref_embed(const uint16_t *table, const int32_t *ids, float *out, int n_embd,
+                    int n_vocab, int m_rows)
+{
+    for (int m = 0; m < m_rows; m++)
+        for (int i = 0; i < n_embd; i++)
+            out[(size_t)m * n_embd + i] =
+                (ids[m] >= 0 && ids[m] < n_vocab)
+                    ? b158_f16_to_f32(table[(size_t)ids[m] * n_embd + i])
+                    : NAN;
+}
+
+void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows, int k,
+                         int m_rows)
+{
+    for (int m = 0; m < m_rows; m++) {
+        for (int n = 0; n < n_rows; n++) {
+            float a = 0.0f;
+            for (int i = 0; i < k; i++)
+                a += b158_f16_to_f32(w[(size_t)n * k + i]) * x[(size_t)m * k + i];
+            y[(size_t)m * n_rows + n] = a;
+        }
+    }
+}
