@@ -1,0 +1,487 @@
+/* Every device kernel against its plain-C reference, on both kernel variants, with fresh random
+ * inputs of awkward sizes and poisoned outputs. Integer results must match exactly; float
+ * results within the normalized error stated at each comparison. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "test-common.h"
+
+static const b158_variant variants[] = {B158_VARIANT_CPU, B158_VARIANT_GPU};
+#define FOR_EACH_VARIANT(rt)                                                                   \
+    for (size_t vi_ = 0; vi_ < 2; vi_++)                                                       \
+        for (b158_runtime *rt = b158_test_runtime(variants[vi_]); rt; rt = NULL)
+
+static const char *vname(b158_runtime *rt)
+{
+    return b158_runtime_variant(rt) == B158_VARIANT_GPU ? "gpu" : "cpu";
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    return p;
+}
+
+static b158_buf dev_upload(b158_runtime *rt, const void *data, size_t bytes)
+{
+    b158_buf b;
+    CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, bytes, &b), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_buf_write(rt, &b, 0, bytes, data), B158_OK);
+    return b;
+}
+
+static b158_buf dev_poisoned(b158_runtime *rt, size_t bytes)
+{
+    b158_buf b;
+    CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, bytes, &b), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_buf_fill(rt, &b, B158_POISON_BYTE), B158_OK);
+    return b;
+}
+
+static void dev_read(b158_runtime *rt, const b158_buf *b, void *dst, size_t bytes)
+{
+    CU_ASSERT_EQUAL_FATAL(b158_buf_read(rt, b, 0, bytes, dst), B158_OK);
+}
+
+static void check_ok(b158_status st)
+{
+    if (st != B158_OK)
+        fprintf(stderr, "\n%s\n", b158_last_error());
+    CU_ASSERT_EQUAL_FATAL(st, B158_OK);
+}
+
+static void fill_uniform(float *x, size_t n, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = b158_test_uniform(lo, hi);
+}
+
+static void expect_nerr(const char *what, b158_runtime *rt, const float *got, const float *ref,
+                        size_t n, double tol)
+{
+    double e = b158_test_nerr(got, ref, n);
+    if (!(e <= tol))
+        fprintf(stderr, "\n%s [%s]: normalized error %.3g > %.3g\n", what, vname(rt), e, tol);
+    CU_ASSERT(e <= tol);
+}
+
+/* ---- FP16 conversions ------------------------------------------------------------------- */
+
+static void test_half_roundtrip(void)
+{
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = b158_f16_to_f32((uint16_t)h);
+        if (isnan(f))
+            continue;
+        bad += b158_f32_to_f16(f) != h;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(b158_f32_to_f16(1.0f), 0x3c00);
+    CU_ASSERT_EQUAL(b158_f32_to_f16(65504.0f), 0x7bff);
+    CU_ASSERT_EQUAL(b158_f32_to_f16(65520.0f), 0x7c00);     /* ties to even: overflow */
+    CU_ASSERT_EQUAL(b158_f32_to_f16(1.0f + 0x1p-11f), 0x3c00); /* tie to even, down */
+    CU_ASSERT_EQUAL(b158_f32_to_f16(0x1p-25f), 0x0000);     /* tie to even, zero */
+    CU_ASSERT_EQUAL(b158_f32_to_f16(0x1.8p-25f), 0x0001);
+    CU_ASSERT(isnan(b158_f16_to_f32(b158_f32_to_f16(NAN))));
+}
+
+/* ---- quantization ----------------------------------------------------------------------- */
+
+static void test_quantize(void)
+{
+    const int ks[] = {1, 7, 64, 65, 300, 2560 + b158_test_randint(1, 63)};
+    FOR_EACH_VARIANT(rt)
+    {
+        for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
+            const int k = ks[t], kp = b158_ternary_k_pad(k), m = b158_test_randint(1, 6);
+            float *x = xmalloc((size_t)m * k * 4), *s = xmalloc((size_t)m * 4),
+                  *sr = xmalloc((size_t)m * 4);
+            int8_t *q = xmalloc((size_t)m * kp), *qr = xmalloc((size_t)m * k);
+            fill_uniform(x, (size_t)m * k, -3.0f, 3.0f);
+            if (m > 1) /* an all-zero row and a row with a huge outlier */
+                memset(x + k, 0, (size_t)k * 4);
+            x[b158_test_randint(0, k - 1)] = 1000.0f;
+            b158_buf dx = dev_upload(rt, x, (size_t)m * k * 4);
+            b158_buf dq = dev_poisoned(rt, (size_t)m * kp), ds = dev_poisoned(rt, (size_t)m * 4);
+            check_ok(b158_op_quantize(rt, &dx, &dq, &ds, k, kp, m));
+            dev_read(rt, &dq, q, (size_t)m * kp);
+            dev_read(rt, &ds, s, (size_t)m * 4);
+            b158_ref_quantize(x, k, m, qr, sr);
+            int mism = 0, tail = 0;
+            for (int r = 0; r < m; r++) {
+                mism += memcmp(&s[r], &sr[r], 4) != 0;
+                for (int i = 0; i < kp; i++) {
+                    if (i < k)
+                        mism += q[(size_t)r * kp + i] != qr[(size_t)r * k + i];
+                    else
+                        tail += q[(size_t)r * kp + i] != 0;
+                }
+            }
+            if (mism || tail)
+                fprintf(stderr, "\nquantize k=%d m=%d [%s]: %d mismatches, %d bad tail\n", k, m,
+                        vname(rt), mism, tail);
+            CU_ASSERT_EQUAL(mism, 0);
+            CU_ASSERT_EQUAL(tail, 0);
+            b158_buf_free(rt, &dx);
+            b158_buf_free(rt, &dq);
+            b158_buf_free(rt, &ds);
+            free(x), free(s), free(sr), free(q), free(qr);
+        }
+    }
+}
+
+/* ---- ternary matmul --------------------------------------------------------------------- */
+
+/* Runs one n x k matmul over m tokens: once with unit scales (the float result then equals the
+ * int32 sum exactly, so the integer part is checked bit for bit) and once with random scales
+ * and accumulation into a random y (normalized error 1e-6). */
+static void check_ternary(b158_runtime *rt, int n, int k, int m, int force_gemm)
+{
+    const int kp = b158_ternary_k_pad(k);
+    int8_t *w = xmalloc((size_t)n * k), *q = xmalloc((size_t)m * k);
+    int8_t *qp = xmalloc((size_t)m * kp);
+    float *ws = xmalloc((size_t)n * 4), *s = xmalloc((size_t)m * 4);
+    float *y = xmalloc((size_t)m * n * 4), *yr = xmalloc((size_t)m * n * 4);
+    float *y0 = xmalloc((size_t)m * n * 4);
+    int32_t *acc = xmalloc((size_t)m * n * 4);
+    const int zero_pct = b158_test_randint(0, 60);
+    for (size_t i = 0; i < (size_t)n * k; i++)
+        w[i] = b158_test_randint(0, 99) < zero_pct ? 0 : (b158_test_rand() & 1 ? 1 : -1);
+    for (size_t i = 0; i < (size_t)m * k; i++)
+        q[i] = (int8_t)b158_test_randint(-128, 127);
+    memset(qp, 0, (size_t)m * kp);
+    for (int r = 0; r < m; r++)
+        memcpy(qp + (size_t)r * kp, q + (size_t)r * k, (size_t)k);
+    for (int i = 0; i < n; i++)
+        ws[i] = 1.0f;
+    for (int i = 0; i < m; i++)
+        s[i] = 1.0f;
+
+    b158_tmat dw;
+    check_ok(b158_tmat_upload(rt, w, ws, n, k, &dw));
+    b158_buf dq = dev_upload(rt, qp, (size_t)m * kp), ds = dev_upload(rt, s, (size_t)m * 4);
+    b158_buf dy = dev_poisoned(rt, (size_t)m * n * 4);
+    check_ok(force_gemm ? b158_op_ternary_gemm(rt, &dw, &dq, &ds, &dy, m, 0)
+                        : b158_op_ternary_matmul(rt, &dw, &dq, &ds, &dy, m, 0));
+    dev_read(rt, &dy, y, (size_t)m * n * 4);
+    b158_ref_ternary_matmul(w, ws, n, k, q, s, m, acc, NULL);
+    int mism = 0;
+    for (size_t i = 0; i < (size_t)m * n; i++)
+        mism += y[i] != (float)acc[i];
+    if (mism)
+        fprintf(stderr, "\nternary %s %dx%d m=%d [%s]: %d of %d int32 sums differ\n",
+                force_gemm || m > 1 ? "gemm" : "gemv", n, k, m, vname(rt), mism, m * n);
+    CU_ASSERT_EQUAL(mism, 0);
+
+    /* float epilogue with random scales, accumulated into a random y */
+    fill_uniform(ws, (size_t)n, 0.01f, 2.0f);
+    fill_uniform(s, (size_t)m, 0.5f, 300.0f);
+    fill_uniform(y0, (size_t)m * n, -1000.0f, 1000.0f);
+    b158_tmat dw2;
+    check_ok(b158_tmat_upload(rt, w, ws, n, k, &dw2));
+    b158_buf ds2 = dev_upload(rt, s, (size_t)m * 4), dy2 = dev_upload(rt, y0, (size_t)m * n * 4);
+    check_ok(force_gemm ? b158_op_ternary_gemm(rt, &dw2, &dq, &ds2, &dy2, m, 1)
+                        : b158_op_ternary_matmul(rt, &dw2, &dq, &ds2, &dy2, m, 1));
+    dev_read(rt, &dy2, y, (size_t)m * n * 4);
+    b158_ref_ternary_matmul(w, ws, n, k, q, s, m, NULL, yr);
+    for (size_t i = 0; i < (size_t)m * n; i++)
+        yr[i] += y0[i];
+    expect_nerr("ternary epilogue", rt, y, yr, (size_t)m * n, 1e-6);
+
+    b158_tmat_free(rt, &dw);
+    b158_tmat_free(rt, &dw2);
+    b158_buf_free(rt, &dq);
+    b158_buf_free(rt, &ds);
+    b158_buf_free(rt, &dy);
+    b158_buf_free(rt, &ds2);
+    b158_buf_free(rt, &dy2);
+    free(w), free(q), free(qp), free(ws), free(s), free(y), free(yr), free(y0), free(acc);
+}
+
+static void test_ternary_gemv(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        check_ternary(rt, 1, 1, 1, 0);
+        check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 0);
+        check_ternary(rt, b158_test_randint(100, 300), 64 * b158_test_randint(1, 8) + 1, 1, 0);
+        check_ternary(rt, b158_test_randint(200, 600), b158_test_randint(1000, 3000), 1, 0);
+        check_ternary(rt, 2560 + 3, 6912 - 5, 1, 0); /* BitNet-sized, off by a little */
+    }
+}
+
+static void test_ternary_gemm(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 1);
+        check_ternary(rt, b158_test_randint(30, 70), b158_test_randint(65, 200),
+                      b158_test_randint(2, 5), 0);
+        check_ternary(rt, b158_test_randint(100, 300), b158_test_randint(300, 700),
+                      b158_test_randint(17, 40), 0);
+        check_ternary(rt, 257, 2560 + 7, 33, 0);
+    }
+}
+
+/* ---- rmsnorm ---------------------------------------------------------------------------- */
+
+static void test_rmsnorm(void)
+{
+    const int ns[] = {1, 33, 257, 2560 + b158_test_randint(1, 99)};
+    FOR_EACH_VARIANT(rt)
+    {
+        for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+            const int n = ns[t], m = b158_test_randint(1, 7);
+            float *x = xmalloc((size_t)m * n * 4), *w = xmalloc((size_t)n * 4);
+            float *y = xmalloc((size_t)m * n * 4), *yr = xmalloc((size_t)m * n * 4);
+            fill_uniform(x, (size_t)m * n, -50.0f, 50.0f);
+            fill_uniform(w, (size_t)n, -2.0f, 2.0f);
+            b158_buf dx = dev_upload(rt, x, (size_t)m * n * 4), dw = dev_upload(rt, w, (size_t)n * 4);
+            b158_buf dy = dev_poisoned(rt, (size_t)m * n * 4);
+            check_ok(b158_op_rmsnorm(rt, &dx, &dw, &dy, n, m, 1e-5f));
+            dev_read(rt, &dy, y, (size_t)m * n * 4);
+            b158_ref_rmsnorm(x, w, yr, n, m, 1e-5f);
+            expect_nerr("rmsnorm", rt, y, yr, (size_t)m * n, 1e-5);
+            /* in place */
+            check_ok(b158_op_rmsnorm(rt, &dx, &dw, &dx, n, m, 1e-5f));
+            dev_read(rt, &dx, y, (size_t)m * n * 4);
+            expect_nerr("rmsnorm in place", rt, y, yr, (size_t)m * n, 1e-5);
+            b158_buf_free(rt, &dx);
+            b158_buf_free(rt, &dw);
+            b158_buf_free(rt, &dy);
+            free(x), free(w), free(y), free(yr);
+        }
+    }
+}
+
+/* ---- rope ------------------------------------------------------------------------------- */
+
+static void test_rope(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        for (int mode = 0; mode < 2; mode++) {
+            for (int t = 0; t < 3; t++) {
+                const int hd = 2 * b158_test_randint(2, 64), nh = b158_test_randint(1, 7);
+                const int n_rot = t == 0 ? hd : 2 * b158_test_randint(1, hd / 2);
+                const int m = b158_test_randint(1, 9), stride = nh * hd + b158_test_randint(0, 5);
+                const int pos0 = t == 2 ? b158_test_randint(1000, 4000) : b158_test_randint(0, 9);
+                const float base = t == 1 ? 500000.0f : 10000.0f;
+                const size_t cnt = (size_t)m * stride;
+                float *x = xmalloc(cnt * 4), *xr = xmalloc(cnt * 4), *y = xmalloc(cnt * 4);
+                fill_uniform(x, cnt, -4.0f, 4.0f);
+                memcpy(xr, x, cnt * 4);
+                b158_buf dx = dev_upload(rt, x, cnt * 4);
+                check_ok(b158_op_rope(rt, &dx, stride, nh, hd, n_rot, m, pos0, base, mode));
+                dev_read(rt, &dx, y, cnt * 4);
+                b158_ref_rope(xr, stride, nh, hd, n_rot, m, pos0, base, mode);
+                /* large angles (pos ~4000) amplify ulp differences of pow/sin/cos */
+                expect_nerr(mode ? "rope interleaved" : "rope neox", rt, y, xr, cnt, 2e-4);
+                b158_buf_free(rt, &dx);
+                free(x), free(xr), free(y);
+            }
+        }
+        /* NEOX pairing: with angle pi/2 on dim 0 (pos 1, n_rot 2 so inv_freq = 1... ) */
+        float h[4] = {1.0f, 2.0f, 3.0f, 4.0f}, out[4];
+        b158_buf dh = dev_upload(rt, h, sizeof h);
+        check_ok(b158_op_rope(rt, &dh, 4, 1, 4, 4, 1, 0, 10000.0f, B158_ROPE_NEOX));
+        dev_read(rt, &dh, out, sizeof out);
+        CU_ASSERT_EQUAL(memcmp(out, h, sizeof h), 0); /* position 0 is the identity */
+        b158_buf_free(rt, &dh);
+    }
+}
+
+/* ---- attention and KV store ------------------------------------------------------------- */
+
+static void check_attention(b158_runtime *rt, int nh, int nkv, int hd, int pos0, int m)
+{
+    const int kv_dim = nkv * hd, qdim = nh * hd, n_ctx = pos0 + m + b158_test_randint(0, 5);
+    const size_t layer = (size_t)n_ctx * kv_dim, off = layer; /* test layer 1 of 2 */
+    float *q = xmalloc((size_t)m * qdim * 4), *kv = xmalloc((size_t)(pos0 + m) * kv_dim * 4);
+    float *vv = xmalloc((size_t)(pos0 + m) * kv_dim * 4);
+    float *o = xmalloc((size_t)m * qdim * 4), *orf = xmalloc((size_t)m * qdim * 4);
+    uint16_t *kc = xmalloc(layer * 2 * 2), *vc = xmalloc(layer * 2 * 2);
+    uint16_t *kr = xmalloc(layer * 2), *vr = xmalloc(layer * 2);
+    fill_uniform(q, (size_t)m * qdim, -2.0f, 2.0f);
+    fill_uniform(kv, (size_t)(pos0 + m) * kv_dim, -2.0f, 2.0f);
+    fill_uniform(vv, (size_t)(pos0 + m) * kv_dim, -3.0f, 3.0f);
+
+    b158_buf dk = dev_upload(rt, kv, (size_t)(pos0 + m) * kv_dim * 4);
+    b158_buf dv = dev_upload(rt, vv, (size_t)(pos0 + m) * kv_dim * 4);
+    b158_buf dkc = dev_poisoned(rt, layer * 2 * 2), dvc = dev_poisoned(rt, layer * 2 * 2);
+    /* history in one call, the new rows in a second, as prefill then decode would */
+    if (pos0 > 0)
+        check_ok(b158_op_kv_store(rt, &dk, &dv, &dkc, &dvc, kv_dim, kv_dim, pos0, 0, off));
+    b158_buf dk2 = dev_upload(rt, kv + (size_t)pos0 * kv_dim, (size_t)m * kv_dim * 4);
+    b158_buf dv2 = dev_upload(rt, vv + (size_t)pos0 * kv_dim, (size_t)m * kv_dim * 4);
+    check_ok(b158_op_kv_store(rt, &dk2, &dv2, &dkc, &dvc, kv_dim, kv_dim, m, pos0, off));
+    dev_read(rt, &dkc, kc, layer * 2 * 2);
+    dev_read(rt, &dvc, vc, layer * 2 * 2);
+    b158_ref_kv_store(kv, vv, kr, vr, kv_dim, kv_dim, pos0 + m, 0);
+    size_t used = (size_t)(pos0 + m) * kv_dim;
+    CU_ASSERT_EQUAL(memcmp(kc + off, kr, used * 2), 0);
+    CU_ASSERT_EQUAL(memcmp(vc + off, vr, used * 2), 0);
+    int untouched = 1; /* layer 0 and the unused tail of layer 1 stay poisoned */
+    for (size_t i = 0; i < off; i++)
+        untouched &= kc[i] == 0x7f7f && vc[i] == 0x7f7f;
+    for (size_t i = off + used; i < 2 * layer; i++)
+        untouched &= kc[i] == 0x7f7f;
+    CU_ASSERT(untouched);
+
+    b158_buf dq = dev_upload(rt, q, (size_t)m * qdim * 4), dout = dev_poisoned(rt, (size_t)m * qdim * 4);
+    const float scale = 1.0f / sqrtf((float)hd);
+    check_ok(b158_op_attention(rt, &dq, &dkc, &dvc, &dout, nh, nkv, hd, qdim, m, pos0, off, scale));
+    dev_read(rt, &dout, o, (size_t)m * qdim * 4);
+    b158_ref_attention(q, kr, vr, orf, nh, nkv, hd, qdim, m, pos0, scale);
+    char what[96];
+    snprintf(what, sizeof what, "attention h%d/%d d%d pos0 %d m %d", nh, nkv, hd, pos0, m);
+    expect_nerr(what, rt, o, orf, (size_t)m * qdim, 2e-5);
+    b158_buf_free(rt, &dk), b158_buf_free(rt, &dv), b158_buf_free(rt, &dk2);
+    b158_buf_free(rt, &dv2), b158_buf_free(rt, &dkc), b158_buf_free(rt, &dvc);
+    b158_buf_free(rt, &dq), b158_buf_free(rt, &dout);
+    free(q), free(kv), free(vv), free(o), free(orf), free(kc), free(vc), free(kr), free(vr);
+}
+
+static void test_attention(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        check_attention(rt, 1, 1, 2, 0, 1);
+        check_attention(rt, 4, 4, 16, b158_test_randint(0, 3), b158_test_randint(1, 5));
+        check_attention(rt, 6, 2, 40, b158_test_randint(50, 150), 1);    /* decode, GQA 3:1 */
+        check_attention(rt, 6, 3, 24, 0, b158_test_randint(60, 90));     /* prefill */
+        check_attention(rt, 4, 1, 128, b158_test_randint(5, 40), 7);     /* 2B-4T head dim */
+        check_attention(rt, 2, 1, 200, b158_test_randint(0, 70), 3);     /* head dim > 128 */
+        /* a head dimension past the kernel's limit is refused, not overrun */
+        b158_buf b;
+        CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, 1 << 20, &b), B158_OK);
+        CU_ASSERT_EQUAL(b158_op_attention(rt, &b, &b, &b, &b, 1, 1, 512, 512, 1, 0, 0, 1.0f),
+                        B158_ERR_UNSUPPORTED);
+        /* a cache too small for the positions is refused */
+        CU_ASSERT_EQUAL(b158_op_kv_store(rt, &b, &b, &b, &b, 64, 64, 1, 1 << 14, 0),
+                        B158_ERR_INVALID_ARG);
+        b158_buf_free(rt, &b);
+    }
+}
+
+/* ---- elementwise, embedding, FP16 matvec ------------------------------------------------ */
+
+static void test_glu(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        for (int act = 0; act < 2; act++) {
+            const int n = b158_test_randint(1, 5000) * b158_test_randint(1, 3);
+            float *g = xmalloc((size_t)n * 4), *u = xmalloc((size_t)n * 4);
+            float *o = xmalloc((size_t)n * 4), *orf = xmalloc((size_t)n * 4);
+            fill_uniform(g, (size_t)n, -30.0f, 30.0f);
+            fill_uniform(u, (size_t)n, -30.0f, 30.0f);
+            b158_buf dg = dev_upload(rt, g, (size_t)n * 4), du = dev_upload(rt, u, (size_t)n * 4);
+            b158_buf dout = dev_poisoned(rt, (size_t)n * 4);
+            check_ok(b158_op_glu(rt, &dg, &du, &dout, n, act));
+            dev_read(rt, &dout, o, (size_t)n * 4);
+            b158_ref_glu(g, u, orf, n, act);
+            expect_nerr(act ? "relu2*up" : "silu*up", rt, o, orf, (size_t)n, 1e-6);
+            b158_buf_free(rt, &dg), b158_buf_free(rt, &du), b158_buf_free(rt, &dout);
+            free(g), free(u), free(o), free(orf);
+        }
+    }
+}
+
+static void test_add(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        const int n = b158_test_randint(1, 10000);
+        float *x = xmalloc((size_t)n * 4), *y = xmalloc((size_t)n * 4), *o = xmalloc((size_t)n * 4);
+        fill_uniform(x, (size_t)n, -100.0f, 100.0f);
+        fill_uniform(y, (size_t)n, -100.0f, 100.0f);
+        b158_buf dx = dev_upload(rt, x, (size_t)n * 4), dy = dev_upload(rt, y, (size_t)n * 4);
+        check_ok(b158_op_add(rt, &dx, &dy, n));
+        dev_read(rt, &dx, o, (size_t)n * 4);
+        b158_ref_add(x, y, n);
+        CU_ASSERT_EQUAL(memcmp(o, x, (size_t)n * 4), 0);
+        b158_buf_free(rt, &dx), b158_buf_free(rt, &dy);
+        free(x), free(y), free(o);
+    }
+}
+
+static void test_embed(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        const int n_embd = b158_test_randint(1, 300), n_vocab = b158_test_randint(2, 500);
+        const int m = b158_test_randint(2, 9);
+        uint16_t *table = xmalloc((size_t)n_vocab * n_embd * 2);
+        int32_t *ids = xmalloc((size_t)m * 4);
+        float *o = xmalloc((size_t)m * n_embd * 4), *orf = xmalloc((size_t)m * n_embd * 4);
+        for (size_t i = 0; i < (size_t)n_vocab * n_embd; i++)
+            table[i] = b158_f32_to_f16(b158_test_uniform(-1.0f, 1.0f));
+        for (int i = 0; i < m; i++)
+            ids[i] = b158_test_randint(0, n_vocab - 1);
+        ids[m - 1] = n_vocab; /* out of range: NaN, never a read past the table */
+        b158_buf dt = dev_upload(rt, table, (size_t)n_vocab * n_embd * 2);
+        b158_buf di = dev_upload(rt, ids, (size_t)m * 4), dout = dev_poisoned(rt, (size_t)m * n_embd * 4);
+        check_ok(b158_op_embed(rt, &dt, &di, &dout, n_embd, n_vocab, m));
+        dev_read(rt, &dout, o, (size_t)m * n_embd * 4);
+        b158_ref_embed(table, ids, orf, n_embd, n_vocab, m);
+        CU_ASSERT_EQUAL(memcmp(o, orf, (size_t)(m - 1) * n_embd * 4), 0);
+        int nans = 0;
+        for (int i = 0; i < n_embd; i++)
+            nans += isnan(o[(size_t)(m - 1) * n_embd + i]);
+        CU_ASSERT_EQUAL(nans, n_embd);
+        b158_buf_free(rt, &dt), b158_buf_free(rt, &di), b158_buf_free(rt, &dout);
+        free(table), free(ids), free(o), free(orf);
+    }
+}
+
+static void test_f16_matvec(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        for (int t = 0; t < 3; t++) {
+            const int n = t == 2 ? 5003 : b158_test_randint(1, 700);
+            const int k = t == 0 ? b158_test_randint(1, 7) : b158_test_randint(8, 2600);
+            const int m = b158_test_randint(1, 3);
+            uint16_t *w = xmalloc((size_t)n * k * 2);
+            float *x = xmalloc((size_t)m * k * 4), *y = xmalloc((size_t)m * n * 4);
+            float *yr = xmalloc((size_t)m * n * 4);
+            for (size_t i = 0; i < (size_t)n * k; i++)
+                w[i] = b158_f32_to_f16(b158_test_uniform(-0.1f, 0.1f));
+            fill_uniform(x, (size_t)m * k, -3.0f, 3.0f);
+            b158_buf dw = dev_upload(rt, w, (size_t)n * k * 2), dx = dev_upload(rt, x, (size_t)m * k * 4);
+            b158_buf dy = dev_poisoned(rt, (size_t)m * n * 4);
+            check_ok(b158_op_f16_matvec(rt, &dw, &dx, &dy, n, k, m));
+            dev_read(rt, &dy, y, (size_t)m * n * 4);
+            b158_ref_f16_matvec(w, x, yr, n, k, m);
+            expect_nerr("f16 matvec", rt, y, yr, (size_t)m * n, 2e-5);
+            b158_buf_free(rt, &dw), b158_buf_free(rt, &dx), b158_buf_free(rt, &dy);
+            free(w), free(x), free(y), free(yr);
+        }
+    }
+}
+
+static void add_suites(void)
+{
+    b158_test_suite("half", (b158_test_case[]){{"roundtrip", test_half_roundtrip}, {NULL, NULL}});
+    b158_test_suite("quantize", (b158_test_case[]){{"rows", test_quantize}, {NULL, NULL}});
+    b158_test_suite("ternary_gemv", (b158_test_case[]){{"gemv", test_ternary_gemv}, {NULL, NULL}});
+    b158_test_suite("ternary_gemm", (b158_test_case[]){{"gemm", test_ternary_gemm}, {NULL, NULL}});
+    b158_test_suite("rmsnorm", (b158_test_case[]){{"rows", test_rmsnorm}, {NULL, NULL}});
+    b158_test_suite("rope", (b158_test_case[]){{"neox_interleaved", test_rope}, {NULL, NULL}});
+    b158_test_suite("attention", (b158_test_case[]){{"gqa_causal", test_attention}, {NULL, NULL}});
+    b158_test_suite("glu", (b158_test_case[]){{"silu_relu2", test_glu}, {NULL, NULL}});
+    b158_test_suite("add", (b158_test_case[]){{"residual", test_add}, {NULL, NULL}});
+    b158_test_suite("embed", (b158_test_case[]){{"gather", test_embed}, {NULL, NULL}});
+    b158_test_suite("f16_matvec", (b158_test_case[]){{"lm_head", test_f16_matvec}, {NULL, NULL}});
+}
+
+int main(int argc, char **argv)
+{
+    return b158_test_main(argc, argv, add_suites);
+}

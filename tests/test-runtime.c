@@ -1,0 +1,192 @@
+/* Runtime tests: device listing and selection errors, program build log and cache, memory
+ * accounting. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime.h"
+#include "test-common.h"
+
+static void test_list(void)
+{
+    size_t n = 0;
+    b158_status st = b158_device_list(NULL, 0, &n);
+    if (st == B158_ERR_NO_PLATFORM) {
+        b158_test_skip(b158_last_error());
+        return;
+    }
+    CU_ASSERT_EQUAL_FATAL(st, B158_OK);
+    CU_ASSERT_FATAL(n > 0);
+    b158_device_info *d = calloc(n, sizeof *d);
+    CU_ASSERT_EQUAL(b158_device_list(d, n, &n), B158_OK);
+    for (size_t i = 0; i < n; i++) {
+        CU_ASSERT_EQUAL(d[i].index, (int)i);
+        CU_ASSERT(strlen(d[i].name) > 0);
+        CU_ASSERT(d[i].compute_units > 0);
+        CU_ASSERT(d[i].global_mem > 0 && d[i].max_alloc > 0 && d[i].max_work_group > 0);
+        CU_ASSERT(d[i].is_gpu || d[i].is_cpu || 1);
+    }
+    free(d);
+}
+
+static b158_status create_on(const char *sel, b158_runtime **rt)
+{
+    b158_runtime_params p = b158_runtime_default_params();
+    p.device = sel;
+    return b158_runtime_create(&p, rt);
+}
+
+static void test_select(void)
+{
+    size_t n = 0;
+    if (b158_device_list(NULL, 0, &n) != B158_OK) {
+        b158_test_skip(b158_last_error());
+        return;
+    }
+    b158_runtime *rt = NULL;
+    CU_ASSERT_EQUAL(create_on("999", &rt), B158_ERR_NO_DEVICE);
+    CU_ASSERT_PTR_NULL(rt);
+    CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "index 999"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "--list-devices"));
+    CU_ASSERT_EQUAL(create_on("-1", &rt), B158_ERR_NO_DEVICE);
+    CU_ASSERT_EQUAL(create_on("no-such-device-xyz", &rt), B158_ERR_NO_DEVICE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "no-such-device-xyz"));
+    CU_ASSERT_PTR_NULL(rt);
+
+    b158_device_info d0;
+    CU_ASSERT_EQUAL_FATAL(b158_device_list(&d0, 1, &n), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(create_on("0", &rt), B158_OK);
+    CU_ASSERT_STRING_EQUAL(b158_runtime_device(rt)->name, d0.name);
+    b158_runtime_free(rt);
+    /* a case-changed substring of the name selects it too */
+    char sub[8] = {0};
+    for (int i = 0; i < 4 && d0.name[i]; i++)
+        sub[i] = (char)((d0.name[i] >= 'a' && d0.name[i] <= 'z') ? d0.name[i] - 32 : d0.name[i]);
+    rt = NULL;
+    CU_ASSERT_EQUAL(create_on(sub, &rt), B158_OK);
+    b158_runtime_free(rt);
+    b158_runtime_free(NULL);
+}
+
+static void test_build_error(void)
+{
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
+    if (!rt)
+        return;
+    cl_program prog = NULL;
+    b158_status st = b158_rt_build(
+        rt, "broken.cl", "__kernel void k(__global float *x) { x[0] = undeclared_thing_42; }",
+        &prog);
+    CU_ASSERT_EQUAL(st, B158_ERR_BUILD);
+    CU_ASSERT_PTR_NULL(prog);
+    const char *msg = b158_last_error();
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "broken.cl"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "undeclared_thing_42")); /* from the build log */
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "-cl-std=CL1.2"));       /* the options */
+}
+
+static int count_files(const char *dir)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "ls -1 '%s' 2>/dev/null | grep -c '\\.bin$'", dir);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    if (p) {
+        if (fscanf(p, "%d", &n) != 1)
+            n = 0;
+        pclose(p);
+    }
+    return n;
+}
+
+static void test_build_cache(void)
+{
+    char dir[] = "/tmp/b158-cache-XXXXXX";
+    CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+    b158_runtime_params p = b158_runtime_default_params();
+    p.cache_dir = dir;
+    b158_runtime *rt = NULL;
+    b158_status st = b158_runtime_create(&p, &rt);
+    if (st == B158_ERR_NO_PLATFORM || st == B158_ERR_NO_DEVICE) {
+        b158_test_skip(b158_last_error());
+        return;
+    }
+    CU_ASSERT_EQUAL_FATAL(st, B158_OK);
+    /* a unique source, so the entry is new */
+    char src[256];
+    snprintf(src, sizeof src, "__kernel void k(__global int *x) { x[get_global_id(0)] = %u; }",
+             b158_test_rand());
+    cl_program prog = NULL;
+    CU_ASSERT_EQUAL(b158_rt_build(rt, "cache-test", src, &prog), B158_OK);
+    if (prog)
+        clReleaseProgram(prog);
+    CU_ASSERT_EQUAL(count_files(dir), 1);
+    /* second build is served from the cache; a corrupted entry falls back to source */
+    CU_ASSERT_EQUAL(b158_rt_build(rt, "cache-test", src, &prog), B158_OK);
+    if (prog)
+        clReleaseProgram(prog);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "for f in '%s'/*.bin; do echo garbage > \"$f\"; done", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+    prog = NULL;
+    CU_ASSERT_EQUAL(b158_rt_build(rt, "cache-test", src, &prog), B158_OK);
+    CU_ASSERT_PTR_NOT_NULL(prog);
+    if (prog)
+        clReleaseProgram(prog);
+    b158_runtime_free(rt);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
+static void test_memory(void)
+{
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
+    if (!rt)
+        return;
+    uint64_t base = b158_runtime_mem_bytes(rt, B158_MEM_CATEGORY_COUNT);
+    b158_buf a, b, c;
+    CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_WEIGHTS, 1000, &a), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_KV_CACHE, 2000, &b), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, 3000, &c), B158_OK);
+    CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS), 1000);
+    CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_KV_CACHE), 2000);
+    CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_SCRATCH), 3000);
+    CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_CATEGORY_COUNT), base + 6000);
+    CU_ASSERT(b158_runtime_mem_peak(rt) >= base + 6000);
+    /* reads and writes are bounds-checked */
+    char buf[16] = {0};
+    CU_ASSERT_EQUAL(b158_buf_write(rt, &a, 995, 16, buf), B158_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(b158_buf_read(rt, &a, 0, 16, buf), B158_OK);
+    b158_buf_free(rt, &b);
+    b158_buf_free(rt, &b); /* second free is a no-op */
+    CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_KV_CACHE), 0);
+    /* more than the device allows: one clear error, counters untouched */
+    b158_buf huge;
+    const b158_device_info *d = b158_runtime_device(rt);
+    CU_ASSERT_EQUAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)d->max_alloc + 1, &huge),
+                    B158_ERR_DEVICE_MEMORY);
+    CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "MiB"));
+    CU_ASSERT_PTR_NULL(huge.mem);
+    CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_SCRATCH), 3000);
+    b158_buf_free(rt, &a);
+    b158_buf_free(rt, &c);
+    CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_CATEGORY_COUNT), base);
+}
+
+static void add_suites(void)
+{
+    b158_test_suite("devices", (b158_test_case[]){{"list", test_list},
+                                                  {"select", test_select},
+                                                  {NULL, NULL}});
+    b158_test_suite("build", (b158_test_case[]){{"build_error_has_log", test_build_error},
+                                                {"binary_cache", test_build_cache},
+                                                {NULL, NULL}});
+    b158_test_suite("memory", (b158_test_case[]){{"counters", test_memory}, {NULL, NULL}});
+}
+
+int main(int argc, char **argv)
+{
+    return b158_test_main(argc, argv, add_suites);
+}
