@@ -34,6 +34,9 @@ typedef struct b158_tmat {
 /* Packs and uploads w (n x k, values -1/0/+1) with per-row scales (counted as weights). */
 b158_status b158_tmat_upload(b158_runtime *rt, const int8_t *w, const float *scales, int n, int k,
                              b158_tmat *out);
+/* Uploads an already packed matrix (n * k_pad / 4 bytes of codes). */
+b158_status b158_tmat_upload_packed(b158_runtime *rt, const uint8_t *codes, const float *scales,
+                                    int n, int k, b158_tmat *out);
 void b158_tmat_free(b158_runtime *rt, b158_tmat *m);
 
 /* ---- launch wrappers (enqueue only; buffers are the caller's) --------------------------- */

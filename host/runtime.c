@@ -476,6 +476,17 @@ b158_status b158_buf_fill(b158_runtime *rt, const b158_buf *buf, uint8_t byte)
     return B158_OK;
 }
 
+b158_status b158_buf_copy(b158_runtime *rt, const b158_buf *src, size_t src_off,
+                          const b158_buf *dst, size_t dst_off, size_t bytes)
+{
+    B158_TRY(check_range(src, src_off, bytes, "copy source"));
+    B158_TRY(check_range(dst, dst_off, bytes, "copy destination"));
+    if (bytes)
+        B158_CL_CHECK(clEnqueueCopyBuffer(rt->queue, src->mem, dst->mem, src_off, dst_off, bytes,
+                                          0, NULL, NULL));
+    return B158_OK;
+}
+
 b158_status b158_rt_finish(b158_runtime *rt)
 {
     B158_CL_CHECK(clFinish(rt->queue));

@@ -98,6 +98,9 @@ b158_status b158_buf_write(b158_runtime *rt, const b158_buf *buf, size_t offset,
 b158_status b158_buf_read(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
                           void *dst);
 b158_status b158_buf_fill(b158_runtime *rt, const b158_buf *buf, uint8_t byte);
+/* Device-side copy of bytes between buffers (enqueued, not waited for). */
+b158_status b158_buf_copy(b158_runtime *rt, const b158_buf *src, size_t src_off,
+                          const b158_buf *dst, size_t dst_off, size_t bytes);
 
 /* Compiles an OpenCL C source (prelude prepended) for the runtime's device, through the binary
  * cache. label names it in messages. On failure returns B158_ERR_BUILD with the build log and

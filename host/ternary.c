@@ -24,27 +24,21 @@ b158_status b158_ternary_pack(const int8_t *w, int n, int k, uint8_t *out)
     return B158_OK;
 }
 
-b158_status b158_tmat_upload(b158_runtime *rt, const int8_t *w, const float *scales, int n, int k,
-                             b158_tmat *out)
+b158_status b158_tmat_upload_packed(b158_runtime *rt, const uint8_t *codes, const float *scales,
+                                    int n, int k, b158_tmat *out)
 {
     memset(out, 0, sizeof *out);
     if (n <= 0 || k <= 0)
         return B158_FAIL(B158_ERR_INVALID_ARG, "ternary matrix of %d x %d", n, k);
     const int k_pad = b158_ternary_k_pad(k);
     const size_t bytes = (size_t)n * (size_t)k_pad / 4;
-    uint8_t *packed = malloc(bytes);
-    if (!packed)
-        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory packing %zu bytes", bytes);
-    b158_status st = b158_ternary_pack(w, n, k, packed);
+    b158_status st = b158_buf_alloc(rt, B158_MEM_WEIGHTS, bytes, &out->codes);
     if (st == B158_OK)
-        st = b158_buf_alloc(rt, B158_MEM_WEIGHTS, bytes, &out->codes);
-    if (st == B158_OK)
-        st = b158_buf_write(rt, &out->codes, 0, bytes, packed);
+        st = b158_buf_write(rt, &out->codes, 0, bytes, codes);
     if (st == B158_OK)
         st = b158_buf_alloc(rt, B158_MEM_WEIGHTS, (size_t)n * sizeof(float), &out->scales);
     if (st == B158_OK)
         st = b158_buf_write(rt, &out->scales, 0, (size_t)n * sizeof(float), scales);
-    free(packed);
     if (st != B158_OK) {
         b158_tmat_free(rt, out);
         return st;
@@ -53,6 +47,23 @@ b158_status b158_tmat_upload(b158_runtime *rt, const int8_t *w, const float *sca
     out->k = k;
     out->k_pad = k_pad;
     return B158_OK;
+}
+
+b158_status b158_tmat_upload(b158_runtime *rt, const int8_t *w, const float *scales, int n, int k,
+                             b158_tmat *out)
+{
+    memset(out, 0, sizeof *out);
+    if (n <= 0 || k <= 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "ternary matrix of %d x %d", n, k);
+    const size_t bytes = (size_t)n * (size_t)b158_ternary_k_pad(k) / 4;
+    uint8_t *packed = malloc(bytes);
+    if (!packed)
+        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory packing %zu bytes", bytes);
+    b158_status st = b158_ternary_pack(w, n, k, packed);
+    if (st == B158_OK)
+        st = b158_tmat_upload_packed(rt, packed, scales, n, k, out);
+    free(packed);
+    return st;
 }
 
 void b158_tmat_free(b158_runtime *rt, b158_tmat *m)

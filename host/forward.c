@@ -1,0 +1,358 @@
+/* Sessions and the forward pass: the OpenCL path (batched prefill with GEMM kernels, decode with
+ * GEMV kernels, FP16 KV cache on the device) and the plain-C reference path, step for step the
+ * same computation (REFERENCE.md s.1). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+/* Host scratch of the CPU reference path; shapes in comments ((rows, cols) row-major). */
+struct cpu_state {
+    float *x;          /* (n_batch, n_embd) residual stream */
+    float *xn;         /* (n_batch, max(n_embd, qd, n_ff)) normed input of a BitLinear */
+    float *q, *k, *v;  /* (n_batch, qd), (n_batch, kvd) x2 */
+    float *att;        /* (n_batch, qd) */
+    float *gate, *up;  /* (n_batch, n_ff) */
+    int8_t *q8;        /* (n_batch, max width) int8 activations */
+    float *s;          /* (n_batch) activation scales */
+    uint16_t *k_cache; /* (n_layer, n_ctx, kvd) FP16 */
+    uint16_t *v_cache;
+};
+
+/* Device scratch of the OpenCL path, same shapes. */
+struct dev_state {
+    b158_buf ids, x, xn, q, k, v, att, gate, up, q8, s, last, logits;
+    b158_buf k_cache, v_cache;
+};
+
+struct b158_session {
+    b158_model *m;
+    b158_runtime *rt;
+    int n_ctx, n_batch, all_logits;
+    int pos;
+    int last_n;      /* tokens in the last eval call */
+    float *logits;   /* (all_logits ? n_ctx : 1, n_vocab) host copy */
+    int width_max;   /* widest BitLinear input */
+    struct cpu_state cpu;
+    struct dev_state dev;
+};
+
+b158_session_params b158_session_default_params(void)
+{
+    return (b158_session_params){0, 0, 0, NULL};
+}
+
+int b158_session_pos(const b158_session *s)
+{
+    return s ? s->pos : 0;
+}
+
+int b158_session_n_ctx(const b158_session *s)
+{
+    return s ? s->n_ctx : 0;
+}
+
+void b158_session_reset(b158_session *s)
+{
+    if (s)
+        s->pos = s->last_n = 0;
+}
+
+const float *b158_session_logits(const b158_session *s, int i)
+{
+    if (!s || s->last_n == 0)
+        return NULL;
+    if (!s->all_logits)
+        return i == s->last_n - 1 || i < 0 ? s->logits : NULL;
+    if (i < 0)
+        i = s->last_n - 1;
+    return i < s->last_n ? s->logits + (size_t)i * s->m->info.n_vocab : NULL;
+}
+
+void b158_session_free(b158_session *s)
+{
+    if (!s)
+        return;
+    free(s->logits);
+    struct cpu_state *c = &s->cpu;
+    void *host[] = {c->x, c->xn, c->q, c->k, c->v, c->att, c->gate, c->up, c->q8, c->s,
+                    c->k_cache, c->v_cache};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        free(host[i]);
+    if (s->rt) {
+        struct dev_state *d = &s->dev;
+        b158_buf *bufs[] = {&d->ids, &d->x,   &d->xn,   &d->q,  &d->k, &d->v,
+                            &d->att, &d->gate, &d->up, &d->q8, &d->s, &d->last,
+                            &d->logits, &d->k_cache, &d->v_cache};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            b158_buf_free(s->rt, bufs[i]);
+    }
+    free(s);
+}
+
+static b158_status alloc_cpu(b158_session *s)
+{
+    const b158_model_info *h = &s->m->info;
+    const size_t B = (size_t)s->n_batch, qd = (size_t)h->n_head * h->head_dim,
+                 kvd = (size_t)h->n_head_kv * h->head_dim, W = (size_t)s->width_max;
+    struct cpu_state *c = &s->cpu;
+    const size_t cache = (size_t)h->n_layer * s->n_ctx * kvd;
+    c->x = malloc(B * h->n_embd * 4);
+    c->xn = malloc(B * W * 4);
+    c->q = malloc(B * qd * 4);
+    c->k = malloc(B * kvd * 4);
+    c->v = malloc(B * kvd * 4);
+    c->att = malloc(B * qd * 4);
+    c->gate = malloc(B * h->n_ff * 4);
+    c->up = malloc(B * h->n_ff * 4);
+    c->q8 = malloc(B * W);
+    c->s = malloc(B * 4);
+    c->k_cache = malloc(cache * 2);
+    c->v_cache = malloc(cache * 2);
+    if (!c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up || !c->q8 ||
+        !c->s || !c->k_cache || !c->v_cache)
+        return B158_FAIL(B158_ERR_HOST_MEMORY,
+                         "out of host memory for the CPU reference session (KV cache %.1f MiB); "
+                         "try a smaller context (-c)",
+                         cache * 4.0 / 1048576.0);
+    return B158_OK;
+}
+
+static b158_status alloc_dev(b158_session *s)
+{
+    const b158_model_info *h = &s->m->info;
+    b158_runtime *rt = s->rt;
+    const size_t B = (size_t)s->n_batch, qd = (size_t)h->n_head * h->head_dim,
+                 kvd = (size_t)h->n_head_kv * h->head_dim, W = (size_t)s->width_max;
+    const size_t cache = (size_t)h->n_layer * s->n_ctx * kvd;
+    if (cache > (size_t)INT32_MAX)
+        return B158_FAIL(B158_ERR_UNSUPPORTED,
+                         "KV cache of %zu elements per tensor exceeds 2^31; use a smaller "
+                         "context (-c)",
+                         cache);
+    struct dev_state *d = &s->dev;
+    const b158_mem_category S = B158_MEM_SCRATCH;
+    B158_TRY(b158_buf_alloc(rt, B158_MEM_KV_CACHE, cache * 2, &d->k_cache));
+    B158_TRY(b158_buf_alloc(rt, B158_MEM_KV_CACHE, cache * 2, &d->v_cache));
+    B158_TRY(b158_buf_alloc(rt, S, B * 4, &d->ids));
+    B158_TRY(b158_buf_alloc(rt, S, B * h->n_embd * 4, &d->x));
+    B158_TRY(b158_buf_alloc(rt, S, B * W * 4, &d->xn));
+    B158_TRY(b158_buf_alloc(rt, S, B * qd * 4, &d->q));
+    B158_TRY(b158_buf_alloc(rt, S, B * kvd * 4, &d->k));
+    B158_TRY(b158_buf_alloc(rt, S, B * kvd * 4, &d->v));
+    B158_TRY(b158_buf_alloc(rt, S, B * qd * 4, &d->att));
+    B158_TRY(b158_buf_alloc(rt, S, B * h->n_ff * 4, &d->gate));
+    B158_TRY(b158_buf_alloc(rt, S, B * h->n_ff * 4, &d->up));
+    B158_TRY(b158_buf_alloc(rt, S, B * b158_ternary_k_pad((int)W), &d->q8));
+    B158_TRY(b158_buf_alloc(rt, S, B * 4, &d->s));
+    B158_TRY(b158_buf_alloc(rt, S, (size_t)h->n_embd * 4, &d->last));
+    B158_TRY(b158_buf_alloc(rt, S, (s->all_logits ? B : 1) * h->n_vocab * 4, &d->logits));
+    return B158_OK;
+}
+
+b158_status b158_session_create(b158_model *m, const b158_session_params *params,
+                                b158_session **out)
+{
+    if (!m || !out)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_session_create: model and out required");
+    *out = NULL;
+    b158_session_params p = params ? *params : b158_session_default_params();
+    const b158_model_info *h = &m->info;
+    if (p.rt && m->rt != p.rt)
+        return B158_FAIL(B158_ERR_INVALID_ARG,
+                         "the model is not uploaded to this runtime (call b158_model_upload)");
+    b158_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for the session");
+    s->m = m;
+    s->rt = p.rt;
+    s->n_ctx = p.n_ctx > 0 ? p.n_ctx : (h->n_ctx_train > 0 ? h->n_ctx_train : 2048);
+    s->n_batch = p.n_batch > 0 ? p.n_batch : 256;
+    if (s->n_batch > s->n_ctx)
+        s->n_batch = s->n_ctx;
+    s->all_logits = p.all_logits != 0;
+    int w = h->n_embd;
+    if (h->n_head * h->head_dim > w)
+        w = h->n_head * h->head_dim;
+    if (h->n_ff > w)
+        w = h->n_ff;
+    s->width_max = w;
+    b158_status st = B158_OK;
+    if (s->n_ctx > (1 << 24))
+        st = B158_FAIL(B158_ERR_UNSUPPORTED, "context of %d tokens is too large", s->n_ctx);
+    if (st == B158_OK) {
+        const size_t rows = s->all_logits ? (size_t)s->n_ctx : 1;
+        s->logits = malloc(rows * h->n_vocab * sizeof(float));
+        if (!s->logits)
+            st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %zu rows of logits",
+                           rows);
+    }
+    if (st == B158_OK)
+        st = s->rt ? alloc_dev(s) : alloc_cpu(s);
+    if (st != B158_OK) {
+        b158_session_free(s);
+        return st;
+    }
+    *out = s;
+    return B158_OK;
+}
+
+/* ---- device forward --------------------------------------------------------------------- */
+
+/* One BitLinear input: quantize xn (n rows of width k) into q8 / s. */
+static b158_status dev_quantize(b158_session *s, const b158_buf *x, int k, int n)
+{
+    return b158_op_quantize(s->rt, x, &s->dev.q8, &s->dev.s, k, b158_ternary_k_pad(k), n);
+}
+
+static b158_status dev_forward(b158_session *s, const int32_t *tokens, int n, int pos,
+                               float *logits_out)
+{
+    b158_runtime *rt = s->rt;
+    b158_model *m = s->m;
+    const b158_model_info *h = &m->info;
+    struct dev_state *d = &s->dev;
+    const int qd = h->n_head * h->head_dim, kvd = h->n_head_kv * h->head_dim;
+    const enum b158_rope_mode rope = h->rope_interleaved ? B158_ROPE_INTERLEAVED : B158_ROPE_NEOX;
+    const float att_scale = 1.0f / sqrtf((float)h->head_dim);
+
+    B158_TRY(b158_buf_write(rt, &d->ids, 0, (size_t)n * 4, tokens));
+    B158_TRY(b158_op_embed(rt, &m->d_tok_embd, &d->ids, &d->x, h->n_embd, h->n_vocab, n));
+    for (int l = 0; l < h->n_layer; l++) {
+        const struct b158_layer_dev *L = &m->dev[l];
+        const size_t cache_off = (size_t)l * s->n_ctx * kvd;
+        /* attention: norm, one int8 quantization shared by q, k and v */
+        B158_TRY(b158_op_rmsnorm(rt, &d->x, &L->attn_norm, &d->xn, h->n_embd, n, h->rms_eps));
+        B158_TRY(dev_quantize(s, &d->xn, h->n_embd, n));
+        B158_TRY(b158_op_ternary_matmul(rt, &L->wq, &d->q8, &d->s, &d->q, n, 0));
+        B158_TRY(b158_op_ternary_matmul(rt, &L->wk, &d->q8, &d->s, &d->k, n, 0));
+        B158_TRY(b158_op_ternary_matmul(rt, &L->wv, &d->q8, &d->s, &d->v, n, 0));
+        B158_TRY(b158_op_rope(rt, &d->q, qd, h->n_head, h->head_dim, h->n_rot, n, pos,
+                              h->rope_base, rope));
+        B158_TRY(b158_op_rope(rt, &d->k, kvd, h->n_head_kv, h->head_dim, h->n_rot, n, pos,
+                              h->rope_base, rope));
+        B158_TRY(b158_op_kv_store(rt, &d->k, &d->v, &d->k_cache, &d->v_cache, kvd, kvd, n, pos,
+                                  cache_off));
+        B158_TRY(b158_op_attention(rt, &d->q, &d->k_cache, &d->v_cache, &d->att, h->n_head,
+                                   h->n_head_kv, h->head_dim, qd, n, pos, cache_off, att_scale));
+        if (h->sub_norms)
+            B158_TRY(b158_op_rmsnorm(rt, &d->att, &L->attn_sub_norm, &d->att, qd, n, h->rms_eps));
+        B158_TRY(dev_quantize(s, &d->att, qd, n));
+        /* output projection added straight into the residual stream */
+        B158_TRY(b158_op_ternary_matmul(rt, &L->wo, &d->q8, &d->s, &d->x, n, 1));
+
+        /* feed-forward */
+        B158_TRY(b158_op_rmsnorm(rt, &d->x, &L->ffn_norm, &d->xn, h->n_embd, n, h->rms_eps));
+        B158_TRY(dev_quantize(s, &d->xn, h->n_embd, n));
+        B158_TRY(b158_op_ternary_matmul(rt, &L->wgate, &d->q8, &d->s, &d->gate, n, 0));
+        B158_TRY(b158_op_ternary_matmul(rt, &L->wup, &d->q8, &d->s, &d->up, n, 0));
+        B158_TRY(b158_op_glu(rt, &d->gate, &d->up, &d->gate, n * h->n_ff,
+                             h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU));
+        if (h->sub_norms)
+            B158_TRY(b158_op_rmsnorm(rt, &d->gate, &L->ffn_sub_norm, &d->gate, h->n_ff, n,
+                                     h->rms_eps));
+        B158_TRY(dev_quantize(s, &d->gate, h->n_ff, n));
+        B158_TRY(b158_op_ternary_matmul(rt, &L->wdown, &d->q8, &d->s, &d->x, n, 1));
+    }
+    /* final norm and LM head: every row for perplexity, else only the last token */
+    B158_TRY(b158_op_rmsnorm(rt, &d->x, &m->d_output_norm, &d->xn, h->n_embd, n, h->rms_eps));
+    const b158_buf *head = m->output != m->tok_embd ? &m->d_output : &m->d_tok_embd;
+    if (s->all_logits) {
+        B158_TRY(b158_op_f16_matvec(rt, head, &d->xn, &d->logits, h->n_vocab, h->n_embd, n));
+        return b158_buf_read(rt, &d->logits, 0, (size_t)n * h->n_vocab * 4, logits_out);
+    }
+    B158_TRY(b158_buf_copy(rt, &d->xn, (size_t)(n - 1) * h->n_embd * 4, &d->last, 0,
+                           (size_t)h->n_embd * 4));
+    B158_TRY(b158_op_f16_matvec(rt, head, &d->last, &d->logits, h->n_vocab, h->n_embd, 1));
+    return b158_buf_read(rt, &d->logits, 0, (size_t)h->n_vocab * 4, logits_out);
+}
+
+/* ---- CPU reference forward -------------------------------------------------------------- */
+
+static void cpu_bitlinear(b158_session *s, const b158_tpack *w, const float *x, int n, float *y,
+                          int accumulate)
+{
+    b158_ref_quantize(x, w->k, n, s->cpu.q8, s->cpu.s);
+    b158_ref_ternary_matmul_packed(w, s->cpu.q8, s->cpu.s, n, y, accumulate);
+}
+
+static b158_status cpu_forward(b158_session *s, const int32_t *tokens, int n, int pos,
+                               float *logits_out)
+{
+    const b158_model *m = s->m;
+    const b158_model_info *h = &m->info;
+    struct cpu_state *c = &s->cpu;
+    const int qd = h->n_head * h->head_dim, kvd = h->n_head_kv * h->head_dim;
+    const enum b158_rope_mode rope = h->rope_interleaved ? B158_ROPE_INTERLEAVED : B158_ROPE_NEOX;
+    const float att_scale = 1.0f / sqrtf((float)h->head_dim);
+
+    b158_ref_embed(m->tok_embd, tokens, c->x, h->n_embd, h->n_vocab, n);
+    for (int l = 0; l < h->n_layer; l++) {
+        const struct b158_layer *L = &m->layers[l];
+        uint16_t *kc = c->k_cache + (size_t)l * s->n_ctx * kvd;
+        uint16_t *vc = c->v_cache + (size_t)l * s->n_ctx * kvd;
+        /* attention (q, k, v share the quantized input, as on the device) */
+        b158_ref_rmsnorm(c->x, L->attn_norm, c->xn, h->n_embd, n, h->rms_eps);
+        b158_ref_quantize(c->xn, h->n_embd, n, c->q8, c->s);
+        b158_ref_ternary_matmul_packed(&L->wq, c->q8, c->s, n, c->q, 0);
+        b158_ref_ternary_matmul_packed(&L->wk, c->q8, c->s, n, c->k, 0);
+        b158_ref_ternary_matmul_packed(&L->wv, c->q8, c->s, n, c->v, 0);
+        b158_ref_rope(c->q, qd, h->n_head, h->head_dim, h->n_rot, n, pos, h->rope_base, rope);
+        b158_ref_rope(c->k, kvd, h->n_head_kv, h->head_dim, h->n_rot, n, pos, h->rope_base, rope);
+        b158_ref_kv_store(c->k, c->v, kc, vc, kvd, kvd, n, pos);
+        b158_ref_attention(c->q, kc, vc, c->att, h->n_head, h->n_head_kv, h->head_dim, qd, n, pos,
+                           att_scale);
+        if (h->sub_norms)
+            b158_ref_rmsnorm(c->att, L->attn_sub_norm, c->att, qd, n, h->rms_eps);
+        cpu_bitlinear(s, &L->wo, c->att, n, c->x, 1);
+        /* feed-forward */
+        b158_ref_rmsnorm(c->x, L->ffn_norm, c->xn, h->n_embd, n, h->rms_eps);
+        b158_ref_quantize(c->xn, h->n_embd, n, c->q8, c->s);
+        b158_ref_ternary_matmul_packed(&L->wgate, c->q8, c->s, n, c->gate, 0);
+        b158_ref_ternary_matmul_packed(&L->wup, c->q8, c->s, n, c->up, 0);
+        b158_ref_glu(c->gate, c->up, c->gate, n * h->n_ff, h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU);
+        if (h->sub_norms)
+            b158_ref_rmsnorm(c->gate, L->ffn_sub_norm, c->gate, h->n_ff, n, h->rms_eps);
+        cpu_bitlinear(s, &L->wdown, c->gate, n, c->x, 1);
+    }
+    b158_ref_rmsnorm(c->x, m->output_norm, c->xn, h->n_embd, n, h->rms_eps);
+    if (s->all_logits) {
+        b158_ref_f16_matvec(m->output, c->xn, logits_out, h->n_vocab, h->n_embd, n);
+    } else {
+        b158_ref_f16_matvec(m->output, c->xn + (size_t)(n - 1) * h->n_embd, logits_out,
+                            h->n_vocab, h->n_embd, 1);
+    }
+    return B158_OK;
+}
+
+b158_status b158_session_eval(b158_session *s, const int32_t *tokens, int n)
+{
+    if (!s || (!tokens && n > 0) || n < 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_session_eval: bad arguments");
+    if (n == 0)
+        return B158_OK;
+    const int n_vocab = s->m->info.n_vocab;
+    if ((int64_t)s->pos + n > s->n_ctx)
+        return B158_FAIL(B158_ERR_CONTEXT_FULL,
+                         "%d tokens at position %d exceed the context of %d tokens; use a larger "
+                         "context (-c) or a shorter prompt",
+                         n, s->pos, s->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
+            return B158_FAIL(B158_ERR_INVALID_ARG, "token id %d at %d is outside the vocabulary "
+                                                   "of %d",
+                             tokens[i], i, n_vocab);
+    s->last_n = 0;
+    for (int i = 0; i < n; i += s->n_batch) {
+        const int chunk = n - i < s->n_batch ? n - i : s->n_batch;
+        float *dst = s->all_logits ? s->logits + (size_t)i * n_vocab : s->logits;
+        b158_status st = s->rt ? dev_forward(s, tokens + i, chunk, s->pos, dst)
+                               : cpu_forward(s, tokens + i, chunk, s->pos, dst);
+        if (st != B158_OK)
+            return st;
+        s->pos += chunk;
+    }
+    s->last_n = n;
+    return B158_OK;
+}

@@ -1,0 +1,65 @@
+/* Internal model representation shared by the loader, the random builder and both forward
+ * paths: ternary matrices packed in the device layout, FP32 norms, FP16 embedding. */
+#ifndef B158_HOST_MODEL_H
+#define B158_HOST_MODEL_H
+
+#include "b158/model.h"
+#include "ops.h"
+
+/* A ternary matrix on the host in the layout of cl_kernels/ternary.cl (see b158_ternary_pack):
+ * n rows of k_pad / 4 bytes, plus one FP32 scale per row. */
+typedef struct b158_tpack {
+    uint8_t *codes;
+    float *scales;
+    int n, k, k_pad;
+} b158_tpack;
+
+struct b158_layer {
+    const float *attn_norm;     /* n_embd */
+    const float *attn_sub_norm; /* n_head * head_dim, NULL without sub-norms */
+    const float *ffn_norm;      /* n_embd */
+    const float *ffn_sub_norm;  /* n_ff, NULL without sub-norms */
+    b158_tpack wq, wk, wv, wo, wgate, wup, wdown;
+};
+
+struct b158_layer_dev {
+    b158_buf attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm;
+    b158_tmat wq, wk, wv, wo, wgate, wup, wdown;
+};
+
+struct b158_model {
+    b158_model_info info;
+    char arch_name[32];
+    char name[128];
+    struct b158_layer *layers;   /* n_layer */
+    const float *output_norm;    /* n_embd */
+    const uint16_t *tok_embd;    /* (n_vocab, n_embd) FP16 */
+    const uint16_t *output;      /* (n_vocab, n_embd) FP16 LM head; == tok_embd when tied */
+    void **owned;                /* host allocations freed with the model */
+    size_t n_owned, cap_owned;
+    void *file;                  /* the mapped GGUF the weights may point into (loader) */
+    void (*file_close)(void *);
+    void *vocab;                 /* tokenizer vocabulary (loader), freed with the model */
+    void (*vocab_free)(void *);
+    /* device copies, after b158_model_upload */
+    b158_runtime *rt;
+    struct b158_layer_dev *dev;  /* n_layer */
+    b158_buf d_output_norm, d_tok_embd, d_output;
+};
+
+/* Allocates host memory owned by the model (freed by b158_model_free). */
+void *b158_model_alloc(b158_model *m, size_t bytes);
+/* An empty model with info copied and layers allocated; derived fields filled in. */
+b158_status b158_model_new(const b158_model_info *info, b158_model **out);
+/* Checks shapes and fills derived info (head_dim, n_rot, n_ternary). */
+b158_status b158_model_check(b158_model *m);
+
+/* Packs w (n x k, values -1/0/+1) into t with model-owned memory. */
+b158_status b158_tpack_from_int8(b158_model *m, const int8_t *w, const float *scales, int n,
+                                 int k, b158_tpack *t);
+
+/* y[m][n] (+)= sum_k w[n][k] q[m][k] * scale[n] / s[m] from packed codes; q has row stride k. */
+void b158_ref_ternary_matmul_packed(const b158_tpack *t, const int8_t *q, const float *s,
+                                    int m_rows, float *y, int accumulate);
+
+#endif

@@ -1,0 +1,112 @@
+/* b158-cl public API: models, inference sessions (OpenCL or CPU reference) and sampling. */
+#ifndef B158_MODEL_H
+#define B158_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "b158/b158.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Architectures (REFERENCE.md s.1). Values are stable; new ones are appended. */
+typedef enum b158_arch {
+    B158_ARCH_BITNET_25 = 0, /* "bitnet-25": bitnet-b1.58-2B-4T, relu^2, sub-norms */
+    B158_ARCH_BITNET = 1,    /* "bitnet": 1bitLLM conversions, silu (or relu^2), sub-norms */
+    B158_ARCH_LLAMA = 2,     /* "llama" with ternary linear weights, silu, no sub-norms */
+} b158_arch;
+
+typedef struct b158_model_info {
+    b158_arch arch;
+    const char *arch_name; /* as in the file's general.architecture */
+    const char *name;      /* general.name, or "" */
+    int n_vocab;           /* rows of the embedding table */
+    int n_embd;            /* width of the residual stream */
+    int n_layer;
+    int n_head;
+    int n_head_kv;
+    int head_dim;          /* n_embd / n_head unless the file says otherwise */
+    int n_ff;              /* FFN hidden width */
+    int n_rot;             /* rotated dimensions per head */
+    int n_ctx_train;       /* context length the model was trained with */
+    float rms_eps;
+    float rope_base;
+    int relu2;             /* 1: relu(gate)^2 * up, 0: silu(gate) * up */
+    int sub_norms;         /* 1: attn_sub_norm and ffn_sub_norm present */
+    int rope_interleaved;  /* 1: pairs (2i, 2i+1); 0: NEOX (i, i + n_rot/2) */
+    int tied_embedding;    /* 1: the LM head is the embedding table */
+    uint64_t n_ternary;    /* ternary weights in the transformer blocks */
+} b158_model_info;
+
+typedef struct b158_model b158_model;
+
+const b158_model_info *b158_model_get_info(const b158_model *model);
+void b158_model_free(b158_model *model);
+
+/* Builds a model with random weights at the given shape (info's arch, sizes, eps, rope and
+ * flags are used; the rest is derived), deterministic in seed. For tests and benchmarks. */
+b158_status b158_model_random(const b158_model_info *shape, uint64_t seed, b158_model **out);
+
+/* Uploads the weights to rt's device once (counted as B158_MEM_WEIGHTS). The model keeps
+ * them until freed; rt must outlive the model. Calling it again with the same rt is a no-op. */
+b158_status b158_model_upload(b158_model *model, b158_runtime *rt);
+
+/* ---- sessions: a KV cache and scratch for one sequence --------------------------------- */
+
+typedef struct b158_session_params {
+    int n_ctx;         /* context length in tokens; 0 = the model's training context */
+    int n_batch;       /* most tokens per forward call in prefill; 0 = 256 */
+    int all_logits;    /* nonzero: eval returns logits of every token (perplexity) */
+    b158_runtime *rt;  /* device to run on (model uploaded to it); NULL = CPU reference path */
+} b158_session_params;
+
+b158_session_params b158_session_default_params(void);
+
+typedef struct b158_session b158_session;
+
+b158_status b158_session_create(b158_model *model, const b158_session_params *params,
+                                b158_session **out);
+void b158_session_free(b158_session *s);
+
+/* Runs n tokens at the current position (prefill in batches of n_batch, then advances).
+ * Returns B158_ERR_CONTEXT_FULL, before computing anything, if pos + n exceeds n_ctx, and
+ * B158_ERR_INVALID_ARG for a token id outside the vocabulary. */
+b158_status b158_session_eval(b158_session *s, const int32_t *tokens, int n);
+
+/* Logits of the last evaluated token (n_vocab floats), or with all_logits of token i of the
+ * last eval call (i < n). Valid until the next eval. */
+const float *b158_session_logits(const b158_session *s, int i);
+
+int b158_session_pos(const b158_session *s);
+int b158_session_n_ctx(const b158_session *s);
+void b158_session_reset(b158_session *s); /* back to position 0 */
+
+/* ---- sampling --------------------------------------------------------------------------- */
+
+typedef struct b158_sampler_params {
+    float temp;           /* 0 = greedy (argmax); default 0.8 */
+    int top_k;            /* keep the k most likely; 0 = all; default 40 */
+    float top_p;          /* nucleus mass; 1 = off; default 0.95 */
+    float min_p;          /* drop tokens below min_p * p(max); 0 = off; default 0.05 */
+    float repeat_penalty; /* divide positive / multiply negative logits of recent tokens; 1 = off */
+    int repeat_last_n;    /* how many recent tokens the penalty looks at; default 64 */
+    uint64_t seed;        /* random seed; the same seed reproduces the same text */
+} b158_sampler_params;
+
+b158_sampler_params b158_sampler_default_params(void);
+
+typedef struct b158_sampler b158_sampler;
+b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab,
+                                b158_sampler **out);
+void b158_sampler_free(b158_sampler *s);
+/* Picks the next token from logits (not modified) and remembers it for the repeat penalty. */
+int32_t b158_sampler_sample(b158_sampler *s, const float *logits);
+/* Tells the sampler about tokens it did not pick (the prompt), for the repeat penalty. */
+void b158_sampler_accept(b158_sampler *s, int32_t token);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

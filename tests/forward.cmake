@@ -1,0 +1,1 @@
+b158_add_test(test-forward SOURCES test-forward.c SUITES device_vs_reference decode_vs_prefill errors)
