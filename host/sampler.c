@@ -1,0 +1,184 @@
+/* Token sampling in llama.cpp's default order: repeat penalty, top-k, top-p, min-p,
+ * temperature, then a seeded draw (temp 0 = argmax). All scratch is allocated at creation. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "b158/model.h"
+#include "error.h"
+
+typedef struct {
+    int32_t id;
+    float logit;
+    float p;
+} cand;
+
+struct b158_sampler {
+    b158_sampler_params p;
+    int n_vocab;
+    cand *cands;     /* (n_vocab) candidates of the current step */
+    int32_t *recent; /* ring of the last repeat_last_n tokens */
+    int n_recent, recent_head;
+    uint64_t rng;
+};
+
+b158_sampler_params b158_sampler_default_params(void)
+{
+    return (b158_sampler_params){0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0};
+}
+
+b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab,
+                                b158_sampler **out)
+{
+    if (!out || n_vocab <= 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_sampler_create: bad arguments");
+    *out = NULL;
+    b158_sampler_params p = params ? *params : b158_sampler_default_params();
+    if (!(p.temp >= 0.0f) || p.top_k < 0 || !(p.top_p > 0.0f && p.top_p <= 1.0f) ||
+        !(p.min_p >= 0.0f && p.min_p <= 1.0f) || !(p.repeat_penalty > 0.0f) ||
+        p.repeat_last_n < 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG,
+                         "sampler: need temp >= 0, top-k >= 0, 0 < top-p <= 1, 0 <= min-p <= 1, "
+                         "repeat penalty > 0 (got %g, %d, %g, %g, %g)",
+                         p.temp, p.top_k, p.top_p, p.min_p, p.repeat_penalty);
+    b158_sampler *s = calloc(1, sizeof *s);
+    if (!s)
+        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for the sampler");
+    s->p = p;
+    s->n_vocab = n_vocab;
+    s->cands = malloc((size_t)n_vocab * sizeof *s->cands);
+    s->recent = malloc(((size_t)p.repeat_last_n + 1) * sizeof *s->recent);
+    if (!s->cands || !s->recent) {
+        b158_sampler_free(s);
+        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for the sampler");
+    }
+    s->rng = p.seed ^ 0x853c49e6748fea9bull;
+    *out = s;
+    return B158_OK;
+}
+
+void b158_sampler_free(b158_sampler *s)
+{
+    if (!s)
+        return;
+    free(s->cands);
+    free(s->recent);
+    free(s);
+}
+
+void b158_sampler_accept(b158_sampler *s, int32_t token)
+{
+    if (!s || s->p.repeat_last_n == 0)
+        return;
+    s->recent[s->recent_head] = token;
+    s->recent_head = (s->recent_head + 1) % s->p.repeat_last_n;
+    if (s->n_recent < s->p.repeat_last_n)
+        s->n_recent++;
+}
+
+static double next_unit(uint64_t *state) /* [0, 1) */
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
+}
+
+static int by_logit_desc(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->logit != y->logit)
+        return x->logit < y->logit ? 1 : -1;
+    return x->id < y->id ? -1 : x->id > y->id; /* stable on ties: reproducible */
+}
+
+/* Moves the k largest candidates to the front, sorted descending (a k-heap over n). */
+static void top_k_front(cand *c, int n, int k)
+{
+    if (k >= n) {
+        qsort(c, (size_t)n, sizeof *c, by_logit_desc);
+        return;
+    }
+    qsort(c, (size_t)k, sizeof *c, by_logit_desc); /* c[k-1] is the smallest kept */
+    for (int i = k; i < n; i++) {
+        if (by_logit_desc(&c[i], &c[k - 1]) >= 0)
+            continue;
+        int j = k - 1; /* insert into the sorted prefix */
+        cand t = c[i];
+        c[i] = c[j];
+        while (j > 0 && by_logit_desc(&t, &c[j - 1]) < 0) {
+            c[j] = c[j - 1];
+            j--;
+        }
+        c[j] = t;
+    }
+}
+
+int32_t b158_sampler_sample(b158_sampler *s, const float *logits)
+{
+    const b158_sampler_params *p = &s->p;
+    int n = s->n_vocab;
+    for (int i = 0; i < n; i++)
+        s->cands[i] = (cand){i, logits[i], 0.0f};
+    if (p->repeat_penalty != 1.0f) {
+        for (int r = 0; r < s->n_recent; r++) {
+            const int32_t id = s->recent[r];
+            int seen = 0; /* a token repeated in the window is penalized once */
+            for (int q = 0; q < r; q++)
+                seen |= s->recent[q] == id;
+            if (seen || id < 0 || id >= n)
+                continue;
+            float *l = &s->cands[id].logit;
+            *l = *l > 0.0f ? *l / p->repeat_penalty : *l * p->repeat_penalty;
+        }
+    }
+    int32_t pick;
+    if (p->temp <= 0.0f) {
+        int best = 0;
+        for (int i = 1; i < n; i++)
+            if (s->cands[i].logit > s->cands[best].logit)
+                best = i;
+        pick = s->cands[best].id;
+    } else {
+        top_k_front(s->cands, n, p->top_k > 0 && p->top_k < n ? p->top_k : n);
+        if (p->top_k > 0 && p->top_k < n)
+            n = p->top_k;
+        /* softmax of the untempered logits for top-p and min-p, as llama.cpp's chain does */
+        const float mx = s->cands[0].logit;
+        double sum = 0;
+        for (int i = 0; i < n; i++)
+            sum += s->cands[i].p = expf(s->cands[i].logit - mx);
+        double cum = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            cum += s->cands[i].p / sum;
+            if (cum >= p->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+        if (p->min_p > 0.0f) {
+            const float floor_p = p->min_p * s->cands[0].p; /* cands[0].p == 1 */
+            int k = 1;
+            while (k < n && s->cands[k].p >= floor_p)
+                k++;
+            n = k;
+        }
+        /* temperature on what is left, then the draw */
+        sum = 0;
+        for (int i = 0; i < n; i++)
+            sum += s->cands[i].p = expf((s->cands[i].logit - mx) / p->temp);
+        double r = next_unit(&s->rng) * sum;
+        pick = s->cands[n - 1].id;
+        for (int i = 0; i < n; i++) {
+            r -= s->cands[i].p;
+            if (r < 0) {
+                pick = s->cands[i].id;
+                break;
+            }
+        }
+    }
+    b158_sampler_accept(s, pick);
+    return pick;
+}
