@@ -25,10 +25,28 @@ enum b158_gguf_vtype {
     B158_GGUF_VTYPE_COUNT = 13,
 };
 
-/* Tensor types b158-cl reads (ggml numbering; I2_S is bitnet.cpp's id 36). */
+/* Tensor types the GGUF reader accepts (ggml numbering; I2_S is bitnet.cpp's id 36). Ids 4,
+ * 5 and 31..33 are retired in ggml; the IQ* types are not listed and are rejected. */
 enum b158_gguf_ttype {
     B158_TT_F32 = 0,
     B158_TT_F16 = 1,
+    B158_TT_Q4_0 = 2,
+    B158_TT_Q4_1 = 3,
+    B158_TT_Q5_0 = 6,
+    B158_TT_Q5_1 = 7,
+    B158_TT_Q8_0 = 8,
+    B158_TT_Q8_1 = 9,
+    B158_TT_Q2_K = 10,
+    B158_TT_Q3_K = 11,
+    B158_TT_Q4_K = 12,
+    B158_TT_Q5_K = 13,
+    B158_TT_Q6_K = 14,
+    B158_TT_Q8_K = 15,
+    B158_TT_I8 = 24,
+    B158_TT_I16 = 25,
+    B158_TT_I32 = 26,
+    B158_TT_I64 = 27,
+    B158_TT_F64 = 28,
     B158_TT_BF16 = 30,
     B158_TT_TQ1_0 = 34,
     B158_TT_TQ2_0 = 35,

@@ -1,0 +1,1 @@
+b158_add_test(test-gguf SOURCES test-gguf.c SUITES readwrite hostile)
