@@ -42,12 +42,25 @@ typedef struct b158_model_info {
 
 typedef struct b158_model b158_model;
 
+/* Loads a GGUF model file (bitnet-25, bitnet or llama architecture; ternary tensors as TQ2_0,
+ * TQ1_0, I2_S or float). The file stays mapped while the model lives. Errors: B158_ERR_IO
+ * (cannot open), B158_ERR_FORMAT (malformed or missing tensors), B158_ERR_UNSUPPORTED
+ * (unknown architecture or tensor type). */
+b158_status b158_model_load(const char *path, b158_model **out);
+
 const b158_model_info *b158_model_get_info(const b158_model *model);
 void b158_model_free(b158_model *model);
 
 /* Builds a model with random weights at the given shape (info's arch, sizes, eps, rope and
  * flags are used; the rest is derived), deterministic in seed. For tests and benchmarks. */
 b158_status b158_model_random(const b158_model_info *shape, uint64_t seed, b158_model **out);
+
+/* Writes the model as a GGUF file following llama.cpp's conventions, its ternary weights as
+ * ternary_type (GGUF type id: 35 TQ2_0, 34 TQ1_0, 36 I2_S, or 1 / 30 / 0 for exact-ternary
+ * F16 / BF16 / F32). The tokenizer is copied from the GGUF file vocab_from, or, when NULL, a
+ * byte-level vocabulary without merges is made up (n_vocab >= 257). */
+b158_status b158_model_save(const b158_model *model, const char *path, uint32_t ternary_type,
+                            const char *vocab_from);
 
 /* Uploads the weights to rt's device once (counted as B158_MEM_WEIGHTS). The model keeps
  * them until freed; rt must outlive the model. Calling it again with the same rt is a no-op. */

@@ -1,0 +1,335 @@
+/* GGUF model loading: every architecture and weight type reloads bit for bit what was saved,
+ * the same model in every weight type generates the same greedy tokens on OpenCL, and broken
+ * files are rejected with an error, never a crash. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "b158/model.h"
+#include "gguf-write.h"
+#include "gguf.h"
+#include "model.h"
+#include "test-common.h"
+
+static const uint32_t types[] = {B158_TT_TQ2_0, B158_TT_TQ1_0, B158_TT_I2_S,
+                                 B158_TT_F16,   B158_TT_BF16,  B158_TT_F32};
+static const char *type_names[] = {"TQ2_0", "TQ1_0", "I2_S", "F16", "BF16", "F32"};
+#define N_TYPES 6
+
+static char tmpdir[64];
+
+static const char *tmp_path(const char *name)
+{
+    static char buf[8][128];
+    static int i;
+    i = (i + 1) % 8;
+    if (!tmpdir[0]) {
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/b158-loader-XXXXXX");
+        if (!mkdtemp(tmpdir))
+            snprintf(tmpdir, sizeof tmpdir, "/tmp");
+    }
+    snprintf(buf[i], sizeof buf[i], "%s/%s", tmpdir, name);
+    return buf[i];
+}
+
+static b158_model_info shape(b158_arch arch)
+{
+    b158_model_info h = {0};
+    h.arch = arch;
+    h.n_embd = 256, h.n_layer = 2, h.n_head = 4, h.n_head_kv = arch == B158_ARCH_BITNET ? 4 : 2;
+    h.n_ff = 512, h.n_vocab = 300 + b158_test_randint(0, 20), h.n_ctx_train = 64;
+    h.rms_eps = 1e-5f, h.rope_base = arch == B158_ARCH_BITNET_25 ? 500000.0f : 10000.0f;
+    h.relu2 = arch == B158_ARCH_BITNET_25;
+    h.sub_norms = arch != B158_ARCH_LLAMA;
+    h.rope_interleaved = arch == B158_ARCH_LLAMA;
+    return h;
+}
+
+static int same_tpack(const b158_tpack *a, const b158_tpack *b)
+{
+    return a->n == b->n && a->k == b->k &&
+           memcmp(a->codes, b->codes, (size_t)a->n * a->k_pad / 4) == 0 &&
+           memcmp(a->scales, b->scales, (size_t)a->n * 4) == 0;
+}
+
+static int same_weights(const b158_model *a, const b158_model *b)
+{
+    const b158_model_info *h = &a->info;
+    const size_t qd = (size_t)h->n_head * h->head_dim;
+    int ok = memcmp(&a->info.n_vocab, &b->info.n_vocab, sizeof(int)) == 0 &&
+             a->info.n_layer == b->info.n_layer && a->info.relu2 == b->info.relu2 &&
+             a->info.sub_norms == b->info.sub_norms &&
+             a->info.rope_interleaved == b->info.rope_interleaved &&
+             a->info.rope_base == b->info.rope_base && a->info.rms_eps == b->info.rms_eps;
+    ok = ok && memcmp(a->tok_embd, b->tok_embd, (size_t)h->n_vocab * h->n_embd * 2) == 0;
+    ok = ok && memcmp(a->output_norm, b->output_norm, (size_t)h->n_embd * 4) == 0;
+    for (int l = 0; ok && l < h->n_layer; l++) {
+        const struct b158_layer *x = &a->layers[l], *y = &b->layers[l];
+        ok = same_tpack(&x->wq, &y->wq) && same_tpack(&x->wk, &y->wk) &&
+             same_tpack(&x->wv, &y->wv) && same_tpack(&x->wo, &y->wo) &&
+             same_tpack(&x->wgate, &y->wgate) && same_tpack(&x->wup, &y->wup) &&
+             same_tpack(&x->wdown, &y->wdown) &&
+             memcmp(x->attn_norm, y->attn_norm, (size_t)h->n_embd * 4) == 0 &&
+             memcmp(x->ffn_norm, y->ffn_norm, (size_t)h->n_embd * 4) == 0;
+        if (ok && h->sub_norms)
+            ok = memcmp(x->attn_sub_norm, y->attn_sub_norm, qd * 4) == 0 &&
+                 memcmp(x->ffn_sub_norm, y->ffn_sub_norm, (size_t)h->n_ff * 4) == 0;
+    }
+    return ok;
+}
+
+static b158_model *load_ok(const char *path)
+{
+    b158_model *m = NULL;
+    b158_status st = b158_model_load(path, &m);
+    if (st != B158_OK)
+        fprintf(stderr, "\nload %s: %s\n", path, b158_last_error());
+    CU_ASSERT_EQUAL_FATAL(st, B158_OK);
+    return m;
+}
+
+static void test_roundtrip(void)
+{
+    for (int a = 0; a < 3; a++) {
+        b158_model_info h = shape((b158_arch)a);
+        b158_model *orig = NULL;
+        CU_ASSERT_EQUAL_FATAL(b158_model_random(&h, b158_test_rand(), &orig), B158_OK);
+        for (int t = 0; t < N_TYPES; t++) {
+            if (a > 0 && t > 0 && t != 2)
+                continue; /* other architectures: TQ2_0 and I2_S */
+            const char *path = tmp_path("roundtrip.gguf");
+            b158_status st = b158_model_save(orig, path, types[t], NULL);
+            if (st != B158_OK)
+                fprintf(stderr, "\nsave %s: %s\n", type_names[t], b158_last_error());
+            CU_ASSERT_EQUAL_FATAL(st, B158_OK);
+            b158_model *m = load_ok(path);
+            const int same = same_weights(orig, m);
+            if (!same)
+                fprintf(stderr, "\narch %d type %s: weights differ after reload\n", a,
+                        type_names[t]);
+            CU_ASSERT(same);
+            CU_ASSERT_STRING_EQUAL(b158_model_get_info(m)->arch_name, orig->arch_name);
+            CU_ASSERT_EQUAL(b158_model_get_info(m)->tied_embedding, 1);
+            b158_model_free(m);
+            unlink(path);
+        }
+        b158_model_free(orig);
+    }
+}
+
+static void greedy(b158_model *m, b158_runtime *rt, const int32_t *prompt, int n_prompt,
+                   int32_t *out, int n_out)
+{
+    b158_session_params p = b158_session_default_params();
+    p.rt = rt;
+    p.n_ctx = 64;
+    b158_session *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_session_create(m, &p, &s), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_session_eval(s, prompt, n_prompt), B158_OK);
+    const int nv = b158_model_get_info(m)->n_vocab;
+    for (int i = 0; i < n_out; i++) {
+        const float *l = b158_session_logits(s, -1);
+        int best = 0;
+        for (int j = 1; j < nv; j++)
+            if (l[j] > l[best])
+                best = j;
+        out[i] = best;
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(s, &out[i], 1), B158_OK);
+    }
+    b158_session_free(s);
+}
+
+static void test_greedy_across_types(void)
+{
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
+    if (!rt)
+        return;
+    b158_model_info h = shape(B158_ARCH_BITNET_25);
+    b158_model *orig = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_model_random(&h, b158_test_rand(), &orig), B158_OK);
+    int32_t prompt[6], first[16], now[16];
+    for (int i = 0; i < 6; i++)
+        prompt[i] = b158_test_randint(0, h.n_vocab - 1);
+    for (int t = 0; t < N_TYPES; t++) {
+        const char *path = tmp_path("greedy.gguf");
+        CU_ASSERT_EQUAL_FATAL(b158_model_save(orig, path, types[t], NULL), B158_OK);
+        b158_model *m = load_ok(path);
+        CU_ASSERT_EQUAL_FATAL(b158_model_upload(m, rt), B158_OK);
+        greedy(m, rt, prompt, 6, t == 0 ? first : now, 16);
+        if (t > 0) {
+            int same = memcmp(first, now, sizeof now) == 0;
+            if (!same)
+                fprintf(stderr, "\n%s generates other tokens than TQ2_0\n", type_names[t]);
+            CU_ASSERT(same);
+        }
+        b158_model_free(m);
+        unlink(path);
+    }
+    b158_model_free(orig);
+}
+
+/* ---- malformed files -------------------------------------------------------------------- */
+
+static void *read_all(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *buf = malloc(*size);
+    CU_ASSERT_FATAL(fread(buf, 1, *size, f) == *size);
+    fclose(f);
+    return buf;
+}
+
+static void write_all(const char *path, const void *data, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_FATAL(fwrite(data, 1, size, f) == size);
+    fclose(f);
+}
+
+static void expect_error(const char *path, b158_status want, const char *needle)
+{
+    b158_model *m = NULL;
+    b158_status st = b158_model_load(path, &m);
+    if (st != want || (needle && !strstr(b158_last_error(), needle)))
+        fprintf(stderr, "\nexpected %s containing '%s', got %s: %s\n", b158_status_str(want),
+                needle ? needle : "", b158_status_str(st), b158_last_error());
+    CU_ASSERT_EQUAL(st, want);
+    if (needle)
+        CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), needle));
+    CU_ASSERT_PTR_NULL(m);
+    b158_model_free(m);
+}
+
+/* Replaces the first occurrence of a byte string of the same length. */
+static int patch(unsigned char *buf, size_t size, const char *from, const char *to)
+{
+    size_t n = strlen(from);
+    for (size_t i = 0; i + n <= size; i++) {
+        if (memcmp(buf + i, from, n) == 0) {
+            memcpy(buf + i, to, n);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Rewrites a valid model file through the writer, changing one tensor on the way. */
+static void rewrite(const char *src, const char *dst, const char *tensor, uint32_t new_type,
+                    uint64_t new_ne1)
+{
+    b158_gguf *g = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_gguf_open(src, &g), B158_OK);
+    b158_gguf_writer *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_gguf_writer_create(&w), B158_OK);
+    char arch[32];
+    CU_ASSERT_EQUAL_FATAL(b158_gguf_copy_str(g, "general.architecture", arch, sizeof arch), B158_OK);
+    b158_gguf_add_str(w, "general.architecture", arch);
+    const char *keys[] = {"context_length", "embedding_length", "block_count",
+                          "feed_forward_length", "attention.head_count",
+                          "attention.head_count_kv"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char k[96];
+        uint32_t v;
+        snprintf(k, sizeof k, "%s.%s", arch, keys[i]);
+        CU_ASSERT_EQUAL_FATAL(b158_gguf_get_u32(g, k, &v), B158_OK);
+        b158_gguf_add_u32(w, k, v);
+    }
+    for (size_t i = 0; i < b158_gguf_n_tensors(g); i++) {
+        const b158_gguf_tensor *t = b158_gguf_tensor_at(g, i);
+        uint64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
+        uint32_t type = t->type;
+        if (strcmp(t->name, tensor) == 0) {
+            type = new_type;
+            if (new_ne1)
+                ne[1] = new_ne1;
+        }
+        CU_ASSERT_EQUAL_FATAL(b158_gguf_add_tensor(w, t->name, type, t->n_dims < 2 && new_ne1 &&
+                                                   strcmp(t->name, tensor) == 0 ? 2 : t->n_dims,
+                                                   ne, t->data),
+                              B158_OK);
+    }
+    CU_ASSERT_EQUAL_FATAL(b158_gguf_writer_write_file(w, dst), B158_OK);
+    b158_gguf_writer_free(w);
+    b158_gguf_close(g);
+}
+
+static void test_malformed(void)
+{
+    b158_model_info h = shape(B158_ARCH_BITNET_25);
+    b158_model *orig = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_model_random(&h, 3, &orig), B158_OK);
+    const char *good = tmp_path("good.gguf"), *bad = tmp_path("bad.gguf");
+    CU_ASSERT_EQUAL_FATAL(b158_model_save(orig, good, B158_TT_TQ2_0, NULL), B158_OK);
+    b158_model_free(orig);
+    size_t size;
+    unsigned char *buf = read_all(good, &size);
+
+    /* truncated anywhere: header, metadata, tensor infos, data */
+    const size_t cuts[] = {0, 3, 4, 8, 20, 100, 1000, 5000, size / 3, size / 2, size - 33,
+                           size - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        write_all(bad, buf, cuts[i]);
+        b158_model *m = NULL;
+        b158_status st = b158_model_load(bad, &m);
+        CU_ASSERT(st == B158_ERR_FORMAT || st == B158_ERR_IO);
+        CU_ASSERT_PTR_NULL(m);
+    }
+    expect_error(tmp_path("does-not-exist.gguf"), B158_ERR_IO, NULL);
+
+    unsigned char *copy = malloc(size);
+    memcpy(copy, buf, size);
+    CU_ASSERT_FATAL(patch(copy, size, "bitnet-25", "bitnet-99"));
+    write_all(bad, copy, size);
+    expect_error(bad, B158_ERR_UNSUPPORTED, "unsupported architecture 'bitnet-99'");
+
+    memcpy(copy, buf, size);
+    CU_ASSERT_FATAL(patch(copy, size, "blk.1.ffn_up.weight", "blk.1.ffn_uq.weight"));
+    write_all(bad, copy, size);
+    expect_error(bad, B158_ERR_FORMAT, "blk.1.ffn_up.weight is missing");
+
+    memcpy(copy, buf, size);
+    CU_ASSERT_FATAL(patch(copy, size, "general.architecture", "general.architectur_"));
+    write_all(bad, copy, size);
+    expect_error(bad, B158_ERR_FORMAT, "general.architecture is missing");
+
+    /* shape and type mismatches, written by the writer so the file itself is valid */
+    rewrite(good, bad, "blk.0.attn_q.weight", B158_TT_TQ2_0, 128);
+    expect_error(bad, B158_ERR_FORMAT, "blk.0.attn_q.weight has shape");
+    rewrite(good, bad, "blk.1.attn_norm.weight", B158_TT_F16, 0);
+    b158_model *m = load_ok(bad); /* an F16 norm is fine */
+    b158_model_free(m);
+    rewrite(good, bad, "blk.0.ffn_gate.weight", 8 /* Q8_0 */, 0);
+    expect_error(bad, B158_ERR_UNSUPPORTED, "blk.0.ffn_gate.weight");
+    rewrite(good, bad, "output_norm.weight", B158_TT_TQ2_0, 0);
+    expect_error(bad, B158_ERR_UNSUPPORTED, "output_norm.weight");
+
+    /* a vocabulary-only file (llama.cpp's carry general.architecture "gpt2") is not a model */
+    expect_error(b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"),
+                 B158_ERR_UNSUPPORTED, "unsupported architecture 'gpt2'");
+    free(copy);
+    free(buf);
+    unlink(good);
+    unlink(bad);
+}
+
+static void add_suites(void)
+{
+    b158_test_suite("roundtrip", (b158_test_case[]){{"arch_x_type", test_roundtrip}, {NULL, NULL}});
+    b158_test_suite("greedy_across_types",
+                    (b158_test_case[]){{"same_tokens", test_greedy_across_types}, {NULL, NULL}});
+    b158_test_suite("malformed", (b158_test_case[]){{"rejected", test_malformed}, {NULL, NULL}});
+}
+
+int main(int argc, char **argv)
+{
+    int rc = b158_test_main(argc, argv, add_suites);
+    if (tmpdir[0] && strcmp(tmpdir, "/tmp"))
+        rmdir(tmpdir);
+    return rc;
+}
