@@ -53,8 +53,6 @@ void b158_model_free(b158_model *m)
     for (size_t i = 0; i < m->n_owned; i++)
         free(m->owned[i]);
     free(m->owned);
-    if (m->vocab && m->vocab_free)
-        m->vocab_free(m->vocab);
     if (m->file && m->file_close)
         m->file_close(m->file);
     free(m->layers);

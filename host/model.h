@@ -39,8 +39,6 @@ struct b158_model {
     size_t n_owned, cap_owned;
     void *file;                  /* the mapped GGUF the weights may point into (loader) */
     void (*file_close)(void *);
-    void *vocab;                 /* tokenizer vocabulary (loader), freed with the model */
-    void (*vocab_free)(void *);
     /* device copies, after b158_model_upload */
     b158_runtime *rt;
     struct b158_layer_dev *dev;  /* n_layer */

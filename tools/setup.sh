@@ -3,6 +3,7 @@
 #   bash tools/setup.sh run [b158-cl-run arguments...]   install, build, run generation
 #   bash tools/setup.sh test [ctest arguments...]        install, build, run every test
 #   bash tools/setup.sh build                            install and build only
+# B158_BUILD_DIR picks the build folder (default build/), B158_CMAKE_ARGS adds CMake options.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,7 +30,9 @@ install_deps() {
 build_project() {
     local werror=OFF
     [ "${CI:-}" = "true" ] && werror=ON
-    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DB158_WERROR=$werror >/dev/null
+    # shellcheck disable=SC2086 # B158_CMAKE_ARGS holds several words on purpose
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DB158_WERROR=$werror \
+        ${B158_CMAKE_ARGS:-} >/dev/null
     cmake --build "$build" -j "$(nproc)"
 }
 
