@@ -1,9 +1,13 @@
-/* b158-cl-bench: kernel-level latency of the ternary and FP16 matmuls, both kernel variants. */
+/* b158-cl-bench: prompt/generation speed and device memory of models, and kernel-level latency
+ * of the ternary and FP16 matmuls on both kernel variants. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <math.h>
+
+#include "b158/model.h"
 #include "ops.h"
 
 #define MAX_SHAPES 16
@@ -19,12 +23,23 @@ typedef struct {
     int tokens; /* M of the GEMM rows */
     int reps;
     const char *format; /* "md" or "json" */
+    int kernels;        /* kernel mode */
+    const char *model;  /* model mode: a GGUF file, or */
+    const char *preset; /* a comma-separated list of preset shapes */
+    int pp, tg;         /* prompt tokens, generated tokens */
 } options;
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: b158-cl-bench --kernels [options]\n"
-               "  --kernels            time the matmul kernels (the only mode of this build)\n"
+               "       b158-cl-bench -m MODEL.gguf | --preset 700M,2B-4T,... [options]\n"
+               "  --kernels            time the matmul kernels\n"
+               "  -m FILE              time prompt processing and generation of a GGUF model\n"
+               "  --preset LIST        same on random models of published shapes: 700M, 1.3B, 3B,\n"
+               "                       3.9B, 2B-4T, tiny (generated in memory)\n"
+               "  -p N                 prompt tokens of the pp test (default 128)\n"
+               "  -n N                 generated tokens of the tg test (default 32)\n"
+               "  -r, --reps R         repetitions of pp and tg (default 3)\n"
                "  --shape NxK          output rows N, input width K (repeatable; default "
                "6912x2560 and 2560x6912)\n"
                "  --tokens M           tokens of the GEMM rows (default 128)\n"
@@ -196,12 +211,24 @@ static double copy_gbs(b158_runtime *rt)
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){NULL, {{6912, 2560}, {2560, 6912}}, 2, 128, 20, "md"};
-    int kernels = 0, custom = 0;
+    *o = (options){NULL, {{6912, 2560}, {2560, 6912}}, 2, 128, 0, "md", 0, NULL, NULL, 128, 32};
+    int custom = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--kernels") == 0) {
-            kernels = 1;
+            o->kernels = 1;
+        } else if (strcmp(a, "-m") == 0 && v) {
+            o->model = v;
+            i++;
+        } else if (strcmp(a, "--preset") == 0 && v) {
+            o->preset = v;
+            i++;
+        } else if (strcmp(a, "-p") == 0 && v) {
+            o->pp = atoi(v);
+            i++;
+        } else if (strcmp(a, "-n") == 0 && v) {
+            o->tg = atoi(v);
+            i++;
         } else if (strcmp(a, "--shape") == 0 && v) {
             if (!custom)
                 o->n_shapes = 0;
@@ -217,7 +244,7 @@ static int parse(int argc, char **argv, options *o)
         } else if (strcmp(a, "--tokens") == 0 && v) {
             o->tokens = atoi(v);
             i++;
-        } else if (strcmp(a, "--reps") == 0 && v) {
+        } else if ((strcmp(a, "--reps") == 0 || strcmp(a, "-r") == 0) && v) {
             o->reps = atoi(v);
             i++;
         } else if (strcmp(a, "--device") == 0 && v) {
@@ -235,9 +262,15 @@ static int parse(int argc, char **argv, options *o)
             return 2;
         }
     }
-    if (!kernels) {
-        fprintf(stderr, "error: only --kernels is available in this build\n");
+    if (o->kernels + !!o->model + !!o->preset != 1) {
+        fprintf(stderr, "error: choose one of --kernels, -m FILE, --preset LIST\n");
         usage(stderr);
+        return 2;
+    }
+    if (!o->reps)
+        o->reps = o->kernels ? 20 : 3;
+    if (o->pp < 1 || o->pp > 1 << 16 || o->tg < 1 || o->tg > 1 << 16) {
+        fprintf(stderr, "error: -p and -n want 1..65536\n");
         return 2;
     }
     if (o->tokens < 1 || o->tokens > 4096 || o->reps < 1 || o->reps > 256 ||
@@ -248,12 +281,171 @@ static int parse(int argc, char **argv, options *o)
     return 0;
 }
 
+/* ---- model mode ------------------------------------------------------------------------- */
+
+static int preset_shape(const char *name, b158_model_info *h)
+{
+    static const struct {
+        const char *name;
+        int embd, layer, head, head_kv, ff, vocab;
+    } p[] = {
+        {"tiny", 256, 2, 4, 2, 512, 512},       {"700M", 1536, 24, 16, 16, 4096, 32000},
+        {"1.3B", 2048, 24, 32, 32, 5460, 32000}, {"3B", 3200, 26, 32, 32, 8640, 32000},
+        {"3.9B", 3200, 26, 32, 32, 11008, 32000}, {"2B-4T", 2560, 30, 20, 5, 6912, 128256},
+    };
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
+        if (strcmp(name, p[i].name) == 0) {
+            memset(h, 0, sizeof *h);
+            h->arch = B158_ARCH_BITNET_25, h->relu2 = 1, h->sub_norms = 1;
+            h->n_embd = p[i].embd, h->n_layer = p[i].layer, h->n_head = p[i].head;
+            h->n_head_kv = p[i].head_kv, h->n_ff = p[i].ff, h->n_vocab = p[i].vocab;
+            h->n_ctx_train = 4096, h->rms_eps = 1e-5f, h->rope_base = 500000.0f;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void mean_std(const double *v, int n, double *mean, double *sd)
+{
+    double s = 0, s2 = 0;
+    for (int i = 0; i < n; i++)
+        s += v[i];
+    *mean = s / n;
+    for (int i = 0; i < n; i++)
+        s2 += (v[i] - *mean) * (v[i] - *mean);
+    *sd = n > 1 ? sqrt(s2 / (n - 1)) : 0.0;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* pp: one forward pass over pp tokens from position 0; tg: tg single-token steps after a
+ * one-token prompt. The first pp run (kernel compilation, first touches) is timed apart. */
+static b158_status bench_model(const options *o, const char *label, b158_model *m)
+{
+    b158_runtime_params rp = b158_runtime_default_params();
+    rp.device = o->device;
+    b158_runtime *rt = NULL;
+    b158_session *s = NULL;
+    int32_t *tok = malloc((size_t)o->pp * sizeof *tok);
+    double pp_t[256], tg_t[256], warm = 0;
+    b158_status st = tok ? B158_OK : B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory");
+    const b158_model_info *h = b158_model_get_info(m);
+    for (int i = 0; tok && i < o->pp; i++)
+        tok[i] = (int32_t)((i * 7919u + 13u) % (unsigned)h->n_vocab);
+    if (st == B158_OK)
+        st = b158_runtime_create(&rp, &rt);
+    double t0 = now_s();
+    if (st == B158_OK)
+        st = b158_model_upload(m, rt);
+    const double t_upload = now_s() - t0;
+    b158_session_params sp = b158_session_default_params();
+    sp.rt = rt;
+    sp.n_ctx = o->pp + o->tg + 1;
+    sp.n_batch = o->pp;
+    if (st == B158_OK)
+        st = b158_session_create(m, &sp, &s);
+    for (int r = -1; st == B158_OK && r < o->reps; r++) {
+        b158_session_reset(s);
+        t0 = now_s();
+        st = b158_session_eval(s, tok, o->pp);
+        if (r < 0)
+            warm = now_s() - t0;
+        else
+            pp_t[r] = now_s() - t0;
+    }
+    for (int r = 0; st == B158_OK && r < o->reps; r++) {
+        b158_session_reset(s);
+        st = b158_session_eval(s, tok, 1);
+        t0 = now_s();
+        for (int i = 0; st == B158_OK && i < o->tg; i++)
+            st = b158_session_eval(s, &tok[(i + 1) % o->pp], 1);
+        tg_t[r] = now_s() - t0;
+    }
+    if (st == B158_OK) {
+        double ppm, pps, tgm, tgs;
+        for (int r = 0; r < o->reps; r++)
+            pp_t[r] = o->pp / pp_t[r], tg_t[r] = 1000.0 * tg_t[r] / o->tg;
+        mean_std(pp_t, o->reps, &ppm, &pps);
+        mean_std(tg_t, o->reps, &tgm, &tgs);
+        const double mib = 1048576.0;
+        const b158_device_info *d = b158_runtime_device(rt);
+        if (strcmp(o->format, "json") == 0) {
+            printf("{\"model\": \"%s\", \"device\": \"%s\", \"driver\": \"%s\", "
+                   "\"build\": \"%s\", \"variant\": \"%s\", \"pp\": %d, \"tg\": %d, "
+                   "\"reps\": %d, \"pp_tokens_per_s\": %.3f, \"pp_std\": %.3f, "
+                   "\"tg_ms_per_token\": %.3f, \"tg_std\": %.3f, \"first_pp_s\": %.3f, "
+                   "\"upload_s\": %.3f, \"mem_weights\": %llu, \"mem_kv\": %llu, "
+                   "\"mem_scratch\": %llu}\n",
+                   label, d->name, d->driver, B158_VERSION_STRING,
+                   b158_runtime_variant(rt) == B158_VARIANT_GPU ? "gpu" : "cpu", o->pp, o->tg,
+                   o->reps, ppm, pps, tgm, tgs, warm, t_upload,
+                   (unsigned long long)b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS),
+                   (unsigned long long)b158_runtime_mem_bytes(rt, B158_MEM_KV_CACHE),
+                   (unsigned long long)b158_runtime_mem_bytes(rt, B158_MEM_SCRATCH));
+        } else {
+            printf("| %s | %s | %.2f +/- %.2f | %.1f +/- %.1f | %.2f | %.1f | %.1f | %.1f | %.2f |\n",
+                   label, d->name, ppm, pps, tgm, tgs, 1000.0 / tgm,
+                   b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS) / mib,
+                   b158_runtime_mem_bytes(rt, B158_MEM_KV_CACHE) / mib,
+                   b158_runtime_mem_bytes(rt, B158_MEM_SCRATCH) / mib, warm);
+            fflush(stdout);
+        }
+    }
+    b158_session_free(s);
+    b158_model_free(m); /* frees the device weights before the runtime goes */
+    b158_runtime_free(rt);
+    free(tok);
+    return st;
+}
+
+static int run_models(const options *o)
+{
+    if (strcmp(o->format, "md") == 0)
+        printf("pp %d / tg %d tokens, %d repetitions (mean +/- sd), b158-cl %s\n\n"
+               "| model | device | pp tokens/s | tg ms/token | tg tokens/s | weights MiB | KV MiB "
+               "| scratch MiB | first pp s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+               o->pp, o->tg, o->reps, B158_VERSION_STRING);
+    if (o->model) {
+        b158_model *m = NULL;
+        if (b158_model_load(o->model, &m) != B158_OK || bench_model(o, o->model, m) != B158_OK) {
+            fprintf(stderr, "error: %s\n", b158_last_error());
+            return 1;
+        }
+        return 0;
+    }
+    char list[256];
+    snprintf(list, sizeof list, "%s", o->preset);
+    for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+         name = strtok_r(NULL, ",", &save)) {
+        b158_model_info h;
+        b158_model *m = NULL;
+        if (preset_shape(name, &h)) {
+            fprintf(stderr, "error: unknown preset '%s' (700M, 1.3B, 3B, 3.9B, 2B-4T, tiny)\n",
+                    name);
+            return 2;
+        }
+        if (b158_model_random(&h, 1, &m) != B158_OK || bench_model(o, name, m) != B158_OK) {
+            fprintf(stderr, "error: %s: %s\n", name, b158_last_error());
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     options o;
     int rc = parse(argc, argv, &o);
     if (rc)
         return rc == 1 ? 0 : rc;
+    if (!o.kernels)
+        return run_models(&o);
     result res[2 * MAX_SHAPES * 3];
     int nres = 0;
     char devname[256] = "", driver[160] = "";
