@@ -190,6 +190,22 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
     }
     if (st == B158_OK)
         st = s->rt ? alloc_dev(s) : alloc_cpu(s);
+    /* compile every kernel of the forward pass now, so the first token is not the one that
+     * pays for it (and the timings of prompt processing do not include it) */
+    static const enum b158_kernel_id used[] = {
+        B158_K_QUANTIZE_ROWS, B158_K_RMSNORM, B158_K_ROPE, B158_K_KV_STORE, B158_K_ATTENTION,
+        B158_K_GLU, B158_K_EMBED, B158_K_F16_MATVEC};
+    for (size_t i = 0; s->rt && st == B158_OK && i < sizeof used / sizeof used[0]; i++) {
+        cl_kernel k;
+        st = b158_rt_kernel(s->rt, used[i], &k);
+    }
+    if (s->rt && st == B158_OK) {
+        cl_kernel k;
+        const int gpu = s->rt->tune.gpu;
+        st = b158_rt_kernel(s->rt, gpu ? B158_K_TERNARY_GEMV_GPU : B158_K_TERNARY_GEMV_CPU, &k);
+        if (st == B158_OK)
+            st = b158_rt_kernel(s->rt, gpu ? B158_K_TERNARY_GEMM_GPU : B158_K_TERNARY_GEMM_CPU, &k);
+    }
     if (st != B158_OK) {
         b158_session_free(s);
         return st;

@@ -228,8 +228,11 @@ b158_status b158_model_random(const b158_model_info *shape, uint64_t seed, b158_
         if (!m->output_norm || !e) {
             st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for the embedding");
         } else {
+            /* unit-variance logits through the tied LM head: a random model then samples
+             * varied text instead of repeating its argmax */
+            const float amp = sqrtf(3.0f / (float)h->n_embd);
             for (size_t i = 0; i < (size_t)h->n_vocab * h->n_embd; i++)
-                e[i] = b158_f32_to_f16(next_uniform(&rng));
+                e[i] = b158_f32_to_f16(amp * next_uniform(&rng));
             m->tok_embd = m->output = e;
             m->info.tied_embedding = 1;
         }
