@@ -1,0 +1,111 @@
+/* Tokenizer internals shared by the vocab loader, the BPE and the SentencePiece encoders. */
+#ifndef B158_HOST_TOKENIZER_IMPL_H
+#define B158_HOST_TOKENIZER_IMPL_H
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "b158/tokenizer.h"
+#include "gguf.h"
+#include "tokenizer-map.h"
+#include "tokenizer.h"
+
+/* Pre-tokenizer regexes (llama.cpp's, which are the tokenizer.json ones with the
+ * case-insensitive group spelled out). */
+#define B158_RE_LLAMA3                                                                             \
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"     \
+    "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define B158_RE_GPT2                                                                               \
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
+
+struct b158_vocab {
+    b158_vocab_type type;
+    int32_t n_tokens;
+    char pre[64];
+
+    /* token texts, NUL-terminated, back to back */
+    char *text;
+    uint32_t *text_off;
+    uint32_t *text_len;
+    float *scores;
+    uint8_t *types; /* b158_token_type */
+    b158_strmap by_text;
+    size_t max_token_len;
+
+    /* decoded bytes of every token (control tokens: their text) */
+    char *piece;
+    uint32_t *piece_off;
+    uint32_t *piece_len;
+    size_t max_piece;
+
+    b158_token bos, eos, eot, eom, unk;
+    int add_bos;
+    int add_space_prefix;
+    uint8_t *eog; /* per token: ends generation */
+
+    /* tokens matched in raw text before encoding: control, user-defined and unknown ones,
+     * longest text first (as llama.cpp's special token cache) */
+    b158_token *specials;
+    size_t n_specials;
+
+    /* byte b as a token: BPE its GPT-2 character, SPM <0xNN>; -1 if absent */
+    b158_token byte_token[256];
+
+    /* BPE */
+    b158_pairmap merges;
+    int ignore_merges;
+    pcre2_code *re;
+};
+
+/* Growable token list. */
+typedef struct b158_tokvec {
+    b158_token *p;
+    size_t n, cap;
+} b158_tokvec;
+
+b158_status b158_tokvec_push(b158_tokvec *v, b158_token t);
+
+/* Priority queue of candidate merges: smaller key first, then smaller left index (the order
+ * both llama.cpp tokenizers use). BPE keys are ranks, SentencePiece keys negated scores. */
+typedef struct b158_bigram {
+    double key;
+    int32_t left, right;
+    uint32_t size; /* bytes of left + right when queued, to detect stale entries */
+} b158_bigram;
+
+typedef struct b158_heap {
+    b158_bigram *p;
+    size_t n, cap;
+} b158_heap;
+
+b158_status b158_heap_push(b158_heap *h, b158_bigram b);
+b158_bigram b158_heap_pop(b158_heap *h);
+
+/* A symbol of the merge loops: a byte range of the text in a doubly linked list. */
+typedef struct b158_symbol {
+    int32_t prev, next;
+    uint32_t start, n; /* n == 0: merged into its left neighbour */
+    b158_token id;     /* token of the range, -1 if none (BPE only) */
+} b158_symbol;
+
+/* Encoders: append the tokens of one raw text fragment. */
+/* Builds the merge table and compiles the pre-tokenizer regex (v->pre decides which). */
+b158_status b158_bpe_init(b158_vocab *v, const b158_gguf_str *merges, size_t n_merges);
+b158_status b158_bpe_encode(const b158_vocab *v, const char *text, size_t len, b158_tokvec *out);
+b158_status b158_spm_encode(const b158_vocab *v, const char *text, size_t len, int space_prefix,
+                            b158_tokvec *out);
+
+/* UTF-8 helpers (b158_utf8_encode is in tokenizer.h). */
+/* Length of the valid UTF-8 sequence at s[0..n) (RFC 3629: no overlongs or surrogates), or 0
+ * when s does not start with one. */
+size_t b158_utf8_valid_len(const unsigned char *s, size_t n);
+/* llama.cpp's sequence length from the lead byte alone (1 for continuation bytes). */
+static inline size_t b158_utf8_lead_len(unsigned char c)
+{
+    static const unsigned char lookup[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    return lookup[c >> 4];
+}
+
+#endif
