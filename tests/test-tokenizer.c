@@ -1,0 +1,527 @@
+/* Tokenizer tests: llama.cpp's reference vectors for LLaMA SPM, GPT-2 and LLaMA-3 BPE, decoding
+ * round trips, special tokens, invalid UTF-8, the streaming decoder, and a timing printout. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "b158/tokenizer.h"
+#include "test-common.h"
+#include "tokenizer.h"
+
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf)
+        buf[n] = '\0';
+    *len = (size_t)n;
+    return buf;
+}
+
+/* The LLaMA-3 vocab is generated from the tiktoken file by our own tool, into the build tree,
+ * once (the tool writes through a temporary file, so concurrent tests are safe). */
+static const char *llama3_vocab_path(void)
+{
+    static char path[4096];
+    const char *bin = getenv("B158_BIN_DIR");
+    if (!bin) {
+        b158_test_skip("B158_BIN_DIR is not set (run through ctest)");
+        return NULL;
+    }
+    snprintf(path, sizeof path, "%s/../llama3-vocab.gguf", bin);
+    char tool[4200];
+    snprintf(tool, sizeof tool, "%s/b158-vocab-from-tiktoken", bin);
+    struct stat sv, st;
+    if (stat(path, &sv) == 0 && stat(tool, &st) == 0 && sv.st_mtime >= st.st_mtime)
+        return path; /* up to date with the tool */
+    const char *model = b158_test_shared_path("data/tokenizers/llama3-tiktoken.model");
+    if (access(model, R_OK) != 0) {
+        b158_test_skip("llama3-tiktoken.model is missing");
+        return NULL;
+    }
+    char cmd[12000];
+    snprintf(cmd, sizeof cmd, "'%s' -i '%s' -o '%s' >&2", tool, model, path);
+    int rc = system(cmd);
+    CU_ASSERT_EQUAL(rc, 0);
+    return rc == 0 ? path : NULL;
+}
+
+static b158_vocab *load_vocab(const char *path)
+{
+    if (!path)
+        return NULL;
+    if (access(path, R_OK) != 0) {
+        char msg[4200];
+        snprintf(msg, sizeof msg, "%s is missing", path);
+        b158_test_skip(msg);
+        return NULL;
+    }
+    b158_vocab *v = NULL;
+    b158_status st = b158_vocab_load(path, &v);
+    if (st != B158_OK)
+        fprintf(stderr, "\n%s\n", b158_last_error());
+    CU_ASSERT_EQUAL(st, B158_OK);
+    return v;
+}
+
+/* Runs every case of NAME.inp / NAME.out (llama.cpp test-tokenizer-0 format: cases separated
+ * by "\n__ggml_vocab_test__\n", line k of .out = ids of case k without BOS). */
+static void run_vectors(b158_vocab *v, const char *name)
+{
+    char rel[256];
+    size_t ilen, olen;
+    snprintf(rel, sizeof rel, "data/tokenizers/%s.inp", name);
+    char *inp = read_all(b158_test_shared_path(rel), &ilen);
+    snprintf(rel, sizeof rel, "data/tokenizers/%s.out", name);
+    char *out = read_all(b158_test_shared_path(rel), &olen);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(inp);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+
+    const char *sep = "\n__ggml_vocab_test__\n";
+    size_t seplen = strlen(sep);
+    int cases = 0, pass = 0, roundtrip = 0;
+    char *ip = inp, *op = out;
+    while (ip < inp + ilen) {
+        char *end = strstr(ip, sep);
+        size_t clen = end ? (size_t)(end - ip) : strlen(ip);
+        char *eol = strchr(op, '\n');
+        if (!eol) {
+            CU_FAIL("fewer lines in .out than cases in .inp");
+            break;
+        }
+        *eol = '\0';
+        /* expected ids */
+        b158_token want[512];
+        size_t nw = 0;
+        for (char *s = op, *e; nw < 512; s = e) {
+            long x = strtol(s, &e, 10);
+            if (e == s)
+                break;
+            want[nw++] = (b158_token)x;
+        }
+        b158_token got[2048];
+        size_t ng = 0;
+        b158_status st = b158_tokenize(v, ip, clen, 0, got, 2048, &ng);
+        CU_ASSERT_EQUAL(st, B158_OK);
+        int ok = st == B158_OK && ng == nw && memcmp(got, want, nw * sizeof *got) == 0;
+        if (ok) {
+            pass++;
+        } else {
+            fprintf(stderr, "\n  %s case %d '%.*s':\n    want", name, cases, (int)clen, ip);
+            for (size_t i = 0; i < nw; i++)
+                fprintf(stderr, " %d", want[i]);
+            fprintf(stderr, "\n    got ");
+            for (size_t i = 0; i < ng; i++)
+                fprintf(stderr, " %d", got[i]);
+            fprintf(stderr, "\n");
+        }
+        /* decoding gives the text back: byte fallback and byte-level BPE are lossless */
+        char dec[8192];
+        size_t dl = 0;
+        if (b158_detokenize(v, got, ng, 0, dec, sizeof dec, &dl) == B158_OK && dl == clen &&
+            memcmp(dec, ip, clen) == 0)
+            roundtrip++;
+        else
+            fprintf(stderr, "\n  %s case %d: decodes to '%.*s'\n", name, cases, (int)dl, dec);
+        cases++;
+        op = eol + 1;
+        ip = end ? end + seplen : inp + ilen;
+    }
+    printf("\n  %s: %d/%d vectors give the expected ids, %d/%d decode back to the input\n", name,
+           pass, cases, roundtrip, cases);
+    CU_ASSERT_EQUAL(pass, cases);
+    CU_ASSERT_EQUAL(roundtrip, cases);
+    CU_ASSERT(cases >= 40);
+    free(inp);
+    free(out);
+}
+
+static void test_spm_vectors(void)
+{
+    b158_vocab *v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-llama-spm.gguf"));
+    if (!v)
+        return;
+    CU_ASSERT_EQUAL(b158_vocab_get_type(v), B158_VOCAB_SPM);
+    CU_ASSERT_EQUAL(b158_vocab_n_tokens(v), 32000);
+    CU_ASSERT_EQUAL(b158_vocab_bos(v), 1);
+    CU_ASSERT_EQUAL(b158_vocab_eos(v), 2);
+    CU_ASSERT_EQUAL(b158_vocab_unk(v), 0);
+    CU_ASSERT_EQUAL(b158_vocab_eot(v), -1);
+    CU_ASSERT(b158_vocab_add_bos(v));
+    CU_ASSERT(b158_vocab_is_eog(v, 2));
+    CU_ASSERT(!b158_vocab_is_eog(v, 1));
+    CU_ASSERT_EQUAL(b158_vocab_token_type(v, 3), B158_TOKEN_BYTE);
+    run_vectors(v, "ggml-vocab-llama-spm.gguf");
+    b158_vocab_free(v);
+}
+
+static void test_gpt2_vectors(void)
+{
+    b158_vocab *v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"));
+    if (!v)
+        return;
+    CU_ASSERT_EQUAL(b158_vocab_get_type(v), B158_VOCAB_BPE);
+    CU_ASSERT_STRING_EQUAL(b158_vocab_pre(v), "gpt-2");
+    CU_ASSERT(!b158_vocab_add_bos(v));
+    CU_ASSERT(b158_vocab_is_eog(v, 50256));
+    run_vectors(v, "ggml-vocab-gpt-2.gguf");
+    b158_vocab_free(v);
+}
+
+static void test_llama3_vectors(void)
+{
+    b158_vocab *v = load_vocab(llama3_vocab_path());
+    if (!v)
+        return;
+    CU_ASSERT_EQUAL(b158_vocab_n_tokens(v), 128256);
+    CU_ASSERT_STRING_EQUAL(b158_vocab_pre(v), "llama-bpe");
+    CU_ASSERT_EQUAL(b158_vocab_bos(v), 128000);
+    CU_ASSERT_EQUAL(b158_vocab_eos(v), 128001);
+    CU_ASSERT_EQUAL(b158_vocab_eot(v), 128009);
+    CU_ASSERT(b158_vocab_add_bos(v));
+    CU_ASSERT(b158_vocab_is_eog(v, 128001) && b158_vocab_is_eog(v, 128009) &&
+              b158_vocab_is_eog(v, 128008));
+    CU_ASSERT(!b158_vocab_is_eog(v, 128000) && !b158_vocab_is_eog(v, 9906));
+    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128004, NULL), "<|finetune_right_pad_id|>");
+    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128010, NULL), "<|python_tag|>");
+    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128011, NULL), "<|reserved_special_token_3|>");
+    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128255, NULL),
+                           "<|reserved_special_token_247|>");
+    CU_ASSERT_EQUAL(b158_vocab_token_type(v, 128009), B158_TOKEN_CONTROL);
+    b158_token ids[8];
+    size_t n;
+    CU_ASSERT_EQUAL(b158_tokenize(v, "Hello world", 11, 0, ids, 8, &n), B158_OK);
+    CU_ASSERT(n == 2 && ids[0] == 9906 && ids[1] == 1917);
+    run_vectors(v, "ggml-vocab-llama-bpe.gguf");
+    b158_vocab_free(v);
+}
+
+/* The 2B-4T file has no tokenizer.ggml.pre: a >= 128k BPE vocab must still get LLaMA-3
+ * pre-tokenization and BOS. Rebuild the generated vocab without the key. */
+static void test_llama3_missing_pre(void)
+{
+    const char *path = llama3_vocab_path();
+    if (!path)
+        return;
+    b158_gguf *g = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_gguf_open(path, &g), B158_OK);
+    /* b158_vocab_from_gguf reads keys only, so a view that hides one key is enough: copy the
+     * file with the key renamed in place (same length keeps every offset valid) */
+    size_t len;
+    char *bytes = read_all(path, &len);
+    b158_gguf_close(g);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bytes);
+    char *k = NULL;
+    for (size_t i = 0; i + 18 <= len; i++)
+        if (memcmp(bytes + i, "tokenizer.ggml.pre", 18) == 0) {
+            k = bytes + i;
+            break;
+        }
+    CU_ASSERT_PTR_NOT_NULL_FATAL(k);
+    memcpy(k, "tokenizer.ggml.prX", 18);
+    CU_ASSERT_EQUAL_FATAL(b158_gguf_open_memory(bytes, len, &g), B158_OK);
+    b158_vocab *v = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_vocab_from_gguf(g, &v), B158_OK);
+    b158_gguf_close(g); /* the vocab keeps its own copies */
+    CU_ASSERT_STRING_EQUAL(b158_vocab_pre(v), "llama-bpe");
+    CU_ASSERT(b158_vocab_add_bos(v));
+    /* "\p{N}{1,3}" splits digits in threes, unlike GPT-2's \p{N}+ */
+    const char *text = "1234567 is what's   there";
+    b158_token a[64], b[64];
+    size_t na, nb;
+    CU_ASSERT_EQUAL(b158_tokenize(v, text, strlen(text), B158_TOKENIZE_ADD_BOS, a, 64, &na),
+                    B158_OK);
+    b158_vocab *ref = load_vocab(path);
+    CU_ASSERT_EQUAL(b158_tokenize(ref, text, strlen(text), B158_TOKENIZE_ADD_BOS, b, 64, &nb),
+                    B158_OK);
+    CU_ASSERT(na == nb && memcmp(a, b, na * sizeof *a) == 0 && a[0] == 128000);
+    b158_vocab_free(ref);
+    b158_vocab_free(v);
+    free(bytes);
+}
+
+/* ---- behaviour -------------------------------------------------------------------------- */
+
+static void test_special_and_bos(void)
+{
+    b158_vocab *v = load_vocab(llama3_vocab_path());
+    if (!v)
+        return;
+    const char *text = "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>";
+    b158_token ids[64];
+    size_t n;
+    CU_ASSERT_EQUAL(b158_tokenize(v, text, strlen(text),
+                                  B158_TOKENIZE_ADD_BOS | B158_TOKENIZE_PARSE_SPECIAL, ids, 64, &n),
+                    B158_OK);
+    /* llama-tokenize: 128000 128006 882 128007 271 13347 128009 */
+    b158_token want[] = {128000, 128006, 882, 128007, 271, 13347, 128009};
+    CU_ASSERT_EQUAL(n, 7);
+    CU_ASSERT(n == 7 && memcmp(ids, want, sizeof want) == 0);
+    /* without parse_special the markers are plain text */
+    CU_ASSERT_EQUAL(b158_tokenize(v, text, strlen(text), 0, ids, 64, &n), B158_OK);
+    CU_ASSERT(n > 7);
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT(ids[i] < 128000);
+    /* decoding: control tokens only on request */
+    b158_token t2[] = {128000, 9906, 1917, 128009};
+    char out[128];
+    size_t len;
+    CU_ASSERT_EQUAL(b158_detokenize(v, t2, 4, 0, out, sizeof out, &len), B158_OK);
+    CU_ASSERT_STRING_EQUAL(out, "Hello world");
+    CU_ASSERT_EQUAL(b158_detokenize(v, t2, 4, 1, out, sizeof out, &len), B158_OK);
+    CU_ASSERT_STRING_EQUAL(out, "<|begin_of_text|>Hello world<|eot_id|>");
+    CU_ASSERT_EQUAL(b158_detokenize(v, t2, 4, 1, out, 10, &len), B158_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(len, 38);
+    b158_token bad[] = {5, 128256};
+    CU_ASSERT_EQUAL(b158_detokenize(v, bad, 2, 0, out, sizeof out, &len), B158_ERR_INVALID_ARG);
+    /* small output buffer: the count is still reported */
+    CU_ASSERT_EQUAL(b158_tokenize(v, "Hello world", 11, 0, ids, 1, &n), B158_ERR_INVALID_ARG);
+    CU_ASSERT(n == 2 && ids[0] == 9906);
+    b158_token *all = NULL;
+    CU_ASSERT_EQUAL(b158_tokenize_alloc(v, "", 0, B158_TOKENIZE_ADD_BOS, &all, &n), B158_OK);
+    CU_ASSERT(n == 1 && all[0] == 128000);
+    free(all);
+    CU_ASSERT_EQUAL(b158_vocab_find(v, "Hello", 5), 9906);
+    CU_ASSERT_EQUAL(b158_vocab_find(v, "<|eot_id|>", 10), 128009);
+    CU_ASSERT_EQUAL(b158_vocab_find(v, "no such token at all", 20), -1);
+    CU_ASSERT_PTR_NULL(b158_vocab_token_text(v, -1, NULL));
+    CU_ASSERT_PTR_NULL(b158_vocab_token_text(v, 128256, NULL));
+    b158_vocab_free(v);
+
+    /* SPM: BOS by default, <s> parsed only on request, space prefix after specials */
+    v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-llama-spm.gguf"));
+    if (!v)
+        return;
+    CU_ASSERT_EQUAL(b158_tokenize(v, "Hello", 5, B158_TOKENIZE_ADD_BOS, ids, 64, &n), B158_OK);
+    CU_ASSERT(n == 2 && ids[0] == 1 && ids[1] == 15043);
+    CU_ASSERT_EQUAL(b158_tokenize(v, "<s>Hello", 8, B158_TOKENIZE_PARSE_SPECIAL, ids, 64, &n),
+                    B158_OK);
+    CU_ASSERT(n == 2 && ids[0] == 1 && ids[1] == 15043);
+    CU_ASSERT_EQUAL(b158_tokenize(v, "<s>Hello", 8, 0, ids, 64, &n), B158_OK);
+    CU_ASSERT(n > 2 && ids[0] != 1);
+    b158_vocab_free(v);
+
+    /* GPT-2: no BOS even when asked (add_bos_token is false by default) */
+    v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"));
+    if (!v)
+        return;
+    CU_ASSERT_EQUAL(b158_tokenize(v, "Hello world", 11, B158_TOKENIZE_ADD_BOS, ids, 64, &n),
+                    B158_OK);
+    CU_ASSERT(n == 2 && ids[0] == 15496 && ids[1] == 995);
+    CU_ASSERT_EQUAL(
+        b158_tokenize(v, "a<|endoftext|>b", 15, B158_TOKENIZE_PARSE_SPECIAL, ids, 64, &n), B158_OK);
+    CU_ASSERT(n == 3 && ids[1] == 50256);
+    b158_vocab_free(v);
+}
+
+static void test_invalid_utf8(void)
+{
+    const char text[] = "ab\xff\xfe c\xe2\x82 d\xc0\xaf\xed\xa0\x80 \xf0\x9f\x98";
+    size_t len = sizeof text - 1;
+    /* SentencePiece: bytes that are not characters fall back to <0xNN>, losslessly */
+    b158_vocab *v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-llama-spm.gguf"));
+    if (!v)
+        return;
+    b158_token ids[256];
+    size_t n;
+    CU_ASSERT_EQUAL_FATAL(b158_tokenize(v, text, len, 0, ids, 256, &n), B158_OK);
+    int has_ff = 0;
+    for (size_t i = 0; i < n; i++)
+        has_ff |= ids[i] == 3 + 0xff;
+    CU_ASSERT(has_ff);
+    char out[256];
+    size_t ol;
+    /* like llama.cpp, characters are cut by lead byte alone, so a bad lead byte swallows the
+     * next bytes, here the U+2581 that stands for " c"'s space: it decodes as U+2581 */
+    CU_ASSERT_EQUAL(b158_detokenize(v, ids, n, 0, out, sizeof out, &ol), B158_OK);
+    CU_ASSERT(ol > len && memcmp(out,
+                                 "ab\xff\xfe\xe2\x96\x81"
+                                 "c",
+                                 8) == 0);
+    /* without spaces next to them the bytes come back exactly */
+    const char text2[] = "ab\xff\xfe"
+                         "cd\xc0\xaf"
+                         "xy\xed\xa0\x80"
+                         "z\xf0\x9f\x98";
+    CU_ASSERT_EQUAL(b158_tokenize(v, text2, sizeof text2 - 1, 0, ids, 256, &n), B158_OK);
+    CU_ASSERT_EQUAL(b158_detokenize(v, ids, n, 0, out, sizeof out, &ol), B158_OK);
+    CU_ASSERT(ol == sizeof text2 - 1 && memcmp(out, text2, ol) == 0);
+    b158_vocab_free(v);
+
+    /* byte-level BPE: like llama.cpp, each stray byte becomes U+FFFD */
+    const char *paths[2] = {b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"), NULL};
+    char p0[4096];
+    snprintf(p0, sizeof p0, "%s", paths[0]);
+    paths[0] = p0;
+    paths[1] = llama3_vocab_path();
+    const char fixed[] = "ab\xef\xbf\xbd\xef\xbf\xbd c\xef\xbf\xbd\xef\xbf\xbd d\xef\xbf\xbd"
+                         "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf"
+                         "\xbd\xef\xbf\xbd";
+    for (int k = 0; k < 2; k++) {
+        v = load_vocab(paths[k]);
+        if (!v)
+            return;
+        b158_token ref[256];
+        size_t nr;
+        CU_ASSERT_EQUAL(b158_tokenize(v, text, len, 0, ids, 256, &n), B158_OK);
+        CU_ASSERT_EQUAL(b158_tokenize(v, fixed, sizeof fixed - 1, 0, ref, 256, &nr), B158_OK);
+        CU_ASSERT(n == nr && memcmp(ids, ref, n * sizeof *ids) == 0);
+        /* random bytes: never a crash, always a decodable result */
+        for (int iter = 0; iter < 200; iter++) {
+            char junk[64];
+            size_t jl = (size_t)b158_test_randint(0, 64);
+            for (size_t i = 0; i < jl; i++)
+                junk[i] = (char)b158_test_rand();
+            CU_ASSERT_EQUAL(b158_tokenize(v, junk, jl, B158_TOKENIZE_PARSE_SPECIAL, ids, 256, &n),
+                            B158_OK);
+            CU_ASSERT_EQUAL(b158_detokenize(v, ids, n, 1, out, sizeof out, &ol), B158_OK);
+        }
+        b158_vocab_free(v);
+    }
+}
+
+/* Valid UTF-8 chunk by chunk, and the concatenation equals the full decode. */
+static void test_stream(void)
+{
+    b158_vocab *v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"));
+    if (!v)
+        return;
+    const char *text = "emoji \xf0\x9f\x9a\x80\xf0\x9f\x98\xb6\xe2\x80\x8d\xf0\x9f\x8c\xab "
+                       "\xe1\x9e\x80\xe1\x9e\xb6 \xd0\xbd\xd0\xb5 ok";
+    b158_token ids[128];
+    size_t n;
+    CU_ASSERT_EQUAL_FATAL(b158_tokenize(v, text, strlen(text), 0, ids, 128, &n), B158_OK);
+    int partial_tokens = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t pl;
+        const char *p = b158_vocab_token_piece(v, ids[i], 0, &pl);
+        partial_tokens +=
+            pl > 0 && (unsigned char)p[pl - 1] >= 0x80 && (unsigned char)p[pl - 1] < 0xC0 && pl < 4;
+    }
+    CU_ASSERT(partial_tokens > 0); /* the emoji are split across byte tokens */
+    b158_detok_stream s;
+    b158_detok_stream_init(&s);
+    char all[512], chunk[4096];
+    size_t total = 0;
+    size_t cap = 3 * (b158_vocab_max_piece(v) + 4);
+    CU_ASSERT_FATAL(cap <= sizeof chunk);
+    for (size_t i = 0; i < n; i++) {
+        size_t cl;
+        CU_ASSERT_EQUAL_FATAL(b158_detok_stream_push(&s, v, ids[i], 0, chunk, cap, &cl), B158_OK);
+        /* every chunk is complete UTF-8 on its own */
+        for (size_t j = 0; j < cl;) {
+            unsigned char c = (unsigned char)chunk[j];
+            size_t k = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+            CU_ASSERT(j + k <= cl);
+            j += k;
+        }
+        memcpy(all + total, chunk, cl);
+        total += cl;
+    }
+    total += b158_detok_stream_flush(&s, all + total, sizeof all - total);
+    CU_ASSERT(total == strlen(text) && memcmp(all, text, total) == 0);
+    CU_ASSERT_EQUAL(b158_detok_stream_push(&s, v, ids[0], 0, chunk, 4, &n), B158_ERR_INVALID_ARG);
+
+    /* an invalid byte becomes U+FFFD; a dangling lead byte too, at flush */
+    b158_detok_stream_init(&s);
+    b158_token ff = b158_vocab_find(v, "\xc3\xbf", 2); /* GPT-2 char of byte 0xff */
+    b158_token e2 = b158_vocab_find(v, "\xc3\xa2", 2); /* byte 0xe2 */
+    CU_ASSERT_FATAL(ff >= 0 && e2 >= 0);
+    size_t cl;
+    CU_ASSERT_EQUAL(b158_detok_stream_push(&s, v, ff, 0, chunk, cap, &cl), B158_OK);
+    CU_ASSERT(cl == 3 && memcmp(chunk, "\xef\xbf\xbd", 3) == 0);
+    CU_ASSERT_EQUAL(b158_detok_stream_push(&s, v, e2, 0, chunk, cap, &cl), B158_OK);
+    CU_ASSERT_EQUAL(cl, 0);
+    CU_ASSERT_EQUAL(b158_detok_stream_flush(&s, chunk, sizeof chunk), 3);
+    b158_vocab_free(v);
+}
+
+static void test_load_errors(void)
+{
+    b158_vocab *v = (b158_vocab *)1;
+    CU_ASSERT_EQUAL(b158_vocab_load("/nonexistent.gguf", &v), B158_ERR_IO);
+    CU_ASSERT_PTR_NULL(v);
+    b158_vocab_free(NULL);
+}
+
+/* Tinyshakespeare (1.1 MB) through each tokenizer: printed, not asserted. */
+static void test_bench(void)
+{
+    size_t len;
+    char *text = read_all(b158_test_shared_path("data/text/tinyshakespeare.txt"), &len);
+    if (!text) {
+        b158_test_skip("tinyshakespeare.txt is missing");
+        return;
+    }
+    char spm[4096], gpt2[4096];
+    snprintf(spm, sizeof spm, "%s",
+             b158_test_shared_path("data/tokenizers/ggml-vocab-llama-spm.gguf"));
+    snprintf(gpt2, sizeof gpt2, "%s",
+             b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"));
+    const char *names[3] = {"llama-spm", "gpt-2", "llama-bpe (LLaMA-3)"};
+    const char *paths[3] = {spm, gpt2, llama3_vocab_path()};
+    printf("\n\n| vocab | bytes | tokens | encode s | MB/s | decode s | round trip |\n"
+           "|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < 3; i++) {
+        b158_vocab *v = load_vocab(paths[i]);
+        if (!v)
+            continue;
+        b158_token *ids = NULL;
+        size_t n = 0;
+        struct timespec t0, t1, t2;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        CU_ASSERT_EQUAL(b158_tokenize_alloc(v, text, len, 0, &ids, &n), B158_OK);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        char *dec = malloc(2 * len + 16);
+        size_t dl = 0;
+        CU_ASSERT_EQUAL(b158_detokenize(v, ids, n, 0, dec, 2 * len + 16, &dl), B158_OK);
+        clock_gettime(CLOCK_MONOTONIC, &t2);
+        double e = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        double d = (double)(t2.tv_sec - t1.tv_sec) + 1e-9 * (double)(t2.tv_nsec - t1.tv_nsec);
+        int same = dl == len && memcmp(dec, text, len) == 0;
+        CU_ASSERT(same);
+        printf("| %s | %zu | %zu | %.3f | %.1f | %.3f | %s |\n", names[i], len, n, e,
+               (double)len / e / 1e6, d, same ? "exact" : "DIFFERS");
+        free(dec);
+        free(ids);
+        b158_vocab_free(v);
+    }
+    free(text);
+}
+
+static void add_suites(void)
+{
+    static const b158_test_case spm[] = {{"vectors", test_spm_vectors}, {NULL, NULL}};
+    static const b158_test_case gpt2[] = {{"vectors", test_gpt2_vectors}, {NULL, NULL}};
+    static const b158_test_case llama3[] = {
+        {"vectors", test_llama3_vectors}, {"missing_pre", test_llama3_missing_pre}, {NULL, NULL}};
+    static const b158_test_case api[] = {{"special_and_bos", test_special_and_bos},
+                                         {"invalid_utf8", test_invalid_utf8},
+                                         {"stream", test_stream},
+                                         {"load_errors", test_load_errors},
+                                         {NULL, NULL}};
+    static const b158_test_case bench[] = {{"tinyshakespeare", test_bench}, {NULL, NULL}};
+    b158_test_suite("spm", spm);
+    b158_test_suite("gpt2", gpt2);
+    b158_test_suite("llama_bpe", llama3);
+    b158_test_suite("api", api);
+    b158_test_suite("bench", bench);
+}
+
+int main(int argc, char **argv)
+{
+    return b158_test_main(argc, argv, add_suites);
+}
