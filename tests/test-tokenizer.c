@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -457,6 +458,65 @@ static void test_load_errors(void)
     b158_vocab_free(NULL);
 }
 
+/* Runs a command line and captures its stdout; returns the exit status. */
+static int run_capture(const char *cmd, char *out, size_t cap)
+{
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int rc = pclose(p);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void test_tokenize_tool(void)
+{
+    const char *vocab = llama3_vocab_path();
+    if (!vocab)
+        return;
+    const char *bin = getenv("B158_BIN_DIR");
+    char cmd[9000], out[4096];
+    snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m '%s' -p 'Hello world' --no-bos --ids", bin,
+             vocab);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 0);
+    CU_ASSERT_STRING_EQUAL(out, "[9906, 1917]\n");
+    snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m '%s' -p 'Hello world'", bin, vocab);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 0);
+    CU_ASSERT_STRING_EQUAL(out, "128000 -> '<|begin_of_text|>'\n  9906 -> 'Hello'\n"
+                                "  1917 -> ' world'\n");
+    snprintf(cmd, sizeof cmd,
+             "'%s/b158-cl-tokenize' -m '%s' -p 'a<|eot_id|>' --no-bos --ids --parse-special", bin,
+             vocab);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 0);
+    CU_ASSERT_STRING_EQUAL(out, "[64, 128009]\n");
+    /* the prompt from a file, bytes included */
+    char path[] = "/tmp/b158-test-prompt-XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL(write(fd, "Hello world", 11), 11);
+    close(fd);
+    snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m '%s' -f '%s' --no-bos --ids", bin, vocab,
+             path);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 0);
+    CU_ASSERT_STRING_EQUAL(out, "[9906, 1917]\n");
+    unlink(path);
+    /* bad input: clear message on stderr, non-zero status */
+    snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -p x 2>/dev/null", bin);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 2);
+    snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m /nonexistent.gguf -p x 2>&1", bin);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "/nonexistent.gguf"));
+    snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m '%s' -f /nonexistent.txt 2>&1", bin, vocab);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 1);
+    snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m '%s' -p x --bogus 2>/dev/null", bin, vocab);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 2);
+    snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m '%s' -p x 2>&1", bin,
+             b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf.inp"));
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "not a GGUF file"));
+}
+
 /* Tinyshakespeare (1.1 MB) through each tokenizer: printed, not asserted. */
 static void test_bench(void)
 {
@@ -512,6 +572,7 @@ static void add_suites(void)
                                          {"invalid_utf8", test_invalid_utf8},
                                          {"stream", test_stream},
                                          {"load_errors", test_load_errors},
+                                         {"tokenize_tool", test_tokenize_tool},
                                          {NULL, NULL}};
     static const b158_test_case bench[] = {{"tinyshakespeare", test_bench}, {NULL, NULL}};
     b158_test_suite("spm", spm);
