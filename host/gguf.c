@@ -587,11 +587,14 @@ b158_status b158_gguf_open(const char *path, b158_gguf **out)
     if (fd < 0)
         return B158_FAIL(B158_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    if (fstat(fd, &sb) != 0) {
         int e = errno;
         close(fd);
-        return B158_FAIL(B158_ERR_IO, "%s: not a regular file%s%s", path, e ? ": " : "",
-                         e ? strerror(e) : "");
+        return B158_FAIL(B158_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return B158_FAIL(B158_ERR_IO, "%s: not a regular file", path);
     }
     b158_gguf *g = calloc(1, sizeof *g);
     if (!g || !(g->path = strdup(path))) {
