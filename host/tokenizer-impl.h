@@ -53,6 +53,9 @@ struct b158_vocab {
     /* byte b as a token: BPE its GPT-2 character, SPM <0xNN>; -1 if absent */
     b158_token byte_token[256];
 
+    /* SentencePiece: no multi-byte token contains '\n', so lines can be merged separately */
+    int spm_split_newlines;
+
     /* BPE */
     b158_pairmap merges;
     int ignore_merges;

@@ -540,6 +540,12 @@ b158_status b158_vocab_from_gguf(const b158_gguf *g, b158_vocab **out)
         st = load_settings(v, g, model);
     if (st == B158_OK)
         find_byte_tokens(v);
+    if (st == B158_OK && type == B158_VOCAB_SPM) {
+        v->spm_split_newlines = 1;
+        for (int32_t i = 0; i < v->n_tokens; i++)
+            if (v->text_len[i] > 1 && memchr(v->text + v->text_off[i], '\n', v->text_len[i]))
+                v->spm_split_newlines = 0;
+    }
     if (st == B158_OK && type == B158_VOCAB_BPE) {
         const char *key = "tokenizer.ggml.merges";
         enum b158_gguf_vtype t;

@@ -10,6 +10,7 @@
 
 #include "b158/tokenizer.h"
 #include "test-common.h"
+#include "tokenizer-impl.h"
 #include "tokenizer.h"
 
 static char *read_all(const char *path, size_t *len)
@@ -450,6 +451,33 @@ static void test_stream(void)
     b158_vocab_free(v);
 }
 
+/* Merging SentencePiece lines separately must equal one queue over the whole text. */
+static void test_spm_line_split(void)
+{
+    b158_vocab *v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-llama-spm.gguf"));
+    if (!v)
+        return;
+    size_t len;
+    char *text = read_all(b158_test_shared_path("data/text/tinyshakespeare.txt"), &len);
+    if (!text) {
+        b158_vocab_free(v);
+        b158_test_skip("tinyshakespeare.txt is missing");
+        return;
+    }
+    len = len > 200000 ? 200000 : len;
+    CU_ASSERT(v->spm_split_newlines);
+    b158_token *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    CU_ASSERT_EQUAL(b158_tokenize_alloc(v, text, len, 0, &a, &na), B158_OK);
+    v->spm_split_newlines = 0;
+    CU_ASSERT_EQUAL(b158_tokenize_alloc(v, text, len, 0, &b, &nb), B158_OK);
+    CU_ASSERT(na == nb && memcmp(a, b, na * sizeof *a) == 0);
+    free(a);
+    free(b);
+    free(text);
+    b158_vocab_free(v);
+}
+
 static void test_load_errors(void)
 {
     b158_vocab *v = (b158_vocab *)1;
@@ -564,7 +592,8 @@ static void test_bench(void)
 
 static void add_suites(void)
 {
-    static const b158_test_case spm[] = {{"vectors", test_spm_vectors}, {NULL, NULL}};
+    static const b158_test_case spm[] = {
+        {"vectors", test_spm_vectors}, {"line_split", test_spm_line_split}, {NULL, NULL}};
     static const b158_test_case gpt2[] = {{"vectors", test_gpt2_vectors}, {NULL, NULL}};
     static const b158_test_case llama3[] = {
         {"vectors", test_llama3_vectors}, {"missing_pre", test_llama3_missing_pre}, {NULL, NULL}};
