@@ -30,3 +30,15 @@ __kernel void quantize_rows(__global const float *x, __global char *q, __global 
     if (lid == 0)
         scale[m] = s;
 }
+
+/* x[m][i] = q[m][i] / scale[m]: the values the int8 activations stand for, as the FP16 baseline
+ * engine feeds them to its FP16 matrices (the same function as the ternary engine computes).
+ * One work-item per (element, row); no __local. */
+__kernel void dequantize_rows(__global const char *q, __global const float *scale,
+                              __global float *x, int k, int k_pad, int m_rows)
+{
+    const int i = get_global_id(0);
+    const int m = get_global_id(1);
+    if (i < k && m < m_rows)
+        x[(size_t)m * k + i] = (float)q[(size_t)m * k_pad + i] / scale[m];
+}

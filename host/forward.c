@@ -24,6 +24,9 @@ struct cpu_state {
 struct dev_state {
     b158_buf ids, x, xn, q, k, v, att, gate, up, q8, s, last, logits;
     b158_buf k_cache, v_cache;
+    b158_buf xf, tmp; /* FP16 baseline only: dequantized input (n_batch, width), an output */
+    int q8_k;         /* width of what q8 holds */
+    int xf_ready;     /* xf holds q8 dequantized */
 };
 
 struct b158_session {
@@ -84,7 +87,7 @@ void b158_session_free(b158_session *s)
         struct dev_state *d = &s->dev;
         b158_buf *bufs[] = {&d->ids, &d->x,   &d->xn,   &d->q,  &d->k, &d->v,
                             &d->att, &d->gate, &d->up, &d->q8, &d->s, &d->last,
-                            &d->logits, &d->k_cache, &d->v_cache};
+                            &d->logits, &d->k_cache, &d->v_cache, &d->xf, &d->tmp};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             b158_buf_free(s->rt, bufs[i]);
     }
@@ -148,6 +151,10 @@ static b158_status alloc_dev(b158_session *s)
     B158_TRY(b158_buf_alloc(rt, S, B * 4, &d->s));
     B158_TRY(b158_buf_alloc(rt, S, (size_t)h->n_embd * 4, &d->last));
     B158_TRY(b158_buf_alloc(rt, S, (s->all_logits ? B : 1) * h->n_vocab * 4, &d->logits));
+    if (s->m->dev_mode == B158_WEIGHTS_FP16) {
+        B158_TRY(b158_buf_alloc(rt, S, B * W * 4, &d->xf));
+        B158_TRY(b158_buf_alloc(rt, S, B * h->n_embd * 4, &d->tmp));
+    }
     return B158_OK;
 }
 
@@ -194,7 +201,7 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
      * pays for it (and the timings of prompt processing do not include it) */
     static const enum b158_kernel_id used[] = {
         B158_K_QUANTIZE_ROWS, B158_K_RMSNORM, B158_K_ROPE, B158_K_KV_STORE, B158_K_ATTENTION,
-        B158_K_GLU, B158_K_EMBED, B158_K_F16_MATVEC};
+        B158_K_GLU, B158_K_EMBED, B158_K_F16_MATVEC, B158_K_DEQUANTIZE_ROWS, B158_K_ADD};
     for (size_t i = 0; s->rt && st == B158_OK && i < sizeof used / sizeof used[0]; i++) {
         cl_kernel k;
         st = b158_rt_kernel(s->rt, used[i], &k);
@@ -219,7 +226,29 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
 /* One BitLinear input: quantize xn (n rows of width k) into q8 / s. */
 static b158_status dev_quantize(b158_session *s, const b158_buf *x, int k, int n)
 {
+    s->dev.q8_k = k;
+    s->dev.xf_ready = 0;
     return b158_op_quantize(s->rt, x, &s->dev.q8, &s->dev.s, k, b158_ternary_k_pad(k), n);
+}
+
+/* y (+)= W . (the quantized input in q8): the ternary kernels, or for the FP16 baseline the
+ * dense FP16 matrix applied to the dequantized input (dequantized once per input). */
+static b158_status dev_linear(b158_session *s, const b158_tmat *t, const b158_buf *dense,
+                              const b158_buf *y, int n, int accumulate)
+{
+    struct dev_state *d = &s->dev;
+    if (s->m->dev_mode == B158_WEIGHTS_TERNARY)
+        return b158_op_ternary_matmul(s->rt, t, &d->q8, &d->s, y, n, accumulate);
+    const int k = d->q8_k;
+    const int rows = (int)(dense->bytes / 2 / (size_t)k);
+    if (!d->xf_ready) {
+        B158_TRY(b158_op_dequantize(s->rt, &d->q8, &d->s, &d->xf, k, b158_ternary_k_pad(k), n));
+        d->xf_ready = 1;
+    }
+    if (!accumulate)
+        return b158_op_f16_matvec(s->rt, dense, &d->xf, y, rows, k, n);
+    B158_TRY(b158_op_f16_matvec(s->rt, dense, &d->xf, &d->tmp, rows, k, n));
+    return b158_op_add(s->rt, y, &d->tmp, n * rows);
 }
 
 static b158_status dev_forward(b158_session *s, const int32_t *tokens, int n, int pos,
@@ -241,9 +270,9 @@ static b158_status dev_forward(b158_session *s, const int32_t *tokens, int n, in
         /* attention: norm, one int8 quantization shared by q, k and v */
         B158_TRY(b158_op_rmsnorm(rt, &d->x, &L->attn_norm, &d->xn, h->n_embd, n, h->rms_eps));
         B158_TRY(dev_quantize(s, &d->xn, h->n_embd, n));
-        B158_TRY(b158_op_ternary_matmul(rt, &L->wq, &d->q8, &d->s, &d->q, n, 0));
-        B158_TRY(b158_op_ternary_matmul(rt, &L->wk, &d->q8, &d->s, &d->k, n, 0));
-        B158_TRY(b158_op_ternary_matmul(rt, &L->wv, &d->q8, &d->s, &d->v, n, 0));
+        B158_TRY(dev_linear(s, &L->wq, &L->hq, &d->q, n, 0));
+        B158_TRY(dev_linear(s, &L->wk, &L->hk, &d->k, n, 0));
+        B158_TRY(dev_linear(s, &L->wv, &L->hv, &d->v, n, 0));
         B158_TRY(b158_op_rope(rt, &d->q, qd, h->n_head, h->head_dim, h->n_rot, n, pos,
                               h->rope_base, rope));
         B158_TRY(b158_op_rope(rt, &d->k, kvd, h->n_head_kv, h->head_dim, h->n_rot, n, pos,
@@ -256,20 +285,20 @@ static b158_status dev_forward(b158_session *s, const int32_t *tokens, int n, in
             B158_TRY(b158_op_rmsnorm(rt, &d->att, &L->attn_sub_norm, &d->att, qd, n, h->rms_eps));
         B158_TRY(dev_quantize(s, &d->att, qd, n));
         /* output projection added straight into the residual stream */
-        B158_TRY(b158_op_ternary_matmul(rt, &L->wo, &d->q8, &d->s, &d->x, n, 1));
+        B158_TRY(dev_linear(s, &L->wo, &L->ho, &d->x, n, 1));
 
         /* feed-forward */
         B158_TRY(b158_op_rmsnorm(rt, &d->x, &L->ffn_norm, &d->xn, h->n_embd, n, h->rms_eps));
         B158_TRY(dev_quantize(s, &d->xn, h->n_embd, n));
-        B158_TRY(b158_op_ternary_matmul(rt, &L->wgate, &d->q8, &d->s, &d->gate, n, 0));
-        B158_TRY(b158_op_ternary_matmul(rt, &L->wup, &d->q8, &d->s, &d->up, n, 0));
+        B158_TRY(dev_linear(s, &L->wgate, &L->hgate, &d->gate, n, 0));
+        B158_TRY(dev_linear(s, &L->wup, &L->hup, &d->up, n, 0));
         B158_TRY(b158_op_glu(rt, &d->gate, &d->up, &d->gate, n * h->n_ff,
                              h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU));
         if (h->sub_norms)
             B158_TRY(b158_op_rmsnorm(rt, &d->gate, &L->ffn_sub_norm, &d->gate, h->n_ff, n,
                                      h->rms_eps));
         B158_TRY(dev_quantize(s, &d->gate, h->n_ff, n));
-        B158_TRY(b158_op_ternary_matmul(rt, &L->wdown, &d->q8, &d->s, &d->x, n, 1));
+        B158_TRY(dev_linear(s, &L->wdown, &L->hdown, &d->x, n, 1));
     }
     /* final norm and LM head: every row for perplexity, else only the last token */
     B158_TRY(b158_op_rmsnorm(rt, &d->x, &m->d_output_norm, &d->xn, h->n_embd, n, h->rms_eps));

@@ -9,13 +9,6 @@
 #include "model.h"
 #include "quants.h"
 
-/* Element e of row r of a packed matrix (see b158_ternary_pack). */
-static int8_t unpack(const b158_tpack *t, int r, int e)
-{
-    const uint8_t b = t->codes[(size_t)r * (t->k_pad / 4) + (e / 64) * 16 + e % 16];
-    return (int8_t)(((b >> (2 * ((e % 64) / 16))) & 3) - 1);
-}
-
 struct save_tensor {
     const b158_tpack *tern; /* ternary matrix, or */
     const float *f32;       /* a norm vector, or */
@@ -46,7 +39,7 @@ static b158_status fill(void *user, size_t index, void *dst, size_t n_bytes)
         return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory writing a tensor");
     for (int r = 0; r < p->n; r++)
         for (int e = 0; e < p->k; e++)
-            w[(size_t)r * p->k + e] = unpack(p, r, e);
+            w[(size_t)r * p->k + e] = (int8_t)b158_tpack_get(p, r, e);
     /* row scales for TQ types; one tensor scale for the others (checked by the caller) */
     b158_status st = b158_ternary_encode(c->type, w, p->scales, p->n, p->k, dst, n_bytes);
     free(w);

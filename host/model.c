@@ -34,8 +34,11 @@ static void free_device(b158_model *m)
         b158_buf_free(m->rt, &d->ffn_norm);
         b158_buf_free(m->rt, &d->ffn_sub_norm);
         b158_tmat *mats[] = {&d->wq, &d->wk, &d->wv, &d->wo, &d->wgate, &d->wup, &d->wdown};
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+        b158_buf *dense[] = {&d->hq, &d->hk, &d->hv, &d->ho, &d->hgate, &d->hup, &d->hdown};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
             b158_tmat_free(m->rt, mats[i]);
+            b158_buf_free(m->rt, dense[i]);
+        }
     }
     free(m->dev);
     m->dev = NULL;
@@ -253,6 +256,22 @@ static b158_status upload(b158_runtime *rt, const void *data, size_t bytes, b158
     return b158_buf_write(rt, out, 0, bytes, data);
 }
 
+/* The FP16 baseline's copy of a ternary matrix: W_t * scale per element, rounded to FP16. */
+static b158_status upload_dense(b158_runtime *rt, const b158_tpack *t, b158_buf *out)
+{
+    const size_t bytes = (size_t)t->n * t->k * 2;
+    uint16_t *h = malloc(bytes);
+    if (!h)
+        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for a %d x %d FP16 matrix",
+                         t->n, t->k);
+    for (int r = 0; r < t->n; r++)
+        for (int e = 0; e < t->k; e++)
+            h[(size_t)r * t->k + e] = b158_f32_to_f16((float)b158_tpack_get(t, r, e) * t->scales[r]);
+    b158_status st = upload(rt, h, bytes, out);
+    free(h);
+    return st;
+}
+
 static b158_status upload_all(b158_model *m, b158_runtime *rt)
 {
     const b158_model_info *h = &m->info;
@@ -271,9 +290,14 @@ static b158_status upload_all(b158_model *m, b158_runtime *rt)
             B158_TRY(upload(rt, L->ffn_sub_norm, (size_t)h->n_ff * 4, &d->ffn_sub_norm));
         const b158_tpack *src[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->wgate, &L->wup, &L->wdown};
         b158_tmat *dst[] = {&d->wq, &d->wk, &d->wv, &d->wo, &d->wgate, &d->wup, &d->wdown};
-        for (size_t i = 0; i < sizeof src / sizeof src[0]; i++)
-            B158_TRY(b158_tmat_upload_packed(rt, src[i]->codes, src[i]->scales, src[i]->n,
-                                             src[i]->k, dst[i]));
+        b158_buf *dense[] = {&d->hq, &d->hk, &d->hv, &d->ho, &d->hgate, &d->hup, &d->hdown};
+        for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
+            if (m->dev_mode == B158_WEIGHTS_FP16)
+                B158_TRY(upload_dense(rt, src[i], dense[i]));
+            else
+                B158_TRY(b158_tmat_upload_packed(rt, src[i]->codes, src[i]->scales, src[i]->n,
+                                                 src[i]->k, dst[i]));
+        }
     }
     B158_TRY(upload(rt, m->output_norm, (size_t)h->n_embd * 4, &m->d_output_norm));
     const size_t ebytes = (size_t)h->n_vocab * h->n_embd * 2;
@@ -285,13 +309,20 @@ static b158_status upload_all(b158_model *m, b158_runtime *rt)
 
 b158_status b158_model_upload(b158_model *m, b158_runtime *rt)
 {
+    return b158_model_upload_as(m, rt, B158_WEIGHTS_TERNARY);
+}
+
+b158_status b158_model_upload_as(b158_model *m, b158_runtime *rt, b158_weight_mode mode)
+{
     if (!m || !rt)
         return B158_FAIL(B158_ERR_INVALID_ARG, "b158_model_upload: model and runtime required");
-    if (m->rt == rt)
+    if (m->rt == rt && m->dev_mode == mode)
         return B158_OK;
     if (m->rt)
-        return B158_FAIL(B158_ERR_INVALID_ARG, "the model is already on another device");
+        return B158_FAIL(B158_ERR_INVALID_ARG,
+                         "the model is already on a device (or in the other weight mode)");
     m->rt = rt;
+    m->dev_mode = mode;
     b158_status st = upload_all(m, rt);
     if (st != B158_OK)
         free_device(m);

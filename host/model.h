@@ -22,9 +22,19 @@ struct b158_layer {
     b158_tpack wq, wk, wv, wo, wgate, wup, wdown;
 };
 
+/* Element e of row r of a packed matrix, in {-1, 0, +1} (layout: b158_ternary_pack). */
+static inline int b158_tpack_get(const b158_tpack *t, int r, int e)
+{
+    const uint8_t b = t->codes[(size_t)r * (t->k_pad / 4) + (e / 64) * 16 + e % 16];
+    return (int)((b >> (2 * ((e % 64) / 16))) & 3) - 1;
+}
+
+/* Device weights of one layer: packed ternary matrices, or for the FP16 baseline engine dense
+ * FP16 matrices holding W_t * scale (n rows of k). */
 struct b158_layer_dev {
     b158_buf attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm;
     b158_tmat wq, wk, wv, wo, wgate, wup, wdown;
+    b158_buf hq, hk, hv, ho, hgate, hup, hdown;
 };
 
 struct b158_model {
@@ -41,6 +51,7 @@ struct b158_model {
     void (*file_close)(void *);
     /* device copies, after b158_model_upload */
     b158_runtime *rt;
+    b158_weight_mode dev_mode;   /* ternary, or the FP16 baseline */
     struct b158_layer_dev *dev;  /* n_layer */
     b158_buf d_output_norm, d_tok_embd, d_output;
 };

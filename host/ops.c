@@ -44,6 +44,22 @@ b158_status b158_op_quantize(b158_runtime *rt, const b158_buf *x, const b158_buf
                        B158_ARG(k), B158_ARG(k_pad), B158_ARG(m_rows));
 }
 
+b158_status b158_op_dequantize(b158_runtime *rt, const b158_buf *q, const b158_buf *s,
+                               const b158_buf *x, int k, int k_pad, int m_rows)
+{
+    B158_TRY(positive(k, "dequantize", "k"));
+    B158_TRY(positive(m_rows, "dequantize", "rows"));
+    if (k_pad < k)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "dequantize: k_pad %d < k %d", k_pad, k);
+    B158_TRY(need(q, (size_t)m_rows * k_pad, "dequantize", "q"));
+    B158_TRY(need(s, (size_t)m_rows * 4, "dequantize", "s"));
+    B158_TRY(need(x, (size_t)m_rows * k * 4, "dequantize", "x"));
+    return B158_LAUNCH(rt, B158_K_DEQUANTIZE_ROWS, 2,
+                       ((size_t[]){round_up((size_t)k, ELEMWISE_WG), (size_t)m_rows}),
+                       ((size_t[]){ELEMWISE_WG, 1}), B158_ARG_MEM(q), B158_ARG_MEM(s),
+                       B158_ARG_MEM(x), B158_ARG(k), B158_ARG(k_pad), B158_ARG(m_rows));
+}
+
 static b158_status check_matmul(const b158_tmat *w, const b158_buf *q, const b158_buf *s,
                                 const b158_buf *y, int m_rows)
 {

@@ -45,6 +45,10 @@ void b158_tmat_free(b158_runtime *rt, b158_tmat *m);
 b158_status b158_op_quantize(b158_runtime *rt, const b158_buf *x, const b158_buf *q,
                              const b158_buf *s, int k, int k_pad, int m_rows);
 
+/* x[m][0..k) = q[m][i] / s[m] (q with row stride k_pad). */
+b158_status b158_op_dequantize(b158_runtime *rt, const b158_buf *q, const b158_buf *s,
+                               const b158_buf *x, int k, int k_pad, int m_rows);
+
 /* y[m][n] (+)= (sum_k w[n][k] q[m][k]) * w_scale[n] / s[m]. m_rows == 1 uses the GEMV kernel,
  * more the GEMM kernel, of the runtime's variant. accumulate adds to y (fused residual). */
 b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
@@ -87,6 +91,7 @@ b158_status b158_op_f16_matvec(b158_runtime *rt, const b158_buf *w, const b158_b
 /* ---- plain-C references (same semantics, sequential) ------------------------------------ */
 
 void b158_ref_quantize(const float *x, int k, int m_rows, int8_t *q, float *s);
+void b158_ref_dequantize(const int8_t *q, const float *s, int k, int m_rows, float *x);
 /* acc (may be NULL) receives the exact int32 sums; y (may be NULL) the scaled outputs. */
 void b158_ref_ternary_matmul(const int8_t *w, const float *w_scale, int n, int k,
                              const int8_t *q, const float *s, int m_rows, int32_t *acc, float *y);

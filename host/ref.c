@@ -21,6 +21,13 @@ void b158_ref_quantize(const float *x, int k, int m_rows, int8_t *q, float *s)
     }
 }
 
+void b158_ref_dequantize(const int8_t *q, const float *s, int k, int m_rows, float *x)
+{
+    for (int m = 0; m < m_rows; m++)
+        for (int i = 0; i < k; i++)
+            x[(size_t)m * k + i] = (float)q[(size_t)m * k + i] / s[m];
+}
+
 void b158_ref_ternary_matmul(const int8_t *w, const float *w_scale, int n, int k,
                              const int8_t *q, const float *s, int m_rows, int32_t *acc, float *y)
 {
@@ -177,18 +184,15 @@ void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows
 void b158_ref_ternary_matmul_packed(const b158_tpack *t, const int8_t *q, const float *s,
                                     int m_rows, float *y, int accumulate)
 {
-    const size_t row_bytes = (size_t)t->k_pad / 4;
     for (int m = 0; m < m_rows; m++) {
         const int8_t *qm = q + (size_t)m * t->k;
         for (int r = 0; r < t->n; r++) {
-            const uint8_t *codes = t->codes + (size_t)r * row_bytes;
             int32_t a = 0;
             for (int e = 0; e < t->k; e++) {
-                /* element e sits in chunk e/64, byte e%16, bits 2*((e%64)/16) */
-                const unsigned c = (codes[(e / 64) * 16 + e % 16] >> (2 * ((e % 64) / 16))) & 3u;
-                if (c == 2)
+                const int w = b158_tpack_get(t, r, e);
+                if (w > 0)
                     a += qm[e];
-                else if (c == 0)
+                else if (w < 0)
                     a -= qm[e];
             }
             const float v = (float)a * t->scales[r] / s[m];

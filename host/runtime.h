@@ -11,6 +11,7 @@
  * created on first use and kept by the runtime; nothing is built on the hot path. */
 #define B158_KERNEL_LIST(X)                                                                    \
     X(QUANTIZE_ROWS, "quantize_rows", "quantize.cl")                                           \
+    X(DEQUANTIZE_ROWS, "dequantize_rows", "quantize.cl")                                       \
     X(TERNARY_GEMV_CPU, "ternary_gemv_cpu", "ternary.cl")                                      \
     X(TERNARY_GEMV_GPU, "ternary_gemv_gpu", "ternary.cl")                                      \
     X(TERNARY_GEMM_CPU, "ternary_gemm_cpu", "ternary.cl")                                      \

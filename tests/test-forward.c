@@ -224,6 +224,54 @@ static void test_errors(void)
     CU_ASSERT_PTR_NULL(m);
 }
 
+/* The FP16 baseline engine (dense FP16 W_t * scale on the same int8 activations) computes the
+ * same function as the ternary engine: same logits up to float summation order. */
+static void test_fp16_baseline(void)
+{
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
+    if (!rt)
+        return;
+    for (int f = 0; f < 3; f++) {
+        const flavour fl = flavours(f);
+        const uint64_t seed = b158_test_rand();
+        const int nv = fl.shape.n_vocab, n = b158_test_randint(5, 15);
+        int32_t tok[16];
+        random_tokens(tok, n, nv);
+        const uint64_t w0 = b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS);
+        b158_model *mt = model_on(&fl.shape, seed, rt);
+        const uint64_t w1 = b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS);
+        b158_model *mh = model_on(&fl.shape, seed, NULL);
+        b158_status st = b158_model_upload_as(mh, rt, B158_WEIGHTS_FP16);
+        if (st != B158_OK)
+            fprintf(stderr, "\nupload fp16: %s\n", b158_last_error());
+        CU_ASSERT_EQUAL_FATAL(st, B158_OK);
+        const uint64_t w2 = b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS);
+        /* the weight counter sees the dense copy: 2 bytes instead of 2 bits per weight */
+        const uint64_t n_t = b158_model_get_info(mt)->n_ternary;
+        CU_ASSERT((w2 - w1) - (w1 - w0) >= n_t * 3 / 2);
+        b158_session *a = session(mt, rt, 32, 4, 1), *b = session(mh, rt, 32, 4, 1);
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(a, tok, n), B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(b, tok, n), B158_OK);
+        double worst = 0;
+        int agree = 0;
+        for (int i = 0; i < n; i++) {
+            double e = b158_test_nerr(b158_session_logits(b, i), b158_session_logits(a, i),
+                                      (size_t)nv);
+            worst = e > worst ? e : worst;
+            agree += argmax(b158_session_logits(a, i), nv) == argmax(b158_session_logits(b, i), nv);
+        }
+        fprintf(stderr, "\n%s: fp16 baseline vs ternary worst nerr %.2e, argmax %d/%d", fl.name,
+                worst, agree, n);
+        CU_ASSERT(worst <= LOGIT_TOL);
+        CU_ASSERT(agree * 10 >= n * 9);
+        b158_session_free(a);
+        b158_session_free(b);
+        b158_model_free(mt);
+        b158_model_free(mh);
+        CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS), w0);
+    }
+}
+
 static void add_suites(void)
 {
     b158_test_suite("device_vs_reference",
@@ -231,6 +279,8 @@ static void add_suites(void)
     b158_test_suite("decode_vs_prefill",
                     (b158_test_case[]){{"kv_cache", test_decode_vs_prefill}, {NULL, NULL}});
     b158_test_suite("errors", (b158_test_case[]){{"context_and_tokens", test_errors}, {NULL, NULL}});
+    b158_test_suite("fp16_baseline", (b158_test_case[]){{"same_function", test_fp16_baseline},
+                                                        {NULL, NULL}});
 }
 
 int main(int argc, char **argv)

@@ -127,6 +127,15 @@ static void test_quantize(void)
                         vname(rt), mism, tail);
             CU_ASSERT_EQUAL(mism, 0);
             CU_ASSERT_EQUAL(tail, 0);
+            /* and back to floats (the FP16 baseline's input): exact, same division */
+            float *xd = xmalloc((size_t)m * k * 4), *xdr = xmalloc((size_t)m * k * 4);
+            b158_buf dxd = dev_poisoned(rt, (size_t)m * k * 4);
+            check_ok(b158_op_dequantize(rt, &dq, &ds, &dxd, k, kp, m));
+            dev_read(rt, &dxd, xd, (size_t)m * k * 4);
+            b158_ref_dequantize(qr, sr, k, m, xdr);
+            CU_ASSERT_EQUAL(memcmp(xd, xdr, (size_t)m * k * 4), 0);
+            b158_buf_free(rt, &dxd);
+            free(xd), free(xdr);
             b158_buf_free(rt, &dx);
             b158_buf_free(rt, &dq);
             b158_buf_free(rt, &ds);

@@ -66,6 +66,16 @@ b158_status b158_model_save(const b158_model *model, const char *path, uint32_t 
  * them until freed; rt must outlive the model. Calling it again with the same rt is a no-op. */
 b158_status b158_model_upload(b158_model *model, b158_runtime *rt);
 
+/* How the transformer blocks' weights live on the device. */
+typedef enum b158_weight_mode {
+    B158_WEIGHTS_TERNARY = 0, /* 2-bit codes + scales, int8 x ternary kernels (the engine) */
+    B158_WEIGHTS_FP16 = 1,    /* FP16 baseline: dense FP16 W_t * scale, FP16-storage matvec on
+                                 the same int8-quantized activations (same function) */
+} b158_weight_mode;
+
+/* b158_model_upload with a choice of weight mode (benchmarks compare the two). */
+b158_status b158_model_upload_as(b158_model *model, b158_runtime *rt, b158_weight_mode mode);
+
 /* ---- sessions: a KV cache and scratch for one sequence --------------------------------- */
 
 typedef struct b158_session_params {
