@@ -1,17 +1,171 @@
-/* b158-cl-run: command-line front end of the engine (device listing; generation follows). */
+/* b158-cl-run: text generation from a GGUF BitNet b1.58 model on an OpenCL device (or the CPU
+ * reference path), with llama-cli's flags, an interactive chat mode and a verify mode. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "b158/b158.h"
+#include "b158/model.h"
+#include "b158/tokenizer.h"
+#include "cli-common.h"
+#include "gguf.h"
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    if (interrupted) /* a second Ctrl-C ends the program at once */
+        _exit(130);
+    interrupted = 1;
+}
+
+typedef struct {
+    const char *model, *prompt, *prompt_file, *device;
+    int n_predict, n_ctx, n_batch;
+    int ignore_eos, cpu_ref, verify, chat, list_devices, no_display_prompt, special;
+    b158_sampler_params sp;
+    int seed_set;
+} args;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: b158-cl-run [options]\n"
-               "  --list-devices       print the OpenCL devices and the capabilities b158-cl uses\n"
-               "  --device SEL         device index or name substring (default: $B158_DEVICE, "
-               "else the first GPU, else any)\n"
-               "  -h, --help           this text\n");
+    fprintf(f,
+            "usage: b158-cl-run [-m MODEL.gguf] [-p PROMPT | -f FILE] [options]\n"
+            "  -m, --model FILE       GGUF model (default: the shipped %s)\n"
+            "  -p, --prompt TEXT      prompt (chat mode: the system message)\n"
+            "  -f, --file FILE        read the prompt from a file\n"
+            "  -n, --n-predict N      tokens to generate (default 128; -1 = until the context "
+            "is full)\n"
+            "  -c, --ctx-size N       context length (default: the model's, at most 4096)\n"
+            "  -b, --batch-size N     prompt tokens per forward pass (default 256)\n"
+            "  --temp T               temperature, 0 = greedy (default 0.8)\n"
+            "  --top-k N              top-k (default 40, 0 = off)\n"
+            "  --top-p P              top-p (default 0.95, 1 = off)\n"
+            "  --min-p P              min-p (default 0.05, 0 = off)\n"
+            "  --repeat-penalty R     repeat penalty (default 1.0 = off)\n"
+            "  --repeat-last-n N      tokens the penalty looks back at (default 64)\n"
+            "  -s, --seed S           random seed (default: from the clock; printed)\n"
+            "  --ignore-eos           keep generating past end-of-sequence tokens\n"
+            "  -cnv, --chat           interactive chat in the model's chat format\n"
+            "  --device SEL           OpenCL device index or name substring (--list-devices)\n"
+            "  --list-devices         print the OpenCL devices and their capabilities\n"
+            "  --cpu-ref              run on the plain-C reference path instead of OpenCL\n"
+            "  --verify               run OpenCL and the CPU reference side by side and print "
+            "the largest logit difference per token\n"
+            "  --special              print special tokens' text\n"
+            "  --no-display-prompt    do not echo the prompt\n"
+            "  -h, --help             this text\n",
+            B158_DEFAULT_MODEL);
+}
+
+static int parse(int argc, char **argv, args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->n_predict = 128;
+    a->sp = b158_sampler_default_params();
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define IS(x) (strcmp(o, x) == 0)
+#define NEEDV                                                                                  \
+    do {                                                                                       \
+        if (!v) {                                                                              \
+            fprintf(stderr, "error: %s needs a value\n", o);                                   \
+            return 2;                                                                          \
+        }                                                                                      \
+        i++;                                                                                   \
+    } while (0)
+        if (IS("-h") || IS("--help")) {
+            usage(stdout);
+            return 1;
+        } else if (IS("--list-devices")) {
+            a->list_devices = 1;
+        } else if (IS("--ignore-eos")) {
+            a->ignore_eos = 1;
+        } else if (IS("--cpu-ref")) {
+            a->cpu_ref = 1;
+        } else if (IS("--verify")) {
+            a->verify = 1;
+        } else if (IS("-cnv") || IS("--chat") || IS("--conversation")) {
+            a->chat = 1;
+        } else if (IS("--special")) {
+            a->special = 1;
+        } else if (IS("--no-display-prompt")) {
+            a->no_display_prompt = 1;
+        } else if (IS("-m") || IS("--model")) {
+            NEEDV;
+            a->model = v;
+        } else if (IS("-p") || IS("--prompt")) {
+            NEEDV;
+            a->prompt = v;
+        } else if (IS("-f") || IS("--file")) {
+            NEEDV;
+            a->prompt_file = v;
+        } else if (IS("--device")) {
+            NEEDV;
+            a->device = v;
+        } else if (IS("-n") || IS("--n-predict")) {
+            NEEDV;
+            if (cli_parse_int(o, v, -1, 1 << 24, &a->n_predict))
+                return 2;
+        } else if (IS("-c") || IS("--ctx-size")) {
+            NEEDV;
+            if (cli_parse_int(o, v, 0, 1 << 24, &a->n_ctx))
+                return 2;
+        } else if (IS("-b") || IS("--batch-size")) {
+            NEEDV;
+            if (cli_parse_int(o, v, 1, 1 << 16, &a->n_batch))
+                return 2;
+        } else if (IS("--temp")) {
+            NEEDV;
+            if (cli_parse_float(o, v, &a->sp.temp))
+                return 2;
+        } else if (IS("--top-k")) {
+            NEEDV;
+            if (cli_parse_int(o, v, 0, 1 << 30, &a->sp.top_k))
+                return 2;
+        } else if (IS("--top-p")) {
+            NEEDV;
+            if (cli_parse_float(o, v, &a->sp.top_p))
+                return 2;
+        } else if (IS("--min-p")) {
+            NEEDV;
+            if (cli_parse_float(o, v, &a->sp.min_p))
+                return 2;
+        } else if (IS("--repeat-penalty")) {
+            NEEDV;
+            if (cli_parse_float(o, v, &a->sp.repeat_penalty))
+                return 2;
+        } else if (IS("--repeat-last-n")) {
+            NEEDV;
+            if (cli_parse_int(o, v, 0, 1 << 20, &a->sp.repeat_last_n))
+                return 2;
+        } else if (IS("-s") || IS("--seed")) {
+            NEEDV;
+            char *end;
+            a->sp.seed = strtoull(v, &end, 0);
+            if (end == v || *end) {
+                fprintf(stderr, "error: --seed wants an integer, got '%s'\n", v);
+                return 2;
+            }
+            a->seed_set = 1;
+        } else {
+            fprintf(stderr, "error: unknown argument '%s' (see --help)\n", o);
+            return 2;
+        }
+#undef IS
+#undef NEEDV
+    }
+    if (a->prompt && a->prompt_file) {
+        fprintf(stderr, "error: give either -p or -f, not both\n");
+        return 2;
+    }
+    if (a->cpu_ref && (a->verify || a->device)) {
+        fprintf(stderr, "error: --cpu-ref runs without OpenCL; it excludes --verify and --device\n");
+        return 2;
+    }
+    return 0;
 }
 
 static double gib(uint64_t b)
@@ -46,42 +200,386 @@ static int list_devices(void)
         printf("  max work-group    %zu\n", d->max_work_group);
         printf("  fp16              %s\n", d->has_fp16 ? "yes (cl_khr_fp16)" : "no");
         printf("  subgroups         %s\n", d->has_subgroups ? "yes" : "no");
-        printf("  integer dot       %s\n", d->has_int_dot ? "yes (cl_khr_integer_dot_product)" : "no");
-        printf("  kernel variant    %s\n", d->is_gpu ? "gpu (local-memory tiles)" :
-                                                      "cpu (register unpacking, no barriers)");
+        printf("  integer dot       %s\n",
+               d->has_int_dot ? "yes (cl_khr_integer_dot_product)" : "no");
+        printf("  kernel variant    %s\n", d->is_gpu ? "gpu (local-memory tiles)"
+                                                     : "cpu (register unpacking, no barriers)");
     }
     free(devs);
     return 0;
 }
 
-int main(int argc, char **argv)
+/* ---- the engine(s) a run uses ----------------------------------------------------------- */
+
+typedef struct {
+    b158_runtime *rt;
+    b158_model *model;
+    b158_vocab *vocab;
+    b158_session *dev;  /* OpenCL session (NULL with --cpu-ref) */
+    b158_session *ref;  /* CPU reference session (--cpu-ref or --verify) */
+    b158_sampler *sampler;
+    int n_vocab;
+    double t_load;
+    /* timing */
+    int n_prompt_tokens, n_gen_tokens;
+    double t_prompt, t_gen;
+    double verify_worst;
+} engine;
+
+static void engine_free(engine *e)
 {
-    const char *device = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--list-devices") == 0)
-            return list_devices();
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return 0;
-        }
-        if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
-            device = argv[++i];
-            continue;
-        }
-        fprintf(stderr, "error: unknown or incomplete argument '%s'\n", argv[i]);
-        usage(stderr);
-        return 2;
-    }
-    b158_runtime_params p = b158_runtime_default_params();
-    p.device = device;
-    b158_runtime *rt = NULL;
-    if (b158_runtime_create(&p, &rt) != B158_OK) {
-        fprintf(stderr, "error: %s\n", b158_last_error());
+    b158_sampler_free(e->sampler);
+    b158_session_free(e->dev);
+    b158_session_free(e->ref);
+    b158_model_free(e->model);
+    b158_vocab_free(e->vocab);
+    b158_runtime_free(e->rt);
+}
+
+static int fail(const char *what)
+{
+    fprintf(stderr, "error: %s%s%s\n", what ? what : "", what ? ": " : "", b158_last_error());
+    return 1;
+}
+
+static int engine_open(engine *e, const args *a, const char *model_path)
+{
+    memset(e, 0, sizeof *e);
+    const double t0 = cli_now();
+    if (b158_model_load(model_path, &e->model) != B158_OK)
+        return fail(NULL);
+    if (b158_vocab_load(model_path, &e->vocab) != B158_OK)
+        return fail("tokenizer");
+    const b158_model_info *h = b158_model_get_info(e->model);
+    e->n_vocab = h->n_vocab;
+    if (b158_vocab_n_tokens(e->vocab) > h->n_vocab) {
+        fprintf(stderr, "error: %s: the tokenizer has %d tokens but the embedding only %d rows\n",
+                model_path, b158_vocab_n_tokens(e->vocab), h->n_vocab);
         return 1;
     }
-    fprintf(stderr, "device: %s (%s)\nerror: text generation is not available in this build yet; "
-                    "--list-devices works\n",
-            b158_runtime_device(rt)->name, b158_runtime_device(rt)->platform);
-    b158_runtime_free(rt);
-    return 1;
+    int n_ctx = a->n_ctx;
+    if (n_ctx == 0)
+        n_ctx = h->n_ctx_train > 0 && h->n_ctx_train < 4096 ? h->n_ctx_train : 4096;
+    b158_session_params sp = b158_session_default_params();
+    sp.n_ctx = n_ctx;
+    sp.n_batch = a->n_batch;
+    if (!a->cpu_ref) {
+        b158_runtime_params rp = b158_runtime_default_params();
+        rp.device = a->device;
+        if (b158_runtime_create(&rp, &e->rt) != B158_OK)
+            return fail(NULL);
+        if (b158_model_upload(e->model, e->rt) != B158_OK)
+            return fail("uploading the weights");
+        sp.rt = e->rt;
+        sp.all_logits = a->verify;
+        if (b158_session_create(e->model, &sp, &e->dev) != B158_OK)
+            return fail(NULL);
+    }
+    if (a->cpu_ref || a->verify) {
+        sp.rt = NULL;
+        sp.all_logits = a->verify;
+        if (b158_session_create(e->model, &sp, &e->ref) != B158_OK)
+            return fail(NULL);
+    }
+    if (b158_sampler_create(&a->sp, h->n_vocab, &e->sampler) != B158_OK)
+        return fail(NULL);
+    e->t_load = cli_now() - t0;
+    fprintf(stderr, "model: %s (%s%s%s), %d layers, n_embd %d, heads %d/%d, n_ff %d, vocab %d, "
+                    "context %d\n",
+            model_path, h->arch_name, h->name[0] ? ", " : "", h->name, h->n_layer, h->n_embd,
+            h->n_head, h->n_head_kv, h->n_ff, h->n_vocab, n_ctx);
+    if (e->rt)
+        fprintf(stderr, "device: %s (%s), %s kernels\n", b158_runtime_device(e->rt)->name,
+                b158_runtime_device(e->rt)->platform,
+                b158_runtime_variant(e->rt) == B158_VARIANT_GPU ? "gpu" : "cpu");
+    else
+        fprintf(stderr, "device: CPU reference path (plain C, no OpenCL)\n");
+    return 0;
+}
+
+static int engine_ctx(const engine *e)
+{
+    return b158_session_n_ctx(e->dev ? e->dev : e->ref);
+}
+
+static int engine_pos(const engine *e)
+{
+    return b158_session_pos(e->dev ? e->dev : e->ref);
+}
+
+/* Evaluates tokens on the session(s); in verify mode compares every position's logits. */
+static int engine_eval(engine *e, const int32_t *tok, int n)
+{
+    if (e->dev && b158_session_eval(e->dev, tok, n) != B158_OK)
+        return fail(NULL);
+    if (e->ref && b158_session_eval(e->ref, tok, n) != B158_OK)
+        return fail(NULL);
+    if (e->dev && e->ref) {
+        for (int i = 0; i < n; i++) {
+            const float *a = b158_session_logits(e->dev, i), *b = b158_session_logits(e->ref, i);
+            double diff = 0, ref_max = 0;
+            for (int j = 0; j < e->n_vocab; j++) {
+                double d = a[j] > b[j] ? a[j] - b[j] : b[j] - a[j];
+                if (d > diff)
+                    diff = d;
+                if ((b[j] > 0 ? b[j] : -b[j]) > ref_max)
+                    ref_max = b[j] > 0 ? b[j] : -b[j];
+            }
+            const int pos = engine_pos(e) - n + i;
+            fprintf(stderr, "[verify] pos %d: max |logit diff| %.3e (normalized %.2e)\n", pos,
+                    diff, ref_max > 0 ? diff / ref_max : diff);
+            if (diff > e->verify_worst)
+                e->verify_worst = diff;
+        }
+    }
+    return 0;
+}
+
+static const float *engine_logits(const engine *e)
+{
+    return b158_session_logits(e->dev ? e->dev : e->ref, -1);
+}
+
+static void print_summary(const engine *e)
+{
+    fprintf(stderr, "\nload time: %.2f s\n", e->t_load);
+    if (e->n_prompt_tokens)
+        fprintf(stderr, "prompt: %d tokens in %.3f s, %.2f tokens/s\n", e->n_prompt_tokens,
+                e->t_prompt, e->n_prompt_tokens / (e->t_prompt > 0 ? e->t_prompt : 1e-9));
+    if (e->n_gen_tokens)
+        fprintf(stderr, "generation: %d tokens in %.3f s, %.2f tokens/s (%.1f ms/token)\n",
+                e->n_gen_tokens, e->t_gen,
+                e->n_gen_tokens / (e->t_gen > 0 ? e->t_gen : 1e-9),
+                1000.0 * e->t_gen / e->n_gen_tokens);
+    if (e->dev && e->ref)
+        fprintf(stderr, "verify: largest logit difference OpenCL vs CPU reference %.3e\n",
+                e->verify_worst);
+    if (e->rt)
+        cli_print_memory(e->rt);
+}
+
+/* Generates up to n tokens after the current position, streaming text to stdout. Returns the
+ * number generated; stops at end-of-generation tokens unless ignore_eos; -1 on error. */
+static int generate(engine *e, const args *a, int n, int *hit_eog)
+{
+    b158_detok_stream ds;
+    b158_detok_stream_init(&ds);
+    const size_t cap = 3 * (b158_vocab_max_piece(e->vocab) + 4);
+    char *buf = malloc(cap);
+    if (!buf)
+        return -1;
+    int made = 0;
+    *hit_eog = 0;
+    const double t0 = cli_now();
+    while ((n < 0 || made < n) && !interrupted) {
+        if (engine_pos(e) >= engine_ctx(e)) {
+            fprintf(stderr, "\n[context of %d tokens is full]\n", engine_ctx(e));
+            break;
+        }
+        int32_t tok = b158_sampler_sample(e->sampler, engine_logits(e));
+        if (!a->ignore_eos && b158_vocab_is_eog(e->vocab, tok)) {
+            *hit_eog = 1;
+            /* the end-of-turn token belongs to the history (chat), evaluated but not printed */
+            if (engine_eval(e, &tok, 1)) {
+                made = -1;
+            }
+            break;
+        }
+        size_t len = 0;
+        if (tok < b158_vocab_n_tokens(e->vocab) &&
+            b158_detok_stream_push(&ds, e->vocab, tok, a->special, buf, cap, &len) == B158_OK) {
+            fwrite(buf, 1, len, stdout);
+            fflush(stdout);
+        }
+        made++;
+        if (engine_eval(e, &tok, 1)) {
+            made = -1;
+            break;
+        }
+    }
+    size_t len = b158_detok_stream_flush(&ds, buf, cap);
+    fwrite(buf, 1, len, stdout);
+    fflush(stdout);
+    free(buf);
+    e->t_gen += cli_now() - t0;
+    if (made > 0)
+        e->n_gen_tokens += made;
+    return made;
+}
+
+/* Tokenizes and evaluates text (with BOS first when asked), timing it as prompt processing. */
+static int feed(engine *e, const char *text, int bos, int special)
+{
+    b158_token *tok = NULL;
+    size_t n = 0;
+    unsigned flags = (bos ? B158_TOKENIZE_ADD_BOS : 0) | (special ? B158_TOKENIZE_PARSE_SPECIAL : 0);
+    if (b158_tokenize_alloc(e->vocab, text, strlen(text), flags, &tok, &n) != B158_OK)
+        return fail("tokenizing the prompt");
+    if (n == 0) {
+        free(tok);
+        return 0;
+    }
+    if ((long)n + engine_pos(e) > engine_ctx(e)) {
+        fprintf(stderr, "error: the prompt has %zu tokens but only %d of the %d-token context "
+                        "are left; use a larger context (-c) or a shorter prompt\n",
+                n, engine_ctx(e) - engine_pos(e), engine_ctx(e));
+        free(tok);
+        return 1;
+    }
+    const double t0 = cli_now();
+    int rc = engine_eval(e, tok, (int)n);
+    for (size_t i = 0; i < n; i++)
+        b158_sampler_accept(e->sampler, tok[i]);
+    e->t_prompt += cli_now() - t0;
+    e->n_prompt_tokens += (int)n;
+    free(tok);
+    return rc;
+}
+
+/* ---- chat -------------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *system_prefix, *user_prefix, *assistant_prefix, *turn_end, *name;
+} chat_format;
+
+/* The model's chat format: from tokenizer.chat_template when it is one we recognise, else the
+ * BitNet 2B-4T plain-text turns. */
+static chat_format chat_format_for(const char *model_path)
+{
+    static const chat_format bitnet = {"System: ", "User: ", "Assistant: ", "<|eot_id|>",
+                                       "bitnet (System:/User:/Assistant: turns)"};
+    static const chat_format llama3 = {"<|start_header_id|>system<|end_header_id|>\n\n",
+                                       "<|start_header_id|>user<|end_header_id|>\n\n",
+                                       "<|start_header_id|>assistant<|end_header_id|>\n\n",
+                                       "<|eot_id|>", "llama3"};
+    static const chat_format chatml = {"<|im_start|>system\n", "<|im_start|>user\n",
+                                       "<|im_start|>assistant\n", "<|im_end|>\n", "chatml"};
+    chat_format f = bitnet;
+    b158_gguf *g = NULL;
+    if (b158_gguf_open(model_path, &g) == B158_OK) {
+        b158_gguf_str t;
+        if (b158_gguf_get_str(g, "tokenizer.chat_template", &t) == B158_OK) {
+            char tmpl[4096];
+            snprintf(tmpl, sizeof tmpl, "%.*s", (int)(t.len < 4095 ? t.len : 4095), t.ptr);
+            if (strstr(tmpl, "<|start_header_id|>"))
+                f = llama3;
+            else if (strstr(tmpl, "<|im_start|>"))
+                f = chatml;
+        }
+        b158_gguf_close(g);
+    }
+    return f;
+}
+
+static int chat(engine *e, const args *a, const char *model_path, const char *system)
+{
+    const chat_format f = chat_format_for(model_path);
+    fprintf(stderr, "chat format: %s. Type a message and press Enter; Ctrl-D or Ctrl-C ends.\n",
+            f.name);
+    char turn[8192];
+    int first = 1;
+    if (system && *system) {
+        snprintf(turn, sizeof turn, "%s%s%s", f.system_prefix, system, f.turn_end);
+        if (feed(e, turn, 1, 1))
+            return 1;
+        first = 0;
+    }
+    char line[4096];
+    while (!interrupted) {
+        fprintf(stderr, "\n> ");
+        fflush(stderr);
+        if (!fgets(line, sizeof line, stdin))
+            break;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0])
+            continue;
+        snprintf(turn, sizeof turn, "%s%s%s%s", f.user_prefix, line, f.turn_end,
+                 f.assistant_prefix);
+        if (feed(e, turn, first, 1))
+            return 1;
+        first = 0;
+        int eog = 0;
+        if (generate(e, a, a->n_predict, &eog) < 0)
+            return 1;
+        if (!eog && !interrupted) { /* close the turn so the history stays well formed */
+            if (engine_pos(e) + 8 >= engine_ctx(e)) {
+                fprintf(stderr, "\n[context full; start a new chat]\n");
+                break;
+            }
+            if (feed(e, f.turn_end, 0, 1))
+                return 1;
+        }
+        printf("\n");
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    args a;
+    int rc = parse(argc, argv, &a);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if (a.list_devices)
+        return list_devices();
+    char defbuf[4096];
+    const char *model_path = a.model;
+    if (!model_path && !(model_path = cli_default_model(defbuf, sizeof defbuf))) {
+        fprintf(stderr, "error: no model given (-m FILE) and the default model %s was not found "
+                        "next to the program or in the source tree\n",
+                B158_DEFAULT_MODEL);
+        return 1;
+    }
+    if (!a.seed_set)
+        a.sp.seed = (uint64_t)time(NULL);
+    char *prompt_buf = NULL;
+    const char *prompt = a.prompt;
+    if (a.prompt_file) {
+        size_t len;
+        if (!(prompt_buf = cli_read_file(a.prompt_file, &len))) {
+            fprintf(stderr, "error: cannot read prompt file %s\n", a.prompt_file);
+            return 1;
+        }
+        prompt = prompt_buf;
+    }
+    engine e;
+    if (engine_open(&e, &a, model_path)) {
+        engine_free(&e);
+        free(prompt_buf);
+        return 1;
+    }
+    fprintf(stderr, "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, repeat penalty %.2f, "
+                    "seed %llu\n\n",
+            a.sp.temp, a.sp.top_k, a.sp.top_p, a.sp.min_p, a.sp.repeat_penalty,
+            (unsigned long long)a.sp.seed);
+    signal(SIGINT, on_sigint);
+    if (a.chat) {
+        rc = chat(&e, &a, model_path, prompt);
+    } else {
+        if (!prompt || !*prompt)
+            prompt = "";
+        if (!a.no_display_prompt) {
+            fputs(prompt, stdout);
+            fflush(stdout);
+        }
+        rc = feed(&e, prompt, 1, a.special);
+        if (rc == 0 && engine_pos(&e) == 0) {
+            /* an empty prompt without BOS: start from the end-of-text token as llama.cpp does */
+            int32_t start = b158_vocab_bos(e.vocab) >= 0 ? b158_vocab_bos(e.vocab)
+                                                          : b158_vocab_eos(e.vocab);
+            rc = start >= 0 ? engine_eval(&e, &start, 1) : 1;
+            if (start < 0)
+                fprintf(stderr, "error: empty prompt and the vocabulary has no BOS/EOS token\n");
+        }
+        int eog = 0;
+        if (rc == 0 && generate(&e, &a, a.n_predict, &eog) < 0)
+            rc = 1;
+        printf("\n");
+    }
+    if (interrupted)
+        fprintf(stderr, "\n[interrupted]\n");
+    print_summary(&e);
+    engine_free(&e);
+    free(prompt_buf);
+    return rc;
 }

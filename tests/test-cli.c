@@ -1,0 +1,260 @@
+/* The command-line programs end to end: generation on OpenCL and the CPU reference path,
+ * seeded sampling, verify mode, the errors a user meets, and perplexity. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "b158/model.h"
+#include "test-common.h"
+
+static char dir[64];
+static char model[128];
+
+typedef struct {
+    int status;   /* exit status */
+    char out[16384];
+    char err[65536];
+} result;
+
+/* Runs a shell command line with $B158_BIN_DIR first on PATH, capturing stdout and stderr. */
+static void run(const char *cmdline, result *r)
+{
+    char cmd[4096], outp[128], errp[128];
+    snprintf(outp, sizeof outp, "%s/out.txt", dir);
+    snprintf(errp, sizeof errp, "%s/err.txt", dir);
+    const char *bin = getenv("B158_BIN_DIR");
+    snprintf(cmd, sizeof cmd, "export PATH='%s':\"$PATH\"; (%s) </dev/null >'%s' 2>'%s'",
+             bin ? bin : ".", cmdline, outp, errp);
+    int st = system(cmd);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    memset(r->out, 0, sizeof r->out);
+    memset(r->err, 0, sizeof r->err);
+    FILE *f = fopen(outp, "rb");
+    if (f) {
+        size_t n = fread(r->out, 1, sizeof r->out - 1, f);
+        (void)n;
+        fclose(f);
+    }
+    f = fopen(errp, "rb");
+    if (f) {
+        size_t n = fread(r->err, 1, sizeof r->err - 1, f);
+        (void)n;
+        fclose(f);
+    }
+}
+
+static int have_model(void)
+{
+    if (model[0])
+        return 1;
+    snprintf(dir, sizeof dir, "/tmp/b158-cli-XXXXXX");
+    CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+    snprintf(model, sizeof model, "%s/m.gguf", dir);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "b158-gen-model -o '%s' --n-vocab 320 --seed %u", model,
+             b158_test_rand() % 1000);
+    result r;
+    run(cmd, &r);
+    if (r.status != 0)
+        fprintf(stderr, "\n%s\n", r.err);
+    CU_ASSERT_EQUAL_FATAL(r.status, 0);
+    size_t n = 0;
+    if (b158_device_list(NULL, 0, &n) != B158_OK) {
+        b158_test_skip("no OpenCL device");
+        return 0;
+    }
+    return 1;
+}
+
+static void test_run(void)
+{
+    if (!have_model())
+        return;
+    char cmd[1024];
+    result a, b;
+    /* greedy: OpenCL and the CPU reference print the same text */
+    snprintf(cmd, sizeof cmd, "b158-cl-run -m '%s' -p 'Hello world' -n 24 --temp 0 --ignore-eos",
+             model);
+    run(cmd, &a);
+    if (a.status)
+        fprintf(stderr, "\n%s\n", a.err);
+    CU_ASSERT_EQUAL_FATAL(a.status, 0);
+    CU_ASSERT_EQUAL(strncmp(a.out, "Hello world", 11), 0); /* the prompt is echoed */
+    CU_ASSERT(strlen(a.out) > 11);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "generation: 24 tokens"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "prompt: "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "device memory: weights"));
+    snprintf(cmd, sizeof cmd,
+             "b158-cl-run -m '%s' -p 'Hello world' -n 24 --temp 0 --ignore-eos --cpu-ref", model);
+    run(cmd, &b);
+    CU_ASSERT_EQUAL(b.status, 0);
+    CU_ASSERT_STRING_EQUAL(a.out, b.out);
+
+    /* a fixed seed reproduces sampled text; the summary says which seed */
+    snprintf(cmd, sizeof cmd,
+             "b158-cl-run -m '%s' -p 'Once' -n 32 --temp 1.0 --top-k 0 --top-p 1 --min-p 0 "
+             "--seed 1234 --ignore-eos",
+             model);
+    run(cmd, &a);
+    run(cmd, &b);
+    CU_ASSERT_EQUAL(a.status, 0);
+    CU_ASSERT_STRING_EQUAL(a.out, b.out);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "seed 1234"));
+    snprintf(cmd, sizeof cmd,
+             "b158-cl-run -m '%s' -p 'Once' -n 32 --temp 1.0 --top-k 0 --top-p 1 --min-p 0 "
+             "--seed 99 --ignore-eos",
+             model);
+    run(cmd, &b);
+    CU_ASSERT(strcmp(a.out, b.out) != 0); /* 32 draws over 320 tokens: a collision is ~0 */
+
+    /* verify mode prints a difference per position and a summary */
+    snprintf(cmd, sizeof cmd, "b158-cl-run -m '%s' -p 'abc' -n 4 --temp 0 --verify --ignore-eos",
+             model);
+    run(cmd, &a);
+    CU_ASSERT_EQUAL(a.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "[verify] pos 0:"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "verify: largest logit difference"));
+}
+
+static void test_errors(void)
+{
+    if (!have_model())
+        return;
+    char cmd[1024];
+    result r;
+    /* prompt longer than the context */
+    snprintf(cmd, sizeof cmd, "b158-cl-run -m '%s' -c 16 -p '%s' -n 4", model,
+             "a long prompt that has many more than sixteen tokens in a byte level vocabulary");
+    run(cmd, &r);
+    CU_ASSERT_NOT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "context"));
+    /* missing, malformed and foreign files */
+    run("b158-cl-run -m /nonexistent/model.gguf -p x", &r);
+    CU_ASSERT_NOT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "error: "));
+    snprintf(cmd, sizeof cmd, "head -c 5000 '%s' > '%s/trunc.gguf' && b158-cl-run -m '%s/trunc.gguf'",
+             model, dir, dir);
+    run(cmd, &r);
+    CU_ASSERT_NOT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "error: "));
+    CU_ASSERT(r.status < 128); /* an error exit, not a signal */
+    /* bad device selection and bad flags */
+    snprintf(cmd, sizeof cmd, "b158-cl-run -m '%s' --device 97 -p x", model);
+    run(cmd, &r);
+    CU_ASSERT_NOT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "index 97"));
+    run("b158-cl-run --temp", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    run("b158-cl-run --no-such-flag", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    run("b158-cl-run --list-devices", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "compute units"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "integer dot"));
+}
+
+static void test_perplexity(void)
+{
+    if (!have_model())
+        return;
+    char cmd[1024], text[128];
+    snprintf(text, sizeof text, "%s/text.txt", dir);
+    FILE *f = fopen(text, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    for (int i = 0; i < 40; i++)
+        fprintf(f, "The quick brown fox jumps over the lazy dog %d times.\n", i);
+    fclose(f);
+    result a, b;
+    snprintf(cmd, sizeof cmd, "b158-cl-perplexity -m '%s' -f '%s' -c 64 --chunks 3", model, text);
+    run(cmd, &a);
+    if (a.status)
+        fprintf(stderr, "\n%s\n", a.err);
+    CU_ASSERT_EQUAL_FATAL(a.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.out, "[3]"));
+    const char *fin = strstr(a.out, "Final estimate: PPL = ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fin);
+    double ppl = atof(fin + 22);
+    CU_ASSERT(ppl > 1.0 && ppl < 1e6);
+    snprintf(cmd, sizeof cmd, "b158-cl-perplexity -m '%s' -f '%s' -c 64 --chunks 3 --cpu-ref",
+             model, text);
+    run(cmd, &b);
+    CU_ASSERT_EQUAL_FATAL(b.status, 0);
+    const char *fin2 = strstr(b.out, "Final estimate: PPL = ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fin2);
+    double ppl2 = atof(fin2 + 22);
+    CU_ASSERT(ppl2 > ppl * 0.99 && ppl2 < ppl * 1.01); /* same model, same text: within 1% */
+    snprintf(cmd, sizeof cmd, "b158-cl-perplexity -m '%s' -f '%s' -c 100000", model, text);
+    run(cmd, &a);
+    CU_ASSERT_NOT_EQUAL(a.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "fewer than one chunk"));
+}
+
+static void test_sampler(void)
+{
+    /* the library's sampler: same seed, same draws; greedy is the argmax */
+    const int nv = 1000;
+    float *logits = malloc(nv * sizeof *logits);
+    for (int i = 0; i < nv; i++)
+        logits[i] = b158_test_uniform(-5.0f, 5.0f);
+    b158_sampler_params p = b158_sampler_default_params();
+    p.seed = 77;
+    b158_sampler *a = NULL, *b = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_sampler_create(&p, nv, &a), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_sampler_create(&p, nv, &b), B158_OK);
+    int same = 1, distinct = 0, prev = -1;
+    for (int i = 0; i < 50; i++) {
+        int32_t x = b158_sampler_sample(a, logits), y = b158_sampler_sample(b, logits);
+        same &= x == y;
+        distinct += x != prev;
+        prev = x;
+        /* top-k 40 keeps only the 40 largest logits */
+        int larger = 0;
+        for (int j = 0; j < nv; j++)
+            larger += logits[j] > logits[x];
+        CU_ASSERT(larger < 40);
+    }
+    CU_ASSERT(same);
+    CU_ASSERT(distinct > 5);
+    b158_sampler_free(a);
+    b158_sampler_free(b);
+    p.temp = 0;
+    CU_ASSERT_EQUAL_FATAL(b158_sampler_create(&p, nv, &a), B158_OK);
+    int best = 0;
+    for (int j = 1; j < nv; j++)
+        best = logits[j] > logits[best] ? j : best;
+    CU_ASSERT_EQUAL(b158_sampler_sample(a, logits), best);
+    b158_sampler_free(a);
+    /* a repeat penalty pushes a just-sampled argmax down */
+    p.repeat_penalty = 1e6f;
+    CU_ASSERT_EQUAL_FATAL(b158_sampler_create(&p, nv, &a), B158_OK);
+    logits[best] = 100.0f;
+    CU_ASSERT_EQUAL(b158_sampler_sample(a, logits), best);
+    CU_ASSERT_NOT_EQUAL(b158_sampler_sample(a, logits), best);
+    b158_sampler_free(a);
+    p.top_p = 0.0f;
+    CU_ASSERT_EQUAL(b158_sampler_create(&p, nv, &a), B158_ERR_INVALID_ARG);
+    free(logits);
+}
+
+static void add_suites(void)
+{
+    b158_test_suite("run", (b158_test_case[]){{"generate", test_run},
+                                              {"errors", test_errors},
+                                              {NULL, NULL}});
+    b158_test_suite("perplexity", (b158_test_case[]){{"chunks", test_perplexity}, {NULL, NULL}});
+    b158_test_suite("sampler", (b158_test_case[]){{"seeded", test_sampler}, {NULL, NULL}});
+}
+
+int main(int argc, char **argv)
+{
+    int rc = b158_test_main(argc, argv, add_suites);
+    if (dir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            rc += 0;
+    }
+    return rc;
+}
