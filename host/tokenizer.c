@@ -797,7 +797,8 @@ b158_status b158_tokenize(const b158_vocab *v, const char *text, size_t len, uns
     b158_status st = tokenize_vec(v, text, len, flags, &vec);
     if (st == B158_OK) {
         *n_out = vec.n;
-        memcpy(out, vec.p, (vec.n < cap ? vec.n : cap) * sizeof *out);
+        if (vec.n && cap) /* an empty text has no token vector to copy from */
+            memcpy(out, vec.p, (vec.n < cap ? vec.n : cap) * sizeof *out);
         if (vec.n > cap)
             st = B158_FAIL(B158_ERR_INVALID_ARG,
                            "b158_tokenize: the text has %zu tokens, the buffer holds %zu", vec.n,
