@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include <math.h>
+#include <sys/resource.h>
 
 #include "b158/model.h"
 #include "ops.h"
@@ -45,7 +46,10 @@ static void usage(FILE *f)
                "  --tokens M           tokens of the GEMM rows (default 128)\n"
                "  --reps R             timed repetitions, median reported (default 20)\n"
                "  --device SEL         device index or name substring\n"
-               "  -o md|json           output format (default md)\n");
+               "  -o md|json|csv       output format (default md; csv for models only)\n"
+               "Model mode runs each model twice on one device: the ternary engine (b1.58) and\n"
+               "the FP16 baseline (the same weights as dense FP16 matrices). Large presets need\n"
+               "more than PoCL's default device memory: POCL_MEMORY_LIMIT=<GB> raises it.\n");
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -274,8 +278,9 @@ static int parse(int argc, char **argv, options *o)
         return 2;
     }
     if (o->tokens < 1 || o->tokens > 4096 || o->reps < 1 || o->reps > 256 ||
-        (strcmp(o->format, "md") && strcmp(o->format, "json"))) {
-        fprintf(stderr, "error: --tokens 1..4096, --reps 1..256, -o md|json\n");
+        (strcmp(o->format, "md") && strcmp(o->format, "json") &&
+         (strcmp(o->format, "csv") || o->kernels))) {
+        fprintf(stderr, "error: --tokens 1..4096, --reps 1..256, -o md|json|csv (csv: models)\n");
         return 2;
     }
     return 0;
@@ -317,6 +322,12 @@ static void mean_std(const double *v, int n, double *mean, double *sd)
     *sd = n > 1 ? sqrt(s2 / (n - 1)) : 0.0;
 }
 
+static unsigned long long host_peak_rss(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (unsigned long long)ru.ru_maxrss * 1024ull : 0;
+}
+
 static double now_s(void)
 {
     struct timespec t;
@@ -324,118 +335,252 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* pp: one forward pass over pp tokens from position 0; tg: tg single-token steps after a
- * one-token prompt. The first pp run (kernel compilation, first touches) is timed apart. */
-static b158_status bench_model(const options *o, const char *label, b158_model *m)
+typedef struct {
+    double pp_mean, pp_sd, tg_mean, tg_sd; /* tokens/s; ms/token */
+    double first_pp, upload;               /* seconds */
+    uint64_t mem_w, mem_kv, mem_s;         /* device bytes by category */
+    int32_t greedy[16];
+} engine_result;
+
+#define N_GREEDY 16
+#define N_GREEDY_PROMPT 8
+
+/* Device bytes an engine will allocate: weights (2-bit codes + row scales, or dense FP16),
+ * norms and the FP16 embedding, the KV cache and the session scratch. Lets the bench refuse a
+ * configuration that cannot fit before allocating anything. */
+static uint64_t estimate_bytes(const b158_model_info *h, b158_weight_mode mode, int n_ctx,
+                               int n_batch)
 {
-    b158_runtime_params rp = b158_runtime_default_params();
-    rp.device = o->device;
-    b158_runtime *rt = NULL;
-    b158_session *s = NULL;
-    int32_t *tok = malloc((size_t)o->pp * sizeof *tok);
-    double pp_t[256], tg_t[256], warm = 0;
-    b158_status st = tok ? B158_OK : B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory");
+    const uint64_t qd = (uint64_t)h->n_head * h->head_dim, kvd = (uint64_t)h->n_head_kv * h->head_dim;
+    const uint64_t rows[7] = {qd, kvd, kvd, (uint64_t)h->n_embd, (uint64_t)h->n_ff,
+                              (uint64_t)h->n_ff, (uint64_t)h->n_embd};
+    const uint64_t cols[7] = {(uint64_t)h->n_embd, (uint64_t)h->n_embd, (uint64_t)h->n_embd, qd,
+                              (uint64_t)h->n_embd, (uint64_t)h->n_embd, (uint64_t)h->n_ff};
+    uint64_t w = 0;
+    for (int i = 0; i < 7; i++)
+        w += mode == B158_WEIGHTS_FP16 ? rows[i] * cols[i] * 2
+                                       : rows[i] * ((cols[i] + 63) / 64 * 16) + rows[i] * 4;
+    w = w * (uint64_t)h->n_layer + (uint64_t)h->n_vocab * h->n_embd * 2 +
+        (uint64_t)h->n_layer * (2 * h->n_embd + qd + h->n_ff) * 4;
+    const uint64_t kv = 2ull * h->n_layer * (uint64_t)n_ctx * kvd * 2;
+    uint64_t width = (uint64_t)h->n_ff > qd ? (uint64_t)h->n_ff : qd;
+    const uint64_t scratch = (uint64_t)n_batch * (width * 8 + qd * 12 + kvd * 8 + 4096) +
+                             (uint64_t)h->n_vocab * 4;
+    return w + kv + scratch;
+}
+
+/* pp: one forward pass over pp tokens from position 0, repeated; the first run (first touches
+ * of the weights) is timed apart. tg: tg single-token steps after a one-token prompt.
+ * Then N_GREEDY greedy tokens after a short prompt, for the sanity check between engines. */
+static b158_status measure(const options *o, b158_runtime *rt, b158_model *m,
+                           b158_weight_mode mode, const int32_t *tok, engine_result *r)
+{
     const b158_model_info *h = b158_model_get_info(m);
-    for (int i = 0; tok && i < o->pp; i++)
-        tok[i] = (int32_t)((i * 7919u + 13u) % (unsigned)h->n_vocab);
-    if (st == B158_OK)
-        st = b158_runtime_create(&rp, &rt);
-    double t0 = now_s();
-    if (st == B158_OK)
-        st = b158_model_upload(m, rt);
-    const double t_upload = now_s() - t0;
+    const int n_ctx = o->pp + o->tg + N_GREEDY + 1;
+    memset(r, 0, sizeof *r);
+    const uint64_t need = estimate_bytes(h, mode, n_ctx, o->pp);
+    const b158_device_info *d = b158_runtime_device(rt);
+    if (need > d->global_mem)
+        return B158_FAIL(B158_ERR_DEVICE_MEMORY,
+                         "the %s engine needs about %.2f GiB of device memory; %s has %.2f GiB%s",
+                         mode == B158_WEIGHTS_FP16 ? "FP16" : "ternary", need / 1073741824.0,
+                         d->name, d->global_mem / 1073741824.0,
+                         d->is_cpu ? " (PoCL: run with POCL_MEMORY_LIMIT=<GB> to raise it)" : "");
+    double pp_t[256], tg_t[256], t0 = now_s();
+    b158_session *s = NULL;
+    b158_status st = b158_model_upload_as(m, rt, mode);
+    r->upload = now_s() - t0;
     b158_session_params sp = b158_session_default_params();
     sp.rt = rt;
-    sp.n_ctx = o->pp + o->tg + 1;
+    sp.n_ctx = n_ctx;
     sp.n_batch = o->pp;
     if (st == B158_OK)
         st = b158_session_create(m, &sp, &s);
-    for (int r = -1; st == B158_OK && r < o->reps; r++) {
+    for (int rep = -1; st == B158_OK && rep < o->reps; rep++) {
         b158_session_reset(s);
         t0 = now_s();
         st = b158_session_eval(s, tok, o->pp);
-        if (r < 0)
-            warm = now_s() - t0;
+        if (rep < 0)
+            r->first_pp = now_s() - t0;
         else
-            pp_t[r] = now_s() - t0;
+            pp_t[rep] = o->pp / (now_s() - t0);
     }
-    for (int r = 0; st == B158_OK && r < o->reps; r++) {
+    for (int rep = 0; st == B158_OK && rep < o->reps; rep++) {
         b158_session_reset(s);
         st = b158_session_eval(s, tok, 1);
         t0 = now_s();
         for (int i = 0; st == B158_OK && i < o->tg; i++)
             st = b158_session_eval(s, &tok[(i + 1) % o->pp], 1);
-        tg_t[r] = now_s() - t0;
+        tg_t[rep] = 1000.0 * (now_s() - t0) / o->tg;
     }
     if (st == B158_OK) {
-        double ppm, pps, tgm, tgs;
-        for (int r = 0; r < o->reps; r++)
-            pp_t[r] = o->pp / pp_t[r], tg_t[r] = 1000.0 * tg_t[r] / o->tg;
-        mean_std(pp_t, o->reps, &ppm, &pps);
-        mean_std(tg_t, o->reps, &tgm, &tgs);
-        const double mib = 1048576.0;
-        const b158_device_info *d = b158_runtime_device(rt);
-        if (strcmp(o->format, "json") == 0) {
-            printf("{\"model\": \"%s\", \"device\": \"%s\", \"driver\": \"%s\", "
-                   "\"build\": \"%s\", \"variant\": \"%s\", \"pp\": %d, \"tg\": %d, "
-                   "\"reps\": %d, \"pp_tokens_per_s\": %.3f, \"pp_std\": %.3f, "
-                   "\"tg_ms_per_token\": %.3f, \"tg_std\": %.3f, \"first_pp_s\": %.3f, "
-                   "\"upload_s\": %.3f, \"mem_weights\": %llu, \"mem_kv\": %llu, "
-                   "\"mem_scratch\": %llu}\n",
-                   label, d->name, d->driver, B158_VERSION_STRING,
-                   b158_runtime_variant(rt) == B158_VARIANT_GPU ? "gpu" : "cpu", o->pp, o->tg,
-                   o->reps, ppm, pps, tgm, tgs, warm, t_upload,
-                   (unsigned long long)b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS),
-                   (unsigned long long)b158_runtime_mem_bytes(rt, B158_MEM_KV_CACHE),
-                   (unsigned long long)b158_runtime_mem_bytes(rt, B158_MEM_SCRATCH));
-        } else {
-            printf("| %s | %s | %.2f +/- %.2f | %.1f +/- %.1f | %.2f | %.1f | %.1f | %.1f | %.2f |\n",
-                   label, d->name, ppm, pps, tgm, tgs, 1000.0 / tgm,
-                   b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS) / mib,
-                   b158_runtime_mem_bytes(rt, B158_MEM_KV_CACHE) / mib,
-                   b158_runtime_mem_bytes(rt, B158_MEM_SCRATCH) / mib, warm);
-            fflush(stdout);
-        }
+        b158_session_reset(s);
+        st = b158_session_eval(s, tok, N_GREEDY_PROMPT < o->pp ? N_GREEDY_PROMPT : o->pp);
+    }
+    for (int i = 0; st == B158_OK && i < N_GREEDY; i++) {
+        const float *l = b158_session_logits(s, -1);
+        int best = 0;
+        for (int j = 1; j < h->n_vocab; j++)
+            best = l[j] > l[best] ? j : best;
+        r->greedy[i] = best;
+        st = b158_session_eval(s, &r->greedy[i], 1);
+    }
+    if (st == B158_OK) {
+        mean_std(pp_t, o->reps, &r->pp_mean, &r->pp_sd);
+        mean_std(tg_t, o->reps, &r->tg_mean, &r->tg_sd);
+        r->mem_w = b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS);
+        r->mem_kv = b158_runtime_mem_bytes(rt, B158_MEM_KV_CACHE);
+        r->mem_s = b158_runtime_mem_bytes(rt, B158_MEM_SCRATCH);
     }
     b158_session_free(s);
-    b158_model_free(m); /* frees the device weights before the runtime goes */
-    b158_runtime_free(rt);
+    b158_model_unload(m);
+    return st;
+}
+
+typedef struct {
+    char name[128];
+    engine_result fp16, tern;
+    int greedy_match; /* tokens equal before the first difference (N_GREEDY = all) */
+} model_result;
+
+static double total_gb(const engine_result *r)
+{
+    return (double)(r->mem_w + r->mem_kv + r->mem_s) / 1e9;
+}
+
+static b158_status bench_model(const options *o, b158_runtime *rt, const char *label,
+                               b158_model *m, model_result *res)
+{
+    const b158_model_info *h = b158_model_get_info(m);
+    int32_t *tok = malloc((size_t)o->pp * sizeof *tok);
+    if (!tok)
+        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory");
+    for (int i = 0; i < o->pp; i++)
+        tok[i] = (int32_t)((i * 7919u + 13u) % (unsigned)h->n_vocab);
+    memset(res, 0, sizeof *res);
+    snprintf(res->name, sizeof res->name, "%.120s", label);
+    b158_status st = measure(o, rt, m, B158_WEIGHTS_TERNARY, tok, &res->tern);
+    if (st == B158_OK)
+        st = measure(o, rt, m, B158_WEIGHTS_FP16, tok, &res->fp16);
+    while (st == B158_OK && res->greedy_match < N_GREEDY &&
+           res->fp16.greedy[res->greedy_match] == res->tern.greedy[res->greedy_match])
+        res->greedy_match++;
     free(tok);
     return st;
 }
 
+static void print_md_row(const model_result *r)
+{
+    const engine_result *f = &r->fp16, *t = &r->tern;
+    printf("| %s | %.2f | %.2f | %.2fx | %.1f | %.1f | %.2fx | %.1f | %.1f | %s |\n", r->name,
+           total_gb(f), total_gb(t), total_gb(f) / total_gb(t), f->tg_mean, t->tg_mean,
+           f->tg_mean / t->tg_mean, f->pp_mean, t->pp_mean,
+           r->greedy_match == N_GREEDY ? "same" : "DIFFER");
+    fflush(stdout);
+}
+
+static void print_engine_json(const char *key, const engine_result *e)
+{
+    printf("\"%s\": {\"pp_tokens_per_s\": %.3f, \"pp_std\": %.3f, \"tg_ms_per_token\": %.3f, "
+           "\"tg_std\": %.3f, \"first_pp_s\": %.3f, \"upload_s\": %.3f, \"mem_weights\": %llu, "
+           "\"mem_kv_cache\": %llu, \"mem_scratch\": %llu}",
+           key, e->pp_mean, e->pp_sd, e->tg_mean, e->tg_sd, e->first_pp, e->upload,
+           (unsigned long long)e->mem_w, (unsigned long long)e->mem_kv,
+           (unsigned long long)e->mem_s);
+}
+
 static int run_models(const options *o)
 {
-    if (strcmp(o->format, "md") == 0)
-        printf("pp %d / tg %d tokens, %d repetitions (mean +/- sd), b158-cl %s\n\n"
-               "| model | device | pp tokens/s | tg ms/token | tg tokens/s | weights MiB | KV MiB "
-               "| scratch MiB | first pp s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
-               o->pp, o->tg, o->reps, B158_VERSION_STRING);
-    if (o->model) {
-        b158_model *m = NULL;
-        if (b158_model_load(o->model, &m) != B158_OK || bench_model(o, o->model, m) != B158_OK) {
-            fprintf(stderr, "error: %s\n", b158_last_error());
-            return 1;
-        }
-        return 0;
+    b158_runtime_params rp = b158_runtime_default_params();
+    rp.device = o->device;
+    b158_runtime *rt = NULL;
+    if (b158_runtime_create(&rp, &rt) != B158_OK) {
+        fprintf(stderr, "error: %s\n", b158_last_error());
+        return 1;
     }
-    char list[256];
-    snprintf(list, sizeof list, "%s", o->preset);
-    for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
-         name = strtok_r(NULL, ",", &save)) {
-        b158_model_info h;
+    const b158_device_info *d = b158_runtime_device(rt);
+    const char *fp16_path = "b158-cl FP16-storage kernels (vload_half, FP32 arithmetic)";
+    char date[32];
+    time_t now = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    if (!strcmp(o->format, "md"))
+        printf("device: %s (%s, driver %s), b158-cl %s, %s\n"
+               "FP16 baseline matmuls: %s\n"
+               "pp %d / tg %d tokens, mean of %d repetitions; memory = device bytes allocated "
+               "(weights + KV cache + scratch)\n\n"
+               "| model | memory GB FP16 | b1.58 | ratio | latency ms/token FP16 | b1.58 | ratio "
+               "| pp tokens/s FP16 | b1.58 | greedy |\n"
+               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, fp16_path, o->pp,
+               o->tg, o->reps);
+    else if (!strcmp(o->format, "csv"))
+        printf("model,device,driver,build,date,pp,tg,reps,engine,pp_tokens_per_s,pp_std,"
+               "tg_ms_per_token,tg_std,mem_weights,mem_kv_cache,mem_scratch,greedy_match\n");
+    else
+        printf("{\"device\": \"%s\", \"platform\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", "
+               "\"date\": \"%s\", \"fp16_path\": \"%s\", \"pp\": %d, \"tg\": %d, \"reps\": %d, "
+               "\"models\": [",
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, fp16_path, o->pp,
+               o->tg, o->reps);
+    char list[512];
+    snprintf(list, sizeof list, "%s", o->model ? o->model : o->preset);
+    int rc = 0, first = 1;
+    char *save = NULL;
+    for (char *name = o->model ? list : strtok_r(list, ",", &save); name && !rc;
+         name = o->model ? NULL : strtok_r(NULL, ",", &save)) {
         b158_model *m = NULL;
-        if (preset_shape(name, &h)) {
+        b158_model_info h;
+        b158_status st;
+        if (o->model) {
+            st = b158_model_load(name, &m);
+        } else if (preset_shape(name, &h) == 0) {
+            st = b158_model_random(&h, 1, &m);
+        } else {
             fprintf(stderr, "error: unknown preset '%s' (700M, 1.3B, 3B, 3.9B, 2B-4T, tiny)\n",
                     name);
-            return 2;
+            rc = 2;
+            break;
         }
-        if (b158_model_random(&h, 1, &m) != B158_OK || bench_model(o, name, m) != B158_OK) {
+        model_result r;
+        if (st == B158_OK)
+            st = bench_model(o, rt, name, m, &r);
+        b158_model_free(m);
+        if (st != B158_OK) {
             fprintf(stderr, "error: %s: %s\n", name, b158_last_error());
-            return 1;
+            rc = 1;
+            break;
         }
+        if (!strcmp(o->format, "md")) {
+            print_md_row(&r);
+        } else if (!strcmp(o->format, "csv")) {
+            const engine_result *e[2] = {&r.fp16, &r.tern};
+            for (int i = 0; i < 2; i++)
+                printf("%s,%s,%s,%s,%s,%d,%d,%d,%s,%.3f,%.3f,%.3f,%.3f,%llu,%llu,%llu,%d\n", r.name,
+                       d->name, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->reps,
+                       i ? "b1.58" : "fp16", e[i]->pp_mean, e[i]->pp_sd, e[i]->tg_mean,
+                       e[i]->tg_sd, (unsigned long long)e[i]->mem_w,
+                       (unsigned long long)e[i]->mem_kv, (unsigned long long)e[i]->mem_s,
+                       r.greedy_match);
+        } else {
+            printf("%s\n  {\"name\": \"%s\", ", first ? "" : ",", r.name);
+            print_engine_json("fp16", &r.fp16);
+            printf(", ");
+            print_engine_json("ternary", &r.tern);
+            printf(", \"memory_ratio\": %.4f, \"latency_ratio\": %.4f, \"greedy_same_tokens\": %d, "
+                   "\"greedy_tokens\": %d}",
+                   total_gb(&r.fp16) / total_gb(&r.tern), r.fp16.tg_mean / r.tern.tg_mean,
+                   r.greedy_match, N_GREEDY);
+        }
+        first = 0;
     }
-    return 0;
+    if (!strcmp(o->format, "json"))
+        printf("\n], \"host_peak_rss_bytes\": %llu}\n", host_peak_rss());
+    else if (!strcmp(o->format, "md") && !rc)
+        printf("\nhost peak RSS: %.2f GB. greedy: the two engines' first %d greedy tokens after "
+               "an %d-token prompt.\n",
+               host_peak_rss() / 1e9, N_GREEDY, N_GREEDY_PROMPT);
+    b158_runtime_free(rt);
+    return rc;
 }
 
 int main(int argc, char **argv)

@@ -48,6 +48,12 @@ static void free_device(b158_model *m)
     m->rt = NULL;
 }
 
+void b158_model_unload(b158_model *m)
+{
+    if (m)
+        free_device(m);
+}
+
 void b158_model_free(b158_model *m)
 {
     if (!m)

@@ -66,6 +66,9 @@ b158_status b158_model_save(const b158_model *model, const char *path, uint32_t 
  * them until freed; rt must outlive the model. Calling it again with the same rt is a no-op. */
 b158_status b158_model_upload(b158_model *model, b158_runtime *rt);
 
+/* Frees the model's device copies (b158_model_upload can then place it again). */
+void b158_model_unload(b158_model *model);
+
 /* How the transformer blocks' weights live on the device. */
 typedef enum b158_weight_mode {
     B158_WEIGHTS_TERNARY = 0, /* 2-bit codes + scales, int8 x ternary kernels (the engine) */
