@@ -191,6 +191,97 @@ static void test_perplexity(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "fewer than one chunk"));
 }
 
+/* Chat mode on a model with the LLaMA-3 vocabulary (so <|eot_id|> is one token): the BitNet
+ * turn format is used, each user line gets an answer, end of input ends the chat. */
+static void test_chat(void)
+{
+    if (!have_model())
+        return;
+    char cmd[2048], vocab[160], chat_model[160];
+    snprintf(vocab, sizeof vocab, "%s/llama3.gguf", dir);
+    snprintf(chat_model, sizeof chat_model, "%s/chat.gguf", dir);
+    snprintf(cmd, sizeof cmd,
+             "b158-vocab-from-tiktoken -i '%s' -o '%s' && b158-gen-model -o '%s' --vocab '%s' "
+             "--n-embd 256 --n-ff 256 --n-layer 1",
+             b158_test_shared_path("data/tokenizers/llama3-tiktoken.model"), vocab, chat_model,
+             vocab);
+    result r;
+    run(cmd, &r);
+    if (r.status)
+        fprintf(stderr, "\n%s\n", r.err);
+    CU_ASSERT_EQUAL_FATAL(r.status, 0);
+    snprintf(cmd, sizeof cmd,
+             "printf 'Hello there\\nWhat is 2+2?\\n' | b158-cl-run -m '%s' -cnv -p 'Be brief.' "
+             "-n 6 --temp 0",
+             chat_model);
+    run(cmd, &r);
+    if (r.status)
+        fprintf(stderr, "\n%s\n", r.err);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "chat format: bitnet"));
+    /* two answers, each closed by a newline after at most 6 tokens */
+    int lines = 0;
+    for (const char *p = r.out; *p; p++)
+        lines += *p == '\n';
+    CU_ASSERT(lines >= 2);
+    /* the system message, both turns and the answers went through the model */
+    const char *prompt = strstr(r.err, "prompt: ");
+    CU_ASSERT_PTR_NOT_NULL(prompt);
+    if (prompt)
+        CU_ASSERT(atoi(prompt + 8) >= 20);
+}
+
+/* b158-cl-bench: argument errors, and the shape of its JSON on the tiny preset. */
+static void test_bench(void)
+{
+    if (!have_model())
+        return;
+    result r;
+    run("b158-cl-bench", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    run("b158-cl-bench --preset tiny --kernels", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    run("b158-cl-bench --preset no-such-size -p 4 -n 2 -r 1", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "unknown preset"));
+    run("b158-cl-bench --preset tiny -o xml", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    run("b158-cl-bench --preset tiny -p 8 -n 4 -r 2 -o json", &r);
+    if (r.status)
+        fprintf(stderr, "\n%s\n", r.err);
+    CU_ASSERT_EQUAL_FATAL(r.status, 0);
+    const char *keys[] = {"\"device\": \"", "\"driver\": ", "\"build\": ", "\"date\": ",
+                          "\"fp16_path\": ", "\"models\": [", "\"name\": \"tiny\"",
+                          "\"fp16\": {", "\"ternary\": {", "\"pp_tokens_per_s\": ",
+                          "\"tg_ms_per_token\": ", "\"mem_weights\": ", "\"mem_kv_cache\": ",
+                          "\"memory_ratio\": ", "\"latency_ratio\": ", "\"greedy_same_tokens\": ",
+                          "\"host_peak_rss_bytes\": "};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (!strstr(r.out, keys[i]))
+            fprintf(stderr, "\nJSON lacks %s\n", keys[i]);
+        CU_ASSERT_PTR_NOT_NULL(strstr(r.out, keys[i]));
+    }
+    /* braces and brackets balance; the FP16 engine holds more weight bytes than the ternary */
+    int depth = 0, bad = 0;
+    for (const char *p = r.out; *p; p++) {
+        depth += (*p == '{' || *p == '[') - (*p == '}' || *p == ']');
+        bad |= depth < 0;
+    }
+    CU_ASSERT(!bad && depth == 0);
+    const char *f = strstr(r.out, "\"fp16\": {"), *t = strstr(r.out, "\"ternary\": {");
+    if (f && t) {
+        double wf = atof(strstr(f, "\"mem_weights\": ") + 15);
+        double wt = atof(strstr(t, "\"mem_weights\": ") + 15);
+        CU_ASSERT(wf > wt && wt > 0);
+    }
+    run("b158-cl-bench --preset tiny -p 8 -n 4 -r 1 -o csv", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    int lines = 0;
+    for (const char *p = r.out; *p; p++)
+        lines += *p == '\n';
+    CU_ASSERT_EQUAL(lines, 3); /* header, fp16, b1.58 */
+}
+
 static void test_sampler(void)
 {
     /* the library's sampler: same seed, same draws; greedy is the argmax */
@@ -243,7 +334,9 @@ static void add_suites(void)
     b158_test_suite("run", (b158_test_case[]){{"generate", test_run},
                                               {"errors", test_errors},
                                               {NULL, NULL}});
+    b158_test_suite("chat", (b158_test_case[]){{"turns", test_chat}, {NULL, NULL}});
     b158_test_suite("perplexity", (b158_test_case[]){{"chunks", test_perplexity}, {NULL, NULL}});
+    b158_test_suite("bench", (b158_test_case[]){{"json", test_bench}, {NULL, NULL}});
     b158_test_suite("sampler", (b158_test_case[]){{"seeded", test_sampler}, {NULL, NULL}});
 }
 

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "b158/model.h"
+#include "b158/tokenizer.h"
 #include "gguf-types.h"
 
 static void usage(FILE *f)
@@ -146,12 +147,13 @@ int main(int argc, char **argv)
         return 2;
     }
     if (vocab) { /* the tokenizer decides the vocabulary size */
-        FILE *f = fopen(vocab, "rb");
-        if (!f) {
-            fprintf(stderr, "error: cannot open vocabulary %s\n", vocab);
+        b158_vocab *v = NULL;
+        if (b158_vocab_load(vocab, &v) != B158_OK) {
+            fprintf(stderr, "error: %s\n", b158_last_error());
             return 1;
         }
-        fclose(f);
+        h.n_vocab = b158_vocab_n_tokens(v);
+        b158_vocab_free(v);
     }
     b158_model *m = NULL;
     if (b158_model_random(&h, seed, &m) != B158_OK ||
