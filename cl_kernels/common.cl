@@ -5,45 +5,35 @@
 #endif
 
 /* Work-group reductions over B158_WG work-items (a power of two). With B158_WG == 1 (the CPU
- * variant) they compile to nothing, so CPU kernels have no barriers. red holds B158_WG floats;
+ * variant) they compile to nothing, so CPU kernels have no barriers. red holds B158_WG values;
  * every work-item of the group must call these (uniform control flow). */
-inline float b158_wg_sum(float v, __local float *red)
-{
 #if B158_WG == 1
-    return v;
-#else
-    const int lid = get_local_id(0);
-    red[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = B158_WG / 2; s > 0; s >>= 1) {
-        if (lid < s)
-            red[lid] += red[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
+#define B158_WG_REDUCE(name, type, combine)                                                    \
+    inline type name(type v, __local type *red)                                               \
+    {                                                                                          \
+        return v;                                                                              \
     }
-    float r = red[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-#endif
-}
-
-inline float b158_wg_max(float v, __local float *red)
-{
-#if B158_WG == 1
-    return v;
 #else
-    const int lid = get_local_id(0);
-    red[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = B158_WG / 2; s > 0; s >>= 1) {
-        if (lid < s)
-            red[lid] = fmax(red[lid], red[lid + s]);
-        barrier(CLK_LOCAL_MEM_FENCE);
+#define B158_WG_REDUCE(name, type, combine)                                                    \
+    inline type name(type v, __local type *red)                                               \
+    {                                                                                          \
+        const int lid = get_local_id(0);                                                       \
+        red[lid] = v;                                                                          \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                          \
+        for (int s = B158_WG / 2; s > 0; s >>= 1) {                                            \
+            if (lid < s)                                                                       \
+                red[lid] = combine(red[lid], red[lid + s]);                                    \
+            barrier(CLK_LOCAL_MEM_FENCE);                                                      \
+        }                                                                                      \
+        const type r = red[0];                                                                 \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                          \
+        return r;                                                                              \
     }
-    float r = red[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
 #endif
-}
+#define B158_ADD(a, b) ((a) + (b))
+B158_WG_REDUCE(b158_wg_sum, float, B158_ADD)
+B158_WG_REDUCE(b158_wg_max, float, fmax)
+B158_WG_REDUCE(b158_wg_sum_int, int, B158_ADD)
 
 /* Ternary code c = w + 1 in {0, 1, 2} applied to int8 activations without multiplying:
  * +x where c == 2, -x where c == 0, 0 where c == 1. Widened to short so -(-128) is exact. */
@@ -53,23 +43,4 @@ inline short16 b158_tern16(uchar16 c, char16 x)
     short16 plus = convert_short16(as_char16(c == (uchar16)2));
     short16 minus = convert_short16(as_char16(c == (uchar16)0));
     return (xs & plus) - (xs & minus);
-}
-
-inline int b158_wg_sum_int(int v, __local int *red)
-{
-#if B158_WG == 1
-    return v;
-#else
-    const int lid = get_local_id(0);
-    red[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = B158_WG / 2; s > 0; s >>= 1) {
-        if (lid < s)
-            red[lid] += red[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    int r = red[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-#endif
 }

@@ -25,6 +25,29 @@ enum b158_gguf_vtype {
     B158_GGUF_VTYPE_COUNT = 13,
 };
 
+/* Bytes of a scalar metadata value type; 0 for string, array and unknown types. */
+static inline unsigned b158_gguf_vtype_size(unsigned t)
+{
+    switch (t) {
+    case B158_GGUF_U8:
+    case B158_GGUF_I8:
+    case B158_GGUF_BOOL:
+        return 1;
+    case B158_GGUF_U16:
+    case B158_GGUF_I16:
+        return 2;
+    case B158_GGUF_U32:
+    case B158_GGUF_I32:
+    case B158_GGUF_F32:
+        return 4;
+    case B158_GGUF_U64:
+    case B158_GGUF_I64:
+    case B158_GGUF_F64:
+        return 8;
+    }
+    return 0;
+}
+
 /* Tensor types the GGUF reader accepts (ggml numbering; I2_S is bitnet.cpp's id 36). Ids 4,
  * 5 and 31..33 are retired in ggml; the IQ* types are not listed and are rejected. */
 enum b158_gguf_ttype {

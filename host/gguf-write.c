@@ -211,33 +211,10 @@ b158_status b158_gguf_add_str(b158_gguf_writer *w, const char *key, const char *
     return b158_gguf_add_strn(w, key, v, v ? strlen(v) : 0);
 }
 
-static size_t elem_size(enum b158_gguf_vtype t)
-{
-    switch (t) {
-    case B158_GGUF_U8:
-    case B158_GGUF_I8:
-    case B158_GGUF_BOOL:
-        return 1;
-    case B158_GGUF_U16:
-    case B158_GGUF_I16:
-        return 2;
-    case B158_GGUF_U32:
-    case B158_GGUF_I32:
-    case B158_GGUF_F32:
-        return 4;
-    case B158_GGUF_U64:
-    case B158_GGUF_I64:
-    case B158_GGUF_F64:
-        return 8;
-    default:
-        return 0;
-    }
-}
-
 b158_status b158_gguf_add_arr(b158_gguf_writer *w, const char *key, enum b158_gguf_vtype elem,
                               const void *data, size_t n)
 {
-    size_t es = elem_size(elem);
+    size_t es = b158_gguf_vtype_size(elem);
     if (!es)
         return B158_FAIL(B158_ERR_INVALID_ARG,
                          "gguf writer: key '%s': element type %d is not numeric (use "

@@ -126,28 +126,6 @@ static const char *vtype_name(uint32_t t)
     return t < B158_GGUF_VTYPE_COUNT ? vtype_names[t] : "unknown";
 }
 
-/* Bytes of a scalar value type; 0 for string, array and unknown. */
-static size_t scalar_size(uint32_t t)
-{
-    switch (t) {
-    case B158_GGUF_U8:
-    case B158_GGUF_I8:
-    case B158_GGUF_BOOL:
-        return 1;
-    case B158_GGUF_U16:
-    case B158_GGUF_I16:
-        return 2;
-    case B158_GGUF_U32:
-    case B158_GGUF_I32:
-    case B158_GGUF_F32:
-        return 4;
-    case B158_GGUF_U64:
-    case B158_GGUF_I64:
-    case B158_GGUF_F64:
-        return 8;
-    }
-    return 0;
-}
 
 /* ---- hashing ---------------------------------------------------------------------------- */
 
@@ -235,7 +213,7 @@ static b158_status skip_scalar_or_str(reader *r, uint32_t t, const char *ctx)
         b158_gguf_str s;
         return rd_str(r, &s, "string value", ctx);
     }
-    size_t sz = scalar_size(t);
+    size_t sz = b158_gguf_vtype_size(t);
     B158_TRY(need(r, sz, "value", ctx));
     if (t == B158_GGUF_BOOL && r->g->base[r->off] > 1)
         return B158_FAIL(B158_ERR_FORMAT, "%s: %sbool value %u at offset %llu is not 0 or 1",
@@ -278,7 +256,7 @@ static b158_status parse_kv(reader *r, size_t i, kv_entry *e)
         return B158_OK;
     }
     uint64_t bytes;
-    if (__builtin_mul_overflow(e->arr_n, (uint64_t)scalar_size(e->arr_type), &bytes) ||
+    if (__builtin_mul_overflow(e->arr_n, (uint64_t)b158_gguf_vtype_size(e->arr_type), &bytes) ||
         bytes > left(r))
         return B158_FAIL(B158_ERR_FORMAT,
                          "%s: %sarray of %llu %s elements exceeds the %llu bytes left in the file",
@@ -924,13 +902,13 @@ b158_status b158_gguf_get_arr_copy(const b158_gguf *g, const char *key, enum b15
     const kv_entry *e = get_array(g, key, &st);
     if (!e)
         return st;
-    if (e->arr_type != (uint32_t)want || !scalar_size(want))
+    if (e->arr_type != (uint32_t)want || !b158_gguf_vtype_size(want))
         return B158_FAIL(B158_ERR_FORMAT, "%s: metadata key '%s' is an array of %s, expected %s",
                          g->path, key, vtype_name(e->arr_type), vtype_name(want));
     if (e->arr_n != n)
         return B158_FAIL(B158_ERR_FORMAT, "%s: metadata key '%s' has %llu elements, expected %llu",
                          g->path, key, (unsigned long long)e->arr_n, (unsigned long long)n);
-    memcpy(dst, g->base + e->off, (size_t)n * scalar_size(want));
+    memcpy(dst, g->base + e->off, (size_t)n * b158_gguf_vtype_size(want));
     return B158_OK;
 }
 

@@ -1,4 +1,5 @@
 /* Weight codecs of the GGUF loader: ternary TQ1_0 / TQ2_0 / I2_S / float tensors and F16 tables. */
+#include "gguf.h"
 #include "quants.h"
 
 #include <float.h>
@@ -73,18 +74,8 @@ static int f16_is_finite(uint16_t h)
 
 const char *b158_tensor_type_name(uint32_t type)
 {
-    /* ggml numbering; 36..39 are bitnet.cpp's I2_S, I8_S, TL1, TL2 (38/39 collide upstream). */
-    static const char *const names[] = {
-        "F32",   "F16",   "Q4_0",    "Q4_1",     "Q4_2(removed)", "Q4_3(removed)", "Q5_0",
-        "Q5_1",  "Q8_0",  "Q8_1",    "Q2_K",     "Q3_K",          "Q4_K",          "Q5_K",
-        "Q6_K",  "Q8_K",  "IQ2_XXS", "IQ2_XS",   "IQ3_XXS",       "IQ1_S",         "IQ4_NL",
-        "IQ3_S", "IQ2_S", "IQ4_XS",  "I8",       "I16",           "I32",           "I64",
-        "F64",   "IQ1_M", "BF16",    "Q4_0_4_4", "Q4_0_4_8",      "Q4_0_8_8",      "TQ1_0",
-        "TQ2_0", "I2_S",  "I8_S",    "TL1",      "TL2/MXFP4",
-    };
-    if (type < sizeof names / sizeof names[0])
-        return names[type];
-    return "unknown";
+    const char *name = b158_gguf_type_name(type);
+    return name ? name : "unknown";
 }
 
 /* n = n_rows * k with the checks every entry point needs. */
