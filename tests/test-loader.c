@@ -1,6 +1,7 @@
 /* GGUF model loading: every architecture and weight type reloads bit for bit what was saved,
  * the same model in every weight type generates the same greedy tokens on OpenCL, and broken
  * files are rejected with an error, never a crash. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,9 +220,10 @@ static int patch(unsigned char *buf, size_t size, const char *from, const char *
     return 0;
 }
 
-/* Rewrites a valid model file through the writer, changing one tensor on the way. */
-static void rewrite(const char *src, const char *dst, const char *tensor, uint32_t new_type,
-                    uint64_t new_ne1)
+/* Rewrites a valid model file through the writer, changing one tensor on the way and adding
+ * an optional F32 {1} tensor extra_name = extra_value (llama.cpp's bitnet .scale tensors). */
+static void rewrite_ex(const char *src, const char *dst, const char *tensor, uint32_t new_type,
+                       uint64_t new_ne1, const char *extra_name, const float *extra_value)
 {
     b158_gguf *g = NULL;
     CU_ASSERT_EQUAL_FATAL(b158_gguf_open(src, &g), B158_OK);
@@ -254,9 +256,49 @@ static void rewrite(const char *src, const char *dst, const char *tensor, uint32
                                                    ne, t->data),
                               B158_OK);
     }
+    if (extra_name) {
+        const uint64_t one = 1;
+        CU_ASSERT_EQUAL_FATAL(b158_gguf_add_tensor(w, extra_name, B158_TT_F32, 1, &one, extra_value),
+                              B158_OK);
+    }
     CU_ASSERT_EQUAL_FATAL(b158_gguf_writer_write_file(w, dst), B158_OK);
     b158_gguf_writer_free(w);
     b158_gguf_close(g);
+}
+
+static void rewrite(const char *src, const char *dst, const char *tensor, uint32_t new_type,
+                    uint64_t new_ne1)
+{
+    rewrite_ex(src, dst, tensor, new_type, new_ne1, NULL, NULL);
+}
+
+/* blk.N.<name>.scale (shape {1}) multiplies the rows of that matrix, as in llama.cpp's bitnet
+ * graph; a non-finite one is an error. */
+static void test_scale_tensors(void)
+{
+    b158_model_info h = shape(B158_ARCH_BITNET);
+    b158_model *orig = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_model_random(&h, 5, &orig), B158_OK);
+    const char *good = tmp_path("scale-good.gguf"), *with = tmp_path("scale-with.gguf");
+    CU_ASSERT_EQUAL_FATAL(b158_model_save(orig, good, B158_TT_TQ2_0, NULL), B158_OK);
+    const float factor = 2.5f;
+    rewrite_ex(good, with, "", 0, 0, "blk.1.ffn_down.scale", &factor);
+    b158_model *m = load_ok(with);
+    const b158_tpack *a = &orig->layers[1].wdown, *b = &m->layers[1].wdown;
+    int scaled = 1;
+    for (int r = 0; r < a->n; r++)
+        scaled &= b->scales[r] == a->scales[r] * factor;
+    CU_ASSERT(scaled);
+    CU_ASSERT_EQUAL(memcmp(a->codes, b->codes, (size_t)a->n * a->k_pad / 4), 0);
+    CU_ASSERT_EQUAL(memcmp(orig->layers[1].wup.scales, m->layers[1].wup.scales,
+                           (size_t)m->layers[1].wup.n * 4), 0); /* others untouched */
+    b158_model_free(m);
+    const float bad = (float)NAN;
+    rewrite_ex(good, with, "", 0, 0, "blk.0.attn_q.scale", &bad);
+    expect_error(with, B158_ERR_FORMAT, "blk.0.attn_q.scale");
+    b158_model_free(orig);
+    unlink(good);
+    unlink(with);
 }
 
 static void test_malformed(void)
@@ -324,6 +366,8 @@ static void add_suites(void)
     b158_test_suite("greedy_across_types",
                     (b158_test_case[]){{"same_tokens", test_greedy_across_types}, {NULL, NULL}});
     b158_test_suite("malformed", (b158_test_case[]){{"rejected", test_malformed}, {NULL, NULL}});
+    b158_test_suite("scale_tensors",
+                    (b158_test_case[]){{"multiply_rows", test_scale_tensors}, {NULL, NULL}});
 }
 
 int main(int argc, char **argv)
