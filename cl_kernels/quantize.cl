@@ -6,7 +6,9 @@
  * (no bounds return before a barrier: PoCL miscompiles that).
  * Output rows have stride k_pad (a multiple of 64) and the tail k..k_pad-1 is written as zero,
  * so the ternary kernels can read whole 64-element chunks. scale[m] receives s = 127/absmax,
- * the factor the int8 values carry (y = acc * w_scale / s). */
+ * the factor the int8 values carry (y = acc * w_scale / s). Rounding is to nearest with ties
+ * to even, as torch.round in transformers' BitNet and the training code (kernels are built
+ * without fast-math, so rint follows the default round-to-nearest-even mode). */
 
 __kernel void quantize_rows(__global const float *x, __global char *q, __global float *scale,
                             int k, int k_pad, int m_rows)
@@ -24,7 +26,7 @@ __kernel void quantize_rows(__global const float *x, __global char *q, __global 
 
     const float s = 127.0f / fmax(amax, 1e-5f);
     for (int i = lid; i < k_pad; i += B158_WG) {
-        float v = i < k ? round(xr[i] * s) : 0.0f;
+        float v = i < k ? rint(xr[i] * s) : 0.0f; /* ties to even, like torch.round */
         qr[i] = (char)clamp(v, -128.0f, 127.0f);
     }
     if (lid == 0)

@@ -14,7 +14,7 @@ void b158_ref_quantize(const float *x, int k, int m_rows, int8_t *q, float *s)
             amax = fmaxf(amax, fabsf(xr[i]));
         const float sc = 127.0f / fmaxf(amax, 1e-5f);
         for (int i = 0; i < k; i++) {
-            float v = roundf(xr[i] * sc);
+            float v = nearbyintf(xr[i] * sc); /* ties to even, like torch.round */
             q[(size_t)m * k + i] = (int8_t)(v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v);
         }
         s[m] = sc;
