@@ -32,31 +32,29 @@ uint16_t b158_f32_to_f16(float f)
     return (uint16_t)(sign | h);
 }
 
+/* Branch-free: the exponent is rebiased by a multiply by 2^112, exact for normal and subnormal
+ * halves; inf and NaN are patched. (Branches mispredict on tensors of random zeros.) */
 float b158_f16_to_f32(uint16_t h)
 {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t mant = h & 0x3ffu;
-    uint32_t x;
-    if (exp == 0) {
-        if (mant == 0) {
-            x = sign;
-        } else { /* subnormal: normalize */
-            int e = -1;
-            do {
-                mant <<= 1;
-                e++;
-            } while (!(mant & 0x400u));
-            x = sign | ((uint32_t)(112 - e) << 23) | ((mant & 0x3ffu) << 13);
-        }
-    } else if (exp == 31) {
-        x = sign | 0x7f800000u | (mant << 13);
-    } else {
-        x = sign | ((exp + 112u) << 23) | (mant << 13);
-    }
+    const uint32_t em = h & 0x7fffu;
+    uint32_t x = em << 13;
     float f;
     memcpy(&f, &x, 4);
+    f *= 0x1p112f;
+    memcpy(&x, &f, 4);
+    x = em >= 0x7c00u ? 0x7f800000u | ((em & 0x3ffu) << 13) : x;
+    x |= (uint32_t)(h & 0x8000u) << 16;
+    memcpy(&f, &x, 4);
     return f;
+}
+
+uint16_t b158_f32_to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) /* NaN stays a quiet NaN */
+        return (uint16_t)((x >> 16) | 0x40u);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16); /* ties to even */
 }
 
 float b158_bf16_to_f32(uint16_t h)

@@ -173,11 +173,7 @@ static b158_status random_matrix(b158_model *m, uint64_t *rng, int n, int k, b15
     /* one scale per tensor, as BitNet checkpoints have; keeps unit variance through the layer.
      * Rounded to bf16 precision so every GGUF weight type (fp16 / bf16 scales) stores it
      * exactly and a saved model reloads bit for bit. */
-    float s = 1.0f / sqrtf((float)k * 2.0f / 3.0f);
-    uint32_t bits;
-    memcpy(&bits, &s, 4);
-    bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&s, &bits, 4);
+    const float s = b158_bf16_to_f32(b158_f32_to_bf16(1.0f / sqrtf((float)k * 2.0f / 3.0f)));
     for (int i = 0; i < n; i++)
         sc[i] = s;
     b158_status st = b158_tpack_from_int8(m, w, sc, n, k, t);

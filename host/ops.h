@@ -11,6 +11,7 @@
 uint16_t b158_f32_to_f16(float f); /* round to nearest even, like vstore_half */
 float b158_f16_to_f32(uint16_t h);
 float b158_bf16_to_f32(uint16_t h);
+uint16_t b158_f32_to_bf16(float f); /* round to nearest even, as torch and ggml */
 
 /* ---- ternary weights -------------------------------------------------------------------- */
 

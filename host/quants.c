@@ -47,26 +47,6 @@ static uint32_t f32_bits(float f)
     return x;
 }
 
-/* Round to nearest even, as torch and ggml's GGML_FP32_TO_BF16 do (NaN kept quiet). */
-static uint16_t f32_to_bf16(float f)
-{
-    uint32_t x = f32_bits(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((x >> 16) | 0x40u);
-    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
-
-/* Same result as b158_f16_to_f32 without its branches, which mispredict on ternary tensors of
- * random zeros (measured: half the decode time). The exponent is rebiased by a multiply by
- * 2^112, exact for normal and subnormal halves. */
-static inline float f16_to_f32_fast(uint16_t h)
-{
-    const uint32_t em = h & 0x7fffu;
-    uint32_t x = f32_bits(bits_f32(em << 13) * 0x1p112f);
-    x = em >= 0x7c00u ? 0x7f800000u | ((em & 0x3ffu) << 13) : x; /* inf, NaN */
-    return bits_f32(x | ((uint32_t)(h & 0x8000u) << 16));
-}
-
 static int f16_is_finite(uint16_t h)
 {
     return (h & 0x7c00u) != 0x7c00u;
@@ -335,7 +315,7 @@ static void to_f32_chunk(uint32_t type, const uint8_t *data, size_t i0, size_t c
         break;
     case B158_TT_F16:
         for (size_t i = 0; i < cnt; i++)
-            dst[i] = f16_to_f32_fast(rd16(data + (i0 + i) * 2));
+            dst[i] = b158_f16_to_f32(rd16(data + (i0 + i) * 2));
         break;
     case B158_TT_BF16:
         for (size_t i = 0; i < cnt; i++)
@@ -344,7 +324,7 @@ static void to_f32_chunk(uint32_t type, const uint8_t *data, size_t i0, size_t c
     default: /* Q8_0 */
         for (size_t i = 0; i < cnt; i += B158_QK8_0) {
             const uint8_t *blk = data + (i0 + i) / B158_QK8_0 * B158_Q8_0_BYTES;
-            float d = f16_to_f32_fast(rd16(blk));
+            float d = b158_f16_to_f32(rd16(blk));
             for (int j = 0; j < B158_QK8_0; j++)
                 dst[i + (size_t)j] = d * (float)(int8_t)blk[2 + j];
         }
@@ -495,7 +475,7 @@ static b158_status check_scale(uint32_t type, float s, int64_t row)
     if (ok && (type == B158_TT_TQ1_0 || type == B158_TT_TQ2_0 || type == B158_TT_F16))
         ok = f16_is_finite(b158_f32_to_f16(s));
     if (ok && type == B158_TT_BF16)
-        ok = isfinite(b158_bf16_to_f32(f32_to_bf16(s)));
+        ok = isfinite(b158_bf16_to_f32(b158_f32_to_bf16(s)));
     if (!ok)
         return B158_FAIL(B158_ERR_INVALID_ARG,
                          "%s encode: scale %g (row %lld) must be finite, >= 0 and representable "
@@ -566,7 +546,7 @@ b158_status b158_ternary_encode(uint32_t type, const int8_t *w, const float *sca
         break;
     default: /* BF16 */
         for (size_t i = 0; i < n; i++)
-            wr16(o + i * 2, f32_to_bf16((float)w[i] * s));
+            wr16(o + i * 2, b158_f32_to_bf16((float)w[i] * s));
         break;
     }
     return B158_OK;

@@ -184,16 +184,23 @@ void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows
 void b158_ref_ternary_matmul_packed(const b158_tpack *t, const int8_t *q, const float *s,
                                     int m_rows, float *y, int accumulate)
 {
+    const size_t row_bytes = (size_t)t->k_pad / 4;
     for (int m = 0; m < m_rows; m++) {
         const int8_t *qm = q + (size_t)m * t->k;
         for (int r = 0; r < t->n; r++) {
+            const uint8_t *row = t->codes + (size_t)r * row_bytes;
             int32_t a = 0;
-            for (int e = 0; e < t->k; e++) {
-                const int w = b158_tpack_get(t, r, e);
-                if (w > 0)
-                    a += qm[e];
-                else if (w < 0)
-                    a -= qm[e];
+            for (int c = 0; c < t->k_pad / 64; c++) {
+                /* the codes of chunk c in element order (b158_ternary_pack: 64c + 16l + j) */
+                uint8_t code[64];
+                for (int l = 0; l < 4; l++)
+                    for (int j = 0; j < 16; j++)
+                        code[16 * l + j] = (uint8_t)((row[16 * c + j] >> (2 * l)) & 3u);
+                const int len = t->k - 64 * c < 64 ? t->k - 64 * c : 64;
+                const int8_t *qc = qm + 64 * c;
+                /* +q where the weight is +1, -q where it is -1; masks keep it branch-free */
+                for (int e = 0; e < len; e++)
+                    a += (qc[e] & -(int)(code[e] == 2)) - (qc[e] & -(int)(code[e] == 0));
             }
             const float v = (float)a * t->scales[r] / s[m];
             float *dst = &y[(size_t)m * t->n + r];
