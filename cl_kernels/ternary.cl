@@ -9,13 +9,35 @@
  * Activations: int8 rows of stride k_pad with a zero tail (quantize.cl), scale s per row.
  * Output: y[m * n_rows + n]. */
 
-inline int b158_chunk_dot(uchar16 p, __global const char16 *xc)
+/* The 64 signed activations of one chunk, lane-wise (16 lanes of 4 weights each): |lane| <=
+ * 4 * 128 = 512, so up to B158_SHORT_CHUNKS chunks add up in short lanes without overflow
+ * before the one horizontal reduction (which costs more than a chunk's adds). */
+#define B158_SHORT_CHUNKS 63
+inline short16 b158_chunk_lanes(uchar16 p, __global const char16 *xc)
 {
-    short16 t = b158_tern16(p & (uchar16)3, xc[0]) + b158_tern16((p >> (uchar16)2) & (uchar16)3, xc[1]) +
-                b158_tern16((p >> (uchar16)4) & (uchar16)3, xc[2]) + b158_tern16(p >> (uchar16)6, xc[3]);
+    return b158_tern16(p & (uchar16)3, xc[0]) + b158_tern16((p >> (uchar16)2) & (uchar16)3, xc[1]) +
+           b158_tern16((p >> (uchar16)4) & (uchar16)3, xc[2]) + b158_tern16(p >> (uchar16)6, xc[3]);
+}
+
+inline int b158_lanes_sum(short16 t)
+{
     int8 h = convert_int8(t.lo) + convert_int8(t.hi);
     int4 f = h.lo + h.hi;
     return f.x + f.y + f.z + f.w;
+}
+
+/* Dot product of one packed row with one activation row: short lanes, flushed to int. */
+inline int b158_row_dot(__global const uchar16 *wr, __global const char16 *x, int chunks)
+{
+    int acc = 0;
+    for (int c0 = 0; c0 < chunks; c0 += B158_SHORT_CHUNKS) {
+        const int c1 = min(chunks, c0 + B158_SHORT_CHUNKS);
+        short16 lanes = 0;
+        for (int c = c0; c < c1; c++)
+            lanes += b158_chunk_lanes(wr[c], x + 4 * c);
+        acc += b158_lanes_sum(lanes);
+    }
+    return acc;
 }
 
 inline void b158_store(__global float *y, size_t i, float v, int accumulate)
@@ -32,10 +54,7 @@ __kernel void ternary_gemv_cpu(__global const uchar16 *w, __global const float *
     if (n >= n_rows)
         return;
     const int chunks = k_pad / 64;
-    __global const uchar16 *wr = w + (size_t)n * chunks;
-    int acc = 0;
-    for (int c = 0; c < chunks; c++)
-        acc += b158_chunk_dot(wr[c], x + 4 * c);
+    const int acc = b158_row_dot(w + (size_t)n * chunks, x, chunks);
     b158_store(y, n, (float)acc * w_scale[n] / x_scale[0], accumulate);
 }
 
@@ -56,10 +75,18 @@ __kernel void ternary_gemm_cpu(__global const uchar16 *w, __global const float *
     int acc[B158_GEMM_CPU_M];
     for (int j = 0; j < B158_GEMM_CPU_M; j++)
         acc[j] = 0;
-    for (int c = 0; c < chunks; c++) {
-        const uchar16 p = wr[c];
+    for (int c0 = 0; c0 < chunks; c0 += B158_SHORT_CHUNKS) {
+        const int c1 = min(chunks, c0 + B158_SHORT_CHUNKS);
+        short16 lanes[B158_GEMM_CPU_M];
+        for (int j = 0; j < B158_GEMM_CPU_M; j++)
+            lanes[j] = 0;
+        for (int c = c0; c < c1; c++) {
+            const uchar16 p = wr[c];
+            for (int j = 0; j < mcount; j++)
+                lanes[j] += b158_chunk_lanes(p, x + (size_t)(m0 + j) * (k_pad / 16) + 4 * c);
+        }
         for (int j = 0; j < mcount; j++)
-            acc[j] += b158_chunk_dot(p, x + (size_t)(m0 + j) * (k_pad / 16) + 4 * c);
+            acc[j] += b158_lanes_sum(lanes[j]);
     }
     for (int j = 0; j < mcount; j++)
         b158_store(y, (size_t)(m0 + j) * n_rows + n,
