@@ -472,10 +472,10 @@ static b158_status bench_model(const options *o, b158_runtime *rt, const char *l
 static void print_md_row(const model_result *r)
 {
     const engine_result *f = &r->fp16, *t = &r->tern;
-    printf("| %s | %.2f | %.2f | %.2fx | %.1f | %.1f | %.2fx | %.1f | %.1f | %s |\n", r->name,
+    printf("| %s | %.2f | %.2f | %.2fx | %.1f | %.1f | %.2fx | %.1f | %.1f | %d/%d%s |\n", r->name,
            total_gb(f), total_gb(t), total_gb(f) / total_gb(t), f->tg_mean, t->tg_mean,
-           f->tg_mean / t->tg_mean, f->pp_mean, t->pp_mean,
-           r->greedy_match == N_GREEDY ? "same" : "DIFFER");
+           f->tg_mean / t->tg_mean, f->pp_mean, t->pp_mean, r->greedy_match, N_GREEDY,
+           r->greedy_match == N_GREEDY ? " same" : " then differ");
     fflush(stdout);
 }
 
@@ -576,8 +576,9 @@ static int run_models(const options *o)
     if (!strcmp(o->format, "json"))
         printf("\n], \"host_peak_rss_bytes\": %llu}\n", host_peak_rss());
     else if (!strcmp(o->format, "md") && !rc)
-        printf("\nhost peak RSS: %.2f GB. greedy: the two engines' first %d greedy tokens after "
-               "an %d-token prompt.\n",
+        printf("\nhost peak RSS: %.2f GB. greedy: how many of the two engines' first %d greedy "
+               "tokens after an %d-token prompt agree before the first difference (random "
+               "weights have near-tied logits, so float summation order can flip one).\n",
                host_peak_rss() / 1e9, N_GREEDY, N_GREEDY_PROMPT);
     b158_runtime_free(rt);
     return rc;
