@@ -34,7 +34,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: b158-cl-bench --kernels [options]\n"
                "       b158-cl-bench -m MODEL.gguf | --preset 700M,2B-4T,... [options]\n"
-               "  --kernels            time the matmul kernels\n"
+               "  --kernels            time the matmul kernels (with --preset: at its shapes)\n"
                "  -m FILE              time prompt processing and generation of a GGUF model\n"
                "  --preset LIST        same on random models of published shapes: 700M, 1.3B, 3B,\n"
                "                       3.9B, 2B-4T, tiny (generated in memory)\n"
@@ -213,6 +213,29 @@ static double copy_gbs(b158_runtime *rt)
     return 2.0 * (double)bytes / (double)median(t, 7);
 }
 
+static int preset_shape(const char *name, b158_model_info *h)
+{
+    static const struct {
+        const char *name;
+        int embd, layer, head, head_kv, ff, vocab;
+    } p[] = {
+        {"tiny", 256, 2, 4, 2, 512, 512},       {"700M", 1536, 24, 16, 16, 4096, 32000},
+        {"1.3B", 2048, 24, 32, 32, 5460, 32000}, {"3B", 3200, 26, 32, 32, 8640, 32000},
+        {"3.9B", 3200, 26, 32, 32, 11008, 32000}, {"2B-4T", 2560, 30, 20, 5, 6912, 128256},
+    };
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
+        if (strcmp(name, p[i].name) == 0) {
+            memset(h, 0, sizeof *h);
+            h->arch = B158_ARCH_BITNET_25, h->relu2 = 1, h->sub_norms = 1;
+            h->n_embd = p[i].embd, h->n_layer = p[i].layer, h->n_head = p[i].head;
+            h->n_head_kv = p[i].head_kv, h->n_ff = p[i].ff, h->n_vocab = p[i].vocab;
+            h->n_ctx_train = 4096, h->rms_eps = 1e-5f, h->rope_base = 500000.0f;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 static int parse(int argc, char **argv, options *o)
 {
     *o = (options){NULL, {{6912, 2560}, {2560, 6912}}, 2, 128, 0, "md", 0, NULL, NULL, 128, 32};
@@ -266,6 +289,31 @@ static int parse(int argc, char **argv, options *o)
             return 2;
         }
     }
+    if (o->kernels && o->preset && !custom) {
+        /* kernel timings at the distinct matrix shapes of the named presets */
+        char list[256];
+        snprintf(list, sizeof list, "%s", o->preset);
+        o->n_shapes = 0;
+        for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+             name = strtok_r(NULL, ",", &save)) {
+            b158_model_info h;
+            if (preset_shape(name, &h)) {
+                fprintf(stderr, "error: unknown preset '%s'\n", name);
+                return 2;
+            }
+            const int qd = h.n_embd, kvd = h.n_embd / h.n_head * h.n_head_kv;
+            const shape all[] = {{qd, h.n_embd}, {kvd, h.n_embd}, {h.n_ff, h.n_embd},
+                                 {h.n_embd, h.n_ff}};
+            for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+                int dup = 0;
+                for (int j = 0; j < o->n_shapes; j++)
+                    dup |= o->shapes[j].n == all[i].n && o->shapes[j].k == all[i].k;
+                if (!dup && o->n_shapes < MAX_SHAPES)
+                    o->shapes[o->n_shapes++] = all[i];
+            }
+        }
+        o->preset = NULL;
+    }
     if (o->kernels + !!o->model + !!o->preset != 1) {
         fprintf(stderr, "error: choose one of --kernels, -m FILE, --preset LIST\n");
         usage(stderr);
@@ -287,29 +335,6 @@ static int parse(int argc, char **argv, options *o)
 }
 
 /* ---- model mode ------------------------------------------------------------------------- */
-
-static int preset_shape(const char *name, b158_model_info *h)
-{
-    static const struct {
-        const char *name;
-        int embd, layer, head, head_kv, ff, vocab;
-    } p[] = {
-        {"tiny", 256, 2, 4, 2, 512, 512},       {"700M", 1536, 24, 16, 16, 4096, 32000},
-        {"1.3B", 2048, 24, 32, 32, 5460, 32000}, {"3B", 3200, 26, 32, 32, 8640, 32000},
-        {"3.9B", 3200, 26, 32, 32, 11008, 32000}, {"2B-4T", 2560, 30, 20, 5, 6912, 128256},
-    };
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
-        if (strcmp(name, p[i].name) == 0) {
-            memset(h, 0, sizeof *h);
-            h->arch = B158_ARCH_BITNET_25, h->relu2 = 1, h->sub_norms = 1;
-            h->n_embd = p[i].embd, h->n_layer = p[i].layer, h->n_head = p[i].head;
-            h->n_head_kv = p[i].head_kv, h->n_ff = p[i].ff, h->n_vocab = p[i].vocab;
-            h->n_ctx_train = 4096, h->rms_eps = 1e-5f, h->rope_base = 500000.0f;
-            return 0;
-        }
-    }
-    return -1;
-}
 
 static void mean_std(const double *v, int n, double *mean, double *sd)
 {
@@ -337,7 +362,7 @@ static double now_s(void)
 
 typedef struct {
     double pp_mean, pp_sd, tg_mean, tg_sd; /* tokens/s; ms/token */
-    double first_pp, upload;               /* seconds */
+    double first_pp, upload, compile;      /* seconds: first pp, weight upload, kernel builds */
     uint64_t mem_w, mem_kv, mem_s;         /* device bytes by category */
     int32_t greedy[16];
 } engine_result;
@@ -394,8 +419,10 @@ static b158_status measure(const options *o, b158_runtime *rt, b158_model *m,
     sp.rt = rt;
     sp.n_ctx = n_ctx;
     sp.n_batch = o->pp;
+    t0 = now_s();
     if (st == B158_OK)
-        st = b158_session_create(m, &sp, &s);
+        st = b158_session_create(m, &sp, &s); /* builds (or loads) every kernel */
+    r->compile = now_s() - t0;
     for (int rep = -1; st == B158_OK && rep < o->reps; rep++) {
         b158_session_reset(s);
         t0 = now_s();
@@ -482,9 +509,10 @@ static void print_md_row(const model_result *r)
 static void print_engine_json(const char *key, const engine_result *e)
 {
     printf("\"%s\": {\"pp_tokens_per_s\": %.3f, \"pp_std\": %.3f, \"tg_ms_per_token\": %.3f, "
-           "\"tg_std\": %.3f, \"first_pp_s\": %.3f, \"upload_s\": %.3f, \"mem_weights\": %llu, "
+           "\"tg_std\": %.3f, \"first_pp_s\": %.3f, \"upload_s\": %.3f, \"session_setup_s\": %.3f, "
+           "\"mem_weights\": %llu, "
            "\"mem_kv_cache\": %llu, \"mem_scratch\": %llu}",
-           key, e->pp_mean, e->pp_sd, e->tg_mean, e->tg_sd, e->first_pp, e->upload,
+           key, e->pp_mean, e->pp_sd, e->tg_mean, e->tg_sd, e->first_pp, e->upload, e->compile,
            (unsigned long long)e->mem_w, (unsigned long long)e->mem_kv,
            (unsigned long long)e->mem_s);
 }
@@ -550,6 +578,11 @@ static int run_models(const options *o)
             rc = 1;
             break;
         }
+        fprintf(stderr, "%s: setup apart from the timings: FP16 upload %.2f s, session and kernel "
+                        "builds %.2f s, first pp %.2f s; b1.58 upload %.2f s, session and kernel "
+                        "builds %.2f s, first pp %.2f s\n",
+                r.name, r.fp16.upload, r.fp16.compile, r.fp16.first_pp, r.tern.upload,
+                r.tern.compile, r.tern.first_pp);
         if (!strcmp(o->format, "md")) {
             print_md_row(&r);
         } else if (!strcmp(o->format, "csv")) {

@@ -239,8 +239,11 @@ static void test_bench(void)
     result r;
     run("b158-cl-bench", &r);
     CU_ASSERT_EQUAL(r.status, 2);
-    run("b158-cl-bench --preset tiny --kernels", &r);
+    run("b158-cl-bench --preset tiny -m some.gguf", &r); /* one mode at a time */
     CU_ASSERT_EQUAL(r.status, 2);
+    run("b158-cl-bench --kernels --preset tiny --tokens 4 --reps 1", &r); /* the preset's shapes */
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "| cpu | ternary_gemv_cpu | 512 | 256 | 1 |"));
     run("b158-cl-bench --preset no-such-size -p 4 -n 2 -r 1", &r);
     CU_ASSERT_EQUAL(r.status, 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "unknown preset"));
