@@ -213,29 +213,6 @@ static double copy_gbs(b158_runtime *rt)
     return 2.0 * (double)bytes / (double)median(t, 7);
 }
 
-static int preset_shape(const char *name, b158_model_info *h)
-{
-    static const struct {
-        const char *name;
-        int embd, layer, head, head_kv, ff, vocab;
-    } p[] = {
-        {"tiny", 256, 2, 4, 2, 512, 512},       {"700M", 1536, 24, 16, 16, 4096, 32000},
-        {"1.3B", 2048, 24, 32, 32, 5460, 32000}, {"3B", 3200, 26, 32, 32, 8640, 32000},
-        {"3.9B", 3200, 26, 32, 32, 11008, 32000}, {"2B-4T", 2560, 30, 20, 5, 6912, 128256},
-    };
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
-        if (strcmp(name, p[i].name) == 0) {
-            memset(h, 0, sizeof *h);
-            h->arch = B158_ARCH_BITNET_25, h->relu2 = 1, h->sub_norms = 1;
-            h->n_embd = p[i].embd, h->n_layer = p[i].layer, h->n_head = p[i].head;
-            h->n_head_kv = p[i].head_kv, h->n_ff = p[i].ff, h->n_vocab = p[i].vocab;
-            h->n_ctx_train = 4096, h->rms_eps = 1e-5f, h->rope_base = 500000.0f;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 static int parse(int argc, char **argv, options *o)
 {
     *o = (options){NULL, {{6912, 2560}, {2560, 6912}}, 2, 128, 0, "md", 0, NULL, NULL, 128, 32};
@@ -297,7 +274,7 @@ static int parse(int argc, char **argv, options *o)
         for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
              name = strtok_r(NULL, ",", &save)) {
             b158_model_info h;
-            if (preset_shape(name, &h)) {
+            if (b158_model_preset(name, &h) != B158_OK) {
                 fprintf(stderr, "error: unknown preset '%s'\n", name);
                 return 2;
             }
@@ -561,7 +538,7 @@ static int run_models(const options *o)
         b158_status st;
         if (o->model) {
             st = b158_model_load(name, &m);
-        } else if (preset_shape(name, &h) == 0) {
+        } else if (b158_model_preset(name, &h) == B158_OK) {
             st = b158_model_random(&h, 1, &m);
         } else {
             fprintf(stderr, "error: unknown preset '%s' (700M, 1.3B, 3B, 3.9B, 2B-4T, tiny)\n",

@@ -13,6 +13,8 @@
 struct load_ctx {
     b158_gguf *g;
     b158_model *m;
+    char arch[32];   /* general.architecture */
+    char name[128];  /* general.name, or "" */
     char prefix[40]; /* "<arch>." */
     int8_t *tmp_w;   /* decode buffer of the largest ternary tensor */
     float *tmp_s;
@@ -161,11 +163,11 @@ static b158_status load_embedding(struct load_ctx *c, const char *name, int opti
 static b158_status read_hparams(struct load_ctx *c, b158_model_info *h)
 {
     b158_gguf *g = c->g;
-    char arch[32];
+    char *arch = c->arch;
     if (!b158_gguf_has_key(g, "general.architecture"))
         return B158_FAIL(B158_ERR_FORMAT, "%s: general.architecture is missing; not a model file",
                          b158_gguf_path(g));
-    if (b158_gguf_copy_str(g, "general.architecture", arch, sizeof arch) != B158_OK)
+    if (b158_gguf_copy_str(g, "general.architecture", arch, sizeof c->arch) != B158_OK)
         return B158_FAIL(B158_ERR_UNSUPPORTED, "%s: unsupported architecture (name too long)",
                          b158_gguf_path(g));
     memset(h, 0, sizeof *h);
@@ -185,12 +187,10 @@ static b158_status read_hparams(struct load_ctx *c, b158_model_info *h)
                          "llama with ternary weights)",
                          b158_gguf_path(g), arch);
     }
-    snprintf(c->m->arch_name, sizeof c->m->arch_name, "%s", arch);
     snprintf(c->prefix, sizeof c->prefix, "%s.", arch);
-    c->m->name[0] = '\0';
     if (b158_gguf_has_key(g, "general.name") &&
-        b158_gguf_copy_str(g, "general.name", c->m->name, sizeof c->m->name) != B158_OK)
-        c->m->name[0] = '\0';
+        b158_gguf_copy_str(g, "general.name", c->name, sizeof c->name) != B158_OK)
+        c->name[0] = '\0'; /* a name too long for the summary line is not worth failing for */
 
     int head_dim = 0;
     B158_TRY(get_u32_default(c, "embedding_length", 0, &h->n_embd));
@@ -274,8 +274,6 @@ b158_status b158_model_load(const char *path, b158_model **out)
     struct load_ctx c = {0};
     B158_TRY(b158_gguf_open(path, &c.g));
     b158_model_info h;
-    b158_model probe = {0}; /* read_hparams writes names into a model */
-    c.m = &probe;
     b158_status st = read_hparams(&c, &h);
     if (st == B158_OK)
         st = b158_model_new(&h, &c.m);
@@ -284,8 +282,8 @@ b158_status b158_model_load(const char *path, b158_model **out)
         return st;
     }
     b158_model *m = c.m;
-    memcpy(m->arch_name, probe.arch_name, sizeof m->arch_name);
-    memcpy(m->name, probe.name, sizeof m->name);
+    snprintf(m->arch_name, sizeof m->arch_name, "%s", c.arch);
+    snprintf(m->name, sizeof m->name, "%s", c.name);
     m->info.arch_name = m->arch_name;
     m->info.name = m->name;
     m->file = c.g;

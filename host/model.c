@@ -144,6 +144,32 @@ b158_status b158_tpack_from_int8(b158_model *m, const int8_t *w, const float *sc
 
 /* ---- random models ---------------------------------------------------------------------- */
 
+b158_status b158_model_preset(const char *name, b158_model_info *h)
+{
+    static const struct {
+        const char *name;
+        int embd, layer, head, head_kv, ff, vocab, ctx;
+    } p[] = {
+        {"tiny", 256, 2, 4, 2, 512, 512, 256},         {"700M", 1536, 24, 16, 16, 4096, 32000, 2048},
+        {"1.3B", 2048, 24, 32, 32, 5460, 32000, 2048}, {"3B", 3200, 26, 32, 32, 8640, 32000, 2048},
+        {"3.9B", 3200, 26, 32, 32, 11008, 32000, 2048},
+        {"2B-4T", 2560, 30, 20, 5, 6912, 128256, 4096},
+    };
+    for (size_t i = 0; name && i < sizeof p / sizeof p[0]; i++) {
+        if (strcmp(name, p[i].name) == 0) {
+            memset(h, 0, sizeof *h);
+            h->arch = B158_ARCH_BITNET_25, h->relu2 = 1, h->sub_norms = 1;
+            h->n_embd = p[i].embd, h->n_layer = p[i].layer, h->n_head = p[i].head;
+            h->n_head_kv = p[i].head_kv, h->n_ff = p[i].ff, h->n_vocab = p[i].vocab;
+            h->n_ctx_train = p[i].ctx, h->rms_eps = 1e-5f;
+            h->rope_base = p[i].vocab == 128256 ? 500000.0f : 10000.0f;
+            return B158_OK;
+        }
+    }
+    return B158_FAIL(B158_ERR_INVALID_ARG,
+                     "unknown preset '%s' (700M, 1.3B, 3B, 3.9B, 2B-4T, tiny)", name ? name : "");
+}
+
 static uint64_t next_u64(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);

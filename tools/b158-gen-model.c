@@ -22,30 +22,6 @@ static void usage(FILE *f)
             "  --seed S          random seed (default 1)\n");
 }
 
-static int preset(const char *name, b158_model_info *h)
-{
-    static const struct {
-        const char *name;
-        int embd, layer, head, head_kv, ff, vocab, ctx;
-    } p[] = {
-        {"tiny", 256, 2, 4, 2, 512, 512, 256},
-        {"2B-4T", 2560, 30, 20, 5, 6912, 128256, 4096},
-        {"700M", 1536, 24, 16, 16, 4096, 32000, 2048},
-        {"1.3B", 2048, 24, 32, 32, 5460, 32000, 2048},
-        {"3B", 3200, 26, 32, 32, 8640, 32000, 2048},
-        {"3.9B", 3200, 26, 32, 32, 11008, 32000, 2048},
-    };
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
-        if (strcasecmp(name, p[i].name) == 0) {
-            h->n_embd = p[i].embd, h->n_layer = p[i].layer, h->n_head = p[i].head;
-            h->n_head_kv = p[i].head_kv, h->n_ff = p[i].ff, h->n_vocab = p[i].vocab;
-            h->n_ctx_train = p[i].ctx;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 static int parse_int(const char *s, int *out)
 {
     char *end;
@@ -59,7 +35,7 @@ static int parse_int(const char *s, int *out)
 int main(int argc, char **argv)
 {
     b158_model_info h = {0};
-    preset("tiny", &h);
+    b158_model_preset("tiny", &h);
     h.arch = B158_ARCH_BITNET_25;
     h.rms_eps = 1e-5f;
     const char *out = NULL, *vocab = NULL, *arch = "bitnet-25";
@@ -86,8 +62,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--seed")) {
             seed = strtoull(v, NULL, 0);
         } else if (!strcmp(a, "--preset")) {
-            if (preset(v, &h)) {
-                fprintf(stderr, "error: unknown preset '%s'\n", v);
+            if (b158_model_preset(v, &h) != B158_OK) {
+                fprintf(stderr, "error: %s\n", b158_last_error());
                 return 2;
             }
         } else if (!strcmp(a, "--type")) {

@@ -51,6 +51,12 @@ b158_status b158_model_load(const char *path, b158_model **out);
 const b158_model_info *b158_model_get_info(const b158_model *model);
 void b158_model_free(b158_model *model);
 
+/* The shape of a published configuration as a bitnet-25 model (relu^2, sub-norms, NEOX RoPE,
+ * eps 1e-5): "700M", "1.3B", "3B", "3.9B" (the paper's, vocab 32000), "2B-4T"
+ * (bitnet-b1.58-2B-4T) or "tiny" (256 wide, 2 layers, vocab 512). Returns B158_ERR_INVALID_ARG
+ * for another name. */
+b158_status b158_model_preset(const char *name, b158_model_info *out);
+
 /* Builds a model with random weights at the given shape (info's arch, sizes, eps, rope and
  * flags are used; the rest is derived), deterministic in seed. For tests and benchmarks. */
 b158_status b158_model_random(const b158_model_info *shape, uint64_t seed, b158_model **out);
