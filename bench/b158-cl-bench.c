@@ -97,8 +97,13 @@ static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double
         t[r] = last_ns(rt, kname, &prev);
     }
     double us = (double)median(t, reps) / 1000.0;
-    *out = (result){b158_runtime_variant(rt) == B158_VARIANT_GPU ? "gpu" : "cpu", kname, n, k,
-                    m, us, bytes / (us * 1e3)};
+    *out = (result){b158_runtime_variant(rt) == B158_VARIANT_GPU ? "gpu" : "cpu",
+                    kname,
+                    n,
+                    k,
+                    m,
+                    us,
+                    bytes / (us * 1e3)};
     return B158_OK;
 }
 
@@ -122,8 +127,7 @@ static b158_status run_f16(b158_runtime *rt, void *p)
     return b158_op_f16_matvec(rt, &c->wf16, &c->xf, &c->y, c->w.n, c->w.k, 1);
 }
 
-static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, result *res,
-                               int *nres)
+static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, result *res, int *nres)
 {
     const int n = sh.n, k = sh.k, kp = b158_ternary_k_pad(k), m = o->tokens;
     b158_status st = B158_OK;
@@ -149,8 +153,8 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     for (int i = 0; i < k; i++)
         xf[i] = (float)(rand() % 1000) / 500.0f - 1.0f;
     c.m = m;
-#define T(x)                                                                                   \
-    if ((st = (x)) != B158_OK)                                                                 \
+#define T(x)                                                                                       \
+    if ((st = (x)) != B158_OK)                                                                     \
         goto done;
     T(b158_tmat_upload(rt, w, ones, n, k, &c.w));
     T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * kp, &c.q));
@@ -164,14 +168,14 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     T(b158_buf_write(rt, &c.xf, 0, (size_t)k * 4, xf));
     const double tbytes = (double)n * kp / 4 + kp + (double)n * 8;
     c.gemm = 0;
-    T(time_op(rt, b158_runtime_variant(rt) == B158_VARIANT_GPU ? "ternary_gemv_gpu"
-                                                                : "ternary_gemv_cpu",
-              o->reps, tbytes, n, k, 1, run_ternary, &c, &res[(*nres)++]));
+    T(time_op(
+        rt, b158_runtime_variant(rt) == B158_VARIANT_GPU ? "ternary_gemv_gpu" : "ternary_gemv_cpu",
+        o->reps, tbytes, n, k, 1, run_ternary, &c, &res[(*nres)++]));
     c.gemm = 1;
-    T(time_op(rt, b158_runtime_variant(rt) == B158_VARIANT_GPU ? "ternary_gemm_gpu"
-                                                                : "ternary_gemm_cpu",
-              o->reps, tbytes + (double)(m - 1) * (kp + n * 4), n, k, m, run_ternary, &c,
-              &res[(*nres)++]));
+    T(time_op(
+        rt, b158_runtime_variant(rt) == B158_VARIANT_GPU ? "ternary_gemm_gpu" : "ternary_gemm_cpu",
+        o->reps, tbytes + (double)(m - 1) * (kp + n * 4), n, k, m, run_ternary, &c,
+        &res[(*nres)++]));
     T(time_op(rt, "f16_matvec", o->reps, (double)n * k * 2 + k * 4 + n * 4, n, k, 1, run_f16, &c,
               &res[(*nres)++]));
 #undef T
@@ -206,7 +210,8 @@ static double copy_gbs(b158_runtime *rt)
         clEnqueueCopyBuffer(rt->queue, a.mem, b.mem, 0, 0, bytes, 0, NULL, NULL);
         clFinish(rt->queue);
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        t[r] = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ull + (uint64_t)(t1.tv_nsec - t0.tv_nsec);
+        t[r] =
+            (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ull + (uint64_t)(t1.tv_nsec - t0.tv_nsec);
     }
     b158_buf_free(rt, &a);
     b158_buf_free(rt, &b);
@@ -279,8 +284,8 @@ static int parse(int argc, char **argv, options *o)
                 return 2;
             }
             const int qd = h.n_embd, kvd = h.n_embd / h.n_head * h.n_head_kv;
-            const shape all[] = {{qd, h.n_embd}, {kvd, h.n_embd}, {h.n_ff, h.n_embd},
-                                 {h.n_embd, h.n_ff}};
+            const shape all[] = {
+                {qd, h.n_embd}, {kvd, h.n_embd}, {h.n_ff, h.n_embd}, {h.n_embd, h.n_ff}};
             for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
                 int dup = 0;
                 for (int j = 0; j < o->n_shapes; j++)
@@ -353,9 +358,15 @@ typedef struct {
 static uint64_t estimate_bytes(const b158_model_info *h, b158_weight_mode mode, int n_ctx,
                                int n_batch)
 {
-    const uint64_t qd = (uint64_t)h->n_head * h->head_dim, kvd = (uint64_t)h->n_head_kv * h->head_dim;
-    const uint64_t rows[7] = {qd, kvd, kvd, (uint64_t)h->n_embd, (uint64_t)h->n_ff,
-                              (uint64_t)h->n_ff, (uint64_t)h->n_embd};
+    const uint64_t qd = (uint64_t)h->n_head * h->head_dim,
+                   kvd = (uint64_t)h->n_head_kv * h->head_dim;
+    const uint64_t rows[7] = {qd,
+                              kvd,
+                              kvd,
+                              (uint64_t)h->n_embd,
+                              (uint64_t)h->n_ff,
+                              (uint64_t)h->n_ff,
+                              (uint64_t)h->n_embd};
     const uint64_t cols[7] = {(uint64_t)h->n_embd, (uint64_t)h->n_embd, (uint64_t)h->n_embd, qd,
                               (uint64_t)h->n_embd, (uint64_t)h->n_embd, (uint64_t)h->n_ff};
     uint64_t w = 0;
@@ -366,16 +377,16 @@ static uint64_t estimate_bytes(const b158_model_info *h, b158_weight_mode mode, 
         (uint64_t)h->n_layer * (2 * h->n_embd + qd + h->n_ff) * 4;
     const uint64_t kv = 2ull * h->n_layer * (uint64_t)n_ctx * kvd * 2;
     uint64_t width = (uint64_t)h->n_ff > qd ? (uint64_t)h->n_ff : qd;
-    const uint64_t scratch = (uint64_t)n_batch * (width * 8 + qd * 12 + kvd * 8 + 4096) +
-                             (uint64_t)h->n_vocab * 4;
+    const uint64_t scratch =
+        (uint64_t)n_batch * (width * 8 + qd * 12 + kvd * 8 + 4096) + (uint64_t)h->n_vocab * 4;
     return w + kv + scratch;
 }
 
 /* pp: one forward pass over pp tokens from position 0, repeated; the first run (first touches
  * of the weights) is timed apart. tg: tg single-token steps after a one-token prompt.
  * Then N_GREEDY greedy tokens after a short prompt, for the sanity check between engines. */
-static b158_status measure(const options *o, b158_runtime *rt, b158_model *m,
-                           b158_weight_mode mode, const int32_t *tok, engine_result *r)
+static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b158_weight_mode mode,
+                           const int32_t *tok, engine_result *r)
 {
     const b158_model_info *h = b158_model_get_info(m);
     const int n_ctx = o->pp + o->tg + N_GREEDY + 1;
@@ -452,8 +463,8 @@ static double total_gb(const engine_result *r)
     return (double)(r->mem_w + r->mem_kv + r->mem_s) / 1e9;
 }
 
-static b158_status bench_model(const options *o, b158_runtime *rt, const char *label,
-                               b158_model *m, model_result *res)
+static b158_status bench_model(const options *o, b158_runtime *rt, const char *label, b158_model *m,
+                               model_result *res)
 {
     const b158_model_info *h = b158_model_get_info(m);
     int32_t *tok = malloc((size_t)o->pp * sizeof *tok);
@@ -516,8 +527,8 @@ static int run_models(const options *o)
                "| model | memory GB FP16 | b1.58 | ratio | latency ms/token FP16 | b1.58 | ratio "
                "| pp tokens/s FP16 | b1.58 | greedy |\n"
                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
-               d->name, d->platform, d->driver, B158_VERSION_STRING, date, fp16_path, o->pp,
-               o->tg, o->reps);
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, fp16_path, o->pp, o->tg,
+               o->reps);
     else if (!strcmp(o->format, "csv"))
         printf("model,device,driver,build,date,pp,tg,reps,engine,pp_tokens_per_s,pp_std,"
                "tg_ms_per_token,tg_std,mem_weights,mem_kv_cache,mem_scratch,greedy_match\n");
@@ -525,8 +536,8 @@ static int run_models(const options *o)
         printf("{\"device\": \"%s\", \"platform\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", "
                "\"date\": \"%s\", \"fp16_path\": \"%s\", \"pp\": %d, \"tg\": %d, \"reps\": %d, "
                "\"models\": [",
-               d->name, d->platform, d->driver, B158_VERSION_STRING, date, fp16_path, o->pp,
-               o->tg, o->reps);
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, fp16_path, o->pp, o->tg,
+               o->reps);
     char list[512];
     snprintf(list, sizeof list, "%s", o->model ? o->model : o->preset);
     int rc = 0, first = 1;
@@ -555,9 +566,10 @@ static int run_models(const options *o)
             rc = 1;
             break;
         }
-        fprintf(stderr, "%s: setup apart from the timings: FP16 upload %.2f s, session and kernel "
-                        "builds %.2f s, first pp %.2f s; b1.58 upload %.2f s, session and kernel "
-                        "builds %.2f s, first pp %.2f s\n",
+        fprintf(stderr,
+                "%s: setup apart from the timings: FP16 upload %.2f s, session and kernel "
+                "builds %.2f s, first pp %.2f s; b1.58 upload %.2f s, session and kernel "
+                "builds %.2f s, first pp %.2f s\n",
                 r.name, r.fp16.upload, r.fp16.compile, r.fp16.first_pp, r.tern.upload,
                 r.tern.compile, r.tern.first_pp);
         if (!strcmp(o->format, "md")) {
@@ -567,10 +579,9 @@ static int run_models(const options *o)
             for (int i = 0; i < 2; i++)
                 printf("%s,%s,%s,%s,%s,%d,%d,%d,%s,%.3f,%.3f,%.3f,%.3f,%llu,%llu,%llu,%d\n", r.name,
                        d->name, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->reps,
-                       i ? "b1.58" : "fp16", e[i]->pp_mean, e[i]->pp_sd, e[i]->tg_mean,
-                       e[i]->tg_sd, (unsigned long long)e[i]->mem_w,
-                       (unsigned long long)e[i]->mem_kv, (unsigned long long)e[i]->mem_s,
-                       r.greedy_match);
+                       i ? "b1.58" : "fp16", e[i]->pp_mean, e[i]->pp_sd, e[i]->tg_mean, e[i]->tg_sd,
+                       (unsigned long long)e[i]->mem_w, (unsigned long long)e[i]->mem_kv,
+                       (unsigned long long)e[i]->mem_s, r.greedy_match);
         } else {
             printf("%s\n  {\"name\": \"%s\", ", first ? "" : ",", r.name);
             print_engine_json("fp16", &r.fp16);
@@ -647,8 +658,8 @@ int main(int argc, char **argv)
     printf("| variant | kernel | N (out) | K (in) | M (tokens) | median us | GB/s | %% of copy |\n"
            "|---|---|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < nres; i++)
-        printf("| %s | %s | %d | %d | %d | %.1f | %.1f | %.0f%% |\n", res[i].variant,
-               res[i].kernel, res[i].n, res[i].k, res[i].m, res[i].us, res[i].gbs,
+        printf("| %s | %s | %d | %d | %d | %.1f | %.1f | %.0f%% |\n", res[i].variant, res[i].kernel,
+               res[i].n, res[i].k, res[i].m, res[i].us, res[i].gbs,
                bw > 0 ? 100.0 * res[i].gbs / bw : 0.0);
     return 0;
 }

@@ -10,19 +10,32 @@ static _Thread_local char last_error[4096];
 const char *b158_status_str(b158_status status)
 {
     switch (status) {
-    case B158_OK: return "B158_OK";
-    case B158_ERR_INVALID_ARG: return "B158_ERR_INVALID_ARG";
-    case B158_ERR_IO: return "B158_ERR_IO";
-    case B158_ERR_FORMAT: return "B158_ERR_FORMAT";
-    case B158_ERR_UNSUPPORTED: return "B158_ERR_UNSUPPORTED";
-    case B158_ERR_NO_PLATFORM: return "B158_ERR_NO_PLATFORM";
-    case B158_ERR_NO_DEVICE: return "B158_ERR_NO_DEVICE";
-    case B158_ERR_OPENCL: return "B158_ERR_OPENCL";
-    case B158_ERR_BUILD: return "B158_ERR_BUILD";
-    case B158_ERR_DEVICE_MEMORY: return "B158_ERR_DEVICE_MEMORY";
-    case B158_ERR_HOST_MEMORY: return "B158_ERR_HOST_MEMORY";
-    case B158_ERR_CONTEXT_FULL: return "B158_ERR_CONTEXT_FULL";
-    case B158_ERR_INTERRUPTED: return "B158_ERR_INTERRUPTED";
+    case B158_OK:
+        return "B158_OK";
+    case B158_ERR_INVALID_ARG:
+        return "B158_ERR_INVALID_ARG";
+    case B158_ERR_IO:
+        return "B158_ERR_IO";
+    case B158_ERR_FORMAT:
+        return "B158_ERR_FORMAT";
+    case B158_ERR_UNSUPPORTED:
+        return "B158_ERR_UNSUPPORTED";
+    case B158_ERR_NO_PLATFORM:
+        return "B158_ERR_NO_PLATFORM";
+    case B158_ERR_NO_DEVICE:
+        return "B158_ERR_NO_DEVICE";
+    case B158_ERR_OPENCL:
+        return "B158_ERR_OPENCL";
+    case B158_ERR_BUILD:
+        return "B158_ERR_BUILD";
+    case B158_ERR_DEVICE_MEMORY:
+        return "B158_ERR_DEVICE_MEMORY";
+    case B158_ERR_HOST_MEMORY:
+        return "B158_ERR_HOST_MEMORY";
+    case B158_ERR_CONTEXT_FULL:
+        return "B158_ERR_CONTEXT_FULL";
+    case B158_ERR_INTERRUPTED:
+        return "B158_ERR_INTERRUPTED";
     }
     return "B158_ERR_UNKNOWN";
 }
@@ -54,8 +67,11 @@ static void default_log(int level, const char *message, void *user)
 {
     (void)user;
     if (level <= B158_LOG_INFO)
-        fprintf(stderr, "%s%s\n", level == B158_LOG_ERROR ? "error: " :
-                                  level == B158_LOG_WARN  ? "warning: " : "", message);
+        fprintf(stderr, "%s%s\n",
+                level == B158_LOG_ERROR  ? "error: "
+                : level == B158_LOG_WARN ? "warning: "
+                                         : "",
+                message);
 }
 
 static b158_log_fn log_fn = default_log;

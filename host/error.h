@@ -21,11 +21,11 @@ void b158_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 
 #define B158_LOG_DEBUG 3
 
 /* Propagate a failing status unchanged (the callee already recorded the message). */
-#define B158_TRY(expr)                                                                         \
-    do {                                                                                       \
-        b158_status b158_try_st_ = (expr);                                                     \
-        if (b158_try_st_ != B158_OK)                                                           \
-            return b158_try_st_;                                                               \
+#define B158_TRY(expr)                                                                             \
+    do {                                                                                           \
+        b158_status b158_try_st_ = (expr);                                                         \
+        if (b158_try_st_ != B158_OK)                                                               \
+            return b158_try_st_;                                                                   \
     } while (0)
 
 #endif

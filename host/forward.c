@@ -24,6 +24,7 @@ struct cpu_state {
 struct dev_state {
     b158_buf ids, x, xn, q, k, v, att, gate, up, q8, s, last, logits;
     b158_buf k_cache, v_cache;
+    b158_buf inv_freq; /* (n_rot / 2) RoPE inverse frequencies */
     b158_buf xf, tmp; /* FP16 baseline only: dequantized input (n_batch, width), an output */
     int q8_k;         /* width of what q8 holds */
     int xf_ready;     /* xf holds q8 dequantized */
@@ -34,9 +35,10 @@ struct b158_session {
     b158_runtime *rt;
     int n_ctx, n_batch, all_logits;
     int pos;
-    int last_n;      /* tokens in the last eval call */
-    float *logits;   /* (all_logits ? n_ctx : 1, n_vocab) host copy */
-    int width_max;   /* widest BitLinear input */
+    int last_n;    /* tokens in the last eval call */
+    float *inv_freq; /* (n_rot / 2) RoPE inverse frequencies, both paths */
+    float *logits; /* (all_logits ? n_ctx : 1, n_vocab) host copy */
+    int width_max; /* widest BitLinear input */
     struct cpu_state cpu;
     struct dev_state dev;
 };
@@ -78,16 +80,17 @@ void b158_session_free(b158_session *s)
     if (!s)
         return;
     free(s->logits);
+    free(s->inv_freq);
     struct cpu_state *c = &s->cpu;
-    void *host[] = {c->x, c->xn, c->q, c->k, c->v, c->att, c->gate, c->up, c->q8, c->s,
-                    c->k_cache, c->v_cache};
+    void *host[] = {c->x,    c->xn, c->q,  c->k, c->v,       c->att,
+                    c->gate, c->up, c->q8, c->s, c->k_cache, c->v_cache};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
         free(host[i]);
     if (s->rt) {
         struct dev_state *d = &s->dev;
-        b158_buf *bufs[] = {&d->ids, &d->x,   &d->xn,   &d->q,  &d->k, &d->v,
-                            &d->att, &d->gate, &d->up, &d->q8, &d->s, &d->last,
-                            &d->logits, &d->k_cache, &d->v_cache, &d->xf, &d->tmp};
+        b158_buf *bufs[] = {&d->ids,    &d->x,       &d->xn,      &d->q,  &d->k,  &d->v,
+                            &d->att,    &d->gate,    &d->up,      &d->q8, &d->s,  &d->last,
+                            &d->logits, &d->k_cache, &d->v_cache, &d->xf, &d->tmp, &d->inv_freq};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             b158_buf_free(s->rt, bufs[i]);
     }
@@ -151,6 +154,8 @@ static b158_status alloc_dev(b158_session *s)
     B158_TRY(b158_buf_alloc(rt, S, B * 4, &d->s));
     B158_TRY(b158_buf_alloc(rt, S, (size_t)h->n_embd * 4, &d->last));
     B158_TRY(b158_buf_alloc(rt, S, (s->all_logits ? B : 1) * h->n_vocab * 4, &d->logits));
+    B158_TRY(b158_buf_alloc(rt, S, (size_t)h->n_rot / 2 * 4, &d->inv_freq));
+    B158_TRY(b158_buf_write(rt, &d->inv_freq, 0, (size_t)h->n_rot / 2 * 4, s->inv_freq));
     if (s->m->dev_mode == B158_WEIGHTS_FP16) {
         B158_TRY(b158_buf_alloc(rt, S, B * W * 4, &d->xf));
         B158_TRY(b158_buf_alloc(rt, S, B * h->n_embd * 4, &d->tmp));
@@ -192,16 +197,23 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
         const size_t rows = s->all_logits ? (size_t)s->n_ctx : 1;
         s->logits = malloc(rows * h->n_vocab * sizeof(float));
         if (!s->logits)
-            st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %zu rows of logits",
-                           rows);
+            st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %zu rows of logits", rows);
+    }
+    if (st == B158_OK) {
+        s->inv_freq = malloc((size_t)h->n_rot / 2 * sizeof(float));
+        if (s->inv_freq)
+            b158_rope_inv_freq(s->inv_freq, h->n_rot, h->rope_base);
+        else
+            st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory");
     }
     if (st == B158_OK)
         st = s->rt ? alloc_dev(s) : alloc_cpu(s);
     /* compile every kernel of the forward pass now, so the first token is not the one that
      * pays for it (and the timings of prompt processing do not include it) */
     static const enum b158_kernel_id used[] = {
-        B158_K_QUANTIZE_ROWS, B158_K_RMSNORM, B158_K_ROPE, B158_K_KV_STORE, B158_K_ATTENTION,
-        B158_K_GLU, B158_K_EMBED, B158_K_F16_MATVEC, B158_K_DEQUANTIZE_ROWS, B158_K_ADD};
+        B158_K_QUANTIZE_ROWS,   B158_K_RMSNORM, B158_K_ROPE,  B158_K_KV_STORE,
+        B158_K_ATTENTION,       B158_K_GLU,     B158_K_EMBED, B158_K_F16_MATVEC,
+        B158_K_DEQUANTIZE_ROWS, B158_K_ADD};
     for (size_t i = 0; s->rt && st == B158_OK && i < sizeof used / sizeof used[0]; i++) {
         cl_kernel k;
         st = b158_rt_kernel(s->rt, used[i], &k);
@@ -273,10 +285,8 @@ static b158_status dev_forward(b158_session *s, const int32_t *tokens, int n, in
         B158_TRY(dev_linear(s, &L->wq, &L->hq, &d->q, n, 0));
         B158_TRY(dev_linear(s, &L->wk, &L->hk, &d->k, n, 0));
         B158_TRY(dev_linear(s, &L->wv, &L->hv, &d->v, n, 0));
-        B158_TRY(b158_op_rope(rt, &d->q, qd, h->n_head, h->head_dim, h->n_rot, n, pos,
-                              h->rope_base, rope));
-        B158_TRY(b158_op_rope(rt, &d->k, kvd, h->n_head_kv, h->head_dim, h->n_rot, n, pos,
-                              h->rope_base, rope));
+        B158_TRY(b158_op_rope(rt, &d->q, &d->inv_freq, qd, h->n_head, h->head_dim, h->n_rot, n, pos, rope));
+        B158_TRY(b158_op_rope(rt, &d->k, &d->inv_freq, kvd, h->n_head_kv, h->head_dim, h->n_rot, n, pos, rope));
         B158_TRY(b158_op_kv_store(rt, &d->k, &d->v, &d->k_cache, &d->v_cache, kvd, kvd, n, pos,
                                   cache_off));
         B158_TRY(b158_op_attention(rt, &d->q, &d->k_cache, &d->v_cache, &d->att, h->n_head,
@@ -295,8 +305,8 @@ static b158_status dev_forward(b158_session *s, const int32_t *tokens, int n, in
         B158_TRY(b158_op_glu(rt, &d->gate, &d->up, &d->gate, n * h->n_ff,
                              h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU));
         if (h->sub_norms)
-            B158_TRY(b158_op_rmsnorm(rt, &d->gate, &L->ffn_sub_norm, &d->gate, h->n_ff, n,
-                                     h->rms_eps));
+            B158_TRY(
+                b158_op_rmsnorm(rt, &d->gate, &L->ffn_sub_norm, &d->gate, h->n_ff, n, h->rms_eps));
         B158_TRY(dev_quantize(s, &d->gate, h->n_ff, n));
         B158_TRY(dev_linear(s, &L->wdown, &L->hdown, &d->x, n, 1));
     }
@@ -343,8 +353,8 @@ static b158_status cpu_forward(b158_session *s, const int32_t *tokens, int n, in
         b158_ref_ternary_matmul_packed(&L->wq, c->q8, c->s, n, c->q, 0);
         b158_ref_ternary_matmul_packed(&L->wk, c->q8, c->s, n, c->k, 0);
         b158_ref_ternary_matmul_packed(&L->wv, c->q8, c->s, n, c->v, 0);
-        b158_ref_rope(c->q, qd, h->n_head, h->head_dim, h->n_rot, n, pos, h->rope_base, rope);
-        b158_ref_rope(c->k, kvd, h->n_head_kv, h->head_dim, h->n_rot, n, pos, h->rope_base, rope);
+        b158_ref_rope(c->q, s->inv_freq, qd, h->n_head, h->head_dim, h->n_rot, n, pos, rope);
+        b158_ref_rope(c->k, s->inv_freq, kvd, h->n_head_kv, h->head_dim, h->n_rot, n, pos, rope);
         b158_ref_kv_store(c->k, c->v, kc, vc, kvd, kvd, n, pos);
         b158_ref_attention(c->q, kc, vc, c->att, h->n_head, h->n_head_kv, h->head_dim, qd, n, pos,
                            att_scale);
@@ -356,7 +366,8 @@ static b158_status cpu_forward(b158_session *s, const int32_t *tokens, int n, in
         b158_ref_quantize(c->xn, h->n_embd, n, c->q8, c->s);
         b158_ref_ternary_matmul_packed(&L->wgate, c->q8, c->s, n, c->gate, 0);
         b158_ref_ternary_matmul_packed(&L->wup, c->q8, c->s, n, c->up, 0);
-        b158_ref_glu(c->gate, c->up, c->gate, n * h->n_ff, h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU);
+        b158_ref_glu(c->gate, c->up, c->gate, n * h->n_ff,
+                     h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU);
         if (h->sub_norms)
             b158_ref_rmsnorm(c->gate, L->ffn_sub_norm, c->gate, h->n_ff, n, h->rms_eps);
         cpu_bitlinear(s, &L->wdown, c->gate, n, c->x, 1);
@@ -365,8 +376,8 @@ static b158_status cpu_forward(b158_session *s, const int32_t *tokens, int n, in
     if (s->all_logits) {
         b158_ref_f16_matvec(m->output, c->xn, logits_out, h->n_vocab, h->n_embd, n);
     } else {
-        b158_ref_f16_matvec(m->output, c->xn + (size_t)(n - 1) * h->n_embd, logits_out,
-                            h->n_vocab, h->n_embd, 1);
+        b158_ref_f16_matvec(m->output, c->xn + (size_t)(n - 1) * h->n_embd, logits_out, h->n_vocab,
+                            h->n_embd, 1);
     }
     return B158_OK;
 }
@@ -385,8 +396,9 @@ b158_status b158_session_eval(b158_session *s, const int32_t *tokens, int n)
                          n, s->pos, s->n_ctx);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= n_vocab)
-            return B158_FAIL(B158_ERR_INVALID_ARG, "token id %d at %d is outside the vocabulary "
-                                                   "of %d",
+            return B158_FAIL(B158_ERR_INVALID_ARG,
+                             "token id %d at %d is outside the vocabulary "
+                             "of %d",
                              tokens[i], i, n_vocab);
     s->last_n = 0;
     for (int i = 0; i < n; i += s->n_batch) {

@@ -76,9 +76,9 @@ enum b158_gguf_ttype {
     B158_TT_I2_S = 36,
 };
 
-#define B158_QK_K 256          /* TQ1_0 / TQ2_0 block size in elements */
-#define B158_TQ2_0_BYTES 66    /* qs[64] + fp16 d */
-#define B158_TQ1_0_BYTES 54    /* qs[48] + qh[4] + fp16 d */
-#define B158_I2S_BLOCK 128     /* I2_S x86 block in elements (32 bytes of codes) */
+#define B158_QK_K 256       /* TQ1_0 / TQ2_0 block size in elements */
+#define B158_TQ2_0_BYTES 66 /* qs[64] + fp16 d */
+#define B158_TQ1_0_BYTES 54 /* qs[48] + qh[4] + fp16 d */
+#define B158_I2S_BLOCK 128  /* I2_S x86 block in elements (32 bytes of codes) */
 
 #endif

@@ -126,7 +126,6 @@ static const char *vtype_name(uint32_t t)
     return t < B158_GGUF_VTYPE_COUNT ? vtype_names[t] : "unknown";
 }
 
-
 /* ---- hashing ---------------------------------------------------------------------------- */
 
 static uint64_t hash_bytes(const void *p, size_t n)

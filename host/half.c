@@ -13,7 +13,7 @@ uint16_t b158_f32_to_f16(float f)
         return (uint16_t)(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u));
     if (absx >= 0x477ff000u) /* rounds to >= 65520: overflow to inf */
         return (uint16_t)(sign | 0x7c00u);
-    if (absx < 0x38800000u) { /* below the smallest normal half: subnormal or zero */
+    if (absx < 0x38800000u) {   /* below the smallest normal half: subnormal or zero */
         if (absx < 0x33000000u) /* < 2^-25: rounds to zero */
             return (uint16_t)sign;
         uint32_t mant = (absx & 0x7fffffu) | 0x800000u;

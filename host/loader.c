@@ -35,8 +35,8 @@ static b158_status get_u32_default(struct load_ctx *c, const char *key, uint32_t
                              "%s: per-layer values (an array) are not supported", full);
         B158_TRY(b158_gguf_get_u32(c->g, full, &v));
     } else if (def == 0) {
-        return B158_FAIL(B158_ERR_FORMAT, "%s: required key %s is missing",
-                         b158_gguf_path(c->g), full);
+        return B158_FAIL(B158_ERR_FORMAT, "%s: required key %s is missing", b158_gguf_path(c->g),
+                         full);
     }
     if (v > (uint32_t)INT32_MAX)
         return B158_FAIL(B158_ERR_FORMAT, "%s = %u is out of range", full, v);
@@ -212,8 +212,10 @@ static b158_status read_hparams(struct load_ctx *c, b158_model_info *h)
         if (strcmp(act, "relu2") == 0 || strcmp(act, "relu_squared") == 0)
             h->relu2 = 1;
         else if (strcmp(act, "silu") != 0 && strcmp(act, "swish") != 0)
-            return B158_FAIL(B158_ERR_UNSUPPORTED, "bitnet.hidden_activation '%s' is not "
-                                                   "supported (silu, relu2)", act);
+            return B158_FAIL(B158_ERR_UNSUPPORTED,
+                             "bitnet.hidden_activation '%s' is not "
+                             "supported (silu, relu2)",
+                             act);
     }
     const b158_gguf_tensor *emb = b158_gguf_find_tensor(g, "token_embd.weight");
     if (!emb)
@@ -234,8 +236,8 @@ static b158_status load_weights(struct load_ctx *c)
     for (int l = 0; l < h->n_layer; l++) {
         struct b158_layer *L = &m->layers[l];
         char name[96];
-#define NORM(field, tname, width, opt)                                                         \
-    snprintf(name, sizeof name, "blk.%d." tname ".weight", l);                                 \
+#define NORM(field, tname, width, opt)                                                             \
+    snprintf(name, sizeof name, "blk.%d." tname ".weight", l);                                     \
     B158_TRY(load_f32(c, name, (width), (opt), &L->field));
         NORM(attn_norm, "attn_norm", h->n_embd, 0);
         NORM(ffn_norm, "ffn_norm", h->n_embd, 0);
@@ -293,8 +295,8 @@ b158_status b158_model_load(const char *path, b158_model **out)
     free(c.tmp_s);
     if (st == B158_OK && c.n_ternarized)
         b158_log(B158_LOG_WARN,
-                 "%s: %d tensors held latent float weights and were ternarized with absmean",
-                 path, c.n_ternarized);
+                 "%s: %d tensors held latent float weights and were ternarized with absmean", path,
+                 c.n_ternarized);
     if (st != B158_OK) {
         b158_model_free(m);
         return st;

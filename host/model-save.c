@@ -118,9 +118,11 @@ static b158_status copy_tokenizer(b158_gguf_writer *w, const char *path, int n_v
 static b158_status synthetic_tokenizer(b158_gguf_writer *w, int n_vocab)
 {
     if (n_vocab < 257)
-        return B158_FAIL(B158_ERR_INVALID_ARG, "a synthetic vocabulary needs at least 257 tokens "
-                                               "(got %d)", n_vocab);
-    char (*text)[24] = malloc((size_t)n_vocab * sizeof *text);
+        return B158_FAIL(B158_ERR_INVALID_ARG,
+                         "a synthetic vocabulary needs at least 257 tokens "
+                         "(got %d)",
+                         n_vocab);
+    char(*text)[24] = malloc((size_t)n_vocab * sizeof *text);
     const char **ptrs = malloc((size_t)n_vocab * sizeof *ptrs);
     int32_t *types = malloc((size_t)n_vocab * sizeof *types);
     b158_status st = B158_OK;
@@ -138,7 +140,8 @@ static b158_status synthetic_tokenizer(b158_gguf_writer *w, int n_vocab)
             } else {
                 int n = 0;
                 for (int x = 0; x < b; x++)
-                    n += !((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255));
+                    n += !((x >= 33 && x <= 126) || (x >= 161 && x <= 172) ||
+                           (x >= 174 && x <= 255));
                 cp = 256 + n;
             }
             if (cp < 0x80) {
@@ -162,7 +165,8 @@ static b158_status synthetic_tokenizer(b158_gguf_writer *w, int n_vocab)
     if (st == B158_OK)
         st = b158_gguf_add_arr_str(w, "tokenizer.ggml.tokens", ptrs, NULL, (size_t)n_vocab);
     if (st == B158_OK)
-        st = b158_gguf_add_arr(w, "tokenizer.ggml.token_type", B158_GGUF_I32, types, (size_t)n_vocab);
+        st = b158_gguf_add_arr(w, "tokenizer.ggml.token_type", B158_GGUF_I32, types,
+                               (size_t)n_vocab);
     if (st == B158_OK)
         st = b158_gguf_add_arr_str(w, "tokenizer.ggml.merges", ptrs, NULL, 0);
     if (st == B158_OK)
@@ -205,8 +209,9 @@ b158_status b158_model_save(const b158_model *m, const char *path, uint32_t tern
 {
     const b158_model_info *h = &m->info;
     if (h->arch == B158_ARCH_LLAMA ? h->rope_interleaved == 0 : h->rope_interleaved != 0)
-        return B158_FAIL(B158_ERR_UNSUPPORTED, "the GGUF conventions fix the RoPE pairing of %s; "
-                                               "this model uses the other one",
+        return B158_FAIL(B158_ERR_UNSUPPORTED,
+                         "the GGUF conventions fix the RoPE pairing of %s; "
+                         "this model uses the other one",
                          m->arch_name);
     if (h->arch != B158_ARCH_BITNET && h->relu2 != (h->arch == B158_ARCH_BITNET_25))
         return B158_FAIL(B158_ERR_UNSUPPORTED, "architecture %s fixes the FFN activation",
@@ -217,20 +222,20 @@ b158_status b158_model_save(const b158_model *m, const char *path, uint32_t tern
     const int n_tensors = 2 + h->n_layer * (h->sub_norms ? 11 : 9) + (m->output != m->tok_embd);
     struct save_tensor *ts = calloc((size_t)n_tensors, sizeof *ts);
     b158_gguf_writer *w = NULL;
-    b158_status st = ts ? b158_gguf_writer_create(&w)
-                        : B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory");
+    b158_status st =
+        ts ? b158_gguf_writer_create(&w) : B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory");
     struct save_ctx ctx = {ternary_type, ts};
     int nt = 0;
     const int per_row = ternary_type == B158_TT_TQ1_0 || ternary_type == B158_TT_TQ2_0;
-#define ADD(name_, type_, ne0_, ne1_, field_, ptr_, bytes_)                                    \
-    do {                                                                                       \
-        if (st != B158_OK)                                                                     \
-            break;                                                                             \
-        uint64_t ne_[2] = {(uint64_t)(ne0_), (uint64_t)(ne1_)};                                \
-        ts[nt].field_ = (ptr_);                                                                \
-        ts[nt].n_bytes = (bytes_);                                                             \
-        st = b158_gguf_add_tensor(w, (name_), (type_), ne_[1] > 1 ? 2 : 1, ne_, NULL);         \
-        nt++;                                                                                  \
+#define ADD(name_, type_, ne0_, ne1_, field_, ptr_, bytes_)                                        \
+    do {                                                                                           \
+        if (st != B158_OK)                                                                         \
+            break;                                                                                 \
+        uint64_t ne_[2] = {(uint64_t)(ne0_), (uint64_t)(ne1_)};                                    \
+        ts[nt].field_ = (ptr_);                                                                    \
+        ts[nt].n_bytes = (bytes_);                                                                 \
+        st = b158_gguf_add_tensor(w, (name_), (type_), ne_[1] > 1 ? 2 : 1, ne_, NULL);             \
+        nt++;                                                                                      \
     } while (0)
     if (st == B158_OK)
         st = add_hparams(w, m);
@@ -243,12 +248,12 @@ b158_status b158_model_save(const b158_model *m, const char *path, uint32_t tern
         const struct b158_layer *L = &m->layers[l];
         const int qd = h->n_head * h->head_dim;
         char name[96];
-#define NORM(tname, ptr, width)                                                                \
-    snprintf(name, sizeof name, "blk.%d." tname ".weight", l);                                 \
-    ADD(name, B158_TT_F32, (width), 1, f32, (ptr), (size_t)(width) * 4);
+#define NORM(tname, ptr, width)                                                                    \
+    snprintf(name, sizeof name, "blk.%d." tname ".weight", l);                                     \
+    ADD(name, B158_TT_F32, (width), 1, f32, (ptr), (size_t)(width)*4);
         NORM("attn_norm", L->attn_norm, h->n_embd);
         const b158_tpack *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->wgate, &L->wup, &L->wdown};
-        const char *mnames[] = {"attn_q", "attn_k", "attn_v", "attn_output",
+        const char *mnames[] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                                 "ffn_gate", "ffn_up", "ffn_down"};
         for (int i = 0; i < 7 && st == B158_OK; i++) {
             const b158_tpack *p = mats[i];
@@ -260,8 +265,9 @@ b158_status b158_model_save(const b158_model *m, const char *path, uint32_t tern
                                    b158_gguf_type_name(ternary_type), l, mnames[i]);
             size_t bytes = b158_ternary_encoded_size(ternary_type, p->n, p->k);
             if (st == B158_OK && bytes == 0)
-                st = B158_FAIL(B158_ERR_INVALID_ARG, "layer %d %s (%d x %d) cannot be stored as "
-                                                     "%s: %s",
+                st = B158_FAIL(B158_ERR_INVALID_ARG,
+                               "layer %d %s (%d x %d) cannot be stored as "
+                               "%s: %s",
                                l, mnames[i], p->n, p->k, b158_gguf_type_name(ternary_type),
                                b158_last_error());
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, mnames[i]);
@@ -278,7 +284,8 @@ b158_status b158_model_save(const b158_model *m, const char *path, uint32_t tern
         }
 #undef NORM
     }
-    ADD("output_norm.weight", B158_TT_F32, h->n_embd, 1, f32, m->output_norm, (size_t)h->n_embd * 4);
+    ADD("output_norm.weight", B158_TT_F32, h->n_embd, 1, f32, m->output_norm,
+        (size_t)h->n_embd * 4);
     if (m->output != m->tok_embd)
         ADD("output.weight", B158_TT_F16, h->n_embd, h->n_vocab, f16, m->output, emb);
 #undef ADD

@@ -80,15 +80,15 @@ b158_status b158_model_check(b158_model *m)
         h->head_dim = h->n_embd / h->n_head;
     if (h->n_rot == 0)
         h->n_rot = h->head_dim;
-    if (h->n_embd <= 0 || h->n_layer <= 0 || h->n_head <= 0 || h->n_head_kv <= 0 ||
-        h->n_ff <= 0 || h->n_vocab <= 0 || h->head_dim <= 0)
+    if (h->n_embd <= 0 || h->n_layer <= 0 || h->n_head <= 0 || h->n_head_kv <= 0 || h->n_ff <= 0 ||
+        h->n_vocab <= 0 || h->head_dim <= 0)
         return B158_FAIL(B158_ERR_FORMAT,
                          "model shape is incomplete: n_embd %d, n_layer %d, n_head %d, "
                          "n_head_kv %d, n_ff %d, n_vocab %d",
                          h->n_embd, h->n_layer, h->n_head, h->n_head_kv, h->n_ff, h->n_vocab);
     if (h->n_head % h->n_head_kv)
-        return B158_FAIL(B158_ERR_FORMAT, "n_head %d is not a multiple of n_head_kv %d",
-                         h->n_head, h->n_head_kv);
+        return B158_FAIL(B158_ERR_FORMAT, "n_head %d is not a multiple of n_head_kv %d", h->n_head,
+                         h->n_head_kv);
     if (h->n_rot <= 0 || h->n_rot > h->head_dim || h->n_rot % 2)
         return B158_FAIL(B158_ERR_FORMAT, "rope dimension %d does not fit head dim %d", h->n_rot,
                          h->head_dim);
@@ -101,8 +101,8 @@ b158_status b158_model_check(b158_model *m)
         return B158_FAIL(B158_ERR_FORMAT, "rms epsilon %g and rope base %g must be positive",
                          h->rms_eps, h->rope_base);
     const int64_t qd = (int64_t)h->n_head * h->head_dim, kvd = (int64_t)h->n_head_kv * h->head_dim;
-    h->n_ternary = (uint64_t)h->n_layer *
-                   (uint64_t)(2 * qd * h->n_embd + 2 * kvd * h->n_embd + 3 * (int64_t)h->n_ff * h->n_embd);
+    h->n_ternary = (uint64_t)h->n_layer * (uint64_t)(2 * qd * h->n_embd + 2 * kvd * h->n_embd +
+                                                     3 * (int64_t)h->n_ff * h->n_embd);
     return B158_OK;
 }
 
@@ -127,8 +127,8 @@ b158_status b158_model_new(const b158_model_info *info, b158_model **out)
     return B158_OK;
 }
 
-b158_status b158_tpack_from_int8(b158_model *m, const int8_t *w, const float *scales, int n,
-                                 int k, b158_tpack *t)
+b158_status b158_tpack_from_int8(b158_model *m, const int8_t *w, const float *scales, int n, int k,
+                                 b158_tpack *t)
 {
     const int k_pad = b158_ternary_k_pad(k);
     t->codes = b158_model_alloc(m, (size_t)n * k_pad / 4);
@@ -150,8 +150,10 @@ b158_status b158_model_preset(const char *name, b158_model_info *h)
         const char *name;
         int embd, layer, head, head_kv, ff, vocab, ctx;
     } p[] = {
-        {"tiny", 256, 2, 4, 2, 512, 512, 256},         {"700M", 1536, 24, 16, 16, 4096, 32000, 2048},
-        {"1.3B", 2048, 24, 32, 32, 5460, 32000, 2048}, {"3B", 3200, 26, 32, 32, 8640, 32000, 2048},
+        {"tiny", 256, 2, 4, 2, 512, 512, 256},
+        {"700M", 1536, 24, 16, 16, 4096, 32000, 2048},
+        {"1.3B", 2048, 24, 32, 32, 5460, 32000, 2048},
+        {"3B", 3200, 26, 32, 32, 8640, 32000, 2048},
         {"3.9B", 3200, 26, 32, 32, 11008, 32000, 2048},
         {"2B-4T", 2560, 30, 20, 5, 6912, 128256, 4096},
     };
@@ -236,7 +238,8 @@ b158_status b158_model_random(const b158_model_info *shape, uint64_t seed, b158_
         L->ffn_norm = random_norm(m, &rng, h->n_embd);
         L->attn_sub_norm = h->sub_norms ? random_norm(m, &rng, qd) : NULL;
         L->ffn_sub_norm = h->sub_norms ? random_norm(m, &rng, h->n_ff) : NULL;
-        if (!L->attn_norm || !L->ffn_norm || (h->sub_norms && (!L->attn_sub_norm || !L->ffn_sub_norm)))
+        if (!L->attn_norm || !L->ffn_norm ||
+            (h->sub_norms && (!L->attn_sub_norm || !L->ffn_sub_norm)))
             st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for norms");
         if (st == B158_OK)
             st = random_matrix(m, &rng, qd, h->n_embd, &L->wq);
@@ -290,11 +293,12 @@ static b158_status upload_dense(b158_runtime *rt, const b158_tpack *t, b158_buf 
     const size_t bytes = (size_t)t->n * t->k * 2;
     uint16_t *h = malloc(bytes);
     if (!h)
-        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for a %d x %d FP16 matrix",
-                         t->n, t->k);
+        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for a %d x %d FP16 matrix", t->n,
+                         t->k);
     for (int r = 0; r < t->n; r++)
         for (int e = 0; e < t->k; e++)
-            h[(size_t)r * t->k + e] = b158_f32_to_f16((float)b158_tpack_get(t, r, e) * t->scales[r]);
+            h[(size_t)r * t->k + e] =
+                b158_f32_to_f16((float)b158_tpack_get(t, r, e) * t->scales[r]);
     b158_status st = upload(rt, h, bytes, out);
     free(h);
     return st;

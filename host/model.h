@@ -41,18 +41,18 @@ struct b158_model {
     b158_model_info info;
     char arch_name[32];
     char name[128];
-    struct b158_layer *layers;   /* n_layer */
-    const float *output_norm;    /* n_embd */
-    const uint16_t *tok_embd;    /* (n_vocab, n_embd) FP16 */
-    const uint16_t *output;      /* (n_vocab, n_embd) FP16 LM head; == tok_embd when tied */
-    void **owned;                /* host allocations freed with the model */
+    struct b158_layer *layers; /* n_layer */
+    const float *output_norm;  /* n_embd */
+    const uint16_t *tok_embd;  /* (n_vocab, n_embd) FP16 */
+    const uint16_t *output;    /* (n_vocab, n_embd) FP16 LM head; == tok_embd when tied */
+    void **owned;              /* host allocations freed with the model */
     size_t n_owned, cap_owned;
-    void *file;                  /* the mapped GGUF the weights may point into (loader) */
+    void *file; /* the mapped GGUF the weights may point into (loader) */
     void (*file_close)(void *);
     /* device copies, after b158_model_upload */
     b158_runtime *rt;
-    b158_weight_mode dev_mode;   /* ternary, or the FP16 baseline */
-    struct b158_layer_dev *dev;  /* n_layer */
+    b158_weight_mode dev_mode;  /* ternary, or the FP16 baseline */
+    struct b158_layer_dev *dev; /* n_layer */
     b158_buf d_output_norm, d_tok_embd, d_output;
 };
 
@@ -64,8 +64,8 @@ b158_status b158_model_new(const b158_model_info *info, b158_model **out);
 b158_status b158_model_check(b158_model *m);
 
 /* Packs w (n x k, values -1/0/+1) into t with model-owned memory. */
-b158_status b158_tpack_from_int8(b158_model *m, const int8_t *w, const float *scales, int n,
-                                 int k, b158_tpack *t);
+b158_status b158_tpack_from_int8(b158_model *m, const int8_t *w, const float *scales, int n, int k,
+                                 b158_tpack *t);
 
 /* y[m][n] (+)= sum_k w[n][k] q[m][k] * scale[n] / s[m] from packed codes; q has row stride k. */
 void b158_ref_ternary_matmul_packed(const b158_tpack *t, const int8_t *q, const float *s,

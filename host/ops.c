@@ -16,8 +16,8 @@ static b158_status need(const b158_buf *b, size_t bytes, const char *op, const c
     if (!b || !b->mem)
         return B158_FAIL(B158_ERR_INVALID_ARG, "%s: buffer %s is missing", op, what);
     if (b->bytes < bytes)
-        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: buffer %s holds %zu bytes, needs %zu", op,
-                         what, b->bytes, bytes);
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: buffer %s holds %zu bytes, needs %zu", op, what,
+                         b->bytes, bytes);
     return B158_OK;
 }
 
@@ -80,7 +80,8 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
     B158_TRY(check_matmul(w, q, s, y, m_rows));
     if (rt->tune.gpu) {
         const size_t gx = round_up((size_t)w->n, (size_t)rt->tune.gemm_tn) / rt->tune.gemm_tn * 16;
-        const size_t gy = round_up((size_t)m_rows, (size_t)rt->tune.gemm_tm) / rt->tune.gemm_tm * 16;
+        const size_t gy =
+            round_up((size_t)m_rows, (size_t)rt->tune.gemm_tm) / rt->tune.gemm_tm * 16;
         return B158_LAUNCH(rt, B158_K_TERNARY_GEMM_GPU, 2, ((size_t[]){gx, gy}),
                            ((size_t[]){16, 16}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
                            B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
@@ -94,8 +95,7 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
 }
 
 b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
-                                   const b158_buf *s, const b158_buf *y, int m_rows,
-                                   int accumulate)
+                                   const b158_buf *s, const b158_buf *y, int m_rows, int accumulate)
 {
     if (m_rows != 1)
         return b158_op_ternary_gemm(rt, w, q, s, y, m_rows, accumulate);
@@ -117,9 +117,9 @@ b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b
                            B158_ARG_LOCAL((size_t)w->k_pad));
     }
     return B158_LAUNCH(rt, B158_K_TERNARY_GEMV_CPU, 1, ((size_t[]){(size_t)w->n}),
-                       ((size_t[]){CPU_ROWS_WG}), B158_ARG_MEM(&w->codes),
-                       B158_ARG_MEM(&w->scales), B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y),
-                       B158_ARG(w->n), B158_ARG(w->k_pad), B158_ARG(accumulate));
+                       ((size_t[]){CPU_ROWS_WG}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
+                       B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
+                       B158_ARG(w->k_pad), B158_ARG(accumulate));
 }
 
 b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
@@ -131,30 +131,29 @@ b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf 
     B158_TRY(need(w, (size_t)n * 4, "rmsnorm", "weight"));
     B158_TRY(need(out, (size_t)m_rows * n * 4, "rmsnorm", "out"));
     const size_t wg = (size_t)rt->tune.wg;
-    return B158_LAUNCH(rt, B158_K_RMSNORM, 2, ((size_t[]){wg, (size_t)m_rows}),
-                       ((size_t[]){wg, 1}), B158_ARG_MEM(x), B158_ARG_MEM(w), B158_ARG_MEM(out),
-                       B158_ARG(n), B158_ARG(m_rows), B158_ARG(eps));
+    return B158_LAUNCH(rt, B158_K_RMSNORM, 2, ((size_t[]){wg, (size_t)m_rows}), ((size_t[]){wg, 1}),
+                       B158_ARG_MEM(x), B158_ARG_MEM(w), B158_ARG_MEM(out), B158_ARG(n),
+                       B158_ARG(m_rows), B158_ARG(eps));
 }
 
-b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, int row_stride, int n_heads,
-                         int head_dim, int n_rot, int m_rows, int pos0, float theta_base,
+b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,
+                         int row_stride, int n_heads, int head_dim, int n_rot, int m_rows, int pos0,
                          enum b158_rope_mode mode)
 {
     B158_TRY(positive(n_heads, "rope", "heads"));
     B158_TRY(positive(m_rows, "rope", "rows"));
-    if (n_rot <= 0 || n_rot % 2 || n_rot > head_dim || row_stride < n_heads * head_dim ||
-        pos0 < 0)
+    if (n_rot <= 0 || n_rot % 2 || n_rot > head_dim || row_stride < n_heads * head_dim || pos0 < 0)
         return B158_FAIL(B158_ERR_INVALID_ARG,
                          "rope: n_rot %d, head_dim %d, %d heads, row stride %d, pos0 %d", n_rot,
                          head_dim, n_heads, row_stride, pos0);
-    B158_TRY(need(x, ((size_t)(m_rows - 1) * row_stride + (size_t)n_heads * head_dim) * 4, "rope",
-                  "x"));
+    B158_TRY(
+        need(x, ((size_t)(m_rows - 1) * row_stride + (size_t)n_heads * head_dim) * 4, "rope", "x"));
+    B158_TRY(need(inv_freq, (size_t)n_rot / 2 * 4, "rope", "inv_freq"));
     const int imode = mode;
-    return B158_LAUNCH(rt, B158_K_ROPE, 3,
-                       ((size_t[]){(size_t)n_rot / 2, (size_t)n_heads, (size_t)m_rows}), NULL,
-                       B158_ARG_MEM(x), B158_ARG(row_stride), B158_ARG(n_heads),
-                       B158_ARG(head_dim), B158_ARG(n_rot), B158_ARG(m_rows), B158_ARG(pos0),
-                       B158_ARG(theta_base), B158_ARG(imode));
+    return B158_LAUNCH(
+        rt, B158_K_ROPE, 3, ((size_t[]){(size_t)n_rot / 2, (size_t)n_heads, (size_t)m_rows}), NULL,
+        B158_ARG_MEM(x), B158_ARG_MEM(inv_freq), B158_ARG(row_stride), B158_ARG(n_heads),
+        B158_ARG(head_dim), B158_ARG(n_rot), B158_ARG(m_rows), B158_ARG(pos0), B158_ARG(imode));
 }
 
 b158_status b158_op_kv_store(b158_runtime *rt, const b158_buf *k, const b158_buf *v,
@@ -187,15 +186,14 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
 {
     B158_TRY(positive(n_head_kv, "attention", "kv heads"));
     B158_TRY(positive(m_rows, "attention", "rows"));
-    if (n_head <= 0 || n_head % n_head_kv || head_dim <= 0 ||
-        head_dim > rt->tune.head_dim_max || q_stride < n_head * head_dim || pos0 < 0 ||
-        cache_off > (size_t)INT32_MAX)
+    if (n_head <= 0 || n_head % n_head_kv || head_dim <= 0 || head_dim > rt->tune.head_dim_max ||
+        q_stride < n_head * head_dim || pos0 < 0 || cache_off > (size_t)INT32_MAX)
         return B158_FAIL(B158_ERR_UNSUPPORTED,
                          "attention: %d heads / %d kv heads of dim %d (max %d), q stride %d",
                          n_head, n_head_kv, head_dim, rt->tune.head_dim_max, q_stride);
     const size_t kv_end = (cache_off + (size_t)(pos0 + m_rows) * n_head_kv * head_dim) * 2;
-    B158_TRY(need(q, ((size_t)(m_rows - 1) * q_stride + (size_t)n_head * head_dim) * 4,
-                  "attention", "q"));
+    B158_TRY(need(q, ((size_t)(m_rows - 1) * q_stride + (size_t)n_head * head_dim) * 4, "attention",
+                  "q"));
     B158_TRY(need(k_cache, kv_end, "attention", "k cache"));
     B158_TRY(need(v_cache, kv_end, "attention", "v cache"));
     B158_TRY(need(out, (size_t)m_rows * n_head * head_dim * 4, "attention", "out"));

@@ -64,8 +64,11 @@ b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf 
                             const b158_buf *out, int n, int m_rows, float eps);
 
 enum b158_rope_mode { B158_ROPE_NEOX = 0, B158_ROPE_INTERLEAVED = 1 };
-b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, int row_stride, int n_heads,
-                         int head_dim, int n_rot, int m_rows, int pos0, float theta_base,
+/* out[i] = theta_base^(-2i / n_rot) for i < n_rot / 2, computed in double, rounded once. */
+void b158_rope_inv_freq(float *out, int n_rot, float theta_base);
+/* inv_freq: n_rot / 2 floats from b158_rope_inv_freq. */
+b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,
+                         int row_stride, int n_heads, int head_dim, int n_rot, int m_rows, int pos0,
                          enum b158_rope_mode mode);
 
 /* Writes m_rows K and V rows (kv_dim floats each, row stride row_stride) into the FP16 cache at
@@ -94,11 +97,11 @@ b158_status b158_op_f16_matvec(b158_runtime *rt, const b158_buf *w, const b158_b
 void b158_ref_quantize(const float *x, int k, int m_rows, int8_t *q, float *s);
 void b158_ref_dequantize(const int8_t *q, const float *s, int k, int m_rows, float *x);
 /* acc (may be NULL) receives the exact int32 sums; y (may be NULL) the scaled outputs. */
-void b158_ref_ternary_matmul(const int8_t *w, const float *w_scale, int n, int k,
-                             const int8_t *q, const float *s, int m_rows, int32_t *acc, float *y);
+void b158_ref_ternary_matmul(const int8_t *w, const float *w_scale, int n, int k, const int8_t *q,
+                             const float *s, int m_rows, int32_t *acc, float *y);
 void b158_ref_rmsnorm(const float *x, const float *w, float *out, int n, int m_rows, float eps);
-void b158_ref_rope(float *x, int row_stride, int n_heads, int head_dim, int n_rot, int m_rows,
-                   int pos0, float theta_base, enum b158_rope_mode mode);
+void b158_ref_rope(float *x, const float *inv_freq, int row_stride, int n_heads, int head_dim,
+                   int n_rot, int m_rows, int pos0, enum b158_rope_mode mode);
 void b158_ref_kv_store(const float *k, const float *v, uint16_t *k_cache, uint16_t *v_cache,
                        int kv_dim, int row_stride, int m_rows, int pos0);
 void b158_ref_attention(const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
@@ -106,8 +109,8 @@ void b158_ref_attention(const float *q, const uint16_t *k_cache, const uint16_t 
                         int m_rows, int pos0, float scale);
 void b158_ref_glu(const float *gate, const float *up, float *out, int count, enum b158_act act);
 void b158_ref_add(float *x, const float *y, int count);
-void b158_ref_embed(const uint16_t *table, const int32_t *ids, float *out, int n_embd,
-                    int n_vocab, int m_rows);
+void b158_ref_embed(const uint16_t *table, const int32_t *ids, float *out, int n_embd, int n_vocab,
+                    int m_rows);
 void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows, int k,
                          int m_rows);
 

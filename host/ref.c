@@ -28,8 +28,8 @@ void b158_ref_dequantize(const int8_t *q, const float *s, int k, int m_rows, flo
             x[(size_t)m * k + i] = (float)q[(size_t)m * k + i] / s[m];
 }
 
-void b158_ref_ternary_matmul(const int8_t *w, const float *w_scale, int n, int k,
-                             const int8_t *q, const float *s, int m_rows, int32_t *acc, float *y)
+void b158_ref_ternary_matmul(const int8_t *w, const float *w_scale, int n, int k, const int8_t *q,
+                             const float *s, int m_rows, int32_t *acc, float *y)
 {
     for (int m = 0; m < m_rows; m++) {
         const int8_t *qm = q + (size_t)m * k;
@@ -63,15 +63,20 @@ void b158_ref_rmsnorm(const float *x, const float *w, float *out, int n, int m_r
     }
 }
 
-void b158_ref_rope(float *x, int row_stride, int n_heads, int head_dim, int n_rot, int m_rows,
-                   int pos0, float theta_base, enum b158_rope_mode mode)
+void b158_rope_inv_freq(float *out, int n_rot, float theta_base)
+{
+    for (int i = 0; i < n_rot / 2; i++)
+        out[i] = (float)pow((double)theta_base, -2.0 * i / (double)n_rot);
+}
+
+void b158_ref_rope(float *x, const float *inv_freq, int row_stride, int n_heads, int head_dim,
+                   int n_rot, int m_rows, int pos0, enum b158_rope_mode mode)
 {
     for (int m = 0; m < m_rows; m++) {
         for (int h = 0; h < n_heads; h++) {
             float *head = x + (size_t)m * row_stride + (size_t)h * head_dim;
             for (int i = 0; i < n_rot / 2; i++) {
-                const float inv_freq = powf(theta_base, -2.0f * (float)i / (float)n_rot);
-                const float angle = (float)(pos0 + m) * inv_freq;
+                const float angle = (float)(pos0 + m) * inv_freq[i];
                 const float c = cosf(angle), sn = sinf(angle);
                 const int a = mode == B158_ROPE_NEOX ? i : 2 * i;
                 const int b = mode == B158_ROPE_NEOX ? i + n_rot / 2 : 2 * i + 1;
@@ -118,8 +123,8 @@ void b158_ref_attention(const float *q, const uint16_t *k_cache, const uint16_t 
             float *oh = out + (size_t)m * n_head * head_dim + (size_t)h * head_dim;
             float mx = -INFINITY;
             for (int t = 0; t < n_keys; t++)
-                mx = fmaxf(mx, ref_score(qh, k_cache + (size_t)t * kv_dim + kv_off, head_dim,
-                                         scale));
+                mx = fmaxf(mx,
+                           ref_score(qh, k_cache + (size_t)t * kv_dim + kv_off, head_dim, scale));
             float sum = 0.0f;
             for (int d = 0; d < head_dim; d++)
                 oh[d] = 0.0f;
@@ -157,19 +162,17 @@ void b158_ref_add(float *x, const float *y, int count)
         x[i] += y[i];
 }
 
-void b158_ref_embed(const uint16_t *table, const int32_t *ids, float *out, int n_embd,
-                    int n_vocab, int m_rows)
+void b158_ref_embed(const uint16_t *table, const int32_t *ids, float *out, int n_embd, int n_vocab,
+                    int m_rows)
 {
     for (int m = 0; m < m_rows; m++)
         for (int i = 0; i < n_embd; i++)
-            out[(size_t)m * n_embd + i] =
-                (ids[m] >= 0 && ids[m] < n_vocab)
-                    ? b158_f16_to_f32(table[(size_t)ids[m] * n_embd + i])
-                    : NAN;
+            out[(size_t)m * n_embd + i] = (ids[m] >= 0 && ids[m] < n_vocab)
+                                              ? b158_f16_to_f32(table[(size_t)ids[m] * n_embd + i])
+                                              : NAN;
 }
 
-void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows, int k,
-                         int m_rows)
+void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows, int k, int m_rows)
 {
     for (int m = 0; m < m_rows; m++) {
         for (int n = 0; n < n_rows; n++) {

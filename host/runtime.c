@@ -28,10 +28,14 @@ const char *b158_kernel_name(enum b158_kernel_id id)
 const char *b158_mem_category_name(b158_mem_category category)
 {
     switch (category) {
-    case B158_MEM_WEIGHTS: return "weights";
-    case B158_MEM_KV_CACHE: return "kv cache";
-    case B158_MEM_SCRATCH: return "scratch";
-    case B158_MEM_CATEGORY_COUNT: return "total";
+    case B158_MEM_WEIGHTS:
+        return "weights";
+    case B158_MEM_KV_CACHE:
+        return "kv cache";
+    case B158_MEM_SCRATCH:
+        return "scratch";
+    case B158_MEM_CATEGORY_COUNT:
+        return "total";
     }
     return "?";
 }
@@ -164,7 +168,8 @@ static int contains_nocase(const char *hay, const char *needle)
     size_t n = strlen(needle);
     for (; *hay; hay++) {
         size_t i = 0;
-        while (i < n && hay[i] && tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i]))
+        while (i < n && hay[i] &&
+               tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i]))
             i++;
         if (i == n)
             return 1;
@@ -179,8 +184,8 @@ static b158_status no_device_error(const char *what, const struct found_device *
     for (size_t i = 0; i < n && used < sizeof names - 1; i++) {
         b158_device_info info;
         fill_info(devs[i].platform, devs[i].device, (int)i, &info);
-        int w = snprintf(names + used, sizeof names - used, "%s%zu: %s", i ? ", " : "", i,
-                         info.name);
+        int w =
+            snprintf(names + used, sizeof names - used, "%s%zu: %s", i ? ", " : "", i, info.name);
         if (w < 0)
             break;
         used += (size_t)w;
@@ -251,13 +256,23 @@ static void choose_tuning(b158_runtime *rt)
 {
     b158_tuning t;
     if (rt->variant == B158_VARIANT_GPU) {
-        t = (b158_tuning){.gpu = 1, .wg = 64, .gemv_rows = 4, .gemm_tn = 32, .gemm_tm = 16,
-                          .gemm_cpu_m = 4, .head_dim_max = 256};
+        t = (b158_tuning){.gpu = 1,
+                          .wg = 64,
+                          .gemv_rows = 4,
+                          .gemm_tn = 32,
+                          .gemm_tm = 16,
+                          .gemm_cpu_m = 4,
+                          .head_dim_max = 256};
         if (rt->info.max_work_group < 64)
             t.wg = (int)rt->info.max_work_group;
     } else {
-        t = (b158_tuning){.gpu = 0, .wg = 1, .gemv_rows = 1, .gemm_tn = 32, .gemm_tm = 16,
-                          .gemm_cpu_m = 4, .head_dim_max = 256};
+        t = (b158_tuning){.gpu = 0,
+                          .wg = 1,
+                          .gemv_rows = 1,
+                          .gemm_tn = 32,
+                          .gemm_tm = 16,
+                          .gemm_cpu_m = 4,
+                          .head_dim_max = 256};
     }
     rt->tune = t;
     snprintf(rt->prelude, sizeof rt->prelude,
@@ -482,8 +497,8 @@ b158_status b158_buf_copy(b158_runtime *rt, const b158_buf *src, size_t src_off,
     B158_TRY(check_range(src, src_off, bytes, "copy source"));
     B158_TRY(check_range(dst, dst_off, bytes, "copy destination"));
     if (bytes)
-        B158_CL_CHECK(clEnqueueCopyBuffer(rt->queue, src->mem, dst->mem, src_off, dst_off, bytes,
-                                          0, NULL, NULL));
+        B158_CL_CHECK(clEnqueueCopyBuffer(rt->queue, src->mem, dst->mem, src_off, dst_off, bytes, 0,
+                                          NULL, NULL));
     return B158_OK;
 }
 
@@ -506,8 +521,8 @@ static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
 
 static uint64_t program_key(const b158_runtime *rt, const char *source)
 {
-    const char *parts[] = {B158_VERSION_STRING, rt->options,     rt->prelude,    source,
-                           rt->info.platform,   rt->info.name,   rt->info.driver, rt->info.version};
+    const char *parts[] = {B158_VERSION_STRING, rt->options,   rt->prelude,     source,
+                           rt->info.platform,   rt->info.name, rt->info.driver, rt->info.version};
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         h = fnv1a(h, parts[i], strlen(parts[i]) + 1);
@@ -577,8 +592,7 @@ static void store_cached(b158_runtime *rt, cl_program prog, const char *path)
     free(bin);
 }
 
-b158_status b158_rt_build(b158_runtime *rt, const char *label, const char *source,
-                          cl_program *out)
+b158_status b158_rt_build(b158_runtime *rt, const char *label, const char *source, cl_program *out)
 {
     *out = NULL;
     char path[1100] = "";
@@ -734,8 +748,7 @@ b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t narg
         gws[d] = global[d];
         if (local) {
             if (local[d] == 0)
-                return B158_FAIL(B158_ERR_INVALID_ARG, "%s: local size 0 in dimension %u", name,
-                                 d);
+                return B158_FAIL(B158_ERR_INVALID_ARG, "%s: local size 0 in dimension %u", name, d);
             gws[d] = (global[d] + local[d] - 1) / local[d] * local[d];
             wg_total *= local[d];
         }

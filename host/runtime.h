@@ -9,20 +9,20 @@
 
 /* Every kernel the engine launches, with the cl_kernels/ file that defines it. Kernels are
  * created on first use and kept by the runtime; nothing is built on the hot path. */
-#define B158_KERNEL_LIST(X)                                                                    \
-    X(QUANTIZE_ROWS, "quantize_rows", "quantize.cl")                                           \
-    X(DEQUANTIZE_ROWS, "dequantize_rows", "quantize.cl")                                       \
-    X(TERNARY_GEMV_CPU, "ternary_gemv_cpu", "ternary.cl")                                      \
-    X(TERNARY_GEMV_GPU, "ternary_gemv_gpu", "ternary.cl")                                      \
-    X(TERNARY_GEMM_CPU, "ternary_gemm_cpu", "ternary.cl")                                      \
-    X(TERNARY_GEMM_GPU, "ternary_gemm_gpu", "ternary.cl")                                      \
-    X(RMSNORM, "rmsnorm", "norm.cl")                                                           \
-    X(ROPE, "rope", "rope.cl")                                                                 \
-    X(KV_STORE, "kv_store", "attention.cl")                                                    \
-    X(ATTENTION, "attention", "attention.cl")                                                  \
-    X(GLU, "glu", "elementwise.cl")                                                            \
-    X(ADD, "add", "elementwise.cl")                                                            \
-    X(EMBED, "embed_rows", "embed.cl")                                                         \
+#define B158_KERNEL_LIST(X)                                                                        \
+    X(QUANTIZE_ROWS, "quantize_rows", "quantize.cl")                                               \
+    X(DEQUANTIZE_ROWS, "dequantize_rows", "quantize.cl")                                           \
+    X(TERNARY_GEMV_CPU, "ternary_gemv_cpu", "ternary.cl")                                          \
+    X(TERNARY_GEMV_GPU, "ternary_gemv_gpu", "ternary.cl")                                          \
+    X(TERNARY_GEMM_CPU, "ternary_gemm_cpu", "ternary.cl")                                          \
+    X(TERNARY_GEMM_GPU, "ternary_gemm_gpu", "ternary.cl")                                          \
+    X(RMSNORM, "rmsnorm", "norm.cl")                                                               \
+    X(ROPE, "rope", "rope.cl")                                                                     \
+    X(KV_STORE, "kv_store", "attention.cl")                                                        \
+    X(ATTENTION, "attention", "attention.cl")                                                      \
+    X(GLU, "glu", "elementwise.cl")                                                                \
+    X(ADD, "add", "elementwise.cl")                                                                \
+    X(EMBED, "embed_rows", "embed.cl")                                                             \
     X(F16_MATVEC, "f16_matvec", "f16-matmul.cl")
 
 enum b158_kernel_id {
@@ -34,13 +34,13 @@ enum b158_kernel_id {
 
 /* Tuning parameters that go into the generated #define prelude of every program. */
 typedef struct b158_tuning {
-    int gpu;           /* B158_GPU: 1 = work-group kernels, 0 = barrier-free CPU kernels */
-    int wg;            /* B158_WG: work-group size of reduction kernels (1 on CPU) */
-    int gemv_rows;     /* B158_GEMV_ROWS: rows per work-group of the GPU ternary GEMV */
-    int gemm_tn;       /* B158_GEMM_TN: weight rows per GPU GEMM tile */
-    int gemm_tm;       /* B158_GEMM_TM: tokens per GPU GEMM tile */
-    int gemm_cpu_m;    /* B158_GEMM_CPU_M: tokens per work-item of the CPU GEMM */
-    int head_dim_max;  /* B158_HEAD_DIM_MAX: largest head dimension the attention kernel holds */
+    int gpu;          /* B158_GPU: 1 = work-group kernels, 0 = barrier-free CPU kernels */
+    int wg;           /* B158_WG: work-group size of reduction kernels (1 on CPU) */
+    int gemv_rows;    /* B158_GEMV_ROWS: rows per work-group of the GPU ternary GEMV */
+    int gemm_tn;      /* B158_GEMM_TN: weight rows per GPU GEMM tile */
+    int gemm_tm;      /* B158_GEMM_TM: tokens per GPU GEMM tile */
+    int gemm_cpu_m;   /* B158_GEMM_CPU_M: tokens per work-item of the CPU GEMM */
+    int head_dim_max; /* B158_HEAD_DIM_MAX: largest head dimension the attention kernel holds */
 } b158_tuning;
 
 /* A device buffer and what it is counted as. */
@@ -83,11 +83,11 @@ const char *b158_cl_error_name(cl_int err);
  * B158_ERR_DEVICE_MEMORY for allocation failures). */
 b158_status b158_cl_fail_at(cl_int err, const char *call, const char *file, int line);
 #define B158_CL_FAIL(err, call) b158_cl_fail_at((err), (call), __FILE__, __LINE__)
-#define B158_CL_CHECK(expr)                                                                    \
-    do {                                                                                       \
-        cl_int b158_cl_err_ = (expr);                                                          \
-        if (b158_cl_err_ != CL_SUCCESS)                                                        \
-            return B158_CL_FAIL(b158_cl_err_, #expr);                                          \
+#define B158_CL_CHECK(expr)                                                                        \
+    do {                                                                                           \
+        cl_int b158_cl_err_ = (expr);                                                              \
+        if (b158_cl_err_ != CL_SUCCESS)                                                            \
+            return B158_CL_FAIL(b158_cl_err_, #expr);                                              \
     } while (0)
 
 /* Device memory: the one place that creates buffers, so the counters are exact. */
@@ -106,8 +106,7 @@ b158_status b158_buf_copy(b158_runtime *rt, const b158_buf *src, size_t src_off,
 /* Compiles an OpenCL C source (prelude prepended) for the runtime's device, through the binary
  * cache. label names it in messages. On failure returns B158_ERR_BUILD with the build log and
  * the options in the last error. */
-b158_status b158_rt_build(b158_runtime *rt, const char *label, const char *source,
-                          cl_program *out);
+b158_status b158_rt_build(b158_runtime *rt, const char *label, const char *source, cl_program *out);
 
 /* The kernel for id, built on first use. */
 b158_status b158_rt_kernel(b158_runtime *rt, enum b158_kernel_id id, cl_kernel *out);
@@ -129,8 +128,8 @@ typedef struct b158_arg {
 b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t nargs,
                            const b158_arg *args, cl_uint dims, const size_t *global,
                            const size_t *local);
-#define B158_LAUNCH(rt, id, dims, global, local, ...)                                          \
-    b158_rt_launch((rt), (id), sizeof((b158_arg[]){__VA_ARGS__}) / sizeof(b158_arg),           \
+#define B158_LAUNCH(rt, id, dims, global, local, ...)                                              \
+    b158_rt_launch((rt), (id), sizeof((b158_arg[]){__VA_ARGS__}) / sizeof(b158_arg),               \
                    (b158_arg[]){__VA_ARGS__}, (dims), (global), (local))
 
 b158_status b158_rt_finish(b158_runtime *rt);

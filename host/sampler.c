@@ -27,16 +27,14 @@ b158_sampler_params b158_sampler_default_params(void)
     return (b158_sampler_params){0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0};
 }
 
-b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab,
-                                b158_sampler **out)
+b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab, b158_sampler **out)
 {
     if (!out || n_vocab <= 0)
         return B158_FAIL(B158_ERR_INVALID_ARG, "b158_sampler_create: bad arguments");
     *out = NULL;
     b158_sampler_params p = params ? *params : b158_sampler_default_params();
     if (!(p.temp >= 0.0f) || p.top_k < 0 || !(p.top_p > 0.0f && p.top_p <= 1.0f) ||
-        !(p.min_p >= 0.0f && p.min_p <= 1.0f) || !(p.repeat_penalty > 0.0f) ||
-        p.repeat_last_n < 0)
+        !(p.min_p >= 0.0f && p.min_p <= 1.0f) || !(p.repeat_penalty > 0.0f) || p.repeat_last_n < 0)
         return B158_FAIL(B158_ERR_INVALID_ARG,
                          "sampler: need temp >= 0, top-k >= 0, 0 < top-p <= 1, 0 <= min-p <= 1, "
                          "repeat penalty > 0 (got %g, %d, %g, %g, %g)",

@@ -13,7 +13,7 @@ static char dir[64];
 static char model[128];
 
 typedef struct {
-    int status;   /* exit status */
+    int status; /* exit status */
     char out[16384];
     char err[65536];
 } result;
@@ -134,8 +134,9 @@ static void test_errors(void)
     run("b158-cl-run -m /nonexistent/model.gguf -p x", &r);
     CU_ASSERT_NOT_EQUAL(r.status, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "error: "));
-    snprintf(cmd, sizeof cmd, "head -c 5000 '%s' > '%s/trunc.gguf' && b158-cl-run -m '%s/trunc.gguf'",
-             model, dir, dir);
+    snprintf(cmd, sizeof cmd,
+             "head -c 5000 '%s' > '%s/trunc.gguf' && b158-cl-run -m '%s/trunc.gguf'", model, dir,
+             dir);
     run(cmd, &r);
     CU_ASSERT_NOT_EQUAL(r.status, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "error: "));
@@ -253,11 +254,22 @@ static void test_bench(void)
     if (r.status)
         fprintf(stderr, "\n%s\n", r.err);
     CU_ASSERT_EQUAL_FATAL(r.status, 0);
-    const char *keys[] = {"\"device\": \"", "\"driver\": ", "\"build\": ", "\"date\": ",
-                          "\"fp16_path\": ", "\"models\": [", "\"name\": \"tiny\"",
-                          "\"fp16\": {", "\"ternary\": {", "\"pp_tokens_per_s\": ",
-                          "\"tg_ms_per_token\": ", "\"mem_weights\": ", "\"mem_kv_cache\": ",
-                          "\"memory_ratio\": ", "\"latency_ratio\": ", "\"greedy_same_tokens\": ",
+    const char *keys[] = {"\"device\": \"",
+                          "\"driver\": ",
+                          "\"build\": ",
+                          "\"date\": ",
+                          "\"fp16_path\": ",
+                          "\"models\": [",
+                          "\"name\": \"tiny\"",
+                          "\"fp16\": {",
+                          "\"ternary\": {",
+                          "\"pp_tokens_per_s\": ",
+                          "\"tg_ms_per_token\": ",
+                          "\"mem_weights\": ",
+                          "\"mem_kv_cache\": ",
+                          "\"memory_ratio\": ",
+                          "\"latency_ratio\": ",
+                          "\"greedy_same_tokens\": ",
                           "\"host_peak_rss_bytes\": "};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         if (!strstr(r.out, keys[i]))
@@ -334,9 +346,8 @@ static void test_sampler(void)
 
 static void add_suites(void)
 {
-    b158_test_suite("run", (b158_test_case[]){{"generate", test_run},
-                                              {"errors", test_errors},
-                                              {NULL, NULL}});
+    b158_test_suite(
+        "run", (b158_test_case[]){{"generate", test_run}, {"errors", test_errors}, {NULL, NULL}});
     b158_test_suite("chat", (b158_test_case[]){{"turns", test_chat}, {NULL, NULL}});
     b158_test_suite("perplexity", (b158_test_case[]){{"chunks", test_perplexity}, {NULL, NULL}});
     b158_test_suite("bench", (b158_test_case[]){{"json", test_bench}, {NULL, NULL}});

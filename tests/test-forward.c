@@ -255,8 +255,8 @@ static void test_fp16_baseline(void)
         double worst = 0;
         int agree = 0;
         for (int i = 0; i < n; i++) {
-            double e = b158_test_nerr(b158_session_logits(b, i), b158_session_logits(a, i),
-                                      (size_t)nv);
+            double e =
+                b158_test_nerr(b158_session_logits(b, i), b158_session_logits(a, i), (size_t)nv);
             worst = e > worst ? e : worst;
             agree += argmax(b158_session_logits(a, i), nv) == argmax(b158_session_logits(b, i), nv);
         }
@@ -278,9 +278,10 @@ static void add_suites(void)
                     (b158_test_case[]){{"all_positions", test_device_vs_reference}, {NULL, NULL}});
     b158_test_suite("decode_vs_prefill",
                     (b158_test_case[]){{"kv_cache", test_decode_vs_prefill}, {NULL, NULL}});
-    b158_test_suite("errors", (b158_test_case[]){{"context_and_tokens", test_errors}, {NULL, NULL}});
-    b158_test_suite("fp16_baseline", (b158_test_case[]){{"same_function", test_fp16_baseline},
-                                                        {NULL, NULL}});
+    b158_test_suite("errors",
+                    (b158_test_case[]){{"context_and_tokens", test_errors}, {NULL, NULL}});
+    b158_test_suite("fp16_baseline",
+                    (b158_test_case[]){{"same_function", test_fp16_baseline}, {NULL, NULL}});
 }
 
 int main(int argc, char **argv)

@@ -10,8 +10,8 @@
 #include "test-common.h"
 
 static const b158_variant variants[] = {B158_VARIANT_CPU, B158_VARIANT_GPU};
-#define FOR_EACH_VARIANT(rt)                                                                   \
-    for (size_t vi_ = 0; vi_ < 2; vi_++)                                                       \
+#define FOR_EACH_VARIANT(rt)                                                                       \
+    for (size_t vi_ = 0; vi_ < 2; vi_++)                                                           \
         for (b158_runtime *rt = b158_test_runtime(variants[vi_]); rt; rt = NULL)
 
 static const char *vname(b158_runtime *rt)
@@ -83,9 +83,9 @@ static void test_half_roundtrip(void)
     CU_ASSERT_EQUAL(bad, 0);
     CU_ASSERT_EQUAL(b158_f32_to_f16(1.0f), 0x3c00);
     CU_ASSERT_EQUAL(b158_f32_to_f16(65504.0f), 0x7bff);
-    CU_ASSERT_EQUAL(b158_f32_to_f16(65520.0f), 0x7c00);     /* ties to even: overflow */
+    CU_ASSERT_EQUAL(b158_f32_to_f16(65520.0f), 0x7c00);        /* ties to even: overflow */
     CU_ASSERT_EQUAL(b158_f32_to_f16(1.0f + 0x1p-11f), 0x3c00); /* tie to even, down */
-    CU_ASSERT_EQUAL(b158_f32_to_f16(0x1p-25f), 0x0000);     /* tie to even, zero */
+    CU_ASSERT_EQUAL(b158_f32_to_f16(0x1p-25f), 0x0000);        /* tie to even, zero */
     CU_ASSERT_EQUAL(b158_f32_to_f16(0x1.8p-25f), 0x0001);
     CU_ASSERT(isnan(b158_f16_to_f32(b158_f32_to_f16(NAN))));
 }
@@ -250,7 +250,8 @@ static void test_rmsnorm(void)
             float *y = xmalloc((size_t)m * n * 4), *yr = xmalloc((size_t)m * n * 4);
             fill_uniform(x, (size_t)m * n, -50.0f, 50.0f);
             fill_uniform(w, (size_t)n, -2.0f, 2.0f);
-            b158_buf dx = dev_upload(rt, x, (size_t)m * n * 4), dw = dev_upload(rt, w, (size_t)n * 4);
+            b158_buf dx = dev_upload(rt, x, (size_t)m * n * 4),
+                     dw = dev_upload(rt, w, (size_t)n * 4);
             b158_buf dy = dev_poisoned(rt, (size_t)m * n * 4);
             check_ok(b158_op_rmsnorm(rt, &dx, &dw, &dy, n, m, 1e-5f));
             dev_read(rt, &dy, y, (size_t)m * n * 4);
@@ -283,25 +284,40 @@ static void test_rope(void)
                 const float base = t == 1 ? 500000.0f : 10000.0f;
                 const size_t cnt = (size_t)m * stride;
                 float *x = xmalloc(cnt * 4), *xr = xmalloc(cnt * 4), *y = xmalloc(cnt * 4);
+                float *inv = xmalloc((size_t)n_rot / 2 * 4);
                 fill_uniform(x, cnt, -4.0f, 4.0f);
                 memcpy(xr, x, cnt * 4);
+                b158_rope_inv_freq(inv, n_rot, base);
                 b158_buf dx = dev_upload(rt, x, cnt * 4);
-                check_ok(b158_op_rope(rt, &dx, stride, nh, hd, n_rot, m, pos0, base, mode));
+                b158_buf dinv = dev_upload(rt, inv, (size_t)n_rot / 2 * 4);
+                check_ok(b158_op_rope(rt, &dx, &dinv, stride, nh, hd, n_rot, m, pos0, mode));
                 dev_read(rt, &dx, y, cnt * 4);
-                b158_ref_rope(xr, stride, nh, hd, n_rot, m, pos0, base, mode);
-                /* large angles (pos ~4000) amplify ulp differences of pow/sin/cos */
-                expect_nerr(mode ? "rope interleaved" : "rope neox", rt, y, xr, cnt, 2e-4);
+                b158_ref_rope(xr, inv, stride, nh, hd, n_rot, m, pos0, mode);
+                /* same angles on both sides: only sin/cos differ (OpenCL allows 4 ulp) */
+                expect_nerr(mode ? "rope interleaved" : "rope neox", rt, y, xr, cnt, 2e-6);
                 b158_buf_free(rt, &dx);
-                free(x), free(xr), free(y);
+                b158_buf_free(rt, &dinv);
+                free(x), free(xr), free(y), free(inv);
             }
         }
-        /* NEOX pairing: with angle pi/2 on dim 0 (pos 1, n_rot 2 so inv_freq = 1... ) */
-        float h[4] = {1.0f, 2.0f, 3.0f, 4.0f}, out[4];
-        b158_buf dh = dev_upload(rt, h, sizeof h);
-        check_ok(b158_op_rope(rt, &dh, 4, 1, 4, 4, 1, 0, 10000.0f, B158_ROPE_NEOX));
-        dev_read(rt, &dh, out, sizeof out);
-        CU_ASSERT_EQUAL(memcmp(out, h, sizeof h), 0); /* position 0 is the identity */
-        b158_buf_free(rt, &dh);
+        /* pairing, by hand: one head of 4 at position 1; inv_freq[0] = 1 rotates by 1 rad the
+         * pair (0, 2) under NEOX and (0, 1) interleaved; position 0 is the identity */
+        float h[4] = {1.0f, 2.0f, 3.0f, 4.0f}, out[4], inv[2];
+        b158_rope_inv_freq(inv, 4, 10000.0f);
+        CU_ASSERT(inv[0] == 1.0f && inv[1] == 0.01f);
+        b158_buf dinv = dev_upload(rt, inv, sizeof inv);
+        for (int mode = 0; mode < 2; mode++) {
+            b158_buf dh = dev_upload(rt, h, sizeof h);
+            check_ok(b158_op_rope(rt, &dh, &dinv, 4, 1, 4, 4, 1, 0, mode));
+            dev_read(rt, &dh, out, sizeof out);
+            CU_ASSERT_EQUAL(memcmp(out, h, sizeof h), 0);
+            check_ok(b158_op_rope(rt, &dh, &dinv, 4, 1, 4, 4, 1, 1, mode));
+            dev_read(rt, &dh, out, sizeof out);
+            const float partner = mode == B158_ROPE_NEOX ? h[2] : h[1];
+            CU_ASSERT(fabsf(out[0] - (h[0] * cosf(1.0f) - partner * sinf(1.0f))) < 1e-5f);
+            b158_buf_free(rt, &dh);
+        }
+        b158_buf_free(rt, &dinv);
     }
 }
 
@@ -342,7 +358,8 @@ static void check_attention(b158_runtime *rt, int nh, int nkv, int hd, int pos0,
         untouched &= kc[i] == 0x7f7f;
     CU_ASSERT(untouched);
 
-    b158_buf dq = dev_upload(rt, q, (size_t)m * qdim * 4), dout = dev_poisoned(rt, (size_t)m * qdim * 4);
+    b158_buf dq = dev_upload(rt, q, (size_t)m * qdim * 4),
+             dout = dev_poisoned(rt, (size_t)m * qdim * 4);
     const float scale = 1.0f / sqrtf((float)hd);
     check_ok(b158_op_attention(rt, &dq, &dkc, &dvc, &dout, nh, nkv, hd, qdim, m, pos0, off, scale));
     dev_read(rt, &dout, o, (size_t)m * qdim * 4);
@@ -362,10 +379,10 @@ static void test_attention(void)
     {
         check_attention(rt, 1, 1, 2, 0, 1);
         check_attention(rt, 4, 4, 16, b158_test_randint(0, 3), b158_test_randint(1, 5));
-        check_attention(rt, 6, 2, 40, b158_test_randint(50, 150), 1);    /* decode, GQA 3:1 */
-        check_attention(rt, 6, 3, 24, 0, b158_test_randint(60, 90));     /* prefill */
-        check_attention(rt, 4, 1, 128, b158_test_randint(5, 40), 7);     /* 2B-4T head dim */
-        check_attention(rt, 2, 1, 200, b158_test_randint(0, 70), 3);     /* head dim > 128 */
+        check_attention(rt, 6, 2, 40, b158_test_randint(50, 150), 1); /* decode, GQA 3:1 */
+        check_attention(rt, 6, 3, 24, 0, b158_test_randint(60, 90));  /* prefill */
+        check_attention(rt, 4, 1, 128, b158_test_randint(5, 40), 7);  /* 2B-4T head dim */
+        check_attention(rt, 2, 1, 200, b158_test_randint(0, 70), 3);  /* head dim > 128 */
         /* a head dimension past the kernel's limit is refused, not overrun */
         b158_buf b;
         CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, 1 << 20, &b), B158_OK);
@@ -435,7 +452,8 @@ static void test_embed(void)
             ids[i] = b158_test_randint(0, n_vocab - 1);
         ids[m - 1] = n_vocab; /* out of range: NaN, never a read past the table */
         b158_buf dt = dev_upload(rt, table, (size_t)n_vocab * n_embd * 2);
-        b158_buf di = dev_upload(rt, ids, (size_t)m * 4), dout = dev_poisoned(rt, (size_t)m * n_embd * 4);
+        b158_buf di = dev_upload(rt, ids, (size_t)m * 4),
+                 dout = dev_poisoned(rt, (size_t)m * n_embd * 4);
         check_ok(b158_op_embed(rt, &dt, &di, &dout, n_embd, n_vocab, m));
         dev_read(rt, &dout, o, (size_t)m * n_embd * 4);
         b158_ref_embed(table, ids, orf, n_embd, n_vocab, m);
@@ -463,7 +481,8 @@ static void test_f16_matvec(void)
             for (size_t i = 0; i < (size_t)n * k; i++)
                 w[i] = b158_f32_to_f16(b158_test_uniform(-0.1f, 0.1f));
             fill_uniform(x, (size_t)m * k, -3.0f, 3.0f);
-            b158_buf dw = dev_upload(rt, w, (size_t)n * k * 2), dx = dev_upload(rt, x, (size_t)m * k * 4);
+            b158_buf dw = dev_upload(rt, w, (size_t)n * k * 2),
+                     dx = dev_upload(rt, x, (size_t)m * k * 4);
             b158_buf dy = dev_poisoned(rt, (size_t)m * n * 4);
             check_ok(b158_op_f16_matvec(rt, &dw, &dx, &dy, n, k, m));
             dev_read(rt, &dy, y, (size_t)m * n * 4);

@@ -230,11 +230,11 @@ static void rewrite_ex(const char *src, const char *dst, const char *tensor, uin
     b158_gguf_writer *w = NULL;
     CU_ASSERT_EQUAL_FATAL(b158_gguf_writer_create(&w), B158_OK);
     char arch[32];
-    CU_ASSERT_EQUAL_FATAL(b158_gguf_copy_str(g, "general.architecture", arch, sizeof arch), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_gguf_copy_str(g, "general.architecture", arch, sizeof arch),
+                          B158_OK);
     b158_gguf_add_str(w, "general.architecture", arch);
-    const char *keys[] = {"context_length", "embedding_length", "block_count",
-                          "feed_forward_length", "attention.head_count",
-                          "attention.head_count_kv"};
+    const char *keys[] = {"context_length",      "embedding_length",     "block_count",
+                          "feed_forward_length", "attention.head_count", "attention.head_count_kv"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char k[96];
         uint32_t v;
@@ -251,15 +251,17 @@ static void rewrite_ex(const char *src, const char *dst, const char *tensor, uin
             if (new_ne1)
                 ne[1] = new_ne1;
         }
-        CU_ASSERT_EQUAL_FATAL(b158_gguf_add_tensor(w, t->name, type, t->n_dims < 2 && new_ne1 &&
-                                                   strcmp(t->name, tensor) == 0 ? 2 : t->n_dims,
-                                                   ne, t->data),
-                              B158_OK);
+        CU_ASSERT_EQUAL_FATAL(
+            b158_gguf_add_tensor(
+                w, t->name, type,
+                t->n_dims < 2 && new_ne1 && strcmp(t->name, tensor) == 0 ? 2 : t->n_dims, ne,
+                t->data),
+            B158_OK);
     }
     if (extra_name) {
         const uint64_t one = 1;
-        CU_ASSERT_EQUAL_FATAL(b158_gguf_add_tensor(w, extra_name, B158_TT_F32, 1, &one, extra_value),
-                              B158_OK);
+        CU_ASSERT_EQUAL_FATAL(
+            b158_gguf_add_tensor(w, extra_name, B158_TT_F32, 1, &one, extra_value), B158_OK);
     }
     CU_ASSERT_EQUAL_FATAL(b158_gguf_writer_write_file(w, dst), B158_OK);
     b158_gguf_writer_free(w);
@@ -290,8 +292,9 @@ static void test_scale_tensors(void)
         scaled &= b->scales[r] == a->scales[r] * factor;
     CU_ASSERT(scaled);
     CU_ASSERT_EQUAL(memcmp(a->codes, b->codes, (size_t)a->n * a->k_pad / 4), 0);
-    CU_ASSERT_EQUAL(memcmp(orig->layers[1].wup.scales, m->layers[1].wup.scales,
-                           (size_t)m->layers[1].wup.n * 4), 0); /* others untouched */
+    CU_ASSERT_EQUAL(
+        memcmp(orig->layers[1].wup.scales, m->layers[1].wup.scales, (size_t)m->layers[1].wup.n * 4),
+        0); /* others untouched */
     b158_model_free(m);
     const float bad = (float)NAN;
     rewrite_ex(good, with, "", 0, 0, "blk.0.attn_q.scale", &bad);
@@ -313,8 +316,8 @@ static void test_malformed(void)
     unsigned char *buf = read_all(good, &size);
 
     /* truncated anywhere: header, metadata, tensor infos, data */
-    const size_t cuts[] = {0, 3, 4, 8, 20, 100, 1000, 5000, size / 3, size / 2, size - 33,
-                           size - 1};
+    const size_t cuts[] = {0,    3,    4,        8,        20,        100,
+                           1000, 5000, size / 3, size / 2, size - 33, size - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
         write_all(bad, buf, cuts[i]);
         b158_model *m = NULL;

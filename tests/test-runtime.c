@@ -76,9 +76,9 @@ static void test_build_error(void)
     if (!rt)
         return;
     cl_program prog = NULL;
-    b158_status st = b158_rt_build(
-        rt, "broken.cl", "__kernel void k(__global float *x) { x[0] = undeclared_thing_42; }",
-        &prog);
+    b158_status st =
+        b158_rt_build(rt, "broken.cl",
+                      "__kernel void k(__global float *x) { x[0] = undeclared_thing_42; }", &prog);
     CU_ASSERT_EQUAL(st, B158_ERR_BUILD);
     CU_ASSERT_PTR_NULL(prog);
     const char *msg = b158_last_error();
@@ -177,9 +177,8 @@ static void test_memory(void)
 
 static void add_suites(void)
 {
-    b158_test_suite("devices", (b158_test_case[]){{"list", test_list},
-                                                  {"select", test_select},
-                                                  {NULL, NULL}});
+    b158_test_suite("devices",
+                    (b158_test_case[]){{"list", test_list}, {"select", test_select}, {NULL, NULL}});
     b158_test_suite("build", (b158_test_case[]){{"build_error_has_log", test_build_error},
                                                 {"binary_cache", test_build_cache},
                                                 {NULL, NULL}});

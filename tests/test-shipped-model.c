@@ -81,7 +81,8 @@ static void test_perplexity(void)
     FILE *f = fopen(b158_test_shared_path("data/text/tinyshakespeare.txt"), "rb");
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);
     char *text = malloc((size_t)(b - a));
-    CU_ASSERT_FATAL(fseek(f, a, SEEK_SET) == 0 && fread(text, 1, (size_t)(b - a), f) == (size_t)(b - a));
+    CU_ASSERT_FATAL(fseek(f, a, SEEK_SET) == 0 &&
+                    fread(text, 1, (size_t)(b - a), f) == (size_t)(b - a));
     fclose(f);
     char path[] = "/tmp/b158-slice-XXXXXX";
     int fd = mkstemp(path);
@@ -150,8 +151,8 @@ static void test_greedy(void)
 
 static void add_suites(void)
 {
-    b158_test_suite("perplexity", (b158_test_case[]){{"validation_slice", test_perplexity},
-                                                     {NULL, NULL}});
+    b158_test_suite("perplexity",
+                    (b158_test_case[]){{"validation_slice", test_perplexity}, {NULL, NULL}});
     b158_test_suite("greedy", (b158_test_case[]){{"recorded_tokens", test_greedy}, {NULL, NULL}});
 }
 

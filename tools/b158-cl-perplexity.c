@@ -11,16 +11,17 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: b158-cl-perplexity [-m MODEL.gguf] -f TEXT [options]\n"
-               "  -m FILE          GGUF model (default: the shipped %s)\n"
-               "  -f FILE          text to score\n"
-               "  -c N             tokens per chunk (default 512)\n"
-               "  --chunks N       score at most N chunks (default: all)\n"
-               "  -b N             tokens per forward pass (default: the chunk)\n"
-               "  --device SEL     OpenCL device index or name substring\n"
-               "  --cpu-ref        run on the plain-C reference path\n"
-               "  --no-bos         never put BOS at the start of a chunk\n",
-               B158_DEFAULT_MODEL);
+    fprintf(f,
+            "usage: b158-cl-perplexity [-m MODEL.gguf] -f TEXT [options]\n"
+            "  -m FILE          GGUF model (default: the shipped %s)\n"
+            "  -f FILE          text to score\n"
+            "  -c N             tokens per chunk (default 512)\n"
+            "  --chunks N       score at most N chunks (default: all)\n"
+            "  -b N             tokens per forward pass (default: the chunk)\n"
+            "  --device SEL     OpenCL device index or name substring\n"
+            "  --cpu-ref        run on the plain-C reference path\n"
+            "  --no-bos         never put BOS at the start of a chunk\n",
+            B158_DEFAULT_MODEL);
 }
 
 int main(int argc, char **argv)
@@ -80,7 +81,8 @@ int main(int argc, char **argv)
     b158_session *s = NULL;
     b158_token *tok = NULL;
     size_t n_tok = 0;
-    if (b158_model_load(model_path, &m) != B158_OK || b158_vocab_load(model_path, &vocab) != B158_OK)
+    if (b158_model_load(model_path, &m) != B158_OK ||
+        b158_vocab_load(model_path, &vocab) != B158_OK)
         goto fail;
     const int add_bos = !no_bos && b158_vocab_add_bos(vocab);
     if (b158_tokenize_alloc(vocab, text, text_len, add_bos ? B158_TOKENIZE_ADD_BOS : 0, &tok,

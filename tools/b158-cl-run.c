@@ -68,13 +68,13 @@ static int parse(int argc, char **argv, args *a)
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define IS(x) (strcmp(o, x) == 0)
-#define NEEDV                                                                                  \
-    do {                                                                                       \
-        if (!v) {                                                                              \
-            fprintf(stderr, "error: %s needs a value\n", o);                                   \
-            return 2;                                                                          \
-        }                                                                                      \
-        i++;                                                                                   \
+#define NEEDV                                                                                      \
+    do {                                                                                           \
+        if (!v) {                                                                                  \
+            fprintf(stderr, "error: %s needs a value\n", o);                                       \
+            return 2;                                                                              \
+        }                                                                                          \
+        i++;                                                                                       \
     } while (0)
         if (IS("-h") || IS("--help")) {
             usage(stdout);
@@ -162,7 +162,8 @@ static int parse(int argc, char **argv, args *a)
         return 2;
     }
     if (a->cpu_ref && (a->verify || a->device)) {
-        fprintf(stderr, "error: --cpu-ref runs without OpenCL; it excludes --verify and --device\n");
+        fprintf(stderr,
+                "error: --cpu-ref runs without OpenCL; it excludes --verify and --device\n");
         return 2;
     }
     return 0;
@@ -202,8 +203,8 @@ static int list_devices(void)
         printf("  subgroups         %s\n", d->has_subgroups ? "yes" : "no");
         printf("  integer dot       %s\n",
                d->has_int_dot ? "yes (cl_khr_integer_dot_product)" : "no");
-        printf("  kernel variant    %s\n", d->is_gpu ? "gpu (local-memory tiles)"
-                                                     : "cpu (register unpacking, no barriers)");
+        printf("  kernel variant    %s\n",
+               d->is_gpu ? "gpu (local-memory tiles)" : "cpu (register unpacking, no barriers)");
     }
     free(devs);
     return 0;
@@ -215,8 +216,8 @@ typedef struct {
     b158_runtime *rt;
     b158_model *model;
     b158_vocab *vocab;
-    b158_session *dev;  /* OpenCL session (NULL with --cpu-ref) */
-    b158_session *ref;  /* CPU reference session (--cpu-ref or --verify) */
+    b158_session *dev; /* OpenCL session (NULL with --cpu-ref) */
+    b158_session *ref; /* CPU reference session (--cpu-ref or --verify) */
     b158_sampler *sampler;
     int n_vocab;
     double t_load;
@@ -284,8 +285,9 @@ static int engine_open(engine *e, const args *a, const char *model_path)
     if (b158_sampler_create(&a->sp, h->n_vocab, &e->sampler) != B158_OK)
         return fail(NULL);
     e->t_load = cli_now() - t0;
-    fprintf(stderr, "model: %s (%s%s%s), %d layers, n_embd %d, heads %d/%d, n_ff %d, vocab %d, "
-                    "context %d\n",
+    fprintf(stderr,
+            "model: %s (%s%s%s), %d layers, n_embd %d, heads %d/%d, n_ff %d, vocab %d, "
+            "context %d\n",
             model_path, h->arch_name, h->name[0] ? ", " : "", h->name, h->n_layer, h->n_embd,
             h->n_head, h->n_head_kv, h->n_ff, h->n_vocab, n_ctx);
     if (e->rt)
@@ -326,8 +328,8 @@ static int engine_eval(engine *e, const int32_t *tok, int n)
                     ref_max = b[j] > 0 ? b[j] : -b[j];
             }
             const int pos = engine_pos(e) - n + i;
-            fprintf(stderr, "[verify] pos %d: max |logit diff| %.3e (normalized %.2e)\n", pos,
-                    diff, ref_max > 0 ? diff / ref_max : diff);
+            fprintf(stderr, "[verify] pos %d: max |logit diff| %.3e (normalized %.2e)\n", pos, diff,
+                    ref_max > 0 ? diff / ref_max : diff);
             if (diff > e->verify_worst)
                 e->verify_worst = diff;
         }
@@ -348,8 +350,7 @@ static void print_summary(const engine *e)
                 e->t_prompt, e->n_prompt_tokens / (e->t_prompt > 0 ? e->t_prompt : 1e-9));
     if (e->n_gen_tokens)
         fprintf(stderr, "generation: %d tokens in %.3f s, %.2f tokens/s (%.1f ms/token)\n",
-                e->n_gen_tokens, e->t_gen,
-                e->n_gen_tokens / (e->t_gen > 0 ? e->t_gen : 1e-9),
+                e->n_gen_tokens, e->t_gen, e->n_gen_tokens / (e->t_gen > 0 ? e->t_gen : 1e-9),
                 1000.0 * e->t_gen / e->n_gen_tokens);
     if (e->dev && e->ref)
         fprintf(stderr, "verify: largest logit difference OpenCL vs CPU reference %.3e\n",
@@ -412,7 +413,8 @@ static int feed(engine *e, const char *text, int bos, int special)
 {
     b158_token *tok = NULL;
     size_t n = 0;
-    unsigned flags = (bos ? B158_TOKENIZE_ADD_BOS : 0) | (special ? B158_TOKENIZE_PARSE_SPECIAL : 0);
+    unsigned flags =
+        (bos ? B158_TOKENIZE_ADD_BOS : 0) | (special ? B158_TOKENIZE_PARSE_SPECIAL : 0);
     if (b158_tokenize_alloc(e->vocab, text, strlen(text), flags, &tok, &n) != B158_OK)
         return fail("tokenizing the prompt");
     if (n == 0) {
@@ -420,8 +422,9 @@ static int feed(engine *e, const char *text, int bos, int special)
         return 0;
     }
     if ((long)n + engine_pos(e) > engine_ctx(e)) {
-        fprintf(stderr, "error: the prompt has %zu tokens but only %d of the %d-token context "
-                        "are left; use a larger context (-c) or a shorter prompt\n",
+        fprintf(stderr,
+                "error: the prompt has %zu tokens but only %d of the %d-token context "
+                "are left; use a larger context (-c) or a shorter prompt\n",
                 n, engine_ctx(e) - engine_pos(e), engine_ctx(e));
         free(tok);
         return 1;
@@ -525,8 +528,9 @@ int main(int argc, char **argv)
     char defbuf[4096];
     const char *model_path = a.model;
     if (!model_path && !(model_path = cli_default_model(defbuf, sizeof defbuf))) {
-        fprintf(stderr, "error: no model given (-m FILE) and the default model %s was not found "
-                        "next to the program or in the source tree\n",
+        fprintf(stderr,
+                "error: no model given (-m FILE) and the default model %s was not found "
+                "next to the program or in the source tree\n",
                 B158_DEFAULT_MODEL);
         return 1;
     }
@@ -548,8 +552,9 @@ int main(int argc, char **argv)
         free(prompt_buf);
         return 1;
     }
-    fprintf(stderr, "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, repeat penalty %.2f, "
-                    "seed %llu\n\n",
+    fprintf(stderr,
+            "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, repeat penalty %.2f, "
+            "seed %llu\n\n",
             a.sp.temp, a.sp.top_k, a.sp.top_p, a.sp.min_p, a.sp.repeat_penalty,
             (unsigned long long)a.sp.seed);
     signal(SIGINT, on_sigint);
@@ -565,8 +570,8 @@ int main(int argc, char **argv)
         rc = feed(&e, prompt, 1, a.special);
         if (rc == 0 && engine_pos(&e) == 0) {
             /* an empty prompt without BOS: start from the end-of-text token as llama.cpp does */
-            int32_t start = b158_vocab_bos(e.vocab) >= 0 ? b158_vocab_bos(e.vocab)
-                                                          : b158_vocab_eos(e.vocab);
+            int32_t start =
+                b158_vocab_bos(e.vocab) >= 0 ? b158_vocab_bos(e.vocab) : b158_vocab_eos(e.vocab);
             rc = start >= 0 ? engine_eval(&e, &start, 1) : 1;
             if (start < 0)
                 fprintf(stderr, "error: empty prompt and the vocabulary has no BOS/EOS token\n");

@@ -11,15 +11,14 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: b158-gen-model -o FILE [options]\n"
-            "  --arch A          bitnet-25 (default), bitnet or llama\n"
-            "  --preset P        2B-4T, 700M, 1.3B, 3B, 3.9B or tiny (default tiny)\n"
-            "  --n-embd N --n-layer N --n-head N --n-head-kv N --n-ff N --n-vocab N\n"
-            "  --head-dim N --ctx N  override the preset's shape\n"
-            "  --type T          tq2_0 (default), tq1_0, i2_s, f16, bf16, f32 (exact ternary)\n"
-            "  --vocab FILE      copy the tokenizer of this GGUF (n_vocab follows it)\n"
-            "  --seed S          random seed (default 1)\n");
+    fprintf(f, "usage: b158-gen-model -o FILE [options]\n"
+               "  --arch A          bitnet-25 (default), bitnet or llama\n"
+               "  --preset P        2B-4T, 700M, 1.3B, 3B, 3.9B or tiny (default tiny)\n"
+               "  --n-embd N --n-layer N --n-head N --n-head-kv N --n-ff N --n-vocab N\n"
+               "  --head-dim N --ctx N  override the preset's shape\n"
+               "  --type T          tq2_0 (default), tq1_0, i2_s, f16, bf16, f32 (exact ternary)\n"
+               "  --vocab FILE      copy the tokenizer of this GGUF (n_vocab follows it)\n"
+               "  --seed S          random seed (default 1)\n");
 }
 
 static int parse_int(const char *s, int *out)
@@ -139,8 +138,9 @@ int main(int argc, char **argv)
         return 1;
     }
     const b158_model_info *i = b158_model_get_info(m);
-    fprintf(stderr, "wrote %s: %s, %d layers, n_embd %d, heads %d/%d, n_ff %d, vocab %d, "
-                    "%.2fG ternary weights\n",
+    fprintf(stderr,
+            "wrote %s: %s, %d layers, n_embd %d, heads %d/%d, n_ff %d, vocab %d, "
+            "%.2fG ternary weights\n",
             out, arch, i->n_layer, i->n_embd, i->n_head, i->n_head_kv, i->n_ff, i->n_vocab,
             (double)i->n_ternary / 1e9);
     b158_model_free(m);

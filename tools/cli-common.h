@@ -111,8 +111,9 @@ static inline char *cli_read_file(const char *path, size_t *len)
 static inline void cli_print_memory(const b158_runtime *rt)
 {
     const double mib = 1024.0 * 1024.0;
-    fprintf(stderr, "device memory: weights %.1f MiB, kv cache %.1f MiB, scratch %.1f MiB, "
-                    "total %.1f MiB\n",
+    fprintf(stderr,
+            "device memory: weights %.1f MiB, kv cache %.1f MiB, scratch %.1f MiB, "
+            "total %.1f MiB\n",
             b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS) / mib,
             b158_runtime_mem_bytes(rt, B158_MEM_KV_CACHE) / mib,
             b158_runtime_mem_bytes(rt, B158_MEM_SCRATCH) / mib,

@@ -14,18 +14,18 @@ extern "C" {
 /* Every fallible call returns one of these. Values are stable; new ones are appended. */
 typedef enum b158_status {
     B158_OK = 0,
-    B158_ERR_INVALID_ARG = 1,    /* a caller passed a bad argument (NULL, size 0, ...) */
-    B158_ERR_IO = 2,             /* a file could not be opened, read, mapped or written */
-    B158_ERR_FORMAT = 3,         /* a model or vocabulary file is malformed */
-    B158_ERR_UNSUPPORTED = 4,    /* valid input this build does not handle (arch, type, ...) */
-    B158_ERR_NO_PLATFORM = 5,    /* no OpenCL platform / ICD is installed */
-    B158_ERR_NO_DEVICE = 6,      /* no device matches the selection */
-    B158_ERR_OPENCL = 7,         /* an OpenCL call failed; the message names call and error */
-    B158_ERR_BUILD = 8,          /* a kernel program failed to build; the message has the log */
-    B158_ERR_DEVICE_MEMORY = 9,  /* the device cannot hold what was asked for */
-    B158_ERR_HOST_MEMORY = 10,   /* malloc failed */
-    B158_ERR_CONTEXT_FULL = 11,  /* more tokens than the context length */
-    B158_ERR_INTERRUPTED = 12,   /* stopped on request (Ctrl-C) */
+    B158_ERR_INVALID_ARG = 1,   /* a caller passed a bad argument (NULL, size 0, ...) */
+    B158_ERR_IO = 2,            /* a file could not be opened, read, mapped or written */
+    B158_ERR_FORMAT = 3,        /* a model or vocabulary file is malformed */
+    B158_ERR_UNSUPPORTED = 4,   /* valid input this build does not handle (arch, type, ...) */
+    B158_ERR_NO_PLATFORM = 5,   /* no OpenCL platform / ICD is installed */
+    B158_ERR_NO_DEVICE = 6,     /* no device matches the selection */
+    B158_ERR_OPENCL = 7,        /* an OpenCL call failed; the message names call and error */
+    B158_ERR_BUILD = 8,         /* a kernel program failed to build; the message has the log */
+    B158_ERR_DEVICE_MEMORY = 9, /* the device cannot hold what was asked for */
+    B158_ERR_HOST_MEMORY = 10,  /* malloc failed */
+    B158_ERR_CONTEXT_FULL = 11, /* more tokens than the context length */
+    B158_ERR_INTERRUPTED = 12,  /* stopped on request (Ctrl-C) */
 } b158_status;
 
 /* Short constant name of a status ("B158_ERR_FORMAT"); never NULL. */
@@ -44,23 +44,23 @@ void b158_log_set(b158_log_fn fn, void *user);
 
 /* What the engine needs to know of one OpenCL device. Sizes in bytes. */
 typedef struct b158_device_info {
-    int index;                   /* global index across platforms, as used by --device */
-    char platform[128];          /* platform name */
-    char name[128];              /* device name */
-    char vendor[64];             /* device vendor */
-    char driver[128];            /* driver version */
-    char version[128];           /* device OpenCL version string */
-    char c_version[64];          /* OpenCL C version string */
-    int is_gpu;                  /* CL_DEVICE_TYPE_GPU */
-    int is_cpu;                  /* CL_DEVICE_TYPE_CPU */
-    uint32_t compute_units;      /* CL_DEVICE_MAX_COMPUTE_UNITS */
-    uint64_t global_mem;         /* CL_DEVICE_GLOBAL_MEM_SIZE */
-    uint64_t max_alloc;          /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
-    uint64_t local_mem;          /* CL_DEVICE_LOCAL_MEM_SIZE */
-    size_t max_work_group;       /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
-    int has_fp16;                /* cl_khr_fp16 */
-    int has_subgroups;           /* cl_khr_subgroups or cl_intel_subgroups */
-    int has_int_dot;             /* cl_khr_integer_dot_product */
+    int index;              /* global index across platforms, as used by --device */
+    char platform[128];     /* platform name */
+    char name[128];         /* device name */
+    char vendor[64];        /* device vendor */
+    char driver[128];       /* driver version */
+    char version[128];      /* device OpenCL version string */
+    char c_version[64];     /* OpenCL C version string */
+    int is_gpu;             /* CL_DEVICE_TYPE_GPU */
+    int is_cpu;             /* CL_DEVICE_TYPE_CPU */
+    uint32_t compute_units; /* CL_DEVICE_MAX_COMPUTE_UNITS */
+    uint64_t global_mem;    /* CL_DEVICE_GLOBAL_MEM_SIZE */
+    uint64_t max_alloc;     /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
+    uint64_t local_mem;     /* CL_DEVICE_LOCAL_MEM_SIZE */
+    size_t max_work_group;  /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
+    int has_fp16;           /* cl_khr_fp16 */
+    int has_subgroups;      /* cl_khr_subgroups or cl_intel_subgroups */
+    int has_int_dot;        /* cl_khr_integer_dot_product */
 } b158_device_info;
 
 /* Fills up to cap entries of out (may be NULL when cap is 0) and sets *count to the number of

@@ -27,17 +27,17 @@ typedef struct b158_model_info {
     int n_layer;
     int n_head;
     int n_head_kv;
-    int head_dim;          /* n_embd / n_head unless the file says otherwise */
-    int n_ff;              /* FFN hidden width */
-    int n_rot;             /* rotated dimensions per head */
-    int n_ctx_train;       /* context length the model was trained with */
+    int head_dim;    /* n_embd / n_head unless the file says otherwise */
+    int n_ff;        /* FFN hidden width */
+    int n_rot;       /* rotated dimensions per head */
+    int n_ctx_train; /* context length the model was trained with */
     float rms_eps;
     float rope_base;
-    int relu2;             /* 1: relu(gate)^2 * up, 0: silu(gate) * up */
-    int sub_norms;         /* 1: attn_sub_norm and ffn_sub_norm present */
-    int rope_interleaved;  /* 1: pairs (2i, 2i+1); 0: NEOX (i, i + n_rot/2) */
-    int tied_embedding;    /* 1: the LM head is the embedding table */
-    uint64_t n_ternary;    /* ternary weights in the transformer blocks */
+    int relu2;            /* 1: relu(gate)^2 * up, 0: silu(gate) * up */
+    int sub_norms;        /* 1: attn_sub_norm and ffn_sub_norm present */
+    int rope_interleaved; /* 1: pairs (2i, 2i+1); 0: NEOX (i, i + n_rot/2) */
+    int tied_embedding;   /* 1: the LM head is the embedding table */
+    uint64_t n_ternary;   /* ternary weights in the transformer blocks */
 } b158_model_info;
 
 typedef struct b158_model b158_model;
@@ -88,10 +88,10 @@ b158_status b158_model_upload_as(b158_model *model, b158_runtime *rt, b158_weigh
 /* ---- sessions: a KV cache and scratch for one sequence --------------------------------- */
 
 typedef struct b158_session_params {
-    int n_ctx;         /* context length in tokens; 0 = the model's training context */
-    int n_batch;       /* most tokens per forward call in prefill; 0 = 256 */
-    int all_logits;    /* nonzero: eval returns logits of every token (perplexity) */
-    b158_runtime *rt;  /* device to run on (model uploaded to it); NULL = CPU reference path */
+    int n_ctx;        /* context length in tokens; 0 = the model's training context */
+    int n_batch;      /* most tokens per forward call in prefill; 0 = 256 */
+    int all_logits;   /* nonzero: eval returns logits of every token (perplexity) */
+    b158_runtime *rt; /* device to run on (model uploaded to it); NULL = CPU reference path */
 } b158_session_params;
 
 b158_session_params b158_session_default_params(void);
@@ -130,8 +130,7 @@ typedef struct b158_sampler_params {
 b158_sampler_params b158_sampler_default_params(void);
 
 typedef struct b158_sampler b158_sampler;
-b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab,
-                                b158_sampler **out);
+b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab, b158_sampler **out);
 void b158_sampler_free(b158_sampler *s);
 /* Picks the next token from logits (not modified) and remembers it for the repeat penalty. */
 int32_t b158_sampler_sample(b158_sampler *s, const float *logits);
