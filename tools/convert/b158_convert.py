@@ -1,0 +1,557 @@
+"""b158-convert: a Hugging Face BitNet b1.58 checkpoint directory to a b158-cl GGUF file.
+
+    python tools/convert/b158_convert.py HF_DIR -o OUT.gguf [--type tq2_0|i2_s|tq1_0]
+                                         [--arch auto|bitnet-25|bitnet]
+
+Reads config.json, the safetensors (one file or a sharded index) tensor by tensor through
+safe_open, and tokenizer.json (byte-level BPE, written as llama.cpp's "gpt2" vocabulary). The
+output is written tensor by tensor too, so memory stays near the largest single tensor.
+
+Layouts:
+- BitNetForCausalLM (transformers, model_type "bitnet"): arch bitnet-25 when hidden_act is
+  relu2, bitnet (with bitnet.hidden_activation) otherwise. Its quantization_config says how the
+  BitLinear weights are stored; what transformers' integrations/bitnet.py does decides the
+  conversion:
+    linear_class bitlinear (offline only): uint8 weight [out/4, in], byte [r][c] bits 2i..2i+1
+      hold row r + i*out/4 as code w+1; y = (W_t . q) / (s * weight_scale): scale 1/weight_scale.
+    linear_class autobitlinear, offline: the same packed weight (or an unpacked float ternary
+      weight), y = (W_t . x_q) * weight_scale: scale weight_scale.
+    autobitlinear, online: latent float weights, ternarized at every forward as
+      scale = 1 / max(mean|W|, 1e-5), W_t = clamp(round(W * scale), -1, 1), weight W_t / scale.
+- 1bitLLM's llama-style BitnetForCausalLM (bitnet_b1_58-large/3B): latent fp16 weights,
+  ternarized like the online mode above; sub-norms self_attn.inner_attn_ln and
+  mlp.ffn_layernorm. Written as arch bitnet.
+The LM head (lm_head, never quantized in transformers) and the embedding are F16; norms F32.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+QK = 256  # TQ1_0 / TQ2_0 block
+TYPE_IDS = {"tq1_0": 34, "tq2_0": 35, "i2_s": 36}
+LLAMA3_PAT_START = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
+LLAMA3_PAT_START2 = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
+
+
+class ConvertError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the checkpoint
+
+
+class Checkpoint:
+    """Tensors of a safetensors checkpoint (single file or sharded), opened lazily."""
+
+    def __init__(self, hf_dir):
+        from safetensors import safe_open
+
+        self.dir = hf_dir
+        index = os.path.join(hf_dir, "model.safetensors.index.json")
+        single = os.path.join(hf_dir, "model.safetensors")
+        if os.path.exists(index):
+            with open(index) as f:
+                self.where = json.load(f)["weight_map"]
+        elif os.path.exists(single):
+            self.where = None
+        else:
+            files = [f for f in os.listdir(hf_dir) if f.endswith(".safetensors")]
+            if len(files) != 1:
+                bins = [f for f in os.listdir(hf_dir) if f.endswith(".bin")]
+                hint = " (pytorch .bin checkpoints are not read: re-save with safe_serialization)" if bins else ""
+                raise ConvertError(f"{hf_dir}: no model.safetensors or model.safetensors.index.json{hint}")
+            single = os.path.join(hf_dir, files[0])
+            self.where = None
+        self.handles = {}
+        self._open = safe_open
+        if self.where is None:
+            self.where = {}
+            h = self._handle(os.path.basename(single))
+            for k in h.keys():
+                self.where[k] = os.path.basename(single)
+
+    def _handle(self, fname):
+        if fname not in self.handles:
+            self.handles[fname] = self._open(os.path.join(self.dir, fname), framework="pt")
+        return self.handles[fname]
+
+    def names(self):
+        return list(self.where)
+
+    def has(self, name):
+        return name in self.where
+
+    def get(self, name):
+        if name not in self.where:
+            raise ConvertError(f"tensor {name} missing from the checkpoint")
+        return self._handle(self.where[name]).get_tensor(name)
+
+    def shape(self, name):
+        return list(self._handle(self.where[name]).get_slice(name).get_shape())
+
+
+# ---------------------------------------------------------------------------------------------
+# ternary weights as transformers computes them
+
+
+def unpack_hf(packed, n_out):
+    """transformers' unpack_weights: rows [i*R, (i+1)*R) come from bits 2i..2i+1, code w+1."""
+    import torch
+
+    r = packed.shape[0]
+    if 4 * r != n_out:
+        raise ConvertError(f"packed weight has {r} rows: transformers' BitLinear needs out_features "
+                           f"({n_out}) = 4 * rows")
+    p = packed.to(torch.uint8)
+    out = torch.empty((4 * r, packed.shape[1]), dtype=torch.int8)
+    for i in range(4):
+        out[i * r:(i + 1) * r] = ((p >> (2 * i)) & 3).to(torch.int8) - 1
+    if bool((out > 1).any()):
+        raise ConvertError("packed weight holds code 3 (not ternary)")
+    return out
+
+
+def ternarize_online(w):
+    """AutoBitLinear online / 1bitLLM weight_quant: (W_t int8, dequantization scale)."""
+    import torch
+
+    w = w.float()
+    scale = 1.0 / w.abs().mean().clamp_(min=1e-5)
+    w_t = (w * scale).round().clamp(-1, 1).to(torch.int8)
+    # transformers uses W_t / scale: the scale that multiplies W_t is 1/scale as float32
+    return w_t, float(np.float32(1.0) / np.float32(scale.item()))
+
+
+def exact_ternary(w, name):
+    """A float weight that must already be {-a, 0, +a}: (W_t, a)."""
+    import torch
+
+    w = w.float()
+    a = w.abs().max().item()
+    if a == 0:
+        return torch.zeros(w.shape, dtype=torch.int8), 0.0
+    w_t = torch.round(w / a)
+    if not torch.equal(w_t * a, w):
+        raise ConvertError(f"{name}: offline float weight is not ternary ({{-a, 0, +a}})")
+    return w_t.to(torch.int8), 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# GGUF encodings of W_t (int8 {-1,0,1}, shape (n_out, k)) with one scale per tensor
+
+
+def encode_tq2_0(w_t, d):
+    n_out, k = w_t.shape
+    c = (w_t.astype(np.int16) + 1).astype(np.uint8).reshape(-1, 2, 4, 32)  # (blk, g, l, m)
+    qs = np.zeros((c.shape[0], 2, 32), dtype=np.uint8)
+    for lane in range(4):
+        qs |= c[:, :, lane, :] << np.uint8(2 * lane)
+    dd = np.full((c.shape[0], 1), d, dtype=np.float16).view(np.uint8)
+    return np.concatenate([qs.reshape(-1, 64), dd], axis=1).reshape(n_out, (k // QK) * 66)
+
+
+def encode_tq1_0(w_t, d):
+    import gguf
+
+    n_out, k = w_t.shape
+    blocks = gguf.quants.quantize(w_t.astype(np.float32), gguf.GGMLQuantizationType.TQ1_0)
+    blocks = blocks.reshape(-1, 54)
+    blocks[:, 52:54] = np.full((blocks.shape[0], 1), d, dtype=np.float16).view(np.uint8)
+    return blocks.reshape(n_out, (k // QK) * 54)
+
+
+def encode_i2_s(w_t, d):
+    """bitnet.cpp's x86 I2_S: 128-element blocks of the flattened tensor, byte i*32+p holds
+    elements p, p+32, p+64, p+96 in bits 7..6, 5..4, 3..2, 1..0; f32 scale at n/4; n/4+32 bytes."""
+    c = (w_t.reshape(-1).astype(np.int16) + 1).astype(np.uint8).reshape(-1, 4, 32)
+    q = (c[:, 0] << 6) | (c[:, 1] << 4) | (c[:, 2] << 2) | c[:, 3]
+    tail = np.zeros(32, dtype=np.uint8)
+    tail[:4] = np.array([d], dtype="<f4").view(np.uint8)
+    return np.concatenate([q.reshape(-1), tail])
+
+
+def ternary_nbytes(ttype, n_out, k):
+    if ttype == "tq2_0":
+        return n_out * (k // QK) * 66
+    if ttype == "tq1_0":
+        return n_out * (k // QK) * 54
+    return n_out * k // 4 + 32
+
+
+def check_ternary_shape(ttype, name, n_out, k):
+    if ttype in ("tq2_0", "tq1_0") and k % QK:
+        raise ConvertError(f"{name}: {k} inputs per row is not a multiple of {QK}, which "
+                           f"{ttype.upper()} needs; use --type i2_s")
+    if ttype == "i2_s" and (n_out * k) % 128:
+        raise ConvertError(f"{name}: {n_out}x{k} elements is not a multiple of 128, which I2_S "
+                           f"needs; no supported ternary type fits this shape")
+
+
+# ---------------------------------------------------------------------------------------------
+# layouts
+
+
+SUFFIXES = [  # GGUF name, module path under model.layers.N, kind
+    ("attn_norm", "input_layernorm", "norm"),
+    ("attn_q", "self_attn.q_proj", "linear"),
+    ("attn_k", "self_attn.k_proj", "linear"),
+    ("attn_v", "self_attn.v_proj", "linear"),
+    ("attn_output", "self_attn.o_proj", "linear"),
+    ("attn_sub_norm", None, "norm"),
+    ("ffn_norm", "post_attention_layernorm", "norm"),
+    ("ffn_gate", "mlp.gate_proj", "linear"),
+    ("ffn_up", "mlp.up_proj", "linear"),
+    ("ffn_down", "mlp.down_proj", "linear"),
+    ("ffn_sub_norm", None, "norm"),
+]
+SUB_NORMS = {
+    "hf": {"attn_sub_norm": "self_attn.attn_sub_norm", "ffn_sub_norm": "mlp.ffn_sub_norm"},
+    "1bitllm": {"attn_sub_norm": "self_attn.inner_attn_ln", "ffn_sub_norm": "mlp.ffn_layernorm"},
+}
+
+
+def describe(cfg, ckpt, arch_req):
+    """Works out layout, arch and the BitLinear storage; raises ConvertError for anything else."""
+    archs = cfg.get("architectures") or []
+    mtype = cfg.get("model_type", "")
+    names = set(ckpt.names())
+    if "BitNetForCausalLM" in archs or mtype == "bitnet":
+        layout = "hf"
+    elif "BitnetForCausalLM" in archs or "model.layers.0.self_attn.inner_attn_ln.weight" in names:
+        layout = "1bitllm"
+    else:
+        raise ConvertError(f"unknown layout: architectures {archs}, model_type '{mtype}' (expected "
+                           "BitNetForCausalLM from transformers or 1bitLLM's BitnetForCausalLM)")
+    for key in ("attention_bias", "mlp_bias"):
+        if cfg.get(key):
+            raise ConvertError(f"config {key} = true: b158-cl's graph has no biases")
+    rs = cfg.get("rope_scaling")
+    if rs and rs.get("rope_type", rs.get("type", "default")) != "default":
+        raise ConvertError(f"rope_scaling {rs} is not supported (plain RoPE only)")
+    act = cfg.get("hidden_act", "relu2" if layout == "hf" else "silu")
+    if act not in ("relu2", "silu"):
+        raise ConvertError(f"hidden_act '{act}' is not supported (relu2 or silu)")
+
+    qc = cfg.get("quantization_config")
+    if layout == "hf":
+        if not qc:
+            mode = "online"  # plain BitNetForCausalLM: nn.Linear, treated as latent weights
+            sys.stderr.write("warning: no quantization_config; transformers would run the linear "
+                             "layers in full precision; ternarizing them with absmean\n")
+        else:
+            if qc.get("quant_method") != "bitnet":
+                raise ConvertError(f"quantization_config quant_method '{qc.get('quant_method')}' "
+                                   "is not bitnet")
+            if qc.get("use_rms_norm"):
+                raise ConvertError("quantization_config use_rms_norm = true (an extra RMSNorm inside "
+                                   "every BitLinear) is not supported")
+            extra = [m for m in (qc.get("modules_to_not_convert") or []) if m != "lm_head"]
+            if extra:
+                raise ConvertError(f"modules_to_not_convert {extra}: b158-cl needs every block "
+                                   "linear ternary")
+            lc = qc.get("linear_class", "bitlinear")
+            qm = qc.get("quantization_mode", "offline")
+            if lc == "bitlinear":
+                mode = "bitlinear"  # transformers' BitLinear is offline-only
+            elif lc == "autobitlinear":
+                mode = "online" if qm == "online" else "autobitlinear"
+            else:
+                raise ConvertError(f"linear_class '{lc}' is unknown")
+    else:
+        if qc:
+            raise ConvertError("1bitLLM layout with a quantization_config is unknown")
+        mode = "online"
+
+    if arch_req == "auto":
+        arch = "bitnet-25" if (layout == "hf" and act == "relu2") else "bitnet"
+    else:
+        arch = arch_req
+        if arch == "bitnet-25" and act != "relu2":
+            raise ConvertError(f"--arch bitnet-25 always uses relu2 but hidden_act is '{act}'; "
+                               "use --arch bitnet")
+    return layout, arch, act, mode
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer
+
+
+def read_tokenizer(hf_dir, n_vocab, cfg):
+    path = os.path.join(hf_dir, "tokenizer.json")
+    if not os.path.exists(path):
+        if os.path.exists(os.path.join(hf_dir, "tokenizer.model")):
+            raise ConvertError("only tokenizer.model (SentencePiece) found: b158-convert reads "
+                               "tokenizer.json only so far")
+        raise ConvertError(f"{hf_dir}: no tokenizer.json")
+    with open(path, encoding="utf-8") as f:
+        tj = json.load(f)
+    model = tj["model"]
+    if model.get("type") != "BPE":
+        raise ConvertError(f"tokenizer.json model type '{model.get('type')}' is not BPE")
+    pre = json.dumps(tj.get("pre_tokenizer"))
+    if "ByteLevel" not in pre and "ByteLevel" not in json.dumps(tj.get("decoder")):
+        raise ConvertError("tokenizer.json BPE is not byte-level (no ByteLevel pre-tokenizer)")
+    vocab = dict(model["vocab"])
+    types = {}
+    for at in tj.get("added_tokens", []):
+        vocab[at["content"]] = at["id"]
+        types[at["id"]] = 3 if at.get("special") else 4
+    if max(vocab.values()) >= n_vocab:
+        raise ConvertError(f"tokenizer has id {max(vocab.values())} but vocab_size is {n_vocab}")
+    tokens = [None] * n_vocab
+    for t, i in vocab.items():
+        tokens[i] = t
+    toktypes = []
+    for i in range(n_vocab):
+        if tokens[i] is None:
+            tokens[i] = f"[PAD{i}]"
+            toktypes.append(5)
+        else:
+            toktypes.append(types.get(i, 1))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    pre_name = "llama-bpe" if (LLAMA3_PAT_START in pre or LLAMA3_PAT_START2 in pre) else "gpt2"
+
+    tc = {}
+    tc_path = os.path.join(hf_dir, "tokenizer_config.json")
+    if os.path.exists(tc_path):
+        with open(tc_path, encoding="utf-8") as f:
+            tc = json.load(f)
+
+    def tok_id(key):
+        v = cfg.get(key + "_id")
+        if v is None and isinstance(tc.get(key), str) and tc[key] in vocab:
+            v = vocab[tc[key]]
+        if isinstance(v, list):
+            v = v[0]
+        return v
+
+    return {
+        "tokens": tokens, "types": toktypes, "merges": merges, "pre": pre_name,
+        "bos": tok_id("bos_token"), "eos": tok_id("eos_token"),
+        "add_bos": tc.get("add_bos_token"), "chat_template": tc.get("chat_template"),
+        "eot": vocab.get("<|eot_id|>"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# conversion
+
+
+def convert(hf_dir, out, ttype="tq2_0", arch_req="auto", name=None, log=print):
+    import gguf
+    import torch
+
+    torch.set_num_threads(1)
+    with open(os.path.join(hf_dir, "config.json")) as f:
+        cfg = json.load(f)
+    ckpt = Checkpoint(hf_dir)
+    layout, arch, act, mode = describe(cfg, ckpt, arch_req)
+
+    n_embd = cfg["hidden_size"]
+    n_layer = cfg["num_hidden_layers"]
+    n_head = cfg["num_attention_heads"]
+    n_head_kv = cfg.get("num_key_value_heads") or n_head
+    head_dim = cfg.get("head_dim") or n_embd // n_head
+    n_ff = cfg["intermediate_size"]
+    n_vocab = cfg["vocab_size"]
+    eps = cfg.get("rms_norm_eps", 1e-6)
+    theta = cfg.get("rope_theta", 10000.0)
+    n_ctx = cfg.get("max_position_embeddings", 2048)
+    tied = cfg.get("tie_word_embeddings", layout == "1bitllm" and False)
+    if not ckpt.has("lm_head.weight"):
+        tied = True
+    tok = read_tokenizer(hf_dir, n_vocab, cfg)
+
+    qd, kvd = n_head * head_dim, n_head_kv * head_dim
+    lin_shape = {"attn_q": (qd, n_embd), "attn_k": (kvd, n_embd), "attn_v": (kvd, n_embd),
+                 "attn_output": (n_embd, qd), "ffn_gate": (n_ff, n_embd), "ffn_up": (n_ff, n_embd),
+                 "ffn_down": (n_embd, n_ff)}
+    norm_len = {"attn_norm": n_embd, "ffn_norm": n_embd, "attn_sub_norm": n_embd,
+                "ffn_sub_norm": n_ff}
+    if layout == "1bitllm":
+        norm_len["attn_sub_norm"] = qd
+
+    # plan: (gguf name, source name, kind, shape)
+    plan = [("token_embd.weight", "model.embed_tokens.weight", "f16", (n_vocab, n_embd))]
+    for i in range(n_layer):
+        for gname, mod, kind in SUFFIXES:
+            mod = mod or SUB_NORMS[layout][gname]
+            src = f"model.layers.{i}.{mod}.weight"
+            shape = lin_shape[gname] if kind == "linear" else (norm_len[gname],)
+            if kind == "linear":
+                check_ternary_shape(ttype, f"blk.{i}.{gname}.weight", *shape)
+            plan.append((f"blk.{i}.{gname}.weight", src, kind, shape))
+    plan.append(("output_norm.weight", "model.norm.weight", "norm", (n_embd,)))
+    if not tied:
+        plan.append(("output.weight", "lm_head.weight", "f16", (n_vocab, n_embd)))
+    used = set()
+    for _, src, kind, shape in plan:
+        if not ckpt.has(src):
+            raise ConvertError(f"tensor {src} missing from the checkpoint")
+        got = ckpt.shape(src)
+        if kind == "linear" and mode in ("bitlinear", "autobitlinear") and got[0] * 4 == shape[0] \
+                and got[1] == shape[1]:
+            pass  # packed uint8
+        elif got != list(shape):
+            raise ConvertError(f"{src}: shape {got}, expected {list(shape)} from config.json")
+        used.add(src)
+        if kind == "linear" and mode in ("bitlinear", "autobitlinear"):
+            used.add(src[:-len("weight")] + "weight_scale")
+    unknown = [n for n in ckpt.names() if n not in used and not n.endswith("rotary_emb.inv_freq")]
+    if tied and "lm_head.weight" in unknown:
+        unknown.remove("lm_head.weight")
+    if unknown:
+        raise ConvertError(f"unknown tensors in the checkpoint, e.g. {unknown[:4]}")
+
+    w = gguf.GGUFWriter(out, arch)
+    w.add_name(name or cfg.get("_name_or_path") or os.path.basename(os.path.abspath(hf_dir)))
+    w.add_custom_alignment(32)
+    w.add_file_type({"tq2_0": gguf.LlamaFileType.MOSTLY_TQ2_0,
+                     "tq1_0": gguf.LlamaFileType.MOSTLY_TQ1_0, "i2_s": 40}[ttype])
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    if head_dim != n_embd // n_head:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(eps)
+    w.add_rope_freq_base(theta)
+    w.add_rope_dimension_count(head_dim)
+    w.add_vocab_size(n_vocab)
+    if arch == "bitnet":
+        w.add_string("bitnet.hidden_activation", act)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(tok["pre"])
+    w.add_token_list(tok["tokens"])
+    w.add_token_types(tok["types"])
+    if tok["merges"]:
+        w.add_token_merges(tok["merges"])
+    if tok["bos"] is not None:
+        w.add_bos_token_id(tok["bos"])
+    if tok["eos"] is not None:
+        w.add_eos_token_id(tok["eos"])
+    if tok["eot"] is not None:
+        w.add_eot_token_id(tok["eot"])
+    if tok["add_bos"] is not None:
+        w.add_add_bos_token(bool(tok["add_bos"]))
+    if tok["chat_template"]:
+        w.add_chat_template(tok["chat_template"])
+
+    ttype_id = TYPE_IDS[ttype]
+    for gname, _, kind, shape in plan:
+        if kind == "f16":
+            w.add_tensor_info(gname, shape, np.dtype(np.float16), shape[0] * shape[1] * 2)
+        elif kind == "norm":
+            w.add_tensor_info(gname, shape, np.dtype(np.float32), shape[0] * 4)
+        else:
+            # float32 dtype so the writer takes the shape as elements, with the raw type id
+            w.add_tensor_info(gname, shape, np.dtype(np.float32), ternary_nbytes(ttype, *shape),
+                              raw_dtype=ttype_id)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+
+    n_zero = n_tern = 0
+    for gname, src, kind, shape in plan:
+        t = ckpt.get(src)
+        if kind == "f16":
+            write_chunked(w, t, shape)
+        elif kind == "norm":
+            w.write_tensor_data(t.float().numpy().astype(np.float32))
+        else:
+            w_t, d = linear_to_ternary(ckpt, src, t, shape, mode)
+            n_zero += int((w_t == 0).sum())
+            n_tern += w_t.size
+            if not np.isfinite(d) or d < 0:
+                raise ConvertError(f"{src}: scale {d} is not a finite positive number")
+            enc = {"tq2_0": encode_tq2_0, "tq1_0": encode_tq1_0, "i2_s": encode_i2_s}[ttype]
+            w.write_tensor_data(enc(w_t, d))
+        del t
+    w.close()
+    log(f"wrote {out}: arch {arch}, {n_layer} layers, {ttype.upper()} ({mode} BitLinear, "
+        f"{layout} layout), {n_tern} ternary weights ({100.0 * n_zero / max(n_tern, 1):.1f}% zero), "
+        f"{'tied' if tied else 'separate'} LM head, vocab {n_vocab} ({tok['pre']})")
+    return arch
+
+
+def linear_to_ternary(ckpt, src, t, shape, mode):
+    """(W_t as int8 numpy (n_out, k), the float scale multiplying W_t) for one BitLinear."""
+    import torch
+
+    n_out = shape[0]
+    if mode == "online":
+        w_t, d = ternarize_online(t)
+        return w_t.numpy(), d
+    ws_name = src[:-len("weight")] + "weight_scale"
+    ws = ckpt.get(ws_name).float().reshape(-1)
+    if ws.numel() != 1:
+        raise ConvertError(f"{ws_name}: {ws.numel()} values, expected one per tensor")
+    ws = ws.item()
+    if t.dtype == torch.uint8:
+        w_t = unpack_hf(t, n_out)
+        a = 1.0
+    else:
+        w_t, a = exact_ternary(t, src)
+    if mode == "bitlinear":
+        if ws == 0:
+            raise ConvertError(f"{ws_name} is 0 (BitLinear divides by it)")
+        d = a / ws  # BitLinear: y = (W_t . q) / (s * weight_scale)
+    else:
+        d = a * ws  # AutoBitLinear offline: y = F.linear(x_q, W) * weight_scale
+    return w_t.numpy(), d
+
+
+def write_chunked(w, t, shape, rows=8192):
+    """A (possibly huge) float tensor to F16 in row chunks, through GGUFWriter's streaming
+    state (what write_tensor_data does, without one full-size copy)."""
+    import torch
+
+    nbytes = shape[0] * shape[1] * 2
+    if nbytes <= (64 << 20):
+        w.write_tensor_data(t.to(torch.float16).numpy())
+        return
+    fout = w.fout[0]
+    name = next(iter(w.tensors[0]))
+    ti = w.tensors[0].pop(name)
+    assert ti.nbytes == nbytes
+    w.write_padding(fout, fout.tell())
+    for r in range(0, shape[0], rows):
+        t[r:r + rows].to(torch.float16).numpy().tofile(fout)
+    w.write_padding(fout, nbytes)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="b158-convert", description=__doc__.splitlines()[0])
+    ap.add_argument("hf_dir", help="checkpoint directory (config.json, *.safetensors, tokenizer.json)")
+    ap.add_argument("-o", "--out", required=True, help="output GGUF file")
+    ap.add_argument("--type", choices=sorted(TYPE_IDS), default="tq2_0",
+                    help="ternary tensor type (default tq2_0; i2_s for rows not a multiple of 256)")
+    ap.add_argument("--arch", choices=["auto", "bitnet-25", "bitnet"], default="auto")
+    ap.add_argument("--name", help="general.name (default: the directory name)")
+    args = ap.parse_args(argv)
+    try:
+        convert(args.hf_dir, args.out, args.type, args.arch, args.name)
+    except (ConvertError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+        if isinstance(e, KeyError):
+            e = f"config.json has no {e}"
+        try:
+            if os.path.exists(args.out):
+                os.remove(args.out)
+        except OSError:
+            pass
+        sys.stderr.write(f"b158-convert: error: {e}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

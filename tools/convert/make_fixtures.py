@@ -1,0 +1,312 @@
+"""Builds the Hugging Face conformance fixtures in tests/data/hf/<config>/.
+
+For each configuration: a tiny random BitNetForCausalLM saved as transformers saves it (config.json
+with quantization_config, model.safetensors, tokenizer.json), loaded back with
+BitNetForCausalLM.from_pretrained (so transformers' own BitLinear / AutoBitLinear run), logits in
+float32 eval mode for a fixed token sequence, then b158_convert.py to model.gguf. Also checks
+model.gguf against a NumPy re-implementation of b158-cl's forward pass (the engine's math).
+
+    TORCHDYNAMO_DISABLE=1 /work/venv-train/bin/python tools/convert/make_fixtures.py [--out tests/data/hf]
+
+Writes model.gguf, tokens (one line of ids), logits (little-endian f32, n_tokens x n_vocab) and
+greedy (the ids of transformers' greedy continuation of tokens, one line).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")  # transformers' @torch.compile: run eagerly
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import b158_convert  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEXT = os.path.join(ROOT, "..", "shared", "data", "text", "tinyshakespeare.txt")
+N_TOKENS = 12
+N_GREEDY = 8
+
+CONFIGS = {
+    # GQA 4/2, relu2, packed uint8 offline with transformers' BitLinear (divides by weight_scale)
+    "gqa-relu2-bitlinear-tq2_0": dict(hidden=256, heads=4, kv=2, ff=512, layers=2, act="relu2",
+                                      linear="bitlinear", mode="offline", type="tq2_0", tied=True),
+    # MHA, silu (arch bitnet), latent float32 weights ternarized online, separate LM head
+    "mha-silu-online-tq2_0": dict(hidden=256, heads=4, kv=4, ff=768, layers=2, act="silu",
+                                  linear="autobitlinear", mode="online", type="tq2_0", tied=False),
+    # hidden 320 (not a multiple of 256): I2_S; AutoBitLinear offline packed (multiplies)
+    "h320-relu2-autobitlinear-i2_s": dict(hidden=320, heads=5, kv=1, ff=640, layers=2, act="relu2",
+                                          linear="autobitlinear", mode="offline", type="i2_s",
+                                          tied=True),
+    # GQA, relu2, online latent bf16 weights, TQ1_0
+    "gqa-relu2-online-bf16-tq1_0": dict(hidden=256, heads=8, kv=2, ff=512, layers=1, act="relu2",
+                                        linear="autobitlinear", mode="online", type="tq1_0",
+                                        tied=True, dtype="bf16"),
+}
+
+
+def make_tokenizer(path, vocab_size):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  min_frequency=2, show_progress=False)
+    with open(TEXT, encoding="utf-8") as f:
+        text = f.read()[:200000]
+    tok.train_from_iterator([text], trainer)
+    tok.save(path)
+    return tok, text
+
+
+def build(name, c, out_dir, tok_path, ids, seed):
+    from safetensors.torch import save_file
+    from transformers import BitNetConfig, BitNetForCausalLM
+    from transformers.integrations.bitnet import pack_weights
+
+    torch.manual_seed(seed)
+    n_vocab = 320
+    cfg = BitNetConfig(vocab_size=n_vocab, hidden_size=c["hidden"], intermediate_size=c["ff"],
+                       num_hidden_layers=c["layers"], num_attention_heads=c["heads"],
+                       num_key_value_heads=c["kv"], hidden_act=c["act"],
+                       max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
+                       tie_word_embeddings=c["tied"], bos_token_id=0, eos_token_id=0)
+    model = BitNetForCausalLM(cfg).float().eval()
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k.endswith("norm.weight") or "layernorm" in k:
+            v = torch.empty_like(v).uniform_(0.5, 1.5)
+        elif "embed_tokens" in k or "lm_head" in k:
+            # F16 in the GGUF: make the values exactly F16 so that storage adds no error
+            v = torch.randn_like(v).half().float()
+        else:
+            v = torch.randn_like(v) * 0.05
+        sd[k] = v
+    if c["tied"]:
+        sd.pop("lm_head.weight", None)
+    qc = {"quant_method": "bitnet", "linear_class": c["linear"], "quantization_mode": c["mode"]}
+    dt = torch.bfloat16 if c.get("dtype") == "bf16" else torch.float32
+    packed = {}
+    for k, v in sd.items():
+        if "_proj" not in k:
+            packed[k] = v.to(dt) if dt != torch.float32 else v
+            continue
+        if c["mode"] == "online":
+            packed[k] = v.to(dt)
+            continue
+        gamma = v.abs().mean().clamp(min=1e-5)
+        w_t = (v / gamma).round().clamp(-1, 1)
+        packed[k] = pack_weights(w_t.clone().to(torch.int8))
+        ws = (1.0 / gamma) if c["linear"] == "bitlinear" else gamma
+        packed[k[:-len("weight")] + "weight_scale"] = ws.reshape(1).to(dt)
+    hf_dir = tempfile.mkdtemp(prefix=f"b158-hf-{name}-")
+    cfg_d = cfg.to_dict()
+    cfg_d["quantization_config"] = qc
+    cfg_d["architectures"] = ["BitNetForCausalLM"]
+    cfg_d["torch_dtype"] = "bfloat16" if dt == torch.bfloat16 else "float32"
+    with open(os.path.join(hf_dir, "config.json"), "w") as f:
+        json.dump(cfg_d, f, indent=1)
+    save_file({k: v.contiguous() for k, v in packed.items()},
+              os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(tok_path, os.path.join(hf_dir, "tokenizer.json"))
+
+    # transformers' own forward pass on the saved checkpoint, in float32
+    hf = BitNetForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = hf(torch.tensor([ids])).logits[0].float().numpy()
+        greedy, margins = [], []
+        seq = list(ids)
+        for _ in range(N_GREEDY):  # greedy continuation, full recompute each step
+            last = hf(torch.tensor([seq])).logits[0, -1].float()
+            top = last.topk(2)
+            greedy.append(int(top.indices[0]))
+            margins.append(float(top.values[0] - top.values[1]))
+            seq.append(greedy[-1])
+
+    os.makedirs(out_dir, exist_ok=True)
+    gguf_path = os.path.join(out_dir, "model.gguf")
+    b158_convert.convert(hf_dir, gguf_path, c["type"], "auto", name=f"hf-fixture-{name}")
+    with open(os.path.join(out_dir, "tokens"), "w") as f:
+        f.write(" ".join(str(i) for i in ids) + "\n")
+    logits.astype("<f4").tofile(os.path.join(out_dir, "logits"))
+    with open(os.path.join(out_dir, "greedy"), "w") as f:
+        f.write(" ".join(str(i) for i in greedy) + "\n")
+    ref = engine_forward(gguf_path, ids)
+    err = np.abs(ref - logits).max() / np.abs(logits).max()
+    ref16 = engine_forward(gguf_path, ids, f16_kv=True)
+    err16 = np.abs(ref16 - logits).max() / np.abs(logits).max()
+    agree = int((ref.argmax(-1) == logits.argmax(-1)).sum())
+    print(f"{name}: NumPy engine math vs transformers: nerr {err:.3e} (FP16 KV cache: {err16:.3e}), argmax {agree}/{len(ids)}, "
+          f"greedy {greedy}, smallest top-2 margin {min(margins):.3f}", flush=True)
+    shutil.rmtree(hf_dir)
+    return err
+
+
+# ---------------------------------------------------------------------------------------------
+# b158-cl's forward pass in NumPy, from the GGUF (REFERENCE.md s.1), for cross-checks
+
+
+def read_gguf(path):
+    """(kv dict, {name: (type id, ne list, raw uint8 array)}): a minimal GGUF v3 reader that,
+    unlike gguf.GGUFReader, also passes type 36 (I2_S) through."""
+    import struct
+
+    buf = np.memmap(path, dtype=np.uint8, mode="r")
+    pos = 0
+
+    def rd(fmt):
+        nonlocal pos
+        v = struct.unpack_from("<" + fmt, buf, pos)
+        pos += struct.calcsize("<" + fmt)
+        return v[0]
+
+    def rstr():
+        nonlocal pos
+        n = rd("Q")
+        v = bytes(buf[pos:pos + n]).decode("utf-8")
+        pos += n
+        return v
+
+    fmts = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+    def rval(t):
+        if t == 8:
+            return rstr()
+        if t == 9:
+            et, n = rd("I"), rd("Q")
+            return [rval(et) for _ in range(n)]
+        return rd(fmts[t])
+
+    assert bytes(buf[:4]) == b"GGUF"
+    pos = 4
+    rd("I")
+    n_t, n_kv = rd("Q"), rd("Q")
+    kv = {}
+    for _ in range(n_kv):
+        k = rstr()
+        kv[k] = rval(rd("I"))
+    infos = []
+    for _ in range(n_t):
+        name = rstr()
+        nd = rd("I")
+        ne = [rd("Q") for _ in range(nd)]
+        infos.append((name, ne, rd("I"), rd("Q")))
+    align = kv.get("general.alignment", 32)
+    base = (pos + align - 1) // align * align
+    ends = sorted(o for *_, o in infos) + [len(buf) - base]
+    tensors = {}
+    for name, ne, t, off in infos:
+        nxt = min(e for e in ends if e > off)
+        tensors[name] = (t, ne, np.asarray(buf[base + off:base + nxt]))
+    return kv, tensors
+
+
+def engine_forward(path, ids, trace=None, f16_kv=False):
+    import gguf
+
+    kvs, tensors = read_gguf(path)
+    arch = kvs["general.architecture"]
+    kv = lambda k: kvs[f"{arch}.{k}"]  # noqa: E731
+    n_embd, n_head, n_kv = kv("embedding_length"), kv("attention.head_count"), kv("attention.head_count_kv")
+    eps, theta, n_layer = kv("attention.layer_norm_rms_epsilon"), kv("rope.freq_base"), kv("block_count")
+    relu2 = arch == "bitnet-25" or kvs.get("bitnet.hidden_activation") == "relu2"
+    T = {}
+    for name, (tt, ne, raw) in tensors.items():
+        if tt == 36:
+            n = ne[0] * ne[1]
+            q = raw[:n // 4].reshape(-1, 32)
+            c = np.stack([(q >> 6) & 3, (q >> 4) & 3, (q >> 2) & 3, q & 3], axis=1).reshape(-1)
+            d = raw[n // 4:n // 4 + 4].copy().view("<f4")[0]
+            T[name] = ((c.astype(np.float32) - 1).reshape(ne[1], ne[0]), np.float32(d))
+            continue
+        qt = gguf.GGMLQuantizationType(tt)
+        bs, ts = gguf.GGML_QUANT_SIZES[qt]
+        nb = int(np.prod(ne)) // bs * ts
+        a = gguf.quants.dequantize(raw[:nb].reshape(ne[1] if len(ne) > 1 else 1, -1), qt)
+        a = a.astype(np.float32).reshape(ne[::-1])
+        if name.startswith("blk.") and not name.endswith("norm.weight"):
+            d = np.float32(np.abs(a).max())
+            T[name] = (np.round(a / d) if d > 0 else a, d)
+        else:
+            T[name] = a
+    hd = n_embd // n_head
+    if f"{arch}.attention.key_length" in kvs:
+        hd = kv("attention.key_length")
+
+    def rms(x, w):
+        x = x.astype(np.float32)
+        return (x / np.sqrt((x * x).mean(-1, keepdims=True) + np.float32(eps))) * w
+
+    def bitlinear(x, name):
+        w_t, d = T[name]
+        s = np.float32(127) / np.maximum(np.abs(x).max(-1, keepdims=True), np.float32(1e-5))
+        q = np.clip(np.rint(x * s), -128, 127)
+        return (q.astype(np.float64) @ w_t.T.astype(np.float64)).astype(np.float32) * d / s
+
+    n = len(ids)
+    half = hd // 2
+    inv = 1.0 / (theta ** (np.arange(half, dtype=np.float64) * 2 / hd))
+    ang = np.arange(n)[:, None] * inv[None, :]
+    cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+    def rope(x):  # (n, heads, hd) NEOX: i with i + hd/2
+        x1, x2 = x[..., :half], x[..., half:]
+        c, s = cos[:, None, :], sin[:, None, :]
+        return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+
+    x = T["token_embd.weight"][ids]
+    for l in range(n_layer):
+        p = f"blk.{l}."
+        h = rms(x, T[p + "attn_norm.weight"])
+        q = rope(bitlinear(h, p + "attn_q.weight").reshape(n, n_head, hd))
+        k = rope(bitlinear(h, p + "attn_k.weight").reshape(n, n_kv, hd))
+        v = bitlinear(h, p + "attn_v.weight").reshape(n, n_kv, hd)
+        if f16_kv:  # b158-cl's KV cache stores K (after RoPE) and V as FP16
+            k, v = k.astype(np.float16).astype(np.float32), v.astype(np.float16).astype(np.float32)
+        g = n_head // n_kv
+        att = np.zeros((n, n_head, hd), dtype=np.float32)
+        for hh in range(n_head):
+            sc = q[:, hh] @ k[:, hh // g].T / np.sqrt(hd)
+            sc = np.where(np.tril(np.ones((n, n), bool)), sc, -np.inf)
+            sc = np.exp(sc - sc.max(-1, keepdims=True))
+            att[:, hh] = (sc / sc.sum(-1, keepdims=True)) @ v[:, hh // g]
+        a = rms(att.reshape(n, -1), T[p + "attn_sub_norm.weight"])
+        x = x + bitlinear(a, p + "attn_output.weight")
+        h = rms(x, T[p + "ffn_norm.weight"])
+        gt = bitlinear(h, p + "ffn_gate.weight")
+        gt = np.maximum(gt, 0) ** 2 if relu2 else gt / (1 + np.exp(-gt))
+        f = rms(gt * bitlinear(h, p + "ffn_up.weight"), T[p + "ffn_sub_norm.weight"])
+        x = x + bitlinear(f, p + "ffn_down.weight")
+        if trace is not None:
+            trace.append(x.copy())
+    out = T.get("output.weight", T["token_embd.weight"])
+    return rms(x, T["output_norm.weight"]) @ out.T
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "data", "hf"))
+    ap.add_argument("--only", help="comma-separated configuration names")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    work = tempfile.mkdtemp(prefix="b158-hf-tok-")
+    tok_path = os.path.join(work, "tokenizer.json")
+    tok, text = make_tokenizer(tok_path, 320)
+    ids = tok.encode("ROMEO: But soft, what light").ids[:N_TOKENS]
+    assert len(ids) >= 8, ids
+    for i, (name, c) in enumerate(CONFIGS.items()):
+        if args.only and name not in args.only.split(","):
+            continue
+        build(name, c, os.path.join(args.out, name), tok_path, ids, seed=1000 + i)
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
