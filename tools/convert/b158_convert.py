@@ -77,7 +77,11 @@ class Checkpoint:
 
     def _handle(self, fname):
         if fname not in self.handles:
-            self.handles[fname] = self._open(os.path.join(self.dir, fname), framework="pt")
+            try:
+                self.handles[fname] = self._open(os.path.join(self.dir, fname), framework="pt")
+            except Exception as e:  # safetensors raises its own error type for a bad header
+                raise ConvertError(f"{os.path.join(self.dir, fname)}: not a readable safetensors "
+                                   f"file ({e})") from None
         return self.handles[fname]
 
     def names(self):
@@ -349,6 +353,12 @@ def convert(hf_dir, out, ttype="tq2_0", arch_req="auto", name=None, log=print):
     torch.set_num_threads(1)
     with open(os.path.join(hf_dir, "config.json")) as f:
         cfg = json.load(f)
+    archs = cfg.get("architectures") or []
+    if not ({"BitNetForCausalLM", "BitnetForCausalLM"} & set(archs)) \
+            and cfg.get("model_type") not in ("bitnet", "llama"):
+        raise ConvertError(f"unknown layout: architectures {archs}, model_type "
+                           f"'{cfg.get('model_type')}' (expected BitNetForCausalLM from transformers "
+                           "or 1bitLLM's BitnetForCausalLM)")
     ckpt = Checkpoint(hf_dir)
     layout, arch, act, mode = describe(cfg, ckpt, arch_req)
 
