@@ -14,10 +14,17 @@
  * the device's exp/pow/sin) differ in the last bits, and now and then that moves one
  * activation across a rounding boundary of the int8 quantization. One such flip in an early
  * layer changes every later position by up to ~2e-2 on these small random models (seen over
- * many seeds), so the bound is 5e-2, and the argmax must agree at 90% of positions. A wrong
+ * many seeds), so the bound is 5e-2, and the argmax must agree at all but one position (or
+ * 90% of them). A wrong
  * kernel, position or head mapping gives errors of order 1. Decode against prefill on one
  * path has no such noise and is checked tightly below. */
 #define LOGIT_TOL 5e-2
+
+/* Positions whose argmax may differ: one, or a tenth of them (a flip can tip a near tie). */
+static int argmax_misses_allowed(int n)
+{
+    return n / 10 > 1 ? n / 10 : 1;
+}
 #define PREFILL_TOL 1e-6
 
 typedef struct {
@@ -126,7 +133,7 @@ static void test_device_vs_reference(void)
             fprintf(stderr, "\n%s [%s]: %d positions, worst logit nerr %.2e, argmax agrees %d/%d",
                     fl.name, v == B158_VARIANT_GPU ? "gpu" : "cpu", n, worst, same_argmax, n);
             CU_ASSERT(worst <= LOGIT_TOL);
-            CU_ASSERT(same_argmax * 10 >= n * 9);
+            CU_ASSERT(same_argmax >= n - argmax_misses_allowed(n));
             b158_session_free(dev);
             b158_model_free(md);
         }
@@ -263,7 +270,7 @@ static void test_fp16_baseline(void)
         fprintf(stderr, "\n%s: fp16 baseline vs ternary worst nerr %.2e, argmax %d/%d", fl.name,
                 worst, agree, n);
         CU_ASSERT(worst <= LOGIT_TOL);
-        CU_ASSERT(agree * 10 >= n * 9);
+        CU_ASSERT(agree >= n - argmax_misses_allowed(n));
         b158_session_free(a);
         b158_session_free(b);
         b158_model_free(mt);
