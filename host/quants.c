@@ -361,7 +361,10 @@ static b158_status decode_float(uint32_t type, const uint8_t *data, size_t n, in
     }
     const int exact = amax == 0 || amin == amax;
     const float gamma = (float)(sum / (double)n);
-    const float div = gamma + 1e-5f;
+    /* transformers' BitNet and llama.cpp's converter: W_t = clamp(round(W * (1 / max(gamma,
+     * 1e-5))), -1, 1) with torch.round's ties to even, and the weight stands for W_t / that
+     * factor. (REFERENCE.md writes W / (gamma + eps); the checkpoints follow transformers.) */
+    const float inv = 1.0f / fmaxf(gamma, 1e-5f);
     for (size_t i0 = 0; i0 < n; i0 += B158_CHUNK) {
         size_t cnt = n - i0 < B158_CHUNK ? n - i0 : B158_CHUNK;
         to_f32_chunk(type, data, i0, cnt, buf);
@@ -370,14 +373,14 @@ static b158_status decode_float(uint32_t type, const uint8_t *data, size_t n, in
             for (size_t i = 0; i < cnt; i++)
                 o[i] = (int8_t)((buf[i] > 0) - (buf[i] < 0));
         } else {
-            /* clamp(roundf(q), -1, 1) with roundf's half-away-from-zero, without the call. */
+            /* clamp(rint(q), -1, 1) with ties to even (+-0.5 -> 0), without the call */
             for (size_t i = 0; i < cnt; i++) {
-                float q = buf[i] / div;
-                o[i] = (int8_t)((q >= 0.5f) - (q <= -0.5f));
+                const float q = buf[i] * inv;
+                o[i] = (int8_t)((q > 0.5f) - (q < -0.5f));
             }
         }
     }
-    float scale = exact ? (amax > 0 ? amax : -1.0f) : gamma;
+    float scale = exact ? (amax > 0 ? amax : -1.0f) : 1.0f / inv;
     for (int64_t r = 0; r < n_rows; r++)
         scales[r] = scale;
     *ternarized = !exact;

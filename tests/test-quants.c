@@ -477,19 +477,21 @@ static void test_tq_scales(void)
 
 /* ---- float tensors -------------------------------------------------------------------------- */
 
-/* Direct absmean ternarization as in REFERENCE.md: gamma = mean|W| over the tensor,
- * W_t = clamp(round(W / (gamma + 1e-5)), -1, 1) with round half away from zero. */
+/* Direct absmean ternarization as transformers' BitNet does it: gamma = mean|W| over the
+ * tensor, W_t = clamp(round(W * (1 / max(gamma, 1e-5))), -1, 1) with ties to even, and the
+ * weight's scale 1 / (1 / max(gamma, 1e-5)). */
 static float ref_absmean(const float *x, size_t n, int8_t *w)
 {
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += fabs((double)x[i]);
     const float gamma = (float)(sum / (double)n);
+    const float inv = 1.0f / fmaxf(gamma, 1e-5f);
     for (size_t i = 0; i < n; i++) {
-        float q = roundf(x[i] / (gamma + 1e-5f));
+        float q = nearbyintf(x[i] * inv);
         w[i] = (int8_t)fmaxf(-1.0f, fminf(1.0f, q));
     }
-    return gamma;
+    return 1.0f / inv;
 }
 
 /* Stores floats as the given type; returns the values as the decoder sees them. */
@@ -549,9 +551,9 @@ static void test_float_latent(void)
             free(buf), free(x), free(want);
         }
 
-    /* Hand-checked rounding: mean|W| = 1 (gamma + 1e-5 ~ 1.00001): 1.5 -> 1, 0.49 -> 0,
-     * -0.6 -> -1, 3.0 -> clamp 1, -0.41 -> 0 ... */
-    const float x[8] = {1.5f, 0.49f, -0.6f, 3.0f, -0.41f, 0.0f, -1.0f, 1.0f};
+    /* Hand-checked rounding: mean|W| = 1: 1.5 -> 2 -> clamp 1, 0.5 -> 0 (ties to even),
+     * -0.6 -> -1, 3.0 -> clamp 1, -0.4 -> 0 ... */
+    const float x[8] = {1.5f, 0.5f, -0.6f, 3.0f, -0.4f, 0.0f, -1.0f, 1.0f};
     const int8_t want[8] = {1, 0, -1, 1, 0, 0, -1, 1};
     float rs;
     int8_t out[8];
