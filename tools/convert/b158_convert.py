@@ -4,8 +4,12 @@
                                          [--arch auto|bitnet-25|bitnet]
 
 Reads config.json, the safetensors (one file or a sharded index) tensor by tensor through
-safe_open, and tokenizer.json (byte-level BPE, written as llama.cpp's "gpt2" vocabulary). The
-output is written tensor by tensor too, so memory stays near the largest single tensor.
+safe_open, and tokenizer.json (byte-level BPE, written as llama.cpp's "gpt2" vocabulary) or,
+without a byte-level tokenizer.json, tokenizer.model (SentencePiece, read with the sentencepiece
+package and written as llama.cpp's "llama" vocabulary: pieces, scores, piece types, bos / eos /
+unk / pad ids, add_bos_token / add_eos_token from tokenizer_config.json (default true / false),
+add_space_prefix from the model's normalizer spec). The output is written tensor by tensor too,
+so memory stays near the largest single tensor.
 
 Layouts:
 - BitNetForCausalLM (transformers, model_type "bitnet"): arch bitnet-25 when hidden_act is
@@ -287,13 +291,16 @@ def describe(cfg, ckpt, arch_req):
 
 def read_tokenizer(hf_dir, n_vocab, cfg):
     path = os.path.join(hf_dir, "tokenizer.json")
-    if not os.path.exists(path):
-        if os.path.exists(os.path.join(hf_dir, "tokenizer.model")):
-            raise ConvertError("only tokenizer.model (SentencePiece) found: b158-convert reads "
-                               "tokenizer.json only so far")
-        raise ConvertError(f"{hf_dir}: no tokenizer.json")
-    with open(path, encoding="utf-8") as f:
-        tj = json.load(f)
+    tj = None
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            tj = json.load(f)
+    spm_path = os.path.join(hf_dir, "tokenizer.model")
+    if os.path.exists(spm_path) and (tj is None or tj.get("model", {}).get("type") != "BPE"
+                                     or "ByteLevel" not in json.dumps(tj)):
+        return read_spm_tokenizer(hf_dir, spm_path, n_vocab, cfg)
+    if tj is None:
+        raise ConvertError(f"{hf_dir}: no tokenizer.json or tokenizer.model")
     model = tj["model"]
     if model.get("type") != "BPE":
         raise ConvertError(f"tokenizer.json model type '{model.get('type')}' is not BPE")
@@ -335,10 +342,121 @@ def read_tokenizer(hf_dir, n_vocab, cfg):
         return v
 
     return {
-        "tokens": tokens, "types": toktypes, "merges": merges, "pre": pre_name,
+        "model": "gpt2", "tokens": tokens, "types": toktypes, "merges": merges, "pre": pre_name,
         "bos": tok_id("bos_token"), "eos": tok_id("eos_token"),
         "add_bos": tc.get("add_bos_token"), "chat_template": tc.get("chat_template"),
         "eot": vocab.get("<|eot_id|>"),
+    }
+
+
+def _read_tokenizer_config(hf_dir):
+    tc_path = os.path.join(hf_dir, "tokenizer_config.json")
+    if not os.path.exists(tc_path):
+        return {}
+    with open(tc_path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _spm_proto_fields(blob):
+    """(piece types in order, normalizer_spec.add_dummy_prefix or None) from a serialized
+    sentencepiece ModelProto: a minimal protobuf wire-format reader (no protobuf package needed).
+    ModelProto: 1 pieces {1 piece, 2 score, 3 type}, 3 normalizer_spec {3 add_dummy_prefix}."""
+
+    def varint(b, i):
+        v = shift = 0
+        while True:
+            c = b[i]
+            i += 1
+            v |= (c & 0x7F) << shift
+            shift += 7
+            if c < 0x80:
+                return v, i
+
+    def fields(b):
+        i = 0
+        while i < len(b):
+            key, i = varint(b, i)
+            fno, wt = key >> 3, key & 7
+            if wt == 0:
+                v, i = varint(b, i)
+            elif wt == 1:
+                v, i = b[i:i + 8], i + 8
+            elif wt == 2:
+                n, i = varint(b, i)
+                v, i = b[i:i + n], i + n
+            elif wt == 5:
+                v, i = b[i:i + 4], i + 4
+            else:
+                raise ConvertError(f"tokenizer.model: protobuf wire type {wt} is unknown")
+            yield fno, v
+
+    types, add_dummy_prefix = [], None
+    for fno, v in fields(blob):
+        if fno == 1:
+            t = 1  # NORMAL is the default
+            for f2, v2 in fields(v):
+                if f2 == 3:
+                    t = v2
+            types.append(t)
+        elif fno == 3:
+            for f2, v2 in fields(v):
+                if f2 == 3:
+                    add_dummy_prefix = bool(v2)
+    return types, add_dummy_prefix
+
+
+def read_spm_tokenizer(hf_dir, spm_path, n_vocab, cfg):
+    """SentencePiece tokenizer.model, written as llama.cpp's convert_hf_to_gguf.py writes SPM
+    vocabularies (tokenizer.ggml.model "llama")."""
+    try:
+        import sentencepiece
+    except ImportError as e:
+        raise ConvertError("tokenizer.model needs the sentencepiece package "
+                           "(pip install -r tools/requirements.txt)") from e
+    sp = sentencepiece.SentencePieceProcessor()
+    sp.LoadFromFile(spm_path)
+    n_sp = sp.vocab_size()
+    if n_sp > n_vocab:
+        raise ConvertError(f"tokenizer.model has {n_sp} pieces but vocab_size is {n_vocab}")
+    with open(spm_path, "rb") as f:
+        ptypes, add_dummy_prefix = _spm_proto_fields(f.read())
+    if len(ptypes) != n_sp:
+        raise ConvertError(f"tokenizer.model: {len(ptypes)} pieces in the proto, "
+                           f"sentencepiece says {n_sp}")
+    tokens, scores, toktypes = [], [], []
+    for i in range(n_sp):
+        tokens.append(sp.IdToPiece(i))
+        scores.append(float(sp.GetScore(i)))
+        # proto enum: NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5, BYTE 6 (= GGUF's)
+        toktypes.append(ptypes[i] if 1 <= ptypes[i] <= 6 else 1)
+    for i in range(n_sp, n_vocab):  # padding, as llama.cpp does
+        tokens.append(f"[PAD{i}]")
+        scores.append(-1000.0)
+        toktypes.append(5)
+    vocab = {t: i for i, t in enumerate(tokens[:n_sp])}
+    tc = _read_tokenizer_config(hf_dir)
+
+    def tok_id(key, sp_id):
+        v = tc.get(key)
+        if isinstance(v, dict):
+            v = v.get("content")
+        if isinstance(v, str) and v in vocab:
+            return vocab[v]
+        v = cfg.get(key + "_id")
+        if isinstance(v, list):
+            v = v[0]
+        if v is not None:
+            return v
+        return sp_id if sp_id >= 0 else None
+
+    return {
+        "model": "llama", "tokens": tokens, "types": toktypes, "scores": scores, "merges": [],
+        "pre": "default",
+        "bos": tok_id("bos_token", sp.bos_id()), "eos": tok_id("eos_token", sp.eos_id()),
+        "unk": tok_id("unk_token", sp.unk_id()), "pad": tok_id("pad_token", sp.pad_id()),
+        "add_bos": tc.get("add_bos_token", True), "add_eos": tc.get("add_eos_token", False),
+        "add_space_prefix": True if add_dummy_prefix is None else add_dummy_prefix,
+        "chat_template": tc.get("chat_template"), "eot": None,
     }
 
 
@@ -439,9 +557,11 @@ def convert(hf_dir, out, ttype="tq2_0", arch_req="auto", name=None, log=print):
     w.add_vocab_size(n_vocab)
     if arch == "bitnet":
         w.add_string("bitnet.hidden_activation", act)
-    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_model(tok["model"])
     w.add_tokenizer_pre(tok["pre"])
     w.add_token_list(tok["tokens"])
+    if tok.get("scores") is not None:
+        w.add_token_scores(tok["scores"])
     w.add_token_types(tok["types"])
     if tok["merges"]:
         w.add_token_merges(tok["merges"])
@@ -451,8 +571,16 @@ def convert(hf_dir, out, ttype="tq2_0", arch_req="auto", name=None, log=print):
         w.add_eos_token_id(tok["eos"])
     if tok["eot"] is not None:
         w.add_eot_token_id(tok["eot"])
+    if tok.get("unk") is not None:
+        w.add_unk_token_id(tok["unk"])
+    if tok.get("pad") is not None:
+        w.add_pad_token_id(tok["pad"])
     if tok["add_bos"] is not None:
         w.add_add_bos_token(bool(tok["add_bos"]))
+    if tok.get("add_eos") is not None:
+        w.add_add_eos_token(bool(tok["add_eos"]))
+    if tok.get("add_space_prefix") is not None:
+        w.add_add_space_prefix(bool(tok["add_space_prefix"]))
     if tok["chat_template"]:
         w.add_chat_template(tok["chat_template"])
 

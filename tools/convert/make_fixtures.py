@@ -10,6 +10,10 @@ model.gguf against a NumPy re-implementation of b158-cl's forward pass (the engi
 
 Writes model.gguf, tokens (one line of ids), logits (little-endian f32, n_tokens x n_vocab) and
 greedy (the ids of transformers' greedy continuation of tokens, one line).
+
+Also one 1bitLLM-layout checkpoint (ONEBITLLM: latent fp16, SentencePiece tokenizer.model), whose
+logits come from onebitllm_forward (1bitLLM's modeling code is not in transformers), with
+spm_cases (lines "text<TAB>ids", sentencepiece's ids without BOS) for the engine's tokenizer.
 """
 
 import argparse
@@ -64,6 +68,170 @@ def make_tokenizer(path, vocab_size):
     tok.train_from_iterator([text], trainer)
     tok.save(path)
     return tok, text
+
+
+# 1bitLLM's llama-style BitnetForCausalLM (bitnet_b1_58-large/3B; its modeling code is not in
+# transformers): MHA, silu, latent fp16 weights, sub-norms inner_attn_ln / ffn_layernorm,
+# SentencePiece tokenizer.model. The reference logits come from onebitllm_forward below.
+ONEBITLLM = {"1bitllm-mha-silu-spm-tq2_0": dict(hidden=256, heads=4, ff=512, layers=2,
+                                                 type="tq2_0", spm_vocab=384, seed=2002)}
+SPM_CASES = [
+    "Hello world",
+    "ROMEO: But soft, what light through yonder window breaks?",
+    " leading space and  two  spaces",
+    "digits 1234567 and 3.14",
+    "caf\u00e9 na\u00efve \u00fcber \u2192 \u65e5\u672c\u8a9e \U0001f642",
+    "KING HENRY VI: O God! (thy sword)",
+    "zzzz qqq xyzzy",
+]
+
+
+def make_spm_tokenizer(prefix, vocab_size):
+    """A SentencePiece BPE model with Llama's trainer settings (identity normalization,
+    add_dummy_prefix, byte_fallback, split_digits), trained on the first 200 kB of the text."""
+    import sentencepiece as spm
+
+    with open(TEXT, encoding="utf-8") as f:
+        text = f.read()[:200000]
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_prefix=prefix, vocab_size=vocab_size,
+        model_type="bpe", character_coverage=1.0, byte_fallback=True, split_digits=True,
+        normalization_rule_name="identity", add_dummy_prefix=True,
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2)
+    return spm.SentencePieceProcessor(model_file=prefix + ".model")
+
+
+def onebitllm_forward(sd, cfg, ids):
+    """1bitLLM's BitnetForCausalLM forward in float32 (its modeling_bitnet.py / utils_quant.py):
+    BitLinear = nn.Linear with weight_quant (s = 1 / max(mean|W|, 1e-5), round(W s).clamp(-1, 1)
+    / s) and activation_quant (per token, s = 127 / max(max|x|, 1e-5), round(x s).clamp(-128,
+    127) / s); RMSNorm is outside BitLinear: input_layernorm -> q,k,v; inner_attn_ln -> o_proj;
+    post_attention_layernorm -> gate,up; ffn_layernorm on silu(gate) * up -> down_proj."""
+    H, nh, L = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_hidden_layers"]
+    eps, theta = cfg["rms_norm_eps"], cfg["rope_theta"]
+    hd = H // nh
+    W = {k: v.float() for k, v in sd.items()}
+
+    def rms(x, w):
+        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+    def weight_quant(w):
+        s = 1 / w.abs().mean().clamp(min=1e-5)
+        return (w * s).round().clamp(-1, 1) / s
+
+    def act_quant(x):
+        s = 127 / x.abs().max(dim=-1, keepdim=True).values.clamp(min=1e-5)
+        return (x * s).round().clamp(-128, 127) / s
+
+    def bitlinear(x, name):
+        return torch.nn.functional.linear(act_quant(x), weight_quant(W[name]))
+
+    n = len(ids)
+    inv = 1.0 / (theta ** (torch.arange(0, hd, 2).float() / hd))
+    emb = torch.cat([torch.outer(torch.arange(n).float(), inv)] * 2, dim=-1)
+    cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
+
+    def rope(x):  # llama rotate_half
+        x1, x2 = x[..., :hd // 2], x[..., hd // 2:]
+        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+    mask = torch.full((n, n), float("-inf")).triu(1)
+    x = W["model.embed_tokens.weight"][torch.tensor(ids)]
+    for l in range(L):
+        p = f"model.layers.{l}."
+        h = rms(x, W[p + "input_layernorm.weight"])
+        q = rope(bitlinear(h, p + "self_attn.q_proj.weight").view(n, nh, hd)).transpose(0, 1)
+        k = rope(bitlinear(h, p + "self_attn.k_proj.weight").view(n, nh, hd)).transpose(0, 1)
+        v = bitlinear(h, p + "self_attn.v_proj.weight").view(n, nh, hd).transpose(0, 1)
+        att = torch.softmax(q @ k.transpose(1, 2) / hd ** 0.5 + mask, dim=-1) @ v
+        a = rms(att.transpose(0, 1).reshape(n, H), W[p + "self_attn.inner_attn_ln.weight"])
+        x = x + bitlinear(a, p + "self_attn.o_proj.weight")
+        h = rms(x, W[p + "post_attention_layernorm.weight"])
+        f = torch.nn.functional.silu(bitlinear(h, p + "mlp.gate_proj.weight")) \
+            * bitlinear(h, p + "mlp.up_proj.weight")
+        f = rms(f, W[p + "mlp.ffn_layernorm.weight"])
+        x = x + bitlinear(f, p + "mlp.down_proj.weight")
+    return rms(x, W["model.norm.weight"]) @ W["lm_head.weight"].T
+
+
+def build_1bitllm(name, c, out_dir, seed):
+    from safetensors.torch import save_file
+
+    work = tempfile.mkdtemp(prefix=f"b158-hf-{name}-")
+    sp = make_spm_tokenizer(os.path.join(work, "tokenizer"), c["spm_vocab"])
+    n_vocab, H, ff = sp.vocab_size(), c["hidden"], c["ff"]
+    cfg = {"architectures": ["BitnetForCausalLM"], "model_type": "llama", "vocab_size": n_vocab,
+           "hidden_size": H, "intermediate_size": ff, "num_hidden_layers": c["layers"],
+           "num_attention_heads": c["heads"], "num_key_value_heads": c["heads"],
+           "hidden_act": "silu", "max_position_embeddings": 64, "rms_norm_eps": 1e-5,
+           "rope_theta": 10000.0, "tie_word_embeddings": False, "bos_token_id": 1,
+           "eos_token_id": 2, "pad_token_id": None, "attention_bias": False,
+           "input_bits": 8, "weight_bits": 1, "torch_dtype": "float16"}
+    torch.manual_seed(seed)
+    sd = {"model.embed_tokens.weight": torch.randn(n_vocab, H).half()}
+    shapes = {"self_attn.q_proj": (H, H), "self_attn.k_proj": (H, H), "self_attn.v_proj": (H, H),
+              "self_attn.o_proj": (H, H), "mlp.gate_proj": (ff, H), "mlp.up_proj": (ff, H),
+              "mlp.down_proj": (H, ff)}
+    norms = {"input_layernorm": H, "self_attn.inner_attn_ln": H, "post_attention_layernorm": H,
+             "mlp.ffn_layernorm": ff}
+    for l in range(c["layers"]):
+        for m, shp in shapes.items():
+            sd[f"model.layers.{l}.{m}.weight"] = (torch.randn(*shp) * 0.05).half()
+        for m, d in norms.items():
+            sd[f"model.layers.{l}.{m}.weight"] = torch.empty(d).uniform_(0.5, 1.5).half()
+    sd["model.norm.weight"] = torch.empty(H).uniform_(0.5, 1.5).half()
+    sd["lm_head.weight"] = torch.randn(n_vocab, H).half()
+    hf_dir = os.path.join(work, "hf")
+    os.makedirs(hf_dir)
+    with open(os.path.join(hf_dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    save_file({k: v.contiguous() for k, v in sd.items()},
+              os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(os.path.join(work, "tokenizer.model"), os.path.join(hf_dir, "tokenizer.model"))
+    with open(os.path.join(hf_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
+                   "eos_token": "</s>", "unk_token": "<unk>"}, f)
+
+    ids = ([sp.bos_id()] + sp.encode("ROMEO: But soft, what light"))[:N_TOKENS]
+    assert len(ids) >= 8, ids
+    with torch.no_grad():
+        logits = onebitllm_forward(sd, cfg, ids).numpy()
+        greedy, margins, seq = [], [], list(ids)
+        for _ in range(N_GREEDY):
+            last = onebitllm_forward(sd, cfg, seq)[-1]
+            top = last.topk(2)
+            greedy.append(int(top.indices[0]))
+            margins.append(float(top.values[0] - top.values[1]))
+            seq.append(greedy[-1])
+
+    os.makedirs(out_dir, exist_ok=True)
+    gguf_path = os.path.join(out_dir, "model.gguf")
+    b158_convert.convert(hf_dir, gguf_path, c["type"], "auto", name=f"hf-fixture-{name}")
+    with open(os.path.join(out_dir, "tokens"), "w") as f:
+        f.write(" ".join(str(i) for i in ids) + "\n")
+    logits.astype("<f4").tofile(os.path.join(out_dir, "logits"))
+    with open(os.path.join(out_dir, "greedy"), "w") as f:
+        f.write(" ".join(str(i) for i in greedy) + "\n")
+    with open(os.path.join(out_dir, "spm_cases"), "w", encoding="utf-8") as f:
+        for text in SPM_CASES:
+            assert "\n" not in text and "\t" not in text
+            f.write(text + "\t" + " ".join(str(i) for i in sp.encode(text)) + "\n")
+    ref = engine_forward(gguf_path, ids)
+    err = np.abs(ref - logits).max() / np.abs(logits).max()
+    ref16 = engine_forward(gguf_path, ids, f16_kv=True)
+    err16 = np.abs(ref16 - logits).max() / np.abs(logits).max()
+    agree = int((ref.argmax(-1) == logits.argmax(-1)).sum())
+    # the engine's greedy continuation (FP16 KV cache) must equal the reference's
+    eng = engine_forward(gguf_path, ids + greedy[:-1], f16_kv=True)[len(ids) - 1:].argmax(-1)
+    n_same = next((i for i, (a, b) in enumerate(zip(eng, greedy)) if a != b), len(greedy))
+    print(f"{name}: NumPy engine math (FP16 KV) greedy {n_same}/{len(greedy)} equal", flush=True)
+    print(f"{name}: NumPy engine math vs 1bitLLM forward: nerr {err:.3e} (FP16 KV cache: "
+          f"{err16:.3e}), argmax {agree}/{len(ids)}, greedy {greedy}, smallest top-2 margin "
+          f"{min(margins):.3f}", flush=True)
+    shutil.rmtree(work)
+    return err
 
 
 def build(name, c, out_dir, tok_path, ids, seed):
@@ -306,6 +474,10 @@ def main():
             continue
         build(name, c, os.path.join(args.out, name), tok_path, ids, seed=1000 + i)
     shutil.rmtree(work)
+    for i, (name, c) in enumerate(ONEBITLLM.items()):
+        if args.only and name not in args.only.split(","):
+            continue
+        build_1bitllm(name, c, os.path.join(args.out, name), seed=c["seed"])
 
 
 if __name__ == "__main__":
