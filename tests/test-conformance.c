@@ -10,7 +10,10 @@
  * (tools/convert/make_fixtures.py) reproduces transformers to < 1e-6 with fp32 scales and an
  * fp32 KV cache, and reproduces b158-cl's errors here exactly with an FP16 KV cache; measured
  * 2.5e-3 .. 1.8e-2. Argmax must match at all but one position, and the greedy continuation must
- * equal transformers' token for token. */
+ * equal transformers' token for token.
+ *
+ * A fixture may also carry spm_cases: lines "text<TAB>ids" with the ids sentencepiece gives
+ * for text (no BOS); b158_tokenize on the fixture's vocabulary must give exactly those. */
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +21,7 @@
 #include <string.h>
 
 #include "b158/model.h"
+#include "b158/tokenizer.h"
 #include "test-common.h"
 
 #define CONF_TOL 3e-2
@@ -109,7 +113,7 @@ static void check_fixture(const fixture *fx, b158_runtime *rt, const char *path_
         for (int i = 0; i < fx->n_tokens; i++)
             fprintf(stderr, "\n  position %d: nerr %.3e", i,
                     b158_test_nerr(got + (size_t)i * nv, fx->logits + (size_t)i * nv, (size_t)nv));
-    fprintf(stderr, "\n%s [%s, %s]: logits nerr %.3e vs transformers (tol %.0e), argmax %d/%d",
+    fprintf(stderr, "\n%s [%s, %s]: logits nerr %.3e vs reference (tol %.0e), argmax %d/%d",
             strrchr(fx->dir, '/') + 1, info->arch_name, path_name, err, CONF_TOL, same_argmax,
             fx->n_tokens);
     CU_ASSERT(err < CONF_TOL);
@@ -131,6 +135,55 @@ static void check_fixture(const fixture *fx, b158_runtime *rt, const char *path_
     free(got);
     b158_session_free(s);
     b158_model_free(model);
+}
+
+/* spm_cases: each line "text\tid id ...", the sentencepiece ids of text without BOS. */
+static void check_spm_cases(const char *dir)
+{
+    char path[1300];
+    snprintf(path, sizeof path, "%s/spm_cases", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    snprintf(path, sizeof path, "%s/model.gguf", dir);
+    b158_vocab *v = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_vocab_load(path, &v), B158_OK);
+    char line[4096];
+    int n_cases = 0, n_ok = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *tab = strchr(line, '\t');
+        if (!tab)
+            continue;
+        *tab = '\0';
+        b158_token want[512], got[512];
+        int n_want = 0;
+        for (char *p = tab + 1, *end; n_want < 512; p = end) {
+            const long id = strtol(p, &end, 10);
+            if (end == p)
+                break;
+            want[n_want++] = (b158_token)id;
+        }
+        size_t n_got = 0;
+        const b158_status st = b158_tokenize(v, line, strlen(line), 0, got, 512, &n_got);
+        const int same = st == B158_OK && n_got == (size_t)n_want &&
+                         memcmp(got, want, (size_t)n_want * sizeof want[0]) == 0;
+        if (!same) {
+            fprintf(stderr, "\n  spm case \"%s\": b158 gives", line);
+            for (size_t i = 0; i < n_got; i++)
+                fprintf(stderr, " %d", got[i]);
+            fprintf(stderr, ", sentencepiece");
+            for (int i = 0; i < n_want; i++)
+                fprintf(stderr, " %d", want[i]);
+        }
+        CU_ASSERT(same);
+        n_cases++;
+        n_ok += same;
+    }
+    fclose(f);
+    fprintf(stderr, "\n%s: tokenizer %d/%d spm_cases equal to sentencepiece", strrchr(dir, '/') + 1,
+            n_ok, n_cases);
+    CU_ASSERT(n_cases > 0);
+    b158_vocab_free(v);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -166,6 +219,8 @@ static void run_all(b158_runtime *rt, const char *path_name)
         fixture fx;
         CU_ASSERT_FATAL(load_fixture(dir, &fx));
         check_fixture(&fx, rt, path_name);
+        if (!rt)
+            check_spm_cases(dir);
         free(fx.logits);
         free(names[i]);
     }
