@@ -33,7 +33,7 @@ build_project() {
     # shellcheck disable=SC2086 # B158_CMAKE_ARGS holds several words on purpose
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DB158_WERROR=$werror \
         ${B158_CMAKE_ARGS:-} >/dev/null
-    cmake --build "$build" -j "$(nproc)"
+    cmake --build "$build" -j "$(nproc)" >&2 # progress on stderr: stdout is the program's
 }
 
 case "$mode" in
