@@ -156,6 +156,30 @@ def onebitllm_forward(sd, cfg, ids):
     return rms(x, W["model.norm.weight"]) @ W["lm_head.weight"].T
 
 
+def greedy_continuation(last_logits, ids):
+    """N_GREEDY greedy tokens after ids (full recompute per step) and each step's top-2 margin."""
+    greedy, margins, seq = [], [], list(ids)
+    for _ in range(N_GREEDY):
+        top = last_logits(seq).topk(2)
+        greedy.append(int(top.indices[0]))
+        margins.append(float(top.values[0] - top.values[1]))
+        seq.append(greedy[-1])
+    return greedy, margins
+
+
+def write_fixture(out_dir, hf_dir, c, name, ids, logits, greedy):
+    """Converts the checkpoint and writes model.gguf, tokens, logits and greedy; returns the GGUF path."""
+    os.makedirs(out_dir, exist_ok=True)
+    gguf_path = os.path.join(out_dir, "model.gguf")
+    b158_convert.convert(hf_dir, gguf_path, c["type"], "auto", name=f"hf-fixture-{name}")
+    with open(os.path.join(out_dir, "tokens"), "w") as f:
+        f.write(" ".join(str(i) for i in ids) + "\n")
+    logits.astype("<f4").tofile(os.path.join(out_dir, "logits"))
+    with open(os.path.join(out_dir, "greedy"), "w") as f:
+        f.write(" ".join(str(i) for i in greedy) + "\n")
+    return gguf_path
+
+
 def build_1bitllm(name, c, out_dir, seed):
     from safetensors.torch import save_file
 
@@ -198,22 +222,8 @@ def build_1bitllm(name, c, out_dir, seed):
     assert len(ids) >= 8, ids
     with torch.no_grad():
         logits = onebitllm_forward(sd, cfg, ids).numpy()
-        greedy, margins, seq = [], [], list(ids)
-        for _ in range(N_GREEDY):
-            last = onebitllm_forward(sd, cfg, seq)[-1]
-            top = last.topk(2)
-            greedy.append(int(top.indices[0]))
-            margins.append(float(top.values[0] - top.values[1]))
-            seq.append(greedy[-1])
-
-    os.makedirs(out_dir, exist_ok=True)
-    gguf_path = os.path.join(out_dir, "model.gguf")
-    b158_convert.convert(hf_dir, gguf_path, c["type"], "auto", name=f"hf-fixture-{name}")
-    with open(os.path.join(out_dir, "tokens"), "w") as f:
-        f.write(" ".join(str(i) for i in ids) + "\n")
-    logits.astype("<f4").tofile(os.path.join(out_dir, "logits"))
-    with open(os.path.join(out_dir, "greedy"), "w") as f:
-        f.write(" ".join(str(i) for i in greedy) + "\n")
+        greedy, margins = greedy_continuation(lambda seq: onebitllm_forward(sd, cfg, seq)[-1], ids)
+    gguf_path = write_fixture(out_dir, hf_dir, c, name, ids, logits, greedy)
     with open(os.path.join(out_dir, "spm_cases"), "w", encoding="utf-8") as f:
         for text in SPM_CASES:
             assert "\n" not in text and "\t" not in text
@@ -289,23 +299,9 @@ def build(name, c, out_dir, tok_path, ids, seed):
     hf = BitNetForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         logits = hf(torch.tensor([ids])).logits[0].float().numpy()
-        greedy, margins = [], []
-        seq = list(ids)
-        for _ in range(N_GREEDY):  # greedy continuation, full recompute each step
-            last = hf(torch.tensor([seq])).logits[0, -1].float()
-            top = last.topk(2)
-            greedy.append(int(top.indices[0]))
-            margins.append(float(top.values[0] - top.values[1]))
-            seq.append(greedy[-1])
-
-    os.makedirs(out_dir, exist_ok=True)
-    gguf_path = os.path.join(out_dir, "model.gguf")
-    b158_convert.convert(hf_dir, gguf_path, c["type"], "auto", name=f"hf-fixture-{name}")
-    with open(os.path.join(out_dir, "tokens"), "w") as f:
-        f.write(" ".join(str(i) for i in ids) + "\n")
-    logits.astype("<f4").tofile(os.path.join(out_dir, "logits"))
-    with open(os.path.join(out_dir, "greedy"), "w") as f:
-        f.write(" ".join(str(i) for i in greedy) + "\n")
+        greedy, margins = greedy_continuation(
+            lambda seq: hf(torch.tensor([seq])).logits[0, -1].float(), ids)
+    gguf_path = write_fixture(out_dir, hf_dir, c, name, ids, logits, greedy)
     ref = engine_forward(gguf_path, ids)
     err = np.abs(ref - logits).max() / np.abs(logits).max()
     ref16 = engine_forward(gguf_path, ids, f16_kv=True)
