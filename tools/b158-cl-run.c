@@ -563,11 +563,11 @@ int main(int argc, char **argv)
     } else {
         if (!prompt || !*prompt)
             prompt = "";
-        if (!a.no_display_prompt) {
+        rc = feed(&e, prompt, 1, a.special);
+        if (rc == 0 && !a.no_display_prompt) { /* echoed once it fits the context */
             fputs(prompt, stdout);
             fflush(stdout);
         }
-        rc = feed(&e, prompt, 1, a.special);
         if (rc == 0 && engine_pos(&e) == 0) {
             /* an empty prompt without BOS: start from the end-of-text token as llama.cpp does */
             int32_t start =
@@ -579,7 +579,8 @@ int main(int argc, char **argv)
         int eog = 0;
         if (rc == 0 && generate(&e, &a, a.n_predict, &eog) < 0)
             rc = 1;
-        printf("\n");
+        if (rc == 0)
+            printf("\n");
     }
     if (interrupted)
         fprintf(stderr, "\n[interrupted]\n");
