@@ -28,6 +28,7 @@ typedef struct {
     const char *model;  /* model mode: a GGUF file, or */
     const char *preset; /* a comma-separated list of preset shapes */
     int pp, tg;         /* prompt tokens, generated tokens */
+    const char *fp16;   /* FP16 baseline matmuls: "auto", "clblast" or "kernels" */
 } options;
 
 static void usage(FILE *f)
@@ -46,6 +47,10 @@ static void usage(FILE *f)
                "  --tokens M           tokens of the GEMM rows (default 128)\n"
                "  --reps R             timed repetitions, median reported (default 20)\n"
                "  --device SEL         device index or name substring\n"
+               "  --fp16 auto|clblast|kernels\n"
+               "                       FP16 baseline matmuls: CLBlast HGEMM/HGEMV (needs\n"
+               "                       cl_khr_fp16) or b158-cl's FP16-storage kernels; auto\n"
+               "                       (default) takes CLBlast where the device has fp16\n"
                "  -o md|json|csv       output format (default md; csv for models only)\n"
                "Model mode runs each model twice on one device: the ternary engine (b1.58) and\n"
                "the FP16 baseline (the same weights as dense FP16 matrices). Large presets need\n"
@@ -67,8 +72,8 @@ static uint64_t median(uint64_t *v, int n)
 /* Device time of the last launch of kernel id, from the runtime's profiling totals. */
 static uint64_t last_ns(b158_runtime *rt, const char *name, uint64_t *prev)
 {
-    b158_kernel_stats st[B158_KERNEL_COUNT];
-    size_t n = b158_runtime_kernel_stats(rt, st, B158_KERNEL_COUNT);
+    b158_kernel_stats st[B158_KERNEL_COUNT + B158_BLAS_COUNT];
+    size_t n = b158_runtime_kernel_stats(rt, st, B158_KERNEL_COUNT + B158_BLAS_COUNT);
     for (size_t i = 0; i < n; i++) {
         if (strcmp(st[i].name, name) == 0) {
             uint64_t d = st[i].total_ns - *prev;
@@ -220,7 +225,8 @@ static double copy_gbs(b158_runtime *rt)
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){NULL, {{6912, 2560}, {2560, 6912}}, 2, 128, 0, "md", 0, NULL, NULL, 128, 32};
+    *o = (options){NULL,  {{6912, 2560}, {2560, 6912}}, 2, 128, 0, "md", 0, NULL, NULL, 128, 32,
+                   "auto"};
     int custom = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -258,6 +264,9 @@ static int parse(int argc, char **argv, options *o)
             i++;
         } else if (strcmp(a, "--device") == 0 && v) {
             o->device = v;
+            i++;
+        } else if (strcmp(a, "--fp16") == 0 && v) {
+            o->fp16 = v;
             i++;
         } else if (strcmp(a, "-o") == 0 && v) {
             o->format = v;
@@ -305,6 +314,10 @@ static int parse(int argc, char **argv, options *o)
         o->reps = o->kernels ? 20 : 3;
     if (o->pp < 1 || o->pp > 1 << 16 || o->tg < 1 || o->tg > 1 << 16) {
         fprintf(stderr, "error: -p and -n want 1..65536\n");
+        return 2;
+    }
+    if (strcmp(o->fp16, "auto") && strcmp(o->fp16, "clblast") && strcmp(o->fp16, "kernels")) {
+        fprintf(stderr, "error: --fp16 wants auto, clblast or kernels\n");
         return 2;
     }
     if (o->tokens < 1 || o->tokens > 4096 || o->reps < 1 || o->reps > 256 ||
@@ -371,8 +384,8 @@ static uint64_t estimate_bytes(const b158_model_info *h, b158_weight_mode mode, 
                               (uint64_t)h->n_embd, (uint64_t)h->n_embd, (uint64_t)h->n_ff};
     uint64_t w = 0;
     for (int i = 0; i < 7; i++)
-        w += mode == B158_WEIGHTS_FP16 ? rows[i] * cols[i] * 2
-                                       : rows[i] * ((cols[i] + 63) / 64 * 16) + rows[i] * 4;
+        w += mode != B158_WEIGHTS_TERNARY ? rows[i] * cols[i] * 2
+                                          : rows[i] * ((cols[i] + 63) / 64 * 16) + rows[i] * 4;
     w = w * (uint64_t)h->n_layer + (uint64_t)h->n_vocab * h->n_embd * 2 +
         (uint64_t)h->n_layer * (2 * h->n_embd + qd + h->n_ff) * 4;
     const uint64_t kv = 2ull * h->n_layer * (uint64_t)n_ctx * kvd * 2;
@@ -396,7 +409,7 @@ static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b1
     if (need > d->global_mem)
         return B158_FAIL(B158_ERR_DEVICE_MEMORY,
                          "the %s engine needs about %.2f GiB of device memory; %s has %.2f GiB%s",
-                         mode == B158_WEIGHTS_FP16 ? "FP16" : "ternary", need / 1073741824.0,
+                         mode != B158_WEIGHTS_TERNARY ? "FP16" : "ternary", need / 1073741824.0,
                          d->name, d->global_mem / 1073741824.0,
                          d->is_cpu ? " (PoCL: run with POCL_MEMORY_LIMIT=<GB> to raise it)" : "");
     double pp_t[256], tg_t[256], t0 = now_s();
@@ -463,8 +476,8 @@ static double total_gb(const engine_result *r)
     return (double)(r->mem_w + r->mem_kv + r->mem_s) / 1e9;
 }
 
-static b158_status bench_model(const options *o, b158_runtime *rt, const char *label, b158_model *m,
-                               model_result *res)
+static b158_status bench_model(const options *o, b158_runtime *rt, b158_weight_mode fp16_mode,
+                               const char *label, b158_model *m, model_result *res)
 {
     const b158_model_info *h = b158_model_get_info(m);
     int32_t *tok = malloc((size_t)o->pp * sizeof *tok);
@@ -476,7 +489,7 @@ static b158_status bench_model(const options *o, b158_runtime *rt, const char *l
     snprintf(res->name, sizeof res->name, "%.120s", label);
     b158_status st = measure(o, rt, m, B158_WEIGHTS_TERNARY, tok, &res->tern);
     if (st == B158_OK)
-        st = measure(o, rt, m, B158_WEIGHTS_FP16, tok, &res->fp16);
+        st = measure(o, rt, m, fp16_mode, tok, &res->fp16);
     while (st == B158_OK && res->greedy_match < N_GREEDY &&
            res->fp16.greedy[res->greedy_match] == res->tern.greedy[res->greedy_match])
         res->greedy_match++;
@@ -515,7 +528,18 @@ static int run_models(const options *o)
         return 1;
     }
     const b158_device_info *d = b158_runtime_device(rt);
-    const char *fp16_path = "b158-cl FP16-storage kernels (vload_half, FP32 arithmetic)";
+    const int blas = !strcmp(o->fp16, "clblast") || (!strcmp(o->fp16, "auto") && d->has_fp16);
+    if (blas && !d->has_fp16) {
+        fprintf(stderr,
+                "error: --fp16 clblast: %s has no cl_khr_fp16, which CLBlast's HGEMM needs; use "
+                "--fp16 kernels\n",
+                d->name);
+        b158_runtime_free(rt);
+        return 1;
+    }
+    const b158_weight_mode fp16_mode = blas ? B158_WEIGHTS_FP16_CLBLAST : B158_WEIGHTS_FP16;
+    const char *fp16_path = blas ? "CLBlast HGEMM (prompt) / HGEMV (generation), FP16 arithmetic"
+                                 : "b158-cl FP16-storage kernels (vload_half, FP32 arithmetic)";
     char date[32];
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
@@ -559,7 +583,7 @@ static int run_models(const options *o)
         }
         model_result r;
         if (st == B158_OK)
-            st = bench_model(o, rt, name, m, &r);
+            st = bench_model(o, rt, fp16_mode, name, m, &r);
         b158_model_free(m);
         if (st != B158_OK) {
             fprintf(stderr, "error: %s: %s\n", name, b158_last_error());

@@ -37,3 +37,12 @@ __kernel void f16_matvec(__global const half *w, __global const float *x, __glob
             y[(size_t)m * n_rows + n] = acc;
     }
 }
+
+/* y[i] = h[i], or y[i] += h[i] with accumulate: FP16 results of the CLBlast baseline back into
+ * the FP32 stream (vload_half, no cl_khr_fp16 needed). One work-item per element; no __local. */
+__kernel void f16_to_f32(__global const half *h, __global float *y, int count, int accumulate)
+{
+    const int i = get_global_id(0);
+    if (i < count)
+        y[i] = accumulate ? y[i] + vload_half(i, h) : vload_half(i, h);
+}

@@ -44,3 +44,15 @@ __kernel void dequantize_rows(__global const char *q, __global const float *scal
     if (i < k && m < m_rows)
         x[(size_t)m * k + i] = (float)q[(size_t)m * k_pad + i] / scale[m];
 }
+
+/* xh[m][i] = FP16(q[m][i] / scale[m]): the same values as dequantize_rows in FP16 storage, the
+ * input of the CLBlast HGEMM/HGEMV baseline (vstore_half rounds to nearest even and needs no
+ * cl_khr_fp16). One work-item per (element, row); no __local. */
+__kernel void dequantize_rows_half(__global const char *q, __global const float *scale,
+                                   __global half *xh, int k, int k_pad, int m_rows)
+{
+    const int i = get_global_id(0);
+    const int m = get_global_id(1);
+    if (i < k && m < m_rows)
+        vstore_half((float)q[(size_t)m * k_pad + i] / scale[m], (size_t)m * k + i, xh);
+}

@@ -324,7 +324,7 @@ static b158_status upload_all(b158_model *m, b158_runtime *rt)
         b158_tmat *dst[] = {&d->wq, &d->wk, &d->wv, &d->wo, &d->wgate, &d->wup, &d->wdown};
         b158_buf *dense[] = {&d->hq, &d->hk, &d->hv, &d->ho, &d->hgate, &d->hup, &d->hdown};
         for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
-            if (m->dev_mode == B158_WEIGHTS_FP16)
+            if (m->dev_mode != B158_WEIGHTS_TERNARY)
                 B158_TRY(upload_dense(rt, src[i], dense[i]));
             else
                 B158_TRY(b158_tmat_upload_packed(rt, src[i]->codes, src[i]->scales, src[i]->n,
@@ -353,6 +353,13 @@ b158_status b158_model_upload_as(b158_model *m, b158_runtime *rt, b158_weight_mo
     if (m->rt)
         return B158_FAIL(B158_ERR_INVALID_ARG,
                          "the model is already on a device (or in the other weight mode)");
+    if (mode < B158_WEIGHTS_TERNARY || mode > B158_WEIGHTS_FP16_CLBLAST)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "unknown weight mode %d", (int)mode);
+    if (mode == B158_WEIGHTS_FP16_CLBLAST && !rt->info.has_fp16)
+        return B158_FAIL(B158_ERR_UNSUPPORTED,
+                         "the CLBlast FP16 baseline needs cl_khr_fp16, which %s does not have; "
+                         "use the FP16-storage kernels (B158_WEIGHTS_FP16)",
+                         rt->info.name);
     m->rt = rt;
     m->dev_mode = mode;
     b158_status st = upload_all(m, rt);

@@ -60,6 +60,34 @@ b158_status b158_op_dequantize(b158_runtime *rt, const b158_buf *q, const b158_b
                        B158_ARG_MEM(x), B158_ARG(k), B158_ARG(k_pad), B158_ARG(m_rows));
 }
 
+b158_status b158_op_dequantize_half(b158_runtime *rt, const b158_buf *q, const b158_buf *s,
+                                    const b158_buf *xh, int k, int k_pad, int m_rows)
+{
+    B158_TRY(positive(k, "dequantize half", "k"));
+    B158_TRY(positive(m_rows, "dequantize half", "rows"));
+    if (k_pad < k)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "dequantize half: k_pad %d < k %d", k_pad, k);
+    B158_TRY(need(q, (size_t)m_rows * k_pad, "dequantize half", "q"));
+    B158_TRY(need(s, (size_t)m_rows * 4, "dequantize half", "s"));
+    B158_TRY(need(xh, (size_t)m_rows * k * 2, "dequantize half", "xh"));
+    return B158_LAUNCH(rt, B158_K_DEQUANTIZE_ROWS_HALF, 2,
+                       ((size_t[]){round_up((size_t)k, ELEMWISE_WG), (size_t)m_rows}),
+                       ((size_t[]){ELEMWISE_WG, 1}), B158_ARG_MEM(q), B158_ARG_MEM(s),
+                       B158_ARG_MEM(xh), B158_ARG(k), B158_ARG(k_pad), B158_ARG(m_rows));
+}
+
+b158_status b158_op_f16_to_f32(b158_runtime *rt, const b158_buf *h, const b158_buf *y, int count,
+                               int accumulate)
+{
+    B158_TRY(positive(count, "f16 to f32", "count"));
+    B158_TRY(need(h, (size_t)count * 2, "f16 to f32", "h"));
+    B158_TRY(need(y, (size_t)count * 4, "f16 to f32", "y"));
+    const int acc = accumulate != 0;
+    return B158_LAUNCH(rt, B158_K_F16_TO_F32, 1, ((size_t[]){round_up((size_t)count, ELEMWISE_WG)}),
+                       ((size_t[]){ELEMWISE_WG}), B158_ARG_MEM(h), B158_ARG_MEM(y), B158_ARG(count),
+                       B158_ARG(acc));
+}
+
 static b158_status check_matmul(const b158_tmat *w, const b158_buf *q, const b158_buf *s,
                                 const b158_buf *y, int m_rows)
 {

@@ -92,6 +92,23 @@ b158_status b158_op_embed(b158_runtime *rt, const b158_buf *table, const b158_bu
 b158_status b158_op_f16_matvec(b158_runtime *rt, const b158_buf *w, const b158_buf *x,
                                const b158_buf *y, int n_rows, int k, int m_rows);
 
+/* xh[m][0..k) = FP16(q[m][i] / s[m]) (q with row stride k_pad): the baseline's FP16 input. */
+b158_status b158_op_dequantize_half(b158_runtime *rt, const b158_buf *q, const b158_buf *s,
+                                    const b158_buf *xh, int k, int k_pad, int m_rows);
+/* y[i] = FP32(h[i]), or y[i] += FP32(h[i]) with accumulate, for i < count. */
+b158_status b158_op_f16_to_f32(b158_runtime *rt, const b158_buf *h, const b158_buf *y, int count,
+                               int accumulate);
+
+/* ---- the FP16 baseline through CLBlast (host/blas.c; needs cl_khr_fp16) ------------------ */
+
+/* All FP16: y[m][n] = sum_k w[n][k] x[m][k] for m < m_rows, n < n_rows. One row is CLBlast's
+ * HGEMV, more its HGEMM with the caller's temp buffer (b158_hgemm_temp_bytes; none for one
+ * row). B158_ERR_UNSUPPORTED on a device without cl_khr_fp16. */
+b158_status b158_op_hgemm(b158_runtime *rt, const b158_buf *w, const b158_buf *x, const b158_buf *y,
+                          int n_rows, int k, int m_rows, const b158_buf *temp);
+/* Bytes of the temp buffer HGEMM needs at this shape (0 for one row). */
+b158_status b158_hgemm_temp_bytes(b158_runtime *rt, int n_rows, int k, int m_rows, size_t *bytes);
+
 /* ---- plain-C references (same semantics, sequential) ------------------------------------ */
 
 void b158_ref_quantize(const float *x, int k, int m_rows, int8_t *q, float *s);
@@ -113,5 +130,9 @@ void b158_ref_embed(const uint16_t *table, const int32_t *ids, float *out, int n
                     int m_rows);
 void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows, int k,
                          int m_rows);
+/* FP16 in and out: the FP32 sum of FP16 products, rounded to FP16 once (CLBlast may round
+ * more often; tests state the difference they allow). */
+void b158_ref_hgemm(const uint16_t *w, const uint16_t *x, uint16_t *y, int n_rows, int k,
+                    int m_rows);
 
 #endif

@@ -184,6 +184,19 @@ void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows
     }
 }
 
+void b158_ref_hgemm(const uint16_t *w, const uint16_t *x, uint16_t *y, int n_rows, int k,
+                    int m_rows)
+{
+    for (int m = 0; m < m_rows; m++) {
+        for (int n = 0; n < n_rows; n++) {
+            float a = 0.0f;
+            for (int i = 0; i < k; i++)
+                a += b158_f16_to_f32(w[(size_t)n * k + i]) * b158_f16_to_f32(x[(size_t)m * k + i]);
+            y[(size_t)m * n_rows + n] = b158_f32_to_f16(a);
+        }
+    }
+}
+
 void b158_ref_ternary_matmul_packed(const b158_tpack *t, const int8_t *q, const float *s,
                                     int m_rows, float *y, int accumulate)
 {

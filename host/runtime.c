@@ -356,6 +356,8 @@ void b158_runtime_free(b158_runtime *rt)
 {
     if (!rt)
         return;
+    if (rt->used_blas)
+        b158_blas_release(rt);
     for (int i = 0; i < B158_KERNEL_COUNT; i++)
         if (rt->kernels[i].kernel)
             clReleaseKernel(rt->kernels[i].kernel);
@@ -396,12 +398,17 @@ uint64_t b158_runtime_mem_peak(const b158_runtime *rt)
 size_t b158_runtime_kernel_stats(const b158_runtime *rt, b158_kernel_stats *out, size_t cap)
 {
     size_t n = 0;
-    for (int i = 0; rt && i < B158_KERNEL_COUNT; i++) {
-        if (!rt->kernels[i].launches)
+    for (int i = 0; rt && i < B158_KERNEL_COUNT + B158_BLAS_COUNT; i++) {
+        const int blas = i >= B158_KERNEL_COUNT;
+        const struct b158_kernel_slot *k =
+            blas ? &rt->blas[i - B158_KERNEL_COUNT] : &rt->kernels[i];
+        if (!k->launches)
             continue;
         if (n < cap)
-            out[n] = (b158_kernel_stats){kernel_table[i].name, rt->kernels[i].launches,
-                                         rt->kernels[i].total_ns};
+            out[n] = (b158_kernel_stats){
+                blas ? b158_blas_name((enum b158_blas_id)(i - B158_KERNEL_COUNT))
+                     : kernel_table[i].name,
+                k->launches, k->total_ns};
         n++;
     }
     return n;
@@ -411,6 +418,8 @@ void b158_runtime_kernel_stats_reset(b158_runtime *rt)
 {
     for (int i = 0; rt && i < B158_KERNEL_COUNT; i++)
         rt->kernels[i].launches = rt->kernels[i].total_ns = 0;
+    for (int i = 0; rt && i < B158_BLAS_COUNT; i++)
+        rt->blas[i].launches = rt->blas[i].total_ns = 0;
 }
 
 /* ---- device memory ---------------------------------------------------------------------- */

@@ -12,6 +12,7 @@
 #define B158_KERNEL_LIST(X)                                                                        \
     X(QUANTIZE_ROWS, "quantize_rows", "quantize.cl")                                               \
     X(DEQUANTIZE_ROWS, "dequantize_rows", "quantize.cl")                                           \
+    X(DEQUANTIZE_ROWS_HALF, "dequantize_rows_half", "quantize.cl")                                 \
     X(TERNARY_GEMV_CPU, "ternary_gemv_cpu", "ternary.cl")                                          \
     X(TERNARY_GEMV_GPU, "ternary_gemv_gpu", "ternary.cl")                                          \
     X(TERNARY_GEMM_CPU, "ternary_gemm_cpu", "ternary.cl")                                          \
@@ -23,7 +24,8 @@
     X(GLU, "glu", "elementwise.cl")                                                                \
     X(ADD, "add", "elementwise.cl")                                                                \
     X(EMBED, "embed_rows", "embed.cl")                                                             \
-    X(F16_MATVEC, "f16_matvec", "f16-matmul.cl")
+    X(F16_MATVEC, "f16_matvec", "f16-matmul.cl")                                                   \
+    X(F16_TO_F32, "f16_to_f32", "f16-matmul.cl")
 
 enum b158_kernel_id {
 #define B158_KID(id, name, file) B158_K_##id,
@@ -50,6 +52,9 @@ typedef struct b158_buf {
     b158_mem_category category;
 } b158_buf;
 
+/* CLBlast routines the FP16 baseline calls (host/blas.c), with their own profiling totals. */
+enum b158_blas_id { B158_BLAS_HGEMV, B158_BLAS_HGEMM, B158_BLAS_COUNT };
+
 struct b158_kernel_slot {
     cl_kernel kernel;
     uint64_t launches;
@@ -72,6 +77,8 @@ struct b158_runtime {
     cl_program programs[16];
     const char *program_files[16];
     struct b158_kernel_slot kernels[B158_KERNEL_COUNT];
+    struct b158_kernel_slot blas[B158_BLAS_COUNT]; /* kernel is unused: CLBlast owns its own */
+    int used_blas; /* CLBlast holds compiled programs for this context */
     uint64_t mem[B158_MEM_CATEGORY_COUNT];
     uint64_t mem_peak;
 };
@@ -133,5 +140,10 @@ b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t narg
                    (b158_arg[]){__VA_ARGS__}, (dims), (global), (local))
 
 b158_status b158_rt_finish(b158_runtime *rt);
+
+/* host/blas.c: name of a CLBlast routine in the profiling totals ("clblast_hgemv"), and the
+ * release of CLBlast's cached programs before rt's context goes. */
+const char *b158_blas_name(enum b158_blas_id id);
+void b158_blas_release(b158_runtime *rt);
 
 #endif

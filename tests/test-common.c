@@ -12,16 +12,21 @@ static int skipped;
 static uint64_t rng_state;
 static b158_runtime *runtimes[3];
 
-void b158_test_skip(const char *reason)
+void b158_test_skip_unless(const char *require_env, const char *reason)
 {
-    const char *req = getenv("B158_REQUIRE_DEVICE");
+    const char *req = getenv(require_env);
     if (req && strcmp(req, "1") == 0) {
-        fprintf(stderr, "\nFAIL (B158_REQUIRE_DEVICE=1): %s\n", reason);
+        fprintf(stderr, "\nFAIL (%s=1): %s\n", require_env, reason);
         CU_FAIL_FATAL("required resource missing");
         return;
     }
     fprintf(stderr, "\nSKIP: %s\n", reason);
     skipped++;
+}
+
+void b158_test_skip(const char *reason)
+{
+    b158_test_skip_unless("B158_REQUIRE_DEVICE", reason);
 }
 
 b158_runtime *b158_test_runtime(b158_variant variant)

@@ -24,6 +24,9 @@ void b158_test_suite(const char *name, const b158_test_case *tests);
 /* Marks the running test as skipped with a reason printed to stderr. Under B158_REQUIRE_DEVICE=1
  * (CI) a skip for a missing OpenCL device counts as a failure instead. */
 void b158_test_skip(const char *reason);
+/* The same for a device feature: a failure when the variable require_env is "1" (CI sets
+ * B158_REQUIRE_FP16=1 where it runs on a device with cl_khr_fp16), else a skip. */
+void b158_test_skip_unless(const char *require_env, const char *reason);
 
 /* A runtime on the default (or $B158_DEVICE) device with the given kernel variant, or NULL after
  * calling b158_test_skip when no OpenCL platform is present. Cached per variant; freed at exit. */

@@ -232,12 +232,10 @@ static void test_errors(void)
 }
 
 /* The FP16 baseline engine (dense FP16 W_t * scale on the same int8 activations) computes the
- * same function as the ternary engine: same logits up to float summation order. */
-static void test_fp16_baseline(void)
+ * same function as the ternary engine: same logits up to float summation order (FP16-storage
+ * kernels) or up to FP16 arithmetic (CLBlast). */
+static void check_baseline(b158_runtime *rt, b158_weight_mode mode, double tol, int fp16_math)
 {
-    b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
-    if (!rt)
-        return;
     for (int f = 0; f < 3; f++) {
         const flavour fl = flavours(f);
         const uint64_t seed = b158_test_rand();
@@ -248,7 +246,7 @@ static void test_fp16_baseline(void)
         b158_model *mt = model_on(&fl.shape, seed, rt);
         const uint64_t w1 = b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS);
         b158_model *mh = model_on(&fl.shape, seed, NULL);
-        b158_status st = b158_model_upload_as(mh, rt, B158_WEIGHTS_FP16);
+        b158_status st = b158_model_upload_as(mh, rt, mode);
         if (st != B158_OK)
             fprintf(stderr, "\nupload fp16: %s\n", b158_last_error());
         CU_ASSERT_EQUAL_FATAL(st, B158_OK);
@@ -256,6 +254,7 @@ static void test_fp16_baseline(void)
         /* the weight counter sees the dense copy: 2 bytes instead of 2 bits per weight */
         const uint64_t n_t = b158_model_get_info(mt)->n_ternary;
         CU_ASSERT((w2 - w1) - (w1 - w0) >= n_t * 3 / 2);
+        /* prefill in batches of 4 (GEMM / HGEMM) and then one token (GEMV / HGEMV) */
         b158_session *a = session(mt, rt, 32, 4, 1), *b = session(mh, rt, 32, 4, 1);
         CU_ASSERT_EQUAL_FATAL(b158_session_eval(a, tok, n), B158_OK);
         CU_ASSERT_EQUAL_FATAL(b158_session_eval(b, tok, n), B158_OK);
@@ -267,16 +266,56 @@ static void test_fp16_baseline(void)
             worst = e > worst ? e : worst;
             agree += argmax(b158_session_logits(a, i), nv) == argmax(b158_session_logits(b, i), nv);
         }
-        fprintf(stderr, "\n%s: fp16 baseline vs ternary worst nerr %.2e, argmax %d/%d", fl.name,
-                worst, agree, n);
-        CU_ASSERT(worst <= LOGIT_TOL);
-        CU_ASSERT(agree >= n - argmax_misses_allowed(n));
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(a, tok, 1), B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(b, tok, 1), B158_OK);
+        const double e1 =
+            b158_test_nerr(b158_session_logits(b, 0), b158_session_logits(a, 0), (size_t)nv);
+        worst = e1 > worst ? e1 : worst;
+        fprintf(stderr, "\n%s: fp16 baseline (%s) vs ternary worst nerr %.2e, argmax %d/%d",
+                fl.name, mode == B158_WEIGHTS_FP16_CLBLAST ? "clblast" : "kernels", worst, agree,
+                n);
+        CU_ASSERT(worst <= tol);
+        CU_ASSERT(agree >= n - (fp16_math ? (n / 3 > 2 ? n / 3 : 2) : argmax_misses_allowed(n)));
         b158_session_free(a);
         b158_session_free(b);
         b158_model_free(mt);
         b158_model_free(mh);
         CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS), w0);
     }
+}
+
+static void test_fp16_baseline(void)
+{
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
+    if (rt)
+        check_baseline(rt, B158_WEIGHTS_FP16, LOGIT_TOL, 0);
+}
+
+/* The CLBlast baseline rounds activations and every partial sum to FP16 (2^-11 relative), which
+ * moves many int8 activations of the next BitLinear across a rounding boundary (the flips of
+ * LOGIT_TOL's comment, now in every layer): over 36 models on Intel's CPU runtime the logits
+ * differed by 2e-2 to 5.7e-2 of their range and the argmax at up to 2 of 9 positions. Allowed:
+ * 1.5e-1, and a third of the positions (at least 2). A wrong layout is off by order 1. A device
+ * without cl_khr_fp16 must refuse this mode. */
+static void test_fp16_baseline_clblast(void)
+{
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
+    if (!rt)
+        return;
+    const b158_device_info *d = b158_runtime_device(rt);
+    if (!d->has_fp16) {
+        b158_model_info h = flavours(0).shape;
+        b158_model *m = model_on(&h, 1, NULL);
+        CU_ASSERT_EQUAL(b158_model_upload_as(m, rt, B158_WEIGHTS_FP16_CLBLAST),
+                        B158_ERR_UNSUPPORTED);
+        CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "cl_khr_fp16"));
+        b158_model_free(m);
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s has no cl_khr_fp16: the CLBlast baseline not run", d->name);
+        b158_test_skip_unless("B158_REQUIRE_FP16", msg);
+        return;
+    }
+    check_baseline(rt, B158_WEIGHTS_FP16_CLBLAST, 1.5e-1, 1);
 }
 
 static void add_suites(void)
@@ -289,6 +328,9 @@ static void add_suites(void)
                     (b158_test_case[]){{"context_and_tokens", test_errors}, {NULL, NULL}});
     b158_test_suite("fp16_baseline",
                     (b158_test_case[]){{"same_function", test_fp16_baseline}, {NULL, NULL}});
+    b158_test_suite(
+        "fp16_baseline_clblast",
+        (b158_test_case[]){{"same_function", test_fp16_baseline_clblast}, {NULL, NULL}});
 }
 
 int main(int argc, char **argv)

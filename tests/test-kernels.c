@@ -494,6 +494,121 @@ static void test_f16_matvec(void)
     }
 }
 
+/* ---- the FP16 baseline's pieces ---------------------------------------------------------- */
+
+static void test_f16_convert(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        /* int8 activations to FP16: exactly the FP16 rounding of q / s */
+        const int k = b158_test_randint(1, 3000), kp = b158_ternary_k_pad(k),
+                  m = b158_test_randint(1, 5);
+        int8_t *q = xmalloc((size_t)m * kp);
+        float *s = xmalloc((size_t)m * 4), *xr = xmalloc((size_t)m * k * 4);
+        uint16_t *xh = xmalloc((size_t)m * k * 2);
+        for (size_t i = 0; i < (size_t)m * kp; i++)
+            q[i] = (int8_t)b158_test_randint(-128, 127);
+        for (int r = 0; r < m; r++)
+            s[r] = 127.0f / b158_test_uniform(0.01f, 50.0f);
+        b158_buf dq = dev_upload(rt, q, (size_t)m * kp), ds = dev_upload(rt, s, (size_t)m * 4);
+        b158_buf dx = dev_poisoned(rt, (size_t)m * k * 2);
+        check_ok(b158_op_dequantize_half(rt, &dq, &ds, &dx, k, kp, m));
+        dev_read(rt, &dx, xh, (size_t)m * k * 2);
+        int off = 0; /* the division may be 2.5 ulp off in FP32: at most one FP16 step */
+        for (int r = 0; r < m; r++)
+            for (int i = 0; i < k; i++) {
+                const uint16_t want = b158_f32_to_f16((float)q[(size_t)r * kp + i] / s[r]);
+                const int d = (int)xh[(size_t)r * k + i] - (int)want;
+                off += d < -1 || d > 1;
+            }
+        CU_ASSERT_EQUAL(off, 0);
+
+        /* FP16 back to FP32, stored and accumulated: exact */
+        const int n = b158_test_randint(1, 5000);
+        uint16_t *h = xmalloc((size_t)n * 2);
+        float *y0 = xmalloc((size_t)n * 4), *y = xmalloc((size_t)n * 4);
+        for (int i = 0; i < n; i++) {
+            h[i] = b158_f32_to_f16(b158_test_uniform(-300.0f, 300.0f));
+            y0[i] = b158_test_uniform(-10.0f, 10.0f);
+        }
+        b158_buf dh = dev_upload(rt, h, (size_t)n * 2), dy = dev_poisoned(rt, (size_t)n * 4);
+        int bad = 0;
+        check_ok(b158_op_f16_to_f32(rt, &dh, &dy, n, 0));
+        dev_read(rt, &dy, y, (size_t)n * 4);
+        for (int i = 0; i < n; i++)
+            bad += y[i] != b158_f16_to_f32(h[i]);
+        check_ok(b158_buf_write(rt, &dy, 0, (size_t)n * 4, y0));
+        check_ok(b158_op_f16_to_f32(rt, &dh, &dy, n, 1));
+        dev_read(rt, &dy, y, (size_t)n * 4);
+        for (int i = 0; i < n; i++)
+            bad += y[i] != y0[i] + b158_f16_to_f32(h[i]);
+        CU_ASSERT_EQUAL(bad, 0);
+        b158_buf_free(rt, &dq), b158_buf_free(rt, &ds), b158_buf_free(rt, &dx);
+        b158_buf_free(rt, &dh), b158_buf_free(rt, &dy);
+        free(q), free(s), free(xr), free(xh), free(h), free(y0), free(y);
+    }
+}
+
+/* CLBlast HGEMV / HGEMM against the FP32-accumulating reference. CLBlast accumulates in FP16,
+ * rounding every partial sum (unit roundoff 2^-11), so the error grows linearly with K: on
+ * Intel's CPU runtime up to 1.1e-5 * K (0.027 at K = 2530) was measured; 4e-3 + 2e-5 * K is
+ * allowed (4e-3: a few FP16 steps of the largest output at small K). A wrong layout or an
+ * unwritten element is off by 100%. On a device without cl_khr_fp16 the call must refuse with
+ * a clear error. */
+static void test_hgemm(void)
+{
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_CPU);
+    if (!rt)
+        return;
+    const b158_device_info *d = b158_runtime_device(rt);
+    if (!d->has_fp16) {
+        b158_buf a, b, c;
+        check_ok(b158_buf_alloc(rt, B158_MEM_SCRATCH, 64, &a));
+        check_ok(b158_buf_alloc(rt, B158_MEM_SCRATCH, 64, &b));
+        check_ok(b158_buf_alloc(rt, B158_MEM_SCRATCH, 64, &c));
+        CU_ASSERT_EQUAL(b158_op_hgemm(rt, &a, &b, &c, 4, 4, 1, NULL), B158_ERR_UNSUPPORTED);
+        CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "cl_khr_fp16"));
+        b158_buf_free(rt, &a), b158_buf_free(rt, &b), b158_buf_free(rt, &c);
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s has no cl_khr_fp16: CLBlast HGEMM/HGEMV not run", d->name);
+        b158_test_skip_unless("B158_REQUIRE_FP16", msg);
+        return;
+    }
+    for (int t = 0; t < 5; t++) {
+        const int n = t == 4 ? 6912 : b158_test_randint(1, 900);
+        const int k = t == 0 ? b158_test_randint(1, 9) : b158_test_randint(10, 2900);
+        const int m = t % 2 ? 1 : b158_test_randint(2, 70);
+        uint16_t *w = xmalloc((size_t)n * k * 2), *x = xmalloc((size_t)m * k * 2);
+        uint16_t *y = xmalloc((size_t)m * n * 2), *yr = xmalloc((size_t)m * n * 2);
+        float *yf = xmalloc((size_t)m * n * 4), *yrf = xmalloc((size_t)m * n * 4);
+        for (size_t i = 0; i < (size_t)n * k; i++)
+            w[i] = b158_f32_to_f16(b158_test_uniform(-0.1f, 0.1f));
+        for (size_t i = 0; i < (size_t)m * k; i++)
+            x[i] = b158_f32_to_f16(b158_test_uniform(-3.0f, 3.0f));
+        size_t temp_bytes = 0;
+        check_ok(b158_hgemm_temp_bytes(rt, n, k, m, &temp_bytes));
+        b158_buf dw = dev_upload(rt, w, (size_t)n * k * 2),
+                 dx = dev_upload(rt, x, (size_t)m * k * 2);
+        b158_buf dy = dev_poisoned(rt, (size_t)m * n * 2), dt = {0};
+        if (temp_bytes)
+            check_ok(b158_buf_alloc(rt, B158_MEM_SCRATCH, temp_bytes, &dt));
+        check_ok(b158_op_hgemm(rt, &dw, &dx, &dy, n, k, m, &dt));
+        dev_read(rt, &dy, y, (size_t)m * n * 2);
+        b158_ref_hgemm(w, x, yr, n, k, m);
+        for (size_t i = 0; i < (size_t)m * n; i++) {
+            yf[i] = b158_f16_to_f32(y[i]);
+            yrf[i] = b158_f16_to_f32(yr[i]);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "clblast %s %dx%d, %d tokens", m == 1 ? "hgemv" : "hgemm", n, k,
+                 m);
+        expect_nerr(what, rt, yf, yrf, (size_t)m * n, 4e-3 + 2e-5 * k);
+        b158_buf_free(rt, &dw), b158_buf_free(rt, &dx), b158_buf_free(rt, &dy);
+        b158_buf_free(rt, &dt);
+        free(w), free(x), free(y), free(yr), free(yf), free(yrf);
+    }
+}
+
 static void add_suites(void)
 {
     b158_test_suite("half", (b158_test_case[]){{"roundtrip", test_half_roundtrip}, {NULL, NULL}});
@@ -507,6 +622,9 @@ static void add_suites(void)
     b158_test_suite("add", (b158_test_case[]){{"residual", test_add}, {NULL, NULL}});
     b158_test_suite("embed", (b158_test_case[]){{"gather", test_embed}, {NULL, NULL}});
     b158_test_suite("f16_matvec", (b158_test_case[]){{"lm_head", test_f16_matvec}, {NULL, NULL}});
+    b158_test_suite("f16_baseline",
+                    (b158_test_case[]){{"convert", test_f16_convert}, {NULL, NULL}});
+    b158_test_suite("clblast", (b158_test_case[]){{"hgemm_hgemv", test_hgemm}, {NULL, NULL}});
 }
 
 int main(int argc, char **argv)

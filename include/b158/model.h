@@ -77,12 +77,15 @@ void b158_model_unload(b158_model *model);
 
 /* How the transformer blocks' weights live on the device. */
 typedef enum b158_weight_mode {
-    B158_WEIGHTS_TERNARY = 0, /* 2-bit codes + scales, int8 x ternary kernels (the engine) */
-    B158_WEIGHTS_FP16 = 1,    /* FP16 baseline: dense FP16 W_t * scale, FP16-storage matvec on
-                                 the same int8-quantized activations (same function) */
+    B158_WEIGHTS_TERNARY = 0,      /* 2-bit codes + scales, int8 x ternary kernels (the engine) */
+    B158_WEIGHTS_FP16 = 1,         /* FP16 baseline: dense FP16 W_t * scale, FP16-storage matvec on
+                                      the same int8-quantized activations (same function) */
+    B158_WEIGHTS_FP16_CLBLAST = 2, /* the same dense FP16 matrices through CLBlast's HGEMM /
+                                      HGEMV on FP16 activations (FP16 arithmetic); needs a device
+                                      with cl_khr_fp16 (else B158_ERR_UNSUPPORTED) */
 } b158_weight_mode;
 
-/* b158_model_upload with a choice of weight mode (benchmarks compare the two). */
+/* b158_model_upload with a choice of weight mode (benchmarks compare them). */
 b158_status b158_model_upload_as(b158_model *model, b158_runtime *rt, b158_weight_mode mode);
 
 /* ---- sessions: a KV cache and scratch for one sequence --------------------------------- */
