@@ -115,6 +115,7 @@ static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double
 struct mm_ctx {
     b158_tmat w;
     b158_buf q, s, y, wf16, xf;
+    b158_buf xh, yh, temp; /* CLBlast: FP16 input (m, k), FP16 output (m, n), HGEMM temp */
     int m;
     int gemm;
 };
@@ -130,6 +131,36 @@ static b158_status run_f16(b158_runtime *rt, void *p)
 {
     struct mm_ctx *c = p;
     return b158_op_f16_matvec(rt, &c->wf16, &c->xf, &c->y, c->w.n, c->w.k, 1);
+}
+
+static b158_status run_hgemm(b158_runtime *rt, void *p)
+{
+    struct mm_ctx *c = p;
+    return b158_op_hgemm(rt, &c->wf16, &c->xh, &c->yh, c->w.n, c->w.k, c->gemm ? c->m : 1,
+                         &c->temp);
+}
+
+/* CLBlast's HGEMV and HGEMM at the shape (devices with fp16): the FP16 baseline's matmuls. */
+static b158_status bench_clblast(b158_runtime *rt, struct mm_ctx *c, const options *o, result *res,
+                                 int *nres)
+{
+    const int n = c->w.n, k = c->w.k, m = c->m;
+    size_t temp = 0;
+    B158_TRY(b158_hgemm_temp_bytes(rt, n, k, m, &temp));
+    B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * k * 2, &c->xh));
+    B158_TRY(b158_buf_fill(rt, &c->xh, 0x3c)); /* 0x3c3c: 1.06 */
+    B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * n * 2, &c->yh));
+    if (temp)
+        B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, temp, &c->temp));
+    c->gemm = 0;
+    B158_TRY(time_op(rt, "clblast_hgemv", o->reps, (double)n * k * 2 + k * 2 + n * 2, n, k, 1,
+                     run_hgemm, c, &res[*nres]));
+    res[(*nres)++].variant = "-";
+    c->gemm = 1;
+    B158_TRY(time_op(rt, "clblast_hgemm", o->reps, (double)n * k * 2 + (double)m * (k + n) * 2, n,
+                     k, m, run_hgemm, c, &res[*nres]));
+    res[(*nres)++].variant = "-";
+    return B158_OK;
 }
 
 static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, result *res, int *nres)
@@ -183,6 +214,8 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
         &res[(*nres)++]));
     T(time_op(rt, "f16_matvec", o->reps, (double)n * k * 2 + k * 4 + n * 4, n, k, 1, run_f16, &c,
               &res[(*nres)++]));
+    if (b158_runtime_device(rt)->has_fp16 && b158_runtime_variant(rt) == B158_VARIANT_CPU)
+        T(bench_clblast(rt, &c, o, res, nres));
 #undef T
 done:
     b158_tmat_free(rt, &c.w);
@@ -191,6 +224,9 @@ done:
     b158_buf_free(rt, &c.y);
     b158_buf_free(rt, &c.wf16);
     b158_buf_free(rt, &c.xf);
+    b158_buf_free(rt, &c.xh);
+    b158_buf_free(rt, &c.yh);
+    b158_buf_free(rt, &c.temp);
     free(w), free(ones), free(q), free(wh), free(xf);
     return st;
 }
@@ -545,23 +581,28 @@ static int run_models(const options *o)
     strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
     if (!strcmp(o->format, "md"))
         printf("device: %s (%s, driver %s), b158-cl %s, %s\n"
-               "FP16 baseline matmuls: %s\n"
+               "FP16 baseline matmuls: %s%s\n"
                "pp %d / tg %d tokens, mean of %d repetitions; memory = device bytes allocated "
                "(weights + KV cache + scratch)\n\n"
                "| model | memory GB FP16 | b1.58 | ratio | latency ms/token FP16 | b1.58 | ratio "
                "| pp tokens/s FP16 | b1.58 | greedy |\n"
                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
-               d->name, d->platform, d->driver, B158_VERSION_STRING, date, fp16_path, o->pp, o->tg,
-               o->reps);
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, fp16_path,
+               blas && d->is_cpu ? " (on CPU devices CLBlast's FP16 kernels measure far slower "
+                                   "than b158-cl's FP16-storage kernels: --fp16 kernels is the "
+                                   "stronger baseline)"
+                                 : "",
+               o->pp, o->tg, o->reps);
     else if (!strcmp(o->format, "csv"))
         printf("model,device,driver,build,date,pp,tg,reps,engine,pp_tokens_per_s,pp_std,"
                "tg_ms_per_token,tg_std,mem_weights,mem_kv_cache,mem_scratch,greedy_match\n");
     else
         printf("{\"device\": \"%s\", \"platform\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", "
-               "\"date\": \"%s\", \"fp16_path\": \"%s\", \"pp\": %d, \"tg\": %d, \"reps\": %d, "
+               "\"date\": \"%s\", \"fp16_matmul\": \"%s\", \"fp16_path\": \"%s\", \"pp\": %d, "
+               "\"tg\": %d, \"reps\": %d, "
                "\"models\": [",
-               d->name, d->platform, d->driver, B158_VERSION_STRING, date, fp16_path, o->pp, o->tg,
-               o->reps);
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date,
+               blas ? "clblast" : "kernels", fp16_path, o->pp, o->tg, o->reps);
     char list[512];
     snprintf(list, sizeof list, "%s", o->model ? o->model : o->preset);
     int rc = 0, first = 1;
@@ -637,7 +678,7 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : rc;
     if (!o.kernels)
         return run_models(&o);
-    result res[2 * MAX_SHAPES * 3];
+    result res[2 * MAX_SHAPES * 5];
     int nres = 0;
     char devname[256] = "", driver[160] = "";
     double bw = 0;

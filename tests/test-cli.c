@@ -258,6 +258,22 @@ static void test_bench(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "unknown preset"));
     run("b158-cl-bench --preset tiny -o xml", &r);
     CU_ASSERT_EQUAL(r.status, 2);
+    run("b158-cl-bench --preset tiny --fp16 bogus", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    /* the FP16 baseline's matmuls: CLBlast only where the device has fp16, and said so */
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
+    const int fp16 = rt && b158_runtime_device(rt)->has_fp16;
+    run("b158-cl-bench --preset tiny -p 4 -n 2 -r 1 -o json --fp16 clblast", &r);
+    if (fp16) {
+        CU_ASSERT_EQUAL(r.status, 0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"fp16_matmul\": \"clblast\""));
+    } else {
+        CU_ASSERT_EQUAL(r.status, 1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "cl_khr_fp16"));
+    }
+    run("b158-cl-bench --preset tiny -p 4 -n 2 -r 1 -o json --fp16 kernels", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"fp16_matmul\": \"kernels\""));
     run("b158-cl-bench --preset tiny -p 8 -n 4 -r 2 -o json", &r);
     if (r.status)
         fprintf(stderr, "\n%s\n", r.err);
@@ -266,6 +282,7 @@ static void test_bench(void)
                           "\"driver\": ",
                           "\"build\": ",
                           "\"date\": ",
+                          "\"fp16_matmul\": \"",
                           "\"fp16_path\": ",
                           "\"models\": [",
                           "\"name\": \"tiny\"",
