@@ -396,6 +396,7 @@ typedef struct {
     double first_pp, upload, compile;      /* seconds: first pp, weight upload, kernel builds */
     uint64_t mem_w, mem_kv, mem_s;         /* device bytes by category */
     int32_t greedy[16];
+    float *logits; /* (n_vocab) after the greedy test's prompt, for the comparison */
 } engine_result;
 
 #define N_GREEDY 16
@@ -481,6 +482,13 @@ static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b1
         b158_session_reset(s);
         st = b158_session_eval(s, tok, N_GREEDY_PROMPT < o->pp ? N_GREEDY_PROMPT : o->pp);
     }
+    if (st == B158_OK) {
+        r->logits = malloc((size_t)h->n_vocab * sizeof *r->logits);
+        if (!r->logits)
+            st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory");
+        else
+            memcpy(r->logits, b158_session_logits(s, -1), (size_t)h->n_vocab * sizeof *r->logits);
+    }
     for (int i = 0; st == B158_OK && i < N_GREEDY; i++) {
         const float *l = b158_session_logits(s, -1);
         int best = 0;
@@ -504,7 +512,8 @@ static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b1
 typedef struct {
     char name[128];
     engine_result fp16, tern;
-    int greedy_match; /* tokens equal before the first difference (N_GREEDY = all) */
+    int greedy_match;  /* tokens equal before the first difference (N_GREEDY = all) */
+    double logit_nerr; /* max|fp16 - b1.58| / max|b1.58| over the logits after the prompt */
 } model_result;
 
 static double total_gb(const engine_result *r)
@@ -529,6 +538,16 @@ static b158_status bench_model(const options *o, b158_runtime *rt, b158_weight_m
     while (st == B158_OK && res->greedy_match < N_GREEDY &&
            res->fp16.greedy[res->greedy_match] == res->tern.greedy[res->greedy_match])
         res->greedy_match++;
+    if (st == B158_OK) {
+        double d = 0, mx = 0;
+        for (int i = 0; i < h->n_vocab; i++) {
+            d = fmax(d, fabs((double)res->fp16.logits[i] - res->tern.logits[i]));
+            mx = fmax(mx, fabs((double)res->tern.logits[i]));
+        }
+        res->logit_nerr = d / fmax(mx, 1e-30);
+    }
+    free(res->fp16.logits), free(res->tern.logits);
+    res->fp16.logits = res->tern.logits = NULL;
     free(tok);
     return st;
 }
@@ -536,10 +555,11 @@ static b158_status bench_model(const options *o, b158_runtime *rt, b158_weight_m
 static void print_md_row(const model_result *r)
 {
     const engine_result *f = &r->fp16, *t = &r->tern;
-    printf("| %s | %.2f | %.2f | %.2fx | %.1f | %.1f | %.2fx | %.1f | %.1f | %d/%d%s |\n", r->name,
-           total_gb(f), total_gb(t), total_gb(f) / total_gb(t), f->tg_mean, t->tg_mean,
+    printf("| %s | %.2f | %.2f | %.2fx | %.1f | %.1f | %.2fx | %.1f | %.1f | %d/%d%s, logits %.1e "
+           "|\n",
+           r->name, total_gb(f), total_gb(t), total_gb(f) / total_gb(t), f->tg_mean, t->tg_mean,
            f->tg_mean / t->tg_mean, f->pp_mean, t->pp_mean, r->greedy_match, N_GREEDY,
-           r->greedy_match == N_GREEDY ? " same" : " then differ");
+           r->greedy_match == N_GREEDY ? " same" : " then differ", r->logit_nerr);
     fflush(stdout);
 }
 
@@ -653,9 +673,9 @@ static int run_models(const options *o)
             printf(", ");
             print_engine_json("ternary", &r.tern);
             printf(", \"memory_ratio\": %.4f, \"latency_ratio\": %.4f, \"greedy_same_tokens\": %d, "
-                   "\"greedy_tokens\": %d}",
+                   "\"greedy_tokens\": %d, \"logits_nerr\": %.3e}",
                    total_gb(&r.fp16) / total_gb(&r.tern), r.fp16.tg_mean / r.tern.tg_mean,
-                   r.greedy_match, N_GREEDY);
+                   r.greedy_match, N_GREEDY, r.logit_nerr);
         }
         first = 0;
     }
@@ -664,7 +684,8 @@ static int run_models(const options *o)
     else if (!strcmp(o->format, "md") && !rc)
         printf("\nhost peak RSS: %.2f GB. greedy: how many of the two engines' first %d greedy "
                "tokens after an %d-token prompt agree before the first difference (random "
-               "weights have near-tied logits, so float summation order can flip one).\n",
+               "weights have near-tied logits, so float summation order can flip one); logits: "
+               "max |FP16 - b1.58| / max |b1.58| of the logits after that prompt.\n",
                host_peak_rss() / 1e9, N_GREEDY, N_GREEDY_PROMPT);
     b158_runtime_free(rt);
     return rc;

@@ -295,6 +295,7 @@ static void test_bench(void)
                           "\"memory_ratio\": ",
                           "\"latency_ratio\": ",
                           "\"greedy_same_tokens\": ",
+                          "\"logits_nerr\": ",
                           "\"host_peak_rss_bytes\": "};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         if (!strstr(r.out, keys[i]))
