@@ -44,3 +44,11 @@ inline short16 b158_tern16(uchar16 c, char16 x)
     short16 minus = convert_short16(as_char16(c == (uchar16)0));
     return (xs & plus) - (xs & minus);
 }
+
+/* The same computed in int8 lanes and widened once: exact for x in [-127, 127], which is all
+ * quantize_rows writes (|round(x * 127 / absmax)| <= 127), since -x then fits in int8. */
+inline short16 b158_tern8(uchar16 c, char16 x)
+{
+    const char16 plus = c == (uchar16)2, minus = c == (uchar16)0;
+    return convert_short16((x & plus) - (x & minus));
+}

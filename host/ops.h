@@ -50,7 +50,8 @@ b158_status b158_op_quantize(b158_runtime *rt, const b158_buf *x, const b158_buf
 b158_status b158_op_dequantize(b158_runtime *rt, const b158_buf *q, const b158_buf *s,
                                const b158_buf *x, int k, int k_pad, int m_rows);
 
-/* y[m][n] (+)= (sum_k w[n][k] q[m][k]) * w_scale[n] / s[m]. m_rows == 1 uses the GEMV kernel,
+/* y[m][n] (+)= (sum_k w[n][k] q[m][k]) * w_scale[n] / s[m], q in [-127, 127] (as
+ * b158_op_quantize writes it; the CPU GEMV negates in int8). m_rows == 1 uses the GEMV kernel,
  * more the GEMM kernel, of the runtime's variant. accumulate adds to y (fused residual). */
 b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
                                    const b158_buf *s, const b158_buf *y, int m_rows,

@@ -106,6 +106,7 @@ static void test_quantize(void)
             if (m > 1) /* an all-zero row and a row with a huge outlier */
                 memset(x + k, 0, (size_t)k * 4);
             x[b158_test_randint(0, k - 1)] = 1000.0f;
+            x[(size_t)(m - 1) * k + b158_test_randint(0, k - 1)] = -1000.0f;
             b158_buf dx = dev_upload(rt, x, (size_t)m * k * 4);
             b158_buf dq = dev_poisoned(rt, (size_t)m * kp), ds = dev_poisoned(rt, (size_t)m * 4);
             check_ok(b158_op_quantize(rt, &dx, &dq, &ds, k, kp, m));
@@ -127,6 +128,11 @@ static void test_quantize(void)
                         vname(rt), mism, tail);
             CU_ASSERT_EQUAL(mism, 0);
             CU_ASSERT_EQUAL(tail, 0);
+            /* never -128 (|round(x * 127 / absmax)| <= 127): the ternary kernels negate in int8 */
+            int min_q = 0;
+            for (size_t i = 0; i < (size_t)m * kp; i++)
+                min_q = q[i] < min_q ? q[i] : min_q;
+            CU_ASSERT(min_q >= -127);
             /* and back to floats (the FP16 baseline's input): exact, same division */
             float *xd = xmalloc((size_t)m * k * 4), *xdr = xmalloc((size_t)m * k * 4);
             b158_buf dxd = dev_poisoned(rt, (size_t)m * k * 4);
@@ -161,8 +167,9 @@ static void check_ternary(b158_runtime *rt, int n, int k, int m, int force_gemm)
     const int zero_pct = b158_test_randint(0, 60);
     for (size_t i = 0; i < (size_t)n * k; i++)
         w[i] = b158_test_randint(0, 99) < zero_pct ? 0 : (b158_test_rand() & 1 ? 1 : -1);
+    /* [-127, 127]: what quantize_rows writes, and what the CPU GEMV relies on */
     for (size_t i = 0; i < (size_t)m * k; i++)
-        q[i] = (int8_t)b158_test_randint(-128, 127);
+        q[i] = (int8_t)b158_test_randint(-127, 127);
     memset(qp, 0, (size_t)m * kp);
     for (int r = 0; r < m; r++)
         memcpy(qp + (size_t)r * kp, q + (size_t)r * k, (size_t)k);
