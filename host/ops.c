@@ -44,36 +44,34 @@ b158_status b158_op_quantize(b158_runtime *rt, const b158_buf *x, const b158_buf
                        B158_ARG(k), B158_ARG(k_pad), B158_ARG(m_rows));
 }
 
+/* int8 rows back to the values they stand for, as FP32 (elem 4) or FP16 (elem 2) */
+static b158_status dequantize(b158_runtime *rt, enum b158_kernel_id id, size_t elem,
+                              const b158_buf *q, const b158_buf *s, const b158_buf *x, int k,
+                              int k_pad, int m_rows)
+{
+    const char *op = elem == 2 ? "dequantize half" : "dequantize";
+    B158_TRY(positive(k, op, "k"));
+    B158_TRY(positive(m_rows, op, "rows"));
+    if (k_pad < k)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: k_pad %d < k %d", op, k_pad, k);
+    B158_TRY(need(q, (size_t)m_rows * k_pad, op, "q"));
+    B158_TRY(need(s, (size_t)m_rows * 4, op, "s"));
+    B158_TRY(need(x, (size_t)m_rows * k * elem, op, "x"));
+    return B158_LAUNCH(rt, id, 2, ((size_t[]){round_up((size_t)k, ELEMWISE_WG), (size_t)m_rows}),
+                       ((size_t[]){ELEMWISE_WG, 1}), B158_ARG_MEM(q), B158_ARG_MEM(s),
+                       B158_ARG_MEM(x), B158_ARG(k), B158_ARG(k_pad), B158_ARG(m_rows));
+}
+
 b158_status b158_op_dequantize(b158_runtime *rt, const b158_buf *q, const b158_buf *s,
                                const b158_buf *x, int k, int k_pad, int m_rows)
 {
-    B158_TRY(positive(k, "dequantize", "k"));
-    B158_TRY(positive(m_rows, "dequantize", "rows"));
-    if (k_pad < k)
-        return B158_FAIL(B158_ERR_INVALID_ARG, "dequantize: k_pad %d < k %d", k_pad, k);
-    B158_TRY(need(q, (size_t)m_rows * k_pad, "dequantize", "q"));
-    B158_TRY(need(s, (size_t)m_rows * 4, "dequantize", "s"));
-    B158_TRY(need(x, (size_t)m_rows * k * 4, "dequantize", "x"));
-    return B158_LAUNCH(rt, B158_K_DEQUANTIZE_ROWS, 2,
-                       ((size_t[]){round_up((size_t)k, ELEMWISE_WG), (size_t)m_rows}),
-                       ((size_t[]){ELEMWISE_WG, 1}), B158_ARG_MEM(q), B158_ARG_MEM(s),
-                       B158_ARG_MEM(x), B158_ARG(k), B158_ARG(k_pad), B158_ARG(m_rows));
+    return dequantize(rt, B158_K_DEQUANTIZE_ROWS, 4, q, s, x, k, k_pad, m_rows);
 }
 
 b158_status b158_op_dequantize_half(b158_runtime *rt, const b158_buf *q, const b158_buf *s,
                                     const b158_buf *xh, int k, int k_pad, int m_rows)
 {
-    B158_TRY(positive(k, "dequantize half", "k"));
-    B158_TRY(positive(m_rows, "dequantize half", "rows"));
-    if (k_pad < k)
-        return B158_FAIL(B158_ERR_INVALID_ARG, "dequantize half: k_pad %d < k %d", k_pad, k);
-    B158_TRY(need(q, (size_t)m_rows * k_pad, "dequantize half", "q"));
-    B158_TRY(need(s, (size_t)m_rows * 4, "dequantize half", "s"));
-    B158_TRY(need(xh, (size_t)m_rows * k * 2, "dequantize half", "xh"));
-    return B158_LAUNCH(rt, B158_K_DEQUANTIZE_ROWS_HALF, 2,
-                       ((size_t[]){round_up((size_t)k, ELEMWISE_WG), (size_t)m_rows}),
-                       ((size_t[]){ELEMWISE_WG, 1}), B158_ARG_MEM(q), B158_ARG_MEM(s),
-                       B158_ARG_MEM(xh), B158_ARG(k), B158_ARG(k_pad), B158_ARG(m_rows));
+    return dequantize(rt, B158_K_DEQUANTIZE_ROWS_HALF, 2, q, s, xh, k, k_pad, m_rows);
 }
 
 b158_status b158_op_f16_to_f32(b158_runtime *rt, const b158_buf *h, const b158_buf *y, int count,
