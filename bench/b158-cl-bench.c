@@ -38,7 +38,8 @@ static void usage(FILE *f)
                "  --kernels            time the matmul kernels (with --preset: at its shapes)\n"
                "  -m FILE              time prompt processing and generation of a GGUF model\n"
                "  --preset LIST        same on random models of published shapes: 700M, 1.3B, 3B,\n"
-               "                       3.9B, 2B-4T, tiny (generated in memory)\n"
+               "                       3.9B, 2B-4T, tiny (generated in memory), or of explicit\n"
+               "                       dimensions EMBDxFFxLAYERSxHEADS[xKV_HEADS[xVOCAB]]\n"
                "  -p N                 prompt tokens of the pp test (default 128)\n"
                "  -n N                 generated tokens of the tg test (default 32)\n"
                "  -r, --reps R         repetitions of pp and tg (default 3)\n"
@@ -259,6 +260,46 @@ static double copy_gbs(b158_runtime *rt)
     return 2.0 * (double)bytes / (double)median(t, 7);
 }
 
+/* A preset name, or explicit dimensions EMBDxFFxLAYERSxHEADS[xKV_HEADS[xVOCAB]] built like the
+ * presets (bitnet-25 graph; KV heads default to HEADS, vocabulary to 32000). Prints why not and
+ * returns 2 for anything else. */
+static int shape_of(const char *name, b158_model_info *h)
+{
+    if (b158_model_preset(name, h) == B158_OK)
+        return 0;
+    long v[6] = {0, 0, 0, 0, 0, 32000};
+    const long max[6] = {1 << 16, 1 << 18, 1024, 1024, 1024, 1 << 21};
+    int n = 0;
+    const char *p = name;
+    while (n < 6 && *p >= '0' && *p <= '9') {
+        char *end;
+        v[n] = strtol(p, &end, 10);
+        n++;
+        p = end;
+        if (*p != 'x')
+            break;
+        p++;
+    }
+    int ok = *p == '\0' && n >= 4;
+    if (ok && n == 4)
+        v[4] = v[3];
+    for (int i = 0; ok && i < 6; i++)
+        ok = v[i] > 0 && v[i] <= max[i];
+    ok = ok && v[0] % v[3] == 0 && (v[0] / v[3]) % 2 == 0 && v[3] % v[4] == 0;
+    if (!ok) {
+        fprintf(stderr,
+                "error: unknown preset '%s' (700M, 1.3B, 3B, 3.9B, 2B-4T, tiny, or "
+                "EMBDxFFxLAYERSxHEADS[xKV_HEADS[xVOCAB]] with EMBD a multiple of 2 * HEADS and "
+                "HEADS of KV_HEADS)\n",
+                name);
+        return 2;
+    }
+    b158_model_preset("700M", h); /* the presets' graph, eps, RoPE and context */
+    h->n_embd = (int)v[0], h->n_ff = (int)v[1], h->n_layer = (int)v[2];
+    h->n_head = (int)v[3], h->n_head_kv = (int)v[4], h->n_vocab = (int)v[5];
+    return 0;
+}
+
 static int parse(int argc, char **argv, options *o)
 {
     *o = (options){NULL,  {{6912, 2560}, {2560, 6912}}, 2, 128, 0, "md", 0, NULL, NULL, 128, 32,
@@ -324,10 +365,8 @@ static int parse(int argc, char **argv, options *o)
         for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
              name = strtok_r(NULL, ",", &save)) {
             b158_model_info h;
-            if (b158_model_preset(name, &h) != B158_OK) {
-                fprintf(stderr, "error: unknown preset '%s'\n", name);
+            if (shape_of(name, &h))
                 return 2;
-            }
             const int qd = h.n_embd, kvd = h.n_embd / h.n_head * h.n_head_kv;
             const shape all[] = {
                 {qd, h.n_embd}, {kvd, h.n_embd}, {h.n_ff, h.n_embd}, {h.n_embd, h.n_ff}};
@@ -340,6 +379,16 @@ static int parse(int argc, char **argv, options *o)
             }
         }
         o->preset = NULL;
+    }
+    if (o->preset) { /* every name is checked before the table starts */
+        char list[512];
+        snprintf(list, sizeof list, "%s", o->preset);
+        for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+             name = strtok_r(NULL, ",", &save)) {
+            b158_model_info h;
+            if (shape_of(name, &h))
+                return 2;
+        }
     }
     if (o->kernels + !!o->model + !!o->preset != 1) {
         fprintf(stderr, "error: choose one of --kernels, -m FILE, --preset LIST\n");
@@ -634,11 +683,9 @@ static int run_models(const options *o)
         b158_status st;
         if (o->model) {
             st = b158_model_load(name, &m);
-        } else if (b158_model_preset(name, &h) == B158_OK) {
+        } else if (shape_of(name, &h) == 0) {
             st = b158_model_random(&h, 1, &m);
         } else {
-            fprintf(stderr, "error: unknown preset '%s' (700M, 1.3B, 3B, 3.9B, 2B-4T, tiny)\n",
-                    name);
             rc = 2;
             break;
         }

@@ -256,6 +256,22 @@ static void test_bench(void)
     run("b158-cl-bench --preset no-such-size -p 4 -n 2 -r 1", &r);
     CU_ASSERT_EQUAL(r.status, 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "unknown preset"));
+    /* explicit dimensions: impossible ones refused, a small one measured at its shapes */
+    const char *bad_dims[] = {"256x512x2",    "250x512x2x4", "256x512x2x4x3",
+                              "256x512x2x4y", "256x512x0x4", "99999999x1x1x1"};
+    for (size_t i = 0; i < sizeof bad_dims / sizeof bad_dims[0]; i++) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "b158-cl-bench --preset %s -p 4 -n 2 -r 1", bad_dims[i]);
+        run(cmd, &r);
+        CU_ASSERT_EQUAL(r.status, 2);
+        CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "EMBDxFFxLAYERSxHEADS"));
+    }
+    run("b158-cl-bench --kernels --preset 192x320x2x6x2x300 --tokens 3 --reps 1", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "| cpu | ternary_gemv_cpu | 64 | 192 | 1 |")); /* K, V */
+    run("b158-cl-bench --preset 192x320x2x6x2x300 -p 4 -n 2 -r 1 -o csv", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "192x320x2x6x2x300,"));
     run("b158-cl-bench --preset tiny -o xml", &r);
     CU_ASSERT_EQUAL(r.status, 2);
     run("b158-cl-bench --preset tiny --fp16 bogus", &r);
