@@ -206,14 +206,11 @@ static void test_chat(void)
 {
     if (!have_model())
         return;
-    char cmd[2048], vocab[160], chat_model[160];
-    snprintf(vocab, sizeof vocab, "%s/llama3.gguf", dir);
+    char cmd[2048], chat_model[160];
     snprintf(chat_model, sizeof chat_model, "%s/chat.gguf", dir);
     snprintf(cmd, sizeof cmd,
-             "b158-vocab-from-tiktoken -i '%s' -o '%s' && b158-gen-model -o '%s' --vocab '%s' "
-             "--n-embd 256 --n-ff 256 --n-layer 1",
-             b158_test_shared_path("data/tokenizers/llama3-tiktoken.model"), vocab, chat_model,
-             vocab);
+             "b158-gen-model -o '%s' --vocab '%s' --n-embd 256 --n-ff 256 --n-layer 1", chat_model,
+             b158_test_fetched("tokenizers/ggml-vocab-llama-bpe.gguf"));
     result r;
     run(cmd, &r);
     if (r.status)

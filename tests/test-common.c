@@ -87,12 +87,67 @@ double b158_test_nerr(const float *a, const float *b, size_t n)
     return maxdiff / (maxref > 1e-30 ? maxref : 1e-30);
 }
 
-const char *b158_test_shared_path(const char *rel)
+/* Records a failure naming a missing input: the message says where it should have come from. */
+static const char *input_path(const char *env, const char *fallback, const char *rel,
+                              const char *origin)
 {
-    static char buf[4096];
-    const char *dir = getenv("B158_SHARED_DIR");
-    snprintf(buf, sizeof buf, "%s/%s", dir ? dir : "../shared", rel);
+    static char bufs[4][4096];
+    static int next;
+    char *buf = bufs[next++ % 4];
+    const char *dir = getenv(env);
+    snprintf(buf, sizeof bufs[0], "%s/%s", dir && *dir ? dir : fallback, rel);
+    FILE *f = fopen(buf, "rb");
+    if (f) {
+        fclose(f);
+    } else {
+        fprintf(stderr, "\nmissing test input %s (%s)\n", buf, origin);
+        CU_FAIL("missing test input");
+    }
     return buf;
+}
+
+const char *b158_test_fetched(const char *rel)
+{
+    return input_path("B158_TEST_DATA_DIR", B158_TEST_DATA_DIR, rel,
+                      "fetched by tools/fetch-test-data.sh, which ctest runs first");
+}
+
+const char *b158_test_source(const char *rel)
+{
+    return input_path("B158_SOURCE_DIR", B158_TEST_SOURCE_DIR, rel, "a file of the repository");
+}
+
+char *b158_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0)
+        buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    if (f)
+        fclose(f);
+    if (!buf) {
+        fprintf(stderr, "\ncannot read %s\n", path);
+        CU_FAIL("cannot read a test input");
+        *len = 0;
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = (size_t)n;
+    return buf;
+}
+
+int b158_test_argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
 }
 
 void b158_test_suite(const char *name, const b158_test_case *tests)

@@ -40,8 +40,19 @@ int b158_test_randint(int lo, int hi); /* inclusive */
 /* max|a-b| / max(max|b|, tiny): the normalized error used for float comparisons. */
 double b158_test_nerr(const float *a, const float *b, size_t n);
 
-/* Path of a file under ../shared (from $B158_SHARED_DIR) in a static buffer. */
-const char *b158_test_shared_path(const char *rel);
+/* Paths of test inputs, each in one of four rotating static buffers. A missing input is a test
+ * failure, never a skip. b158_test_fetched: files that tools/fetch-test-data.sh fetches into the
+ * build folder (ctest's "test-data" fixture runs it; $B158_TEST_DATA_DIR overrides the folder).
+ * b158_test_source: files of the repository ($B158_SOURCE_DIR overrides its root). */
+const char *b158_test_fetched(const char *rel);
+const char *b158_test_source(const char *rel);
+
+/* The whole file, NUL-terminated, in a malloc'd buffer (its size without the NUL in *len), or
+ * NULL after recording a failure that names the file. */
+char *b158_test_read_file(const char *path, size_t *len);
+
+/* Index of the largest of x[0..n-1] (the first one on ties). */
+int b158_test_argmax(const float *x, int n);
 
 #define B158_POISON_BYTE 0x7f /* 0x7f7f7f7f as float is 3.39e38: caught by any comparison */
 

@@ -72,15 +72,6 @@ static int load_fixture(const char *dir, fixture *fx)
     return ok;
 }
 
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
-}
-
 /* Runs one fixture on rt (NULL: CPU reference) and checks logits and greedy tokens. */
 static void check_fixture(const fixture *fx, b158_runtime *rt, const char *path_name)
 {
@@ -106,7 +97,8 @@ static void check_fixture(const fixture *fx, b158_runtime *rt, const char *path_
     int same_argmax = 0;
     for (int i = 0; i < fx->n_tokens; i++) {
         memcpy(got + (size_t)i * nv, b158_session_logits(s, i), nv * sizeof(float));
-        same_argmax += argmax(got + (size_t)i * nv, nv) == argmax(fx->logits + (size_t)i * nv, nv);
+        same_argmax += b158_test_argmax(got + (size_t)i * nv, nv) ==
+                       b158_test_argmax(fx->logits + (size_t)i * nv, nv);
     }
     const double err = b158_test_nerr(got, fx->logits, fx->n_logits);
     if (getenv("B158_CONF_VERBOSE"))
@@ -120,7 +112,7 @@ static void check_fixture(const fixture *fx, b158_runtime *rt, const char *path_
     CU_ASSERT(same_argmax >= fx->n_tokens - 1);
 
     /* greedy continuation, one token per eval like b158-cl-run */
-    int next = argmax(got + (size_t)(fx->n_tokens - 1) * nv, nv), n_same = 0;
+    int next = b158_test_argmax(got + (size_t)(fx->n_tokens - 1) * nv, nv), n_same = 0;
     for (int g = 0; g < fx->n_greedy; g++) {
         if (next != fx->greedy[g])
             break;
@@ -128,7 +120,7 @@ static void check_fixture(const fixture *fx, b158_runtime *rt, const char *path_
         const int32_t t = next;
         if (b158_session_eval(s, &t, 1) != B158_OK)
             break;
-        next = argmax(b158_session_logits(s, 0), nv);
+        next = b158_test_argmax(b158_session_logits(s, 0), nv);
     }
     fprintf(stderr, ", greedy %d/%d equal", n_same, fx->n_greedy);
     CU_ASSERT_EQUAL(n_same, fx->n_greedy);
@@ -194,8 +186,7 @@ static int cmp_str(const void *a, const void *b)
 static void run_all(b158_runtime *rt, const char *path_name)
 {
     char root[1024];
-    snprintf(root, sizeof root, "%s/tests/data/hf",
-             getenv("B158_SOURCE_DIR") ? getenv("B158_SOURCE_DIR") : ".");
+    snprintf(root, sizeof root, "%s", b158_test_source("tests/data/hf"));
     DIR *d = opendir(root);
     CU_ASSERT_PTR_NOT_NULL_FATAL(d);
     char *names[64];

@@ -76,15 +76,6 @@ static void random_tokens(int32_t *t, int n, int n_vocab)
         t[i] = b158_test_randint(0, n_vocab - 1);
 }
 
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
-}
-
 /* A model lives on one runtime, so each variant gets its own copy built from the same seed. */
 static b158_model *model_on(const b158_model_info *shape, uint64_t seed, b158_runtime *rt)
 {
@@ -128,7 +119,7 @@ static void test_device_vs_reference(void)
                     fprintf(stderr, " %.1e", e);
                 if (!(e <= worst))
                     worst = e;
-                same_argmax += argmax(a, nv) == argmax(b, nv);
+                same_argmax += b158_test_argmax(a, nv) == b158_test_argmax(b, nv);
             }
             fprintf(stderr, "\n%s [%s]: %d positions, worst logit nerr %.2e, argmax agrees %d/%d",
                     fl.name, v == B158_VARIANT_GPU ? "gpu" : "cpu", n, worst, same_argmax, n);
@@ -264,7 +255,8 @@ static void check_baseline(b158_runtime *rt, b158_weight_mode mode, double tol, 
             double e =
                 b158_test_nerr(b158_session_logits(b, i), b158_session_logits(a, i), (size_t)nv);
             worst = e > worst ? e : worst;
-            agree += argmax(b158_session_logits(a, i), nv) == argmax(b158_session_logits(b, i), nv);
+            agree += b158_test_argmax(b158_session_logits(a, i), nv) ==
+                     b158_test_argmax(b158_session_logits(b, i), nv);
         }
         CU_ASSERT_EQUAL_FATAL(b158_session_eval(a, tok, 1), B158_OK);
         CU_ASSERT_EQUAL_FATAL(b158_session_eval(b, tok, 1), B158_OK);

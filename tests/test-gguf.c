@@ -673,15 +673,11 @@ static void test_fuzz(void)
 
 static void test_real_vocabs(void)
 {
-    static const char *files[] = {"data/tokenizers/ggml-vocab-llama-spm.gguf",
-                                  "data/tokenizers/ggml-vocab-gpt-2.gguf"};
+    static const char *files[] = {"tokenizers/ggml-vocab-llama-spm.gguf",
+                                  "tokenizers/ggml-vocab-gpt-2.gguf"};
     static const char *models[] = {"llama", "gpt2"};
     for (int i = 0; i < 2; i++) {
-        const char *path = b158_test_shared_path(files[i]);
-        if (access(path, R_OK) != 0) {
-            b158_test_skip("shared tokenizer GGUFs are missing");
-            return;
-        }
+        const char *path = b158_test_fetched(files[i]);
         b158_gguf *g = NULL;
         b158_status st = b158_gguf_open(path, &g);
         if (st != B158_OK)

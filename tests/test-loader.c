@@ -172,19 +172,6 @@ static void test_greedy_across_types(void)
 
 /* ---- malformed files -------------------------------------------------------------------- */
 
-static void *read_all(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *buf = malloc(*size);
-    CU_ASSERT_FATAL(fread(buf, 1, *size, f) == *size);
-    fclose(f);
-    return buf;
-}
-
 static void write_all(const char *path, const void *data, size_t size)
 {
     FILE *f = fopen(path, "wb");
@@ -313,7 +300,8 @@ static void test_malformed(void)
     CU_ASSERT_EQUAL_FATAL(b158_model_save(orig, good, B158_TT_TQ2_0, NULL), B158_OK);
     b158_model_free(orig);
     size_t size;
-    unsigned char *buf = read_all(good, &size);
+    unsigned char *buf = (unsigned char *)b158_test_read_file(good, &size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
 
     /* truncated anywhere: header, metadata, tensor infos, data */
     const size_t cuts[] = {0,    3,    4,        8,        20,        100,
@@ -355,8 +343,8 @@ static void test_malformed(void)
     expect_error(bad, B158_ERR_UNSUPPORTED, "output_norm.weight");
 
     /* a vocabulary-only file (llama.cpp's carry general.architecture "gpt2") is not a model */
-    expect_error(b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"),
-                 B158_ERR_UNSUPPORTED, "unsupported architecture 'gpt2'");
+    expect_error(b158_test_fetched("tokenizers/ggml-vocab-gpt-2.gguf"), B158_ERR_UNSUPPORTED,
+                 "unsupported architecture 'gpt2'");
     free(copy);
     free(buf);
     unlink(good);

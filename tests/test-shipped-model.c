@@ -15,10 +15,7 @@ static int load_json(void)
 {
     if (json[0])
         return 1;
-    char path[1024];
-    snprintf(path, sizeof path, "%s/models/shakespeare-bitnet.expected.json",
-             getenv("B158_SOURCE_DIR") ? getenv("B158_SOURCE_DIR") : ".");
-    FILE *f = fopen(path, "rb");
+    FILE *f = fopen(b158_test_source("models/shakespeare-bitnet.expected.json"), "rb");
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);
     size_t n = fread(json, 1, sizeof json - 1, f);
     fclose(f);
@@ -78,7 +75,7 @@ static void test_perplexity(void)
     CU_ASSERT_FATAL(sscanf(t, "characters [%ld, %ld)", &a, &b) == 2 && b > a);
     const double want = json_number("val_slice", "ppl");
     const int n_ctx = (int)json_number("val_slice", "n_ctx");
-    FILE *f = fopen(b158_test_shared_path("data/text/tinyshakespeare.txt"), "rb");
+    FILE *f = fopen(b158_test_source("tests/data/text/tinyshakespeare.txt"), "rb");
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);
     char *text = malloc((size_t)(b - a));
     CU_ASSERT_FATAL(fseek(f, a, SEEK_SET) == 0 &&

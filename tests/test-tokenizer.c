@@ -13,64 +13,14 @@
 #include "tokenizer-impl.h"
 #include "tokenizer.h"
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf)
-        buf[n] = '\0';
-    *len = (size_t)n;
-    return buf;
-}
-
-/* The LLaMA-3 vocab is generated from the tiktoken file by our own tool, into the build tree,
- * once (the tool writes through a temporary file, so concurrent tests are safe). */
+/* llama.cpp's LLaMA-3 vocabulary (ggml-vocab-llama-bpe.gguf, fetched). */
 static const char *llama3_vocab_path(void)
 {
-    static char path[4096];
-    const char *bin = getenv("B158_BIN_DIR");
-    if (!bin) {
-        b158_test_skip("B158_BIN_DIR is not set (run through ctest)");
-        return NULL;
-    }
-    snprintf(path, sizeof path, "%s/../llama3-vocab.gguf", bin);
-    char tool[4200];
-    snprintf(tool, sizeof tool, "%s/b158-vocab-from-tiktoken", bin);
-    struct stat sv, st;
-    if (stat(path, &sv) == 0 && stat(tool, &st) == 0 && sv.st_mtime >= st.st_mtime)
-        return path; /* up to date with the tool */
-    const char *model = b158_test_shared_path("data/tokenizers/llama3-tiktoken.model");
-    if (access(model, R_OK) != 0) {
-        b158_test_skip("llama3-tiktoken.model is missing");
-        return NULL;
-    }
-    char cmd[12000];
-    snprintf(cmd, sizeof cmd, "'%s' -i '%s' -o '%s' >&2", tool, model, path);
-    int rc = system(cmd);
-    CU_ASSERT_EQUAL(rc, 0);
-    return rc == 0 ? path : NULL;
+    return b158_test_fetched("tokenizers/ggml-vocab-llama-bpe.gguf");
 }
 
 static b158_vocab *load_vocab(const char *path)
 {
-    if (!path)
-        return NULL;
-    if (access(path, R_OK) != 0) {
-        char msg[4200];
-        snprintf(msg, sizeof msg, "%s is missing", path);
-        b158_test_skip(msg);
-        return NULL;
-    }
     b158_vocab *v = NULL;
     b158_status st = b158_vocab_load(path, &v);
     if (st != B158_OK)
@@ -85,10 +35,10 @@ static void run_vectors(b158_vocab *v, const char *name)
 {
     char rel[256];
     size_t ilen, olen;
-    snprintf(rel, sizeof rel, "data/tokenizers/%s.inp", name);
-    char *inp = read_all(b158_test_shared_path(rel), &ilen);
-    snprintf(rel, sizeof rel, "data/tokenizers/%s.out", name);
-    char *out = read_all(b158_test_shared_path(rel), &olen);
+    snprintf(rel, sizeof rel, "tokenizers/%s.inp", name);
+    char *inp = b158_test_read_file(b158_test_fetched(rel), &ilen);
+    snprintf(rel, sizeof rel, "tokenizers/%s.out", name);
+    char *out = b158_test_read_file(b158_test_fetched(rel), &olen);
     CU_ASSERT_PTR_NOT_NULL_FATAL(inp);
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);
 
@@ -153,7 +103,7 @@ static void run_vectors(b158_vocab *v, const char *name)
 
 static void test_spm_vectors(void)
 {
-    b158_vocab *v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-llama-spm.gguf"));
+    b158_vocab *v = load_vocab(b158_test_fetched("tokenizers/ggml-vocab-llama-spm.gguf"));
     if (!v)
         return;
     CU_ASSERT_EQUAL(b158_vocab_get_type(v), B158_VOCAB_SPM);
@@ -172,7 +122,7 @@ static void test_spm_vectors(void)
 
 static void test_gpt2_vectors(void)
 {
-    b158_vocab *v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"));
+    b158_vocab *v = load_vocab(b158_test_fetched("tokenizers/ggml-vocab-gpt-2.gguf"));
     if (!v)
         return;
     CU_ASSERT_EQUAL(b158_vocab_get_type(v), B158_VOCAB_BPE);
@@ -194,14 +144,12 @@ static void test_llama3_vectors(void)
     CU_ASSERT_EQUAL(b158_vocab_eos(v), 128001);
     CU_ASSERT_EQUAL(b158_vocab_eot(v), 128009);
     CU_ASSERT(b158_vocab_add_bos(v));
-    CU_ASSERT(b158_vocab_is_eog(v, 128001) && b158_vocab_is_eog(v, 128009) &&
-              b158_vocab_is_eog(v, 128008));
+    CU_ASSERT(b158_vocab_is_eog(v, 128001) && b158_vocab_is_eog(v, 128009));
     CU_ASSERT(!b158_vocab_is_eog(v, 128000) && !b158_vocab_is_eog(v, 9906));
-    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128004, NULL), "<|finetune_right_pad_id|>");
-    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128010, NULL), "<|python_tag|>");
-    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128011, NULL), "<|reserved_special_token_3|>");
+    /* LLaMA 3.0's specials (3.1 renamed some reserved ones: see from_tiktoken) */
+    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128006, NULL), "<|start_header_id|>");
     CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128255, NULL),
-                           "<|reserved_special_token_247|>");
+                           "<|reserved_special_token_250|>");
     CU_ASSERT_EQUAL(b158_vocab_token_type(v, 128009), B158_TOKEN_CONTROL);
     b158_token ids[8];
     size_t n;
@@ -216,14 +164,12 @@ static void test_llama3_vectors(void)
 static void test_llama3_missing_pre(void)
 {
     const char *path = llama3_vocab_path();
-    if (!path)
-        return;
     b158_gguf *g = NULL;
     CU_ASSERT_EQUAL_FATAL(b158_gguf_open(path, &g), B158_OK);
     /* b158_vocab_from_gguf reads keys only, so a view that hides one key is enough: copy the
      * file with the key renamed in place (same length keeps every offset valid) */
     size_t len;
-    char *bytes = read_all(path, &len);
+    char *bytes = b158_test_read_file(path, &len);
     b158_gguf_close(g);
     CU_ASSERT_PTR_NOT_NULL_FATAL(bytes);
     char *k = NULL;
@@ -253,6 +199,80 @@ static void test_llama3_missing_pre(void)
     b158_vocab_free(ref);
     b158_vocab_free(v);
     free(bytes);
+}
+
+/* b158-vocab-from-tiktoken: write LLaMA-3's tiktoken ranks (base64 of each token's bytes, rank =
+ * id) from llama.cpp's vocabulary, convert them back with the tool, and expect the same 128000
+ * tokens, LLaMA 3.1's specials, and llama.cpp's vectors from merges derived from ranks alone. */
+static void test_llama3_from_tiktoken(void)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    b158_vocab *ref = load_vocab(llama3_vocab_path());
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ref);
+    char model[] = "/tmp/b158-test-tiktoken-XXXXXX";
+    int fd = mkstemp(model);
+    CU_ASSERT_FATAL(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    for (b158_token id = 0; id < 128000; id++) {
+        size_t n;
+        const unsigned char *p = (const unsigned char *)b158_vocab_token_piece(ref, id, 0, &n);
+        for (size_t i = 0; i < n; i += 3) {
+            uint32_t w = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                         (i + 2 < n ? p[i + 2] : 0);
+            fputc(b64[w >> 18 & 63], f);
+            fputc(b64[w >> 12 & 63], f);
+            fputc(i + 1 < n ? b64[w >> 6 & 63] : '=', f);
+            fputc(i + 2 < n ? b64[w & 63] : '=', f);
+        }
+        fprintf(f, " %d\n", id);
+    }
+    CU_ASSERT_EQUAL_FATAL(fclose(f), 0);
+
+    char vocab[] = "/tmp/b158-test-tiktoken-vocab-XXXXXX";
+    fd = mkstemp(vocab);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    char cmd[9000];
+    snprintf(cmd, sizeof cmd, "'%s/b158-vocab-from-tiktoken' -i '%s' -o '%s' >&2",
+             getenv("B158_BIN_DIR"), model, vocab);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    b158_vocab *v = load_vocab(vocab);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v);
+    CU_ASSERT_EQUAL(b158_vocab_n_tokens(v), b158_vocab_n_tokens(ref));
+    CU_ASSERT_STRING_EQUAL(b158_vocab_pre(v), "llama-bpe");
+    int same = 0;
+    for (b158_token id = 0; id < 128000; id++) {
+        size_t la, lb;
+        const char *a = b158_vocab_token_text(v, id, &la);
+        const char *b = b158_vocab_token_text(ref, id, &lb);
+        same += la == lb && memcmp(a, b, la) == 0 &&
+                b158_vocab_token_type(v, id) == b158_vocab_token_type(ref, id);
+    }
+    CU_ASSERT_EQUAL(same, 128000);
+    /* the specials are LLaMA 3.1's (as in BitNet 2B-4T), all control tokens */
+    static const b158_token shared_specials[] = {128000, 128001, 128006, 128007, 128009};
+    for (size_t i = 0; i < sizeof shared_specials / sizeof *shared_specials; i++)
+        CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, shared_specials[i], NULL),
+                               b158_vocab_token_text(ref, shared_specials[i], NULL));
+    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128004, NULL), "<|finetune_right_pad_id|>");
+    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128010, NULL), "<|python_tag|>");
+    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128011, NULL), "<|reserved_special_token_3|>");
+    CU_ASSERT_STRING_EQUAL(b158_vocab_token_text(v, 128255, NULL),
+                           "<|reserved_special_token_247|>");
+    int control = 0;
+    for (b158_token id = 128000; id < 128256; id++)
+        control += b158_vocab_token_type(v, id) == B158_TOKEN_CONTROL;
+    CU_ASSERT_EQUAL(control, 256);
+    CU_ASSERT(b158_vocab_is_eog(v, 128001) && b158_vocab_is_eog(v, 128008) &&
+              b158_vocab_is_eog(v, 128009));
+    CU_ASSERT_EQUAL(b158_vocab_bos(v), 128000);
+    CU_ASSERT_EQUAL(b158_vocab_eot(v), 128009);
+    run_vectors(v, "ggml-vocab-llama-bpe.gguf");
+    b158_vocab_free(v);
+    b158_vocab_free(ref);
+    unlink(model);
+    unlink(vocab);
 }
 
 /* ---- behaviour -------------------------------------------------------------------------- */
@@ -304,7 +324,7 @@ static void test_special_and_bos(void)
     b158_vocab_free(v);
 
     /* SPM: BOS by default, <s> parsed only on request, space prefix after specials */
-    v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-llama-spm.gguf"));
+    v = load_vocab(b158_test_fetched("tokenizers/ggml-vocab-llama-spm.gguf"));
     if (!v)
         return;
     CU_ASSERT_EQUAL(b158_tokenize(v, "Hello", 5, B158_TOKENIZE_ADD_BOS, ids, 64, &n), B158_OK);
@@ -317,7 +337,7 @@ static void test_special_and_bos(void)
     b158_vocab_free(v);
 
     /* GPT-2: no BOS even when asked (add_bos_token is false by default) */
-    v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"));
+    v = load_vocab(b158_test_fetched("tokenizers/ggml-vocab-gpt-2.gguf"));
     if (!v)
         return;
     CU_ASSERT_EQUAL(b158_tokenize(v, "Hello world", 11, B158_TOKENIZE_ADD_BOS, ids, 64, &n),
@@ -334,7 +354,7 @@ static void test_invalid_utf8(void)
     const char text[] = "ab\xff\xfe c\xe2\x82 d\xc0\xaf\xed\xa0\x80 \xf0\x9f\x98";
     size_t len = sizeof text - 1;
     /* SentencePiece: bytes that are not characters fall back to <0xNN>, losslessly */
-    b158_vocab *v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-llama-spm.gguf"));
+    b158_vocab *v = load_vocab(b158_test_fetched("tokenizers/ggml-vocab-llama-spm.gguf"));
     if (!v)
         return;
     b158_token ids[256];
@@ -364,7 +384,7 @@ static void test_invalid_utf8(void)
     b158_vocab_free(v);
 
     /* byte-level BPE: like llama.cpp, each stray byte becomes U+FFFD */
-    const char *paths[2] = {b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"), NULL};
+    const char *paths[2] = {b158_test_fetched("tokenizers/ggml-vocab-gpt-2.gguf"), NULL};
     char p0[4096];
     snprintf(p0, sizeof p0, "%s", paths[0]);
     paths[0] = p0;
@@ -398,7 +418,7 @@ static void test_invalid_utf8(void)
 /* Valid UTF-8 chunk by chunk, and the concatenation equals the full decode. */
 static void test_stream(void)
 {
-    b158_vocab *v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"));
+    b158_vocab *v = load_vocab(b158_test_fetched("tokenizers/ggml-vocab-gpt-2.gguf"));
     if (!v)
         return;
     const char *text = "emoji \xf0\x9f\x9a\x80\xf0\x9f\x98\xb6\xe2\x80\x8d\xf0\x9f\x8c\xab "
@@ -454,14 +474,13 @@ static void test_stream(void)
 /* Merging SentencePiece lines separately must equal one queue over the whole text. */
 static void test_spm_line_split(void)
 {
-    b158_vocab *v = load_vocab(b158_test_shared_path("data/tokenizers/ggml-vocab-llama-spm.gguf"));
+    b158_vocab *v = load_vocab(b158_test_fetched("tokenizers/ggml-vocab-llama-spm.gguf"));
     if (!v)
         return;
     size_t len;
-    char *text = read_all(b158_test_shared_path("data/text/tinyshakespeare.txt"), &len);
+    char *text = b158_test_read_file(b158_test_source("tests/data/text/tinyshakespeare.txt"), &len);
     if (!text) {
         b158_vocab_free(v);
-        b158_test_skip("tinyshakespeare.txt is missing");
         return;
     }
     len = len > 200000 ? 200000 : len;
@@ -501,8 +520,6 @@ static int run_capture(const char *cmd, char *out, size_t cap)
 static void test_tokenize_tool(void)
 {
     const char *vocab = llama3_vocab_path();
-    if (!vocab)
-        return;
     const char *bin = getenv("B158_BIN_DIR");
     char cmd[9000], out[4096];
     snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m '%s' -p 'Hello world' --no-bos --ids", bin,
@@ -540,7 +557,7 @@ static void test_tokenize_tool(void)
     snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m '%s' -p x --bogus 2>/dev/null", bin, vocab);
     CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 2);
     snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m '%s' -p x 2>&1", bin,
-             b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf.inp"));
+             b158_test_fetched("tokenizers/ggml-vocab-gpt-2.gguf.inp"));
     CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "not a GGUF file"));
 }
@@ -549,16 +566,12 @@ static void test_tokenize_tool(void)
 static void test_bench(void)
 {
     size_t len;
-    char *text = read_all(b158_test_shared_path("data/text/tinyshakespeare.txt"), &len);
-    if (!text) {
-        b158_test_skip("tinyshakespeare.txt is missing");
+    char *text = b158_test_read_file(b158_test_source("tests/data/text/tinyshakespeare.txt"), &len);
+    if (!text)
         return;
-    }
     char spm[4096], gpt2[4096];
-    snprintf(spm, sizeof spm, "%s",
-             b158_test_shared_path("data/tokenizers/ggml-vocab-llama-spm.gguf"));
-    snprintf(gpt2, sizeof gpt2, "%s",
-             b158_test_shared_path("data/tokenizers/ggml-vocab-gpt-2.gguf"));
+    snprintf(spm, sizeof spm, "%s", b158_test_fetched("tokenizers/ggml-vocab-llama-spm.gguf"));
+    snprintf(gpt2, sizeof gpt2, "%s", b158_test_fetched("tokenizers/ggml-vocab-gpt-2.gguf"));
     const char *names[3] = {"llama-spm", "gpt-2", "llama-bpe (LLaMA-3)"};
     const char *paths[3] = {spm, gpt2, llama3_vocab_path()};
     printf("\n\n| vocab | bytes | tokens | encode s | MB/s | decode s | round trip |\n"
@@ -595,8 +608,10 @@ static void add_suites(void)
     static const b158_test_case spm[] = {
         {"vectors", test_spm_vectors}, {"line_split", test_spm_line_split}, {NULL, NULL}};
     static const b158_test_case gpt2[] = {{"vectors", test_gpt2_vectors}, {NULL, NULL}};
-    static const b158_test_case llama3[] = {
-        {"vectors", test_llama3_vectors}, {"missing_pre", test_llama3_missing_pre}, {NULL, NULL}};
+    static const b158_test_case llama3[] = {{"vectors", test_llama3_vectors},
+                                            {"missing_pre", test_llama3_missing_pre},
+                                            {"from_tiktoken", test_llama3_from_tiktoken},
+                                            {NULL, NULL}};
     static const b158_test_case api[] = {{"special_and_bos", test_special_and_bos},
                                          {"invalid_utf8", test_invalid_utf8},
                                          {"stream", test_stream},

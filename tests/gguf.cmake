@@ -1,1 +1,0 @@
-b158_add_test(test-gguf SOURCES test-gguf.c SUITES readwrite hostile)
