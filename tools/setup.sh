@@ -13,18 +13,22 @@ mode=${1:-build}
 
 packages=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd
           libclblast-dev libcunit1-dev libpcre2-dev clinfo)
+# the tests also fetch inputs from PyPI (tools/fetch-test-data.sh)
+test_packages=(curl ca-certificates)
 
+# apt and dpkg talk on stderr: stdout carries only the program's output
 install_deps() {
     local missing=()
-    for p in "${packages[@]}"; do
+    for p in "${packages[@]}" "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "setup: installing ${missing[*]}" >&2
     local sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >&2
 }
 
 build_project() {
@@ -43,7 +47,7 @@ run)
     exec "$build/bin/b158-cl-run" "$@"
     ;;
 test)
-    install_deps
+    install_deps "${test_packages[@]}"
     build_project
     cd "$build"
     exec ctest --output-on-failure "$@"
