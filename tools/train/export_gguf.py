@@ -361,7 +361,7 @@ def main():
                     "llama.cpp's perplexity does). 'ppl_second_half_incl_mid' also scores token n_ctx/2 "
                     "(n_ctx/2 per chunk); 'ppl_all_positions' scores tokens 1 .. n_ctx-1."),
         "data": {
-            "file": "shared/data/text/tinyshakespeare.txt",
+            "file": "tests/data/text/tinyshakespeare.txt",
             "file_bytes": n_bytes,
             "encoding": "ASCII (characters == bytes)",
             "train": f"characters [0, {n_train})",

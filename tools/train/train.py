@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bitnet_model import BitNet, Config  # noqa: E402
 
 EOT = "<|endoftext|>"
-DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data",
-                            "text", "tinyshakespeare.txt")
+DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "text",
+                            "tinyshakespeare.txt")
 
 
 def split_text(path):
