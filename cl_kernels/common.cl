@@ -8,26 +8,26 @@
  * variant) they compile to nothing, so CPU kernels have no barriers. red holds B158_WG values;
  * every work-item of the group must call these (uniform control flow). */
 #if B158_WG == 1
-#define B158_WG_REDUCE(name, type, combine)                                                    \
-    inline type name(type v, __local type *red)                                               \
-    {                                                                                          \
-        return v;                                                                              \
+#define B158_WG_REDUCE(name, type, combine)                                                        \
+    inline type name(type v, __local type *red)                                                    \
+    {                                                                                              \
+        return v;                                                                                  \
     }
 #else
-#define B158_WG_REDUCE(name, type, combine)                                                    \
-    inline type name(type v, __local type *red)                                               \
-    {                                                                                          \
-        const int lid = get_local_id(0);                                                       \
-        red[lid] = v;                                                                          \
-        barrier(CLK_LOCAL_MEM_FENCE);                                                          \
-        for (int s = B158_WG / 2; s > 0; s >>= 1) {                                            \
-            if (lid < s)                                                                       \
-                red[lid] = combine(red[lid], red[lid + s]);                                    \
-            barrier(CLK_LOCAL_MEM_FENCE);                                                      \
-        }                                                                                      \
-        const type r = red[0];                                                                 \
-        barrier(CLK_LOCAL_MEM_FENCE);                                                          \
-        return r;                                                                              \
+#define B158_WG_REDUCE(name, type, combine)                                                        \
+    inline type name(type v, __local type *red)                                                    \
+    {                                                                                              \
+        const int lid = get_local_id(0);                                                           \
+        red[lid] = v;                                                                              \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                              \
+        for (int s = B158_WG / 2; s > 0; s >>= 1) {                                                \
+            if (lid < s)                                                                           \
+                red[lid] = combine(red[lid], red[lid + s]);                                        \
+            barrier(CLK_LOCAL_MEM_FENCE);                                                          \
+        }                                                                                          \
+        const type r = red[0];                                                                     \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                              \
+        return r;                                                                                  \
     }
 #endif
 #define B158_ADD(a, b) ((a) + (b))

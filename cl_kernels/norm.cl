@@ -6,8 +6,8 @@
  * before a barrier even when the whole group takes it. In-place use
  * (out == x) is allowed: each element is read before the same work-item writes it. */
 
-__kernel void rmsnorm(__global const float *x, __global const float *w, __global float *out,
-                      int n, int m_rows, float eps)
+__kernel void rmsnorm(__global const float *x, __global const float *w, __global float *out, int n,
+                      int m_rows, float eps)
 {
     __local float red[B158_WG];
     const int m = get_group_id(1);

@@ -10,8 +10,8 @@
  * to even, as torch.round in transformers' BitNet and the training code (kernels are built
  * without fast-math, so rint follows the default round-to-nearest-even mode). */
 
-__kernel void quantize_rows(__global const float *x, __global char *q, __global float *scale,
-                            int k, int k_pad, int m_rows)
+__kernel void quantize_rows(__global const float *x, __global char *q, __global float *scale, int k,
+                            int k_pad, int m_rows)
 {
     const int m = get_group_id(1);
     const int lid = get_local_id(0);

@@ -73,8 +73,7 @@ __kernel void ternary_gemv_cpu(__global const uchar16 *w, __global const float *
  * chunk is unpacked once and applied to every token of the block. */
 __kernel void ternary_gemm_cpu(__global const uchar16 *w, __global const float *w_scale,
                                __global const char16 *x, __global const float *x_scale,
-                               __global float *y, int n_rows, int k_pad, int m_rows,
-                               int accumulate)
+                               __global float *y, int n_rows, int k_pad, int m_rows, int accumulate)
 {
     const int n = get_global_id(0);
     const int m0 = get_global_id(1) * B158_GEMM_CPU_M;
@@ -100,8 +99,8 @@ __kernel void ternary_gemm_cpu(__global const uchar16 *w, __global const float *
             acc[j] += b158_lanes_sum(lanes[j]);
     }
     for (int j = 0; j < mcount; j++)
-        b158_store(y, (size_t)(m0 + j) * n_rows + n,
-                   (float)acc[j] * w_scale[n] / x_scale[m0 + j], accumulate);
+        b158_store(y, (size_t)(m0 + j) * n_rows + n, (float)acc[j] * w_scale[n] / x_scale[m0 + j],
+                   accumulate);
 }
 
 /* GPU GEMV: a work-group of B158_WG work-items computes B158_GEMV_ROWS rows. The activation row
