@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import b158_convert  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TEXT = os.path.join(ROOT, "..", "shared", "data", "text", "tinyshakespeare.txt")
+TEXT = os.path.join(ROOT, "tests", "data", "text", "tinyshakespeare.txt")
 N_TOKENS = 12
 N_GREEDY = 8
 
