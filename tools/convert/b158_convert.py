@@ -1,14 +1,16 @@
 """b158-convert: a Hugging Face BitNet b1.58 checkpoint directory to a b158-cl GGUF file.
 
     python tools/convert/b158_convert.py HF_DIR -o OUT.gguf [--type tq2_0|i2_s|tq1_0]
-                                         [--arch auto|bitnet-25|bitnet]
+                                         [--arch auto|bitnet-25|bitnet] [--pre gpt2|llama-bpe]
 
 Reads config.json, the safetensors (one file or a sharded index) tensor by tensor through
-safe_open, and tokenizer.json (byte-level BPE, written as llama.cpp's "gpt2" vocabulary) or,
-without a byte-level tokenizer.json, tokenizer.model (SentencePiece, read with the sentencepiece
-package and written as llama.cpp's "llama" vocabulary: pieces, scores, piece types, bos / eos /
-unk / pad ids, add_bos_token / add_eos_token from tokenizer_config.json (default true / false),
-add_space_prefix from the model's normalizer spec). The output is written tensor by tensor too,
+safe_open, and tokenizer.json (byte-level BPE, written as llama.cpp's "gpt2" vocabulary, with
+tokenizer.ggml.pre "gpt2" or "llama-bpe" from the parsed pre_tokenizer; any other is an error
+unless --pre names one) or, without a byte-level tokenizer.json, tokenizer.model
+(SentencePiece, read with the sentencepiece package and written as llama.cpp's "llama"
+vocabulary: pieces, scores, piece types, bos / eos / unk / pad ids, add_bos_token /
+add_eos_token from tokenizer_config.json (default true / false), add_space_prefix from the
+model's normalizer spec). The output is written tensor by tensor too,
 so memory stays near the largest single tensor.
 
 Layouts:
@@ -37,8 +39,19 @@ import numpy as np
 
 QK = 256  # TQ1_0 / TQ2_0 block
 TYPE_IDS = {"tq1_0": 34, "tq2_0": 35, "i2_s": 36}
-LLAMA3_PAT_START = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
-LLAMA3_PAT_START2 = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
+
+# The pre-tokenizer regexes b158-cl implements, as tokenizer.json holds them once parsed (single
+# backslashes), by the tokenizer.ggml.pre name llama.cpp gives them. GPT-2's is also what a
+# ByteLevel pre-tokenizer with use_regex applies. LLaMA-3's comes in two spellings: Meta's
+# tokenizer.json (case-insensitive contractions) and llama.cpp's (the cases spelled out).
+PRE_PATTERNS = {
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+": "gpt2",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
+}
+PRE_NAMES = ("gpt2", "llama-bpe")
 
 
 class ConvertError(Exception):
@@ -289,24 +302,105 @@ def describe(cfg, ckpt, arch_req):
 # tokenizer
 
 
-def read_tokenizer(hf_dir, n_vocab, cfg):
+def has_type(node, name):
+    """Whether a parsed tokenizer.json component (or one nested in a Sequence) has type name."""
+    if isinstance(node, dict):
+        return node.get("type") == name or any(has_type(v, name) for v in node.values())
+    if isinstance(node, list):
+        return any(has_type(v, name) for v in node)
+    return False
+
+
+def short(v, n=80):
+    t = json.dumps(v, ensure_ascii=False)
+    return t if len(t) <= n else t[:n] + "..."
+
+
+def detect_pre_tokenizer(pre):
+    """(tokenizer.ggml.pre name, None) for a tokenizer.json pre_tokenizer that b158-cl implements,
+    or (None, what it is). Compares the parsed components and the regex string itself:
+      GPT-2:   ByteLevel (use_regex true: GPT-2's regex), or Split(GPT-2's regex) + ByteLevel;
+      LLaMA-3: Sequence [Split(LLaMA-3's regex, Isolated), ByteLevel(use_regex false)], as
+               Meta-Llama-3's and bitnet-b1.58-2B-4T's tokenizer.json have it.
+    The ByteLevel step must not add a prefix space (b158-cl never does)."""
+    steps = pre.get("pretokenizers") if isinstance(pre, dict) and pre.get("type") == "Sequence" \
+        else [pre]
+    if not isinstance(steps, list) or not steps or not all(isinstance(x, dict) for x in steps):
+        return None, short(pre)
+    kinds = "+".join(str(x.get("type")) for x in steps)
+    bl = steps[-1]
+    if bl.get("type") != "ByteLevel":
+        return None, f"{kinds} (not ending in ByteLevel)"
+    if bl.get("add_prefix_space", True):
+        return None, f"{kinds} with add_prefix_space = true"
+    if len(steps) == 1:
+        if bl.get("use_regex", True):
+            return "gpt2", None
+        return None, "ByteLevel without a regex (no pre-tokenization)"
+    if len(steps) != 2 or steps[0].get("type") != "Split":
+        return None, kinds
+    split = steps[0]
+    pattern = split.get("pattern")
+    regex = pattern.get("Regex") if isinstance(pattern, dict) else None
+    if not isinstance(regex, str):
+        return None, f"Split on {short(pattern)}"
+    if split.get("behavior") != "Isolated" or split.get("invert", False):
+        return None, f"Split (behavior {split.get('behavior')}, invert {split.get('invert')})"
+    if bl.get("use_regex", True):
+        return None, "Split followed by a ByteLevel that splits again (use_regex true)"
+    name = PRE_PATTERNS.get(regex)
+    if name is None:
+        return None, f"Split on the regex {regex if len(regex) <= 70 else regex[:70] + '...'}"
+    return name, None
+
+
+def read_tokenizer(hf_dir, n_vocab, cfg, pre_force=None):
     path = os.path.join(hf_dir, "tokenizer.json")
     tj = None
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             tj = json.load(f)
+    model = tj.get("model") if tj is not None else None
+    byte_level = isinstance(model, dict) and model.get("type") == "BPE" and (
+        has_type(tj.get("pre_tokenizer"), "ByteLevel") or has_type(tj.get("decoder"), "ByteLevel"))
     spm_path = os.path.join(hf_dir, "tokenizer.model")
-    if os.path.exists(spm_path) and (tj is None or tj.get("model", {}).get("type") != "BPE"
-                                     or "ByteLevel" not in json.dumps(tj)):
+    if os.path.exists(spm_path) and not byte_level:
+        if pre_force:
+            raise ConvertError("--pre applies to byte-level BPE vocabularies (tokenizer.json); "
+                               "this checkpoint's is SentencePiece")
         return read_spm_tokenizer(hf_dir, spm_path, n_vocab, cfg)
     if tj is None:
         raise ConvertError(f"{hf_dir}: no tokenizer.json or tokenizer.model")
-    model = tj["model"]
-    if model.get("type") != "BPE":
-        raise ConvertError(f"tokenizer.json model type '{model.get('type')}' is not BPE")
-    pre = json.dumps(tj.get("pre_tokenizer"))
-    if "ByteLevel" not in pre and "ByteLevel" not in json.dumps(tj.get("decoder")):
+    if not isinstance(model, dict) or model.get("type") != "BPE":
+        kind = model.get("type") if isinstance(model, dict) else short(model)
+        raise ConvertError(f"tokenizer.json model type '{kind}' is not BPE")
+    if not byte_level:
         raise ConvertError("tokenizer.json BPE is not byte-level (no ByteLevel pre-tokenizer)")
+
+    pre_name, what = detect_pre_tokenizer(tj.get("pre_tokenizer"))
+    if pre_force:
+        if pre_name != pre_force:
+            sys.stderr.write(f"warning: --pre {pre_force}: tokenizer.json's pre-tokenizer is "
+                             f"{pre_name or what}; token ids may differ from the tokenizers "
+                             "library's\n")
+        pre_name = pre_force
+    elif pre_name is None:
+        raise ConvertError(f"tokenizer.json pre-tokenizer {what} is not one b158-cl implements "
+                           "(GPT-2's ByteLevel regex, or LLaMA-3's Split regex + ByteLevel); "
+                           "--pre gpt2 or --pre llama-bpe picks one anyway")
+    # b158-cl, like llama.cpp, looks a whole LLaMA-3 pre-token up in the vocabulary before
+    # merging (tokenizers' ignore_merges) and never does for GPT-2
+    ignore_merges = bool(model.get("ignore_merges", False))
+    if ignore_merges != (pre_name == "llama-bpe"):
+        sys.stderr.write(f"warning: tokenizer.json has ignore_merges = {str(ignore_merges).lower()}"
+                         f", but b158-cl with the {pre_name} pre-tokenizer "
+                         f"{'does not' if ignore_merges else 'does'} look whole pre-tokens up "
+                         "before merging; a few token ids may differ\n")
+    if tj.get("normalizer") is not None:
+        sys.stderr.write(f"warning: tokenizer.json has a normalizer "
+                         f"({short(tj['normalizer'], 60)}) that b158-cl does not apply; token ids "
+                         "may differ\n")
+
     vocab = dict(model["vocab"])
     types = {}
     for at in tj.get("added_tokens", []):
@@ -325,7 +419,6 @@ def read_tokenizer(hf_dir, n_vocab, cfg):
         else:
             toktypes.append(types.get(i, 1))
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    pre_name = "llama-bpe" if (LLAMA3_PAT_START in pre or LLAMA3_PAT_START2 in pre) else "gpt2"
 
     tc = {}
     tc_path = os.path.join(hf_dir, "tokenizer_config.json")
@@ -464,7 +557,7 @@ def read_spm_tokenizer(hf_dir, spm_path, n_vocab, cfg):
 # conversion
 
 
-def convert(hf_dir, out, ttype="tq2_0", arch_req="auto", name=None, log=print):
+def convert(hf_dir, out, ttype="tq2_0", arch_req="auto", name=None, log=print, pre=None):
     import gguf
     import torch
 
@@ -493,7 +586,7 @@ def convert(hf_dir, out, ttype="tq2_0", arch_req="auto", name=None, log=print):
     tied = cfg.get("tie_word_embeddings", layout == "1bitllm" and False)
     if not ckpt.has("lm_head.weight"):
         tied = True
-    tok = read_tokenizer(hf_dir, n_vocab, cfg)
+    tok = read_tokenizer(hf_dir, n_vocab, cfg, pre)
 
     qd, kvd = n_head * head_dim, n_head_kv * head_dim
     lin_shape = {"attn_q": (qd, n_embd), "attn_k": (kvd, n_embd), "attn_v": (kvd, n_embd),
@@ -675,9 +768,12 @@ def main(argv=None):
                     help="ternary tensor type (default tq2_0; i2_s for rows not a multiple of 256)")
     ap.add_argument("--arch", choices=["auto", "bitnet-25", "bitnet"], default="auto")
     ap.add_argument("--name", help="general.name (default: the directory name)")
+    ap.add_argument("--pre", choices=PRE_NAMES,
+                    help="tokenizer.ggml.pre to write when tokenizer.json's pre-tokenizer is not "
+                         "recognised (default: an error then)")
     args = ap.parse_args(argv)
     try:
-        convert(args.hf_dir, args.out, args.type, args.arch, args.name)
+        convert(args.hf_dir, args.out, args.type, args.arch, args.name, pre=args.pre)
     except (ConvertError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         if isinstance(e, KeyError):
             e = f"config.json has no {e}"
