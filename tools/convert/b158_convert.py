@@ -10,8 +10,10 @@ unless --pre names one) or, without a byte-level tokenizer.json, tokenizer.model
 (SentencePiece, read with the sentencepiece package and written as llama.cpp's "llama"
 vocabulary: pieces, scores, piece types, bos / eos / unk / pad ids, add_bos_token /
 add_eos_token from tokenizer_config.json (default true / false), add_space_prefix from the
-model's normalizer spec). The output is written tensor by tensor too,
-so memory stays near the largest single tensor.
+model's normalizer spec). The output is written tensor by tensor too, so memory stays near the
+largest single tensor. Input is checked before anything is sized from it (config.json types and
+ranges, num_hidden_layers against the model.layers.N tensors, index file names inside the
+checkpoint folder); bad input is one "b158-convert: error:" line and exit status 1.
 
 Layouts:
 - BitNetForCausalLM (transformers, model_type "bitnet"): arch bitnet-25 when hidden_act is
@@ -32,7 +34,9 @@ The LM head (lm_head, never quantized in transformers) and the embedding are F16
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -62,43 +66,104 @@ class ConvertError(Exception):
 # reading the checkpoint
 
 
+def checkpoint_file(hf_dir, name, what=None):
+    """The path of the file `name` of the checkpoint folder, or a ConvertError when the name is
+    absolute, climbs out with '..', or resolves (through symlinks) outside the folder. The one
+    outside place allowed is the Hugging Face cache's blob store: a snapshot folder
+    .../snapshots/REV/ holds symlinks to ../../blobs/HASH. None when no such file exists."""
+    what = what or name
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise ConvertError(f"{hf_dir}: {what}: {name!r} is not a file name")
+    norm = os.path.normpath(name)
+    if os.path.isabs(name) or norm == ".." or norm.startswith(".." + os.sep):
+        raise ConvertError(f"{hf_dir}: {what} names '{name}', outside the checkpoint folder")
+    path = os.path.join(hf_dir, norm)
+    if not os.path.lexists(path):
+        return None
+    real = os.path.realpath(path)
+    roots = [os.path.realpath(hf_dir)]
+    snapshots = os.path.dirname(os.path.abspath(hf_dir))
+    if os.path.basename(snapshots) == "snapshots":
+        roots.append(os.path.realpath(os.path.join(snapshots, "..", "blobs")))
+    if not any(real.startswith(r + os.sep) for r in roots):
+        raise ConvertError(f"{path} resolves to {real}, outside the checkpoint folder (copy the "
+                           "file into the folder instead of linking it)")
+    if not os.path.exists(real):
+        return None
+    if not os.path.isfile(real):
+        raise ConvertError(f"{path} is not a regular file")
+    return path
+
+
+def read_json(hf_dir, name, kind=dict):
+    """A JSON file of the checkpoint folder (None when absent); its top level must be a kind."""
+    path = checkpoint_file(hf_dir, name)
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            v = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConvertError(f"{path}: not a JSON file ({e})") from None
+    if not isinstance(v, kind):
+        raise ConvertError(f"{path}: the top level is a JSON {type(v).__name__}, expected an "
+                           f"{'object' if kind is dict else kind.__name__}")
+    return v
+
+
+LAYER_TENSOR = re.compile(r"model\.layers\.(\d+)\.")
+
+
 class Checkpoint:
-    """Tensors of a safetensors checkpoint (single file or sharded), opened lazily."""
+    """Tensors of a safetensors checkpoint (single file or sharded), opened lazily. Only the
+    safetensors headers are read here: every name the index lists must be in its shard's header."""
 
     def __init__(self, hf_dir):
         from safetensors import safe_open
 
         self.dir = hf_dir
-        index = os.path.join(hf_dir, "model.safetensors.index.json")
-        single = os.path.join(hf_dir, "model.safetensors")
-        if os.path.exists(index):
-            with open(index) as f:
-                self.where = json.load(f)["weight_map"]
-        elif os.path.exists(single):
-            self.where = None
-        else:
-            files = [f for f in os.listdir(hf_dir) if f.endswith(".safetensors")]
+        self.handles = {}
+        self._open = safe_open
+        index = read_json(hf_dir, "model.safetensors.index.json")
+        if index is not None:
+            where = index.get("weight_map")
+            if not isinstance(where, dict) or not where:
+                raise ConvertError(f"{hf_dir}/model.safetensors.index.json: no weight_map object")
+            for k, shard in where.items():
+                if not isinstance(shard, str):
+                    raise ConvertError(f"{hf_dir}/model.safetensors.index.json: weight_map['{k}'] "
+                                       "is not a file name")
+            self.where = dict(where)
+            for shard in sorted(set(self.where.values())):
+                checkpoint_file(hf_dir, shard, "model.safetensors.index.json weight_map")
+            for shard in sorted(set(self.where.values())):
+                in_header = set(self._handle(shard).keys())
+                missing = [k for k, v in self.where.items() if v == shard and k not in in_header]
+                if missing:
+                    raise ConvertError(f"{os.path.join(hf_dir, shard)} lacks {len(missing)} "
+                                       "tensors that model.safetensors.index.json puts there, "
+                                       f"e.g. {missing[0]}")
+            return
+        single = "model.safetensors"
+        if checkpoint_file(hf_dir, single) is None:
+            files = sorted(f for f in os.listdir(hf_dir) if f.endswith(".safetensors"))
             if len(files) != 1:
                 bins = [f for f in os.listdir(hf_dir) if f.endswith(".bin")]
                 hint = " (pytorch .bin checkpoints are not read: re-save with safe_serialization)" if bins else ""
                 raise ConvertError(f"{hf_dir}: no model.safetensors or model.safetensors.index.json{hint}")
-            single = os.path.join(hf_dir, files[0])
-            self.where = None
-        self.handles = {}
-        self._open = safe_open
-        if self.where is None:
-            self.where = {}
-            h = self._handle(os.path.basename(single))
-            for k in h.keys():
-                self.where[k] = os.path.basename(single)
+            single = files[0]
+        self.where = {k: single for k in self._handle(single).keys()}
 
     def _handle(self, fname):
         if fname not in self.handles:
+            path = checkpoint_file(self.dir, fname, "model.safetensors.index.json weight_map")
+            if path is None:
+                raise ConvertError(f"{os.path.join(self.dir, fname)}: no such file (named by "
+                                   "model.safetensors.index.json)")
             try:
-                self.handles[fname] = self._open(os.path.join(self.dir, fname), framework="pt")
+                self.handles[fname] = self._open(path, framework="pt")
             except Exception as e:  # safetensors raises its own error type for a bad header
-                raise ConvertError(f"{os.path.join(self.dir, fname)}: not a readable safetensors "
-                                   f"file ({e})") from None
+                raise ConvertError(f"{path}: not a readable safetensors file ({e})") from None
         return self.handles[fname]
 
     def names(self):
@@ -107,10 +172,17 @@ class Checkpoint:
     def has(self, name):
         return name in self.where
 
+    def layers(self):
+        """The N of every model.layers.N.* tensor, as a set."""
+        return {int(m.group(1)) for m in map(LAYER_TENSOR.match, self.where) if m}
+
     def get(self, name):
         if name not in self.where:
             raise ConvertError(f"tensor {name} missing from the checkpoint")
-        return self._handle(self.where[name]).get_tensor(name)
+        try:
+            return self._handle(self.where[name]).get_tensor(name)
+        except Exception as e:  # a truncated file or an unknown dtype
+            raise ConvertError(f"{name} in {self.where[name]}: not readable ({e})") from None
 
     def shape(self, name):
         return list(self._handle(self.where[name]).get_slice(name).get_shape())
@@ -236,10 +308,65 @@ SUB_NORMS = {
 }
 
 
+def cfg_int(cfg, key, default=None):
+    """A positive integer field of config.json (default when absent or null)."""
+    v = cfg.get(key)
+    if v is None:
+        v = default
+    if v is None:
+        raise ConvertError(f"config.json has no {key}")
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ConvertError(f"config.json {key} = {json.dumps(v)}: expected a positive integer")
+    return v
+
+
+def cfg_float(cfg, key, default):
+    """A finite positive number field of config.json (default when absent or null)."""
+    v = cfg.get(key)
+    if v is None:
+        v = default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ConvertError(f"config.json {key} = {json.dumps(v)}: expected a finite positive "
+                           "number")
+    return float(v)
+
+
+def cfg_typed(cfg, key, kinds, what):
+    """A field of config.json that must be absent, null or of the given types."""
+    v = cfg.get(key)
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if v is not None and (isinstance(v, bool) != (bool in kinds) or not isinstance(v, kinds)):
+        raise ConvertError(f"config.json {key} = {json.dumps(v)}: expected {what}")
+    return v
+
+
+def read_hparams(cfg):
+    """The model dimensions from config.json, each checked (types, > 0, head counts that divide)."""
+    n_embd = cfg_int(cfg, "hidden_size")
+    n_head = cfg_int(cfg, "num_attention_heads")
+    n_head_kv = cfg_int(cfg, "num_key_value_heads", n_head)
+    if n_head % n_head_kv:
+        raise ConvertError(f"config.json num_attention_heads {n_head} is not a multiple of "
+                           f"num_key_value_heads {n_head_kv}")
+    if cfg.get("head_dim") is None and n_embd % n_head:
+        raise ConvertError(f"config.json hidden_size {n_embd} is not a multiple of "
+                           f"num_attention_heads {n_head} (and there is no head_dim)")
+    head_dim = cfg_int(cfg, "head_dim", n_embd // n_head)
+    if head_dim % 2:
+        raise ConvertError(f"head dimension {head_dim} is odd: RoPE rotates pairs")
+    return {
+        "n_embd": n_embd, "n_layer": cfg_int(cfg, "num_hidden_layers"), "n_head": n_head,
+        "n_head_kv": n_head_kv, "head_dim": head_dim, "n_ff": cfg_int(cfg, "intermediate_size"),
+        "n_vocab": cfg_int(cfg, "vocab_size"), "eps": cfg_float(cfg, "rms_norm_eps", 1e-6),
+        "theta": cfg_float(cfg, "rope_theta", 10000.0),
+        "n_ctx": cfg_int(cfg, "max_position_embeddings", 2048),
+    }
+
+
 def describe(cfg, ckpt, arch_req):
     """Works out layout, arch and the BitLinear storage; raises ConvertError for anything else."""
-    archs = cfg.get("architectures") or []
-    mtype = cfg.get("model_type", "")
+    archs = cfg_typed(cfg, "architectures", list, "a list of class names") or []
+    mtype = cfg_typed(cfg, "model_type", str, "a string") or ""
     names = set(ckpt.names())
     if "BitNetForCausalLM" in archs or mtype == "bitnet":
         layout = "hf"
@@ -251,14 +378,14 @@ def describe(cfg, ckpt, arch_req):
     for key in ("attention_bias", "mlp_bias"):
         if cfg.get(key):
             raise ConvertError(f"config {key} = true: b158-cl's graph has no biases")
-    rs = cfg.get("rope_scaling")
+    rs = cfg_typed(cfg, "rope_scaling", dict, "an object or null")
     if rs and rs.get("rope_type", rs.get("type", "default")) != "default":
         raise ConvertError(f"rope_scaling {rs} is not supported (plain RoPE only)")
-    act = cfg.get("hidden_act", "relu2" if layout == "hf" else "silu")
+    act = cfg_typed(cfg, "hidden_act", str, "a string") or ("relu2" if layout == "hf" else "silu")
     if act not in ("relu2", "silu"):
         raise ConvertError(f"hidden_act '{act}' is not supported (relu2 or silu)")
 
-    qc = cfg.get("quantization_config")
+    qc = cfg_typed(cfg, "quantization_config", dict, "an object")
     if layout == "hf":
         if not qc:
             mode = "online"  # plain BitNetForCausalLM: nn.Linear, treated as latent weights
@@ -355,16 +482,12 @@ def detect_pre_tokenizer(pre):
 
 
 def read_tokenizer(hf_dir, n_vocab, cfg, pre_force=None):
-    path = os.path.join(hf_dir, "tokenizer.json")
-    tj = None
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            tj = json.load(f)
+    tj = read_json(hf_dir, "tokenizer.json")
     model = tj.get("model") if tj is not None else None
     byte_level = isinstance(model, dict) and model.get("type") == "BPE" and (
         has_type(tj.get("pre_tokenizer"), "ByteLevel") or has_type(tj.get("decoder"), "ByteLevel"))
-    spm_path = os.path.join(hf_dir, "tokenizer.model")
-    if os.path.exists(spm_path) and not byte_level:
+    spm_path = checkpoint_file(hf_dir, "tokenizer.model")
+    if spm_path is not None and not byte_level:
         if pre_force:
             raise ConvertError("--pre applies to byte-level BPE vocabularies (tokenizer.json); "
                                "this checkpoint's is SentencePiece")
@@ -401,13 +524,23 @@ def read_tokenizer(hf_dir, n_vocab, cfg, pre_force=None):
                          f"({short(tj['normalizer'], 60)}) that b158-cl does not apply; token ids "
                          "may differ\n")
 
-    vocab = dict(model["vocab"])
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                              for i in vocab.values()):
+        raise ConvertError("tokenizer.json model.vocab is not an object of token ids")
+    vocab = dict(vocab)
     types = {}
-    for at in tj.get("added_tokens", []):
+    added = tj.get("added_tokens") or []
+    for at in added if isinstance(added, list) else [None]:
+        if not isinstance(at, dict) or not isinstance(at.get("content"), str) \
+                or not isinstance(at.get("id"), int):
+            raise ConvertError(f"tokenizer.json added_tokens entry {short(at)} has no content "
+                               "and id")
         vocab[at["content"]] = at["id"]
         types[at["id"]] = 3 if at.get("special") else 4
-    if max(vocab.values()) >= n_vocab:
-        raise ConvertError(f"tokenizer has id {max(vocab.values())} but vocab_size is {n_vocab}")
+    if not vocab or min(vocab.values()) < 0 or max(vocab.values()) >= n_vocab:
+        lo, hi = (min(vocab.values()), max(vocab.values())) if vocab else (0, -1)
+        raise ConvertError(f"tokenizer has ids {lo}..{hi} but vocab_size is {n_vocab}")
     tokens = [None] * n_vocab
     for t, i in vocab.items():
         tokens[i] = t
@@ -418,20 +551,25 @@ def read_tokenizer(hf_dir, n_vocab, cfg, pre_force=None):
             toktypes.append(5)
         else:
             toktypes.append(types.get(i, 1))
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    merges = model.get("merges") or []
+    if not isinstance(merges, list) or not all(
+            isinstance(m, str) or (isinstance(m, list) and len(m) == 2
+                                   and all(isinstance(x, str) for x in m)) for m in merges):
+        raise ConvertError("tokenizer.json model.merges is not a list of pairs")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
 
-    tc = {}
-    tc_path = os.path.join(hf_dir, "tokenizer_config.json")
-    if os.path.exists(tc_path):
-        with open(tc_path, encoding="utf-8") as f:
-            tc = json.load(f)
+    tc = _read_tokenizer_config(hf_dir)
 
     def tok_id(key):
         v = cfg.get(key + "_id")
         if v is None and isinstance(tc.get(key), str) and tc[key] in vocab:
             v = vocab[tc[key]]
         if isinstance(v, list):
-            v = v[0]
+            v = v[0] if v else None
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)
+                              or not 0 <= v < n_vocab):
+            raise ConvertError(f"{key} id {json.dumps(v)} is not a token id (vocab_size "
+                               f"{n_vocab})")
         return v
 
     return {
@@ -443,11 +581,7 @@ def read_tokenizer(hf_dir, n_vocab, cfg, pre_force=None):
 
 
 def _read_tokenizer_config(hf_dir):
-    tc_path = os.path.join(hf_dir, "tokenizer_config.json")
-    if not os.path.exists(tc_path):
-        return {}
-    with open(tc_path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json(hf_dir, "tokenizer_config.json") or {}
 
 
 def _spm_proto_fields(blob):
@@ -507,7 +641,10 @@ def read_spm_tokenizer(hf_dir, spm_path, n_vocab, cfg):
         raise ConvertError("tokenizer.model needs the sentencepiece package "
                            "(pip install -r tools/requirements.txt)") from e
     sp = sentencepiece.SentencePieceProcessor()
-    sp.LoadFromFile(spm_path)
+    try:
+        sp.LoadFromFile(spm_path)
+    except (OSError, RuntimeError) as e:
+        raise ConvertError(f"{spm_path}: not a SentencePiece model ({e})") from None
     n_sp = sp.vocab_size()
     if n_sp > n_vocab:
         raise ConvertError(f"tokenizer.model has {n_sp} pieces but vocab_size is {n_vocab}")
@@ -562,31 +699,35 @@ def convert(hf_dir, out, ttype="tq2_0", arch_req="auto", name=None, log=print, p
     import torch
 
     torch.set_num_threads(1)
-    with open(os.path.join(hf_dir, "config.json")) as f:
-        cfg = json.load(f)
-    archs = cfg.get("architectures") or []
-    if not ({"BitNetForCausalLM", "BitnetForCausalLM"} & set(archs)) \
+    if not os.path.isdir(hf_dir):
+        raise ConvertError(f"{hf_dir} is not a directory (give the checkpoint folder, the one "
+                           "that holds config.json)")
+    cfg = read_json(hf_dir, "config.json")
+    if cfg is None:
+        raise ConvertError(f"{hf_dir}: no config.json")
+    archs = cfg_typed(cfg, "architectures", list, "a list of class names") or []
+    if not ({"BitNetForCausalLM", "BitnetForCausalLM"} & set(map(str, archs))) \
             and cfg.get("model_type") not in ("bitnet", "llama"):
         raise ConvertError(f"unknown layout: architectures {archs}, model_type "
                            f"'{cfg.get('model_type')}' (expected BitNetForCausalLM from transformers "
                            "or 1bitLLM's BitnetForCausalLM)")
+    hp = read_hparams(cfg)
     ckpt = Checkpoint(hf_dir)
     layout, arch, act, mode = describe(cfg, ckpt, arch_req)
 
-    n_embd = cfg["hidden_size"]
-    n_layer = cfg["num_hidden_layers"]
-    n_head = cfg["num_attention_heads"]
-    n_head_kv = cfg.get("num_key_value_heads") or n_head
-    head_dim = cfg.get("head_dim") or n_embd // n_head
-    n_ff = cfg["intermediate_size"]
-    n_vocab = cfg["vocab_size"]
-    eps = cfg.get("rms_norm_eps", 1e-6)
-    theta = cfg.get("rope_theta", 10000.0)
-    n_ctx = cfg.get("max_position_embeddings", 2048)
-    tied = cfg.get("tie_word_embeddings", layout == "1bitllm" and False)
+    n_embd, n_layer, n_head, n_head_kv = hp["n_embd"], hp["n_layer"], hp["n_head"], hp["n_head_kv"]
+    head_dim, n_ff, n_vocab = hp["head_dim"], hp["n_ff"], hp["n_vocab"]
+    eps, theta, n_ctx = hp["eps"], hp["theta"], hp["n_ctx"]
+    tied = bool(cfg_typed(cfg, "tie_word_embeddings", bool, "true or false"))
     if not ckpt.has("lm_head.weight"):
         tied = True
-    tok = read_tokenizer(hf_dir, n_vocab, cfg, pre)
+    # the layer count against the checkpoint first: nothing below is sized from config.json alone
+    layers = ckpt.layers()
+    if len(layers) != n_layer or max(layers) != n_layer - 1:  # distinct, >= 0: then 0..n-1
+        have = sorted(layers)
+        have = f"N = 0..{have[-1]}" if have and have[-1] == len(have) - 1 else f"N in {have[:8]}"
+        raise ConvertError(f"config.json num_hidden_layers = {n_layer} but the checkpoint has "
+                           f"model.layers.N tensors for {have if layers else 'no N'}")
 
     qd, kvd = n_head * head_dim, n_head_kv * head_dim
     lin_shape = {"attn_q": (qd, n_embd), "attn_k": (kvd, n_embd), "attn_v": (kvd, n_embd),
@@ -615,8 +756,8 @@ def convert(hf_dir, out, ttype="tq2_0", arch_req="auto", name=None, log=print, p
         if not ckpt.has(src):
             raise ConvertError(f"tensor {src} missing from the checkpoint")
         got = ckpt.shape(src)
-        if kind == "linear" and mode in ("bitlinear", "autobitlinear") and got[0] * 4 == shape[0] \
-                and got[1] == shape[1]:
+        if kind == "linear" and mode in ("bitlinear", "autobitlinear") and len(got) == 2 \
+                and got[0] * 4 == shape[0] and got[1] == shape[1]:
             pass  # packed uint8
         elif got != list(shape):
             raise ConvertError(f"{src}: shape {got}, expected {list(shape)} from config.json")
@@ -628,86 +769,101 @@ def convert(hf_dir, out, ttype="tq2_0", arch_req="auto", name=None, log=print, p
         unknown.remove("lm_head.weight")
     if unknown:
         raise ConvertError(f"unknown tensors in the checkpoint, e.g. {unknown[:4]}")
+    # the vocabulary is read once the embedding has shown that vocab_size is real
+    tok = read_tokenizer(hf_dir, n_vocab, cfg, pre)
 
-    w = gguf.GGUFWriter(out, arch)
-    w.add_name(name or cfg.get("_name_or_path") or os.path.basename(os.path.abspath(hf_dir)))
-    w.add_custom_alignment(32)
-    w.add_file_type({"tq2_0": gguf.LlamaFileType.MOSTLY_TQ2_0,
-                     "tq1_0": gguf.LlamaFileType.MOSTLY_TQ1_0, "i2_s": 40}[ttype])
-    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    w.add_context_length(n_ctx)
-    w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
-    w.add_feed_forward_length(n_ff)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_head_kv)
-    if head_dim != n_embd // n_head:
-        w.add_key_length(head_dim)
-        w.add_value_length(head_dim)
-    w.add_layer_norm_rms_eps(eps)
-    w.add_rope_freq_base(theta)
-    w.add_rope_dimension_count(head_dim)
-    w.add_vocab_size(n_vocab)
-    if arch == "bitnet":
-        w.add_string("bitnet.hidden_activation", act)
-    w.add_tokenizer_model(tok["model"])
-    w.add_tokenizer_pre(tok["pre"])
-    w.add_token_list(tok["tokens"])
-    if tok.get("scores") is not None:
-        w.add_token_scores(tok["scores"])
-    w.add_token_types(tok["types"])
-    if tok["merges"]:
-        w.add_token_merges(tok["merges"])
-    if tok["bos"] is not None:
-        w.add_bos_token_id(tok["bos"])
-    if tok["eos"] is not None:
-        w.add_eos_token_id(tok["eos"])
-    if tok["eot"] is not None:
-        w.add_eot_token_id(tok["eot"])
-    if tok.get("unk") is not None:
-        w.add_unk_token_id(tok["unk"])
-    if tok.get("pad") is not None:
-        w.add_pad_token_id(tok["pad"])
-    if tok["add_bos"] is not None:
-        w.add_add_bos_token(bool(tok["add_bos"]))
-    if tok.get("add_eos") is not None:
-        w.add_add_eos_token(bool(tok["add_eos"]))
-    if tok.get("add_space_prefix") is not None:
-        w.add_add_space_prefix(bool(tok["add_space_prefix"]))
-    if tok["chat_template"]:
-        w.add_chat_template(tok["chat_template"])
+    if tok["chat_template"] is not None and not isinstance(tok["chat_template"], str):
+        raise ConvertError("tokenizer_config.json chat_template is not a string")
+    # written under a temporary name: an error never leaves a partial file or removes an old one
+    tmp = f"{out}.partial"
+    w = gguf.GGUFWriter(tmp, arch)
+    try:
+        src_name = cfg.get("_name_or_path") if isinstance(cfg.get("_name_or_path"), str) else None
+        w.add_name(name or src_name or os.path.basename(os.path.abspath(hf_dir)))
+        w.add_custom_alignment(32)
+        w.add_file_type({"tq2_0": gguf.LlamaFileType.MOSTLY_TQ2_0,
+                         "tq1_0": gguf.LlamaFileType.MOSTLY_TQ1_0, "i2_s": 40}[ttype])
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        w.add_context_length(n_ctx)
+        w.add_embedding_length(n_embd)
+        w.add_block_count(n_layer)
+        w.add_feed_forward_length(n_ff)
+        w.add_head_count(n_head)
+        w.add_head_count_kv(n_head_kv)
+        if head_dim != n_embd // n_head:
+            w.add_key_length(head_dim)
+            w.add_value_length(head_dim)
+        w.add_layer_norm_rms_eps(eps)
+        w.add_rope_freq_base(theta)
+        w.add_rope_dimension_count(head_dim)
+        w.add_vocab_size(n_vocab)
+        if arch == "bitnet":
+            w.add_string("bitnet.hidden_activation", act)
+        w.add_tokenizer_model(tok["model"])
+        w.add_tokenizer_pre(tok["pre"])
+        w.add_token_list(tok["tokens"])
+        if tok.get("scores") is not None:
+            w.add_token_scores(tok["scores"])
+        w.add_token_types(tok["types"])
+        if tok["merges"]:
+            w.add_token_merges(tok["merges"])
+        if tok["bos"] is not None:
+            w.add_bos_token_id(tok["bos"])
+        if tok["eos"] is not None:
+            w.add_eos_token_id(tok["eos"])
+        if tok["eot"] is not None:
+            w.add_eot_token_id(tok["eot"])
+        if tok.get("unk") is not None:
+            w.add_unk_token_id(tok["unk"])
+        if tok.get("pad") is not None:
+            w.add_pad_token_id(tok["pad"])
+        if tok["add_bos"] is not None:
+            w.add_add_bos_token(bool(tok["add_bos"]))
+        if tok.get("add_eos") is not None:
+            w.add_add_eos_token(bool(tok["add_eos"]))
+        if tok.get("add_space_prefix") is not None:
+            w.add_add_space_prefix(bool(tok["add_space_prefix"]))
+        if tok["chat_template"]:
+            w.add_chat_template(tok["chat_template"])
 
-    ttype_id = TYPE_IDS[ttype]
-    for gname, _, kind, shape in plan:
-        if kind == "f16":
-            w.add_tensor_info(gname, shape, np.dtype(np.float16), shape[0] * shape[1] * 2)
-        elif kind == "norm":
-            w.add_tensor_info(gname, shape, np.dtype(np.float32), shape[0] * 4)
-        else:
-            # float32 dtype so the writer takes the shape as elements, with the raw type id
-            w.add_tensor_info(gname, shape, np.dtype(np.float32), ternary_nbytes(ttype, *shape),
-                              raw_dtype=ttype_id)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
+        ttype_id = TYPE_IDS[ttype]
+        for gname, _, kind, shape in plan:
+            if kind == "f16":
+                w.add_tensor_info(gname, shape, np.dtype(np.float16), shape[0] * shape[1] * 2)
+            elif kind == "norm":
+                w.add_tensor_info(gname, shape, np.dtype(np.float32), shape[0] * 4)
+            else:
+                # float32 dtype so the writer takes the shape as elements, with the raw type id
+                w.add_tensor_info(gname, shape, np.dtype(np.float32), ternary_nbytes(ttype, *shape),
+                                  raw_dtype=ttype_id)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
 
-    n_zero = n_tern = 0
-    for gname, src, kind, shape in plan:
-        t = ckpt.get(src)
-        if kind == "f16":
-            write_chunked(w, t, shape)
-        elif kind == "norm":
-            w.write_tensor_data(t.float().numpy().astype(np.float32))
-        else:
-            w_t, d = linear_to_ternary(ckpt, src, t, shape, mode)
-            n_zero += int((w_t == 0).sum())
-            n_tern += w_t.size
-            if not np.isfinite(d) or d < 0:
-                raise ConvertError(f"{src}: scale {d} is not a finite positive number")
-            enc = {"tq2_0": encode_tq2_0, "tq1_0": encode_tq1_0, "i2_s": encode_i2_s}[ttype]
-            w.write_tensor_data(enc(w_t, d))
-        del t
-    w.close()
+        n_zero = n_tern = 0
+        for gname, src, kind, shape in plan:
+            t = ckpt.get(src)
+            if kind == "f16":
+                write_chunked(w, t, shape)
+            elif kind == "norm":
+                w.write_tensor_data(t.float().numpy().astype(np.float32))
+            else:
+                w_t, d = linear_to_ternary(ckpt, src, t, shape, mode)
+                n_zero += int((w_t == 0).sum())
+                n_tern += w_t.size
+                if not np.isfinite(d) or d < 0:
+                    raise ConvertError(f"{src}: scale {d} is not a finite positive number")
+                enc = {"tq2_0": encode_tq2_0, "tq1_0": encode_tq1_0, "i2_s": encode_i2_s}[ttype]
+                w.write_tensor_data(enc(w_t, d))
+            del t
+        w.close()
+        os.replace(tmp, out)
+    except BaseException:
+        for f in w.fout or []:
+            f.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     log(f"wrote {out}: arch {arch}, {n_layer} layers, {ttype.upper()} ({mode} BitLinear, "
         f"{layout} layout), {n_tern} ternary weights ({100.0 * n_zero / max(n_tern, 1):.1f}% zero), "
         f"{'tied' if tied else 'separate'} LM head, vocab {n_vocab} ({tok['pre']})")
@@ -771,18 +927,22 @@ def main(argv=None):
     ap.add_argument("--pre", choices=PRE_NAMES,
                     help="tokenizer.ggml.pre to write when tokenizer.json's pre-tokenizer is not "
                          "recognised (default: an error then)")
+    ap.add_argument("--debug", action="store_true", help="a Python traceback on unexpected errors")
     args = ap.parse_args(argv)
     try:
         convert(args.hf_dir, args.out, args.type, args.arch, args.name, pre=args.pre)
-    except (ConvertError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
-        if isinstance(e, KeyError):
-            e = f"config.json has no {e}"
-        try:
-            if os.path.exists(args.out):
-                os.remove(args.out)
-        except OSError:
-            pass
+    except ConvertError as e:
         sys.stderr.write(f"b158-convert: error: {e}\n")
+        return 1
+    except OSError as e:  # unreadable input, unwritable output
+        sys.stderr.write(f"b158-convert: error: {e.filename or ''}{': ' if e.filename else ''}"
+                         f"{e.strerror or e}\n")
+        return 1
+    except Exception as e:
+        if args.debug:
+            raise
+        sys.stderr.write(f"b158-convert: error: unexpected {type(e).__name__}: {e} (a checkpoint "
+                         "this converter does not understand; --debug shows where)\n")
         return 1
     return 0
 
