@@ -12,8 +12,10 @@
  * 2.5e-3 .. 1.8e-2. Argmax must match at all but one position, and the greedy continuation must
  * equal transformers' token for token.
  *
- * A fixture may also carry spm_cases: lines "text<TAB>ids" with the ids sentencepiece gives
- * for text (no BOS); b158_tokenize on the fixture's vocabulary must give exactly those. */
+ * A fixture may also carry tokenizer cases, lines "text<TAB>ids" (text with \\ \n \r \t
+ * escaped) with the ids the reference library gives for text without BOS: spm_cases from
+ * sentencepiece, bpe_cases from the tokenizers library (a LLaMA-3 pre-tokenizer with
+ * ignore_merges). b158_tokenize on the fixture's vocabulary must give exactly those. */
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -129,11 +131,28 @@ static void check_fixture(const fixture *fx, b158_runtime *rt, const char *path_
     b158_model_free(model);
 }
 
-/* spm_cases: each line "text\tid id ...", the sentencepiece ids of text without BOS. */
-static void check_spm_cases(const char *dir)
+/* Undoes the case files' escapes (\\ \n \r \t) in place; returns the length. */
+static size_t unescape(char *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; s[i]; i++) {
+        char c = s[i];
+        if (c == '\\' && s[i + 1]) {
+            const char e = s[++i];
+            c = e == 'n' ? '\n' : e == 'r' ? '\r' : e == 't' ? '\t' : e;
+        }
+        s[n++] = c;
+    }
+    s[n] = '\0';
+    return n;
+}
+
+/* A tokenizer case file of the fixture (each line "text\tid id ...", the reference library's
+ * ids of text without BOS); absent: nothing to check. */
+static void check_cases(const char *dir, const char *file, const char *library)
 {
     char path[1300];
-    snprintf(path, sizeof path, "%s/spm_cases", dir);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
     FILE *f = fopen(path, "r");
     if (!f)
         return;
@@ -147,6 +166,7 @@ static void check_spm_cases(const char *dir)
         if (!tab)
             continue;
         *tab = '\0';
+        const size_t len = unescape(line);
         b158_token want[512], got[512];
         int n_want = 0;
         for (char *p = tab + 1, *end; n_want < 512; p = end) {
@@ -156,14 +176,14 @@ static void check_spm_cases(const char *dir)
             want[n_want++] = (b158_token)id;
         }
         size_t n_got = 0;
-        const b158_status st = b158_tokenize(v, line, strlen(line), 0, got, 512, &n_got);
+        const b158_status st = b158_tokenize(v, line, len, 0, got, 512, &n_got);
         const int same = st == B158_OK && n_got == (size_t)n_want &&
                          memcmp(got, want, (size_t)n_want * sizeof want[0]) == 0;
         if (!same) {
-            fprintf(stderr, "\n  spm case \"%s\": b158 gives", line);
+            fprintf(stderr, "\n  %s case \"%s\": b158 gives", file, line);
             for (size_t i = 0; i < n_got; i++)
                 fprintf(stderr, " %d", got[i]);
-            fprintf(stderr, ", sentencepiece");
+            fprintf(stderr, ", %s", library);
             for (int i = 0; i < n_want; i++)
                 fprintf(stderr, " %d", want[i]);
         }
@@ -172,8 +192,9 @@ static void check_spm_cases(const char *dir)
         n_ok += same;
     }
     fclose(f);
-    fprintf(stderr, "\n%s: tokenizer %d/%d spm_cases equal to sentencepiece", strrchr(dir, '/') + 1,
-            n_ok, n_cases);
+    const char *pre = b158_vocab_pre(v);
+    fprintf(stderr, "\n%s: tokenizer%s%s %d/%d %s equal to %s", strrchr(dir, '/') + 1,
+            *pre ? " with pre-tokenizer " : "", pre, n_ok, n_cases, file, library);
     CU_ASSERT(n_cases > 0);
     b158_vocab_free(v);
 }
@@ -210,8 +231,10 @@ static void run_all(b158_runtime *rt, const char *path_name)
         fixture fx;
         CU_ASSERT_FATAL(load_fixture(dir, &fx));
         check_fixture(&fx, rt, path_name);
-        if (!rt)
-            check_spm_cases(dir);
+        if (!rt) {
+            check_cases(dir, "spm_cases", "sentencepiece");
+            check_cases(dir, "bpe_cases", "tokenizers");
+        }
         free(fx.logits);
         free(names[i]);
     }

@@ -13,7 +13,9 @@ greedy (the ids of transformers' greedy continuation of tokens, one line).
 
 Also one 1bitLLM-layout checkpoint (ONEBITLLM: latent fp16, SentencePiece tokenizer.model), whose
 logits come from onebitllm_forward (1bitLLM's modeling code is not in transformers), with
-spm_cases (lines "text<TAB>ids", sentencepiece's ids without BOS) for the engine's tokenizer.
+spm_cases (lines "text<TAB>ids", sentencepiece's ids without BOS) for the engine's tokenizer,
+and one with bitnet-b1.58-2B-4T's kind of tokenizer.json (LLAMA3TOK: LLaMA-3's Split
+pre-tokenizer, ignore_merges) with bpe_cases, the tokenizers library's ids.
 """
 
 import argparse
@@ -52,6 +54,97 @@ CONFIGS = {
                                         linear="autobitlinear", mode="online", type="tq1_0",
                                         tied=True, dtype="bf16"),
 }
+
+
+# A LLaMA-3-tokenizer checkpoint like microsoft/bitnet-b1.58-2B-4T: tokenizer.json with LLaMA-3's
+# Split pre-tokenizer + ByteLevel and ignore_merges, BOS <|begin_of_text|>; bitlinear offline
+# packed weights, relu2, GQA 4:1, tied embeddings. Its bpe_cases come from the tokenizers library.
+LLAMA3TOK = {"llama3tok-gqa-relu2-bitlinear-tq2_0": dict(
+    hidden=256, heads=8, kv=2, ff=512, layers=2, act="relu2", linear="bitlinear", mode="offline",
+    type="tq2_0", tied=True, vocab=512, whole_words=8, seed=3003)}
+# Meta-Llama-3's pre-tokenizer regex, as its tokenizer.json (and 2B-4T's) holds it
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+BPE_CASES = [
+    "Hello world",
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n",
+    "Resolved. resolved.\n\n\nNo more talking on't; let it be done: away, away!\n",
+    "digits 1234567 and 3.14159, 2025-01-31, 1000000 and 007 then 12 34 5",
+    "don't I'LL we've THEY'RE it's you'd she'S we'Ll o'er 'tis (hark) \u00bfQu\u00e9?",
+    "line one\r\nline two\r\n\r\nline three",
+    "ROMEO:\n\tBut soft! what light through yonder window breaks?",
+    "a  b   c    d\t\te \n  f",
+    "   leading and trailing   ",
+    " \n \n\n  \n",
+    "caf\u00e9 na\u00efve \u00fcber \u2192 \u65e5\u672c\u8a9e \u041f\u0440\u0438\u0432\u0435\u0442 "
+    "\u0645\u0631\u062d\u0628\u0627 \u0915\u094d\u0937",
+    "\U0001f642 \U0001f468\u200d\U0001f469\u200d\U0001f467 \U0001f44d\U0001f3fd!! \u2764\ufe0f",
+    "SICINIUS and BRUTUS: GLOUCESTER's people; Second Citizen, Marcius!",
+    "x = f(a,b) -> [1, 22, 333]; // (c) 2024... ???",
+]
+
+
+def numbered_text():
+    """The first 200 kB of the text, each non-empty line numbered ("12 First Citizen:"), so that
+    the tokenizer learns digit merges; blank lines stay blank (".\n\n" stays as it is)."""
+    with open(TEXT, encoding="utf-8") as f:
+        text = f.read()[:200000]
+    out, n = [], 0
+    for line in text.split("\n"):
+        if line:
+            n += 1
+            line = f"{n} {line}"
+        out.append(line)
+    return "\n".join(out)
+
+
+# Contractions as whole tokens (no merge path): LLaMA-3 cuts "I'LL" into "I" "'LL" (its
+# contractions are case-insensitive) and GPT-2 into "I" "'" "LL"; with these tokens that shows.
+CONTRACTION_TOKENS = ["'LL", "'S", "'ve"]
+
+
+def make_llama3_tokenizer(path, vocab_size, n_whole):
+    """A byte-level BPE with LLaMA-3's pre-tokenizer and ignore_merges, trained on
+    numbered_text(); then n_whole whole-word tokens with no merge path (the most frequent
+    pre-tokens BPE splits in three or more) and CONTRACTION_TOKENS complete the vocabulary, so
+    that ignore_merges (a whole pre-token found in the vocabulary wins) changes the ids of the
+    words that have one."""
+    import regex
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|begin_of_text|>", "<|end_of_text|>"]
+    n_added = n_whole + len(CONTRACTION_TOKENS)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - n_added, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  min_frequency=2, show_progress=False)
+    text = numbered_text()
+    tok.train_from_iterator([text], trainer)
+    counts = {}
+    for w in regex.findall(LLAMA3_REGEX, text):
+        counts[w] = counts.get(w, 0) + 1
+    whole = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+             if len(tok.encode(w, add_special_tokens=False).ids) >= 3][:n_whole]
+    bos = tok.token_to_id(specials[0])
+    tok.post_processor = processors.TemplateProcessing(single=f"{specials[0]} $A",
+                                                       special_tokens=[(specials[0], bos)])
+    tj = json.loads(tok.to_str())
+    vocab = tj["model"]["vocab"]
+    bl = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    for w in whole + CONTRACTION_TOKENS:
+        vocab[bl.pre_tokenize_str(w)[0][0]] = len(vocab)
+    assert len(vocab) == vocab_size, len(vocab)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(tj, f, ensure_ascii=False, indent=1)
+    return Tokenizer.from_file(path), whole
+
+
+def escape_case(text):
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
 def make_tokenizer(path, vocab_size):
@@ -244,18 +337,18 @@ def build_1bitllm(name, c, out_dir, seed):
     return err
 
 
-def build(name, c, out_dir, tok_path, ids, seed):
+def build(name, c, out_dir, tok_path, ids, seed, bos=0, eos=0, extra_files=None):
     from safetensors.torch import save_file
     from transformers import BitNetConfig, BitNetForCausalLM
     from transformers.integrations.bitnet import pack_weights
 
     torch.manual_seed(seed)
-    n_vocab = 320
+    n_vocab = c.get("vocab", 320)
     cfg = BitNetConfig(vocab_size=n_vocab, hidden_size=c["hidden"], intermediate_size=c["ff"],
                        num_hidden_layers=c["layers"], num_attention_heads=c["heads"],
                        num_key_value_heads=c["kv"], hidden_act=c["act"],
                        max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
-                       tie_word_embeddings=c["tied"], bos_token_id=0, eos_token_id=0)
+                       tie_word_embeddings=c["tied"], bos_token_id=bos, eos_token_id=eos)
     model = BitNetForCausalLM(cfg).float().eval()
     sd = {}
     for k, v in model.state_dict().items():
@@ -294,6 +387,9 @@ def build(name, c, out_dir, tok_path, ids, seed):
     save_file({k: v.contiguous() for k, v in packed.items()},
               os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
     shutil.copy(tok_path, os.path.join(hf_dir, "tokenizer.json"))
+    for fname, content in (extra_files or {}).items():
+        with open(os.path.join(hf_dir, fname), "w", encoding="utf-8") as f:
+            json.dump(content, f)
 
     # transformers' own forward pass on the saved checkpoint, in float32
     hf = BitNetForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
@@ -310,6 +406,51 @@ def build(name, c, out_dir, tok_path, ids, seed):
     print(f"{name}: NumPy engine math vs transformers: nerr {err:.3e} (FP16 KV cache: {err16:.3e}), argmax {agree}/{len(ids)}, "
           f"greedy {greedy}, smallest top-2 margin {min(margins):.3f}", flush=True)
     shutil.rmtree(hf_dir)
+    return err
+
+
+def build_llama3tok(name, c, out_dir):
+    """The LLaMA-3-tokenizer fixture: build() with make_llama3_tokenizer's tokenizer.json, then
+    bpe_cases (lines "text<TAB>ids", text with \\ \\n \\r \\t escaped, the tokenizers library's
+    ids without BOS). Checks that the cases tell the pre-tokenizers apart: the same vocabulary
+    with GPT-2's pre-tokenizer and without ignore_merges (what b158-cl did with the "gpt2" that
+    b158_convert.py used to write) must give other ids on most of them."""
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    work = tempfile.mkdtemp(prefix=f"b158-hf-{name}-")
+    tok_path = os.path.join(work, "tokenizer.json")
+    tok, whole = make_llama3_tokenizer(tok_path, c["vocab"], c["whole_words"])
+    with open(tok_path, encoding="utf-8") as f:
+        tj = json.load(f)
+    assert tj["model"]["ignore_merges"] is True and tj["pre_tokenizer"]["type"] == "Sequence"
+    tj["model"]["ignore_merges"] = False
+    no_im = Tokenizer.from_str(json.dumps(tj))
+    gpt2 = Tokenizer.from_str(json.dumps(tj))  # and no ignore_merges: b158-cl's "gpt2"
+    gpt2.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+    def enc(t, text):
+        return t.encode(text, add_special_tokens=False).ids
+
+    cases = [(text, enc(tok, text)) for text in BPE_CASES]
+    by_pre = sum(enc(gpt2, t) != want for t, want in cases)
+    by_im = sum(enc(no_im, t) != want for t, want in cases)
+    assert by_pre >= len(cases) // 2 and by_im >= 3, (by_pre, by_im)
+    for text, want in cases:  # the ids decode back to the text (byte-level BPE is lossless)
+        assert tok.decode(want) == text, text
+    ids = tok.encode("ROMEO: But soft, what light through yonder window breaks?\n\n").ids
+    ids = ids[:N_TOKENS]
+    bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
+    assert ids[0] == bos and len(ids) == N_TOKENS, ids
+    tcfg = {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
+            "model_max_length": 64, "tokenizer_class": "PreTrainedTokenizerFast"}
+    err = build(name, c, out_dir, tok_path, ids, seed=c["seed"], bos=bos, eos=eos,
+                extra_files={"tokenizer_config.json": tcfg})
+    with open(os.path.join(out_dir, "bpe_cases"), "w", encoding="utf-8") as f:
+        for text, want in cases:
+            f.write(escape_case(text) + "\t" + " ".join(str(i) for i in want) + "\n")
+    print(f"{name}: {len(cases)} bpe_cases, {by_pre} with other ids under GPT-2's pre-tokenizer, "
+          f"{by_im} without ignore_merges; whole-word tokens {whole}", flush=True)
+    shutil.rmtree(work)
     return err
 
 
@@ -474,6 +615,10 @@ def main():
         if args.only and name not in args.only.split(","):
             continue
         build_1bitllm(name, c, os.path.join(args.out, name), seed=c["seed"])
+    for name, c in LLAMA3TOK.items():
+        if args.only and name not in args.only.split(","):
+            continue
+        build_llama3tok(name, c, os.path.join(args.out, name))
 
 
 if __name__ == "__main__":
