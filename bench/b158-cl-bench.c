@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "b158/model.h"
+#include "blas.h"
 #include "ops.h"
 
 #define MAX_SHAPES 16
@@ -73,8 +74,8 @@ static uint64_t median(uint64_t *v, int n)
 /* Device time of the last launch of kernel id, from the runtime's profiling totals. */
 static uint64_t last_ns(b158_runtime *rt, const char *name, uint64_t *prev)
 {
-    b158_kernel_stats st[B158_KERNEL_COUNT + B158_BLAS_COUNT];
-    size_t n = b158_runtime_kernel_stats(rt, st, B158_KERNEL_COUNT + B158_BLAS_COUNT);
+    b158_kernel_stats st[B158_KERNEL_COUNT + B158_RT_MAX_ROUTINES];
+    size_t n = b158_runtime_kernel_stats(rt, st, B158_KERNEL_COUNT + B158_RT_MAX_ROUTINES);
     for (size_t i = 0; i < n; i++) {
         if (strcmp(st[i].name, name) == 0) {
             uint64_t d = st[i].total_ns - *prev;

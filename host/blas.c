@@ -1,22 +1,16 @@
 /* The FP16 baseline's matmuls through CLBlast (HGEMV for one token, HGEMM for more) on devices
  * with cl_khr_fp16: the dense FP16 LLaMA-style model the paper compares BitNet b1.58 against. */
+#include "blas.h"
+
 #include <clblast_c.h>
 #include <time.h>
 
 #include "ops.h"
 
-static const char *const blas_names[B158_BLAS_COUNT] = {"clblast_hgemv", "clblast_hgemm"};
-
-const char *b158_blas_name(enum b158_blas_id id)
+/* CLBlast keeps every program it built (retaining the context) until told otherwise. */
+static void release_programs(void)
 {
-    return id < B158_BLAS_COUNT ? blas_names[id] : "?";
-}
-
-void b158_blas_release(b158_runtime *rt)
-{
-    /* CLBlast keeps every program it built (retaining the context) until told otherwise */
     CLBlastClearCache();
-    rt->used_blas = 0;
 }
 
 /* CLBlast's own codes (below -1000) by name; OpenCL's through b158_cl_error_name. */
@@ -104,7 +98,7 @@ b158_status b158_op_hgemm(b158_runtime *rt, const b158_buf *w, const b158_buf *x
     if (!rt->info.has_fp16)
         return blas_fail(CLBlastNoHalfPrecision, "hgemm", __LINE__);
     const cl_half one = b158_f32_to_f16(1.0f), zero = 0;
-    const enum b158_blas_id id = m_rows == 1 ? B158_BLAS_HGEMV : B158_BLAS_HGEMM;
+    const char *name = m_rows == 1 ? "clblast_hgemv" : "clblast_hgemm";
     /* a routine is several kernels: with profiling on, its time is the wall time from an idle
      * queue to the routine's end */
     uint64_t t0 = 0;
@@ -112,7 +106,7 @@ b158_status b158_op_hgemm(b158_runtime *rt, const b158_buf *w, const b158_buf *x
         B158_TRY(b158_rt_finish(rt));
         t0 = now_ns();
     }
-    rt->used_blas = 1;
+    B158_TRY(b158_rt_on_release(rt, release_programs));
     CLBlastStatusCode c;
     if (m_rows == 1) {
         /* y (n_rows) = W (n_rows x k, row-major) . x. CLBlast computes beta * y even for
@@ -140,10 +134,7 @@ b158_status b158_op_hgemm(b158_runtime *rt, const b158_buf *w, const b158_buf *x
         if (c != CLBlastSuccess)
             return blas_fail(c, "CLBlastHgemmWithTempBuffer", __LINE__);
     }
-    rt->blas[id].launches++;
-    if (rt->profile) {
+    if (rt->profile)
         B158_TRY(b158_rt_finish(rt));
-        rt->blas[id].total_ns += now_ns() - t0;
-    }
-    return B158_OK;
+    return b158_rt_record(rt, name, rt->profile ? now_ns() - t0 : 0);
 }

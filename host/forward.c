@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "model.h"
 
 /* Host scratch of the CPU reference path; shapes in comments ((rows, cols) row-major). */

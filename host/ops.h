@@ -100,16 +100,6 @@ b158_status b158_op_dequantize_half(b158_runtime *rt, const b158_buf *q, const b
 b158_status b158_op_f16_to_f32(b158_runtime *rt, const b158_buf *h, const b158_buf *y, int count,
                                int accumulate);
 
-/* ---- the FP16 baseline through CLBlast (host/blas.c; needs cl_khr_fp16) ------------------ */
-
-/* All FP16: y[m][n] = sum_k w[n][k] x[m][k] for m < m_rows, n < n_rows. One row is CLBlast's
- * HGEMV, more its HGEMM with the caller's temp buffer (b158_hgemm_temp_bytes; none for one
- * row). B158_ERR_UNSUPPORTED on a device without cl_khr_fp16. */
-b158_status b158_op_hgemm(b158_runtime *rt, const b158_buf *w, const b158_buf *x, const b158_buf *y,
-                          int n_rows, int k, int m_rows, const b158_buf *temp);
-/* Bytes of the temp buffer HGEMM needs at this shape (0 for one row). */
-b158_status b158_hgemm_temp_bytes(b158_runtime *rt, int n_rows, int k, int m_rows, size_t *bytes);
-
 /* ---- plain-C references (same semantics, sequential) ------------------------------------ */
 
 void b158_ref_quantize(const float *x, int k, int m_rows, int8_t *q, float *s);

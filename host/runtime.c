@@ -356,8 +356,8 @@ void b158_runtime_free(b158_runtime *rt)
 {
     if (!rt)
         return;
-    if (rt->used_blas)
-        b158_blas_release(rt);
+    for (int i = 0; i < B158_RT_MAX_RELEASE && rt->release[i]; i++)
+        rt->release[i]();
     for (int i = 0; i < B158_KERNEL_COUNT; i++)
         if (rt->kernels[i].kernel)
             clReleaseKernel(rt->kernels[i].kernel);
@@ -398,17 +398,20 @@ uint64_t b158_runtime_mem_peak(const b158_runtime *rt)
 size_t b158_runtime_kernel_stats(const b158_runtime *rt, b158_kernel_stats *out, size_t cap)
 {
     size_t n = 0;
-    for (int i = 0; rt && i < B158_KERNEL_COUNT + B158_BLAS_COUNT; i++) {
-        const int blas = i >= B158_KERNEL_COUNT;
-        const struct b158_kernel_slot *k =
-            blas ? &rt->blas[i - B158_KERNEL_COUNT] : &rt->kernels[i];
+    for (int i = 0; rt && i < B158_KERNEL_COUNT; i++) {
+        const struct b158_kernel_slot *k = &rt->kernels[i];
         if (!k->launches)
             continue;
         if (n < cap)
-            out[n] = (b158_kernel_stats){
-                blas ? b158_blas_name((enum b158_blas_id)(i - B158_KERNEL_COUNT))
-                     : kernel_table[i].name,
-                k->launches, k->total_ns};
+            out[n] = (b158_kernel_stats){kernel_table[i].name, k->launches, k->total_ns};
+        n++;
+    }
+    for (int i = 0; rt && i < B158_RT_MAX_ROUTINES && rt->routines[i].name; i++) {
+        const struct b158_routine_slot *r = &rt->routines[i];
+        if (!r->launches)
+            continue;
+        if (n < cap)
+            out[n] = (b158_kernel_stats){r->name, r->launches, r->total_ns};
         n++;
     }
     return n;
@@ -418,8 +421,35 @@ void b158_runtime_kernel_stats_reset(b158_runtime *rt)
 {
     for (int i = 0; rt && i < B158_KERNEL_COUNT; i++)
         rt->kernels[i].launches = rt->kernels[i].total_ns = 0;
-    for (int i = 0; rt && i < B158_BLAS_COUNT; i++)
-        rt->blas[i].launches = rt->blas[i].total_ns = 0;
+    for (int i = 0; rt && i < B158_RT_MAX_ROUTINES; i++)
+        rt->routines[i].launches = rt->routines[i].total_ns = 0;
+}
+
+b158_status b158_rt_record(b158_runtime *rt, const char *name, uint64_t ns)
+{
+    for (int i = 0; i < B158_RT_MAX_ROUTINES; i++) {
+        struct b158_routine_slot *r = &rt->routines[i];
+        if (!r->name)
+            r->name = name;
+        if (strcmp(r->name, name) == 0) {
+            r->launches++;
+            r->total_ns += ns;
+            return B158_OK;
+        }
+    }
+    return B158_FAIL(B158_ERR_UNSUPPORTED, "more than %d routines to time (at %s)",
+                     B158_RT_MAX_ROUTINES, name);
+}
+
+b158_status b158_rt_on_release(b158_runtime *rt, b158_rt_release_fn fn)
+{
+    for (int i = 0; i < B158_RT_MAX_RELEASE; i++) {
+        if (!rt->release[i])
+            rt->release[i] = fn;
+        if (rt->release[i] == fn)
+            return B158_OK;
+    }
+    return B158_FAIL(B158_ERR_UNSUPPORTED, "more than %d release functions", B158_RT_MAX_RELEASE);
 }
 
 /* ---- device memory ---------------------------------------------------------------------- */

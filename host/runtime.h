@@ -52,14 +52,23 @@ typedef struct b158_buf {
     b158_mem_category category;
 } b158_buf;
 
-/* CLBlast routines the FP16 baseline calls (host/blas.c), with their own profiling totals. */
-enum b158_blas_id { B158_BLAS_HGEMV, B158_BLAS_HGEMM, B158_BLAS_COUNT };
-
 struct b158_kernel_slot {
     cl_kernel kernel;
     uint64_t launches;
     uint64_t total_ns;
 };
+
+/* Profiling totals of work another library enqueued on the runtime's queue (b158_rt_record). */
+#define B158_RT_MAX_ROUTINES 8
+struct b158_routine_slot {
+    const char *name; /* NULL = free slot */
+    uint64_t launches;
+    uint64_t total_ns;
+};
+
+/* Called once when the runtime is freed, before its context is released. */
+typedef void (*b158_rt_release_fn)(void);
+#define B158_RT_MAX_RELEASE 4
 
 struct b158_runtime {
     b158_device_info info;
@@ -77,8 +86,8 @@ struct b158_runtime {
     cl_program programs[16];
     const char *program_files[16];
     struct b158_kernel_slot kernels[B158_KERNEL_COUNT];
-    struct b158_kernel_slot blas[B158_BLAS_COUNT]; /* kernel is unused: CLBlast owns its own */
-    int used_blas; /* CLBlast holds compiled programs for this context */
+    struct b158_routine_slot routines[B158_RT_MAX_ROUTINES];
+    b158_rt_release_fn release[B158_RT_MAX_RELEASE];
     uint64_t mem[B158_MEM_CATEGORY_COUNT];
     uint64_t mem_peak;
 };
@@ -141,9 +150,15 @@ b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t narg
 
 b158_status b158_rt_finish(b158_runtime *rt);
 
-/* host/blas.c: name of a CLBlast routine in the profiling totals ("clblast_hgemv"), and the
- * release of CLBlast's cached programs before rt's context goes. */
-const char *b158_blas_name(enum b158_blas_id id);
-void b158_blas_release(b158_runtime *rt);
+/* Adds one run of ns nanoseconds to the totals of a routine that another library enqueued on
+ * the runtime's queue (several kernels of its own, timed by the caller); the routines appear
+ * in b158_runtime_kernel_stats after the kernels. name must outlive rt. B158_ERR_UNSUPPORTED
+ * past B158_RT_MAX_ROUTINES names. */
+b158_status b158_rt_record(b158_runtime *rt, const char *name, uint64_t ns);
+
+/* Has fn called once when rt is freed, before its context goes: a library that keeps
+ * programs of the context (CLBlast does) lets go of them there. A function registered twice
+ * runs once. B158_ERR_UNSUPPORTED past B158_RT_MAX_RELEASE functions. */
+b158_status b158_rt_on_release(b158_runtime *rt, b158_rt_release_fn fn);
 
 #endif

@@ -1,5 +1,5 @@
 /* Runtime tests: device listing and selection errors, program build log and cache, memory
- * accounting. */
+ * accounting, the timings of other libraries' routines. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,6 +175,55 @@ static void test_memory(void)
     CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_CATEGORY_COUNT), base);
 }
 
+static int released;
+static void count_release(void)
+{
+    released++;
+}
+
+/* Routines that another library enqueues (CLBlast's) are timed beside the kernels under their
+ * own names, and the release functions run once when the runtime goes. */
+static void test_routines(void)
+{
+    b158_runtime *rt = NULL;
+    b158_status st = create_on(NULL, &rt);
+    if (st == B158_ERR_NO_PLATFORM || st == B158_ERR_NO_DEVICE) {
+        b158_test_skip(b158_last_error());
+        return;
+    }
+    CU_ASSERT_EQUAL_FATAL(st, B158_OK);
+    static const char *const names[B158_RT_MAX_ROUTINES + 1] = {
+        "routine_a", "routine_b", "r2", "r3", "r4", "r5", "r6", "r7", "r8"};
+    const uint64_t ns = (uint64_t)b158_test_randint(1, 1000000);
+    CU_ASSERT_EQUAL(b158_rt_record(rt, "routine_a", ns), B158_OK);
+    CU_ASSERT_EQUAL(b158_rt_record(rt, "routine_b", 7), B158_OK);
+    CU_ASSERT_EQUAL(b158_rt_record(rt, "routine_a", 5), B158_OK);
+    b158_kernel_stats s[B158_KERNEL_COUNT + B158_RT_MAX_ROUTINES + 1];
+    memset(s, 0, sizeof s);
+    CU_ASSERT_EQUAL_FATAL(b158_runtime_kernel_stats(rt, s, 1), 2); /* no kernel ran yet */
+    CU_ASSERT_PTR_NULL(s[1].name);                                 /* cap respected */
+    CU_ASSERT_EQUAL_FATAL(b158_runtime_kernel_stats(rt, s, 3), 2);
+    CU_ASSERT_STRING_EQUAL(s[0].name, "routine_a");
+    CU_ASSERT_EQUAL(s[0].launches, 2);
+    CU_ASSERT_EQUAL(s[0].total_ns, ns + 5);
+    CU_ASSERT_STRING_EQUAL(s[1].name, "routine_b");
+    CU_ASSERT_EQUAL(s[1].launches, 1);
+    CU_ASSERT_EQUAL(s[1].total_ns, 7);
+    b158_runtime_kernel_stats_reset(rt);
+    CU_ASSERT_EQUAL(b158_runtime_kernel_stats(rt, s, 3), 0);
+    for (int i = 2; i < B158_RT_MAX_ROUTINES; i++)
+        CU_ASSERT_EQUAL(b158_rt_record(rt, names[i], 1), B158_OK);
+    CU_ASSERT_EQUAL(b158_rt_record(rt, names[B158_RT_MAX_ROUTINES], 1), B158_ERR_UNSUPPORTED);
+    CU_ASSERT_EQUAL(b158_runtime_kernel_stats(rt, s, sizeof s / sizeof s[0]),
+                    B158_RT_MAX_ROUTINES - 2);
+    released = 0;
+    CU_ASSERT_EQUAL(b158_rt_on_release(rt, count_release), B158_OK);
+    CU_ASSERT_EQUAL(b158_rt_on_release(rt, count_release), B158_OK);
+    CU_ASSERT_EQUAL(released, 0);
+    b158_runtime_free(rt);
+    CU_ASSERT_EQUAL(released, 1);
+}
+
 static void add_suites(void)
 {
     b158_test_suite("devices",
@@ -182,7 +231,9 @@ static void add_suites(void)
     b158_test_suite("build", (b158_test_case[]){{"build_error_has_log", test_build_error},
                                                 {"binary_cache", test_build_cache},
                                                 {NULL, NULL}});
-    b158_test_suite("memory", (b158_test_case[]){{"counters", test_memory}, {NULL, NULL}});
+    b158_test_suite("memory", (b158_test_case[]){{"counters", test_memory},
+                                                 {"routine_counters", test_routines},
+                                                 {NULL, NULL}});
 }
 
 int main(int argc, char **argv)
