@@ -5,8 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
-#include "model.h"
+#include "baseline.h"
 
 /* Host scratch of the CPU reference path; shapes in comments ((rows, cols) row-major). */
 struct cpu_state {
@@ -26,11 +25,7 @@ struct dev_state {
     b158_buf ids, x, xn, q, k, v, att, gate, up, q8, s, last, logits;
     b158_buf k_cache, v_cache;
     b158_buf inv_freq;  /* (n_rot / 2) RoPE inverse frequencies */
-    b158_buf xf, tmp;   /* FP16 baseline only: dequantized input (n_batch, width), an output */
-    b158_buf xh, yh;    /* CLBlast baseline only: FP16 input (n_batch, width), FP16 output, same */
-    b158_buf blas_temp; /* CLBlast baseline only: HGEMM's temp buffer, sized once */
-    int q8_k;           /* width of what q8 holds */
-    int xf_ready;       /* xf holds q8 dequantized */
+    b158_baseline base; /* the FP16 baseline's scratch, in its weight modes only */
 };
 
 struct b158_session {
@@ -91,12 +86,12 @@ void b158_session_free(b158_session *s)
         free(host[i]);
     if (s->rt) {
         struct dev_state *d = &s->dev;
-        b158_buf *bufs[] = {&d->ids,    &d->x,       &d->xn,       &d->q,  &d->k,   &d->v,
-                            &d->att,    &d->gate,    &d->up,       &d->q8, &d->s,   &d->last,
-                            &d->logits, &d->k_cache, &d->v_cache,  &d->xf, &d->tmp, &d->inv_freq,
-                            &d->xh,     &d->yh,      &d->blas_temp};
+        b158_buf *bufs[] = {&d->ids,    &d->x,       &d->xn,      &d->q,       &d->k, &d->v,
+                            &d->att,    &d->gate,    &d->up,      &d->q8,      &d->s, &d->last,
+                            &d->logits, &d->k_cache, &d->v_cache, &d->inv_freq};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             b158_buf_free(s->rt, bufs[i]);
+        b158_baseline_free(s->rt, &d->base);
     }
     free(s);
 }
@@ -160,41 +155,7 @@ static b158_status alloc_dev(b158_session *s)
     B158_TRY(b158_buf_alloc(rt, S, (s->all_logits ? B : 1) * h->n_vocab * 4, &d->logits));
     B158_TRY(b158_buf_alloc(rt, S, (size_t)h->n_rot / 2 * 4, &d->inv_freq));
     B158_TRY(b158_buf_write(rt, &d->inv_freq, 0, (size_t)h->n_rot / 2 * 4, s->inv_freq));
-    if (s->m->dev_mode == B158_WEIGHTS_FP16) {
-        B158_TRY(b158_buf_alloc(rt, S, B * W * 4, &d->xf));
-        B158_TRY(b158_buf_alloc(rt, S, B * h->n_embd * 4, &d->tmp));
-    }
-    if (s->m->dev_mode == B158_WEIGHTS_FP16_CLBLAST) {
-        B158_TRY(b158_buf_alloc(rt, S, B * W * 2, &d->xh));
-        B158_TRY(b158_buf_alloc(rt, S, B * W * 2, &d->yh));
-        /* HGEMM's temp buffer for the largest of the block's shapes at a full batch, so
-         * CLBlast allocates nothing per call */
-        const int rows[] = {(int)qd, (int)kvd, h->n_embd, h->n_ff, h->n_embd};
-        const int cols[] = {h->n_embd, h->n_embd, (int)qd, h->n_embd, h->n_ff};
-        size_t temp = 0;
-        for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-            size_t t;
-            B158_TRY(b158_hgemm_temp_bytes(rt, rows[i], cols[i], (int)B, &t));
-            temp = t > temp ? t : temp;
-        }
-        if (temp)
-            B158_TRY(b158_buf_alloc(rt, S, temp, &d->blas_temp));
-    }
     return B158_OK;
-}
-
-/* CLBlast compiles a routine's kernels on its first call: call HGEMV and HGEMM once at
- * session creation, so no token pays for it (the results land in scratch and are unused). */
-static b158_status warm_up_blas(b158_session *s)
-{
-    const b158_model_info *h = &s->m->info;
-    struct dev_state *d = &s->dev;
-    const b158_buf *w = &s->m->dev[0].hq;
-    const int qd = h->n_head * h->head_dim;
-    B158_TRY(b158_op_hgemm(s->rt, w, &d->xh, &d->yh, qd, h->n_embd, 1, NULL));
-    if (s->n_batch > 1)
-        B158_TRY(b158_op_hgemm(s->rt, w, &d->xh, &d->yh, qd, h->n_embd, s->n_batch, &d->blas_temp));
-    return b158_rt_finish(s->rt);
 }
 
 b158_status b158_session_create(b158_model *m, const b158_session_params *params,
@@ -244,18 +205,9 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
         st = s->rt ? alloc_dev(s) : alloc_cpu(s);
     /* compile every kernel of the forward pass now, so the first token is not the one that
      * pays for it (and the timings of prompt processing do not include it) */
-    static const enum b158_kernel_id used[] = {B158_K_QUANTIZE_ROWS,
-                                               B158_K_RMSNORM,
-                                               B158_K_ROPE,
-                                               B158_K_KV_STORE,
-                                               B158_K_ATTENTION,
-                                               B158_K_GLU,
-                                               B158_K_EMBED,
-                                               B158_K_F16_MATVEC,
-                                               B158_K_DEQUANTIZE_ROWS,
-                                               B158_K_ADD,
-                                               B158_K_DEQUANTIZE_ROWS_HALF,
-                                               B158_K_F16_TO_F32};
+    static const enum b158_kernel_id used[] = {B158_K_QUANTIZE_ROWS, B158_K_RMSNORM,   B158_K_ROPE,
+                                               B158_K_KV_STORE,      B158_K_ATTENTION, B158_K_GLU,
+                                               B158_K_EMBED,         B158_K_F16_MATVEC};
     for (size_t i = 0; s->rt && st == B158_OK && i < sizeof used / sizeof used[0]; i++) {
         cl_kernel k;
         st = b158_rt_kernel(s->rt, used[i], &k);
@@ -266,8 +218,8 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
         st = b158_rt_kernel(s->rt, gpu ? B158_K_TERNARY_GEMV_GPU : B158_K_TERNARY_GEMV_CPU, &k);
         if (st == B158_OK)
             st = b158_rt_kernel(s->rt, gpu ? B158_K_TERNARY_GEMM_GPU : B158_K_TERNARY_GEMM_CPU, &k);
-        if (st == B158_OK && m->dev_mode == B158_WEIGHTS_FP16_CLBLAST && h->n_layer > 0)
-            st = warm_up_blas(s);
+        if (st == B158_OK && m->dev_mode != B158_WEIGHTS_TERNARY)
+            st = b158_baseline_create(s->rt, m, s->n_batch, s->width_max, &s->dev.base);
     }
     if (st != B158_OK) {
         b158_session_free(s);
@@ -279,42 +231,26 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
 
 /* ---- device forward --------------------------------------------------------------------- */
 
-/* One BitLinear input: quantize xn (n rows of width k) into q8 / s. */
+/* One BitLinear input: xn (n rows of width k) quantized into q8 / s, which the matmuls that
+ * share the input read; the FP16 baseline converts it to its own input once here. */
 static b158_status dev_quantize(b158_session *s, const b158_buf *x, int k, int n)
 {
-    s->dev.q8_k = k;
-    s->dev.xf_ready = 0;
-    return b158_op_quantize(s->rt, x, &s->dev.q8, &s->dev.s, k, b158_ternary_k_pad(k), n);
+    struct dev_state *d = &s->dev;
+    B158_TRY(b158_op_quantize(s->rt, x, &d->q8, &d->s, k, b158_ternary_k_pad(k), n));
+    if (s->m->dev_mode == B158_WEIGHTS_TERNARY)
+        return B158_OK;
+    return b158_baseline_input(s->rt, &d->base, &d->q8, &d->s, k, n);
 }
 
-/* y (+)= W . (the quantized input in q8): the ternary kernels, or for the FP16 baseline the
- * dense FP16 matrix applied to the dequantized input (dequantized once per input), through the
- * FP16-storage kernel or CLBlast's HGEMM/HGEMV in FP16 with the result widened into y. */
-static b158_status dev_linear(b158_session *s, const b158_tmat *t, const b158_buf *dense,
+/* y (+)= W . the quantized input of width k: the ternary kernels, or the FP16 baseline's
+ * dense matrix. */
+static b158_status dev_linear(b158_session *s, const b158_tmat *t, const b158_buf *dense, int k,
                               const b158_buf *y, int n, int accumulate)
 {
     struct dev_state *d = &s->dev;
     if (s->m->dev_mode == B158_WEIGHTS_TERNARY)
         return b158_op_ternary_matmul(s->rt, t, &d->q8, &d->s, y, n, accumulate);
-    const int k = d->q8_k;
-    const int rows = (int)(dense->bytes / 2 / (size_t)k);
-    if (s->m->dev_mode == B158_WEIGHTS_FP16_CLBLAST) {
-        if (!d->xf_ready) {
-            B158_TRY(
-                b158_op_dequantize_half(s->rt, &d->q8, &d->s, &d->xh, k, b158_ternary_k_pad(k), n));
-            d->xf_ready = 1;
-        }
-        B158_TRY(b158_op_hgemm(s->rt, dense, &d->xh, &d->yh, rows, k, n, &d->blas_temp));
-        return b158_op_f16_to_f32(s->rt, &d->yh, y, n * rows, accumulate);
-    }
-    if (!d->xf_ready) {
-        B158_TRY(b158_op_dequantize(s->rt, &d->q8, &d->s, &d->xf, k, b158_ternary_k_pad(k), n));
-        d->xf_ready = 1;
-    }
-    if (!accumulate)
-        return b158_op_f16_matvec(s->rt, dense, &d->xf, y, rows, k, n);
-    B158_TRY(b158_op_f16_matvec(s->rt, dense, &d->xf, &d->tmp, rows, k, n));
-    return b158_op_add(s->rt, y, &d->tmp, n * rows);
+    return b158_baseline_linear(s->rt, &d->base, dense, k, y, n, accumulate);
 }
 
 static b158_status dev_forward(b158_session *s, const int32_t *tokens, int n, int pos,
@@ -336,9 +272,9 @@ static b158_status dev_forward(b158_session *s, const int32_t *tokens, int n, in
         /* attention: norm, one int8 quantization shared by q, k and v */
         B158_TRY(b158_op_rmsnorm(rt, &d->x, &L->attn_norm, &d->xn, h->n_embd, n, h->rms_eps));
         B158_TRY(dev_quantize(s, &d->xn, h->n_embd, n));
-        B158_TRY(dev_linear(s, &L->wq, &L->hq, &d->q, n, 0));
-        B158_TRY(dev_linear(s, &L->wk, &L->hk, &d->k, n, 0));
-        B158_TRY(dev_linear(s, &L->wv, &L->hv, &d->v, n, 0));
+        B158_TRY(dev_linear(s, &L->wq, &L->hq, h->n_embd, &d->q, n, 0));
+        B158_TRY(dev_linear(s, &L->wk, &L->hk, h->n_embd, &d->k, n, 0));
+        B158_TRY(dev_linear(s, &L->wv, &L->hv, h->n_embd, &d->v, n, 0));
         B158_TRY(b158_op_rope(rt, &d->q, &d->inv_freq, qd, h->n_head, h->head_dim, h->n_rot, n, pos,
                               rope));
         B158_TRY(b158_op_rope(rt, &d->k, &d->inv_freq, kvd, h->n_head_kv, h->head_dim, h->n_rot, n,
@@ -351,20 +287,20 @@ static b158_status dev_forward(b158_session *s, const int32_t *tokens, int n, in
             B158_TRY(b158_op_rmsnorm(rt, &d->att, &L->attn_sub_norm, &d->att, qd, n, h->rms_eps));
         B158_TRY(dev_quantize(s, &d->att, qd, n));
         /* output projection added straight into the residual stream */
-        B158_TRY(dev_linear(s, &L->wo, &L->ho, &d->x, n, 1));
+        B158_TRY(dev_linear(s, &L->wo, &L->ho, qd, &d->x, n, 1));
 
         /* feed-forward */
         B158_TRY(b158_op_rmsnorm(rt, &d->x, &L->ffn_norm, &d->xn, h->n_embd, n, h->rms_eps));
         B158_TRY(dev_quantize(s, &d->xn, h->n_embd, n));
-        B158_TRY(dev_linear(s, &L->wgate, &L->hgate, &d->gate, n, 0));
-        B158_TRY(dev_linear(s, &L->wup, &L->hup, &d->up, n, 0));
+        B158_TRY(dev_linear(s, &L->wgate, &L->hgate, h->n_embd, &d->gate, n, 0));
+        B158_TRY(dev_linear(s, &L->wup, &L->hup, h->n_embd, &d->up, n, 0));
         B158_TRY(b158_op_glu(rt, &d->gate, &d->up, &d->gate, n * h->n_ff,
                              h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU));
         if (h->sub_norms)
             B158_TRY(
                 b158_op_rmsnorm(rt, &d->gate, &L->ffn_sub_norm, &d->gate, h->n_ff, n, h->rms_eps));
         B158_TRY(dev_quantize(s, &d->gate, h->n_ff, n));
-        B158_TRY(dev_linear(s, &L->wdown, &L->hdown, &d->x, n, 1));
+        B158_TRY(dev_linear(s, &L->wdown, &L->hdown, h->n_ff, &d->x, n, 1));
     }
     /* final norm and LM head: every row for perplexity, else only the last token */
     B158_TRY(b158_op_rmsnorm(rt, &d->x, &m->d_output_norm, &d->xn, h->n_embd, n, h->rms_eps));

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
+#include "baseline.h"
 
 void *b158_model_alloc(b158_model *m, size_t bytes)
 {
@@ -287,23 +287,6 @@ static b158_status upload(b158_runtime *rt, const void *data, size_t bytes, b158
     return b158_buf_write(rt, out, 0, bytes, data);
 }
 
-/* The FP16 baseline's copy of a ternary matrix: W_t * scale per element, rounded to FP16. */
-static b158_status upload_dense(b158_runtime *rt, const b158_tpack *t, b158_buf *out)
-{
-    const size_t bytes = (size_t)t->n * t->k * 2;
-    uint16_t *h = malloc(bytes);
-    if (!h)
-        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for a %d x %d FP16 matrix", t->n,
-                         t->k);
-    for (int r = 0; r < t->n; r++)
-        for (int e = 0; e < t->k; e++)
-            h[(size_t)r * t->k + e] =
-                b158_f32_to_f16((float)b158_tpack_get(t, r, e) * t->scales[r]);
-    b158_status st = upload(rt, h, bytes, out);
-    free(h);
-    return st;
-}
-
 static b158_status upload_all(b158_model *m, b158_runtime *rt)
 {
     const b158_model_info *h = &m->info;
@@ -325,7 +308,7 @@ static b158_status upload_all(b158_model *m, b158_runtime *rt)
         b158_buf *dense[] = {&d->hq, &d->hk, &d->hv, &d->ho, &d->hgate, &d->hup, &d->hdown};
         for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
             if (m->dev_mode != B158_WEIGHTS_TERNARY)
-                B158_TRY(upload_dense(rt, src[i], dense[i]));
+                B158_TRY(b158_baseline_upload(rt, src[i], dense[i]));
             else
                 B158_TRY(b158_tmat_upload_packed(rt, src[i]->codes, src[i]->scales, src[i]->n,
                                                  src[i]->k, dst[i]));
@@ -355,11 +338,8 @@ b158_status b158_model_upload_as(b158_model *m, b158_runtime *rt, b158_weight_mo
                          "the model is already on a device (or in the other weight mode)");
     if (mode < B158_WEIGHTS_TERNARY || mode > B158_WEIGHTS_FP16_CLBLAST)
         return B158_FAIL(B158_ERR_INVALID_ARG, "unknown weight mode %d", (int)mode);
-    if (mode == B158_WEIGHTS_FP16_CLBLAST && !rt->info.has_fp16)
-        return B158_FAIL(B158_ERR_UNSUPPORTED,
-                         "the CLBlast FP16 baseline needs cl_khr_fp16, which %s does not have; "
-                         "use the FP16-storage kernels (B158_WEIGHTS_FP16)",
-                         rt->info.name);
+    if (mode != B158_WEIGHTS_TERNARY)
+        B158_TRY(b158_baseline_check(rt, mode));
     m->rt = rt;
     m->dev_mode = mode;
     b158_status st = upload_all(m, rt);

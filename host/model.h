@@ -30,7 +30,7 @@ static inline int b158_tpack_get(const b158_tpack *t, int r, int e)
 }
 
 /* Device weights of one layer: packed ternary matrices, or for the FP16 baseline engine dense
- * FP16 matrices holding W_t * scale (n rows of k). */
+ * FP16 matrices holding W_t * scale (n rows of k; host/baseline.c). */
 struct b158_layer_dev {
     b158_buf attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm;
     b158_tmat wq, wk, wv, wo, wgate, wup, wdown;
