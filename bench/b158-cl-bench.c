@@ -50,9 +50,10 @@ static void usage(FILE *f)
                "  --reps R             timed repetitions, median reported (default 20)\n"
                "  --device SEL         device index or name substring\n"
                "  --fp16 auto|clblast|kernels\n"
-               "                       FP16 baseline matmuls: CLBlast HGEMM/HGEMV (needs\n"
-               "                       cl_khr_fp16) or b158-cl's FP16-storage kernels; auto\n"
-               "                       (default) takes CLBlast where the device has fp16\n"
+               "                       FP16 baseline matmuls: CLBlast HGEMM/HGEMV (needs a\n"
+               "                       build with CLBlast and cl_khr_fp16) or b158-cl's\n"
+               "                       FP16-storage kernels; auto (default) takes CLBlast\n"
+               "                       where both are there\n"
                "  -o md|json|csv       output format (default md; csv for models only)\n"
                "Model mode runs each model twice on one device: the ternary engine (b1.58) and\n"
                "the FP16 baseline (the same weights as dense FP16 matrices). Large presets need\n"
@@ -216,7 +217,8 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
         &res[(*nres)++]));
     T(time_op(rt, "f16_matvec", o->reps, (double)n * k * 2 + k * 4 + n * 4, n, k, 1, run_f16, &c,
               &res[(*nres)++]));
-    if (b158_runtime_device(rt)->has_fp16 && b158_runtime_variant(rt) == B158_VARIANT_CPU)
+    if (b158_weight_mode_check(rt, B158_WEIGHTS_FP16_CLBLAST) == B158_OK &&
+        b158_runtime_variant(rt) == B158_VARIANT_CPU)
         T(bench_clblast(rt, &c, o, res, nres));
 #undef T
 done:
@@ -634,12 +636,10 @@ static int run_models(const options *o)
         return 1;
     }
     const b158_device_info *d = b158_runtime_device(rt);
-    const int blas = !strcmp(o->fp16, "clblast") || (!strcmp(o->fp16, "auto") && d->has_fp16);
-    if (blas && !d->has_fp16) {
-        fprintf(stderr,
-                "error: --fp16 clblast: %s has no cl_khr_fp16, which CLBlast's HGEMM needs; use "
-                "--fp16 kernels\n",
-                d->name);
+    const int blas_ok = b158_weight_mode_check(rt, B158_WEIGHTS_FP16_CLBLAST) == B158_OK;
+    const int blas = !strcmp(o->fp16, "clblast") || (!strcmp(o->fp16, "auto") && blas_ok);
+    if (blas && !blas_ok) {
+        fprintf(stderr, "error: --fp16 clblast (else use --fp16 kernels): %s\n", b158_last_error());
         b158_runtime_free(rt);
         return 1;
     }

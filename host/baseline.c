@@ -8,7 +8,14 @@
 
 b158_status b158_baseline_check(const b158_runtime *rt, b158_weight_mode mode)
 {
-    if (mode == B158_WEIGHTS_FP16_CLBLAST && !rt->info.has_fp16)
+    if (mode != B158_WEIGHTS_FP16_CLBLAST)
+        return B158_OK;
+    if (!b158_blas_available())
+        return B158_FAIL(B158_ERR_UNSUPPORTED,
+                         "this build of b158-cl has no CLBlast (configured with B158_CLBLAST=OFF "
+                         "or without libclblast-dev), so the CLBlast FP16 baseline is "
+                         "unavailable; use the FP16-storage kernels (B158_WEIGHTS_FP16)");
+    if (!rt->info.has_fp16)
         return B158_FAIL(B158_ERR_UNSUPPORTED,
                          "the CLBlast FP16 baseline needs cl_khr_fp16, which %s does not have; "
                          "use the FP16-storage kernels (B158_WEIGHTS_FP16)",

@@ -8,7 +8,7 @@
 #include "model.h"
 
 /* B158_OK when rt can hold and run weights in mode, else B158_ERR_UNSUPPORTED saying why (the
- * CLBlast mode needs a device with cl_khr_fp16). */
+ * CLBlast mode needs a build with CLBlast and a device with cl_khr_fp16). */
 b158_status b158_baseline_check(const b158_runtime *rt, b158_weight_mode mode);
 
 /* Uploads t as a dense FP16 matrix of t->n rows of t->k (W_t * scale), counted as weights. */

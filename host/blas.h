@@ -6,6 +6,10 @@
 
 #include "runtime.h"
 
+/* Nonzero when this build has CLBlast (CMake option B158_CLBLAST); without it every call
+ * below returns B158_ERR_UNSUPPORTED (host/blas-none.c). */
+int b158_blas_available(void);
+
 /* All FP16: y[m][n] = sum_k w[n][k] x[m][k] for m < m_rows, n < n_rows. One row is CLBlast's
  * HGEMV, more its HGEMM with the caller's temp buffer (b158_hgemm_temp_bytes; none for one
  * row). Timed as "clblast_hgemv" / "clblast_hgemm" in the runtime's profiling totals.

@@ -327,6 +327,15 @@ b158_status b158_model_upload(b158_model *m, b158_runtime *rt)
     return b158_model_upload_as(m, rt, B158_WEIGHTS_TERNARY);
 }
 
+b158_status b158_weight_mode_check(const b158_runtime *rt, b158_weight_mode mode)
+{
+    if (!rt)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_weight_mode_check: runtime required");
+    if (mode < B158_WEIGHTS_TERNARY || mode > B158_WEIGHTS_FP16_CLBLAST)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "unknown weight mode %d", (int)mode);
+    return mode == B158_WEIGHTS_TERNARY ? B158_OK : b158_baseline_check(rt, mode);
+}
+
 b158_status b158_model_upload_as(b158_model *m, b158_runtime *rt, b158_weight_mode mode)
 {
     if (!m || !rt)
@@ -336,10 +345,7 @@ b158_status b158_model_upload_as(b158_model *m, b158_runtime *rt, b158_weight_mo
     if (m->rt)
         return B158_FAIL(B158_ERR_INVALID_ARG,
                          "the model is already on a device (or in the other weight mode)");
-    if (mode < B158_WEIGHTS_TERNARY || mode > B158_WEIGHTS_FP16_CLBLAST)
-        return B158_FAIL(B158_ERR_INVALID_ARG, "unknown weight mode %d", (int)mode);
-    if (mode != B158_WEIGHTS_TERNARY)
-        B158_TRY(b158_baseline_check(rt, mode));
+    B158_TRY(b158_weight_mode_check(rt, mode));
     m->rt = rt;
     m->dev_mode = mode;
     b158_status st = upload_all(m, rt);

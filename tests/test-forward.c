@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "b158/model.h"
+#include "blas.h"
 #include "test-common.h"
 
 /* Logits are compared by normalized error per position. The integer parts are exact on both
@@ -287,14 +288,29 @@ static void test_fp16_baseline(void)
  * moves many int8 activations of the next BitLinear across a rounding boundary (the flips of
  * LOGIT_TOL's comment, now in every layer): over 36 models on Intel's CPU runtime the logits
  * differed by 2e-2 to 5.7e-2 of their range and the argmax at up to 2 of 9 positions. Allowed:
- * 1.5e-1, and a third of the positions (at least 2). A wrong layout is off by order 1. A device
- * without cl_khr_fp16 must refuse this mode. */
+ * 1.5e-1, and a third of the positions (at least 2). A wrong layout is off by order 1. A build
+ * without CLBlast and a device without cl_khr_fp16 must refuse this mode (the first passes: a
+ * build choice; the second skips: the device lacks a capability). */
 static void test_fp16_baseline_clblast(void)
 {
     b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
     if (!rt)
         return;
     const b158_device_info *d = b158_runtime_device(rt);
+    if (!b158_blas_available()) { /* a build choice, not a device's lack: refused, and passes */
+        b158_model_info h = flavours(0).shape;
+        b158_model *m = model_on(&h, 1, NULL);
+        const uint64_t w0 = b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS);
+        CU_ASSERT_EQUAL(b158_weight_mode_check(rt, B158_WEIGHTS_FP16_CLBLAST),
+                        B158_ERR_UNSUPPORTED);
+        CU_ASSERT_EQUAL(b158_model_upload_as(m, rt, B158_WEIGHTS_FP16_CLBLAST),
+                        B158_ERR_UNSUPPORTED);
+        CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "no CLBlast"));
+        CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS), w0);
+        CU_ASSERT_EQUAL(b158_model_upload_as(m, rt, B158_WEIGHTS_FP16), B158_OK);
+        b158_model_free(m);
+        return;
+    }
     if (!d->has_fp16) {
         b158_model_info h = flavours(0).shape;
         b158_model *m = model_on(&h, 1, NULL);

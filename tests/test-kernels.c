@@ -569,6 +569,19 @@ static void test_hgemm(void)
     if (!rt)
         return;
     const b158_device_info *d = b158_runtime_device(rt);
+    if (!b158_blas_available()) { /* a build choice, not a device's lack: refused, and passes */
+        b158_buf a, b, c;
+        size_t bytes = 1;
+        check_ok(b158_buf_alloc(rt, B158_MEM_SCRATCH, 64, &a));
+        check_ok(b158_buf_alloc(rt, B158_MEM_SCRATCH, 64, &b));
+        check_ok(b158_buf_alloc(rt, B158_MEM_SCRATCH, 64, &c));
+        CU_ASSERT_EQUAL(b158_op_hgemm(rt, &a, &b, &c, 4, 4, 1, NULL), B158_ERR_UNSUPPORTED);
+        CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "no CLBlast"));
+        CU_ASSERT_EQUAL(b158_hgemm_temp_bytes(rt, 4, 4, 2, &bytes), B158_ERR_UNSUPPORTED);
+        CU_ASSERT_EQUAL(bytes, 0);
+        b158_buf_free(rt, &a), b158_buf_free(rt, &b), b158_buf_free(rt, &c);
+        return;
+    }
     if (!d->has_fp16) {
         b158_buf a, b, c;
         check_ok(b158_buf_alloc(rt, B158_MEM_SCRATCH, 64, &a));

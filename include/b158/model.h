@@ -81,11 +81,18 @@ typedef enum b158_weight_mode {
     B158_WEIGHTS_FP16 = 1,         /* FP16 baseline: dense FP16 W_t * scale, FP16-storage matvec on
                                       the same int8-quantized activations (same function) */
     B158_WEIGHTS_FP16_CLBLAST = 2, /* the same dense FP16 matrices through CLBlast's HGEMM /
-                                      HGEMV on FP16 activations (FP16 arithmetic); needs a device
-                                      with cl_khr_fp16 (else B158_ERR_UNSUPPORTED) */
+                                      HGEMV on FP16 activations (FP16 arithmetic); needs a build
+                                      with CLBlast (CMake option B158_CLBLAST) and a device with
+                                      cl_khr_fp16 (else B158_ERR_UNSUPPORTED) */
 } b158_weight_mode;
 
-/* b158_model_upload with a choice of weight mode (benchmarks compare them). */
+/* Whether rt can run weights in mode: B158_OK, or B158_ERR_UNSUPPORTED with the reason in
+ * b158_last_error() (a build without CLBlast, a device without cl_khr_fp16);
+ * B158_ERR_INVALID_ARG for a NULL rt or an unknown mode. */
+b158_status b158_weight_mode_check(const b158_runtime *rt, b158_weight_mode mode);
+
+/* b158_model_upload with a choice of weight mode (benchmarks compare them). Errors as
+ * b158_model_upload, and those of b158_weight_mode_check. */
 b158_status b158_model_upload_as(b158_model *model, b158_runtime *rt, b158_weight_mode mode);
 
 /* ---- sessions: a KV cache and scratch for one sequence --------------------------------- */
