@@ -1,29 +1,13 @@
-/* OpenCL runtime: device discovery and choice, context/queue, program cache, kernels, launches. */
+/* OpenCL runtime: context and queue on the chosen device, tuning, device memory with byte
+ * accounting, launches and profiling totals. Devices: host/runtime-device.c; programs and
+ * kernels: host/runtime-program.c. */
 #include "runtime.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include "kernels-embedded.h"
-
-static const struct {
-    const char *name;
-    const char *file;
-} kernel_table[B158_KERNEL_COUNT] = {
-#define B158_KENTRY(id, name, file) {name, file},
-    B158_KERNEL_LIST(B158_KENTRY)
-#undef B158_KENTRY
-};
-
-const char *b158_kernel_name(enum b158_kernel_id id)
-{
-    return id < B158_KERNEL_COUNT ? kernel_table[id].name : "?";
-}
+#include "runtime-device.h"
 
 const char *b158_mem_category_name(b158_mem_category category)
 {
@@ -38,211 +22,6 @@ const char *b158_mem_category_name(b158_mem_category category)
         return "total";
     }
     return "?";
-}
-
-/* ---- device discovery ------------------------------------------------------------------- */
-
-#define MAX_PLATFORMS 16
-#define MAX_DEVICES 64
-
-struct found_device {
-    cl_platform_id platform;
-    cl_device_id device;
-};
-
-static b158_status get_platforms(cl_platform_id *ids, cl_uint *n)
-{
-    cl_int err = clGetPlatformIDs(MAX_PLATFORMS, ids, n);
-    if (err == -1001 /* CL_PLATFORM_NOT_FOUND_KHR */ || (err == CL_SUCCESS && *n == 0))
-        return B158_FAIL(B158_ERR_NO_PLATFORM,
-                         "no OpenCL platform found: install an OpenCL driver (for the CPU: "
-                         "apt-get install pocl-opencl-icd) and check /etc/OpenCL/vendors");
-    if (err != CL_SUCCESS)
-        return B158_CL_FAIL(err, "clGetPlatformIDs");
-    if (*n > MAX_PLATFORMS)
-        *n = MAX_PLATFORMS;
-    return B158_OK;
-}
-
-static int has_extension(const char *exts, const char *name)
-{
-    size_t len = strlen(name);
-    for (const char *p = exts; (p = strstr(p, name)) != NULL; p += len)
-        if ((p == exts || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0'))
-            return 1;
-    return 0;
-}
-
-static void dev_str(cl_device_id d, cl_device_info what, char *buf, size_t cap)
-{
-    buf[0] = '\0';
-    if (clGetDeviceInfo(d, what, cap, buf, NULL) != CL_SUCCESS)
-        snprintf(buf, cap, "?");
-    buf[cap - 1] = '\0';
-}
-
-static void fill_info(cl_platform_id p, cl_device_id d, int index, b158_device_info *info)
-{
-    memset(info, 0, sizeof *info);
-    info->index = index;
-    if (clGetPlatformInfo(p, CL_PLATFORM_NAME, sizeof info->platform, info->platform, NULL))
-        snprintf(info->platform, sizeof info->platform, "?");
-    dev_str(d, CL_DEVICE_NAME, info->name, sizeof info->name);
-    dev_str(d, CL_DEVICE_VENDOR, info->vendor, sizeof info->vendor);
-    dev_str(d, CL_DRIVER_VERSION, info->driver, sizeof info->driver);
-    dev_str(d, CL_DEVICE_VERSION, info->version, sizeof info->version);
-    dev_str(d, CL_DEVICE_OPENCL_C_VERSION, info->c_version, sizeof info->c_version);
-    cl_device_type type = 0;
-    cl_uint cu = 0;
-    cl_ulong gmem = 0, amax = 0, lmem = 0;
-    size_t wg = 0;
-    clGetDeviceInfo(d, CL_DEVICE_TYPE, sizeof type, &type, NULL);
-    clGetDeviceInfo(d, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL);
-    clGetDeviceInfo(d, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof gmem, &gmem, NULL);
-    clGetDeviceInfo(d, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof amax, &amax, NULL);
-    clGetDeviceInfo(d, CL_DEVICE_LOCAL_MEM_SIZE, sizeof lmem, &lmem, NULL);
-    clGetDeviceInfo(d, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
-    info->is_gpu = (type & CL_DEVICE_TYPE_GPU) != 0;
-    info->is_cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
-    info->compute_units = cu;
-    info->global_mem = gmem;
-    info->max_alloc = amax;
-    info->local_mem = lmem;
-    info->max_work_group = wg;
-
-    size_t len = 0;
-    if (clGetDeviceInfo(d, CL_DEVICE_EXTENSIONS, 0, NULL, &len) == CL_SUCCESS && len) {
-        char *exts = malloc(len + 1);
-        if (exts && clGetDeviceInfo(d, CL_DEVICE_EXTENSIONS, len, exts, NULL) == CL_SUCCESS) {
-            exts[len] = '\0';
-            info->has_fp16 = has_extension(exts, "cl_khr_fp16");
-            info->has_subgroups = has_extension(exts, "cl_khr_subgroups") ||
-                                  has_extension(exts, "cl_intel_subgroups");
-            info->has_int_dot = has_extension(exts, "cl_khr_integer_dot_product");
-        }
-        free(exts);
-    }
-}
-
-/* All devices of all platforms in a stable order: platform order, then device order. */
-static b158_status enumerate(struct found_device *out, size_t *count)
-{
-    cl_platform_id plats[MAX_PLATFORMS];
-    cl_uint np = 0;
-    B158_TRY(get_platforms(plats, &np));
-    size_t n = 0;
-    for (cl_uint i = 0; i < np && n < MAX_DEVICES; i++) {
-        cl_device_id devs[MAX_DEVICES];
-        cl_uint nd = 0;
-        cl_int err = clGetDeviceIDs(plats[i], CL_DEVICE_TYPE_ALL, MAX_DEVICES, devs, &nd);
-        if (err == CL_DEVICE_NOT_FOUND)
-            continue;
-        if (err != CL_SUCCESS)
-            return B158_CL_FAIL(err, "clGetDeviceIDs");
-        for (cl_uint j = 0; j < nd && j < MAX_DEVICES && n < MAX_DEVICES; j++)
-            out[n++] = (struct found_device){plats[i], devs[j]};
-    }
-    *count = n;
-    if (n == 0)
-        return B158_FAIL(B158_ERR_NO_DEVICE,
-                         "OpenCL platforms exist but none has a device: check the driver");
-    return B158_OK;
-}
-
-b158_status b158_device_list(b158_device_info *out, size_t cap, size_t *count)
-{
-    if (!count)
-        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_device_list: count is NULL");
-    struct found_device devs[MAX_DEVICES];
-    size_t n = 0;
-    *count = 0;
-    B158_TRY(enumerate(devs, &n));
-    for (size_t i = 0; i < n && i < cap; i++)
-        fill_info(devs[i].platform, devs[i].device, (int)i, &out[i]);
-    *count = n;
-    return B158_OK;
-}
-
-static int contains_nocase(const char *hay, const char *needle)
-{
-    size_t n = strlen(needle);
-    for (; *hay; hay++) {
-        size_t i = 0;
-        while (i < n && hay[i] &&
-               tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i]))
-            i++;
-        if (i == n)
-            return 1;
-    }
-    return n == 0;
-}
-
-static b158_status no_device_error(const char *what, const struct found_device *devs, size_t n)
-{
-    char names[1024] = "";
-    size_t used = 0;
-    for (size_t i = 0; i < n && used < sizeof names - 1; i++) {
-        b158_device_info info;
-        fill_info(devs[i].platform, devs[i].device, (int)i, &info);
-        int w =
-            snprintf(names + used, sizeof names - used, "%s%zu: %s", i ? ", " : "", i, info.name);
-        if (w < 0)
-            break;
-        used += (size_t)w;
-    }
-    return B158_FAIL(B158_ERR_NO_DEVICE,
-                     "no OpenCL device matches %s; found %zu device(s): %s. Choose one by index "
-                     "or name substring (--device or B158_DEVICE); --list-devices shows them",
-                     what, n, names);
-}
-
-static b158_status select_device(const char *sel, struct found_device *chosen, int *index)
-{
-    struct found_device devs[MAX_DEVICES];
-    size_t n = 0;
-    B158_TRY(enumerate(devs, &n));
-    if (!sel || !*sel)
-        sel = getenv("B158_DEVICE");
-    if (sel && *sel) {
-        char what[300];
-        char *end = NULL;
-        errno = 0;
-        long idx = strtol(sel, &end, 10);
-        if (end != sel && *end == '\0') {
-            if (errno || idx < 0 || (size_t)idx >= n) {
-                snprintf(what, sizeof what, "index %s", sel);
-                return no_device_error(what, devs, n);
-            }
-            *chosen = devs[idx];
-            *index = (int)idx;
-            return B158_OK;
-        }
-        for (size_t i = 0; i < n; i++) {
-            b158_device_info info;
-            fill_info(devs[i].platform, devs[i].device, (int)i, &info);
-            char full[300];
-            snprintf(full, sizeof full, "%s %s", info.platform, info.name);
-            if (contains_nocase(full, sel)) {
-                *chosen = devs[i];
-                *index = (int)i;
-                return B158_OK;
-            }
-        }
-        snprintf(what, sizeof what, "name '%.200s'", sel);
-        return no_device_error(what, devs, n);
-    }
-    for (size_t i = 0; i < n; i++) {
-        cl_device_type t = 0;
-        clGetDeviceInfo(devs[i].device, CL_DEVICE_TYPE, sizeof t, &t, NULL);
-        if (t & CL_DEVICE_TYPE_GPU) {
-            *chosen = devs[i];
-            *index = (int)i;
-            return B158_OK;
-        }
-    }
-    *chosen = devs[0];
-    *index = 0;
-    return B158_OK;
 }
 
 /* ---- runtime ---------------------------------------------------------------------------- */
@@ -305,16 +84,17 @@ b158_status b158_runtime_create(const b158_runtime_params *params, b158_runtime 
         return B158_FAIL(B158_ERR_INVALID_ARG, "b158_runtime_create: out is NULL");
     *out = NULL;
     b158_runtime_params p = params ? *params : b158_runtime_default_params();
-    struct found_device fd;
+    cl_platform_id platform;
+    cl_device_id device;
     int index = 0;
-    B158_TRY(select_device(p.device, &fd, &index));
+    B158_TRY(b158_device_select(p.device, &platform, &device, &index));
 
     b158_runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
         return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory creating the runtime");
-    rt->platform = fd.platform;
-    rt->device = fd.device;
-    fill_info(fd.platform, fd.device, index, &rt->info);
+    rt->platform = platform;
+    rt->device = device;
+    b158_device_fill_info(platform, device, index, &rt->info);
     rt->variant = p.variant != B158_VARIANT_AUTO ? p.variant
                   : rt->info.is_gpu              ? B158_VARIANT_GPU
                                                  : B158_VARIANT_CPU;
@@ -358,12 +138,7 @@ void b158_runtime_free(b158_runtime *rt)
         return;
     for (int i = 0; i < B158_RT_MAX_RELEASE && rt->release[i]; i++)
         rt->release[i]();
-    for (int i = 0; i < B158_KERNEL_COUNT; i++)
-        if (rt->kernels[i].kernel)
-            clReleaseKernel(rt->kernels[i].kernel);
-    for (size_t i = 0; i < sizeof rt->programs / sizeof rt->programs[0]; i++)
-        if (rt->programs[i])
-            clReleaseProgram(rt->programs[i]);
+    b158_rt_programs_free(rt);
     if (rt->queue)
         clReleaseCommandQueue(rt->queue);
     if (rt->context)
@@ -403,7 +178,8 @@ size_t b158_runtime_kernel_stats(const b158_runtime *rt, b158_kernel_stats *out,
         if (!k->launches)
             continue;
         if (n < cap)
-            out[n] = (b158_kernel_stats){kernel_table[i].name, k->launches, k->total_ns};
+            out[n] = (b158_kernel_stats){b158_kernel_name((enum b158_kernel_id)i), k->launches,
+                                         k->total_ns};
         n++;
     }
     for (int i = 0; rt && i < B158_RT_MAX_ROUTINES && rt->routines[i].name; i++) {
@@ -547,223 +323,7 @@ b158_status b158_rt_finish(b158_runtime *rt)
     return B158_OK;
 }
 
-/* ---- programs --------------------------------------------------------------------------- */
-
-static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-static uint64_t program_key(const b158_runtime *rt, const char *source)
-{
-    const char *parts[] = {B158_VERSION_STRING, rt->options,   rt->prelude,     source,
-                           rt->info.platform,   rt->info.name, rt->info.driver, rt->info.version};
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        h = fnv1a(h, parts[i], strlen(parts[i]) + 1);
-    return h;
-}
-
-static int mkdir_p(const char *path)
-{
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    return (mkdir(tmp, 0755) == 0 || errno == EEXIST) ? 0 : -1;
-}
-
-static cl_program load_cached(b158_runtime *rt, const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    cl_program prog = NULL;
-    long size = (fseek(f, 0, SEEK_END) == 0) ? ftell(f) : -1;
-    unsigned char *bin = (size > 0 && fseek(f, 0, SEEK_SET) == 0) ? malloc((size_t)size) : NULL;
-    if (bin && fread(bin, 1, (size_t)size, f) == (size_t)size) {
-        size_t len = (size_t)size;
-        const unsigned char *bins[1] = {bin};
-        cl_int status = CL_SUCCESS, err;
-        prog = clCreateProgramWithBinary(rt->context, 1, &rt->device, &len, bins, &status, &err);
-        if (prog && (err != CL_SUCCESS || status != CL_SUCCESS ||
-                     clBuildProgram(prog, 1, &rt->device, rt->options, NULL, NULL) != CL_SUCCESS)) {
-            clReleaseProgram(prog);
-            prog = NULL;
-        }
-    }
-    free(bin);
-    fclose(f);
-    if (!prog)
-        b158_log(B158_LOG_DEBUG, "program cache entry %s unusable; building from source", path);
-    return prog;
-}
-
-static void store_cached(b158_runtime *rt, cl_program prog, const char *path)
-{
-    size_t size = 0;
-    if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS ||
-        size == 0 || mkdir_p(rt->cache_dir) != 0)
-        return;
-    unsigned char *bin = malloc(size);
-    unsigned char *bins[1] = {bin};
-    if (bin && clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) == CL_SUCCESS) {
-        char tmp[1100];
-        snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
-        FILE *f = fopen(tmp, "wb");
-        if (f) {
-            int ok = fwrite(bin, 1, size, f) == size;
-            ok = (fclose(f) == 0) && ok;
-            if (!ok || rename(tmp, path) != 0)
-                remove(tmp);
-        }
-    }
-    free(bin);
-}
-
-b158_status b158_rt_build(b158_runtime *rt, const char *label, const char *source, cl_program *out)
-{
-    *out = NULL;
-    char path[1100] = "";
-    if (rt->cache_dir[0]) {
-        snprintf(path, sizeof path, "%s/%016llx.bin", rt->cache_dir,
-                 (unsigned long long)program_key(rt, source));
-        if ((*out = load_cached(rt, path)) != NULL)
-            return B158_OK;
-    }
-    const char *srcs[2] = {rt->prelude, source};
-    cl_int err;
-    cl_program prog = clCreateProgramWithSource(rt->context, 2, srcs, NULL, &err);
-    if (!prog)
-        return B158_CL_FAIL(err, "clCreateProgramWithSource");
-    err = clBuildProgram(prog, 1, &rt->device, rt->options, NULL, NULL);
-    if (err != CL_SUCCESS) {
-        size_t len = 0;
-        clGetProgramBuildInfo(prog, rt->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &len);
-        char *log = malloc(len + 1);
-        if (log) {
-            log[0] = '\0';
-            clGetProgramBuildInfo(prog, rt->device, CL_PROGRAM_BUILD_LOG, len, log, NULL);
-            log[len] = '\0';
-        }
-        b158_status st = B158_FAIL(B158_ERR_BUILD,
-                                   "building kernel program %s failed (%s) on %s with options "
-                                   "'%s':\n%s",
-                                   label, b158_cl_error_name(err), rt->info.name, rt->options,
-                                   log ? log : "(no build log)");
-        free(log);
-        clReleaseProgram(prog);
-        return st;
-    }
-    if (path[0])
-        store_cached(rt, prog, path);
-    *out = prog;
-    return B158_OK;
-}
-
-/* Source of a cl_kernels/ file: $B158_KERNEL_DIR/<file> when set (kernel development),
- * otherwise the copy embedded at build time. Caller frees *owned. */
-static b158_status kernel_source(const char *file, const char **text, char **owned)
-{
-    *owned = NULL;
-    const char *dir = getenv("B158_KERNEL_DIR");
-    if (dir && *dir) {
-        char path[1100];
-        snprintf(path, sizeof path, "%s/%s", dir, file);
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            return B158_FAIL(B158_ERR_IO, "B158_KERNEL_DIR is set but %s cannot be opened: %s",
-                             path, strerror(errno));
-        long size = (fseek(f, 0, SEEK_END) == 0) ? ftell(f) : -1;
-        char *buf = size >= 0 ? malloc((size_t)size + 1) : NULL;
-        if (!buf || fseek(f, 0, SEEK_SET) != 0 || fread(buf, 1, (size_t)size, f) != (size_t)size) {
-            free(buf);
-            fclose(f);
-            return B158_FAIL(B158_ERR_IO, "cannot read kernel source %s", path);
-        }
-        fclose(f);
-        buf[size] = '\0';
-        *text = *owned = buf;
-        return B158_OK;
-    }
-    for (const struct b158_embedded_source *s = b158_embedded_sources; s->name; s++) {
-        if (strcmp(s->name, file) == 0) {
-            *text = s->text;
-            return B158_OK;
-        }
-    }
-    return B158_FAIL(B158_ERR_UNSUPPORTED, "kernel source %s is not embedded in this build", file);
-}
-
-static b158_status program_for(b158_runtime *rt, const char *file, cl_program *out)
-{
-    size_t slots = sizeof rt->programs / sizeof rt->programs[0], i;
-    for (i = 0; i < slots && rt->program_files[i]; i++) {
-        if (strcmp(rt->program_files[i], file) == 0) {
-            *out = rt->programs[i];
-            return B158_OK;
-        }
-    }
-    if (i == slots)
-        return B158_FAIL(B158_ERR_UNSUPPORTED, "too many kernel programs");
-    /* common.cl holds helpers shared by every kernel file. */
-    const char *common, *body;
-    char *common_owned, *body_owned;
-    B158_TRY(kernel_source("common.cl", &common, &common_owned));
-    b158_status st = kernel_source(file, &body, &body_owned);
-    if (st != B158_OK) {
-        free(common_owned);
-        return st;
-    }
-    size_t lc = strlen(common), lb = strlen(body);
-    char *joined = malloc(lc + lb + 2);
-    if (!joined) {
-        free(common_owned);
-        free(body_owned);
-        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory joining kernel sources");
-    }
-    memcpy(joined, common, lc);
-    joined[lc] = '\n';
-    memcpy(joined + lc + 1, body, lb + 1);
-    free(common_owned);
-    free(body_owned);
-    st = b158_rt_build(rt, file, joined, &rt->programs[i]);
-    free(joined);
-    if (st != B158_OK)
-        return st;
-    rt->program_files[i] = file;
-    *out = rt->programs[i];
-    return B158_OK;
-}
-
-b158_status b158_rt_kernel(b158_runtime *rt, enum b158_kernel_id id, cl_kernel *out)
-{
-    if (rt->kernels[id].kernel) {
-        *out = rt->kernels[id].kernel;
-        return B158_OK;
-    }
-    cl_program prog = NULL;
-    B158_TRY(program_for(rt, kernel_table[id].file, &prog));
-    cl_int err;
-    cl_kernel k = clCreateKernel(prog, kernel_table[id].name, &err);
-    if (!k)
-        return b158_fail_at(B158_ERR_OPENCL, __FILE__, __LINE__,
-                            "clCreateKernel(%s) from %s returned %s", kernel_table[id].name,
-                            kernel_table[id].file, b158_cl_error_name(err));
-    rt->kernels[id].kernel = k;
-    *out = k;
-    return B158_OK;
-}
+/* ---- launches --------------------------------------------------------------------------- */
 
 b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t nargs,
                            const b158_arg *args, cl_uint dims, const size_t *global,
@@ -771,7 +331,7 @@ b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t narg
 {
     cl_kernel k;
     B158_TRY(b158_rt_kernel(rt, id, &k));
-    const char *name = kernel_table[id].name;
+    const char *name = b158_kernel_name(id);
     for (size_t i = 0; i < nargs; i++) {
         cl_int err = clSetKernelArg(k, (cl_uint)i, args[i].size, args[i].value);
         if (err != CL_SUCCESS)

@@ -1,4 +1,6 @@
-/* Internal runtime API: device buffers with byte accounting, programs, kernels and launches. */
+/* Internal runtime API: device buffers with byte accounting, launches and profiling totals
+ * (host/runtime.c), programs and kernels (host/runtime-program.c). Device discovery is
+ * host/runtime-device.h. */
 #ifndef B158_HOST_RUNTIME_H
 #define B158_HOST_RUNTIME_H
 
@@ -119,6 +121,8 @@ b158_status b158_buf_fill(b158_runtime *rt, const b158_buf *buf, uint8_t byte);
 b158_status b158_buf_copy(b158_runtime *rt, const b158_buf *src, size_t src_off,
                           const b158_buf *dst, size_t dst_off, size_t bytes);
 
+/* ---- programs and kernels (host/runtime-program.c) ---------------------------------------- */
+
 /* Compiles an OpenCL C source (prelude prepended) for the runtime's device, through the binary
  * cache. label names it in messages. On failure returns B158_ERR_BUILD with the build log and
  * the options in the last error. */
@@ -127,6 +131,10 @@ b158_status b158_rt_build(b158_runtime *rt, const char *label, const char *sourc
 /* The kernel for id, built on first use. */
 b158_status b158_rt_kernel(b158_runtime *rt, enum b158_kernel_id id, cl_kernel *out);
 const char *b158_kernel_name(enum b158_kernel_id id);
+/* Releases the kernels and programs the runtime built (b158_runtime_free). */
+void b158_rt_programs_free(b158_runtime *rt);
+
+/* ---- launches (host/runtime.c) ------------------------------------------------------------ */
 
 /* Kernel arguments: {size, pointer}; pointer NULL with a size reserves __local memory. */
 typedef struct b158_arg {
