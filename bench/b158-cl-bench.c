@@ -10,6 +10,7 @@
 
 #include "b158/model.h"
 #include "blas.h"
+#include "half.h"
 #include "ops.h"
 
 #define MAX_SHAPES 16

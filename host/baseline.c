@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "blas.h"
+#include "half.h"
 
 b158_status b158_baseline_check(const b158_runtime *rt, b158_weight_mode mode)
 {

@@ -5,7 +5,7 @@
 #include <clblast_c.h>
 #include <time.h>
 
-#include "ops.h"
+#include "half.h"
 
 int b158_blas_available(void)
 {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "baseline.h"
+#include "ref.h"
 
 /* Host scratch of the CPU reference path; shapes in comments ((rows, cols) row-major). */
 struct cpu_state {

@@ -1,7 +1,7 @@
 /* FP16 and BF16 conversions for FP16 storage (embedding, LM head, KV cache) on the host. */
 #include <string.h>
 
-#include "ops.h"
+#include "half.h"
 
 uint16_t b158_f32_to_f16(float f)
 {

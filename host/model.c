@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "baseline.h"
+#include "half.h"
 
 void *b158_model_alloc(b158_model *m, size_t bytes)
 {

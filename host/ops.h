@@ -1,4 +1,5 @@
-/* Device operations of the forward pass (launch wrappers) and their plain-C references. */
+/* Device operations of the forward pass: the launch wrappers of the kernels (host/ops.c) and
+ * ternary matrices on the device (host/ternary.c). Their plain-C references: host/ref.h. */
 #ifndef B158_HOST_OPS_H
 #define B158_HOST_OPS_H
 
@@ -7,19 +8,7 @@
 
 #include "runtime.h"
 
-/* ---- FP16 storage ----------------------------------------------------------------------- */
-uint16_t b158_f32_to_f16(float f); /* round to nearest even, like vstore_half */
-float b158_f16_to_f32(uint16_t h);
-float b158_bf16_to_f32(uint16_t h);
-uint16_t b158_f32_to_bf16(float f); /* round to nearest even, as torch and ggml */
-
 /* ---- ternary weights -------------------------------------------------------------------- */
-
-/* Elements per packed row: K rounded up to the 64-element chunk of cl_kernels/ternary.cl. */
-static inline int b158_ternary_k_pad(int k)
-{
-    return (k + 63) / 64 * 64;
-}
 
 /* Packs a row-major n x k matrix of {-1, 0, +1} into the device layout (n * k_pad / 4 bytes).
  * Returns B158_ERR_FORMAT if a value is not ternary. */
@@ -64,10 +53,7 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
 b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
                             const b158_buf *out, int n, int m_rows, float eps);
 
-enum b158_rope_mode { B158_ROPE_NEOX = 0, B158_ROPE_INTERLEAVED = 1 };
-/* out[i] = theta_base^(-2i / n_rot) for i < n_rot / 2, computed in double, rounded once. */
-void b158_rope_inv_freq(float *out, int n_rot, float theta_base);
-/* inv_freq: n_rot / 2 floats from b158_rope_inv_freq. */
+/* inv_freq: n_rot / 2 floats from b158_rope_inv_freq (host/ref.h). */
 b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,
                          int row_stride, int n_heads, int head_dim, int n_rot, int m_rows, int pos0,
                          enum b158_rope_mode mode);
@@ -84,7 +70,6 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
                               int n_head_kv, int head_dim, int q_stride, int m_rows, int pos0,
                               size_t cache_off, float scale);
 
-enum b158_act { B158_ACT_SILU = 0, B158_ACT_RELU2 = 1 };
 b158_status b158_op_glu(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
                         const b158_buf *out, int count, enum b158_act act);
 b158_status b158_op_add(b158_runtime *rt, const b158_buf *x, const b158_buf *y, int count);
@@ -99,31 +84,5 @@ b158_status b158_op_dequantize_half(b158_runtime *rt, const b158_buf *q, const b
 /* y[i] = FP32(h[i]), or y[i] += FP32(h[i]) with accumulate, for i < count. */
 b158_status b158_op_f16_to_f32(b158_runtime *rt, const b158_buf *h, const b158_buf *y, int count,
                                int accumulate);
-
-/* ---- plain-C references (same semantics, sequential) ------------------------------------ */
-
-void b158_ref_quantize(const float *x, int k, int m_rows, int8_t *q, float *s);
-void b158_ref_dequantize(const int8_t *q, const float *s, int k, int m_rows, float *x);
-/* acc (may be NULL) receives the exact int32 sums; y (may be NULL) the scaled outputs. */
-void b158_ref_ternary_matmul(const int8_t *w, const float *w_scale, int n, int k, const int8_t *q,
-                             const float *s, int m_rows, int32_t *acc, float *y);
-void b158_ref_rmsnorm(const float *x, const float *w, float *out, int n, int m_rows, float eps);
-void b158_ref_rope(float *x, const float *inv_freq, int row_stride, int n_heads, int head_dim,
-                   int n_rot, int m_rows, int pos0, enum b158_rope_mode mode);
-void b158_ref_kv_store(const float *k, const float *v, uint16_t *k_cache, uint16_t *v_cache,
-                       int kv_dim, int row_stride, int m_rows, int pos0);
-void b158_ref_attention(const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
-                        float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
-                        int m_rows, int pos0, float scale);
-void b158_ref_glu(const float *gate, const float *up, float *out, int count, enum b158_act act);
-void b158_ref_add(float *x, const float *y, int count);
-void b158_ref_embed(const uint16_t *table, const int32_t *ids, float *out, int n_embd, int n_vocab,
-                    int m_rows);
-void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows, int k,
-                         int m_rows);
-/* FP16 in and out: the FP32 sum of FP16 products, rounded to FP16 once (CLBlast may round
- * more often; tests state the difference they allow). */
-void b158_ref_hgemm(const uint16_t *w, const uint16_t *x, uint16_t *y, int n_rows, int k,
-                    int m_rows);
 
 #endif

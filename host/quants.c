@@ -8,7 +8,7 @@
 
 #include "error.h"
 #include "gguf-types.h"
-#include "ops.h"
+#include "half.h"
 
 /* Explicit little-endian access: GGUF is little-endian and tensor data need not be aligned. */
 static uint16_t rd16(const uint8_t *p)

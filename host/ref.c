@@ -3,7 +3,8 @@
 #include <math.h>
 
 #include "model.h"
-#include "ops.h"
+#include "half.h"
+#include "ref.h"
 
 void b158_ref_quantize(const float *x, int k, int m_rows, int8_t *q, float *s)
 {

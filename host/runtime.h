@@ -8,33 +8,7 @@
 
 #include "b158/b158.h"
 #include "error.h"
-
-/* Every kernel the engine launches, with the cl_kernels/ file that defines it. Kernels are
- * created on first use and kept by the runtime; nothing is built on the hot path. */
-#define B158_KERNEL_LIST(X)                                                                        \
-    X(QUANTIZE_ROWS, "quantize_rows", "quantize.cl")                                               \
-    X(DEQUANTIZE_ROWS, "dequantize_rows", "quantize.cl")                                           \
-    X(DEQUANTIZE_ROWS_HALF, "dequantize_rows_half", "quantize.cl")                                 \
-    X(TERNARY_GEMV_CPU, "ternary_gemv_cpu", "ternary.cl")                                          \
-    X(TERNARY_GEMV_GPU, "ternary_gemv_gpu", "ternary.cl")                                          \
-    X(TERNARY_GEMM_CPU, "ternary_gemm_cpu", "ternary.cl")                                          \
-    X(TERNARY_GEMM_GPU, "ternary_gemm_gpu", "ternary.cl")                                          \
-    X(RMSNORM, "rmsnorm", "norm.cl")                                                               \
-    X(ROPE, "rope", "rope.cl")                                                                     \
-    X(KV_STORE, "kv_store", "attention.cl")                                                        \
-    X(ATTENTION, "attention", "attention.cl")                                                      \
-    X(GLU, "glu", "elementwise.cl")                                                                \
-    X(ADD, "add", "elementwise.cl")                                                                \
-    X(EMBED, "embed_rows", "embed.cl")                                                             \
-    X(F16_MATVEC, "f16_matvec", "f16-matmul.cl")                                                   \
-    X(F16_TO_F32, "f16_to_f32", "f16-matmul.cl")
-
-enum b158_kernel_id {
-#define B158_KID(id, name, file) B158_K_##id,
-    B158_KERNEL_LIST(B158_KID)
-#undef B158_KID
-        B158_KERNEL_COUNT
-};
+#include "kernels.h"
 
 /* Tuning parameters that go into the generated #define prelude of every program. */
 typedef struct b158_tuning {
@@ -130,7 +104,6 @@ b158_status b158_rt_build(b158_runtime *rt, const char *label, const char *sourc
 
 /* The kernel for id, built on first use. */
 b158_status b158_rt_kernel(b158_runtime *rt, enum b158_kernel_id id, cl_kernel *out);
-const char *b158_kernel_name(enum b158_kernel_id id);
 /* Releases the kernels and programs the runtime built (b158_runtime_free). */
 void b158_rt_programs_free(b158_runtime *rt);
 

@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "blas.h"
+#include "half.h"
 #include "ops.h"
+#include "ref.h"
 #include "test-common.h"
 
 static const b158_variant variants[] = {B158_VARIANT_CPU, B158_VARIANT_GPU};

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "gguf-types.h"
-#include "ops.h"
+#include "half.h"
 #include "quants.h"
 #include "test-common.h"
 
