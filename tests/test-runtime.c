@@ -9,6 +9,28 @@
 #include "runtime.h"
 #include "test-common.h"
 
+/* Type and name of device i in the library's order (platform order, then device order), as
+ * OpenCL reports them; 0 when there is no such device. */
+static int cl_device_at(size_t i, cl_device_type *type, char *name, size_t cap)
+{
+    cl_platform_id plats[16];
+    cl_uint np = 0;
+    if (clGetPlatformIDs(16, plats, &np) != CL_SUCCESS)
+        return 0;
+    for (cl_uint p = 0; p < np && p < 16; p++) {
+        cl_device_id devs[64];
+        cl_uint nd = 0;
+        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, 64, devs, &nd) != CL_SUCCESS)
+            continue;
+        if (i < nd)
+            return clGetDeviceInfo(devs[i], CL_DEVICE_TYPE, sizeof *type, type, NULL) ==
+                       CL_SUCCESS &&
+                   clGetDeviceInfo(devs[i], CL_DEVICE_NAME, cap, name, NULL) == CL_SUCCESS;
+        i -= nd;
+    }
+    return 0;
+}
+
 static void test_list(void)
 {
     size_t n = 0;
@@ -26,7 +48,13 @@ static void test_list(void)
         CU_ASSERT(strlen(d[i].name) > 0);
         CU_ASSERT(d[i].compute_units > 0);
         CU_ASSERT(d[i].global_mem > 0 && d[i].max_alloc > 0 && d[i].max_work_group > 0);
-        CU_ASSERT(d[i].is_gpu || d[i].is_cpu || 1);
+        /* exactly the type OpenCL reports for that device */
+        cl_device_type type = 0;
+        char name[1024] = "";
+        CU_ASSERT_FATAL(cl_device_at(i, &type, name, sizeof name));
+        CU_ASSERT(strncmp(d[i].name, name, sizeof d[i].name - 1) == 0); /* the same device */
+        CU_ASSERT_EQUAL(d[i].is_gpu, (type & CL_DEVICE_TYPE_GPU) != 0);
+        CU_ASSERT_EQUAL(d[i].is_cpu, (type & CL_DEVICE_TYPE_CPU) != 0);
     }
     free(d);
 }
