@@ -448,7 +448,7 @@ typedef struct {
     double pp_mean, pp_sd, tg_mean, tg_sd; /* tokens/s; ms/token */
     double first_pp, upload, compile;      /* seconds: first pp, weight upload, kernel builds */
     uint64_t mem_w, mem_kv, mem_s;         /* device bytes by category */
-    int32_t greedy[16];
+    b158_token greedy[16];
     float *logits; /* (n_vocab) after the greedy test's prompt, for the comparison */
 } engine_result;
 
@@ -489,7 +489,7 @@ static uint64_t estimate_bytes(const b158_model_info *h, b158_weight_mode mode, 
  * of the weights) is timed apart. tg: tg single-token steps after a one-token prompt.
  * Then N_GREEDY greedy tokens after a short prompt, for the sanity check between engines. */
 static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b158_weight_mode mode,
-                           const int32_t *tok, engine_result *r)
+                           const b158_token *tok, engine_result *r)
 {
     const b158_model_info *h = b158_model_get_info(m);
     const int n_ctx = o->pp + o->tg + N_GREEDY + 1;
@@ -578,11 +578,11 @@ static b158_status bench_model(const options *o, b158_runtime *rt, b158_weight_m
                                const char *label, b158_model *m, model_result *res)
 {
     const b158_model_info *h = b158_model_get_info(m);
-    int32_t *tok = malloc((size_t)o->pp * sizeof *tok);
+    b158_token *tok = malloc((size_t)o->pp * sizeof *tok);
     if (!tok)
         return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory");
     for (int i = 0; i < o->pp; i++)
-        tok[i] = (int32_t)((i * 7919u + 13u) % (unsigned)h->n_vocab);
+        tok[i] = (b158_token)((i * 7919u + 13u) % (unsigned)h->n_vocab);
     memset(res, 0, sizeof *res);
     snprintf(res->name, sizeof res->name, "%.120s", label);
     b158_status st = measure(o, rt, m, B158_WEIGHTS_TERNARY, tok, &res->tern);

@@ -63,7 +63,7 @@ b158_status b158_fail_at(b158_status status, const char *file, int line, const c
     return status;
 }
 
-static void default_log(int level, const char *message, void *user)
+static void default_log(b158_log_level level, const char *message, void *user)
 {
     (void)user;
     if (level <= B158_LOG_INFO)
@@ -83,7 +83,7 @@ void b158_log_set(b158_log_fn fn, void *user)
     log_user = fn ? user : NULL;
 }
 
-void b158_log(int level, const char *fmt, ...)
+void b158_log(b158_log_level level, const char *fmt, ...)
 {
     char msg[2048];
     va_list ap;

@@ -14,11 +14,7 @@ b158_status b158_fail_at(b158_status status, const char *file, int line, const c
 void b158_clear_error(void);
 
 /* Library logging through the callback set with b158_log_set. */
-void b158_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#define B158_LOG_ERROR 0
-#define B158_LOG_WARN 1
-#define B158_LOG_INFO 2
-#define B158_LOG_DEBUG 3
+void b158_log(b158_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Propagate a failing status unchanged (the callee already recorded the message). */
 #define B158_TRY(expr)                                                                             \

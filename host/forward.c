@@ -254,7 +254,7 @@ static b158_status dev_linear(b158_session *s, const b158_tmat *t, const b158_bu
     return b158_baseline_linear(s->rt, &d->base, dense, k, y, n, accumulate);
 }
 
-static b158_status dev_forward(b158_session *s, const int32_t *tokens, int n, int pos,
+static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n, int pos,
                                float *logits_out)
 {
     b158_runtime *rt = s->rt;
@@ -325,7 +325,7 @@ static void cpu_bitlinear(b158_session *s, const b158_tpack *w, const float *x, 
     b158_ref_ternary_matmul_packed(w, s->cpu.q8, s->cpu.s, n, y, accumulate);
 }
 
-static b158_status cpu_forward(b158_session *s, const int32_t *tokens, int n, int pos,
+static b158_status cpu_forward(b158_session *s, const b158_token *tokens, int n, int pos,
                                float *logits_out)
 {
     const b158_model *m = s->m;
@@ -375,7 +375,7 @@ static b158_status cpu_forward(b158_session *s, const int32_t *tokens, int n, in
     return B158_OK;
 }
 
-b158_status b158_session_eval(b158_session *s, const int32_t *tokens, int n)
+b158_status b158_session_eval(b158_session *s, const b158_token *tokens, int n)
 {
     if (!s || (!tokens && n > 0) || n < 0)
         return B158_FAIL(B158_ERR_INVALID_ARG, "b158_session_eval: bad arguments");

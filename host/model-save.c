@@ -204,9 +204,17 @@ static b158_status add_hparams(b158_gguf_writer *w, const b158_model *m)
     return B158_OK;
 }
 
-b158_status b158_model_save(const b158_model *m, const char *path, uint32_t ternary_type,
+/* The public tensor types are GGUF's ids. */
+_Static_assert(B158_TENSOR_F32 == (int)B158_TT_F32 && B158_TENSOR_F16 == (int)B158_TT_F16 &&
+                   B158_TENSOR_BF16 == (int)B158_TT_BF16 &&
+                   B158_TENSOR_TQ1_0 == (int)B158_TT_TQ1_0 &&
+                   B158_TENSOR_TQ2_0 == (int)B158_TT_TQ2_0 && B158_TENSOR_I2_S == (int)B158_TT_I2_S,
+               "b158_tensor_type must use GGUF's tensor type ids");
+
+b158_status b158_model_save(const b158_model *m, const char *path, b158_tensor_type tensor_type,
                             const char *vocab_from)
 {
+    const uint32_t ternary_type = (uint32_t)tensor_type; /* a GGUF type id */
     const b158_model_info *h = &m->info;
     if (h->arch == B158_ARCH_LLAMA ? h->rope_interleaved == 0 : h->rope_interleaved != 0)
         return B158_FAIL(B158_ERR_UNSUPPORTED,

@@ -163,8 +163,8 @@ void b158_ref_add(float *x, const float *y, int count)
         x[i] += y[i];
 }
 
-void b158_ref_embed(const uint16_t *table, const int32_t *ids, float *out, int n_embd, int n_vocab,
-                    int m_rows)
+void b158_ref_embed(const uint16_t *table, const b158_token *ids, float *out, int n_embd,
+                    int n_vocab, int m_rows)
 {
     for (int m = 0; m < m_rows; m++)
         for (int i = 0; i < n_embd; i++)

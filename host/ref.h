@@ -26,8 +26,8 @@ void b158_ref_attention(const float *q, const uint16_t *k_cache, const uint16_t 
                         int m_rows, int pos0, float scale);
 void b158_ref_glu(const float *gate, const float *up, float *out, int count, enum b158_act act);
 void b158_ref_add(float *x, const float *y, int count);
-void b158_ref_embed(const uint16_t *table, const int32_t *ids, float *out, int n_embd, int n_vocab,
-                    int m_rows);
+void b158_ref_embed(const uint16_t *table, const b158_token *ids, float *out, int n_embd,
+                    int n_vocab, int m_rows);
 void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows, int k,
                          int m_rows);
 /* FP16 in and out: the FP32 sum of FP16 products, rounded to FP16 once (CLBlast may round

@@ -8,7 +8,7 @@
 #include "error.h"
 
 typedef struct {
-    int32_t id;
+    b158_token id;
     float logit;
     float p;
 } cand;
@@ -16,8 +16,8 @@ typedef struct {
 struct b158_sampler {
     b158_sampler_params p;
     int n_vocab;
-    cand *cands;     /* (n_vocab) candidates of the current step */
-    int32_t *recent; /* ring of the last repeat_last_n tokens */
+    cand *cands;        /* (n_vocab) candidates of the current step */
+    b158_token *recent; /* ring of the last repeat_last_n tokens */
     int n_recent, recent_head;
     uint64_t rng;
 };
@@ -64,7 +64,7 @@ void b158_sampler_free(b158_sampler *s)
     free(s);
 }
 
-void b158_sampler_accept(b158_sampler *s, int32_t token)
+void b158_sampler_accept(b158_sampler *s, b158_token token)
 {
     if (!s || s->p.repeat_last_n == 0)
         return;
@@ -112,7 +112,7 @@ static void top_k_front(cand *c, int n, int k)
     }
 }
 
-int32_t b158_sampler_sample(b158_sampler *s, const float *logits)
+b158_token b158_sampler_sample(b158_sampler *s, const float *logits)
 {
     const b158_sampler_params *p = &s->p;
     int n = s->n_vocab;
@@ -120,7 +120,7 @@ int32_t b158_sampler_sample(b158_sampler *s, const float *logits)
         s->cands[i] = (cand){i, logits[i], 0.0f};
     if (p->repeat_penalty != 1.0f) {
         for (int r = 0; r < s->n_recent; r++) {
-            const int32_t id = s->recent[r];
+            const b158_token id = s->recent[r];
             int seen = 0; /* a token repeated in the window is penalized once */
             for (int q = 0; q < r; q++)
                 seen |= s->recent[q] == id;
@@ -130,7 +130,7 @@ int32_t b158_sampler_sample(b158_sampler *s, const float *logits)
             *l = *l > 0.0f ? *l / p->repeat_penalty : *l * p->repeat_penalty;
         }
     }
-    int32_t pick;
+    b158_token pick;
     if (p->temp <= 0.0f) {
         int best = 0;
         for (int i = 1; i < n; i++)

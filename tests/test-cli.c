@@ -355,7 +355,7 @@ static void test_sampler(void)
     CU_ASSERT_EQUAL_FATAL(b158_sampler_create(&p, nv, &b), B158_OK);
     int same = 1, distinct = 0, prev = -1;
     for (int i = 0; i < 50; i++) {
-        int32_t x = b158_sampler_sample(a, logits), y = b158_sampler_sample(b, logits);
+        b158_token x = b158_sampler_sample(a, logits), y = b158_sampler_sample(b, logits);
         same &= x == y;
         distinct += x != prev;
         prev = x;

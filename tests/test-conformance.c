@@ -31,15 +31,15 @@
 
 typedef struct {
     char dir[1200];
-    int32_t tokens[MAX_TOKENS];
+    b158_token tokens[MAX_TOKENS];
     int n_tokens;
-    int32_t greedy[MAX_TOKENS];
+    b158_token greedy[MAX_TOKENS];
     int n_greedy;
     float *logits; /* n_tokens x n_vocab */
     size_t n_logits;
 } fixture;
 
-static int read_ids(const char *path, int32_t *ids, int cap)
+static int read_ids(const char *path, b158_token *ids, int cap)
 {
     FILE *f = fopen(path, "r");
     if (!f)
@@ -119,7 +119,7 @@ static void check_fixture(const fixture *fx, b158_runtime *rt, const char *path_
         if (next != fx->greedy[g])
             break;
         n_same++;
-        const int32_t t = next;
+        const b158_token t = next;
         if (b158_session_eval(s, &t, 1) != B158_OK)
             break;
         next = b158_test_argmax(b158_session_logits(s, 0), nv);

@@ -71,7 +71,7 @@ static b158_session *session(b158_model *m, b158_runtime *rt, int n_ctx, int n_b
     return s;
 }
 
-static void random_tokens(int32_t *t, int n, int n_vocab)
+static void random_tokens(b158_token *t, int n, int n_vocab)
 {
     for (int i = 0; i < n; i++)
         t[i] = b158_test_randint(0, n_vocab - 1);
@@ -98,7 +98,7 @@ static void test_device_vs_reference(void)
         const uint64_t seed = b158_test_rand();
         b158_model *m = model_on(&fl.shape, seed, NULL);
         const int nv = fl.shape.n_vocab, n = b158_test_randint(9, 23);
-        int32_t *tok = malloc((size_t)n * 4);
+        b158_token *tok = malloc((size_t)n * sizeof *tok);
         random_tokens(tok, n, nv);
         b158_session *ref = session(m, NULL, 48, 7, 1); /* batches of 7: several chunks */
         CU_ASSERT_EQUAL_FATAL(b158_session_eval(ref, tok, n), B158_OK);
@@ -142,7 +142,7 @@ static void test_decode_vs_prefill(void)
     const flavour fl = flavours(0);
     const uint64_t seed = b158_test_rand();
     const int n = 12, split = 5, nv = fl.shape.n_vocab;
-    int32_t tok[12];
+    b158_token tok[12];
     random_tokens(tok, n, nv);
     b158_runtime *rts[3] = {NULL, b158_test_runtime(B158_VARIANT_CPU),
                             b158_test_runtime(B158_VARIANT_GPU)};
@@ -188,7 +188,7 @@ static void test_errors(void)
             break;
         b158_model *m = model_on(&fl.shape, 7, rts[v]);
         b158_session *s = session(m, rts[v], 8, 0, 0);
-        int32_t tok[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+        b158_token tok[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
         /* longer than the context: refused before anything runs */
         CU_ASSERT_EQUAL(b158_session_eval(s, tok, 9), B158_ERR_CONTEXT_FULL);
         CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "context"));
@@ -197,7 +197,7 @@ static void test_errors(void)
         CU_ASSERT_EQUAL(b158_session_eval(s, tok, 1), B158_ERR_CONTEXT_FULL);
         b158_session_reset(s);
         /* ids outside the vocabulary */
-        int32_t bad[2] = {0, fl.shape.n_vocab};
+        b158_token bad[2] = {0, fl.shape.n_vocab};
         CU_ASSERT_EQUAL(b158_session_eval(s, bad, 2), B158_ERR_INVALID_ARG);
         bad[1] = -1;
         CU_ASSERT_EQUAL(b158_session_eval(s, bad, 2), B158_ERR_INVALID_ARG);
@@ -232,7 +232,7 @@ static void check_baseline(b158_runtime *rt, b158_weight_mode mode, double tol, 
         const flavour fl = flavours(f);
         const uint64_t seed = b158_test_rand();
         const int nv = fl.shape.n_vocab, n = b158_test_randint(5, 15);
-        int32_t tok[16];
+        b158_token tok[16];
         random_tokens(tok, n, nv);
         const uint64_t w0 = b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS);
         b158_model *mt = model_on(&fl.shape, seed, rt);

@@ -13,8 +13,8 @@
 #include "model.h"
 #include "test-common.h"
 
-static const uint32_t types[] = {B158_TT_TQ2_0, B158_TT_TQ1_0, B158_TT_I2_S,
-                                 B158_TT_F16,   B158_TT_BF16,  B158_TT_F32};
+static const b158_tensor_type types[] = {B158_TENSOR_TQ2_0, B158_TENSOR_TQ1_0, B158_TENSOR_I2_S,
+                                         B158_TENSOR_F16,   B158_TENSOR_BF16,  B158_TENSOR_F32};
 static const char *type_names[] = {"TQ2_0", "TQ1_0", "I2_S", "F16", "BF16", "F32"};
 #define N_TYPES 6
 
@@ -119,8 +119,8 @@ static void test_roundtrip(void)
     }
 }
 
-static void greedy(b158_model *m, b158_runtime *rt, const int32_t *prompt, int n_prompt,
-                   int32_t *out, int n_out)
+static void greedy(b158_model *m, b158_runtime *rt, const b158_token *prompt, int n_prompt,
+                   b158_token *out, int n_out)
 {
     b158_session_params p = b158_session_default_params();
     p.rt = rt;
@@ -149,7 +149,7 @@ static void test_greedy_across_types(void)
     b158_model_info h = shape(B158_ARCH_BITNET_25);
     b158_model *orig = NULL;
     CU_ASSERT_EQUAL_FATAL(b158_model_random(&h, b158_test_rand(), &orig), B158_OK);
-    int32_t prompt[6], first[16], now[16];
+    b158_token prompt[6], first[16], now[16];
     for (int i = 0; i < 6; i++)
         prompt[i] = b158_test_randint(0, h.n_vocab - 1);
     for (int t = 0; t < N_TYPES; t++) {
@@ -269,7 +269,7 @@ static void test_scale_tensors(void)
     b158_model *orig = NULL;
     CU_ASSERT_EQUAL_FATAL(b158_model_random(&h, 5, &orig), B158_OK);
     const char *good = tmp_path("scale-good.gguf"), *with = tmp_path("scale-with.gguf");
-    CU_ASSERT_EQUAL_FATAL(b158_model_save(orig, good, B158_TT_TQ2_0, NULL), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_model_save(orig, good, B158_TENSOR_TQ2_0, NULL), B158_OK);
     const float factor = 2.5f;
     rewrite_ex(good, with, "", 0, 0, "blk.1.ffn_down.scale", &factor);
     b158_model *m = load_ok(with);
@@ -297,7 +297,7 @@ static void test_malformed(void)
     b158_model *orig = NULL;
     CU_ASSERT_EQUAL_FATAL(b158_model_random(&h, 3, &orig), B158_OK);
     const char *good = tmp_path("good.gguf"), *bad = tmp_path("bad.gguf");
-    CU_ASSERT_EQUAL_FATAL(b158_model_save(orig, good, B158_TT_TQ2_0, NULL), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_model_save(orig, good, B158_TENSOR_TQ2_0, NULL), B158_OK);
     b158_model_free(orig);
     size_t size;
     unsigned char *buf = (unsigned char *)b158_test_read_file(good, &size);

@@ -310,7 +310,7 @@ static int engine_pos(const engine *e)
 }
 
 /* Evaluates tokens on the session(s); in verify mode compares every position's logits. */
-static int engine_eval(engine *e, const int32_t *tok, int n)
+static int engine_eval(engine *e, const b158_token *tok, int n)
 {
     if (e->dev && b158_session_eval(e->dev, tok, n) != B158_OK)
         return fail(NULL);
@@ -377,7 +377,7 @@ static int generate(engine *e, const args *a, int n, int *hit_eog)
             fprintf(stderr, "\n[context of %d tokens is full]\n", engine_ctx(e));
             break;
         }
-        int32_t tok = b158_sampler_sample(e->sampler, engine_logits(e));
+        b158_token tok = b158_sampler_sample(e->sampler, engine_logits(e));
         if (!a->ignore_eos && b158_vocab_is_eog(e->vocab, tok)) {
             *hit_eog = 1;
             /* the end-of-turn token belongs to the history (chat), evaluated but not printed */
@@ -570,7 +570,7 @@ int main(int argc, char **argv)
         }
         if (rc == 0 && engine_pos(&e) == 0) {
             /* an empty prompt without BOS: start from the end-of-text token as llama.cpp does */
-            int32_t start =
+            b158_token start =
                 b158_vocab_bos(e.vocab) >= 0 ? b158_vocab_bos(e.vocab) : b158_vocab_eos(e.vocab);
             rc = start >= 0 ? engine_eval(&e, &start, 1) : 1;
             if (start < 0)

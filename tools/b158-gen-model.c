@@ -7,7 +7,6 @@
 
 #include "b158/model.h"
 #include "b158/tokenizer.h"
-#include "gguf-types.h"
 
 static void usage(FILE *f)
 {
@@ -38,7 +37,7 @@ int main(int argc, char **argv)
     h.arch = B158_ARCH_BITNET_25;
     h.rms_eps = 1e-5f;
     const char *out = NULL, *vocab = NULL, *arch = "bitnet-25";
-    uint32_t type = B158_TT_TQ2_0;
+    b158_tensor_type type = B158_TENSOR_TQ2_0;
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -68,17 +67,18 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--type")) {
             static const struct {
                 const char *n;
-                uint32_t t;
-            } types[] = {{"tq2_0", B158_TT_TQ2_0}, {"tq1_0", B158_TT_TQ1_0}, {"i2_s", B158_TT_I2_S},
-                         {"f16", B158_TT_F16},     {"bf16", B158_TT_BF16},   {"f32", B158_TT_F32}};
-            type = UINT32_MAX;
-            for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
-                if (!strcasecmp(v, types[t].n))
-                    type = types[t].t;
-            if (type == UINT32_MAX) {
+                b158_tensor_type t;
+            } types[] = {{"tq2_0", B158_TENSOR_TQ2_0}, {"tq1_0", B158_TENSOR_TQ1_0},
+                         {"i2_s", B158_TENSOR_I2_S},   {"f16", B158_TENSOR_F16},
+                         {"bf16", B158_TENSOR_BF16},   {"f32", B158_TENSOR_F32}};
+            size_t t = 0;
+            while (t < sizeof types / sizeof types[0] && strcasecmp(v, types[t].n))
+                t++;
+            if (t == sizeof types / sizeof types[0]) {
                 fprintf(stderr, "error: unknown --type '%s'\n", v);
                 return 2;
             }
+            type = types[t].t;
         } else if (!strcmp(a, "--n-embd")) {
             field = &h.n_embd;
         } else if (!strcmp(a, "--n-layer")) {

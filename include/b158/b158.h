@@ -35,9 +35,20 @@ const char *b158_status_str(b158_status status);
  * what to do. Empty string when nothing failed yet. Valid until the next failing call. */
 const char *b158_last_error(void);
 
-/* Log sink for progress and warnings; level 0 = error, 1 = warning, 2 = info, 3 = debug.
- * NULL restores the default (stderr, levels <= info). */
-typedef void (*b158_log_fn)(int level, const char *message, void *user);
+/* A token id: a row of the vocabulary and of the model's embedding. */
+typedef int32_t b158_token;
+
+/* Severity of a log message. Values are stable. */
+typedef enum b158_log_level {
+    B158_LOG_ERROR = 0,
+    B158_LOG_WARN = 1,
+    B158_LOG_INFO = 2,
+    B158_LOG_DEBUG = 3,
+} b158_log_level;
+
+/* Log sink for progress and warnings. NULL restores the default (stderr, levels up to
+ * B158_LOG_INFO). The sink is process-wide; set it before other threads use the library. */
+typedef void (*b158_log_fn)(b158_log_level level, const char *message, void *user);
 void b158_log_set(b158_log_fn fn, void *user);
 
 /* ---- devices ---------------------------------------------------------------------------- */

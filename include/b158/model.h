@@ -61,12 +61,22 @@ b158_status b158_model_preset(const char *name, b158_model_info *out);
  * flags are used; the rest is derived), deterministic in seed. For tests and benchmarks. */
 b158_status b158_model_random(const b158_model_info *shape, uint64_t seed, b158_model **out);
 
+/* GGUF tensor types of ternary weights (values are GGUF's type ids: ggml's numbering, I2_S is
+ * bitnet.cpp's). The float types store the ternary values exactly, times their scale. */
+typedef enum b158_tensor_type {
+    B158_TENSOR_F32 = 0,
+    B158_TENSOR_F16 = 1,
+    B158_TENSOR_BF16 = 30,
+    B158_TENSOR_TQ1_0 = 34, /* llama.cpp: 1.6 bits per weight, base-3 packing */
+    B158_TENSOR_TQ2_0 = 35, /* llama.cpp: 2 bits per weight */
+    B158_TENSOR_I2_S = 36,  /* bitnet.cpp: 2 bits per weight, one scale per tensor */
+} b158_tensor_type;
+
 /* Writes the model as a GGUF file following llama.cpp's conventions, its ternary weights as
- * ternary_type (GGUF type id: 35 TQ2_0, 34 TQ1_0, 36 I2_S, or 1 / 30 / 0 for exact-ternary
- * F16 / BF16 / F32). The tokenizer is copied from the GGUF file vocab_from, or, when NULL, a
+ * ternary_type. The tokenizer is copied from the GGUF file vocab_from, or, when NULL, a
  * byte-level vocabulary without merges is made up (n_vocab >= 257). */
-b158_status b158_model_save(const b158_model *model, const char *path, uint32_t ternary_type,
-                            const char *vocab_from);
+b158_status b158_model_save(const b158_model *model, const char *path,
+                            b158_tensor_type ternary_type, const char *vocab_from);
 
 /* Uploads the weights to rt's device once (counted as B158_MEM_WEIGHTS). The model keeps
  * them until freed; rt must outlive the model. Calling it again with the same rt is a no-op. */
@@ -115,7 +125,7 @@ void b158_session_free(b158_session *s);
 /* Runs n tokens at the current position (prefill in batches of n_batch, then advances).
  * Returns B158_ERR_CONTEXT_FULL, before computing anything, if pos + n exceeds n_ctx, and
  * B158_ERR_INVALID_ARG for a token id outside the vocabulary. */
-b158_status b158_session_eval(b158_session *s, const int32_t *tokens, int n);
+b158_status b158_session_eval(b158_session *s, const b158_token *tokens, int n);
 
 /* Logits of the last evaluated token (n_vocab floats), or with all_logits of token i of the
  * last eval call (i < n). Valid until the next eval. */
@@ -143,9 +153,9 @@ typedef struct b158_sampler b158_sampler;
 b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab, b158_sampler **out);
 void b158_sampler_free(b158_sampler *s);
 /* Picks the next token from logits (not modified) and remembers it for the repeat penalty. */
-int32_t b158_sampler_sample(b158_sampler *s, const float *logits);
+b158_token b158_sampler_sample(b158_sampler *s, const float *logits);
 /* Tells the sampler about tokens it did not pick (the prompt), for the repeat penalty. */
-void b158_sampler_accept(b158_sampler *s, int32_t token);
+void b158_sampler_accept(b158_sampler *s, b158_token token);
 
 #ifdef __cplusplus
 }

@@ -11,8 +11,6 @@
 extern "C" {
 #endif
 
-typedef int32_t b158_token;
-
 /* A loaded vocabulary with its tokenizer; immutable after loading, so one vocab may be used
  * from several threads at once. */
 typedef struct b158_vocab b158_vocab;
