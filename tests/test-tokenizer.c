@@ -1,5 +1,6 @@
 /* Tokenizer tests: llama.cpp's reference vectors for LLaMA SPM, GPT-2 and LLaMA-3 BPE, decoding
- * round trips, special tokens, invalid UTF-8, the streaming decoder, and a timing printout. */
+ * round trips, special tokens, invalid UTF-8, the streaming decoder, writing vocabularies, and a
+ * timing printout. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -472,6 +473,119 @@ static void test_stream(void)
 }
 
 /* Merging SentencePiece lines separately must equal one queue over the whole text. */
+/* A vocabulary written from its parts (b158_vocab_write) loads back as written: a byte-level
+ * BPE one with merges and a control token, a SentencePiece one with scores; bad parts are
+ * refused. */
+static void test_vocab_write(void)
+{
+    char path[] = "/tmp/b158-test-vocab-XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    /* BPE: the 256 bytes in a random order, then "ab", "abc" and "<|end|>" */
+    enum { NV = 259 };
+    static char buf[NV][16];
+    const char *texts[NV];
+    size_t lens[NV];
+    b158_token_type types[NV];
+    int order[256];
+    for (int i = 0; i < 256; i++)
+        order[i] = i;
+    for (int i = 255; i > 0; i--) {
+        const int j = b158_test_randint(0, i), t = order[i];
+        order[i] = order[j], order[j] = t;
+    }
+    for (int i = 0; i < 256; i++) {
+        const unsigned char b = (unsigned char)order[i];
+        lens[i] = b158_bpe_text_from_bytes(&b, 1, buf[i]);
+        CU_ASSERT(lens[i] == 1 || lens[i] == 2);
+        types[i] = B158_TOKEN_NORMAL;
+    }
+    lens[256] = b158_bpe_text_from_bytes("ab", 2, buf[256]);
+    lens[257] = b158_bpe_text_from_bytes("abc", 3, buf[257]);
+    CU_ASSERT(lens[256] == 2 && lens[257] == 3 && memcmp(buf[257], "abc", 3) == 0);
+    lens[258] = strlen(strcpy(buf[258], "<|end|>"));
+    types[256] = types[257] = B158_TOKEN_NORMAL;
+    types[258] = B158_TOKEN_CONTROL;
+    for (int i = 0; i < NV; i++)
+        texts[i] = buf[i];
+    const char *merges[] = {"a b", "ab c"};
+    b158_vocab_write_params p = b158_vocab_write_default_params();
+    p.type = B158_VOCAB_BPE;
+    p.pre = "gpt2";
+    p.n_tokens = NV;
+    p.texts = texts;
+    p.lens = lens;
+    p.token_types = types;
+    p.merges = merges;
+    p.n_merges = 2;
+    p.eos = 258;
+    p.add_bos = 0;
+    CU_ASSERT_EQUAL_FATAL(b158_vocab_write(&p, path), B158_OK);
+    b158_vocab *v = load_vocab(path);
+    CU_ASSERT_EQUAL(b158_vocab_get_type(v), B158_VOCAB_BPE);
+    CU_ASSERT_EQUAL(b158_vocab_n_tokens(v), NV);
+    CU_ASSERT_EQUAL(b158_vocab_eos(v), 258);
+    CU_ASSERT_EQUAL(b158_vocab_bos(v), -1);
+    CU_ASSERT_EQUAL(b158_vocab_add_bos(v), 0);
+    CU_ASSERT(b158_vocab_is_eog(v, 258) && b158_vocab_is_control(v, 258));
+    for (int i = 0; i < NV; i++) { /* every text distinct and stored as given */
+        size_t len = 0;
+        const char *t = b158_vocab_token_text(v, i, &len);
+        CU_ASSERT(t && len == lens[i] && memcmp(t, texts[i], len) == 0);
+        CU_ASSERT_EQUAL(b158_vocab_find(v, texts[i], lens[i]), i);
+    }
+    b158_token ids[8];
+    size_t n = 0;
+    const char *text = "abcab<|end|>";
+    CU_ASSERT_EQUAL(b158_tokenize(v, text, strlen(text), B158_TOKENIZE_PARSE_SPECIAL, ids, 8, &n),
+                    B158_OK);
+    CU_ASSERT(n == 3 && ids[0] == 257 && ids[1] == 256 && ids[2] == 258);
+    CU_ASSERT_EQUAL(b158_tokenize(v, "\xc3\xa9", 2, 0, ids, 8, &n), B158_OK); /* no merge */
+    CU_ASSERT(n == 2 && order[ids[0]] == 0xc3 && order[ids[1]] == 0xa9);
+    b158_vocab_free(v);
+
+    /* SentencePiece: scores decide the merges */
+    const char *spm_texts[] = {"<unk>",
+                               "<s>",
+                               "</s>",
+                               "\xe2\x96\x81",
+                               "a",
+                               "b",
+                               "\xe2\x96\x81"
+                               "a",
+                               "\xe2\x96\x81"
+                               "ab"};
+    const float scores[] = {0, 0, 0, -3.0f, -2.0f, -2.5f, b158_test_uniform(-1.0f, -0.5f), -0.25f};
+    p = b158_vocab_write_default_params();
+    p.type = B158_VOCAB_SPM;
+    p.name = "spm test";
+    p.n_tokens = 8;
+    p.texts = spm_texts;
+    p.scores = scores;
+    p.unk = 0, p.bos = 1, p.eos = 2, p.add_bos = 1;
+    CU_ASSERT_EQUAL_FATAL(b158_vocab_write(&p, path), B158_OK);
+    v = load_vocab(path);
+    CU_ASSERT_EQUAL(b158_vocab_get_type(v), B158_VOCAB_SPM);
+    CU_ASSERT_EQUAL(b158_vocab_token_score(v, 6), scores[6]);
+    CU_ASSERT_EQUAL(b158_tokenize(v, "ab", 2, B158_TOKENIZE_ADD_BOS, ids, 8, &n), B158_OK);
+    CU_ASSERT(n == 2 && ids[0] == 1 && ids[1] == 7);
+    b158_vocab_free(v);
+
+    /* refused: no params, no tokens, an unknown type, a special id outside, an unwritable path */
+    CU_ASSERT_EQUAL(b158_vocab_write(NULL, path), B158_ERR_INVALID_ARG);
+    b158_vocab_write_params bad = p;
+    bad.n_tokens = 0;
+    CU_ASSERT_EQUAL(b158_vocab_write(&bad, path), B158_ERR_INVALID_ARG);
+    bad = p, bad.type = (b158_vocab_type)0;
+    CU_ASSERT_EQUAL(b158_vocab_write(&bad, path), B158_ERR_INVALID_ARG);
+    bad = p, bad.eos = 8;
+    CU_ASSERT_EQUAL(b158_vocab_write(&bad, path), B158_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "outside the vocabulary"));
+    CU_ASSERT_EQUAL(b158_vocab_write(&p, "/nonexistent-dir/vocab.gguf"), B158_ERR_IO);
+    unlink(path);
+}
+
 static void test_spm_line_split(void)
 {
     b158_vocab *v = load_vocab(b158_test_fetched("tokenizers/ggml-vocab-llama-spm.gguf"));
@@ -615,6 +729,7 @@ static void add_suites(void)
     static const b158_test_case api[] = {{"special_and_bos", test_special_and_bos},
                                          {"invalid_utf8", test_invalid_utf8},
                                          {"stream", test_stream},
+                                         {"vocab_write", test_vocab_write},
                                          {"load_errors", test_load_errors},
                                          {"tokenize_tool", test_tokenize_tool},
                                          {NULL, NULL}};

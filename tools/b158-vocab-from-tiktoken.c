@@ -4,9 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gguf-write.h"
-#include "tokenizer-map.h"
-#include "tokenizer.h"
+#include "b158/tokenizer.h"
 
 #define N_SPECIAL 256
 
@@ -131,13 +129,29 @@ static int read_tiktoken(const char *path, tokens *t)
     return rc;
 }
 
-/* Token bytes in GPT-2's byte alphabet. */
-static size_t gpt2_encode(const unsigned char *s, size_t n, char *out)
+/* Ranks by token bytes, for looking a byte string's rank up with bsearch. */
+typedef struct entry {
+    const unsigned char *bytes;
+    size_t len;
+    int32_t rank;
+} entry;
+
+static int cmp_entry(const void *a, const void *b)
 {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += b158_utf8_encode(b158_gpt2_byte_to_cp(s[i]), out + k);
-    return k;
+    const entry *x = a, *y = b;
+    const size_t n = x->len < y->len ? x->len : y->len;
+    const int c = memcmp(x->bytes, y->bytes, n);
+    if (c || x->len == y->len)
+        return c;
+    return x->len < y->len ? -1 : 1;
+}
+
+/* Rank of the token whose bytes are s[0..n), or -1. */
+static int32_t rank_of(const entry *sorted, size_t n_sorted, const unsigned char *s, size_t n)
+{
+    const entry key = {s, n, -1};
+    const entry *e = bsearch(&key, sorted, n_sorted, sizeof *sorted, cmp_entry);
+    return e ? e->rank : -1;
 }
 
 /* Merges that create token `rank`: every split into two tokens, ordered by the ranks of the
@@ -158,13 +172,13 @@ static int cmp_split(const void *a, const void *b)
     return (x->right_rank > y->right_rank) - (x->right_rank < y->right_rank);
 }
 
-static size_t token_splits(const tokens *t, const b158_strmap *ranks, size_t rank, split *out)
+static size_t token_splits(const tokens *t, const entry *sorted, size_t rank, split *out)
 {
-    const char *tok = (const char *)t->bytes + t->off[rank];
+    const unsigned char *tok = t->bytes + t->off[rank];
     size_t n = t->len[rank], k = 0;
     for (size_t at = 1; at < n; at++) {
-        int32_t l = b158_strmap_get(ranks, tok, at);
-        int32_t r = b158_strmap_get(ranks, tok + at, n - at);
+        int32_t l = rank_of(sorted, t->n, tok, at);
+        int32_t r = rank_of(sorted, t->n, tok + at, n - at);
         if (l >= 0 && r >= 0)
             out[k++] = (split){l, r, at};
     }
@@ -220,36 +234,41 @@ int main(int argc, char **argv)
     if (read_tiktoken(in, &t) != 0)
         return 1;
     size_t n_vocab = t.n + N_SPECIAL;
-    b158_strmap ranks;
-    if (b158_strmap_init(&ranks, t.n) != B158_OK) {
-        fprintf(stderr, "error: %s\n", b158_last_error());
+    entry *sorted = malloc(t.n * sizeof *sorted);
+    if (!sorted) {
+        fprintf(stderr, "error: out of memory\n");
         return 1;
     }
     size_t max_len = 0;
     for (size_t r = 0; r < t.n; r++) {
-        if (b158_strmap_put(&ranks, (const char *)t.bytes + t.off[r], t.len[r], (int32_t)r, NULL) !=
-            1) {
-            fprintf(stderr, "error: %s: token of rank %zu appears twice\n", in, r);
-            return 1;
-        }
+        sorted[r] = (entry){t.bytes + t.off[r], t.len[r], (int32_t)r};
         if (t.len[r] > max_len)
             max_len = t.len[r];
+    }
+    qsort(sorted, t.n, sizeof *sorted, cmp_entry);
+    for (size_t i = 1; i < t.n; i++) {
+        if (cmp_entry(&sorted[i - 1], &sorted[i]) == 0) {
+            const int32_t r =
+                sorted[i - 1].rank > sorted[i].rank ? sorted[i - 1].rank : sorted[i].rank;
+            fprintf(stderr, "error: %s: token of rank %d appears twice\n", in, (int)r);
+            return 1;
+        }
     }
 
     /* token texts: GPT-2 alphabet (<= 2 bytes per byte), then the specials */
     char **texts = malloc(n_vocab * sizeof *texts);
     size_t *lens = malloc(n_vocab * sizeof *lens);
-    int32_t *types = malloc(n_vocab * sizeof *types);
+    b158_token_type *types = malloc(n_vocab * sizeof *types);
     split *splits = malloc((max_len + 1) * sizeof *splits);
     char **merges = NULL;
     size_t n_merges = 0, cap_merges = 0;
     for (size_t r = 0; r < t.n; r++) {
         texts[r] = malloc(2 * t.len[r] + 1);
-        lens[r] = gpt2_encode(t.bytes + t.off[r], t.len[r], texts[r]);
+        lens[r] = b158_bpe_text_from_bytes(t.bytes + t.off[r], t.len[r], texts[r]);
         types[r] = B158_TOKEN_NORMAL;
         if (t.len[r] < 2)
             continue;
-        size_t ns = token_splits(&t, &ranks, r, splits);
+        size_t ns = token_splits(&t, sorted, r, splits);
         if (ns == 0) {
             fprintf(stderr,
                     "error: %s: token of rank %zu is not two shorter tokens joined: "
@@ -264,9 +283,9 @@ int main(int argc, char **argv)
                 merges = realloc(merges, cap_merges * sizeof *merges);
             }
             char *m = malloc(2 * t.len[r] + 2);
-            size_t k = gpt2_encode(tok, splits[i].at, m);
+            size_t k = b158_bpe_text_from_bytes(tok, splits[i].at, m);
             m[k++] = ' ';
-            k += gpt2_encode(tok + splits[i].at, t.len[r] - splits[i].at, m + k);
+            k += b158_bpe_text_from_bytes(tok + splits[i].at, t.len[r] - splits[i].at, m + k);
             m[k] = '\0';
             merges[n_merges++] = m;
         }
@@ -279,25 +298,21 @@ int main(int argc, char **argv)
         types[t.n + i] = B158_TOKEN_CONTROL;
     }
 
-    b158_gguf_writer *w = NULL;
-    b158_status st = b158_gguf_writer_create(&w);
-    int32_t base = (int32_t)t.n;
-    if (st == B158_OK) {
-        b158_gguf_add_str(w, "general.architecture", "llama");
-        b158_gguf_add_str(w, "general.name", "llama3-tiktoken");
-        b158_gguf_add_str(w, "tokenizer.ggml.model", "gpt2");
-        b158_gguf_add_str(w, "tokenizer.ggml.pre", "llama-bpe");
-        b158_gguf_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)texts, lens,
-                              n_vocab);
-        b158_gguf_add_arr(w, "tokenizer.ggml.token_type", B158_GGUF_I32, types, n_vocab);
-        b158_gguf_add_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, NULL,
-                              n_merges);
-        b158_gguf_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)base);
-        b158_gguf_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)base + 1);
-        b158_gguf_add_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)base + 9);
-        b158_gguf_add_bool(w, "tokenizer.ggml.add_bos_token", 1);
-        st = b158_gguf_writer_write_file(w, out);
-    }
+    b158_vocab_write_params vp = b158_vocab_write_default_params();
+    vp.type = B158_VOCAB_BPE;
+    vp.name = "llama3-tiktoken";
+    vp.pre = "llama-bpe";
+    vp.n_tokens = n_vocab;
+    vp.texts = (const char *const *)texts;
+    vp.lens = lens;
+    vp.token_types = types;
+    vp.merges = (const char *const *)merges;
+    vp.n_merges = n_merges;
+    vp.bos = (b158_token)t.n;
+    vp.eos = (b158_token)t.n + 1;
+    vp.eot = (b158_token)t.n + 9;
+    vp.add_bos = 1;
+    b158_status st = b158_vocab_write(&vp, out);
     if (st != B158_OK) {
         fprintf(stderr, "error: %s\n", b158_last_error());
         return 1;
@@ -305,7 +320,6 @@ int main(int argc, char **argv)
     printf("%s: %zu tokens (%zu + %d special), %zu merges\n", out, n_vocab, t.n, N_SPECIAL,
            n_merges);
 
-    b158_gguf_writer_free(w);
     for (size_t i = 0; i < n_vocab; i++)
         free(texts[i]);
     for (size_t i = 0; i < n_merges; i++)
@@ -315,7 +329,7 @@ int main(int argc, char **argv)
     free(types);
     free(merges);
     free(splits);
-    b158_strmap_free(&ranks);
+    free(sorted);
     free(t.bytes);
     free(t.off);
     free(t.len);

@@ -110,6 +110,42 @@ b158_status b158_detok_stream_push(b158_detok_stream *s, const b158_vocab *v, b1
 /* Ends the stream: a held-back incomplete sequence becomes U+FFFD. cap >= 3. */
 size_t b158_detok_stream_flush(b158_detok_stream *s, char *out, size_t cap);
 
+/* ---- writing vocabularies --------------------------------------------------------------- */
+
+/* A vocabulary given by its parts, for b158_vocab_write. Arrays are the caller's and are only
+ * read. */
+typedef struct b158_vocab_write_params {
+    b158_vocab_type type;               /* B158_VOCAB_BPE or B158_VOCAB_SPM; no default */
+    const char *name;                   /* general.name; NULL = not written */
+    const char *pre;                    /* tokenizer.ggml.pre ("llama-bpe"); NULL = not written */
+    size_t n_tokens;                    /* 1 .. INT32_MAX */
+    const char *const *texts;           /* n_tokens token texts, in the vocabulary's alphabet
+                                           (BPE: b158_bpe_text_from_bytes) */
+    const size_t *lens;                 /* their lengths in bytes; NULL = NUL-terminated texts */
+    const b158_token_type *token_types; /* n_tokens types; NULL = not written */
+    const float *scores;                /* n_tokens scores (SentencePiece); NULL = not written */
+    const char *const *merges;          /* n_merges "left right" BPE merges, first = highest
+                                           priority; NULL when n_merges is 0 */
+    size_t n_merges;
+    b158_token bos, eos, eot, unk; /* special ids; -1 (the default) = not written */
+    int add_bos;                   /* tokenizer.ggml.add_bos_token: 0 or 1; -1 (the default) =
+                                      not written */
+} b158_vocab_write_params;
+
+/* Everything empty or not written, special ids and add_bos -1. */
+b158_vocab_write_params b158_vocab_write_default_params(void);
+
+/* Writes a vocab-only GGUF file (general.architecture "llama" and the tokenizer.ggml.* keys of
+ * llama.cpp) that b158_vocab_load reads. Errors: B158_ERR_INVALID_ARG (NULL params or path, no
+ * tokens, a missing array, a special id outside the vocabulary), B158_ERR_HOST_MEMORY,
+ * B158_ERR_IO (the file cannot be written). */
+b158_status b158_vocab_write(const b158_vocab_write_params *params, const char *path);
+
+/* The token text of raw bytes in a byte-level BPE vocabulary: every byte as its character of
+ * GPT-2's byte alphabet, in UTF-8. Writes at most 2 * n bytes to out (no NUL) and returns how
+ * many. */
+size_t b158_bpe_text_from_bytes(const void *bytes, size_t n, char *out);
+
 #ifdef __cplusplus
 }
 #endif
