@@ -238,7 +238,8 @@ static void test_chat(void)
         CU_ASSERT(atoi(prompt + 8) >= 20);
 }
 
-/* b158-cl-bench: argument errors, and the shape of its JSON on the tiny preset. */
+/* b158-cl-bench and b158-cl-kernel-bench: argument errors, and the shape of the model bench's
+ * JSON on the tiny preset. */
 static void test_bench(void)
 {
     if (!have_model())
@@ -251,6 +252,13 @@ static void test_bench(void)
     run("b158-cl-bench --kernels --preset tiny --tokens 4 --reps 1", &r); /* the preset's shapes */
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "| cpu | ternary_gemv_cpu | 512 | 256 | 1 |"));
+    /* --kernels runs b158-cl-kernel-bench, which takes the same arguments */
+    run("b158-cl-kernel-bench --shape 70x130 --tokens 3 --reps 1 -o json", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"kernel\": \"f16_matvec\", \"n\": 70, \"k\": 130"));
+    run("b158-cl-bench --kernels --shape 70x130 -o csv", &r); /* csv is for models */
+    CU_ASSERT_EQUAL(r.status, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "-o md|json\n")); /* the kernel bench said so */
     run("b158-cl-bench --preset no-such-size -p 4 -n 2 -r 1", &r);
     CU_ASSERT_EQUAL(r.status, 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "unknown preset"));

@@ -1,0 +1,377 @@
+/* b158-cl-kernel-bench: device latency of the ternary and FP16 matmul kernels (and CLBlast's
+ * HGEMV / HGEMM where the build and device have them) on both kernel variants, at chosen
+ * shapes. An internal program: it drives the launch wrappers of host/ops.h directly. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "b158/model.h"
+#include "bench-common.h"
+#include "blas.h"
+#include "half.h"
+#include "ops.h"
+
+#define MAX_SHAPES 16
+
+typedef struct {
+    int n, k;
+} shape;
+
+typedef struct {
+    const char *device;
+    shape shapes[MAX_SHAPES];
+    int n_shapes;
+    int tokens; /* M of the GEMM rows */
+    int reps;
+    const char *format; /* "md" or "json" */
+} options;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: b158-cl-kernel-bench [options]   (also: b158-cl-bench --kernels [options])\n"
+               "  --shape NxK          output rows N, input width K (repeatable; default "
+               "6912x2560 and 2560x6912)\n"
+               "  --preset LIST        the distinct matrix shapes of these models: 700M, 1.3B,\n"
+               "                       3B, 3.9B, 2B-4T, tiny, or EMBDxFFxLAYERSxHEADS[xKV_HEADS\n"
+               "                       [xVOCAB]]\n"
+               "  --tokens M           tokens of the GEMM rows (default 128)\n"
+               "  -r, --reps R         timed repetitions, median reported (default 20)\n"
+               "  --device SEL         device index or name substring\n"
+               "  -o md|json           output format (default md)\n");
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t median(uint64_t *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_u64);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Device time of the last launch of kernel id, from the runtime's profiling totals. */
+static uint64_t last_ns(b158_runtime *rt, const char *name, uint64_t *prev)
+{
+    b158_kernel_stats st[B158_KERNEL_COUNT + B158_RT_MAX_ROUTINES];
+    size_t n = b158_runtime_kernel_stats(rt, st, B158_KERNEL_COUNT + B158_RT_MAX_ROUTINES);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(st[i].name, name) == 0) {
+            uint64_t d = st[i].total_ns - *prev;
+            *prev = st[i].total_ns;
+            return d;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    const char *variant, *kernel;
+    int n, k, m;
+    double us, gbs;
+} result;
+
+static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double bytes, int n,
+                           int k, int m, b158_status (*op)(b158_runtime *, void *), void *ctx,
+                           result *out)
+{
+    uint64_t prev = 0, t[256];
+    B158_TRY(op(rt, ctx)); /* warm-up: first launch compiles */
+    last_ns(rt, kname, &prev);
+    for (int r = 0; r < reps; r++) {
+        B158_TRY(op(rt, ctx));
+        t[r] = last_ns(rt, kname, &prev);
+    }
+    double us = (double)median(t, reps) / 1000.0;
+    *out = (result){b158_runtime_variant(rt) == B158_VARIANT_GPU ? "gpu" : "cpu",
+                    kname,
+                    n,
+                    k,
+                    m,
+                    us,
+                    bytes / (us * 1e3)};
+    return B158_OK;
+}
+
+struct mm_ctx {
+    b158_tmat w;
+    b158_buf q, s, y, wf16, xf;
+    b158_buf xh, yh, temp; /* CLBlast: FP16 input (m, k), FP16 output (m, n), HGEMM temp */
+    int m;
+    int gemm;
+};
+
+static b158_status run_ternary(b158_runtime *rt, void *p)
+{
+    struct mm_ctx *c = p;
+    return c->gemm ? b158_op_ternary_gemm(rt, &c->w, &c->q, &c->s, &c->y, c->m, 0)
+                   : b158_op_ternary_matmul(rt, &c->w, &c->q, &c->s, &c->y, 1, 0);
+}
+
+static b158_status run_f16(b158_runtime *rt, void *p)
+{
+    struct mm_ctx *c = p;
+    return b158_op_f16_matvec(rt, &c->wf16, &c->xf, &c->y, c->w.n, c->w.k, 1);
+}
+
+static b158_status run_hgemm(b158_runtime *rt, void *p)
+{
+    struct mm_ctx *c = p;
+    return b158_op_hgemm(rt, &c->wf16, &c->xh, &c->yh, c->w.n, c->w.k, c->gemm ? c->m : 1,
+                         &c->temp);
+}
+
+/* CLBlast's HGEMV and HGEMM at the shape (devices with fp16): the FP16 baseline's matmuls. */
+static b158_status bench_clblast(b158_runtime *rt, struct mm_ctx *c, const options *o, result *res,
+                                 int *nres)
+{
+    const int n = c->w.n, k = c->w.k, m = c->m;
+    size_t temp = 0;
+    B158_TRY(b158_hgemm_temp_bytes(rt, n, k, m, &temp));
+    B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * k * 2, &c->xh));
+    B158_TRY(b158_buf_fill(rt, &c->xh, 0x3c)); /* 0x3c3c: 1.06 */
+    B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * n * 2, &c->yh));
+    if (temp)
+        B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, temp, &c->temp));
+    c->gemm = 0;
+    B158_TRY(time_op(rt, "clblast_hgemv", o->reps, (double)n * k * 2 + k * 2 + n * 2, n, k, 1,
+                     run_hgemm, c, &res[*nres]));
+    res[(*nres)++].variant = "-";
+    c->gemm = 1;
+    B158_TRY(time_op(rt, "clblast_hgemm", o->reps, (double)n * k * 2 + (double)m * (k + n) * 2, n,
+                     k, m, run_hgemm, c, &res[*nres]));
+    res[(*nres)++].variant = "-";
+    return B158_OK;
+}
+
+static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, result *res, int *nres)
+{
+    const int n = sh.n, k = sh.k, kp = b158_ternary_k_pad(k), m = o->tokens;
+    b158_status st = B158_OK;
+    struct mm_ctx c = {0};
+    int8_t *w = malloc((size_t)n * k);
+    float *ones = malloc((size_t)(n > m ? n : m) * 4);
+    int8_t *q = calloc((size_t)m * kp, 1);
+    uint16_t *wh = malloc((size_t)n * k * 2);
+    float *xf = malloc((size_t)k * 4);
+    if (!w || !ones || !q || !wh || !xf) {
+        st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for shape %dx%d", n, k);
+        goto done;
+    }
+    srand(1);
+    for (size_t i = 0; i < (size_t)n * k; i++) {
+        w[i] = (int8_t)(rand() % 3 - 1);
+        wh[i] = b158_f32_to_f16((float)w[i] * 0.05f);
+    }
+    for (int i = 0; i < (n > m ? n : m); i++)
+        ones[i] = 1.0f;
+    for (size_t i = 0; i < (size_t)m * kp; i++)
+        q[i] = (int8_t)(rand() % 255 - 127);
+    for (int i = 0; i < k; i++)
+        xf[i] = (float)(rand() % 1000) / 500.0f - 1.0f;
+    c.m = m;
+#define T(x)                                                                                       \
+    if ((st = (x)) != B158_OK)                                                                     \
+        goto done;
+    T(b158_tmat_upload(rt, w, ones, n, k, &c.w));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * kp, &c.q));
+    T(b158_buf_write(rt, &c.q, 0, (size_t)m * kp, q));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * 4, &c.s));
+    T(b158_buf_write(rt, &c.s, 0, (size_t)m * 4, ones));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * n * 4, &c.y));
+    T(b158_buf_alloc(rt, B158_MEM_WEIGHTS, (size_t)n * k * 2, &c.wf16));
+    T(b158_buf_write(rt, &c.wf16, 0, (size_t)n * k * 2, wh));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)k * 4, &c.xf));
+    T(b158_buf_write(rt, &c.xf, 0, (size_t)k * 4, xf));
+    const double tbytes = (double)n * kp / 4 + kp + (double)n * 8;
+    c.gemm = 0;
+    T(time_op(
+        rt, b158_runtime_variant(rt) == B158_VARIANT_GPU ? "ternary_gemv_gpu" : "ternary_gemv_cpu",
+        o->reps, tbytes, n, k, 1, run_ternary, &c, &res[(*nres)++]));
+    c.gemm = 1;
+    T(time_op(
+        rt, b158_runtime_variant(rt) == B158_VARIANT_GPU ? "ternary_gemm_gpu" : "ternary_gemm_cpu",
+        o->reps, tbytes + (double)(m - 1) * (kp + n * 4), n, k, m, run_ternary, &c,
+        &res[(*nres)++]));
+    T(time_op(rt, "f16_matvec", o->reps, (double)n * k * 2 + k * 4 + n * 4, n, k, 1, run_f16, &c,
+              &res[(*nres)++]));
+    if (b158_weight_mode_check(rt, B158_WEIGHTS_FP16_CLBLAST) == B158_OK &&
+        b158_runtime_variant(rt) == B158_VARIANT_CPU)
+        T(bench_clblast(rt, &c, o, res, nres));
+#undef T
+done:
+    b158_tmat_free(rt, &c.w);
+    b158_buf_free(rt, &c.q);
+    b158_buf_free(rt, &c.s);
+    b158_buf_free(rt, &c.y);
+    b158_buf_free(rt, &c.wf16);
+    b158_buf_free(rt, &c.xf);
+    b158_buf_free(rt, &c.xh);
+    b158_buf_free(rt, &c.yh);
+    b158_buf_free(rt, &c.temp);
+    free(w), free(ones), free(q), free(wh), free(xf);
+    return st;
+}
+
+/* Device copy bandwidth (read + write bytes / time) of a 256 MiB buffer copy, for context. */
+static double copy_gbs(b158_runtime *rt)
+{
+    const size_t bytes = 256u << 20;
+    b158_buf a, b;
+    if (b158_buf_alloc(rt, B158_MEM_SCRATCH, bytes, &a) != B158_OK)
+        return 0;
+    if (b158_buf_alloc(rt, B158_MEM_SCRATCH, bytes, &b) != B158_OK) {
+        b158_buf_free(rt, &a);
+        return 0;
+    }
+    b158_buf_fill(rt, &a, 1);
+    b158_buf_fill(rt, &b, 2);
+    uint64_t t[7];
+    for (int r = 0; r < 7; r++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        clEnqueueCopyBuffer(rt->queue, a.mem, b.mem, 0, 0, bytes, 0, NULL, NULL);
+        clFinish(rt->queue);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        t[r] =
+            (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ull + (uint64_t)(t1.tv_nsec - t0.tv_nsec);
+    }
+    b158_buf_free(rt, &a);
+    b158_buf_free(rt, &b);
+    return 2.0 * (double)bytes / (double)median(t, 7);
+}
+
+static int parse(int argc, char **argv, options *o)
+{
+    *o = (options){NULL, {{6912, 2560}, {2560, 6912}}, 2, 128, 20, "md"};
+    const char *preset = NULL;
+    int custom = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--kernels") == 0) {
+            /* b158-cl-bench --kernels runs this program with its arguments */
+        } else if (strcmp(a, "--preset") == 0 && v) {
+            preset = v;
+            i++;
+        } else if (strcmp(a, "--shape") == 0 && v) {
+            if (!custom)
+                o->n_shapes = 0;
+            custom = 1;
+            if (o->n_shapes == MAX_SHAPES ||
+                sscanf(v, "%dx%d", &o->shapes[o->n_shapes].n, &o->shapes[o->n_shapes].k) != 2 ||
+                o->shapes[o->n_shapes].n <= 0 || o->shapes[o->n_shapes].k <= 0) {
+                fprintf(stderr, "error: bad --shape '%s' (want NxK, e.g. 6912x2560)\n", v);
+                return 2;
+            }
+            o->n_shapes++;
+            i++;
+        } else if (strcmp(a, "--tokens") == 0 && v) {
+            o->tokens = atoi(v);
+            i++;
+        } else if ((strcmp(a, "--reps") == 0 || strcmp(a, "-r") == 0) && v) {
+            o->reps = atoi(v);
+            i++;
+        } else if (strcmp(a, "--device") == 0 && v) {
+            o->device = v;
+            i++;
+        } else if (strcmp(a, "-o") == 0 && v) {
+            o->format = v;
+            i++;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 1;
+        } else {
+            fprintf(stderr, "error: unknown or incomplete argument '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (preset && !custom) {
+        /* kernel timings at the distinct matrix shapes of the named presets */
+        char list[256];
+        snprintf(list, sizeof list, "%s", preset);
+        o->n_shapes = 0;
+        for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+             name = strtok_r(NULL, ",", &save)) {
+            b158_model_info h;
+            if (b158_bench_shape_of(name, &h))
+                return 2;
+            const int qd = h.n_embd, kvd = h.n_embd / h.n_head * h.n_head_kv;
+            const shape all[] = {
+                {qd, h.n_embd}, {kvd, h.n_embd}, {h.n_ff, h.n_embd}, {h.n_embd, h.n_ff}};
+            for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+                int dup = 0;
+                for (int j = 0; j < o->n_shapes; j++)
+                    dup |= o->shapes[j].n == all[i].n && o->shapes[j].k == all[i].k;
+                if (!dup && o->n_shapes < MAX_SHAPES)
+                    o->shapes[o->n_shapes++] = all[i];
+            }
+        }
+    }
+    if (o->tokens < 1 || o->tokens > 4096 || o->reps < 1 || o->reps > 256 ||
+        (strcmp(o->format, "md") && strcmp(o->format, "json"))) {
+        fprintf(stderr, "error: --tokens 1..4096, --reps 1..256, -o md|json\n");
+        return 2;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    int rc = parse(argc, argv, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    result res[2 * MAX_SHAPES * 5];
+    int nres = 0;
+    char devname[256] = "", driver[160] = "";
+    double bw = 0;
+    for (int v = B158_VARIANT_CPU; v <= B158_VARIANT_GPU; v++) {
+        b158_runtime_params p = b158_runtime_default_params();
+        p.device = o.device;
+        p.variant = (b158_variant)v;
+        p.profile = 1;
+        b158_runtime *rt = NULL;
+        if (b158_runtime_create(&p, &rt) != B158_OK) {
+            fprintf(stderr, "error: %s\n", b158_last_error());
+            return 1;
+        }
+        snprintf(devname, sizeof devname, "%s", b158_runtime_device(rt)->name);
+        snprintf(driver, sizeof driver, "%s", b158_runtime_device(rt)->driver);
+        if (v == B158_VARIANT_CPU)
+            bw = copy_gbs(rt);
+        for (int s = 0; s < o.n_shapes; s++) {
+            if (bench_shape(rt, o.shapes[s], &o, res, &nres) != B158_OK) {
+                fprintf(stderr, "error: %s\n", b158_last_error());
+                b158_runtime_free(rt);
+                return 1;
+            }
+        }
+        b158_runtime_free(rt);
+    }
+    if (strcmp(o.format, "json") == 0) {
+        printf("{\"device\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", \"copy_gbs\": %.2f, "
+               "\"reps\": %d, \"results\": [",
+               devname, driver, B158_VERSION_STRING, bw / 1e0, o.reps);
+        for (int i = 0; i < nres; i++)
+            printf("%s\n  {\"variant\": \"%s\", \"kernel\": \"%s\", \"n\": %d, \"k\": %d, "
+                   "\"m\": %d, \"median_us\": %.2f, \"gbs\": %.2f}",
+                   i ? "," : "", res[i].variant, res[i].kernel, res[i].n, res[i].k, res[i].m,
+                   res[i].us, res[i].gbs);
+        printf("\n]}\n");
+        return 0;
+    }
+    printf("device: %s (driver %s), b158-cl %s, median of %d runs (profiling events)\n"
+           "device copy bandwidth: %.1f GB/s\n\n",
+           devname, driver, B158_VERSION_STRING, o.reps, bw);
+    printf("| variant | kernel | N (out) | K (in) | M (tokens) | median us | GB/s | %% of copy |\n"
+           "|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for (int i = 0; i < nres; i++)
+        printf("| %s | %s | %d | %d | %d | %.1f | %.1f | %.0f%% |\n", res[i].variant, res[i].kernel,
+               res[i].n, res[i].k, res[i].m, res[i].us, res[i].gbs,
+               bw > 0 ? 100.0 * res[i].gbs / bw : 0.0);
+    return 0;
+}
