@@ -75,7 +75,8 @@ typedef struct b158_device_info {
 } b158_device_info;
 
 /* Fills up to cap entries of out (may be NULL when cap is 0) and sets *count to the number of
- * devices found. Returns B158_ERR_NO_PLATFORM when no OpenCL platform exists. */
+ * devices found. Errors: B158_ERR_INVALID_ARG (count NULL), B158_ERR_NO_PLATFORM (no OpenCL
+ * platform installed), B158_ERR_NO_DEVICE (platforms without devices), B158_ERR_OPENCL. */
 b158_status b158_device_list(b158_device_info *out, size_t cap, size_t *count);
 
 /* ---- runtime ---------------------------------------------------------------------------- */
@@ -101,6 +102,10 @@ b158_runtime_params b158_runtime_default_params(void);
 /* Owns the OpenCL context, queue, programs and kernels. */
 typedef struct b158_runtime b158_runtime;
 
+/* A runtime on the device params selects (NULL params = the defaults). Errors:
+ * B158_ERR_INVALID_ARG (out NULL), B158_ERR_NO_PLATFORM, B158_ERR_NO_DEVICE (nothing matches
+ * the selection; the message lists the devices found), B158_ERR_OPENCL (context or queue),
+ * B158_ERR_HOST_MEMORY. */
 b158_status b158_runtime_create(const b158_runtime_params *params, b158_runtime **out);
 void b158_runtime_free(b158_runtime *rt);
 

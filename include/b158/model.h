@@ -45,7 +45,8 @@ typedef struct b158_model b158_model;
 /* Loads a GGUF model file (bitnet-25, bitnet or llama architecture; ternary tensors as TQ2_0,
  * TQ1_0, I2_S or float). The file stays mapped while the model lives. Errors: B158_ERR_IO
  * (cannot open), B158_ERR_FORMAT (malformed or missing tensors), B158_ERR_UNSUPPORTED
- * (unknown architecture or tensor type). */
+ * (unknown architecture or tensor type), B158_ERR_INVALID_ARG (path or out NULL),
+ * B158_ERR_HOST_MEMORY. */
 b158_status b158_model_load(const char *path, b158_model **out);
 
 const b158_model_info *b158_model_get_info(const b158_model *model);
@@ -58,7 +59,9 @@ void b158_model_free(b158_model *model);
 b158_status b158_model_preset(const char *name, b158_model_info *out);
 
 /* Builds a model with random weights at the given shape (info's arch, sizes, eps, rope and
- * flags are used; the rest is derived), deterministic in seed. For tests and benchmarks. */
+ * flags are used; the rest is derived), deterministic in seed. For tests and benchmarks.
+ * Errors: B158_ERR_FORMAT (an incomplete or inconsistent shape), B158_ERR_UNSUPPORTED
+ * (dimensions beyond what b158-cl holds), B158_ERR_HOST_MEMORY. */
 b158_status b158_model_random(const b158_model_info *shape, uint64_t seed, b158_model **out);
 
 /* GGUF tensor types of ternary weights (values are GGUF's type ids: ggml's numbering, I2_S is
@@ -74,12 +77,18 @@ typedef enum b158_tensor_type {
 
 /* Writes the model as a GGUF file following llama.cpp's conventions, its ternary weights as
  * ternary_type. The tokenizer is copied from the GGUF file vocab_from, or, when NULL, a
- * byte-level vocabulary without merges is made up (n_vocab >= 257). */
+ * byte-level vocabulary without merges is made up (n_vocab >= 257). Errors:
+ * B158_ERR_UNSUPPORTED (the model breaks its architecture's conventions, or per-row scales in a
+ * per-tensor type), B158_ERR_INVALID_ARG (a matrix shape the type cannot store, a vocabulary
+ * that does not fit), B158_ERR_IO / B158_ERR_FORMAT (vocab_from unreadable or malformed; the
+ * file cannot be written), B158_ERR_HOST_MEMORY. */
 b158_status b158_model_save(const b158_model *model, const char *path,
                             b158_tensor_type ternary_type, const char *vocab_from);
 
 /* Uploads the weights to rt's device once (counted as B158_MEM_WEIGHTS). The model keeps
- * them until freed; rt must outlive the model. Calling it again with the same rt is a no-op. */
+ * them until freed; rt must outlive the model. Calling it again with the same rt is a no-op.
+ * Errors: B158_ERR_INVALID_ARG (NULL arguments; the model is already on another runtime or in
+ * another weight mode), B158_ERR_DEVICE_MEMORY, B158_ERR_OPENCL, B158_ERR_HOST_MEMORY. */
 b158_status b158_model_upload(b158_model *model, b158_runtime *rt);
 
 /* Frees the model's device copies (b158_model_upload can then place it again). */
@@ -118,13 +127,18 @@ b158_session_params b158_session_default_params(void);
 
 typedef struct b158_session b158_session;
 
+/* A session for model (NULL params = the defaults); builds every kernel it runs. Errors:
+ * B158_ERR_INVALID_ARG (model or out NULL; params.rt set but the model not uploaded to it),
+ * B158_ERR_UNSUPPORTED (a context too large), B158_ERR_HOST_MEMORY, B158_ERR_DEVICE_MEMORY
+ * (KV cache and scratch do not fit), B158_ERR_BUILD, B158_ERR_OPENCL. */
 b158_status b158_session_create(b158_model *model, const b158_session_params *params,
                                 b158_session **out);
 void b158_session_free(b158_session *s);
 
 /* Runs n tokens at the current position (prefill in batches of n_batch, then advances).
  * Returns B158_ERR_CONTEXT_FULL, before computing anything, if pos + n exceeds n_ctx, and
- * B158_ERR_INVALID_ARG for a token id outside the vocabulary. */
+ * B158_ERR_INVALID_ARG for a token id outside the vocabulary or bad arguments;
+ * B158_ERR_OPENCL or B158_ERR_DEVICE_MEMORY when the device fails. */
 b158_status b158_session_eval(b158_session *s, const b158_token *tokens, int n);
 
 /* Logits of the last evaluated token (n_vocab floats), or with all_logits of token i of the
@@ -150,6 +164,8 @@ typedef struct b158_sampler_params {
 b158_sampler_params b158_sampler_default_params(void);
 
 typedef struct b158_sampler b158_sampler;
+/* A sampler over n_vocab logits (NULL params = the defaults). Errors: B158_ERR_INVALID_ARG
+ * (out NULL, n_vocab <= 0, a parameter out of its range), B158_ERR_HOST_MEMORY. */
 b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab, b158_sampler **out);
 void b158_sampler_free(b158_sampler *s);
 /* Picks the next token from logits (not modified) and remembers it for the repeat penalty. */

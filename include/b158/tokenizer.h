@@ -32,7 +32,8 @@ typedef enum b158_token_type {
 } b158_token_type;
 
 /* Loads the vocabulary of a model or vocab-only GGUF file. B158_ERR_IO / B158_ERR_FORMAT for
- * bad files, B158_ERR_UNSUPPORTED for tokenizer models other than "llama" and "gpt2". */
+ * bad files, B158_ERR_UNSUPPORTED for tokenizer models other than "llama" and "gpt2",
+ * B158_ERR_INVALID_ARG for NULL arguments, B158_ERR_HOST_MEMORY. */
 b158_status b158_vocab_load(const char *path, b158_vocab **out);
 void b158_vocab_free(b158_vocab *v);
 
@@ -73,10 +74,12 @@ enum {
 /* Tokenizes text[0..len) (any bytes: invalid UTF-8 is handled as llama.cpp does, by byte
  * fallback for SentencePiece and U+FFFD for BPE). Writes at most cap ids to out and sets
  * *n_out to the number of tokens of the text; when that exceeds cap, returns
- * B158_ERR_INVALID_ARG and out holds the first cap ids (call again with a larger buffer). */
+ * B158_ERR_INVALID_ARG and out holds the first cap ids (call again with a larger buffer).
+ * Other errors: B158_ERR_INVALID_ARG (NULL arguments), B158_ERR_HOST_MEMORY. */
 b158_status b158_tokenize(const b158_vocab *v, const char *text, size_t len, unsigned flags,
                           b158_token *out, size_t cap, size_t *n_out);
-/* Same into a malloc'd array the caller frees. */
+/* Same into a malloc'd array the caller frees. Errors: B158_ERR_INVALID_ARG (NULL
+ * arguments), B158_ERR_HOST_MEMORY. */
 b158_status b158_tokenize_alloc(const b158_vocab *v, const char *text, size_t len, unsigned flags,
                                 b158_token **out, size_t *n_out);
 
@@ -104,7 +107,8 @@ typedef struct b158_detok_stream {
 } b158_detok_stream;
 
 void b158_detok_stream_init(b158_detok_stream *s);
-/* Decodes one token into out. cap must be at least 3 * (b158_vocab_max_piece(v) + 4). */
+/* Decodes one token into out. cap must be at least 3 * (b158_vocab_max_piece(v) + 4).
+ * Errors: B158_ERR_INVALID_ARG (NULL arguments, an invalid id, cap too small). */
 b158_status b158_detok_stream_push(b158_detok_stream *s, const b158_vocab *v, b158_token id,
                                    int special, char *out, size_t cap, size_t *n_out);
 /* Ends the stream: a held-back incomplete sequence becomes U+FFFD. cap >= 3. */
