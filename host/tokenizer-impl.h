@@ -10,7 +10,9 @@
 #include "b158/tokenizer.h"
 #include "gguf.h"
 #include "tokenizer-map.h"
+#include "tokenizer-util.h"
 #include "tokenizer.h"
+#include "utf8.h"
 
 /* Pre-tokenizer regexes (llama.cpp's, which are the tokenizer.json ones with the
  * case-insensitive group spelled out). */
@@ -62,30 +64,6 @@ struct b158_vocab {
     pcre2_code *re;
 };
 
-/* Growable token list. */
-typedef struct b158_tokvec {
-    b158_token *p;
-    size_t n, cap;
-} b158_tokvec;
-
-b158_status b158_tokvec_push(b158_tokvec *v, b158_token t);
-
-/* Priority queue of candidate merges: smaller key first, then smaller left index (the order
- * both llama.cpp tokenizers use). BPE keys are ranks, SentencePiece keys negated scores. */
-typedef struct b158_bigram {
-    double key;
-    int32_t left, right;
-    uint32_t size; /* bytes of left + right when queued, to detect stale entries */
-} b158_bigram;
-
-typedef struct b158_heap {
-    b158_bigram *p;
-    size_t n, cap;
-} b158_heap;
-
-b158_status b158_heap_push(b158_heap *h, b158_bigram b);
-b158_bigram b158_heap_pop(b158_heap *h);
-
 /* A symbol of the merge loops: a byte range of the text in a doubly linked list. */
 typedef struct b158_symbol {
     int32_t prev, next;
@@ -99,16 +77,5 @@ b158_status b158_bpe_init(b158_vocab *v, const b158_gguf_str *merges, size_t n_m
 b158_status b158_bpe_encode(const b158_vocab *v, const char *text, size_t len, b158_tokvec *out);
 b158_status b158_spm_encode(const b158_vocab *v, const char *text, size_t len, int space_prefix,
                             b158_tokvec *out);
-
-/* UTF-8 helpers (b158_utf8_encode is in tokenizer.h). */
-/* Length of the valid UTF-8 sequence at s[0..n) (RFC 3629: no overlongs or surrogates), or 0
- * when s does not start with one. */
-size_t b158_utf8_valid_len(const unsigned char *s, size_t n);
-/* llama.cpp's sequence length from the lead byte alone (1 for continuation bytes). */
-static inline size_t b158_utf8_lead_len(unsigned char c)
-{
-    static const unsigned char lookup[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
-    return lookup[c >> 4];
-}
 
 #endif

@@ -49,7 +49,7 @@ void b158_strmap_free(b158_strmap *m)
     m->cap = m->n = 0;
 }
 
-int b158_strmap_put(b158_strmap *m, const char *key, size_t len, int32_t value, int32_t *old)
+int b158_strmap_put(b158_strmap *m, const char *key, size_t len, b158_token value, b158_token *old)
 {
     if (2 * (m->n + 1) > m->cap || len > UINT32_MAX)
         return -1;
@@ -71,7 +71,7 @@ int b158_strmap_put(b158_strmap *m, const char *key, size_t len, int32_t value, 
     }
 }
 
-int32_t b158_strmap_get(const b158_strmap *m, const char *key, size_t len)
+b158_token b158_strmap_get(const b158_strmap *m, const char *key, size_t len)
 {
     size_t mask = m->cap - 1;
     for (size_t h = hash_str(key, len) & mask;; h = (h + 1) & mask) {
@@ -101,12 +101,13 @@ void b158_pairmap_free(b158_pairmap *m)
     m->cap = 0;
 }
 
-static uint64_t pair_key(int32_t left, int32_t right)
+static uint64_t pair_key(b158_token left, b158_token right)
 {
     return (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
 }
 
-void b158_pairmap_put(b158_pairmap *m, int32_t left, int32_t right, int32_t rank, int32_t merged)
+void b158_pairmap_put(b158_pairmap *m, b158_token left, b158_token right, int32_t rank,
+                      b158_token merged)
 {
     uint64_t key = pair_key(left, right);
     size_t mask = m->cap - 1;
@@ -123,7 +124,7 @@ void b158_pairmap_put(b158_pairmap *m, int32_t left, int32_t right, int32_t rank
     }
 }
 
-const b158_pairmap_slot *b158_pairmap_get(const b158_pairmap *m, int32_t left, int32_t right)
+const b158_pairmap_slot *b158_pairmap_get(const b158_pairmap *m, b158_token left, b158_token right)
 {
     uint64_t key = pair_key(left, right);
     size_t mask = m->cap - 1;

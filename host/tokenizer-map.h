@@ -1,4 +1,4 @@
-/* Hash maps for the tokenizers: byte string -> id, and token pair -> merge rank. */
+/* Hash maps for the tokenizers: byte string -> token id, and token pair -> merge rank. */
 #ifndef B158_HOST_TOKENIZER_MAP_H
 #define B158_HOST_TOKENIZER_MAP_H
 
@@ -11,7 +11,7 @@
 typedef struct b158_strmap_slot {
     const char *key;
     uint32_t len;
-    int32_t value; /* -1 = empty slot */
+    b158_token value; /* -1 = empty slot */
 } b158_strmap_slot;
 
 typedef struct b158_strmap {
@@ -25,15 +25,15 @@ b158_status b158_strmap_init(b158_strmap *m, size_t expected);
 void b158_strmap_free(b158_strmap *m);
 /* Inserts key -> value (value >= 0). Returns 1 if inserted, 0 if the key already existed
  * (*old, if not NULL, gets its value), -1 when the map is full. */
-int b158_strmap_put(b158_strmap *m, const char *key, size_t len, int32_t value, int32_t *old);
+int b158_strmap_put(b158_strmap *m, const char *key, size_t len, b158_token value, b158_token *old);
 /* Value of key, or -1. */
-int32_t b158_strmap_get(const b158_strmap *m, const char *key, size_t len);
+b158_token b158_strmap_get(const b158_strmap *m, const char *key, size_t len);
 
 /* (left id, right id) -> (rank, merged id) for BPE merges. */
 typedef struct b158_pairmap_slot {
     uint64_t key; /* left << 32 | right */
     int32_t rank; /* -1 = empty slot */
-    int32_t merged;
+    b158_token merged;
 } b158_pairmap_slot;
 
 typedef struct b158_pairmap {
@@ -44,8 +44,9 @@ typedef struct b158_pairmap {
 b158_status b158_pairmap_init(b158_pairmap *m, size_t expected);
 void b158_pairmap_free(b158_pairmap *m);
 /* Keeps the first (lowest) rank for a pair seen twice. */
-void b158_pairmap_put(b158_pairmap *m, int32_t left, int32_t right, int32_t rank, int32_t merged);
+void b158_pairmap_put(b158_pairmap *m, b158_token left, b158_token right, int32_t rank,
+                      b158_token merged);
 /* Slot of the pair, or NULL. */
-const b158_pairmap_slot *b158_pairmap_get(const b158_pairmap *m, int32_t left, int32_t right);
+const b158_pairmap_slot *b158_pairmap_get(const b158_pairmap *m, b158_token left, b158_token right);
 
 #endif

@@ -8,138 +8,6 @@
 #include "error.h"
 #include "tokenizer-impl.h"
 
-/* ---- small shared helpers --------------------------------------------------------------- */
-
-b158_status b158_tokvec_push(b158_tokvec *v, b158_token t)
-{
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? 2 * v->cap : 256;
-        b158_token *p = realloc(v->p, cap * sizeof *p);
-        if (!p)
-            return B158_FAIL(B158_ERR_HOST_MEMORY, "out of memory for %zu tokens", cap);
-        v->p = p;
-        v->cap = cap;
-    }
-    v->p[v->n++] = t;
-    return B158_OK;
-}
-
-static int heap_before(const b158_bigram *a, const b158_bigram *b)
-{
-    return a->key < b->key || (a->key == b->key && a->left < b->left);
-}
-
-b158_status b158_heap_push(b158_heap *h, b158_bigram b)
-{
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? 2 * h->cap : 64;
-        b158_bigram *p = realloc(h->p, cap * sizeof *p);
-        if (!p)
-            return B158_FAIL(B158_ERR_HOST_MEMORY, "out of memory for the merge queue");
-        h->p = p;
-        h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!heap_before(&b, &h->p[parent]))
-            break;
-        h->p[i] = h->p[parent];
-        i = parent;
-    }
-    h->p[i] = b;
-    return B158_OK;
-}
-
-b158_bigram b158_heap_pop(b158_heap *h)
-{
-    b158_bigram top = h->p[0];
-    b158_bigram last = h->p[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n)
-            break;
-        if (c + 1 < h->n && heap_before(&h->p[c + 1], &h->p[c]))
-            c++;
-        if (!heap_before(&h->p[c], &last))
-            break;
-        h->p[i] = h->p[c];
-        i = c;
-    }
-    if (h->n)
-        h->p[i] = last;
-    return top;
-}
-
-size_t b158_utf8_encode(uint32_t cp, char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* > 0: a complete valid sequence of that length starts at s; -1: s[0..n) is a valid but
- * incomplete start; 0: s[0] cannot start a valid sequence here. */
-static int utf8_status(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c < 0x80)
-        return 1;
-    if (c < 0xC2)
-        return 0;
-    if (c < 0xE0) {
-        need = 2;
-    } else if (c < 0xF0) {
-        need = 3;
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong */
-        if (c == 0xED)
-            hi = 0x9F; /* surrogates */
-    } else if (c < 0xF5) {
-        need = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        if (c == 0xF4)
-            hi = 0x8F; /* > U+10FFFF */
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < need; i++) {
-        if (i >= n)
-            return -1;
-        unsigned char l = i == 1 ? lo : 0x80, h = i == 1 ? hi : 0xBF;
-        if (s[i] < l || s[i] > h)
-            return 0;
-    }
-    return (int)need;
-}
-
-size_t b158_utf8_valid_len(const unsigned char *s, size_t n)
-{
-    int r = n ? utf8_status(s, n) : 0;
-    return r > 0 ? (size_t)r : 0;
-}
-
 /* ---- loading ---------------------------------------------------------------------------- */
 
 void b158_vocab_free(b158_vocab *v)
@@ -256,10 +124,10 @@ static b158_status load_tokens(b158_vocab *v, const b158_gguf *g)
         v->text_len[i] = (uint32_t)strs[i].len;
         if (strs[i].len > v->max_token_len)
             v->max_token_len = strs[i].len;
-        int32_t old = -1;
+        b158_token old = -1;
         /* empty texts cannot be matched; llama.cpp renames them, here they are just unmapped */
         if (strs[i].len &&
-            b158_strmap_put(&v->by_text, v->text + off, strs[i].len, (int32_t)i, &old) == 0)
+            b158_strmap_put(&v->by_text, v->text + off, strs[i].len, (b158_token)i, &old) == 0)
             st = B158_FAIL(B158_ERR_FORMAT, "%s: duplicate token '%.*s' has ids %d and %llu",
                            b158_gguf_path(g), (int)(strs[i].len > 100 ? 100 : strs[i].len),
                            strs[i].ptr, old, (unsigned long long)i);
@@ -375,7 +243,7 @@ static b158_status build_specials(b158_vocab *v)
         v->eog[v->eom] = 1;
 
     size_t n = 0;
-    for (int32_t i = 0; i < v->n_tokens; i++) {
+    for (b158_token i = 0; i < v->n_tokens; i++) {
         uint8_t t = v->types[i];
         if ((t == B158_TOKEN_CONTROL || t == B158_TOKEN_USER_DEFINED || t == B158_TOKEN_UNKNOWN) &&
             v->text_len[i] > 0)
@@ -384,7 +252,7 @@ static b158_status build_specials(b158_vocab *v)
     v->specials = malloc((n ? n : 1) * sizeof *v->specials);
     if (!v->specials)
         return B158_FAIL(B158_ERR_HOST_MEMORY, "out of memory");
-    for (int32_t i = 0; i < v->n_tokens; i++) {
+    for (b158_token i = 0; i < v->n_tokens; i++) {
         uint8_t t = v->types[i];
         if ((t == B158_TOKEN_CONTROL || t == B158_TOKEN_USER_DEFINED || t == B158_TOKEN_UNKNOWN) &&
             v->text_len[i] > 0)
@@ -443,7 +311,7 @@ static size_t decode_token(const b158_vocab *v, b158_token id, char *out)
     /* BPE: every character of the text stands for one byte */
     const unsigned char *s = (const unsigned char *)t;
     for (size_t i = 0; i < len;) {
-        int k = utf8_status(s + i, len - i);
+        int k = b158_utf8_status(s + i, len - i);
         if (k <= 0) {
             out[n++] = t[i++];
             continue;
@@ -466,7 +334,7 @@ static size_t decode_token(const b158_vocab *v, b158_token id, char *out)
 static b158_status build_pieces(b158_vocab *v)
 {
     size_t total = 0;
-    for (int32_t i = 0; i < v->n_tokens; i++)
+    for (b158_token i = 0; i < v->n_tokens; i++)
         total += v->text_len[i];
     /* a piece is never longer than its text */
     v->piece = malloc(total ? total : 1);
@@ -475,7 +343,7 @@ static b158_status build_pieces(b158_vocab *v)
     if (!v->piece || !v->piece_off || !v->piece_len)
         return B158_FAIL(B158_ERR_HOST_MEMORY, "out of memory for token pieces");
     size_t off = 0;
-    for (int32_t i = 0; i < v->n_tokens; i++) {
+    for (b158_token i = 0; i < v->n_tokens; i++) {
         size_t n = decode_token(v, i, v->piece + off);
         v->piece_off[i] = (uint32_t)off;
         v->piece_len[i] = (uint32_t)n;
@@ -542,7 +410,7 @@ b158_status b158_vocab_from_gguf(const b158_gguf *g, b158_vocab **out)
         find_byte_tokens(v);
     if (st == B158_OK && type == B158_VOCAB_SPM) {
         v->spm_split_newlines = 1;
-        for (int32_t i = 0; i < v->n_tokens; i++)
+        for (b158_token i = 0; i < v->n_tokens; i++)
             if (v->text_len[i] > 1 && memchr(v->text + v->text_off[i], '\n', v->text_len[i]))
                 v->spm_split_newlines = 0;
     }
@@ -916,7 +784,7 @@ b158_status b158_detok_stream_push(b158_detok_stream *s, const b158_vocab *v, b1
         size_t avail = total - i < 4 ? total - i : 4;
         for (size_t k = 0; k < avail; k++)
             seq[k] = BYTE_AT(i + k);
-        int r = utf8_status(seq, avail);
+        int r = b158_utf8_status(seq, avail);
         if (r > 0) {
             memcpy(out + n, seq, (size_t)r);
             n += (size_t)r;

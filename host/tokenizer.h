@@ -13,7 +13,4 @@ b158_status b158_vocab_from_gguf(const b158_gguf *g, b158_vocab **out);
 uint32_t b158_gpt2_byte_to_cp(uint8_t b);
 int b158_gpt2_cp_to_byte(uint32_t cp); /* -1 if cp is not in the alphabet */
 
-/* Writes cp as 1..4 bytes of UTF-8 and returns the count. */
-size_t b158_utf8_encode(uint32_t cp, char *out);
-
 #endif

@@ -6,6 +6,7 @@
 #include "error.h"
 #include "gguf-write.h"
 #include "tokenizer.h"
+#include "utf8.h"
 
 b158_vocab_write_params b158_vocab_write_default_params(void)
 {
