@@ -188,9 +188,8 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     T(b158_buf_write(rt, &c.xf, 0, (size_t)k * 4, xf));
     const double tbytes = (double)n * kp / 4 + kp + (double)n * 8;
     c.gemm = 0;
-    T(time_op(
-        rt, b158_runtime_variant(rt) == B158_VARIANT_GPU ? "ternary_gemv_gpu" : "ternary_gemv_cpu",
-        o->reps, tbytes, n, k, 1, run_ternary, &c, &res[(*nres)++]));
+    T(time_op(rt, b158_kernel_name(b158_op_ternary_gemv_kernel(rt)), o->reps, tbytes, n, k, 1,
+              run_ternary, &c, &res[(*nres)++]));
     c.gemm = 1;
     T(time_op(
         rt, b158_runtime_variant(rt) == B158_VARIANT_GPU ? "ternary_gemm_gpu" : "ternary_gemm_cpu",

@@ -1,14 +1,23 @@
 /* Ternary matmul: int8 activations x 2-bit ternary weights, int32 accumulation by add/subtract,
  * FP32 epilogue y = acc * w_scale[n] / x_scale[m] (optionally added to y: fused residual).
  *
- * Weight layout (host/ternary.c packs it): row n of N holds k_pad = round_up(K, 64) codes
- * c = w + 1, 4 per byte, as k_pad/64 chunks of 16 bytes. In chunk c, byte j holds elements
- * 64c + j + 16l at bits 2l..2l+1 (l = 0..3), so one uchar16 load gives four char16 lanes that
- * line up with four consecutive char16 activation loads. Padding codes are 1 (w = 0). Rows are
- * 16-byte aligned because k_pad/4 is a multiple of 16.
+ * Weight layout (host/ternary.c packs it): row n of N holds k_pad = round_up(K, 256) codes
+ * c = w + 1, 4 per byte, as k_pad/256 blocks of 64 bytes. In block b, byte j holds elements
+ * 256b + j + 64l at bits 2l..2l+1 (l = 0..3): one 64-byte load gives four 64-lane planes that
+ * line up with four consecutive 64-byte activation loads (the AVX-512 GEMV), and its 16-byte
+ * quarter s gives four 16-lane planes that line up with the char16 activations at
+ * 256b + 16s + 64l (every other kernel; b158_xq below). Padding codes are 1 (w = 0). Rows are
+ * 64-byte aligned because k_pad/4 is a multiple of 64.
  * Activations: int8 rows of stride k_pad with a zero tail (quantize.cl), values in [-127, 127]
  * (never -128: the CPU GEMV negates in int8), scale s per row.
  * Output: y[m * n_rows + n]. */
+
+/* Index of the first char16 of activations that 16-byte weight quarter c (of k_pad/64) meets;
+ * its other three planes are at +4, +8 and +12. */
+inline int b158_xq(int c)
+{
+    return 16 * (c >> 2) + (c & 3);
+}
 
 /* The 64 signed activations of one chunk, lane-wise (16 lanes of 4 weights each): |lane| <=
  * 4 * 128 = 512, so up to B158_SHORT_CHUNKS chunks add up in short lanes without overflow
@@ -18,16 +27,17 @@
 #define B158_SHORT_CHUNKS 63
 inline short16 b158_chunk_lanes(uchar16 p, __global const char16 *xc)
 {
-    return b158_tern8(p & (uchar16)3, xc[0]) + b158_tern8((p >> (uchar16)2) & (uchar16)3, xc[1]) +
-           b158_tern8((p >> (uchar16)4) & (uchar16)3, xc[2]) + b158_tern8(p >> (uchar16)6, xc[3]);
+    return b158_tern8(p & (uchar16)3, xc[0]) + b158_tern8((p >> (uchar16)2) & (uchar16)3, xc[4]) +
+           b158_tern8((p >> (uchar16)4) & (uchar16)3, xc[8]) + b158_tern8(p >> (uchar16)6, xc[12]);
 }
 
 /* The same with short-lane arithmetic, for the GEMM: its compare masks are shared by all the
  * tokens of a work-item, and per token this measured faster than b158_tern8 on PoCL. */
 inline short16 b158_chunk_lanes16(uchar16 p, __global const char16 *xc)
 {
-    return b158_tern16(p & (uchar16)3, xc[0]) + b158_tern16((p >> (uchar16)2) & (uchar16)3, xc[1]) +
-           b158_tern16((p >> (uchar16)4) & (uchar16)3, xc[2]) + b158_tern16(p >> (uchar16)6, xc[3]);
+    return b158_tern16(p & (uchar16)3, xc[0]) + b158_tern16((p >> (uchar16)2) & (uchar16)3, xc[4]) +
+           b158_tern16((p >> (uchar16)4) & (uchar16)3, xc[8]) +
+           b158_tern16(p >> (uchar16)6, xc[12]);
 }
 
 inline int b158_lanes_sum(short16 t)
@@ -45,7 +55,7 @@ inline int b158_row_dot(__global const uchar16 *wr, __global const char16 *x, in
         const int c1 = min(chunks, c0 + B158_SHORT_CHUNKS);
         short16 lanes = 0;
         for (int c = c0; c < c1; c++)
-            lanes += b158_chunk_lanes(wr[c], x + 4 * c);
+            lanes += b158_chunk_lanes(wr[c], x + b158_xq(c));
         acc += b158_lanes_sum(lanes);
     }
     return acc;
@@ -68,6 +78,61 @@ __kernel void ternary_gemv_cpu(__global const uchar16 *w, __global const float *
     const int acc = b158_row_dot(w + (size_t)n * chunks, x, chunks);
     b158_store(y, n, (float)acc * w_scale[n] / x_scale[0], accumulate);
 }
+
+#if B158_X86_AVX512BW
+/* CPU GEMV on x86 with AVX-512BW (the runtime defines B158_X86_AVX512BW after checking that
+ * these builtins build for the device; ternary_gemv_cpu is the portable path): one work-item
+ * per output row, one 64-byte load per 256 weights. On the unsigned codes c = w + 1 in {0,1,2}
+ * vpmaddubsw multiplies 64 u8 codes by 64 s8 activations and adds pairs into s16; the same with
+ * all-ones codes gives sum(q), and sum(w q) = sum(c q) - sum(q). Per block each s16 lane holds
+ * at most 4 planes x 2 x 2 x 127 = 2032 (and |sum(q)| <= 1016), so nothing saturates before
+ * vpmaddwd widens the difference into 16 int32 lanes. Rows and activations must be 64-byte
+ * aligned (the packed layout and quantize_rows' k_pad stride keep them so). */
+typedef char b158_m512c __attribute__((__vector_size__(64)));
+typedef short b158_m512s __attribute__((__vector_size__(64)));
+typedef uchar b158_uchar64 __attribute__((ext_vector_type(64)));
+typedef short b158_short32 __attribute__((ext_vector_type(32)));
+inline b158_short32 b158_maddubs(b158_uchar64 u, b158_uchar64 s)
+{
+    return __builtin_astype(__builtin_ia32_pmaddubsw512(__builtin_astype(u, b158_m512c),
+                                                        __builtin_astype(s, b158_m512c)),
+                            b158_short32);
+}
+inline int16 b158_madd_ones(b158_short32 a)
+{
+    return __builtin_astype(
+        __builtin_ia32_pmaddwd512(__builtin_astype(a, b158_m512s),
+                                  __builtin_astype((b158_short32)1, b158_m512s)),
+        int16);
+}
+
+__kernel void ternary_gemv_avx512(__global const uchar *w, __global const float *w_scale,
+                                  __global const uchar *x, __global const float *x_scale,
+                                  __global float *y, int n_rows, int k_pad, int accumulate)
+{
+    const int n = get_global_id(0);
+    if (n >= n_rows)
+        return;
+    const int blocks = k_pad / 256;
+    __global const b158_uchar64 *wr = (__global const b158_uchar64 *)w + (size_t)n * blocks;
+    __global const b158_uchar64 *xv = (__global const b158_uchar64 *)x;
+    const b158_uchar64 m3 = (b158_uchar64)3, ones = (b158_uchar64)1;
+    int16 acc = 0;
+    for (int b = 0; b < blocks; b++) {
+        const b158_uchar64 p = wr[b];
+        const b158_uchar64 x0 = xv[4 * b], x1 = xv[4 * b + 1], x2 = xv[4 * b + 2],
+                           x3 = xv[4 * b + 3];
+        const b158_short32 cq = b158_maddubs(p & m3, x0) + b158_maddubs((p >> 2) & m3, x1) +
+                                b158_maddubs((p >> 4) & m3, x2) + b158_maddubs(p >> 6, x3);
+        const b158_short32 q = b158_maddubs(ones, x0) + b158_maddubs(ones, x1) +
+                               b158_maddubs(ones, x2) + b158_maddubs(ones, x3);
+        acc += b158_madd_ones(cq - q);
+    }
+    const int8 h = acc.lo + acc.hi;
+    const int4 f = h.lo + h.hi;
+    b158_store(y, n, (float)(f.x + f.y + f.z + f.w) * w_scale[n] / x_scale[0], accumulate);
+}
+#endif
 
 /* CPU GEMM (prefill): one work-item per (row n, block of B158_GEMM_CPU_M tokens); each weight
  * chunk is unpacked once and applied to every token of the block. */
@@ -93,7 +158,7 @@ __kernel void ternary_gemm_cpu(__global const uchar16 *w, __global const float *
         for (int c = c0; c < c1; c++) {
             const uchar16 p = wr[c];
             for (int j = 0; j < mcount; j++)
-                lanes[j] += b158_chunk_lanes16(p, x + (size_t)(m0 + j) * (k_pad / 16) + 4 * c);
+                lanes[j] += b158_chunk_lanes16(p, x + (size_t)(m0 + j) * (k_pad / 16) + b158_xq(c));
         }
         for (int j = 0; j < mcount; j++)
             acc[j] += b158_lanes_sum(lanes[j]);
@@ -126,10 +191,11 @@ __kernel void ternary_gemv_gpu(__global const uchar16 *w, __global const float *
             __global const uchar16 *wr = w + (size_t)n * chunks;
             for (int c = lid; c < chunks; c += B158_WG) {
                 const uchar16 p = wr[c];
-                short16 t = b158_tern16(p & (uchar16)3, xl[4 * c]) +
-                            b158_tern16((p >> (uchar16)2) & (uchar16)3, xl[4 * c + 1]) +
-                            b158_tern16((p >> (uchar16)4) & (uchar16)3, xl[4 * c + 2]) +
-                            b158_tern16(p >> (uchar16)6, xl[4 * c + 3]);
+                const int xi = b158_xq(c);
+                short16 t = b158_tern16(p & (uchar16)3, xl[xi]) +
+                            b158_tern16((p >> (uchar16)2) & (uchar16)3, xl[xi + 4]) +
+                            b158_tern16((p >> (uchar16)4) & (uchar16)3, xl[xi + 8]) +
+                            b158_tern16(p >> (uchar16)6, xl[xi + 12]);
                 int8 h = convert_int8(t.lo) + convert_int8(t.hi);
                 int4 f = h.lo + h.hi;
                 acc += f.x + f.y + f.z + f.w;
@@ -142,9 +208,10 @@ __kernel void ternary_gemv_gpu(__global const uchar16 *w, __global const float *
 }
 
 /* GPU GEMM (prefill): a 16 x 16 work-group computes a tile of B158_GEMM_TN rows x B158_GEMM_TM
- * tokens. For each 64-wide K chunk the group unpacks the tile's weight codes into __local as
- * int8 {-1, 0, +1} (each weight then serves all tokens of the tile) and stages the tokens'
- * activations beside them; work-item (tx, ty) accumulates rows tx + 16i for token ty + 16j. */
+ * tokens. For each 16-byte weight quarter (64 weights) the group unpacks the tile's codes into
+ * __local as int8 {-1, 0, +1} (each weight then serves all tokens of the tile) and stages the
+ * same 64 activations of each token beside them; work-item (tx, ty) accumulates rows tx + 16i
+ * for token ty + 16j. */
 #define B158_GT 16
 #define B158_GRI (B158_GEMM_TN / B158_GT)
 #define B158_GRJ (B158_GEMM_TM / B158_GT)
@@ -174,7 +241,9 @@ ternary_gemm_gpu(__global const uchar *w, __global const float *w_scale, __globa
         }
         for (int b = tid; b < B158_GEMM_TM * 64; b += B158_GT * B158_GT) {
             const int r = b / 64, j = b % 64;
-            xt[r][j] = m0 + r < m_rows ? x[(size_t)(m0 + r) * k_pad + 64 * c + j] : 0;
+            /* wt[.][j] holds the weight of element 16 * b158_xq(c) + j % 16 + 64 * (j / 16) */
+            const int e = 16 * b158_xq(c) + (j & 15) + 64 * (j >> 4);
+            xt[r][j] = m0 + r < m_rows ? x[(size_t)(m0 + r) * k_pad + e] : 0;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int k = 0; k < 64; k++) {

@@ -10,6 +10,7 @@
     X(DEQUANTIZE_ROWS, "dequantize_rows", "quantize.cl")                                           \
     X(DEQUANTIZE_ROWS_HALF, "dequantize_rows_half", "quantize.cl")                                 \
     X(TERNARY_GEMV_CPU, "ternary_gemv_cpu", "ternary.cl")                                          \
+    X(TERNARY_GEMV_AVX512, "ternary_gemv_avx512", "ternary.cl")                                    \
     X(TERNARY_GEMV_GPU, "ternary_gemv_gpu", "ternary.cl")                                          \
     X(TERNARY_GEMM_CPU, "ternary_gemm_cpu", "ternary.cl")                                          \
     X(TERNARY_GEMM_GPU, "ternary_gemm_gpu", "ternary.cl")                                          \
@@ -33,10 +34,10 @@ enum b158_kernel_id {
 /* Name of a kernel in messages and profiling totals ("ternary_gemv_cpu"). */
 const char *b158_kernel_name(enum b158_kernel_id id);
 
-/* Elements per packed row: K rounded up to the 64-element chunk of cl_kernels/ternary.cl. */
+/* Elements per packed row: K rounded up to the 256-element block of cl_kernels/ternary.cl. */
 static inline int b158_ternary_k_pad(int k)
 {
-    return (k + 63) / 64 * 64;
+    return (k + 255) / 256 * 256;
 }
 
 enum b158_rope_mode { B158_ROPE_NEOX = 0, B158_ROPE_INTERLEAVED = 1 };

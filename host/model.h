@@ -25,8 +25,8 @@ struct b158_layer {
 /* Element e of row r of a packed matrix, in {-1, 0, +1} (layout: b158_ternary_pack). */
 static inline int b158_tpack_get(const b158_tpack *t, int r, int e)
 {
-    const uint8_t b = t->codes[(size_t)r * (t->k_pad / 4) + (e / 64) * 16 + e % 16];
-    return (int)((b >> (2 * ((e % 64) / 16))) & 3) - 1;
+    const uint8_t b = t->codes[(size_t)r * (t->k_pad / 4) + (e / 256) * 64 + e % 64];
+    return (int)((b >> (2 * ((e % 256) / 64))) & 3) - 1;
 }
 
 /* Device weights of one layer: packed ternary matrices, or for the FP16 baseline engine dense

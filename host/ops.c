@@ -90,7 +90,7 @@ static b158_status check_matmul(const b158_tmat *w, const b158_buf *q, const b15
                                 const b158_buf *y, int m_rows)
 {
     B158_TRY(positive(m_rows, "ternary matmul", "rows"));
-    if (!w || w->n <= 0 || w->k_pad % 64)
+    if (!w || w->n <= 0 || w->k_pad % 256)
         return B158_FAIL(B158_ERR_INVALID_ARG, "ternary matmul: matrix not uploaded");
     B158_TRY(need(&w->codes, (size_t)w->n * w->k_pad / 4, "ternary matmul", "codes"));
     B158_TRY(need(&w->scales, (size_t)w->n * 4, "ternary matmul", "scales"));
@@ -120,6 +120,13 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
                        B158_ARG(w->n), B158_ARG(w->k_pad), B158_ARG(m_rows), B158_ARG(accumulate));
 }
 
+enum b158_kernel_id b158_op_ternary_gemv_kernel(const b158_runtime *rt)
+{
+    return rt->tune.gpu            ? B158_K_TERNARY_GEMV_GPU
+           : rt->tune.x86_avx512bw ? B158_K_TERNARY_GEMV_AVX512
+                                   : B158_K_TERNARY_GEMV_CPU;
+}
+
 b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
                                    const b158_buf *s, const b158_buf *y, int m_rows, int accumulate)
 {
@@ -142,7 +149,7 @@ b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b
                            B158_ARG(w->k_pad), B158_ARG(accumulate),
                            B158_ARG_LOCAL((size_t)w->k_pad));
     }
-    return B158_LAUNCH(rt, B158_K_TERNARY_GEMV_CPU, 1, ((size_t[]){(size_t)w->n}),
+    return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1, ((size_t[]){(size_t)w->n}),
                        ((size_t[]){CPU_ROWS_WG}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
                        B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
                        B158_ARG(w->k_pad), B158_ARG(accumulate));

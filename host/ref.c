@@ -207,14 +207,14 @@ void b158_ref_ternary_matmul_packed(const b158_tpack *t, const int8_t *q, const 
         for (int r = 0; r < t->n; r++) {
             const uint8_t *row = t->codes + (size_t)r * row_bytes;
             int32_t a = 0;
-            for (int c = 0; c < t->k_pad / 64; c++) {
-                /* the codes of chunk c in element order (b158_ternary_pack: 64c + 16l + j) */
-                uint8_t code[64];
+            for (int c = 0; c < t->k_pad / 256; c++) {
+                /* the codes of block c in element order (b158_ternary_pack: 256c + 64l + j) */
+                uint8_t code[256];
                 for (int l = 0; l < 4; l++)
-                    for (int j = 0; j < 16; j++)
-                        code[16 * l + j] = (uint8_t)((row[16 * c + j] >> (2 * l)) & 3u);
-                const int len = t->k - 64 * c < 64 ? t->k - 64 * c : 64;
-                const int8_t *qc = qm + 64 * c;
+                    for (int j = 0; j < 64; j++)
+                        code[64 * l + j] = (uint8_t)((row[64 * c + j] >> (2 * l)) & 3u);
+                const int len = t->k - 256 * c < 256 ? t->k - 256 * c : 256;
+                const int8_t *qc = qm + 256 * c;
                 /* +q where the weight is +1, -q where it is -1; masks keep it branch-free */
                 for (int e = 0; e < len; e++)
                     a += (qc[e] & -(int)(code[e] == 2)) - (qc[e] & -(int)(code[e] == 0));

@@ -31,6 +31,30 @@ b158_runtime_params b158_runtime_default_params(void)
     return (b158_runtime_params){NULL, B158_VARIANT_AUTO, 0, NULL};
 }
 
+/* Whether the device's compiler builds the x86 AVX-512BW builtins that ternary_gemv_avx512
+ * uses: a capability query no OpenCL info parameter answers, asked of CPU devices only (the
+ * compiler generates code for the CPU it runs on). B158_PORTABLE=1 skips it, so the portable
+ * kernels run everywhere. */
+static int probe_x86_avx512bw(b158_runtime *rt)
+{
+    const char *portable = getenv("B158_PORTABLE");
+    if (!rt->info.is_cpu || (portable && strcmp(portable, "1") == 0))
+        return 0;
+    static const char *src =
+        "typedef char v64c __attribute__((__vector_size__(64)));\n"
+        "typedef short v32s __attribute__((__vector_size__(64)));\n"
+        "typedef int v16i __attribute__((__vector_size__(64)));\n"
+        "__kernel void probe(__global const v64c *a, __global const v32s *b, __global v16i *o)\n"
+        "{ o[0] = __builtin_ia32_pmaddwd512(__builtin_ia32_pmaddubsw512(a[0], a[1]), b[0]); }\n";
+    cl_int err;
+    cl_program prog = clCreateProgramWithSource(rt->context, 1, &src, NULL, &err);
+    if (!prog)
+        return 0;
+    err = clBuildProgram(prog, 1, &rt->device, rt->options, NULL, NULL);
+    clReleaseProgram(prog);
+    return err == CL_SUCCESS;
+}
+
 static void choose_tuning(b158_runtime *rt)
 {
     b158_tuning t;
@@ -51,16 +75,18 @@ static void choose_tuning(b158_runtime *rt)
                           .gemm_tn = 32,
                           .gemm_tm = 16,
                           .gemm_cpu_m = 4,
-                          .head_dim_max = 256};
+                          .head_dim_max = 256,
+                          .x86_avx512bw = probe_x86_avx512bw(rt)};
     }
     rt->tune = t;
     snprintf(rt->prelude, sizeof rt->prelude,
              "/* b158-cl prelude: device features and tuning */\n"
              "#define B158_GPU %d\n#define B158_WG %d\n#define B158_GEMV_ROWS %d\n"
              "#define B158_GEMM_TN %d\n#define B158_GEMM_TM %d\n#define B158_GEMM_CPU_M %d\n"
-             "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n#line 1\n",
+             "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
+             "#define B158_X86_AVX512BW %d\n#line 1\n",
              t.gpu, t.wg, t.gemv_rows, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m, t.head_dim_max,
-             rt->info.has_fp16);
+             rt->info.has_fp16, t.x86_avx512bw);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)
@@ -99,7 +125,6 @@ b158_status b158_runtime_create(const b158_runtime_params *params, b158_runtime 
                   : rt->info.is_gpu              ? B158_VARIANT_GPU
                                                  : B158_VARIANT_CPU;
     rt->profile = p.profile;
-    choose_tuning(rt);
     choose_cache_dir(rt, p.cache_dir);
 
     cl_device_fp_config fp = 0;
@@ -128,6 +153,7 @@ b158_status b158_runtime_create(const b158_runtime_params *params, b158_runtime 
         b158_runtime_free(rt);
         return st;
     }
+    choose_tuning(rt); /* after the context: it may build a probe program */
     *out = rt;
     return B158_OK;
 }

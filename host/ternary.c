@@ -16,8 +16,8 @@ b158_status b158_ternary_pack(const int8_t *w, int n, int k, uint8_t *out)
             if (wr[e] < -1 || wr[e] > 1)
                 return B158_FAIL(B158_ERR_FORMAT, "weight [%d][%d] = %d is not ternary", r, e,
                                  wr[e]);
-            const int chunk = e / 64, j = e % 16, l = (e % 64) / 16;
-            uint8_t *b = &o[chunk * 16 + j];
+            const int block = e / 256, j = e % 64, l = (e % 256) / 64;
+            uint8_t *b = &o[block * 64 + j];
             *b = (uint8_t)((*b & ~(3u << (2 * l))) | ((unsigned)(wr[e] + 1) << (2 * l)));
         }
     }

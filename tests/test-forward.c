@@ -243,9 +243,10 @@ static void check_baseline(b158_runtime *rt, b158_weight_mode mode, double tol, 
             fprintf(stderr, "\nupload fp16: %s\n", b158_last_error());
         CU_ASSERT_EQUAL_FATAL(st, B158_OK);
         const uint64_t w2 = b158_runtime_mem_bytes(rt, B158_MEM_WEIGHTS);
-        /* the weight counter sees the dense copy: 2 bytes instead of 2 bits per weight */
+        /* the weight counter sees the dense copy: 2 bytes per weight, more than the ternary
+         * model takes (2 bits per weight, rows padded to 256) */
         const uint64_t n_t = b158_model_get_info(mt)->n_ternary;
-        CU_ASSERT((w2 - w1) - (w1 - w0) >= n_t * 3 / 2);
+        CU_ASSERT(w2 - w1 >= 2 * n_t && w2 - w1 > w1 - w0);
         /* prefill in batches of 4 (GEMM / HGEMM) and then one token (GEMV / HGEMV) */
         b158_session *a = session(mt, rt, 32, 4, 1), *b = session(mh, rt, 32, 4, 1);
         CU_ASSERT_EQUAL_FATAL(b158_session_eval(a, tok, n), B158_OK);

@@ -19,7 +19,9 @@ static const b158_variant variants[] = {B158_VARIANT_CPU, B158_VARIANT_GPU};
 
 static const char *vname(b158_runtime *rt)
 {
-    return b158_runtime_variant(rt) == B158_VARIANT_GPU ? "gpu" : "cpu";
+    return b158_runtime_variant(rt) == B158_VARIANT_GPU ? "gpu"
+           : rt->tune.x86_avx512bw                      ? "cpu avx512bw"
+                                                        : "cpu";
 }
 
 static void *xmalloc(size_t n)
@@ -226,11 +228,18 @@ static void test_ternary_gemv(void)
 {
     FOR_EACH_VARIANT(rt)
     {
-        check_ternary(rt, 1, 1, 1, 0);
-        check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 0);
-        check_ternary(rt, b158_test_randint(100, 300), 64 * b158_test_randint(1, 8) + 1, 1, 0);
-        check_ternary(rt, b158_test_randint(200, 600), b158_test_randint(1000, 3000), 1, 0);
-        check_ternary(rt, 2560 + 3, 6912 - 5, 1, 0); /* BitNet-sized, off by a little */
+        /* on a CPU with the AVX-512BW kernel, the portable CPU kernel is checked as well */
+        const int isa = rt->tune.x86_avx512bw;
+        for (int pass = 0; pass <= isa; pass++) {
+            rt->tune.x86_avx512bw = pass ? 0 : isa;
+            check_ternary(rt, 1, 1, 1, 0);
+            check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 0);
+            check_ternary(rt, b158_test_randint(100, 300), 64 * b158_test_randint(1, 8) + 1, 1, 0);
+            check_ternary(rt, b158_test_randint(200, 600), b158_test_randint(1000, 3000), 1, 0);
+            check_ternary(rt, 2560 + 3, 6912 - 5, 1, 0); /* BitNet-sized, off by a little */
+            check_ternary(rt, b158_test_randint(1, 9), 256 * b158_test_randint(1, 4), 1, 0);
+        }
+        rt->tune.x86_avx512bw = isa;
     }
 }
 
