@@ -8,7 +8,8 @@
  * so the ternary kernels can read whole 64-element chunks. scale[m] receives s = 127/absmax,
  * the factor the int8 values carry (y = acc * w_scale / s). Rounding is to nearest with ties
  * to even, as torch.round in transformers' BitNet and the training code (kernels are built
- * without fast-math, so rint follows the default round-to-nearest-even mode). */
+ * without fast-math, so rint follows the default round-to-nearest-even mode). fmax skips NaN:
+ * a NaN element quantizes to 0; an infinite one makes s = 0 and the row all zero. */
 
 __kernel void quantize_rows(__global const float *x, __global char *q, __global float *scale, int k,
                             int k_pad, int m_rows)
@@ -27,7 +28,8 @@ __kernel void quantize_rows(__global const float *x, __global char *q, __global 
     const float s = 127.0f / fmax(amax, 1e-5f);
     for (int i = lid; i < k_pad; i += B158_WG) {
         float v = i < k ? rint(xr[i] * s) : 0.0f; /* ties to even, like torch.round */
-        qr[i] = (char)clamp(v, -128.0f, 127.0f);
+        /* NaN (a NaN input, or an infinite one times s = 0) becomes 0, as in b158_ref_quantize */
+        qr[i] = isnan(v) ? (char)0 : (char)clamp(v, -128.0f, 127.0f);
     }
     if (lid == 0)
         scale[m] = s;

@@ -6,6 +6,9 @@
 #include "half.h"
 #include "ref.h"
 
+/* Non-finite inputs get a defined result, the same as quantize_rows gives: fmaxf skips NaN, so
+ * a NaN element quantizes to 0; an infinite element makes the scale 0 and its row all zero
+ * (inf * 0 is NaN, which becomes 0 again). */
 void b158_ref_quantize(const float *x, int k, int m_rows, int8_t *q, float *s)
 {
     for (int m = 0; m < m_rows; m++) {
@@ -15,8 +18,10 @@ void b158_ref_quantize(const float *x, int k, int m_rows, int8_t *q, float *s)
             amax = fmaxf(amax, fabsf(xr[i]));
         const float sc = 127.0f / fmaxf(amax, 1e-5f);
         for (int i = 0; i < k; i++) {
-            float v = nearbyintf(xr[i] * sc); /* ties to even, like torch.round */
-            q[(size_t)m * k + i] = (int8_t)(v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v);
+            const float v = nearbyintf(xr[i] * sc); /* ties to even, like torch.round */
+            /* in range for the cast: NaN fails both comparisons and becomes 0 */
+            q[(size_t)m * k + i] = (int8_t)(v >= -128.0f ? (v <= 127.0f ? v : 127.0f)
+                                                         : (v < -128.0f ? -128.0f : 0.0f));
         }
         s[m] = sc;
     }

@@ -155,6 +155,60 @@ static void test_quantize(void)
     }
 }
 
+/* Non-finite activations (a model whose weights overflow) get the defined result on both paths,
+ * without undefined behaviour in the reference (a NaN reached the int8 cast): NaN elements
+ * quantize to 0 and an infinity makes its row's scale 0 and the row all zero. Rows: finite
+ * with NaNs, +inf, -inf, all NaN, and one finite row to show the others do not leak. */
+static void test_quantize_non_finite(void)
+{
+    const int k = b158_test_randint(1, 300), kp = b158_ternary_k_pad(k), m = 5;
+    float *x = xmalloc((size_t)m * k * 4), *s = xmalloc((size_t)m * 4),
+          *sr = xmalloc((size_t)m * 4);
+    int8_t *q = xmalloc((size_t)m * kp), *qr = xmalloc((size_t)m * k);
+    fill_uniform(x, (size_t)m * k, -3.0f, 3.0f);
+    const int at = b158_test_randint(0, k - 1);
+    x[at] = NAN;
+    x[(size_t)k + b158_test_randint(0, k - 1)] = INFINITY;
+    x[(size_t)2 * k + b158_test_randint(0, k - 1)] = -INFINITY;
+    for (int i = 0; i < k; i++)
+        x[(size_t)3 * k + i] = NAN;
+    b158_ref_quantize(x, k, m, qr, sr);
+    float amax = 0.0f; /* row 0 without its NaN */
+    for (int i = 0; i < k; i++)
+        amax = i == at ? amax : fmaxf(amax, fabsf(x[i]));
+    CU_ASSERT_EQUAL(sr[0], 127.0f / fmaxf(amax, 1e-5f));
+    CU_ASSERT_EQUAL(qr[at], 0);
+    CU_ASSERT(sr[1] == 0.0f && sr[2] == 0.0f);
+    CU_ASSERT_EQUAL(sr[3], 127.0f / 1e-5f);
+    int nonzero = 0;
+    for (int i = 0; i < 3 * k; i++)
+        nonzero += i >= k && qr[i] != 0;
+    CU_ASSERT_EQUAL(nonzero, 0);
+    for (int i = 0; i < k; i++)
+        nonzero += qr[(size_t)3 * k + i] != 0;
+    CU_ASSERT_EQUAL(nonzero, 0);
+    FOR_EACH_VARIANT(rt)
+    {
+        b158_buf dx = dev_upload(rt, x, (size_t)m * k * 4);
+        b158_buf dq = dev_poisoned(rt, (size_t)m * kp), ds = dev_poisoned(rt, (size_t)m * 4);
+        check_ok(b158_op_quantize(rt, &dx, &dq, &ds, k, kp, m));
+        dev_read(rt, &dq, q, (size_t)m * kp);
+        dev_read(rt, &ds, s, (size_t)m * 4);
+        int mism = memcmp(s, sr, (size_t)m * 4) != 0;
+        for (int r = 0; r < m; r++)
+            for (int i = 0; i < k; i++)
+                mism += q[(size_t)r * kp + i] != qr[(size_t)r * k + i];
+        if (mism)
+            fprintf(stderr, "\nquantize of non-finite rows, k=%d [%s]: %d mismatches\n", k,
+                    vname(rt), mism);
+        CU_ASSERT_EQUAL(mism, 0);
+        b158_buf_free(rt, &dx);
+        b158_buf_free(rt, &dq);
+        b158_buf_free(rt, &ds);
+    }
+    free(x), free(s), free(sr), free(q), free(qr);
+}
+
 /* ---- ternary matmul --------------------------------------------------------------------- */
 
 /* Runs one n x k matmul over m tokens: once with unit scales (the float result then equals the
@@ -644,7 +698,9 @@ static void test_hgemm(void)
 static void add_suites(void)
 {
     b158_test_suite("half", (b158_test_case[]){{"roundtrip", test_half_roundtrip}, {NULL, NULL}});
-    b158_test_suite("quantize", (b158_test_case[]){{"rows", test_quantize}, {NULL, NULL}});
+    b158_test_suite("quantize", (b158_test_case[]){{"rows", test_quantize},
+                                                   {"non_finite", test_quantize_non_finite},
+                                                   {NULL, NULL}});
     b158_test_suite("ternary_gemv", (b158_test_case[]){{"gemv", test_ternary_gemv}, {NULL, NULL}});
     b158_test_suite("ternary_gemm", (b158_test_case[]){{"gemm", test_ternary_gemm}, {NULL, NULL}});
     b158_test_suite("rmsnorm", (b158_test_case[]){{"rows", test_rmsnorm}, {NULL, NULL}});
