@@ -51,6 +51,9 @@ static b158_status get_f32_default(struct load_ctx *c, const char *key, float de
     *out = def;
     if (b158_gguf_has_key(c->g, full))
         B158_TRY(b158_gguf_get_f32(c->g, full, out));
+    if (!(*out > 0.0f) || !isfinite(*out))
+        return B158_FAIL(B158_ERR_FORMAT, "%s: %s = %g; it must be a positive finite number",
+                         b158_gguf_path(c->g), full, *out);
     return B158_OK;
 }
 
@@ -92,6 +95,12 @@ static b158_status load_f32(struct load_ctx *c, const char *name, int n, int opt
     b158_status st = b158_tensor_to_f32(t->type, t->data, t->n_bytes, 1, n, v);
     if (st != B158_OK)
         return B158_FAIL(st, "%s: tensor %s: %s", b158_gguf_path(c->g), name, b158_last_error());
+    for (int i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return B158_FAIL(B158_ERR_FORMAT,
+                             "%s: tensor %s holds %g at element %d; weights must be finite (the "
+                             "file is corrupt)",
+                             b158_gguf_path(c->g), name, v[i], i);
     *out = v;
     return B158_OK;
 }
@@ -133,6 +142,12 @@ static b158_status load_ternary(struct load_ctx *c, int l, const char *name, int
         for (int i = 0; i < n; i++)
             c->tmp_s[i] *= extra;
     }
+    for (int i = 0; i < n; i++)
+        if (!isfinite(c->tmp_s[i]))
+            return B158_FAIL(B158_ERR_FORMAT,
+                             "%s: tensor %s: the scale of row %d is not finite (%g); the file is "
+                             "corrupt",
+                             b158_gguf_path(c->g), ts ? sname : wname, i, c->tmp_s[i]);
     return b158_tpack_from_int8(c->m, c->tmp_w, c->tmp_s, n, k, out);
 }
 
@@ -145,17 +160,29 @@ static b158_status load_embedding(struct load_ctx *c, const char *name, int opti
     B158_TRY(tensor(c, name, (uint64_t)h->n_embd, (uint64_t)h->n_vocab, optional, &t));
     if (!t)
         return B158_OK;
+    const size_t count = (size_t)h->n_vocab * h->n_embd;
+    const uint16_t *e;
     if (t->type == B158_TT_F16 && ((uintptr_t)t->data % 2) == 0) {
-        *out = t->data; /* used in place: the mapping lives as long as the model */
-        return B158_OK;
+        e = t->data; /* used in place: the mapping lives as long as the model */
+    } else {
+        uint16_t *conv = b158_model_alloc(c->m, count * 2);
+        if (!conv)
+            return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %s", name);
+        b158_status st =
+            b158_tensor_to_f16(t->type, t->data, t->n_bytes, h->n_vocab, h->n_embd, conv);
+        if (st != B158_OK)
+            return B158_FAIL(st, "%s: tensor %s (%s): %s", b158_gguf_path(c->g), name,
+                             b158_tensor_type_name(t->type), b158_last_error());
+        e = conv;
     }
-    uint16_t *e = b158_model_alloc(c->m, (size_t)h->n_vocab * h->n_embd * 2);
-    if (!e)
-        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %s", name);
-    b158_status st = b158_tensor_to_f16(t->type, t->data, t->n_bytes, h->n_vocab, h->n_embd, e);
-    if (st != B158_OK)
-        return B158_FAIL(st, "%s: tensor %s (%s): %s", b158_gguf_path(c->g), name,
-                         b158_tensor_type_name(t->type), b158_last_error());
+    /* FP16 exponent all ones: infinity or NaN (also a float beyond 65504 converted) */
+    for (size_t i = 0; i < count; i++)
+        if ((e[i] & 0x7c00u) == 0x7c00u)
+            return B158_FAIL(
+                B158_ERR_FORMAT,
+                "%s: tensor %s holds a value that is not finite in FP16 (NaN, "
+                "infinity or beyond 65504) at row %zu, column %zu; the file is corrupt",
+                b158_gguf_path(c->g), name, i / (size_t)h->n_embd, i % (size_t)h->n_embd);
     *out = e;
     return B158_OK;
 }
@@ -199,7 +226,19 @@ static b158_status read_hparams(struct load_ctx *c, b158_model_info *h)
     B158_TRY(get_u32_default(c, "attention.head_count", 0, &h->n_head));
     B158_TRY(get_u32_default(c, "attention.head_count_kv", (uint32_t)h->n_head, &h->n_head_kv));
     B158_TRY(get_u32_default(c, "context_length", 2048, &h->n_ctx_train));
-    if (h->n_head > 0 && h->n_embd % h->n_head == 0)
+    const struct {
+        const char *key;
+        int value;
+    } sizes[] = {{"embedding_length", h->n_embd},
+                 {"block_count", h->n_layer},
+                 {"feed_forward_length", h->n_ff},
+                 {"attention.head_count", h->n_head},
+                 {"attention.head_count_kv", h->n_head_kv}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (sizes[i].value == 0)
+            return B158_FAIL(B158_ERR_FORMAT, "%s: %s%s is 0; it must be positive",
+                             b158_gguf_path(g), c->prefix, sizes[i].key);
+    if (h->n_embd % h->n_head == 0) /* else the file must say (attention.key_length) */
         head_dim = h->n_embd / h->n_head;
     B158_TRY(get_u32_default(c, "attention.key_length", head_dim ? (uint32_t)head_dim : 0,
                              &h->head_dim));
@@ -268,13 +307,17 @@ static void close_file(void *g)
     b158_gguf_close(g);
 }
 
-b158_status b158_model_load(const char *path, b158_model **out)
+b158_status b158_model_from_gguf(b158_gguf *g, b158_model **out)
 {
-    if (!path || !out)
-        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_model_load: path and out required");
+    if (!out) {
+        b158_gguf_close(g);
+        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_model_from_gguf: out required");
+    }
     *out = NULL;
+    if (!g)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_model_from_gguf: no file");
     struct load_ctx c = {0};
-    B158_TRY(b158_gguf_open(path, &c.g));
+    c.g = g;
     b158_model_info h;
     b158_status st = read_hparams(&c, &h);
     if (st == B158_OK)
@@ -295,12 +338,23 @@ b158_status b158_model_load(const char *path, b158_model **out)
     free(c.tmp_s);
     if (st == B158_OK && c.n_ternarized)
         b158_log(B158_LOG_WARN,
-                 "%s: %d tensors held latent float weights and were ternarized with absmean", path,
-                 c.n_ternarized);
+                 "%s: %d tensors held latent float weights and were ternarized with absmean",
+                 b158_gguf_path(g), c.n_ternarized);
     if (st != B158_OK) {
         b158_model_free(m);
         return st;
     }
     *out = m;
     return B158_OK;
+}
+
+b158_status b158_model_load(const char *path, b158_model **out)
+{
+    if (out)
+        *out = NULL;
+    if (!path || !out)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_model_load: path and out required");
+    b158_gguf *g = NULL;
+    B158_TRY(b158_gguf_open(path, &g));
+    return b158_model_from_gguf(g, out);
 }

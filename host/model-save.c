@@ -214,6 +214,8 @@ _Static_assert(B158_TENSOR_F32 == (int)B158_TT_F32 && B158_TENSOR_F16 == (int)B1
 b158_status b158_model_save(const b158_model *m, const char *path, b158_tensor_type tensor_type,
                             const char *vocab_from)
 {
+    if (!m || !path)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_model_save: model and path required");
     const uint32_t ternary_type = (uint32_t)tensor_type; /* a GGUF type id */
     const b158_model_info *h = &m->info;
     if (h->arch == B158_ARCH_LLAMA ? h->rope_interleaved == 0 : h->rope_interleaved != 0)

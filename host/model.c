@@ -98,8 +98,10 @@ b158_status b158_model_check(b158_model *m)
         h->head_dim > 1024 || (int64_t)h->n_head * h->head_dim > 65536 ||
         (int64_t)h->n_vocab * h->n_embd > ((int64_t)1 << 40))
         return B158_FAIL(B158_ERR_UNSUPPORTED, "model dimensions are out of the supported range");
-    if (!(h->rms_eps > 0.0f) || !(h->rope_base > 0.0f))
-        return B158_FAIL(B158_ERR_FORMAT, "rms epsilon %g and rope base %g must be positive",
+    if (!(h->rms_eps > 0.0f) || !(h->rope_base > 0.0f) || !isfinite(h->rms_eps) ||
+        !isfinite(h->rope_base))
+        return B158_FAIL(B158_ERR_FORMAT,
+                         "rms epsilon %g and rope base %g must be positive finite numbers",
                          h->rms_eps, h->rope_base);
     const int64_t qd = (int64_t)h->n_head * h->head_dim, kvd = (int64_t)h->n_head_kv * h->head_dim;
     h->n_ternary = (uint64_t)h->n_layer * (uint64_t)(2 * qd * h->n_embd + 2 * kvd * h->n_embd +
@@ -158,6 +160,8 @@ b158_status b158_model_preset(const char *name, b158_model_info *h)
         {"3.9B", 3200, 26, 32, 32, 11008, 32000, 2048},
         {"2B-4T", 2560, 30, 20, 5, 6912, 128256, 4096},
     };
+    if (!h)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_model_preset: out required");
     for (size_t i = 0; name && i < sizeof p / sizeof p[0]; i++) {
         if (strcmp(name, p[i].name) == 0) {
             memset(h, 0, sizeof *h);
@@ -221,6 +225,10 @@ static const float *random_norm(b158_model *m, uint64_t *rng, int n)
 
 b158_status b158_model_random(const b158_model_info *shape, uint64_t seed, b158_model **out)
 {
+    if (out)
+        *out = NULL;
+    if (!shape || !out)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_model_random: shape and out required");
     b158_model *m;
     B158_TRY(b158_model_new(shape, &m));
     const b158_model_info *h = &m->info;

@@ -4,6 +4,7 @@
 #define B158_HOST_MODEL_H
 
 #include "b158/model.h"
+#include "gguf.h"
 #include "ops.h"
 
 /* A ternary matrix on the host in the layout of cl_kernels/ternary.cl (see b158_ternary_pack):
@@ -55,6 +56,10 @@ struct b158_model {
     struct b158_layer_dev *dev; /* n_layer */
     b158_buf d_output_norm, d_tok_embd, d_output;
 };
+
+/* b158_model_load from an open GGUF file (b158_gguf_open_memory for the fuzz target), host side
+ * only. The model takes g over: it is closed with the model, or before returning an error. */
+b158_status b158_model_from_gguf(b158_gguf *g, b158_model **out);
 
 /* Allocates host memory owned by the model (freed by b158_model_free). */
 void *b158_model_alloc(b158_model *m, size_t bytes);

@@ -10,6 +10,7 @@
 #include "b158/model.h"
 #include "gguf-write.h"
 #include "gguf.h"
+#include "half.h"
 #include "model.h"
 #include "test-common.h"
 
@@ -207,10 +208,21 @@ static int patch(unsigned char *buf, size_t size, const char *from, const char *
     return 0;
 }
 
-/* Rewrites a valid model file through the writer, changing one tensor on the way and adding
- * an optional F32 {1} tensor extra_name = extra_value (llama.cpp's bitnet .scale tensors). */
-static void rewrite_ex(const char *src, const char *dst, const char *tensor, uint32_t new_type,
-                       uint64_t new_ne1, const char *extra_name, const float *extra_value)
+/* One change for rewrite_edit to make on the way. */
+typedef struct edit {
+    const char *tensor; /* this tensor gets new_type, new_ne1 (unless 0), new_data (unless NULL) */
+    uint32_t new_type;
+    uint64_t new_ne1;
+    const void *new_data;
+    const char *extra_name; /* an added F32 {1} tensor (llama.cpp's bitnet .scale tensors) */
+    const float *extra_value;
+    const char *key; /* "<arch>.<key>" set to value: a u32 for the sizes, else an f32 */
+    double key_value;
+} edit;
+
+/* Rewrites a valid model file through the writer with the hyperparameters it needs, its tensors
+ * and the one change e. */
+static void rewrite_edit(const char *src, const char *dst, const edit *e)
 {
     b158_gguf *g = NULL;
     CU_ASSERT_EQUAL_FATAL(b158_gguf_open(src, &g), B158_OK);
@@ -222,37 +234,54 @@ static void rewrite_ex(const char *src, const char *dst, const char *tensor, uin
     b158_gguf_add_str(w, "general.architecture", arch);
     const char *keys[] = {"context_length",      "embedding_length",     "block_count",
                           "feed_forward_length", "attention.head_count", "attention.head_count_kv"};
+    int replaced = 0;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char k[96];
         uint32_t v;
         snprintf(k, sizeof k, "%s.%s", arch, keys[i]);
         CU_ASSERT_EQUAL_FATAL(b158_gguf_get_u32(g, k, &v), B158_OK);
+        if (e->key && strcmp(e->key, keys[i]) == 0)
+            v = (uint32_t)e->key_value, replaced = 1;
         b158_gguf_add_u32(w, k, v);
+    }
+    if (e->key && !replaced) {
+        char k[96];
+        snprintf(k, sizeof k, "%s.%s", arch, e->key);
+        b158_gguf_add_f32(w, k, (float)e->key_value);
     }
     for (size_t i = 0; i < b158_gguf_n_tensors(g); i++) {
         const b158_gguf_tensor *t = b158_gguf_tensor_at(g, i);
         uint64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
-        uint32_t type = t->type;
-        if (strcmp(t->name, tensor) == 0) {
-            type = new_type;
-            if (new_ne1)
-                ne[1] = new_ne1;
+        uint32_t type = t->type, n_dims = t->n_dims;
+        const void *data = t->data;
+        if (e->tensor && strcmp(t->name, e->tensor) == 0) {
+            type = e->new_type;
+            if (e->new_ne1)
+                ne[1] = e->new_ne1, n_dims = n_dims < 2 ? 2 : n_dims;
+            if (e->new_data)
+                data = e->new_data;
         }
-        CU_ASSERT_EQUAL_FATAL(
-            b158_gguf_add_tensor(
-                w, t->name, type,
-                t->n_dims < 2 && new_ne1 && strcmp(t->name, tensor) == 0 ? 2 : t->n_dims, ne,
-                t->data),
-            B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_gguf_add_tensor(w, t->name, type, n_dims, ne, data), B158_OK);
     }
-    if (extra_name) {
+    if (e->extra_name) {
         const uint64_t one = 1;
         CU_ASSERT_EQUAL_FATAL(
-            b158_gguf_add_tensor(w, extra_name, B158_TT_F32, 1, &one, extra_value), B158_OK);
+            b158_gguf_add_tensor(w, e->extra_name, B158_TT_F32, 1, &one, e->extra_value), B158_OK);
     }
     CU_ASSERT_EQUAL_FATAL(b158_gguf_writer_write_file(w, dst), B158_OK);
     b158_gguf_writer_free(w);
     b158_gguf_close(g);
+}
+
+static void rewrite_ex(const char *src, const char *dst, const char *tensor, uint32_t new_type,
+                       uint64_t new_ne1, const char *extra_name, const float *extra_value)
+{
+    const edit e = {.tensor = tensor,
+                    .new_type = new_type,
+                    .new_ne1 = new_ne1,
+                    .extra_name = extra_name,
+                    .extra_value = extra_value};
+    rewrite_edit(src, dst, &e);
 }
 
 static void rewrite(const char *src, const char *dst, const char *tensor, uint32_t new_type,
@@ -334,7 +363,12 @@ static void test_malformed(void)
     /* shape and type mismatches, written by the writer so the file itself is valid */
     rewrite(good, bad, "blk.0.attn_q.weight", B158_TT_TQ2_0, 128);
     expect_error(bad, B158_ERR_FORMAT, "blk.0.attn_q.weight has shape");
-    rewrite(good, bad, "blk.1.attn_norm.weight", B158_TT_F16, 0);
+    uint16_t norm16[256];
+    for (int i = 0; i < h.n_embd; i++)
+        norm16[i] = b158_f32_to_f16(b158_test_uniform(0.5f, 1.5f));
+    rewrite_edit(
+        good, bad,
+        &(edit){.tensor = "blk.1.attn_norm.weight", .new_type = B158_TT_F16, .new_data = norm16});
     b158_model *m = load_ok(bad); /* an F16 norm is fine */
     b158_model_free(m);
     rewrite(good, bad, "blk.0.ffn_gate.weight", 8 /* Q8_0 */, 0);
@@ -351,12 +385,129 @@ static void test_malformed(void)
     unlink(bad);
 }
 
+/* NaN and infinite weights or hyperparameters are refused at load, naming the tensor or key:
+ * they would run to garbage without a word (a NaN attn_norm made every activation NaN). */
+static void test_non_finite(void)
+{
+    b158_model_info h = shape(B158_ARCH_BITNET_25);
+    b158_model *orig = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_model_random(&h, b158_test_rand(), &orig), B158_OK);
+    const char *good = tmp_path("finite.gguf"), *bad = tmp_path("non-finite.gguf");
+    CU_ASSERT_EQUAL_FATAL(b158_model_save(orig, good, B158_TENSOR_TQ2_0, NULL), B158_OK);
+    const float specials[] = {NAN, INFINITY, -INFINITY};
+
+    /* one poisoned element at a random place of a norm (F32) */
+    const char *norms[] = {"blk.0.attn_norm.weight", "blk.1.ffn_norm.weight",
+                           "blk.0.attn_sub_norm.weight", "blk.1.ffn_sub_norm.weight",
+                           "output_norm.weight"};
+    const int widths[] = {h.n_embd, h.n_embd, h.n_embd, h.n_ff, h.n_embd};
+    float *v = malloc((size_t)h.n_ff * sizeof *v);
+    for (size_t i = 0; i < sizeof norms / sizeof norms[0]; i++) {
+        for (int j = 0; j < widths[i]; j++)
+            v[j] = b158_test_uniform(0.5f, 1.5f);
+        v[b158_test_randint(0, widths[i] - 1)] = specials[i % 3];
+        rewrite_edit(good, bad,
+                     &(edit){.tensor = norms[i], .new_type = B158_TT_F32, .new_data = v});
+        expect_error(bad, B158_ERR_FORMAT, norms[i]);
+    }
+    free(v);
+
+    /* the embedding: an FP16 infinity or NaN in place, and an F32 value beyond FP16's range */
+    const size_t n_emb = (size_t)orig->info.n_vocab * h.n_embd;
+    uint16_t *e16 = malloc(n_emb * 2);
+    memcpy(e16, orig->tok_embd, n_emb * 2);
+    e16[b158_test_randint(0, (int)n_emb - 1)] = b158_test_rand() & 1 ? 0x7c00 : 0xfe01;
+    rewrite_edit(good, bad,
+                 &(edit){.tensor = "token_embd.weight", .new_type = B158_TT_F16, .new_data = e16});
+    expect_error(bad, B158_ERR_FORMAT, "token_embd.weight holds a value that is not finite");
+    float *e32 = malloc(n_emb * 4);
+    for (size_t i = 0; i < n_emb; i++)
+        e32[i] = b158_f16_to_f32(orig->tok_embd[i]);
+    e32[b158_test_randint(0, (int)n_emb - 1)] = 1e6f;
+    rewrite_edit(good, bad,
+                 &(edit){.tensor = "token_embd.weight", .new_type = B158_TT_F32, .new_data = e32});
+    expect_error(bad, B158_ERR_FORMAT, "token_embd.weight holds a value that is not finite");
+    free(e16);
+    free(e32);
+
+    /* an infinite .scale (NaN: test_scale_tensors) */
+    rewrite_ex(good, bad, "", 0, 0, "blk.1.attn_v.scale", &specials[1 + b158_test_randint(0, 1)]);
+    expect_error(bad, B158_ERR_FORMAT, "blk.1.attn_v.scale");
+
+    /* hyperparameters */
+    const char *fkeys[] = {"attention.layer_norm_rms_epsilon", "rope.freq_base"};
+    for (size_t i = 0; i < 2; i++) {
+        for (size_t j = 0; j < 4; j++) {
+            const double x = j < 3 ? (double)specials[j] : 0.0;
+            rewrite_edit(good, bad, &(edit){.key = fkeys[i], .key_value = x});
+            expect_error(bad, B158_ERR_FORMAT, fkeys[i]);
+        }
+    }
+    b158_model_free(orig);
+    unlink(good);
+    unlink(bad);
+}
+
+/* A size of 0 is reported as itself, not as whatever it breaks next (head_count 0 was reported
+ * as a missing attention.key_length). */
+static void test_zero_sizes(void)
+{
+    b158_model_info h = shape(B158_ARCH_LLAMA);
+    b158_model *orig = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_model_random(&h, b158_test_rand(), &orig), B158_OK);
+    const char *good = tmp_path("sizes.gguf"), *bad = tmp_path("zero.gguf");
+    CU_ASSERT_EQUAL_FATAL(b158_model_save(orig, good, B158_TENSOR_I2_S, NULL), B158_OK);
+    const char *keys[] = {"embedding_length", "block_count", "feed_forward_length",
+                          "attention.head_count", "attention.head_count_kv"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        rewrite_edit(good, bad, &(edit){.key = keys[i], .key_value = 0});
+        char want[128];
+        snprintf(want, sizeof want, "llama.%s is 0", keys[i]);
+        expect_error(bad, B158_ERR_FORMAT, want);
+    }
+    /* heads that do not divide the width need the head size from the file */
+    rewrite_edit(good, bad, &(edit){.key = "attention.head_count", .key_value = 3});
+    expect_error(bad, B158_ERR_FORMAT, "attention.key_length is missing");
+    b158_model_free(orig);
+    unlink(good);
+    unlink(bad);
+}
+
+/* NULL arguments of the model API get an error or a defined value, never a crash. */
+static void test_null_args(void)
+{
+    b158_model *m = (b158_model *)1;
+    b158_model_info h = shape(B158_ARCH_BITNET_25);
+    CU_ASSERT_EQUAL(b158_model_random(NULL, 1, &m), B158_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(m);
+    CU_ASSERT_EQUAL(b158_model_random(&h, 1, NULL), B158_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(b158_model_save(NULL, tmp_path("null.gguf"), B158_TENSOR_TQ2_0, NULL),
+                    B158_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(access(tmp_path("null.gguf"), F_OK), -1);
+    CU_ASSERT_EQUAL_FATAL(b158_model_random(&h, 1, &m), B158_OK);
+    CU_ASSERT_EQUAL(b158_model_save(m, NULL, B158_TENSOR_TQ2_0, NULL), B158_ERR_INVALID_ARG);
+    b158_model_free(m);
+    m = (b158_model *)1;
+    CU_ASSERT_EQUAL(b158_model_load(NULL, &m), B158_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(m);
+    CU_ASSERT_EQUAL(b158_model_preset("tiny", NULL), B158_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(b158_model_get_info(NULL));
+    b158_model_free(NULL);
+    /* the internal entry of the fuzz target owns the file it is given, also on failure */
+    CU_ASSERT_EQUAL(b158_model_from_gguf(NULL, &m), B158_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(m);
+}
+
 static void add_suites(void)
 {
     b158_test_suite("roundtrip", (b158_test_case[]){{"arch_x_type", test_roundtrip}, {NULL, NULL}});
     b158_test_suite("greedy_across_types",
                     (b158_test_case[]){{"same_tokens", test_greedy_across_types}, {NULL, NULL}});
-    b158_test_suite("malformed", (b158_test_case[]){{"rejected", test_malformed}, {NULL, NULL}});
+    b158_test_suite("malformed", (b158_test_case[]){{"rejected", test_malformed},
+                                                    {"non_finite", test_non_finite},
+                                                    {"zero_sizes", test_zero_sizes},
+                                                    {"null_args", test_null_args},
+                                                    {NULL, NULL}});
     b158_test_suite("scale_tensors",
                     (b158_test_case[]){{"multiply_rows", test_scale_tensors}, {NULL, NULL}});
 }

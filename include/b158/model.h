@@ -44,9 +44,10 @@ typedef struct b158_model b158_model;
 
 /* Loads a GGUF model file (bitnet-25, bitnet or llama architecture; ternary tensors as TQ2_0,
  * TQ1_0, I2_S or float). The file stays mapped while the model lives. Errors: B158_ERR_IO
- * (cannot open), B158_ERR_FORMAT (malformed or missing tensors), B158_ERR_UNSUPPORTED
- * (unknown architecture or tensor type), B158_ERR_INVALID_ARG (path or out NULL),
- * B158_ERR_HOST_MEMORY. */
+ * (cannot open), B158_ERR_FORMAT (malformed or missing tensors, a size of 0, a non-finite
+ * rms epsilon or rope base, a NaN or infinite weight in a norm, the embedding or a scale),
+ * B158_ERR_UNSUPPORTED (unknown architecture or tensor type), B158_ERR_INVALID_ARG (path or
+ * out NULL), B158_ERR_HOST_MEMORY. */
 b158_status b158_model_load(const char *path, b158_model **out);
 
 const b158_model_info *b158_model_get_info(const b158_model *model);
@@ -60,8 +61,9 @@ b158_status b158_model_preset(const char *name, b158_model_info *out);
 
 /* Builds a model with random weights at the given shape (info's arch, sizes, eps, rope and
  * flags are used; the rest is derived), deterministic in seed. For tests and benchmarks.
- * Errors: B158_ERR_FORMAT (an incomplete or inconsistent shape), B158_ERR_UNSUPPORTED
- * (dimensions beyond what b158-cl holds), B158_ERR_HOST_MEMORY. */
+ * Errors: B158_ERR_INVALID_ARG (shape or out NULL), B158_ERR_FORMAT / B158_ERR_UNSUPPORTED (a
+ * shape that does not hold together or is out of range, dimensions beyond what b158-cl holds,
+ * eps or rope base not positive and finite), B158_ERR_HOST_MEMORY. */
 b158_status b158_model_random(const b158_model_info *shape, uint64_t seed, b158_model **out);
 
 /* GGUF tensor types of ternary weights (values are GGUF's type ids: ggml's numbering, I2_S is
@@ -78,10 +80,10 @@ typedef enum b158_tensor_type {
 /* Writes the model as a GGUF file following llama.cpp's conventions, its ternary weights as
  * ternary_type. The tokenizer is copied from the GGUF file vocab_from, or, when NULL, a
  * byte-level vocabulary without merges is made up (n_vocab >= 257). Errors:
- * B158_ERR_UNSUPPORTED (the model breaks its architecture's conventions, or per-row scales in a
- * per-tensor type), B158_ERR_INVALID_ARG (a matrix shape the type cannot store, a vocabulary
- * that does not fit), B158_ERR_IO / B158_ERR_FORMAT (vocab_from unreadable or malformed; the
- * file cannot be written), B158_ERR_HOST_MEMORY. */
+ * B158_ERR_INVALID_ARG (model or path NULL, a matrix shape the type cannot store, a vocabulary
+ * that does not fit), B158_ERR_UNSUPPORTED (the model breaks its architecture's conventions, or
+ * per-row scales in a per-tensor type), B158_ERR_IO / B158_ERR_FORMAT (vocab_from unreadable or
+ * malformed; the file cannot be written), B158_ERR_HOST_MEMORY. */
 b158_status b158_model_save(const b158_model *model, const char *path,
                             b158_tensor_type ternary_type, const char *vocab_from);
 
