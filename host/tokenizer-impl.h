@@ -58,6 +58,10 @@ struct b158_vocab {
     /* SentencePiece: no multi-byte token contains '\n', so lines can be merged separately */
     int spm_split_newlines;
 
+    /* tokenizer.chat_template (NUL-terminated copy), NULL when the file has none */
+    char *chat_template;
+    size_t chat_template_len;
+
     /* BPE */
     b158_pairmap merges;
     int ignore_merges;

@@ -27,6 +27,7 @@ void b158_vocab_free(b158_vocab *v)
     free(v->specials);
     b158_pairmap_free(&v->merges);
     pcre2_code_free(v->re);
+    free(v->chat_template);
     free(v);
 }
 
@@ -73,7 +74,8 @@ static b158_status read_token_array(const b158_gguf *g, const char *key, int32_t
         int32_t k;
         if (t == B158_GGUF_F32) {
             memcpy(&f, p + 4 * (size_t)i, 4);
-            k = (int32_t)f;
+            /* any float may arrive here (NaN, 1e30): only small whole values are token types */
+            k = f >= 0.0f && f <= (float)B158_TOKEN_BYTE ? (int32_t)f : -1;
         } else {
             memcpy(&k, p + 4 * (size_t)i, 4);
             f = (float)k;
@@ -374,6 +376,28 @@ static void find_byte_tokens(b158_vocab *v)
     }
 }
 
+/* tokenizer.chat_template, kept for b158_vocab_chat_template. Only chat mode needs it, so a
+ * value that is not a string is reported and left out rather than failing the load. */
+static b158_status load_chat_template(b158_vocab *v, const b158_gguf *g)
+{
+    const char *key = "tokenizer.chat_template";
+    const int64_t i = b158_gguf_find_key(g, key);
+    if (i < 0)
+        return B158_OK;
+    b158_gguf_str t;
+    if (b158_gguf_kv_type(g, (size_t)i) != B158_GGUF_STRING ||
+        b158_gguf_get_str(g, key, &t) != B158_OK) {
+        b158_log(B158_LOG_WARN, "%s: %s is not a string; ignored", b158_gguf_path(g), key);
+        return B158_OK;
+    }
+    if (!(v->chat_template = malloc(t.len + 1)))
+        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of memory for the chat template");
+    memcpy(v->chat_template, t.ptr, t.len);
+    v->chat_template[t.len] = '\0';
+    v->chat_template_len = t.len;
+    return B158_OK;
+}
+
 b158_status b158_vocab_from_gguf(const b158_gguf *g, b158_vocab **out)
 {
     if (!g || !out)
@@ -433,6 +457,8 @@ b158_status b158_vocab_from_gguf(const b158_gguf *g, b158_vocab **out)
         free(merges);
     }
     if (st == B158_OK)
+        st = load_chat_template(v, g);
+    if (st == B158_OK)
         st = build_specials(v);
     if (st == B158_OK)
         st = build_pieces(v);
@@ -465,42 +491,49 @@ static int valid_id(const b158_vocab *v, b158_token id)
 
 b158_vocab_type b158_vocab_get_type(const b158_vocab *v)
 {
-    return v->type;
+    return v ? v->type : (b158_vocab_type)0;
 }
 
 int32_t b158_vocab_n_tokens(const b158_vocab *v)
 {
-    return v->n_tokens;
+    return v ? v->n_tokens : 0;
 }
 
 b158_token b158_vocab_bos(const b158_vocab *v)
 {
-    return v->bos;
+    return v ? v->bos : -1;
 }
 
 b158_token b158_vocab_eos(const b158_vocab *v)
 {
-    return v->eos;
+    return v ? v->eos : -1;
 }
 
 b158_token b158_vocab_eot(const b158_vocab *v)
 {
-    return v->eot;
+    return v ? v->eot : -1;
 }
 
 b158_token b158_vocab_unk(const b158_vocab *v)
 {
-    return v->unk;
+    return v ? v->unk : -1;
 }
 
 int b158_vocab_add_bos(const b158_vocab *v)
 {
-    return v->add_bos && v->bos >= 0;
+    return v && v->add_bos && v->bos >= 0;
 }
 
 const char *b158_vocab_pre(const b158_vocab *v)
 {
-    return v->pre;
+    return v ? v->pre : "";
+}
+
+const char *b158_vocab_chat_template(const b158_vocab *v, size_t *len)
+{
+    if (len)
+        *len = v && v->chat_template ? v->chat_template_len : 0;
+    return v ? v->chat_template : NULL;
 }
 
 const char *b158_vocab_token_text(const b158_vocab *v, b158_token id, size_t *len)
@@ -524,7 +557,7 @@ float b158_vocab_token_score(const b158_vocab *v, b158_token id)
 
 b158_token b158_vocab_find(const b158_vocab *v, const char *text, size_t len)
 {
-    return text ? b158_strmap_get(&v->by_text, text, len) : -1;
+    return v && text ? b158_strmap_get(&v->by_text, text, len) : -1;
 }
 
 int b158_vocab_is_eog(const b158_vocab *v, b158_token id)
@@ -713,7 +746,7 @@ const char *b158_vocab_token_piece(const b158_vocab *v, b158_token id, int speci
 
 size_t b158_vocab_max_piece(const b158_vocab *v)
 {
-    return v->max_piece;
+    return v ? v->max_piece : 0;
 }
 
 b158_status b158_detokenize(const b158_vocab *v, const b158_token *ids, size_t n, int special,
@@ -807,7 +840,7 @@ b158_status b158_detok_stream_push(b158_detok_stream *s, const b158_vocab *v, b1
 
 size_t b158_detok_stream_flush(b158_detok_stream *s, char *out, size_t cap)
 {
-    if (!s->n_pending || cap < 3)
+    if (!s || !out || !s->n_pending || cap < 3)
         return 0;
     s->n_pending = 0;
     memcpy(out, replacement, 3);

@@ -1,6 +1,7 @@
 /* Tokenizer tests: llama.cpp's reference vectors for LLaMA SPM, GPT-2 and LLaMA-3 BPE, decoding
  * round trips, special tokens, invalid UTF-8, the streaming decoder, writing vocabularies, and a
  * timing printout. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "b158/tokenizer.h"
+#include "gguf-write.h"
 #include "test-common.h"
 #include "tokenizer-impl.h"
 #include "tokenizer.h"
@@ -619,6 +621,178 @@ static void test_load_errors(void)
     b158_vocab_free(NULL);
 }
 
+/* ---- hostile metadata, chat templates ----------------------------------------------------- */
+
+/* A SentencePiece vocabulary of six tokens written in memory, with scores and token types as
+ * given (f32 arrays) and an optional chat template key added by extra; NULL if it did not load
+ * (the status in *st). */
+static b158_vocab *spm_vocab(const float *scores, const float *types,
+                             b158_status (*extra)(b158_gguf_writer *), b158_status *st)
+{
+    static const char *const tokens[] = {"<unk>",
+                                         "<s>",
+                                         "</s>",
+                                         "\xe2\x96\x81"
+                                         "a",
+                                         "a",
+                                         "b"};
+    b158_gguf_writer *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_gguf_writer_create(&w), B158_OK);
+    CU_ASSERT_EQUAL(b158_gguf_add_str(w, "tokenizer.ggml.model", "llama"), B158_OK);
+    CU_ASSERT_EQUAL(b158_gguf_add_arr_str(w, "tokenizer.ggml.tokens", tokens, NULL, 6), B158_OK);
+    CU_ASSERT_EQUAL(b158_gguf_add_arr(w, "tokenizer.ggml.scores", B158_GGUF_F32, scores, 6),
+                    B158_OK);
+    CU_ASSERT_EQUAL(b158_gguf_add_arr(w, "tokenizer.ggml.token_type", B158_GGUF_F32, types, 6),
+                    B158_OK);
+    if (extra)
+        CU_ASSERT_EQUAL(extra(w), B158_OK);
+    void *data = NULL;
+    size_t size = 0;
+    CU_ASSERT_EQUAL_FATAL(b158_gguf_writer_write_mem(w, &data, &size), B158_OK);
+    b158_gguf_writer_free(w);
+    b158_gguf *g = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_gguf_open_memory(data, size, &g), B158_OK);
+    b158_vocab *v = NULL;
+    *st = b158_vocab_from_gguf(g, &v);
+    if (*st != B158_OK)
+        fprintf(stderr, "\n%s\n", b158_last_error());
+    b158_gguf_close(g);
+    free(data);
+    return v;
+}
+
+static const float plain_scores[6] = {0, 0, 0, -1, -2, -3};
+static const float plain_types[6] = {2, 3, 3, 1, 1, 1};
+
+/* Scores and token types of any float value load (a score of -1e10 reached an int32 cast:
+ * undefined behaviour); a type that is not a small whole number counts as undefined. */
+static void test_hostile_scores(void)
+{
+    const float scores[6] = {0, 0, 0, -1e10f, 3e38f, NAN};
+    const float types[6] = {2, 3.5f, 3, 1e30f, -5, NAN};
+    b158_status st;
+    b158_vocab *v = spm_vocab(scores, types, NULL, &st);
+    CU_ASSERT_EQUAL_FATAL(st, B158_OK);
+    CU_ASSERT_EQUAL(b158_vocab_token_score(v, 3), -1e10f);
+    CU_ASSERT_EQUAL(b158_vocab_token_score(v, 4), 3e38f);
+    CU_ASSERT_EQUAL(b158_vocab_token_type(v, 0), B158_TOKEN_UNKNOWN);
+    CU_ASSERT_EQUAL(b158_vocab_token_type(v, 1), B158_TOKEN_CONTROL); /* 3.5 truncates to 3 */
+    CU_ASSERT_EQUAL(b158_vocab_token_type(v, 3), B158_TOKEN_UNDEFINED);
+    CU_ASSERT_EQUAL(b158_vocab_token_type(v, 4), B158_TOKEN_UNDEFINED);
+    CU_ASSERT_EQUAL(b158_vocab_token_type(v, 5), B158_TOKEN_UNDEFINED);
+    /* and the vocabulary still encodes and decodes without tripping over them */
+    b158_token *ids = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL(b158_tokenize_alloc(v, "ab a", 4, B158_TOKENIZE_ADD_BOS, &ids, &n), B158_OK);
+    CU_ASSERT(n >= 2 && ids[0] == 1);
+    char out[64];
+    size_t len;
+    CU_ASSERT_EQUAL(b158_detokenize(v, ids, n, 1, out, sizeof out, &len), B158_OK);
+    free(ids);
+    b158_vocab_free(v);
+}
+
+static b158_status add_template_with_nul(b158_gguf_writer *w)
+{
+    static const char t[] = "{{ x }}\0<|im_start|>{{ y }}";
+    return b158_gguf_add_strn(w, "tokenizer.chat_template", t, sizeof t - 1);
+}
+
+static b158_status add_template_number(b158_gguf_writer *w)
+{
+    return b158_gguf_add_u32(w, "tokenizer.chat_template", 7);
+}
+
+/* The vocab keeps tokenizer.chat_template (any bytes) for b158_chat_detect, which picks the
+ * format by the markers anywhere in the template. */
+static void test_chat_template(void)
+{
+    b158_status st;
+    b158_vocab *v = spm_vocab(plain_scores, plain_types, add_template_with_nul, &st);
+    CU_ASSERT_EQUAL_FATAL(st, B158_OK);
+    size_t len = 0;
+    const char *t = b158_vocab_chat_template(v, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    CU_ASSERT_EQUAL(len, 27);
+    CU_ASSERT(memcmp(t, "{{ x }}\0<|im_start|>{{ y }}", 28) == 0); /* and the NUL after it */
+    CU_ASSERT_EQUAL(b158_chat_detect(t, len)->id, B158_CHAT_CHATML);
+    CU_ASSERT_EQUAL(b158_chat_detect(t, strlen(t))->id, B158_CHAT_BITNET);
+    b158_vocab_free(v);
+    /* no template, or a template that is not a string: none (a warning, not a failed load) */
+    v = spm_vocab(plain_scores, plain_types, NULL, &st);
+    CU_ASSERT_EQUAL(st, B158_OK);
+    len = 99;
+    CU_ASSERT_PTR_NULL(b158_vocab_chat_template(v, &len));
+    CU_ASSERT_EQUAL(len, 0);
+    b158_vocab_free(v);
+    v = spm_vocab(plain_scores, plain_types, add_template_number, &st);
+    CU_ASSERT_EQUAL(st, B158_OK);
+    CU_ASSERT_PTR_NULL(b158_vocab_chat_template(v, NULL));
+    b158_vocab_free(v);
+
+    static const struct {
+        const char *tmpl;
+        b158_chat_id want;
+    } cases[] = {
+        {"", B158_CHAT_BITNET},
+        {"{% for m in messages %}System: {{ m.content }}<|eot_id|>{% endfor %}", B158_CHAT_BITNET},
+        {"<|start_header_id|>", B158_CHAT_LLAMA3},
+        {"{{ '<|start_header_id|>' + role + '<|end_header_id|>\n\n' }}", B158_CHAT_LLAMA3},
+        {"<|im_start|><|start_header_id|>", B158_CHAT_LLAMA3}, /* LLaMA-3's marker first */
+        {"{{ '<|im_start|>' + role }}", B158_CHAT_CHATML},
+        {"<|im_start|", B158_CHAT_BITNET},
+        {"<<||start_header_id|>", B158_CHAT_BITNET},
+        {"<|start_header_id", B158_CHAT_BITNET},
+        {"x<|im_start|>", B158_CHAT_CHATML},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const b158_chat_format *f = b158_chat_detect(cases[i].tmpl, strlen(cases[i].tmpl));
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+        if (f->id != cases[i].want)
+            fprintf(stderr, "\n'%s': format %s\n", cases[i].tmpl, f->name);
+        CU_ASSERT_EQUAL(f->id, cases[i].want);
+        CU_ASSERT(f->name && f->system_prefix && f->user_prefix && f->assistant_prefix &&
+                  f->turn_end && f->turn_end[0]);
+    }
+    /* the length rules, not a NUL: a marker cut by len is not found, NULL is no template */
+    CU_ASSERT_EQUAL(b158_chat_detect("<|im_start|>", 11)->id, B158_CHAT_BITNET);
+    CU_ASSERT_EQUAL(b158_chat_detect(NULL, 5)->id, B158_CHAT_BITNET);
+    const b158_chat_format *l3 = b158_chat_detect("<|start_header_id|>", 19);
+    CU_ASSERT_STRING_EQUAL(l3->name, "llama3");
+    CU_ASSERT_STRING_EQUAL(l3->turn_end, "<|eot_id|>");
+    CU_ASSERT_STRING_EQUAL(b158_chat_detect("", 0)->user_prefix, "User: ");
+}
+
+/* The getters on a NULL vocabulary give the documented empty values. */
+static void test_null_vocab(void)
+{
+    CU_ASSERT_EQUAL(b158_vocab_get_type(NULL), 0);
+    CU_ASSERT_EQUAL(b158_vocab_n_tokens(NULL), 0);
+    CU_ASSERT_EQUAL(b158_vocab_bos(NULL), -1);
+    CU_ASSERT_EQUAL(b158_vocab_eos(NULL), -1);
+    CU_ASSERT_EQUAL(b158_vocab_eot(NULL), -1);
+    CU_ASSERT_EQUAL(b158_vocab_unk(NULL), -1);
+    CU_ASSERT_EQUAL(b158_vocab_add_bos(NULL), 0);
+    CU_ASSERT_STRING_EQUAL(b158_vocab_pre(NULL), "");
+    CU_ASSERT_PTR_NULL(b158_vocab_token_text(NULL, 0, NULL));
+    CU_ASSERT_EQUAL(b158_vocab_token_type(NULL, 0), B158_TOKEN_UNDEFINED);
+    CU_ASSERT_EQUAL(b158_vocab_token_score(NULL, 0), 0.0f);
+    CU_ASSERT_EQUAL(b158_vocab_find(NULL, "a", 1), -1);
+    CU_ASSERT_EQUAL(b158_vocab_is_eog(NULL, 0), 0);
+    CU_ASSERT_EQUAL(b158_vocab_is_control(NULL, 0), 0);
+    CU_ASSERT_EQUAL(b158_vocab_max_piece(NULL), 0);
+    size_t len = 9;
+    CU_ASSERT_PTR_NULL(b158_vocab_token_piece(NULL, 0, 1, &len));
+    CU_ASSERT_EQUAL(len, 0);
+    CU_ASSERT_PTR_NULL(b158_vocab_chat_template(NULL, &len));
+    b158_token ids[4];
+    size_t n;
+    CU_ASSERT_EQUAL(b158_tokenize(NULL, "a", 1, 0, ids, 4, &n), B158_ERR_INVALID_ARG);
+    char out[8];
+    CU_ASSERT_EQUAL(b158_detokenize(NULL, ids, 0, 0, out, sizeof out, &len), B158_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(b158_detok_stream_flush(NULL, out, sizeof out), 0);
+}
+
 /* Runs a command line and captures its stdout; returns the exit status. */
 static int run_capture(const char *cmd, char *out, size_t cap)
 {
@@ -732,6 +906,9 @@ static void add_suites(void)
                                          {"vocab_write", test_vocab_write},
                                          {"load_errors", test_load_errors},
                                          {"tokenize_tool", test_tokenize_tool},
+                                         {"hostile_scores", test_hostile_scores},
+                                         {"chat_template", test_chat_template},
+                                         {"null_vocab", test_null_vocab},
                                          {NULL, NULL}};
     static const b158_test_case bench[] = {{"tinyshakespeare", test_bench}, {NULL, NULL}};
     b158_test_suite("spm", spm);

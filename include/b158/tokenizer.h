@@ -37,6 +37,8 @@ typedef enum b158_token_type {
 b158_status b158_vocab_load(const char *path, b158_vocab **out);
 void b158_vocab_free(b158_vocab *v);
 
+/* The getters below accept v == NULL and then return what an empty vocabulary would: 0 for
+ * the type, counts and flags, -1 for token ids, "" for strings, NULL for token texts. */
 b158_vocab_type b158_vocab_get_type(const b158_vocab *v);
 int32_t b158_vocab_n_tokens(const b158_vocab *v);
 /* Special ids, -1 when the vocabulary has none. */
@@ -63,6 +65,38 @@ b158_token b158_vocab_find(const b158_vocab *v, const char *text, size_t len);
 int b158_vocab_is_eog(const b158_vocab *v, b158_token id);
 /* Control or unknown token (rendered only on request by the decoders). */
 int b158_vocab_is_control(const b158_vocab *v, b158_token id);
+
+/* ---- chat templates --------------------------------------------------------------------- */
+
+/* tokenizer.chat_template of the file the vocabulary came from (a Jinja template), with a NUL
+ * after it; *len (may be NULL) gets its length, which counts any NUL bytes inside it. NULL when
+ * the file has none (or it is not a string) and when v is NULL. */
+const char *b158_vocab_chat_template(const b158_vocab *v, size_t *len);
+
+/* Chat formats b158_chat_detect recognises. Values are stable; new ones are appended. */
+typedef enum b158_chat_id {
+    B158_CHAT_BITNET = 0, /* bitnet-b1.58-2B-4T: "System: ", "User: ", "Assistant: " turns */
+    B158_CHAT_LLAMA3 = 1, /* <|start_header_id|>role<|end_header_id|>\n\n ... <|eot_id|> */
+    B158_CHAT_CHATML = 2, /* <|im_start|>role\n ... <|im_end|>\n */
+} b158_chat_id;
+
+/* How a chat format frames a conversation: every turn is prefix + text + turn_end, and the model
+ * writes its answer after assistant_prefix (its turn ends with turn_end too). */
+typedef struct b158_chat_format {
+    b158_chat_id id;
+    const char *name; /* "bitnet", "llama3", "chatml" */
+    const char *system_prefix;
+    const char *user_prefix;
+    const char *assistant_prefix;
+    const char *turn_end;
+} b158_chat_format;
+
+/* The chat format a chat template stands for, told by its markers: a template that contains
+ * "<|start_header_id|>" is LLaMA-3's, else one that contains "<|im_start|>" is ChatML; any
+ * other template, an empty one and none at all (tmpl NULL) give B158_CHAT_BITNET. tmpl[0..len)
+ * may hold any bytes, NUL included, and is searched in full. Never fails: returns static
+ * storage, never NULL. */
+const b158_chat_format *b158_chat_detect(const char *tmpl, size_t len);
 
 /* ---- encoding --------------------------------------------------------------------------- */
 
