@@ -14,7 +14,8 @@ static char dir[64];
 static char model[128];
 
 typedef struct {
-    int status; /* exit status */
+    int status;     /* exit status */
+    size_t out_len; /* bytes in out: a random model may generate NUL bytes */
     char out[16384];
     char err[65536];
 } result;
@@ -41,12 +42,12 @@ static void run(const char *cmdline, result *r)
              bin ? bin : ".", cmdline, outp, errp);
     int st = system(cmd);
     r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    r->out_len = 0;
     memset(r->out, 0, sizeof r->out);
     memset(r->err, 0, sizeof r->err);
     FILE *f = fopen(outp, "rb");
     if (f) {
-        size_t n = fread(r->out, 1, sizeof r->out - 1, f);
-        (void)n;
+        r->out_len = fread(r->out, 1, sizeof r->out - 1, f);
         fclose(f);
     }
     f = fopen(errp, "rb");
@@ -94,7 +95,7 @@ static void test_run(void)
         fprintf(stderr, "\n%s\n", a.err);
     CU_ASSERT_EQUAL_FATAL(a.status, 0);
     CU_ASSERT_EQUAL(strncmp(a.out, "Hello world", 11), 0); /* the prompt is echoed */
-    CU_ASSERT(strlen(a.out) > 11);
+    CU_ASSERT(a.out_len > 11);
     CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "generation: 24 tokens"));
     CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "prompt: "));
     CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "device memory: weights"));
@@ -170,6 +171,31 @@ static void test_errors(void)
     CU_ASSERT_EQUAL(r.status, 2);
     run("b158-cl-run --no-such-flag", &r);
     CU_ASSERT_EQUAL(r.status, 2);
+    /* prompt files: a directory, a missing file and an endless one are errors, not prompts */
+    snprintf(cmd, sizeof cmd, "b158-cl-run -m '%s' -f '%s' -n 1 --cpu-ref", model, dir);
+    run(cmd, &r);
+    CU_ASSERT_EQUAL(r.status, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "is a directory"));
+    snprintf(cmd, sizeof cmd, "b158-cl-run -m '%s' -f '%s/none.txt' -n 1 --cpu-ref", model, dir);
+    run(cmd, &r);
+    CU_ASSERT_EQUAL(r.status, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "cannot open"));
+    snprintf(cmd, sizeof cmd, "b158-cl-run -m '%s' -f /dev/zero -n 1 --cpu-ref", model);
+    run(cmd, &r);
+    CU_ASSERT_EQUAL(r.status, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "larger than 64 MiB"));
+    /* NUL bytes are prompt text like any other: tokenized and echoed, not a cut */
+    snprintf(cmd, sizeof cmd,
+             "printf 'ab\\000cd\\000' > '%s/nul.txt' && b158-cl-run -m '%s' -f '%s/nul.txt' "
+             "-n 1 --temp 0 --ignore-eos --cpu-ref",
+             dir, model, dir);
+    run(cmd, &r);
+    if (r.status)
+        fprintf(stderr, "\n%s\n", r.err);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_EQUAL(memcmp(r.out, "ab\0cd\0", 6), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "prompt: 6 tokens")); /* one token per byte */
+
     run("b158-cl-run --list-devices", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "compute units"));

@@ -69,11 +69,9 @@ int main(int argc, char **argv)
         return 2;
     }
     size_t text_len;
-    char *text = cli_read_file(text_path, &text_len);
-    if (!text) {
-        fprintf(stderr, "error: cannot read %s\n", text_path);
+    char *text = cli_read_file(text_path, 0, &text_len);
+    if (!text)
         return 1;
-    }
     int rc = 1;
     b158_model *m = NULL;
     b158_vocab *vocab = NULL;

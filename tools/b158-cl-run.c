@@ -9,7 +9,10 @@
 #include "b158/model.h"
 #include "b158/tokenizer.h"
 #include "cli-common.h"
-#include "gguf.h"
+
+/* The longest prompt file read: 64 MiB of text is some 16M tokens, the largest context -c
+ * accepts; past that the file cannot be a prompt (-f /dev/zero ends here, not in swap). */
+#define B158_MAX_PROMPT_FILE ((size_t)64 << 20)
 
 static volatile sig_atomic_t interrupted;
 
@@ -408,14 +411,15 @@ static int generate(engine *e, const args *a, int n, int *hit_eog)
     return made;
 }
 
-/* Tokenizes and evaluates text (with BOS first when asked), timing it as prompt processing. */
-static int feed(engine *e, const char *text, int bos, int special)
+/* Tokenizes and evaluates text[0..len) (with BOS first when asked), timing it as prompt
+ * processing. */
+static int feed(engine *e, const char *text, size_t len, int bos, int special)
 {
     b158_token *tok = NULL;
     size_t n = 0;
     unsigned flags =
         (bos ? B158_TOKENIZE_ADD_BOS : 0) | (special ? B158_TOKENIZE_PARSE_SPECIAL : 0);
-    if (b158_tokenize_alloc(e->vocab, text, strlen(text), flags, &tok, &n) != B158_OK)
+    if (b158_tokenize_alloc(e->vocab, text, len, flags, &tok, &n) != B158_OK)
         return fail("tokenizing the prompt");
     if (n == 0) {
         free(tok);
@@ -441,49 +445,36 @@ static int feed(engine *e, const char *text, int bos, int special)
 
 /* ---- chat -------------------------------------------------------------------------------- */
 
-typedef struct {
-    const char *system_prefix, *user_prefix, *assistant_prefix, *turn_end, *name;
-} chat_format;
-
-/* The model's chat format: from tokenizer.chat_template when it is one we recognise, else the
- * BitNet 2B-4T plain-text turns. */
-static chat_format chat_format_for(const char *model_path)
+/* Feeds prefix + text[0..len) + suffix as one piece of the conversation. */
+static int feed_turn(engine *e, const char *prefix, const char *text, size_t len,
+                     const char *suffix, int bos)
 {
-    static const chat_format bitnet = {"System: ", "User: ", "Assistant: ", "<|eot_id|>",
-                                       "bitnet (System:/User:/Assistant: turns)"};
-    static const chat_format llama3 = {"<|start_header_id|>system<|end_header_id|>\n\n",
-                                       "<|start_header_id|>user<|end_header_id|>\n\n",
-                                       "<|start_header_id|>assistant<|end_header_id|>\n\n",
-                                       "<|eot_id|>", "llama3"};
-    static const chat_format chatml = {"<|im_start|>system\n", "<|im_start|>user\n",
-                                       "<|im_start|>assistant\n", "<|im_end|>\n", "chatml"};
-    chat_format f = bitnet;
-    b158_gguf *g = NULL;
-    if (b158_gguf_open(model_path, &g) == B158_OK) {
-        b158_gguf_str t;
-        if (b158_gguf_get_str(g, "tokenizer.chat_template", &t) == B158_OK) {
-            char tmpl[4096];
-            snprintf(tmpl, sizeof tmpl, "%.*s", (int)(t.len < 4095 ? t.len : 4095), t.ptr);
-            if (strstr(tmpl, "<|start_header_id|>"))
-                f = llama3;
-            else if (strstr(tmpl, "<|im_start|>"))
-                f = chatml;
-        }
-        b158_gguf_close(g);
+    const size_t np = strlen(prefix), ns = strlen(suffix);
+    char *turn = malloc(np + len + ns + 1);
+    if (!turn) {
+        fprintf(stderr, "error: out of memory for a chat turn\n");
+        return 1;
     }
-    return f;
+    memcpy(turn, prefix, np);
+    memcpy(turn + np, text, len);
+    memcpy(turn + np + len, suffix, ns + 1);
+    int rc = feed(e, turn, np + len + ns, bos, 1);
+    free(turn);
+    return rc;
 }
 
-static int chat(engine *e, const args *a, const char *model_path, const char *system)
+/* Interactive chat in the model's chat format (from its tokenizer.chat_template); system is the
+ * system message, system_len bytes. */
+static int chat(engine *e, const args *a, const char *system, size_t system_len)
 {
-    const chat_format f = chat_format_for(model_path);
+    size_t tlen;
+    const char *tmpl = b158_vocab_chat_template(e->vocab, &tlen);
+    const b158_chat_format *f = b158_chat_detect(tmpl, tlen);
     fprintf(stderr, "chat format: %s. Type a message and press Enter; Ctrl-D or Ctrl-C ends.\n",
-            f.name);
-    char turn[8192];
+            f->name);
     int first = 1;
-    if (system && *system) {
-        snprintf(turn, sizeof turn, "%s%s%s", f.system_prefix, system, f.turn_end);
-        if (feed(e, turn, 1, 1))
+    if (system && system_len) {
+        if (feed_turn(e, f->system_prefix, system, system_len, f->turn_end, 1))
             return 1;
         first = 0;
     }
@@ -496,9 +487,9 @@ static int chat(engine *e, const args *a, const char *model_path, const char *sy
         line[strcspn(line, "\r\n")] = '\0';
         if (!line[0])
             continue;
-        snprintf(turn, sizeof turn, "%s%s%s%s", f.user_prefix, line, f.turn_end,
-                 f.assistant_prefix);
-        if (feed(e, turn, first, 1))
+        char user_end[256];
+        snprintf(user_end, sizeof user_end, "%s%s", f->turn_end, f->assistant_prefix);
+        if (feed_turn(e, f->user_prefix, line, strlen(line), user_end, first))
             return 1;
         first = 0;
         int eog = 0;
@@ -509,7 +500,7 @@ static int chat(engine *e, const args *a, const char *model_path, const char *sy
                 fprintf(stderr, "\n[context full; start a new chat]\n");
                 break;
             }
-            if (feed(e, f.turn_end, 0, 1))
+            if (feed(e, f->turn_end, strlen(f->turn_end), 0, 1))
                 return 1;
         }
         printf("\n");
@@ -537,15 +528,12 @@ int main(int argc, char **argv)
     if (!a.seed_set)
         a.sp.seed = (uint64_t)time(NULL);
     char *prompt_buf = NULL;
-    const char *prompt = a.prompt;
-    if (a.prompt_file) {
-        size_t len;
-        if (!(prompt_buf = cli_read_file(a.prompt_file, &len))) {
-            fprintf(stderr, "error: cannot read prompt file %s\n", a.prompt_file);
-            return 1;
-        }
-        prompt = prompt_buf;
-    }
+    const char *prompt = a.prompt ? a.prompt : "";
+    size_t prompt_len = strlen(prompt);
+    /* NUL bytes in a prompt file are text like any other (llama-cli keeps them too) */
+    if (a.prompt_file &&
+        !(prompt = prompt_buf = cli_read_file(a.prompt_file, B158_MAX_PROMPT_FILE, &prompt_len)))
+        return 1;
     engine e;
     if (engine_open(&e, &a, model_path)) {
         engine_free(&e);
@@ -559,13 +547,11 @@ int main(int argc, char **argv)
             (unsigned long long)a.sp.seed);
     signal(SIGINT, on_sigint);
     if (a.chat) {
-        rc = chat(&e, &a, model_path, prompt);
+        rc = chat(&e, &a, prompt, prompt_len);
     } else {
-        if (!prompt || !*prompt)
-            prompt = "";
-        rc = feed(&e, prompt, 1, a.special);
+        rc = feed(&e, prompt, prompt_len, 1, a.special);
         if (rc == 0 && !a.no_display_prompt) { /* echoed once it fits the context */
-            fputs(prompt, stdout);
+            fwrite(prompt, 1, prompt_len, stdout);
             fflush(stdout);
         }
         if (rc == 0 && engine_pos(&e) == 0) {

@@ -3,10 +3,12 @@
 #ifndef B158_TOOLS_CLI_COMMON_H
 #define B158_TOOLS_CLI_COMMON_H
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,31 +81,54 @@ static inline int cli_parse_float(const char *flag, const char *v, float *out)
     return 0;
 }
 
-/* Reads a whole file into a NUL-terminated buffer. */
-static inline char *cli_read_file(const char *path, size_t *len)
+/* Reads a whole file (regular file, pipe, /dev/stdin) into a NUL-terminated buffer; *len gets
+ * its size, which counts any NUL bytes inside. A file that cannot be opened or read, a directory
+ * or more than max bytes (0 = no limit) print one error line naming the file and give NULL. */
+static inline char *cli_read_file(const char *path, size_t max, size_t *len)
 {
     FILE *f = fopen(path, "rb");
-    if (!f)
+    if (!f) {
+        fprintf(stderr, "error: cannot open %s: %s\n", path, strerror(errno));
         return NULL;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "error: %s is a directory, not a file\n", path);
+        fclose(f);
+        return NULL;
+    }
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
-    size_t got;
-    while (buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
+    const char *why = buf ? NULL : "out of memory";
+    while (!why) {
         if (n + 1 == cap) {
             char *b = realloc(buf, cap *= 2);
             if (!b) {
-                free(buf);
-                buf = NULL;
+                why = "out of memory";
+                break;
             }
             buf = b;
         }
+        n += fread(buf + n, 1, cap - n - 1, f);
+        if (max && n > max)
+            why = "too large";
+        else if (ferror(f))
+            why = strerror(errno);
+        else if (feof(f))
+            break;
     }
     fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = n;
+    if (why) {
+        if (max && n > max)
+            fprintf(stderr, "error: %s is larger than %zu MiB, the most this program reads\n", path,
+                    max >> 20);
+        else
+            fprintf(stderr, "error: cannot read %s: %s\n", path, why);
+        free(buf);
+        return NULL;
     }
+    buf[n] = '\0';
+    *len = n;
     return buf;
 }
 
