@@ -629,13 +629,7 @@ static void test_load_errors(void)
 static b158_vocab *spm_vocab(const float *scores, const float *types,
                              b158_status (*extra)(b158_gguf_writer *), b158_status *st)
 {
-    static const char *const tokens[] = {"<unk>",
-                                         "<s>",
-                                         "</s>",
-                                         "\xe2\x96\x81"
-                                         "a",
-                                         "a",
-                                         "b"};
+    static const char *const tokens[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81\x61", "a", "b"};
     b158_gguf_writer *w = NULL;
     CU_ASSERT_EQUAL_FATAL(b158_gguf_writer_create(&w), B158_OK);
     CU_ASSERT_EQUAL(b158_gguf_add_str(w, "tokenizer.ggml.model", "llama"), B158_OK);
