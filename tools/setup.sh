@@ -3,7 +3,8 @@
 #   bash tools/setup.sh run [b158-cl-run arguments...]   install, build, run generation
 #   bash tools/setup.sh test [ctest arguments...]        install, build, run every test
 #   bash tools/setup.sh build                            install and build only
-# B158_BUILD_DIR picks the build folder (default build/), B158_CMAKE_ARGS adds CMake options.
+# B158_BUILD_DIR picks the build folder (default build/), B158_CMAKE_ARGS adds CMake options,
+# B158_EXTRA_PACKAGES more Debian packages (CI's fuzz stage: clang and its sanitizer runtimes).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,6 +14,8 @@ mode=${1:-build}
 
 packages=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd
           libclblast-dev libcunit1-dev libpcre2-dev clinfo)
+# shellcheck disable=SC2206 # a space-separated list on purpose
+packages+=(${B158_EXTRA_PACKAGES:-})
 # the tests also fetch inputs from PyPI (tools/fetch-test-data.sh)
 test_packages=(curl ca-certificates)
 
