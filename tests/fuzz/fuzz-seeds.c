@@ -13,6 +13,7 @@
 #include "b158/tokenizer.h"
 #include "gguf-write.h"
 #include "gguf.h"
+#include "ops.h"
 #include "quants.h"
 #include "tokenizer.h"
 
@@ -306,23 +307,69 @@ static void vocab_seeds(const char *bpe_model, const char *spm_model)
 
 /* ---- tiny models ------------------------------------------------------------------------- */
 
-/* Rewrites the exact-ternary F16 model in data as one whose matrices with 256-wide rows (q, k,
- * v, gate, up) are of type tq (TQ1_0, TQ2_0: 256-element blocks) and the others stay F16: a
- * model with TQ tensors in a third of the bytes of an all-TQ one. */
-static void *retype_tq(const void *data, size_t size, uint32_t tq, size_t *out_size)
+/* The F16 table t converted to type emb (F32, BF16 or Q8_0), malloc'd; *bytes gets its size. */
+static void *convert_table(const b158_gguf_tensor *t, uint32_t emb, size_t *bytes)
+{
+    const uint16_t *h = t->data;
+    const size_t n = (size_t)t->n_elements;
+    if (emb == B158_TT_F32 || emb == B158_TT_BF16) {
+        const size_t es = emb == B158_TT_F32 ? 4 : 2;
+        unsigned char *out = xmalloc(n * es);
+        for (size_t i = 0; i < n; i++) {
+            const float f = b158_f16_to_f32(h[i]);
+            if (emb == B158_TT_F32) {
+                memcpy(out + 4 * i, &f, 4);
+            } else {
+                const uint16_t b = b158_f32_to_bf16(f);
+                memcpy(out + 2 * i, &b, 2);
+            }
+        }
+        *bytes = n * es;
+        return out;
+    }
+    /* Q8_0: blocks of 32, fp16 d = amax / 127, then int8 round(x / d) */
+    unsigned char *out = xmalloc(n / 32 * B158_Q8_0_BYTES);
+    for (size_t b = 0; b < n / 32; b++) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            const float f = b158_f16_to_f32(h[32 * b + j]);
+            amax = f > amax ? f : -f > amax ? -f : amax;
+        }
+        const float d = amax / 127.0f;
+        const uint16_t dh = b158_f32_to_f16(d);
+        unsigned char *blk = out + b * B158_Q8_0_BYTES;
+        memcpy(blk, &dh, 2);
+        for (int j = 0; j < 32; j++) {
+            const float q = d > 0.0f ? b158_f16_to_f32(h[32 * b + j]) / d : 0.0f;
+            blk[2 + j] = (unsigned char)(int8_t)(q < 0 ? q - 0.5f : q + 0.5f);
+        }
+    }
+    *bytes = n / 32 * B158_Q8_0_BYTES;
+    return out;
+}
+
+#define KEEP UINT32_MAX /* retype: leave the embedding's type */
+
+/* Rewrites the exact-ternary F16 model in data: with tq (TQ1_0, TQ2_0: 256-element blocks) its
+ * matrices with 256-wide rows (q, k, v, gate, up) take that type and the others stay F16, a
+ * model with TQ tensors in a third of the bytes of an all-TQ one; unless emb is KEEP the
+ * embedding is stored as type emb; with untied an output.weight (the embedding in F16) follows. */
+static void *retype(const void *data, size_t size, uint32_t tq, uint32_t emb, int untied,
+                    size_t *out_size)
 {
     b158_gguf *g = NULL;
     check(b158_gguf_open_memory(data, size, &g), "retype");
     b158_gguf_writer *w = NULL;
     check(b158_gguf_writer_create(&w), "retype");
     copy_keys(g, "", NULL, w, 0);
-    void **owned = xmalloc(b158_gguf_n_tensors(g) * sizeof *owned);
-    for (size_t i = 0; i < b158_gguf_n_tensors(g); i++) {
+    const size_t nt = b158_gguf_n_tensors(g);
+    void **owned = xmalloc(nt * sizeof *owned);
+    for (size_t i = 0; i < nt; i++) {
         const b158_gguf_tensor *t = b158_gguf_tensor_at(g, i);
         const void *d = t->data;
         uint32_t type = t->type;
         owned[i] = NULL;
-        if (t->n_dims == 2 && t->ne[0] % 256 == 0 && strncmp(t->name, "blk.", 4) == 0) {
+        if (tq && t->n_dims == 2 && t->ne[0] % 256 == 0 && strncmp(t->name, "blk.", 4) == 0) {
             const int64_t n = (int64_t)t->ne[1], k = (int64_t)t->ne[0];
             int8_t *q = xmalloc((size_t)(n * k));
             float *sc = xmalloc((size_t)n * sizeof *sc);
@@ -332,13 +379,21 @@ static void *retype_tq(const void *data, size_t size, uint32_t tq, size_t *out_s
             check(b158_ternary_encode(tq, q, sc, n, k, owned[i], bytes), t->name);
             free(q), free(sc);
             d = owned[i], type = tq;
+        } else if (emb != KEEP && strcmp(t->name, "token_embd.weight") == 0) {
+            size_t bytes;
+            d = owned[i] = convert_table(t, emb, &bytes);
+            type = emb;
         }
         check(b158_gguf_add_tensor(w, t->name, type, t->n_dims, t->ne, d), t->name);
+    }
+    if (untied) {
+        const b158_gguf_tensor *e = b158_gguf_find_tensor(g, "token_embd.weight");
+        check(b158_gguf_add_tensor(w, "output.weight", B158_TT_F16, 2, e->ne, e->data), "output");
     }
     void *out = NULL;
     check(b158_gguf_writer_write_mem(w, &out, out_size), "retype");
     b158_gguf_writer_free(w);
-    for (size_t i = 0; i < b158_gguf_n_tensors(g); i++)
+    for (size_t i = 0; i < nt; i++)
         free(owned[i]);
     free(owned);
     b158_gguf_close(g);
@@ -405,14 +460,30 @@ static void model_seeds(void)
             }
             fclose(f);
             remove(tmp);
-            if (types[t].wide) {
-                size_t n = 0;
-                char *tq = retype_tq(data, size, types[t].type, &n);
-                free(data);
-                data = tq, size = n;
+            for (size_t i = 0; targets[i]; i++) {
+                if (!types[t].wide)
+                    write_seed(targets[i], name, data, size);
             }
-            for (size_t i = 0; targets[i]; i++)
-                write_seed(targets[i], name, data, size);
+            /* variants: the wide ones with TQ matrices, their embedding F16 or Q8_0 (rows of
+             * 32); the narrow ones of two architectures with an F32 or BF16 embedding. Every
+             * other one has an untied LM head. */
+            const int untied = (a + (int)t) % 2;
+            const uint32_t embs[2] = {types[t].wide ? KEEP
+                                      : a == 0      ? B158_TT_F32
+                                                    : B158_TT_BF16,
+                                      B158_TT_Q8_0};
+            for (int e = 0; e < (types[t].wide ? 2 : a < 2); e++) {
+                size_t n = 0;
+                char *v =
+                    retype(data, size, types[t].wide ? types[t].type : 0, embs[e], untied, &n);
+                snprintf(name, sizeof name, "model-%s-%s%s%s%s.gguf", arch_names[a], types[t].name,
+                         embs[e] != KEEP ? "-emb_" : "",
+                         embs[e] != KEEP ? b158_gguf_type_name(embs[e]) : "",
+                         untied ? "-untied" : "");
+                for (size_t i = 0; targets[i]; i++)
+                    write_seed(targets[i], name, v, n);
+                free(v);
+            }
             free(data);
         }
     }
