@@ -14,7 +14,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Warnings about hostile files are expected by the thousand; errors are return values. */
-static void fuzz_quiet_log(int level, const char *message, void *user)
+static void fuzz_quiet_log(b158_log_level level, const char *message, void *user)
 {
     (void)level, (void)message, (void)user;
 }

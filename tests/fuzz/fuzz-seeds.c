@@ -13,9 +13,11 @@
 #include "b158/tokenizer.h"
 #include "gguf-write.h"
 #include "gguf.h"
+#include "half.h"
 #include "ops.h"
 #include "quants.h"
 #include "tokenizer.h"
+#include "utf8.h"
 
 static const char *out_dir;
 
@@ -442,7 +444,9 @@ static void model_seeds(void)
             char tmp[4096], name[64];
             snprintf(name, sizeof name, "model-%s-%s.gguf", arch_names[a], types[t].name);
             snprintf(tmp, sizeof tmp, "%s/%s", out_dir, name);
-            check(b158_model_save(m, tmp, types[t].wide ? B158_TT_F16 : types[t].type, vocab_path),
+            check(b158_model_save(m, tmp,
+                                  types[t].wide ? B158_TENSOR_F16 : (b158_tensor_type)types[t].type,
+                                  vocab_path),
                   name);
             b158_model_free(m);
             FILE *f = fopen(tmp, "rb");
