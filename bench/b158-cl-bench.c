@@ -23,6 +23,7 @@ typedef struct {
     const char *preset; /* a comma-separated list of preset shapes */
     int pp, tg;         /* prompt tokens, generated tokens */
     const char *fp16;   /* FP16 baseline matmuls: "auto", "clblast" or "kernels" */
+    const char *engine; /* "both", "b158" (ternary only) or "fp16" (baseline only) */
 } options;
 
 static void usage(FILE *f)
@@ -42,11 +43,14 @@ static void usage(FILE *f)
                "                       build with CLBlast and cl_khr_fp16) or b158-cl's\n"
                "                       FP16-storage kernels; auto (default) takes CLBlast\n"
                "                       where both are there\n"
+               "  --engine both|b158|fp16\n"
+               "                       run both engines (default, with the ratios) or one\n"
                "  -o md|json|csv       output format (default md)\n"
                "  --kernels            time the matmul kernels instead: runs b158-cl-kernel-bench\n"
                "                       (beside this program) with the other arguments\n"
                "Model mode runs each model twice on one device: the ternary engine (b1.58) and\n"
-               "the FP16 baseline (the same weights as dense FP16 matrices). Large presets need\n"
+               "the FP16 baseline (the same weights as dense FP16 matrices), or one of them with\n"
+               "--engine. Large presets need\n"
                "more than PoCL's default device memory: POCL_MEMORY_LIMIT=<GB> raises it.\n");
 }
 
@@ -93,7 +97,7 @@ static const char *last_error(void)
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){NULL, 3, "md", NULL, NULL, 128, 32, "auto"};
+    *o = (options){NULL, 3, "md", NULL, NULL, 128, 32, "auto", "both"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-m") == 0 && v) {
@@ -116,6 +120,9 @@ static int parse(int argc, char **argv, options *o)
             i++;
         } else if (strcmp(a, "--fp16") == 0 && v) {
             o->fp16 = v;
+            i++;
+        } else if (strcmp(a, "--engine") == 0 && v) {
+            o->engine = v;
             i++;
         } else if (strcmp(a, "-o") == 0 && v) {
             o->format = v;
@@ -150,6 +157,10 @@ static int parse(int argc, char **argv, options *o)
     }
     if (strcmp(o->fp16, "auto") && strcmp(o->fp16, "clblast") && strcmp(o->fp16, "kernels")) {
         fprintf(stderr, "error: --fp16 wants auto, clblast or kernels\n");
+        return 2;
+    }
+    if (strcmp(o->engine, "both") && strcmp(o->engine, "b158") && strcmp(o->engine, "fp16")) {
+        fprintf(stderr, "error: --engine wants both, b158 or fp16\n");
         return 2;
     }
     if (o->reps < 1 || o->reps > 256 ||
@@ -217,7 +228,7 @@ static uint64_t estimate_bytes(const b158_model_info *h, b158_weight_mode mode, 
     uint64_t w = 0;
     for (int i = 0; i < 7; i++)
         w += mode != B158_WEIGHTS_TERNARY ? rows[i] * cols[i] * 2
-                                          : rows[i] * ((cols[i] + 63) / 64 * 16) + rows[i] * 4;
+                                          : rows[i] * ((cols[i] + 255) / 256 * 64) + rows[i] * 4;
     w = w * (uint64_t)h->n_layer + (uint64_t)h->n_vocab * h->n_embd * 2 +
         (uint64_t)h->n_layer * (2 * h->n_embd + qd + h->n_ff) * 4;
     const uint64_t kv = 2ull * h->n_layer * (uint64_t)n_ctx * kvd * 2;
@@ -327,13 +338,16 @@ static b158_status bench_model(const options *o, b158_runtime *rt, b158_weight_m
         tok[i] = (b158_token)((i * 7919u + 13u) % (unsigned)h->n_vocab);
     memset(res, 0, sizeof *res);
     snprintf(res->name, sizeof res->name, "%.120s", label);
-    b158_status st = measure(o, rt, m, B158_WEIGHTS_TERNARY, tok, &res->tern);
-    if (st == B158_OK)
+    const int both = !strcmp(o->engine, "both");
+    b158_status st = B158_OK;
+    if (strcmp(o->engine, "fp16"))
+        st = measure(o, rt, m, B158_WEIGHTS_TERNARY, tok, &res->tern);
+    if (st == B158_OK && strcmp(o->engine, "b158"))
         st = measure(o, rt, m, fp16_mode, tok, &res->fp16);
-    while (st == B158_OK && res->greedy_match < N_GREEDY &&
+    while (both && st == B158_OK && res->greedy_match < N_GREEDY &&
            res->fp16.greedy[res->greedy_match] == res->tern.greedy[res->greedy_match])
         res->greedy_match++;
-    if (st == B158_OK) {
+    if (both && st == B158_OK) {
         double d = 0, mx = 0;
         for (int i = 0; i < h->n_vocab; i++) {
             d = fmax(d, fabs((double)res->fp16.logits[i] - res->tern.logits[i]));
@@ -345,6 +359,24 @@ static b158_status bench_model(const options *o, b158_runtime *rt, b158_weight_m
     res->fp16.logits = res->tern.logits = NULL;
     free(tok);
     return st;
+}
+
+/* With --engine b158 or fp16: the one engine measured, and its name in reports. */
+static const engine_result *single_engine(const options *o, const model_result *r,
+                                          const char **label)
+{
+    const int tern = !strcmp(o->engine, "b158");
+    *label = tern ? "b1.58" : "fp16";
+    return tern ? &r->tern : &r->fp16;
+}
+
+static void print_md_single_row(const options *o, const model_result *r)
+{
+    const char *label;
+    const engine_result *e = single_engine(o, r, &label);
+    printf("| %s | %s | %.2f | %.1f | %.1f | %.1f |\n", r->name, label, total_gb(e), e->tg_mean,
+           1000.0 / e->tg_mean, e->pp_mean);
+    fflush(stdout);
 }
 
 static void print_md_row(const model_result *r)
@@ -392,7 +424,18 @@ static int run_models(const options *o)
     char date[32];
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
-    if (!strcmp(o->format, "md"))
+    const int both = !strcmp(o->engine, "both");
+    if (!strcmp(o->format, "md") && !both)
+        printf("device: %s (%s, driver %s), b158-cl %s, %s\n"
+               "engine: %s%s\n"
+               "pp %d / tg %d tokens, mean of %d repetitions; memory = device bytes allocated "
+               "(weights + KV cache + scratch)\n\n"
+               "| model | engine | memory GB | latency ms/token | tg tokens/s | pp tokens/s |\n"
+               "|---|---|---:|---:|---:|---:|\n",
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date,
+               strcmp(o->engine, "b158") ? "FP16 baseline, matmuls: " : "b1.58 (ternary)",
+               strcmp(o->engine, "b158") ? fp16_path : "", o->pp, o->tg, o->reps);
+    else if (!strcmp(o->format, "md"))
         printf("device: %s (%s, driver %s), b158-cl %s, %s\n"
                "FP16 baseline matmuls: %s%s\n"
                "pp %d / tg %d tokens, mean of %d repetitions; memory = device bytes allocated "
@@ -411,10 +454,11 @@ static int run_models(const options *o)
                "tg_ms_per_token,tg_std,mem_weights,mem_kv_cache,mem_scratch,greedy_match\n");
     else
         printf("{\"device\": \"%s\", \"platform\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", "
-               "\"date\": \"%s\", \"fp16_matmul\": \"%s\", \"fp16_path\": \"%s\", \"pp\": %d, "
+               "\"date\": \"%s\", \"engine\": \"%s\", \"fp16_matmul\": \"%s\", \"fp16_path\": "
+               "\"%s\", \"pp\": %d, "
                "\"tg\": %d, \"reps\": %d, "
                "\"models\": [",
-               d->name, d->platform, d->driver, B158_VERSION_STRING, date,
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->engine,
                blas ? "clblast" : "kernels", fp16_path, o->pp, o->tg, o->reps);
     char list[512];
     snprintf(list, sizeof list, "%s", o->model ? o->model : o->preset);
@@ -442,36 +486,48 @@ static int run_models(const options *o)
             rc = 1;
             break;
         }
-        fprintf(stderr,
-                "%s: setup apart from the timings: FP16 upload %.2f s, session and kernel "
-                "builds %.2f s, first pp %.2f s; b1.58 upload %.2f s, session and kernel "
-                "builds %.2f s, first pp %.2f s\n",
-                r.name, r.fp16.upload, r.fp16.compile, r.fp16.first_pp, r.tern.upload,
-                r.tern.compile, r.tern.first_pp);
+        const engine_result *e[2] = {&r.fp16, &r.tern};
+        const int ran[2] = {strcmp(o->engine, "b158") != 0, strcmp(o->engine, "fp16") != 0};
+        for (int i = 0; i < 2; i++)
+            if (ran[i])
+                fprintf(stderr,
+                        "%s: %s setup apart from the timings: upload %.2f s, session and kernel "
+                        "builds %.2f s, first pp %.2f s\n",
+                        r.name, i ? "b1.58" : "FP16", e[i]->upload, e[i]->compile, e[i]->first_pp);
         if (!strcmp(o->format, "md")) {
-            print_md_row(&r);
+            if (both)
+                print_md_row(&r);
+            else
+                print_md_single_row(o, &r);
         } else if (!strcmp(o->format, "csv")) {
-            const engine_result *e[2] = {&r.fp16, &r.tern};
             for (int i = 0; i < 2; i++)
-                printf("%s,%s,%s,%s,%s,%d,%d,%d,%s,%.3f,%.3f,%.3f,%.3f,%llu,%llu,%llu,%d\n", r.name,
-                       d->name, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->reps,
-                       i ? "b1.58" : "fp16", e[i]->pp_mean, e[i]->pp_sd, e[i]->tg_mean, e[i]->tg_sd,
-                       (unsigned long long)e[i]->mem_w, (unsigned long long)e[i]->mem_kv,
-                       (unsigned long long)e[i]->mem_s, r.greedy_match);
+                if (ran[i])
+                    printf("%s,%s,%s,%s,%s,%d,%d,%d,%s,%.3f,%.3f,%.3f,%.3f,%llu,%llu,%llu,%d\n",
+                           r.name, d->name, d->driver, B158_VERSION_STRING, date, o->pp, o->tg,
+                           o->reps, i ? "b1.58" : "fp16", e[i]->pp_mean, e[i]->pp_sd, e[i]->tg_mean,
+                           e[i]->tg_sd, (unsigned long long)e[i]->mem_w,
+                           (unsigned long long)e[i]->mem_kv, (unsigned long long)e[i]->mem_s,
+                           r.greedy_match);
         } else {
-            printf("%s\n  {\"name\": \"%s\", ", first ? "" : ",", r.name);
-            print_engine_json("fp16", &r.fp16);
-            printf(", ");
-            print_engine_json("ternary", &r.tern);
-            printf(", \"memory_ratio\": %.4f, \"latency_ratio\": %.4f, \"greedy_same_tokens\": %d, "
-                   "\"greedy_tokens\": %d, \"logits_nerr\": %.3e}",
-                   total_gb(&r.fp16) / total_gb(&r.tern), r.fp16.tg_mean / r.tern.tg_mean,
-                   r.greedy_match, N_GREEDY, r.logit_nerr);
+            printf("%s\n  {\"name\": \"%s\"", first ? "" : ",", r.name);
+            for (int i = 0; i < 2; i++)
+                if (ran[i]) {
+                    printf(", ");
+                    print_engine_json(i ? "ternary" : "fp16", e[i]);
+                }
+            if (both)
+                printf(", \"memory_ratio\": %.4f, \"latency_ratio\": %.4f, "
+                       "\"greedy_same_tokens\": %d, \"greedy_tokens\": %d, \"logits_nerr\": %.3e",
+                       total_gb(&r.fp16) / total_gb(&r.tern), r.fp16.tg_mean / r.tern.tg_mean,
+                       r.greedy_match, N_GREEDY, r.logit_nerr);
+            printf("}");
         }
         first = 0;
     }
     if (!strcmp(o->format, "json"))
         printf("\n], \"host_peak_rss_bytes\": %llu}\n", host_peak_rss());
+    else if (!strcmp(o->format, "md") && !rc && !both)
+        printf("\nhost peak RSS: %.2f GB\n", host_peak_rss() / 1e9);
     else if (!strcmp(o->format, "md") && !rc)
         printf("\nhost peak RSS: %.2f GB. greedy: how many of the two engines' first %d greedy "
                "tokens after an %d-token prompt agree before the first difference (random "

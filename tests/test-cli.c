@@ -385,6 +385,21 @@ static void test_bench(void)
     for (const char *p = r.out; *p; p++)
         lines += *p == '\n';
     CU_ASSERT_EQUAL(lines, 3); /* header, fp16, b1.58 */
+
+    /* --engine: one engine alone, without the ratios; a bad name is refused */
+    run("b158-cl-bench --preset tiny -p 8 -n 4 -r 1 --engine b158 -o csv", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(has_line(r.out, "tiny,", ",b1.58,") && !strstr(r.out, ",fp16,"));
+    run("b158-cl-bench --preset tiny -p 8 -n 4 -r 1 --engine fp16 -o json", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(strstr(r.out, "\"engine\": \"fp16\"") && strstr(r.out, "\"fp16\": {") &&
+              !strstr(r.out, "\"ternary\": {") && !strstr(r.out, "\"memory_ratio\""));
+    run("b158-cl-bench --preset tiny -p 8 -n 4 -r 1 --engine b158", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(has_line(r.out, "| tiny | b1.58 | ", " |") && !strstr(r.out, "ratio"));
+    run("b158-cl-bench --preset tiny --engine ternary", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "--engine wants both, b158 or fp16"));
 }
 
 static void test_sampler(void)
