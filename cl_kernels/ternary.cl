@@ -132,6 +132,49 @@ __kernel void ternary_gemv_avx512(__global const uchar *w, __global const float 
     const int4 f = h.lo + h.hi;
     b158_store(y, n, (float)(f.x + f.y + f.z + f.w) * w_scale[n] / x_scale[0], accumulate);
 }
+
+/* The same for prefill: one work-item per (row n, B158_GEMM_CPU_M tokens); each 64-byte weight
+ * load is unpacked into its four planes once and applied to every token. A block of fewer
+ * tokens rereads its last token (no branch in the loop) and stores only its own. */
+__kernel void ternary_gemm_avx512(__global const uchar *w, __global const float *w_scale,
+                                  __global const uchar *x, __global const float *x_scale,
+                                  __global float *y, int n_rows, int k_pad, int m_rows,
+                                  int accumulate)
+{
+    const int n = get_global_id(0);
+    const int m0 = get_global_id(1) * B158_GEMM_CPU_M;
+    if (n >= n_rows || m0 >= m_rows)
+        return;
+    const int blocks = k_pad / 256;
+    const int mcount = min(B158_GEMM_CPU_M, m_rows - m0);
+    __global const b158_uchar64 *wr = (__global const b158_uchar64 *)w + (size_t)n * blocks;
+    __global const b158_uchar64 *xv[B158_GEMM_CPU_M];
+    for (int j = 0; j < B158_GEMM_CPU_M; j++)
+        xv[j] = (__global const b158_uchar64 *)x + (size_t)(m0 + min(j, mcount - 1)) * (k_pad / 64);
+    const b158_uchar64 m3 = (b158_uchar64)3, ones = (b158_uchar64)1;
+    int16 acc[B158_GEMM_CPU_M];
+    for (int j = 0; j < B158_GEMM_CPU_M; j++)
+        acc[j] = 0;
+    for (int b = 0; b < blocks; b++) {
+        const b158_uchar64 p = wr[b];
+        const b158_uchar64 c0 = p & m3, c1 = (p >> 2) & m3, c2 = (p >> 4) & m3, c3 = p >> 6;
+        for (int j = 0; j < B158_GEMM_CPU_M; j++) {
+            __global const b158_uchar64 *xb = xv[j] + 4 * b;
+            const b158_uchar64 x0 = xb[0], x1 = xb[1], x2 = xb[2], x3 = xb[3];
+            const b158_short32 cq = b158_maddubs(c0, x0) + b158_maddubs(c1, x1) +
+                                    b158_maddubs(c2, x2) + b158_maddubs(c3, x3);
+            const b158_short32 q = b158_maddubs(ones, x0) + b158_maddubs(ones, x1) +
+                                   b158_maddubs(ones, x2) + b158_maddubs(ones, x3);
+            acc[j] += b158_madd_ones(cq - q);
+        }
+    }
+    for (int j = 0; j < mcount; j++) {
+        const int8 h = acc[j].lo + acc[j].hi;
+        const int4 f = h.lo + h.hi;
+        b158_store(y, (size_t)(m0 + j) * n_rows + n,
+                   (float)(f.x + f.y + f.z + f.w) * w_scale[n] / x_scale[m0 + j], accumulate);
+    }
+}
 #endif
 
 /* CPU GEMM (prefill): one work-item per (row n, block of B158_GEMM_CPU_M tokens); each weight

@@ -215,10 +215,9 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
     }
     if (s->rt && st == B158_OK) {
         cl_kernel k;
-        const int gpu = s->rt->tune.gpu;
         st = b158_rt_kernel(s->rt, b158_op_ternary_gemv_kernel(s->rt), &k);
         if (st == B158_OK)
-            st = b158_rt_kernel(s->rt, gpu ? B158_K_TERNARY_GEMM_GPU : B158_K_TERNARY_GEMM_CPU, &k);
+            st = b158_rt_kernel(s->rt, b158_op_ternary_gemm_kernel(s->rt), &k);
         if (st == B158_OK && m->dev_mode != B158_WEIGHTS_TERNARY)
             st = b158_baseline_create(s->rt, m, s->n_batch, s->width_max, &s->dev.base);
     }

@@ -13,6 +13,7 @@
     X(TERNARY_GEMV_AVX512, "ternary_gemv_avx512", "ternary.cl")                                    \
     X(TERNARY_GEMV_GPU, "ternary_gemv_gpu", "ternary.cl")                                          \
     X(TERNARY_GEMM_CPU, "ternary_gemm_cpu", "ternary.cl")                                          \
+    X(TERNARY_GEMM_AVX512, "ternary_gemm_avx512", "ternary.cl")                                    \
     X(TERNARY_GEMM_GPU, "ternary_gemm_gpu", "ternary.cl")                                          \
     X(RMSNORM, "rmsnorm", "norm.cl")                                                               \
     X(ROPE, "rope", "rope.cl")                                                                     \

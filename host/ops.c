@@ -100,6 +100,13 @@ static b158_status check_matmul(const b158_tmat *w, const b158_buf *q, const b15
     return B158_OK;
 }
 
+enum b158_kernel_id b158_op_ternary_gemm_kernel(const b158_runtime *rt)
+{
+    return rt->tune.gpu            ? B158_K_TERNARY_GEMM_GPU
+           : rt->tune.x86_avx512bw ? B158_K_TERNARY_GEMM_AVX512
+                                   : B158_K_TERNARY_GEMM_CPU;
+}
+
 b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
                                  const b158_buf *s, const b158_buf *y, int m_rows, int accumulate)
 {
@@ -114,7 +121,7 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
                            B158_ARG(w->k_pad), B158_ARG(m_rows), B158_ARG(accumulate));
     }
     const size_t gy = (size_t)(m_rows + rt->tune.gemm_cpu_m - 1) / rt->tune.gemm_cpu_m;
-    return B158_LAUNCH(rt, B158_K_TERNARY_GEMM_CPU, 2, ((size_t[]){(size_t)w->n, gy}),
+    return B158_LAUNCH(rt, b158_op_ternary_gemm_kernel(rt), 2, ((size_t[]){(size_t)w->n, gy}),
                        ((size_t[]){CPU_ROWS_WG, 1}), B158_ARG_MEM(&w->codes),
                        B158_ARG_MEM(&w->scales), B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y),
                        B158_ARG(w->n), B158_ARG(w->k_pad), B158_ARG(m_rows), B158_ARG(accumulate));

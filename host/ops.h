@@ -39,10 +39,11 @@ b158_status b158_op_quantize(b158_runtime *rt, const b158_buf *x, const b158_buf
 b158_status b158_op_dequantize(b158_runtime *rt, const b158_buf *q, const b158_buf *s,
                                const b158_buf *x, int k, int k_pad, int m_rows);
 
-/* The GEMV kernel b158_op_ternary_matmul launches for one token on this runtime: the GPU
- * variant's, ternary_gemv_avx512 on a CPU whose compiler builds AVX-512BW builtins, or the
- * portable CPU kernel. */
+/* The GEMV (one token) and GEMM kernels the ternary matmuls launch on this runtime: the GPU
+ * variant's, the *_avx512 ones on a CPU whose compiler builds AVX-512BW builtins, or the
+ * portable CPU kernels. */
 enum b158_kernel_id b158_op_ternary_gemv_kernel(const b158_runtime *rt);
+enum b158_kernel_id b158_op_ternary_gemm_kernel(const b158_runtime *rt);
 
 /* y[m][n] (+)= (sum_k w[n][k] q[m][k]) * w_scale[n] / s[m], q in [-127, 127] (as
  * b158_op_quantize writes it; the CPU GEMV negates in int8). m_rows == 1 uses the GEMV kernel,

@@ -301,12 +301,18 @@ static void test_ternary_gemm(void)
 {
     FOR_EACH_VARIANT(rt)
     {
-        check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 1);
-        check_ternary(rt, b158_test_randint(30, 70), b158_test_randint(65, 200),
-                      b158_test_randint(2, 5), 0);
-        check_ternary(rt, b158_test_randint(100, 300), b158_test_randint(300, 700),
-                      b158_test_randint(17, 40), 0);
-        check_ternary(rt, 257, 2560 + 7, 33, 0);
+        /* on a CPU with the AVX-512BW kernel, the portable CPU kernel is checked as well */
+        const int isa = rt->tune.x86_avx512bw;
+        for (int pass = 0; pass <= isa; pass++) {
+            rt->tune.x86_avx512bw = pass ? 0 : isa;
+            check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 1);
+            check_ternary(rt, b158_test_randint(30, 70), b158_test_randint(65, 200),
+                          b158_test_randint(2, 5), 0);
+            check_ternary(rt, b158_test_randint(100, 300), b158_test_randint(300, 700),
+                          b158_test_randint(17, 40), 0);
+            check_ternary(rt, 257, 2560 + 7, 33, 0);
+        }
+        rt->tune.x86_avx512bw = isa;
     }
 }
 
