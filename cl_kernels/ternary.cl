@@ -106,6 +106,27 @@ inline int16 b158_madd_ones(b158_short32 a)
         int16);
 }
 
+/* One 256-weight block of one token, as 16 int32 lanes of sum((c - 1) q): the four code planes
+ * c0..c3 against the token's four 64-byte activation pieces at xb. */
+inline int16 b158_block_dot(b158_uchar64 c0, b158_uchar64 c1, b158_uchar64 c2, b158_uchar64 c3,
+                            __global const b158_uchar64 *xb)
+{
+    const b158_uchar64 ones = (b158_uchar64)1;
+    const b158_uchar64 x0 = xb[0], x1 = xb[1], x2 = xb[2], x3 = xb[3];
+    const b158_short32 cq =
+        b158_maddubs(c0, x0) + b158_maddubs(c1, x1) + b158_maddubs(c2, x2) + b158_maddubs(c3, x3);
+    const b158_short32 q = b158_maddubs(ones, x0) + b158_maddubs(ones, x1) +
+                           b158_maddubs(ones, x2) + b158_maddubs(ones, x3);
+    return b158_madd_ones(cq - q);
+}
+
+inline int b158_sum16(int16 v)
+{
+    const int8 h = v.lo + v.hi;
+    const int4 f = h.lo + h.hi;
+    return f.x + f.y + f.z + f.w;
+}
+
 __kernel void ternary_gemv_avx512(__global const uchar *w, __global const float *w_scale,
                                   __global const uchar *x, __global const float *x_scale,
                                   __global float *y, int n_rows, int k_pad, int accumulate)
@@ -116,21 +137,13 @@ __kernel void ternary_gemv_avx512(__global const uchar *w, __global const float 
     const int blocks = k_pad / 256;
     __global const b158_uchar64 *wr = (__global const b158_uchar64 *)w + (size_t)n * blocks;
     __global const b158_uchar64 *xv = (__global const b158_uchar64 *)x;
-    const b158_uchar64 m3 = (b158_uchar64)3, ones = (b158_uchar64)1;
+    const b158_uchar64 m3 = (b158_uchar64)3;
     int16 acc = 0;
     for (int b = 0; b < blocks; b++) {
         const b158_uchar64 p = wr[b];
-        const b158_uchar64 x0 = xv[4 * b], x1 = xv[4 * b + 1], x2 = xv[4 * b + 2],
-                           x3 = xv[4 * b + 3];
-        const b158_short32 cq = b158_maddubs(p & m3, x0) + b158_maddubs((p >> 2) & m3, x1) +
-                                b158_maddubs((p >> 4) & m3, x2) + b158_maddubs(p >> 6, x3);
-        const b158_short32 q = b158_maddubs(ones, x0) + b158_maddubs(ones, x1) +
-                               b158_maddubs(ones, x2) + b158_maddubs(ones, x3);
-        acc += b158_madd_ones(cq - q);
+        acc += b158_block_dot(p & m3, (p >> 2) & m3, (p >> 4) & m3, p >> 6, xv + 4 * b);
     }
-    const int8 h = acc.lo + acc.hi;
-    const int4 f = h.lo + h.hi;
-    b158_store(y, n, (float)(f.x + f.y + f.z + f.w) * w_scale[n] / x_scale[0], accumulate);
+    b158_store(y, n, (float)b158_sum16(acc) * w_scale[n] / x_scale[0], accumulate);
 }
 
 /* The same for prefill: one work-item per (row n, B158_GEMM_CPU_M tokens); each 64-byte weight
@@ -151,29 +164,19 @@ __kernel void ternary_gemm_avx512(__global const uchar *w, __global const float 
     __global const b158_uchar64 *xv[B158_GEMM_CPU_M];
     for (int j = 0; j < B158_GEMM_CPU_M; j++)
         xv[j] = (__global const b158_uchar64 *)x + (size_t)(m0 + min(j, mcount - 1)) * (k_pad / 64);
-    const b158_uchar64 m3 = (b158_uchar64)3, ones = (b158_uchar64)1;
+    const b158_uchar64 m3 = (b158_uchar64)3;
     int16 acc[B158_GEMM_CPU_M];
     for (int j = 0; j < B158_GEMM_CPU_M; j++)
         acc[j] = 0;
     for (int b = 0; b < blocks; b++) {
         const b158_uchar64 p = wr[b];
         const b158_uchar64 c0 = p & m3, c1 = (p >> 2) & m3, c2 = (p >> 4) & m3, c3 = p >> 6;
-        for (int j = 0; j < B158_GEMM_CPU_M; j++) {
-            __global const b158_uchar64 *xb = xv[j] + 4 * b;
-            const b158_uchar64 x0 = xb[0], x1 = xb[1], x2 = xb[2], x3 = xb[3];
-            const b158_short32 cq = b158_maddubs(c0, x0) + b158_maddubs(c1, x1) +
-                                    b158_maddubs(c2, x2) + b158_maddubs(c3, x3);
-            const b158_short32 q = b158_maddubs(ones, x0) + b158_maddubs(ones, x1) +
-                                   b158_maddubs(ones, x2) + b158_maddubs(ones, x3);
-            acc[j] += b158_madd_ones(cq - q);
-        }
+        for (int j = 0; j < B158_GEMM_CPU_M; j++)
+            acc[j] += b158_block_dot(c0, c1, c2, c3, xv[j] + 4 * b);
     }
-    for (int j = 0; j < mcount; j++) {
-        const int8 h = acc[j].lo + acc[j].hi;
-        const int4 f = h.lo + h.hi;
+    for (int j = 0; j < mcount; j++)
         b158_store(y, (size_t)(m0 + j) * n_rows + n,
-                   (float)(f.x + f.y + f.z + f.w) * w_scale[n] / x_scale[m0 + j], accumulate);
-    }
+                   (float)b158_sum16(acc[j]) * w_scale[n] / x_scale[m0 + j], accumulate);
 }
 #endif
 
