@@ -116,13 +116,21 @@ b158_status b158_weight_mode_check(const b158_runtime *rt, b158_weight_mode mode
  * b158_model_upload, and those of b158_weight_mode_check. */
 b158_status b158_model_upload_as(b158_model *model, b158_runtime *rt, b158_weight_mode mode);
 
-/* ---- sessions: a KV cache and scratch for one sequence --------------------------------- */
+/* ---- sessions: a KV cache and scratch for one or more sequences ------------------------ */
+
+/* Threads: a runtime, the models uploaded to it and the sessions on it are one unit that one
+ * thread at a time may use (the runtime's kernel objects, launch counters and memory accounting
+ * are not locked). Programs that serve several clients give one thread the device and let the
+ * others queue work for it (b158-cl-server does). Objects on different runtimes are
+ * independent. */
 
 typedef struct b158_session_params {
-    int n_ctx;        /* context length in tokens; 0 = the model's training context */
-    int n_batch;      /* most tokens per forward call in prefill; 0 = 256 */
+    int n_ctx;        /* context length in tokens of each sequence; 0 = the model's training
+                         context */
+    int n_batch;      /* most tokens per forward step; 0 = 256 */
     int all_logits;   /* nonzero: eval returns logits of every token (perplexity) */
     b158_runtime *rt; /* device to run on (model uploaded to it); NULL = CPU reference path */
+    int n_seq;        /* sequence slots, each with its own n_ctx of KV cache; 0 = 1 */
 } b158_session_params;
 
 b158_session_params b158_session_default_params(void);
@@ -137,19 +145,45 @@ b158_status b158_session_create(b158_model *model, const b158_session_params *pa
                                 b158_session **out);
 void b158_session_free(b158_session *s);
 
-/* Runs n tokens at the current position (prefill in batches of n_batch, then advances).
- * Returns B158_ERR_CONTEXT_FULL, before computing anything, if pos + n exceeds n_ctx, and
- * B158_ERR_INVALID_ARG for a token id outside the vocabulary or bad arguments;
- * B158_ERR_OPENCL or B158_ERR_DEVICE_MEMORY when the device fails. */
+/* A sequence: one slot of the session's KV cache, 0 <= id < n_seq. */
+typedef int32_t b158_seq_id;
+
+/* Tokens of one or more sequences for one b158_session_decode call. Each token is appended to
+ * its sequence at the sequence's next position, in batch order, so a sequence's tokens must
+ * come in the order of its text. */
+typedef struct b158_batch {
+    int n_tokens;
+    const b158_token *token;   /* n_tokens ids */
+    const b158_seq_id *seq_id; /* n_tokens sequence ids; NULL = all in sequence 0 */
+    const int8_t *logits;      /* n_tokens flags, nonzero = return this token's logits; NULL =
+                                  the last token of each sequence in the batch */
+} b158_batch;
+
+/* Runs every token of batch through the model in forward steps of at most n_batch tokens,
+ * reading the weights once per step for all sequences in it. Returns, before computing
+ * anything: B158_ERR_CONTEXT_FULL if a sequence would pass n_ctx tokens (the message names
+ * it), B158_ERR_INVALID_ARG for a token id outside the vocabulary, a sequence id outside
+ * [0, n_seq) or bad arguments. B158_ERR_OPENCL or B158_ERR_DEVICE_MEMORY when the device
+ * fails (the sequences in the batch are then in an undefined state: clear them). */
+b158_status b158_session_decode(b158_session *s, const b158_batch *batch);
+
+/* Runs n tokens of sequence 0 at its current position: b158_session_decode with the logits
+ * of the last token, or of every token with all_logits. Errors as b158_session_decode. */
 b158_status b158_session_eval(b158_session *s, const b158_token *tokens, int n);
 
-/* Logits of the last evaluated token (n_vocab floats), or with all_logits of token i of the
- * last eval call (i < n). Valid until the next eval. */
+/* Logits (n_vocab floats) of token i of the last eval / decode call, if it asked for them,
+ * else NULL; i < 0 = the last token that did. Valid until the next eval / decode. */
 const float *b158_session_logits(const b158_session *s, int i);
 
-int b158_session_pos(const b158_session *s);
 int b158_session_n_ctx(const b158_session *s);
-void b158_session_reset(b158_session *s); /* back to position 0 */
+int b158_session_n_seq(const b158_session *s);
+/* Tokens held by sequence seq (its next position); -1 for an id outside [0, n_seq). */
+int b158_session_seq_pos(const b158_session *s, b158_seq_id seq);
+/* Empties sequence seq so the slot can serve a new one (nothing of the old one remains
+ * visible to it). B158_ERR_INVALID_ARG for an id outside [0, n_seq). */
+b158_status b158_session_seq_clear(b158_session *s, b158_seq_id seq);
+int b158_session_pos(const b158_session *s); /* b158_session_seq_pos of sequence 0 */
+void b158_session_reset(b158_session *s);    /* every sequence back to position 0 */
 
 /* ---- sampling --------------------------------------------------------------------------- */
 
