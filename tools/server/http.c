@@ -35,8 +35,10 @@ struct srv_http {
     long long started;
 
     pthread_mutex_t mu; /* guards what follows */
+    pthread_cond_t idle;
     unsigned long long requests[N_COUNTED];
     unsigned long long next_id;
+    int in_flight; /* completion requests not yet fully answered */
 };
 
 enum route {
@@ -68,6 +70,7 @@ typedef struct {
     char *body;
     size_t len, cap;
     int too_large;
+    int in_flight; /* counted in srv_http.in_flight until MHD has sent the answer */
 } request_state;
 
 static void count(srv_http *h, int status)
@@ -103,6 +106,13 @@ static enum MHD_Result send_body(srv_http *h, struct MHD_Connection *c, int stat
 static enum MHD_Result send_error(srv_http *h, struct MHD_Connection *c, const srv_error *e)
 {
     return send_body(h, c, e->status, "application/json", srv_error_json(e));
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
 /* Whether the client closed its end: a peek that reads end-of-file (or a broken socket). */
@@ -403,11 +413,15 @@ static enum MHD_Result completions(srv_http *h, struct MHD_Connection *c, reques
     char *text = NULL;
     size_t len = 0, cap = 0;
     srv_task_state st;
-    for (;;) {
+    for (double checked = now_s();;) {
         long got = srv_task_wait(t, SRV_WAIT_MS, &text, &len, &cap, &st);
         if (st.done || got < 0)
             break;
-        if (got == 0 && client_gone(c)) {
+        /* text keeps coming while the client may be gone: look every SRV_WAIT_MS */
+        if (now_s() - checked < SRV_WAIT_MS * 1e-3)
+            continue;
+        checked = now_s();
+        if (client_gone(c)) {
             srv_sched_cancel(h->p.sched, t);
             srv_task_release(t);
             free(text);
@@ -502,6 +516,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         /* answered before the body is read; MHD then closes the connection */
         if (precheck(h, c, url, method, rs, &e))
             return send_error(h, c, &e);
+        if (rs->route == ROUTE_CHAT || rs->route == ROUTE_COMPLETIONS) {
+            rs->in_flight = 1;
+            pthread_mutex_lock(&h->mu);
+            h->in_flight++;
+            pthread_mutex_unlock(&h->mu);
+        }
         return MHD_YES;
     }
     if (*upload_size) { /* a piece of the body */
@@ -546,8 +566,15 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    srv_http *h = cls;
     request_state *rs = *con_cls;
-    (void)cls, (void)c, (void)toe;
+    (void)c, (void)toe;
+    if (rs && rs->in_flight) {
+        pthread_mutex_lock(&h->mu);
+        if (--h->in_flight == 0)
+            pthread_cond_broadcast(&h->idle);
+        pthread_mutex_unlock(&h->mu);
+    }
     if (rs) {
         free(rs->body);
         free(rs);
@@ -581,6 +608,7 @@ int srv_http_start(const srv_http_params *p, srv_http **out, char *err, size_t c
     h->quiesced_fd = -1;
     h->started = (long long)time(NULL);
     pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->idle, NULL);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
@@ -594,6 +622,7 @@ int srv_http_start(const srv_http_params *p, srv_http **out, char *err, size_t c
     if (!h->daemon) {
         snprintf(err, cap, "cannot listen on %s port %d (in use, or not an address here?)", p->host,
                  p->port);
+        pthread_cond_destroy(&h->idle);
         pthread_mutex_destroy(&h->mu);
         free(h);
         return -1;
@@ -615,6 +644,27 @@ void srv_http_quiesce(srv_http *h)
         h->quiesced_fd = MHD_quiesce_daemon(h->daemon);
 }
 
+int srv_http_drain(srv_http *h, int timeout_ms)
+{
+    if (!h)
+        return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&h->mu);
+    while (h->in_flight > 0)
+        if (pthread_cond_timedwait(&h->idle, &h->mu, &ts) != 0)
+            break;
+    int left = h->in_flight;
+    pthread_mutex_unlock(&h->mu);
+    return left;
+}
+
 void srv_http_stop(srv_http *h)
 {
     if (!h)
@@ -622,6 +672,7 @@ void srv_http_stop(srv_http *h)
     MHD_stop_daemon(h->daemon);
     if (h->quiesced_fd >= 0)
         close(h->quiesced_fd);
+    pthread_cond_destroy(&h->idle);
     pthread_mutex_destroy(&h->mu);
     free(h);
 }

@@ -30,6 +30,9 @@ int srv_http_start(const srv_http_params *p, srv_http **out, char *err, size_t c
 int srv_http_port(const srv_http *h);
 /* Stops accepting connections; running requests go on. */
 void srv_http_quiesce(srv_http *h);
+/* Waits up to timeout_ms until every completion request has been answered (once the scheduler
+ * has stopped, each has its answer: this lets MHD send it). Returns how many are left. */
+int srv_http_drain(srv_http *h, int timeout_ms);
 /* Closes every connection, joins their threads and frees h. NULL is a no-op. */
 void srv_http_stop(srv_http *h);
 

@@ -273,11 +273,12 @@ static void slot_end(srv_sched *s, slot *sl, const char *reason, int status, con
             reason = "stop";
     }
     sl->hold_len = 0;
-    finish(t, reason, status, error, sl->n_gen);
     sl->task = NULL;
+    /* the counters are right before the client hears of the end */
     pthread_mutex_lock(&s->mu);
     s->n_active--;
     pthread_mutex_unlock(&s->mu);
+    finish(t, reason, status, error, sl->n_gen);
     task_unref(t);
 }
 
@@ -410,21 +411,21 @@ static void step(srv_sched *s)
         return;
     }
     int sampled = 0;
+    for (int i = 0; i < s->n_seq; i++)
+        sampled += s->slots[i].task && s->slots[i].batch_i >= 0;
+    pthread_mutex_lock(&s->mu);
+    s->stats.generated_tokens += (uint64_t)sampled;
+    pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < s->n_seq; i++) {
         slot *sl = &s->slots[i];
         if (!sl->task || sl->batch_i < 0)
             continue;
         const float *logits = b158_session_logits(s->session, sl->batch_i);
-        if (!logits) {
+        if (!logits)
             slot_end(s, sl, NULL, 500, "the session returned no logits for a sequence");
-            continue;
-        }
-        sampled++;
-        slot_token(s, sl, i, b158_sampler_sample(sl->task->sampler, logits));
+        else
+            slot_token(s, sl, i, b158_sampler_sample(sl->task->sampler, logits));
     }
-    pthread_mutex_lock(&s->mu);
-    s->stats.generated_tokens += (uint64_t)sampled;
-    pthread_mutex_unlock(&s->mu);
 }
 
 static void *sched_main(void *arg)

@@ -245,10 +245,11 @@ int main(int argc, char **argv)
     fprintf(stderr, "b158-cl-server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     rc = 0;
 done:
-    /* stop accepting; end every request; then close connections: nothing waits on a task
-     * the scheduler no longer serves */
+    /* stop accepting; end every request; let the answers go out; then close connections */
     srv_http_quiesce(http);
     srv_sched_stop(sched);
+    if (srv_http_drain(http, 10000))
+        fprintf(stderr, "b158-cl-server: clients slow to take their last answer; closing\n");
     srv_http_stop(http);
     srv_sched_free(sched);
     b158_session_free(session);
