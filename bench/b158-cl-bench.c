@@ -30,6 +30,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: b158-cl-bench -m MODEL.gguf | --preset 700M,2B-4T,... [options]\n"
                "       b158-cl-bench --kernels [b158-cl-kernel-bench options]\n"
+               "       b158-cl-bench --throughput [b158-cl-throughput-bench options]\n"
                "  -m FILE              time prompt processing and generation of a GGUF model\n"
                "  --preset LIST        same on random models of published shapes: 700M, 1.3B, 3B,\n"
                "                       3.9B, 2B-4T, tiny (generated in memory), or of explicit\n"
@@ -48,15 +49,19 @@ static void usage(FILE *f)
                "  -o md|json|csv       output format (default md)\n"
                "  --kernels            time the matmul kernels instead: runs b158-cl-kernel-bench\n"
                "                       (beside this program) with the other arguments\n"
+               "  --throughput         the paper's throughput table instead (largest batch of\n"
+               "                       sequences in a memory budget, decode tokens/s): runs\n"
+               "                       b158-cl-throughput-bench (--throughput -h for its options)\n"
                "Model mode runs each model twice on one device: the ternary engine (b1.58) and\n"
                "the FP16 baseline (the same weights as dense FP16 matrices), or one of them with\n"
                "--engine. Large presets need\n"
                "more than PoCL's default device memory: POCL_MEMORY_LIMIT=<GB> raises it.\n");
 }
 
-/* --kernels: the kernel timings are their own program, b158-cl-kernel-bench, in the folder of
- * this one; it gets the same arguments. Returns only when it cannot be started. */
-static int run_kernel_bench(char **argv)
+/* --kernels and --throughput: the kernel timings and the throughput table are programs of
+ * their own (b158-cl-kernel-bench, b158-cl-throughput-bench) in the folder of this one; they get
+ * the same arguments. Returns only when it cannot be started. */
+static int run_sibling(const char *prog, const char *flag, char **argv)
 {
     char path[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
@@ -67,13 +72,13 @@ static int run_kernel_bench(char **argv)
     path[n] = '\0';
     char *slash = strrchr(path, '/');
     const size_t dir = slash ? (size_t)(slash - path) + 1 : 0;
-    snprintf(path + dir, sizeof path - dir, "b158-cl-kernel-bench");
+    snprintf(path + dir, sizeof path - dir, "%s", prog);
     argv[0] = path;
     if (dir)
         execv(path, argv);
     else
         execvp(path, argv);
-    fprintf(stderr, "error: --kernels: cannot run %s: %s\n", path, strerror(errno));
+    fprintf(stderr, "error: %s: cannot run %s: %s\n", flag, path, strerror(errno));
     return 1;
 }
 
@@ -542,7 +547,9 @@ int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--kernels") == 0)
-            return run_kernel_bench(argv);
+            return run_sibling("b158-cl-kernel-bench", "--kernels", argv);
+        else if (strcmp(argv[i], "--throughput") == 0)
+            return run_sibling("b158-cl-throughput-bench", "--throughput", argv);
     options o;
     int rc = parse(argc, argv, &o);
     if (rc)

@@ -191,10 +191,8 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     T(time_op(rt, b158_kernel_name(b158_op_ternary_gemv_kernel(rt)), o->reps, tbytes, n, k, 1,
               run_ternary, &c, &res[(*nres)++]));
     c.gemm = 1;
-    T(time_op(
-        rt, b158_runtime_variant(rt) == B158_VARIANT_GPU ? "ternary_gemm_gpu" : "ternary_gemm_cpu",
-        o->reps, tbytes + (double)(m - 1) * (kp + n * 4), n, k, m, run_ternary, &c,
-        &res[(*nres)++]));
+    T(time_op(rt, b158_kernel_name(b158_op_ternary_gemm_kernel(rt)), o->reps,
+              tbytes + (double)(m - 1) * (kp + n * 4), n, k, m, run_ternary, &c, &res[(*nres)++]));
     T(time_op(rt, "f16_matvec", o->reps, (double)n * k * 2 + k * 4 + n * 4, n, k, 1, run_f16, &c,
               &res[(*nres)++]));
     if (b158_weight_mode_check(rt, B158_WEIGHTS_FP16_CLBLAST) == B158_OK &&

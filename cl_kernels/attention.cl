@@ -1,10 +1,12 @@
 /* Causal multi-head attention with GQA over an FP16 KV cache; scores and softmax in FP32.
  *
- * Cache layout (one layer): k_cache[pos][kv_head][head_dim] as half, same for v_cache, starting
- * at element cache_off (the layer's offset in a buffer shared by all layers).
+ * Cache layout (one layer): k_cache[row][kv_head][head_dim] as half, same for v_cache, starting
+ * at element cache_off (the layer's offset in a buffer shared by all layers), cache_rows rows.
+ * Sequences own consecutive runs of rows: token m of a batch is at position tok[m].x of the
+ * sequence whose position 0 is row tok[m].y. Rows past cache_rows are never touched.
  * kv_store: one work-item per (element of a K/V row, token); vstore_half rounds to nearest even.
- * attention: one work-group of B158_WG work-items per (head, token). Token m (absolute position
- * pos0 + m) attends to positions 0 .. pos0 + m. Keys are processed in tiles of B158_WG: each
+ * attention: one work-group of B158_WG work-items per (head, token). Token m attends to
+ * positions 0 .. tok[m].x of its own sequence. Keys are processed in tiles of B158_WG: each
  * work-item scores one key of the tile against q (staged in __local), the tile's max and sum
  * are reduced in __local, and the running output is rescaled online (flash-attention style),
  * so no score matrix is stored. Work-item l owns output dims l, l + B158_WG, ... in registers.
@@ -13,14 +15,18 @@
  * bounds return before a barrier (PoCL miscompiles that even when the group is uniform). */
 
 __kernel void kv_store(__global const float *k, __global const float *v, __global half *k_cache,
-                       __global half *v_cache, int kv_dim, int row_stride, int m_rows, int pos0,
-                       int cache_off)
+                       __global half *v_cache, int kv_dim, int row_stride, int m_rows,
+                       __global const int2 *tok, int cache_off, int cache_rows)
 {
     const int i = get_global_id(0);
     const int m = get_global_id(1);
     if (i >= kv_dim || m >= m_rows)
         return;
-    const size_t dst = (size_t)cache_off + (size_t)(pos0 + m) * kv_dim + i;
+    const int2 t = tok[m];
+    const int row = t.y + t.x;
+    if (t.x < 0 || t.y < 0 || row >= cache_rows)
+        return;
+    const size_t dst = (size_t)cache_off + (size_t)row * kv_dim + i;
     vstore_half(k[(size_t)m * row_stride + i], dst, k_cache);
     vstore_half(v[(size_t)m * row_stride + i], dst, v_cache);
 }
@@ -29,8 +35,8 @@ __kernel void kv_store(__global const float *k, __global const float *v, __globa
 
 __kernel void attention(__global const float *q, __global const half *k_cache,
                         __global const half *v_cache, __global float *out, int n_head,
-                        int n_head_kv, int head_dim, int q_stride, int m_rows, int pos0,
-                        int cache_off, float scale)
+                        int n_head_kv, int head_dim, int q_stride, int m_rows,
+                        __global const int2 *tok, int cache_off, int cache_rows, float scale)
 {
     __local float qs[B158_HEAD_DIM_MAX];
     __local float ps[B158_WG];
@@ -40,8 +46,11 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
     const int lid = get_local_id(0);
     const int kv_dim = n_head_kv * head_dim;
     const int kvh = h / (n_head / n_head_kv);
-    __global const half *kbase = k_cache + cache_off + (size_t)kvh * head_dim;
-    __global const half *vbase = v_cache + cache_off + (size_t)kvh * head_dim;
+    const int2 where = tok[m];
+    const int row0 = clamp(where.y, 0, cache_rows - 1);
+    const size_t base = (size_t)cache_off + (size_t)row0 * kv_dim + (size_t)kvh * head_dim;
+    __global const half *kbase = k_cache + base;
+    __global const half *vbase = v_cache + base;
     __global const float *qh = q + (size_t)m * q_stride + (size_t)h * head_dim;
     for (int d = lid; d < head_dim; d += B158_WG)
         qs[d] = qh[d] * scale;
@@ -51,7 +60,7 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
     for (int j = 0; j < B158_ATT_OWN; j++)
         acc[j] = 0.0f;
     float run_max = -INFINITY, run_sum = 0.0f;
-    const int n_keys = pos0 + m + 1;
+    const int n_keys = clamp(where.x + 1, 1, cache_rows - row0);
     for (int t0 = 0; t0 < n_keys; t0 += B158_WG) {
         const int t = t0 + lid;
         float s = -INFINITY;

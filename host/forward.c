@@ -1,6 +1,8 @@
-/* Sessions and the forward pass: the OpenCL path (batched prefill with GEMM kernels, decode with
- * GEMV kernels, FP16 KV cache on the device) and the plain-C reference path, step for step the
- * same computation (REFERENCE.md s.1). */
+/* Sessions and the forward pass: the OpenCL path (GEMM kernels for steps of several tokens,
+ * GEMV kernels for one, FP16 KV cache on the device) and the plain-C reference path, step for
+ * step the same computation (REFERENCE.md s.1). A step may hold tokens of several sequences:
+ * the matmuls read the weights once for all of them, and RoPE, the KV store and attention take
+ * each token's position and its sequence's slot of the cache from a table of pairs. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,13 +19,15 @@ struct cpu_state {
     float *gate, *up;  /* (n_batch, n_ff) */
     int8_t *q8;        /* (n_batch, max width) int8 activations */
     float *s;          /* (n_batch) activation scales */
-    uint16_t *k_cache; /* (n_layer, n_ctx, kvd) FP16 */
+    uint16_t *k_cache; /* (n_layer, n_seq * n_ctx, kvd) FP16 */
     uint16_t *v_cache;
 };
 
 /* Device scratch of the OpenCL path, same shapes. */
 struct dev_state {
-    b158_buf ids, x, xn, q, k, v, att, gate, up, q8, s, last, logits;
+    b158_buf ids, tok, x, xn, q, k, v, att, gate, up, q8, s;
+    b158_buf last;   /* (out_rows, n_embd) final-normed rows that asked for logits */
+    b158_buf logits; /* (out_rows, n_vocab) */
     b158_buf k_cache, v_cache;
     b158_buf inv_freq;  /* (n_rot / 2) RoPE inverse frequencies */
     b158_baseline base; /* the FP16 baseline's scratch, in its weight modes only */
@@ -32,24 +36,28 @@ struct dev_state {
 struct b158_session {
     b158_model *m;
     b158_runtime *rt;
-    int n_ctx, n_batch, all_logits;
-    int pos;
-    int last_n;      /* tokens in the last eval call */
+    int n_ctx, n_batch, all_logits, n_seq;
+    int *seq_pos;   /* (n_seq) tokens each sequence holds */
+    int *seq_count; /* (n_seq) scratch of decode: tokens per sequence in a batch, then the
+                       batch index of each sequence's last token */
+    int32_t *tok;   /* (n_batch, 2) {position, cache row of position 0} of a step's tokens */
+    int *sel;       /* (n_batch) rows of a step that asked for logits */
+    int last_n;     /* tokens in the last decode call */
+    int last_out;   /* index of the last token of that call that asked for logits, or -1 */
+    int *out_row;   /* (out_cap) row of logits of each token of the last call, or -1 */
+    int out_cap;
     float *inv_freq; /* (n_rot / 2) RoPE inverse frequencies, both paths */
-    float *logits;   /* (all_logits ? n_ctx : 1, n_vocab) host copy */
-    int width_max;   /* widest BitLinear input */
+    float *logits;   /* (logits_rows, n_vocab) host copy of the rows asked for */
+    int logits_rows;
+    int out_rows;  /* rows of the device's LM head output buffer */
+    int width_max; /* widest BitLinear input */
     struct cpu_state cpu;
     struct dev_state dev;
 };
 
 b158_session_params b158_session_default_params(void)
 {
-    return (b158_session_params){0, 0, 0, NULL};
-}
-
-int b158_session_pos(const b158_session *s)
-{
-    return s ? s->pos : 0;
+    return (b158_session_params){0, 0, 0, NULL, 0};
 }
 
 int b158_session_n_ctx(const b158_session *s)
@@ -57,21 +65,52 @@ int b158_session_n_ctx(const b158_session *s)
     return s ? s->n_ctx : 0;
 }
 
+int b158_session_n_seq(const b158_session *s)
+{
+    return s ? s->n_seq : 0;
+}
+
+int b158_session_seq_pos(const b158_session *s, b158_seq_id seq)
+{
+    return s && seq >= 0 && seq < s->n_seq ? s->seq_pos[seq] : -1;
+}
+
+int b158_session_pos(const b158_session *s)
+{
+    return s ? s->seq_pos[0] : 0;
+}
+
+b158_status b158_session_seq_clear(b158_session *s, b158_seq_id seq)
+{
+    if (!s || seq < 0 || seq >= s->n_seq)
+        return B158_FAIL(B158_ERR_INVALID_ARG,
+                         "b158_session_seq_clear: sequence %d outside [0, %d)", (int)seq,
+                         s ? s->n_seq : 0);
+    /* attention reads a sequence's rows only up to its own position, and every row is written
+     * before it is read: resetting the position is enough */
+    s->seq_pos[seq] = 0;
+    return B158_OK;
+}
+
 void b158_session_reset(b158_session *s)
 {
-    if (s)
-        s->pos = s->last_n = 0;
+    if (!s)
+        return;
+    for (int i = 0; i < s->n_seq; i++)
+        s->seq_pos[i] = 0;
+    s->last_n = 0;
+    s->last_out = -1;
 }
 
 const float *b158_session_logits(const b158_session *s, int i)
 {
     if (!s || s->last_n == 0)
         return NULL;
-    if (!s->all_logits)
-        return i == s->last_n - 1 || i < 0 ? s->logits : NULL;
     if (i < 0)
-        i = s->last_n - 1;
-    return i < s->last_n ? s->logits + (size_t)i * s->m->info.n_vocab : NULL;
+        i = s->last_out;
+    if (i < 0 || i >= s->last_n || s->out_row[i] < 0)
+        return NULL;
+    return s->logits + (size_t)s->out_row[i] * s->m->info.n_vocab;
 }
 
 void b158_session_free(b158_session *s)
@@ -80,6 +119,11 @@ void b158_session_free(b158_session *s)
         return;
     free(s->logits);
     free(s->inv_freq);
+    free(s->seq_pos);
+    free(s->seq_count);
+    free(s->tok);
+    free(s->sel);
+    free(s->out_row);
     struct cpu_state *c = &s->cpu;
     void *host[] = {c->x,    c->xn, c->q,  c->k, c->v,       c->att,
                     c->gate, c->up, c->q8, c->s, c->k_cache, c->v_cache};
@@ -87,9 +131,9 @@ void b158_session_free(b158_session *s)
         free(host[i]);
     if (s->rt) {
         struct dev_state *d = &s->dev;
-        b158_buf *bufs[] = {&d->ids,    &d->x,       &d->xn,      &d->q,       &d->k, &d->v,
-                            &d->att,    &d->gate,    &d->up,      &d->q8,      &d->s, &d->last,
-                            &d->logits, &d->k_cache, &d->v_cache, &d->inv_freq};
+        b158_buf *bufs[] = {&d->ids,  &d->tok,    &d->x,       &d->xn,      &d->q,       &d->k,
+                            &d->v,    &d->att,    &d->gate,    &d->up,      &d->q8,      &d->s,
+                            &d->last, &d->logits, &d->k_cache, &d->v_cache, &d->inv_freq};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             b158_buf_free(s->rt, bufs[i]);
         b158_baseline_free(s->rt, &d->base);
@@ -103,7 +147,7 @@ static b158_status alloc_cpu(b158_session *s)
     const size_t B = (size_t)s->n_batch, qd = (size_t)h->n_head * h->head_dim,
                  kvd = (size_t)h->n_head_kv * h->head_dim, W = (size_t)s->width_max;
     struct cpu_state *c = &s->cpu;
-    const size_t cache = (size_t)h->n_layer * s->n_ctx * kvd;
+    const size_t cache = (size_t)h->n_layer * s->n_seq * s->n_ctx * kvd;
     c->x = malloc(B * h->n_embd * 4);
     c->xn = malloc(B * W * 4);
     c->q = malloc(B * qd * 4);
@@ -131,17 +175,18 @@ static b158_status alloc_dev(b158_session *s)
     b158_runtime *rt = s->rt;
     const size_t B = (size_t)s->n_batch, qd = (size_t)h->n_head * h->head_dim,
                  kvd = (size_t)h->n_head_kv * h->head_dim, W = (size_t)s->width_max;
-    const size_t cache = (size_t)h->n_layer * s->n_ctx * kvd;
+    const size_t cache = (size_t)h->n_layer * s->n_seq * s->n_ctx * kvd;
     if (cache > (size_t)INT32_MAX)
         return B158_FAIL(B158_ERR_UNSUPPORTED,
                          "KV cache of %zu elements per tensor exceeds 2^31; use a smaller "
-                         "context (-c)",
+                         "context (-c) or fewer sequences",
                          cache);
     struct dev_state *d = &s->dev;
     const b158_mem_category S = B158_MEM_SCRATCH;
     B158_TRY(b158_buf_alloc(rt, B158_MEM_KV_CACHE, cache * 2, &d->k_cache));
     B158_TRY(b158_buf_alloc(rt, B158_MEM_KV_CACHE, cache * 2, &d->v_cache));
     B158_TRY(b158_buf_alloc(rt, S, B * 4, &d->ids));
+    B158_TRY(b158_buf_alloc(rt, S, B * 8, &d->tok));
     B158_TRY(b158_buf_alloc(rt, S, B * h->n_embd * 4, &d->x));
     B158_TRY(b158_buf_alloc(rt, S, B * W * 4, &d->xn));
     B158_TRY(b158_buf_alloc(rt, S, B * qd * 4, &d->q));
@@ -152,10 +197,34 @@ static b158_status alloc_dev(b158_session *s)
     B158_TRY(b158_buf_alloc(rt, S, B * h->n_ff * 4, &d->up));
     B158_TRY(b158_buf_alloc(rt, S, B * b158_ternary_k_pad((int)W), &d->q8));
     B158_TRY(b158_buf_alloc(rt, S, B * 4, &d->s));
-    B158_TRY(b158_buf_alloc(rt, S, (size_t)h->n_embd * 4, &d->last));
-    B158_TRY(b158_buf_alloc(rt, S, (s->all_logits ? B : 1) * h->n_vocab * 4, &d->logits));
+    B158_TRY(b158_buf_alloc(rt, S, (size_t)s->out_rows * h->n_embd * 4, &d->last));
+    B158_TRY(b158_buf_alloc(rt, S, (size_t)s->out_rows * h->n_vocab * 4, &d->logits));
     B158_TRY(b158_buf_alloc(rt, S, (size_t)h->n_rot / 2 * 4, &d->inv_freq));
     B158_TRY(b158_buf_write(rt, &d->inv_freq, 0, (size_t)h->n_rot / 2 * 4, s->inv_freq));
+    return B158_OK;
+}
+
+/* Room for rows of logits and for the output index of n_tokens batch tokens; grows only, so a
+ * server's steps stop allocating once the largest batch has been seen. */
+static b158_status reserve_outputs(b158_session *s, int rows, int n_tokens)
+{
+    const size_t nv = (size_t)s->m->info.n_vocab;
+    if (rows > s->logits_rows) {
+        float *l = realloc(s->logits, (size_t)rows * nv * sizeof *l);
+        if (!l)
+            return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %d rows of logits",
+                             rows);
+        s->logits = l;
+        s->logits_rows = rows;
+    }
+    if (n_tokens > s->out_cap) {
+        int *o = realloc(s->out_row, (size_t)n_tokens * sizeof *o);
+        if (!o)
+            return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for a batch of %d tokens",
+                             n_tokens);
+        s->out_row = o;
+        s->out_cap = n_tokens;
+    }
     return B158_OK;
 }
 
@@ -180,6 +249,11 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
     if (s->n_batch > s->n_ctx)
         s->n_batch = s->n_ctx;
     s->all_logits = p.all_logits != 0;
+    s->n_seq = p.n_seq > 0 ? p.n_seq : 1;
+    s->last_out = -1;
+    /* the LM head runs on this many gathered rows at a time: every row of a step for
+     * perplexity, else one per sequence (decode), more in turns */
+    s->out_rows = s->all_logits ? s->n_batch : (s->n_seq < s->n_batch ? s->n_seq : s->n_batch);
     int w = h->n_embd;
     if (h->n_head * h->head_dim > w)
         w = h->n_head * h->head_dim;
@@ -189,12 +263,19 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
     b158_status st = B158_OK;
     if (s->n_ctx > (1 << 24))
         st = B158_FAIL(B158_ERR_UNSUPPORTED, "context of %d tokens is too large", s->n_ctx);
+    else if ((int64_t)s->n_seq * s->n_ctx > (1 << 24))
+        st = B158_FAIL(B158_ERR_UNSUPPORTED, "%d sequences of %d tokens are too many", s->n_seq,
+                       s->n_ctx);
     if (st == B158_OK) {
-        const size_t rows = s->all_logits ? (size_t)s->n_ctx : 1;
-        s->logits = malloc(rows * h->n_vocab * sizeof(float));
-        if (!s->logits)
-            st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %zu rows of logits", rows);
+        s->seq_pos = calloc((size_t)s->n_seq, sizeof *s->seq_pos);
+        s->seq_count = calloc((size_t)s->n_seq, sizeof *s->seq_count);
+        s->tok = malloc((size_t)s->n_batch * 2 * sizeof *s->tok);
+        s->sel = malloc((size_t)s->n_batch * sizeof *s->sel);
+        if (!s->seq_pos || !s->seq_count || !s->tok || !s->sel)
+            st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %d sequences", s->n_seq);
     }
+    if (st == B158_OK)
+        st = reserve_outputs(s, s->all_logits ? s->n_ctx : s->n_seq, s->n_batch);
     if (st == B158_OK) {
         s->inv_freq = malloc((size_t)h->n_rot / 2 * sizeof(float));
         if (s->inv_freq)
@@ -253,36 +334,72 @@ static b158_status dev_linear(b158_session *s, const b158_tmat *t, const b158_bu
     return b158_baseline_linear(s->rt, &d->base, dense, k, y, n, accumulate);
 }
 
-static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n, int pos,
-                               float *logits_out)
+/* Logits of the n_sel rows sel[] of the final-normed d->xn into dst (n_sel rows): the LM head
+ * straight on xn when every row asked, else on rows gathered into d->last, out_rows at a
+ * time. */
+static b158_status dev_logits(b158_session *s, const b158_buf *head, int n, const int *sel,
+                              int n_sel, float *dst)
+{
+    b158_runtime *rt = s->rt;
+    struct dev_state *d = &s->dev;
+    const b158_model_info *h = &s->m->info;
+    const size_t row = (size_t)h->n_embd * 4, out = (size_t)h->n_vocab * 4;
+    if (n_sel == n && n <= s->out_rows) {
+        B158_TRY(b158_op_f16_matvec(rt, head, &d->xn, &d->logits, h->n_vocab, h->n_embd, n));
+        return b158_buf_read(rt, &d->logits, 0, (size_t)n * out, dst);
+    }
+    for (int g = 0; g < n_sel; g += s->out_rows) {
+        const int rows = n_sel - g < s->out_rows ? n_sel - g : s->out_rows;
+        for (int r = 0; r < rows;) {
+            int run = 1; /* rows that follow each other in xn are one copy */
+            while (r + run < rows && sel[g + r + run] == sel[g + r] + run)
+                run++;
+            B158_TRY(b158_buf_copy(rt, &d->xn, (size_t)sel[g + r] * row, &d->last, (size_t)r * row,
+                                   (size_t)run * row));
+            r += run;
+        }
+        B158_TRY(b158_op_f16_matvec(rt, head, &d->last, &d->logits, h->n_vocab, h->n_embd, rows));
+        B158_TRY(
+            b158_buf_read(rt, &d->logits, 0, (size_t)rows * out, dst + (size_t)g * h->n_vocab));
+    }
+    return B158_OK;
+}
+
+/* One step of n tokens whose {position, cache row} pairs are in s->tok; logits of the rows
+ * sel[0..n_sel) into dst. */
+static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n, const int *sel,
+                               int n_sel, float *dst)
 {
     b158_runtime *rt = s->rt;
     b158_model *m = s->m;
     const b158_model_info *h = &m->info;
     struct dev_state *d = &s->dev;
     const int qd = h->n_head * h->head_dim, kvd = h->n_head_kv * h->head_dim;
+    const int cache_rows = s->n_seq * s->n_ctx;
     const enum b158_rope_mode rope = h->rope_interleaved ? B158_ROPE_INTERLEAVED : B158_ROPE_NEOX;
     const float att_scale = 1.0f / sqrtf((float)h->head_dim);
 
     B158_TRY(b158_buf_write(rt, &d->ids, 0, (size_t)n * 4, tokens));
+    B158_TRY(b158_buf_write(rt, &d->tok, 0, (size_t)n * 8, s->tok));
     B158_TRY(b158_op_embed(rt, &m->d_tok_embd, &d->ids, &d->x, h->n_embd, h->n_vocab, n));
     for (int l = 0; l < h->n_layer; l++) {
         const struct b158_layer_dev *L = &m->dev[l];
-        const size_t cache_off = (size_t)l * s->n_ctx * kvd;
+        const size_t cache_off = (size_t)l * cache_rows * kvd;
         /* attention: norm, one int8 quantization shared by q, k and v */
         B158_TRY(b158_op_rmsnorm(rt, &d->x, &L->attn_norm, &d->xn, h->n_embd, n, h->rms_eps));
         B158_TRY(dev_quantize(s, &d->xn, h->n_embd, n));
         B158_TRY(dev_linear(s, &L->wq, &L->hq, h->n_embd, &d->q, n, 0));
         B158_TRY(dev_linear(s, &L->wk, &L->hk, h->n_embd, &d->k, n, 0));
         B158_TRY(dev_linear(s, &L->wv, &L->hv, h->n_embd, &d->v, n, 0));
-        B158_TRY(b158_op_rope(rt, &d->q, &d->inv_freq, qd, h->n_head, h->head_dim, h->n_rot, n, pos,
-                              rope));
+        B158_TRY(b158_op_rope(rt, &d->q, &d->inv_freq, qd, h->n_head, h->head_dim, h->n_rot, n,
+                              &d->tok, rope));
         B158_TRY(b158_op_rope(rt, &d->k, &d->inv_freq, kvd, h->n_head_kv, h->head_dim, h->n_rot, n,
-                              pos, rope));
-        B158_TRY(b158_op_kv_store(rt, &d->k, &d->v, &d->k_cache, &d->v_cache, kvd, kvd, n, pos,
-                                  cache_off));
+                              &d->tok, rope));
+        B158_TRY(b158_op_kv_store(rt, &d->k, &d->v, &d->k_cache, &d->v_cache, kvd, kvd, n, &d->tok,
+                                  cache_off, cache_rows));
         B158_TRY(b158_op_attention(rt, &d->q, &d->k_cache, &d->v_cache, &d->att, h->n_head,
-                                   h->n_head_kv, h->head_dim, qd, n, pos, cache_off, att_scale));
+                                   h->n_head_kv, h->head_dim, qd, n, &d->tok, cache_off, cache_rows,
+                                   att_scale));
         if (h->sub_norms)
             B158_TRY(b158_op_rmsnorm(rt, &d->att, &L->attn_sub_norm, &d->att, qd, n, h->rms_eps));
         B158_TRY(dev_quantize(s, &d->att, qd, n));
@@ -302,17 +419,12 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
         B158_TRY(dev_quantize(s, &d->gate, h->n_ff, n));
         B158_TRY(dev_linear(s, &L->wdown, &L->hdown, h->n_ff, &d->x, n, 1));
     }
-    /* final norm and LM head: every row for perplexity, else only the last token */
+    /* final norm and LM head, on the rows that asked for logits only */
+    if (n_sel == 0)
+        return B158_OK;
     B158_TRY(b158_op_rmsnorm(rt, &d->x, &m->d_output_norm, &d->xn, h->n_embd, n, h->rms_eps));
     const b158_buf *head = m->output != m->tok_embd ? &m->d_output : &m->d_tok_embd;
-    if (s->all_logits) {
-        B158_TRY(b158_op_f16_matvec(rt, head, &d->xn, &d->logits, h->n_vocab, h->n_embd, n));
-        return b158_buf_read(rt, &d->logits, 0, (size_t)n * h->n_vocab * 4, logits_out);
-    }
-    B158_TRY(b158_buf_copy(rt, &d->xn, (size_t)(n - 1) * h->n_embd * 4, &d->last, 0,
-                           (size_t)h->n_embd * 4));
-    B158_TRY(b158_op_f16_matvec(rt, head, &d->last, &d->logits, h->n_vocab, h->n_embd, 1));
-    return b158_buf_read(rt, &d->logits, 0, (size_t)h->n_vocab * 4, logits_out);
+    return dev_logits(s, head, n, sel, n_sel, dst);
 }
 
 /* ---- CPU reference forward -------------------------------------------------------------- */
@@ -324,32 +436,33 @@ static void cpu_bitlinear(b158_session *s, const b158_tpack *w, const float *x, 
     b158_ref_ternary_matmul_packed(w, s->cpu.q8, s->cpu.s, n, y, accumulate);
 }
 
-static b158_status cpu_forward(b158_session *s, const b158_token *tokens, int n, int pos,
-                               float *logits_out)
+static b158_status cpu_forward(b158_session *s, const b158_token *tokens, int n, const int *sel,
+                               int n_sel, float *dst)
 {
     const b158_model *m = s->m;
     const b158_model_info *h = &m->info;
     struct cpu_state *c = &s->cpu;
     const int qd = h->n_head * h->head_dim, kvd = h->n_head_kv * h->head_dim;
+    const int cache_rows = s->n_seq * s->n_ctx;
     const enum b158_rope_mode rope = h->rope_interleaved ? B158_ROPE_INTERLEAVED : B158_ROPE_NEOX;
     const float att_scale = 1.0f / sqrtf((float)h->head_dim);
 
     b158_ref_embed(m->tok_embd, tokens, c->x, h->n_embd, h->n_vocab, n);
     for (int l = 0; l < h->n_layer; l++) {
         const struct b158_layer *L = &m->layers[l];
-        uint16_t *kc = c->k_cache + (size_t)l * s->n_ctx * kvd;
-        uint16_t *vc = c->v_cache + (size_t)l * s->n_ctx * kvd;
+        uint16_t *kc = c->k_cache + (size_t)l * cache_rows * kvd;
+        uint16_t *vc = c->v_cache + (size_t)l * cache_rows * kvd;
         /* attention (q, k, v share the quantized input, as on the device) */
         b158_ref_rmsnorm(c->x, L->attn_norm, c->xn, h->n_embd, n, h->rms_eps);
         b158_ref_quantize(c->xn, h->n_embd, n, c->q8, c->s);
         b158_ref_ternary_matmul_packed(&L->wq, c->q8, c->s, n, c->q, 0);
         b158_ref_ternary_matmul_packed(&L->wk, c->q8, c->s, n, c->k, 0);
         b158_ref_ternary_matmul_packed(&L->wv, c->q8, c->s, n, c->v, 0);
-        b158_ref_rope(c->q, s->inv_freq, qd, h->n_head, h->head_dim, h->n_rot, n, pos, rope);
-        b158_ref_rope(c->k, s->inv_freq, kvd, h->n_head_kv, h->head_dim, h->n_rot, n, pos, rope);
-        b158_ref_kv_store(c->k, c->v, kc, vc, kvd, kvd, n, pos);
-        b158_ref_attention(c->q, kc, vc, c->att, h->n_head, h->n_head_kv, h->head_dim, qd, n, pos,
-                           att_scale);
+        b158_ref_rope(c->q, s->inv_freq, qd, h->n_head, h->head_dim, h->n_rot, n, s->tok, rope);
+        b158_ref_rope(c->k, s->inv_freq, kvd, h->n_head_kv, h->head_dim, h->n_rot, n, s->tok, rope);
+        b158_ref_kv_store(c->k, c->v, kc, vc, kvd, kvd, n, s->tok, cache_rows);
+        b158_ref_attention(c->q, kc, vc, c->att, h->n_head, h->n_head_kv, h->head_dim, qd, n,
+                           s->tok, cache_rows, att_scale);
         if (h->sub_norms)
             b158_ref_rmsnorm(c->att, L->attn_sub_norm, c->att, qd, n, h->rms_eps);
         cpu_bitlinear(s, &L->wo, c->att, n, c->x, 1);
@@ -365,43 +478,103 @@ static b158_status cpu_forward(b158_session *s, const b158_token *tokens, int n,
         cpu_bitlinear(s, &L->wdown, c->gate, n, c->x, 1);
     }
     b158_ref_rmsnorm(c->x, m->output_norm, c->xn, h->n_embd, n, h->rms_eps);
-    if (s->all_logits) {
-        b158_ref_f16_matvec(m->output, c->xn, logits_out, h->n_vocab, h->n_embd, n);
-    } else {
-        b158_ref_f16_matvec(m->output, c->xn + (size_t)(n - 1) * h->n_embd, logits_out, h->n_vocab,
-                            h->n_embd, 1);
-    }
+    for (int i = 0; i < n_sel; i++)
+        b158_ref_f16_matvec(m->output, c->xn + (size_t)sel[i] * h->n_embd,
+                            dst + (size_t)i * h->n_vocab, h->n_vocab, h->n_embd, 1);
     return B158_OK;
+}
+
+/* ---- decode ------------------------------------------------------------------------------ */
+
+/* Checks a batch before anything runs: token ids, sequence ids, room in every sequence. Leaves
+ * in s->seq_count the batch index of each sequence's last token (-1 when absent). */
+static b158_status check_batch(b158_session *s, const b158_batch *b)
+{
+    const int n_vocab = s->m->info.n_vocab;
+    for (int q = 0; q < s->n_seq; q++)
+        s->seq_count[q] = 0;
+    for (int i = 0; i < b->n_tokens; i++) {
+        const b158_seq_id q = b->seq_id ? b->seq_id[i] : 0;
+        if (q < 0 || q >= s->n_seq)
+            return B158_FAIL(B158_ERR_INVALID_ARG,
+                             "sequence id %d of token %d is outside [0, %d) (n_seq)", (int)q, i,
+                             s->n_seq);
+        if (b->token[i] < 0 || b->token[i] >= n_vocab)
+            return B158_FAIL(B158_ERR_INVALID_ARG,
+                             "token id %d at %d is outside the vocabulary of %d", b->token[i], i,
+                             n_vocab);
+        s->seq_count[q]++;
+    }
+    for (int q = 0; q < s->n_seq; q++) {
+        if ((int64_t)s->seq_pos[q] + s->seq_count[q] <= s->n_ctx)
+            continue;
+        if (s->n_seq == 1)
+            return B158_FAIL(B158_ERR_CONTEXT_FULL,
+                             "%d tokens at position %d exceed the context of %d tokens; use a "
+                             "larger context (-c) or a shorter prompt",
+                             s->seq_count[q], s->seq_pos[q], s->n_ctx);
+        return B158_FAIL(B158_ERR_CONTEXT_FULL,
+                         "sequence %d: %d tokens at position %d exceed its context of %d tokens", q,
+                         s->seq_count[q], s->seq_pos[q], s->n_ctx);
+    }
+    for (int q = 0; q < s->n_seq; q++)
+        s->seq_count[q] = -1;
+    for (int i = 0; i < b->n_tokens; i++)
+        s->seq_count[b->seq_id ? b->seq_id[i] : 0] = i;
+    return B158_OK;
+}
+
+/* b158_session_decode, with every token asking for logits when all is set. */
+static b158_status decode(b158_session *s, const b158_batch *b, int all)
+{
+    if (!s || !b || b->n_tokens < 0 || (!b->token && b->n_tokens > 0))
+        return B158_FAIL(B158_ERR_INVALID_ARG, "b158_session_decode: bad arguments");
+    if (b->n_tokens == 0)
+        return B158_OK;
+    B158_TRY(check_batch(s, b));
+    const int n = b->n_tokens, n_vocab = s->m->info.n_vocab;
+    B158_TRY(reserve_outputs(s, 0, n));
+    int n_out = 0;
+    s->last_out = -1;
+    for (int i = 0; i < n; i++) {
+        const b158_seq_id q = b->seq_id ? b->seq_id[i] : 0;
+        const int want = all || (b->logits ? b->logits[i] != 0 : s->seq_count[q] == i);
+        s->out_row[i] = want ? n_out++ : -1;
+        if (want)
+            s->last_out = i;
+    }
+    B158_TRY(reserve_outputs(s, n_out, n));
+    s->last_n = 0;
+    for (int i = 0; i < n; i += s->n_batch) {
+        const int chunk = n - i < s->n_batch ? n - i : s->n_batch;
+        int n_sel = 0, first = 0;
+        for (int j = 0; j < chunk; j++) {
+            const b158_seq_id q = b->seq_id ? b->seq_id[i + j] : 0;
+            s->tok[2 * j] = s->seq_pos[q]++;
+            s->tok[2 * j + 1] = q * s->n_ctx;
+            if (s->out_row[i + j] >= 0) {
+                if (n_sel == 0)
+                    first = s->out_row[i + j];
+                s->sel[n_sel++] = j;
+            }
+        }
+        float *dst = s->logits + (size_t)first * n_vocab;
+        B158_TRY(s->rt ? dev_forward(s, b->token + i, chunk, s->sel, n_sel, dst)
+                       : cpu_forward(s, b->token + i, chunk, s->sel, n_sel, dst));
+    }
+    s->last_n = n;
+    return B158_OK;
+}
+
+b158_status b158_session_decode(b158_session *s, const b158_batch *batch)
+{
+    return decode(s, batch, 0);
 }
 
 b158_status b158_session_eval(b158_session *s, const b158_token *tokens, int n)
 {
     if (!s || (!tokens && n > 0) || n < 0)
         return B158_FAIL(B158_ERR_INVALID_ARG, "b158_session_eval: bad arguments");
-    if (n == 0)
-        return B158_OK;
-    const int n_vocab = s->m->info.n_vocab;
-    if ((int64_t)s->pos + n > s->n_ctx)
-        return B158_FAIL(B158_ERR_CONTEXT_FULL,
-                         "%d tokens at position %d exceed the context of %d tokens; use a larger "
-                         "context (-c) or a shorter prompt",
-                         n, s->pos, s->n_ctx);
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= n_vocab)
-            return B158_FAIL(B158_ERR_INVALID_ARG,
-                             "token id %d at %d is outside the vocabulary "
-                             "of %d",
-                             tokens[i], i, n_vocab);
-    s->last_n = 0;
-    for (int i = 0; i < n; i += s->n_batch) {
-        const int chunk = n - i < s->n_batch ? n - i : s->n_batch;
-        float *dst = s->all_logits ? s->logits + (size_t)i * n_vocab : s->logits;
-        b158_status st = s->rt ? dev_forward(s, tokens + i, chunk, s->pos, dst)
-                               : cpu_forward(s, tokens + i, chunk, s->pos, dst);
-        if (st != B158_OK)
-            return st;
-        s->pos += chunk;
-    }
-    s->last_n = n;
-    return B158_OK;
+    const b158_batch b = {n, tokens, NULL, NULL};
+    return decode(s, &b, s->all_logits);
 }

@@ -177,65 +177,78 @@ b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf 
 }
 
 b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,
-                         int row_stride, int n_heads, int head_dim, int n_rot, int m_rows, int pos0,
-                         enum b158_rope_mode mode)
+                         int row_stride, int n_heads, int head_dim, int n_rot, int m_rows,
+                         const b158_buf *tok, enum b158_rope_mode mode)
 {
     B158_TRY(positive(n_heads, "rope", "heads"));
     B158_TRY(positive(m_rows, "rope", "rows"));
-    if (n_rot <= 0 || n_rot % 2 || n_rot > head_dim || row_stride < n_heads * head_dim || pos0 < 0)
+    if (n_rot <= 0 || n_rot % 2 || n_rot > head_dim || row_stride < n_heads * head_dim)
         return B158_FAIL(B158_ERR_INVALID_ARG,
-                         "rope: n_rot %d, head_dim %d, %d heads, row stride %d, pos0 %d", n_rot,
-                         head_dim, n_heads, row_stride, pos0);
+                         "rope: n_rot %d, head_dim %d, %d heads, row stride %d", n_rot, head_dim,
+                         n_heads, row_stride);
     B158_TRY(
         need(x, ((size_t)(m_rows - 1) * row_stride + (size_t)n_heads * head_dim) * 4, "rope", "x"));
     B158_TRY(need(inv_freq, (size_t)n_rot / 2 * 4, "rope", "inv_freq"));
+    B158_TRY(need(tok, (size_t)m_rows * 8, "rope", "token positions"));
     const int imode = mode;
     return B158_LAUNCH(
         rt, B158_K_ROPE, 3, ((size_t[]){(size_t)n_rot / 2, (size_t)n_heads, (size_t)m_rows}), NULL,
         B158_ARG_MEM(x), B158_ARG_MEM(inv_freq), B158_ARG(row_stride), B158_ARG(n_heads),
-        B158_ARG(head_dim), B158_ARG(n_rot), B158_ARG(m_rows), B158_ARG(pos0), B158_ARG(imode));
+        B158_ARG(head_dim), B158_ARG(n_rot), B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(imode));
+}
+
+/* The cache region of one layer: cache_rows rows of row_elems halves from element cache_off. */
+static b158_status cache_region(const b158_buf *k_cache, const b158_buf *v_cache, size_t cache_off,
+                                int cache_rows, int row_elems, const char *op)
+{
+    const size_t end = cache_off + (size_t)cache_rows * row_elems;
+    if (cache_rows <= 0 || end > (size_t)INT32_MAX)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: cache of %d rows at element %zu", op,
+                         cache_rows, cache_off);
+    B158_TRY(need(k_cache, end * 2, op, "k cache"));
+    return need(v_cache, end * 2, op, "v cache");
 }
 
 b158_status b158_op_kv_store(b158_runtime *rt, const b158_buf *k, const b158_buf *v,
                              const b158_buf *k_cache, const b158_buf *v_cache, int kv_dim,
-                             int row_stride, int m_rows, int pos0, size_t cache_off)
+                             int row_stride, int m_rows, const b158_buf *tok, size_t cache_off,
+                             int cache_rows)
 {
     B158_TRY(positive(kv_dim, "kv_store", "kv_dim"));
     B158_TRY(positive(m_rows, "kv_store", "rows"));
-    if (row_stride < kv_dim || pos0 < 0 || cache_off > (size_t)INT32_MAX)
-        return B158_FAIL(B158_ERR_INVALID_ARG, "kv_store: stride %d < kv_dim %d or bad offset",
-                         row_stride, kv_dim);
+    if (row_stride < kv_dim)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "kv_store: stride %d < kv_dim %d", row_stride,
+                         kv_dim);
     const size_t src = ((size_t)(m_rows - 1) * row_stride + kv_dim) * 4;
-    const size_t dst = (cache_off + (size_t)(pos0 + m_rows) * kv_dim) * 2;
     B158_TRY(need(k, src, "kv_store", "k"));
     B158_TRY(need(v, src, "kv_store", "v"));
-    B158_TRY(need(k_cache, dst, "kv_store", "k cache (context full?)"));
-    B158_TRY(need(v_cache, dst, "kv_store", "v cache (context full?)"));
+    B158_TRY(need(tok, (size_t)m_rows * 8, "kv_store", "token positions"));
+    B158_TRY(cache_region(k_cache, v_cache, cache_off, cache_rows, kv_dim, "kv_store"));
     const int off = (int)cache_off;
-    return B158_LAUNCH(rt, B158_K_KV_STORE, 2,
-                       ((size_t[]){round_up((size_t)kv_dim, ELEMWISE_WG), (size_t)m_rows}),
-                       ((size_t[]){ELEMWISE_WG, 1}), B158_ARG_MEM(k), B158_ARG_MEM(v),
-                       B158_ARG_MEM(k_cache), B158_ARG_MEM(v_cache), B158_ARG(kv_dim),
-                       B158_ARG(row_stride), B158_ARG(m_rows), B158_ARG(pos0), B158_ARG(off));
+    return B158_LAUNCH(
+        rt, B158_K_KV_STORE, 2, ((size_t[]){round_up((size_t)kv_dim, ELEMWISE_WG), (size_t)m_rows}),
+        ((size_t[]){ELEMWISE_WG, 1}), B158_ARG_MEM(k), B158_ARG_MEM(v), B158_ARG_MEM(k_cache),
+        B158_ARG_MEM(v_cache), B158_ARG(kv_dim), B158_ARG(row_stride), B158_ARG(m_rows),
+        B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(cache_rows));
 }
 
 b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_buf *k_cache,
                               const b158_buf *v_cache, const b158_buf *out, int n_head,
-                              int n_head_kv, int head_dim, int q_stride, int m_rows, int pos0,
-                              size_t cache_off, float scale)
+                              int n_head_kv, int head_dim, int q_stride, int m_rows,
+                              const b158_buf *tok, size_t cache_off, int cache_rows, float scale)
 {
     B158_TRY(positive(n_head_kv, "attention", "kv heads"));
     B158_TRY(positive(m_rows, "attention", "rows"));
     if (n_head <= 0 || n_head % n_head_kv || head_dim <= 0 || head_dim > rt->tune.head_dim_max ||
-        q_stride < n_head * head_dim || pos0 < 0 || cache_off > (size_t)INT32_MAX)
+        q_stride < n_head * head_dim)
         return B158_FAIL(B158_ERR_UNSUPPORTED,
                          "attention: %d heads / %d kv heads of dim %d (max %d), q stride %d",
                          n_head, n_head_kv, head_dim, rt->tune.head_dim_max, q_stride);
-    const size_t kv_end = (cache_off + (size_t)(pos0 + m_rows) * n_head_kv * head_dim) * 2;
     B158_TRY(need(q, ((size_t)(m_rows - 1) * q_stride + (size_t)n_head * head_dim) * 4, "attention",
                   "q"));
-    B158_TRY(need(k_cache, kv_end, "attention", "k cache"));
-    B158_TRY(need(v_cache, kv_end, "attention", "v cache"));
+    B158_TRY(need(tok, (size_t)m_rows * 8, "attention", "token positions"));
+    B158_TRY(
+        cache_region(k_cache, v_cache, cache_off, cache_rows, n_head_kv * head_dim, "attention"));
     B158_TRY(need(out, (size_t)m_rows * n_head * head_dim * 4, "attention", "out"));
     const size_t wg = (size_t)rt->tune.wg;
     const int off = (int)cache_off;
@@ -243,7 +256,8 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
                        ((size_t[]){wg, 1}), B158_ARG_MEM(q), B158_ARG_MEM(k_cache),
                        B158_ARG_MEM(v_cache), B158_ARG_MEM(out), B158_ARG(n_head),
                        B158_ARG(n_head_kv), B158_ARG(head_dim), B158_ARG(q_stride),
-                       B158_ARG(m_rows), B158_ARG(pos0), B158_ARG(off), B158_ARG(scale));
+                       B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(cache_rows),
+                       B158_ARG(scale));
 }
 
 b158_status b158_op_glu(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,

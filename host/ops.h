@@ -59,22 +59,28 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
 b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
                             const b158_buf *out, int n, int m_rows, float eps);
 
+/* Token positions of a batch: tok[m] = {position of token m in its sequence, cache row of
+ * that sequence's position 0} as two int32 (cl int2), m_rows of them in a device buffer. The
+ * cache rows of one layer run from element cache_off for cache_rows rows (n_seq * n_ctx). */
+
 /* inv_freq: n_rot / 2 floats from b158_rope_inv_freq (host/ref.h). */
 b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,
-                         int row_stride, int n_heads, int head_dim, int n_rot, int m_rows, int pos0,
-                         enum b158_rope_mode mode);
+                         int row_stride, int n_heads, int head_dim, int n_rot, int m_rows,
+                         const b158_buf *tok, enum b158_rope_mode mode);
 
-/* Writes m_rows K and V rows (kv_dim floats each, row stride row_stride) into the FP16 cache at
- * positions pos0.. of the layer starting at element cache_off. */
+/* Writes m_rows K and V rows (kv_dim floats each, row stride row_stride) into the FP16 cache,
+ * each at row tok[m].y + tok[m].x of the layer; rows past cache_rows are skipped. */
 b158_status b158_op_kv_store(b158_runtime *rt, const b158_buf *k, const b158_buf *v,
                              const b158_buf *k_cache, const b158_buf *v_cache, int kv_dim,
-                             int row_stride, int m_rows, int pos0, size_t cache_off);
+                             int row_stride, int m_rows, const b158_buf *tok, size_t cache_off,
+                             int cache_rows);
 
-/* out[m][n_head * head_dim]: causal attention of m_rows query rows at positions pos0 + m. */
+/* out[m][n_head * head_dim]: causal attention of query row m over cache rows tok[m].y ..
+ * tok[m].y + tok[m].x (its sequence up to its own position), clamped to the cache. */
 b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_buf *k_cache,
                               const b158_buf *v_cache, const b158_buf *out, int n_head,
-                              int n_head_kv, int head_dim, int q_stride, int m_rows, int pos0,
-                              size_t cache_off, float scale);
+                              int n_head_kv, int head_dim, int q_stride, int m_rows,
+                              const b158_buf *tok, size_t cache_off, int cache_rows, float scale);
 
 b158_status b158_op_glu(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
                         const b158_buf *out, int count, enum b158_act act);

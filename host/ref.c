@@ -76,13 +76,14 @@ void b158_rope_inv_freq(float *out, int n_rot, float theta_base)
 }
 
 void b158_ref_rope(float *x, const float *inv_freq, int row_stride, int n_heads, int head_dim,
-                   int n_rot, int m_rows, int pos0, enum b158_rope_mode mode)
+                   int n_rot, int m_rows, const int32_t *tok, enum b158_rope_mode mode)
 {
     for (int m = 0; m < m_rows; m++) {
+        const int pos = tok[2 * m];
         for (int h = 0; h < n_heads; h++) {
             float *head = x + (size_t)m * row_stride + (size_t)h * head_dim;
             for (int i = 0; i < n_rot / 2; i++) {
-                const float angle = (float)(pos0 + m) * inv_freq[i];
+                const float angle = (float)pos * inv_freq[i];
                 const float c = cosf(angle), sn = sinf(angle);
                 const int a = mode == B158_ROPE_NEOX ? i : 2 * i;
                 const int b = mode == B158_ROPE_NEOX ? i + n_rot / 2 : 2 * i + 1;
@@ -95,15 +96,23 @@ void b158_ref_rope(float *x, const float *inv_freq, int row_stride, int n_heads,
 }
 
 void b158_ref_kv_store(const float *k, const float *v, uint16_t *k_cache, uint16_t *v_cache,
-                       int kv_dim, int row_stride, int m_rows, int pos0)
+                       int kv_dim, int row_stride, int m_rows, const int32_t *tok, int cache_rows)
 {
     for (int m = 0; m < m_rows; m++) {
+        const int pos = tok[2 * m], row = tok[2 * m + 1] + pos;
+        if (pos < 0 || tok[2 * m + 1] < 0 || row >= cache_rows)
+            continue;
         for (int i = 0; i < kv_dim; i++) {
-            const size_t dst = (size_t)(pos0 + m) * kv_dim + i;
+            const size_t dst = (size_t)row * kv_dim + i;
             k_cache[dst] = b158_f32_to_f16(k[(size_t)m * row_stride + i]);
             v_cache[dst] = b158_f32_to_f16(v[(size_t)m * row_stride + i]);
         }
     }
+}
+
+static int clampi(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
 }
 
 /* Softmax in two passes over the keys (max, then exp-sum and weighted values), recomputing
@@ -118,28 +127,29 @@ static float ref_score(const float *qh, const uint16_t *kr, int head_dim, float 
 
 void b158_ref_attention(const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
                         float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
-                        int m_rows, int pos0, float scale)
+                        int m_rows, const int32_t *tok, int cache_rows, float scale)
 {
     const int kv_dim = n_head_kv * head_dim;
     for (int m = 0; m < m_rows; m++) {
-        const int n_keys = pos0 + m + 1;
+        const int row0 = clampi(tok[2 * m + 1], 0, cache_rows - 1);
+        const int n_keys = clampi(tok[2 * m] + 1, 1, cache_rows - row0);
+        const uint16_t *kc = k_cache + (size_t)row0 * kv_dim, *vc = v_cache + (size_t)row0 * kv_dim;
         for (int h = 0; h < n_head; h++) {
             const size_t kv_off = (size_t)(h / (n_head / n_head_kv)) * head_dim;
             const float *qh = q + (size_t)m * q_stride + (size_t)h * head_dim;
             float *oh = out + (size_t)m * n_head * head_dim + (size_t)h * head_dim;
             float mx = -INFINITY;
             for (int t = 0; t < n_keys; t++)
-                mx = fmaxf(mx,
-                           ref_score(qh, k_cache + (size_t)t * kv_dim + kv_off, head_dim, scale));
+                mx = fmaxf(mx, ref_score(qh, kc + (size_t)t * kv_dim + kv_off, head_dim, scale));
             float sum = 0.0f;
             for (int d = 0; d < head_dim; d++)
                 oh[d] = 0.0f;
             for (int t = 0; t < n_keys; t++) {
-                const float p = expf(
-                    ref_score(qh, k_cache + (size_t)t * kv_dim + kv_off, head_dim, scale) - mx);
+                const float p =
+                    expf(ref_score(qh, kc + (size_t)t * kv_dim + kv_off, head_dim, scale) - mx);
                 sum += p;
                 for (int d = 0; d < head_dim; d++)
-                    oh[d] += p * b158_f16_to_f32(v_cache[(size_t)t * kv_dim + kv_off + d]);
+                    oh[d] += p * b158_f16_to_f32(vc[(size_t)t * kv_dim + kv_off + d]);
             }
             for (int d = 0; d < head_dim; d++)
                 oh[d] /= sum;

@@ -17,13 +17,15 @@ void b158_ref_dequantize(const int8_t *q, const float *s, int k, int m_rows, flo
 void b158_ref_ternary_matmul(const int8_t *w, const float *w_scale, int n, int k, const int8_t *q,
                              const float *s, int m_rows, int32_t *acc, float *y);
 void b158_ref_rmsnorm(const float *x, const float *w, float *out, int n, int m_rows, float eps);
+/* tok: m_rows pairs {position in its sequence, cache row of the sequence's position 0}, as
+ * the device kernels take them (host/ops.h); the caches hold cache_rows rows of one layer. */
 void b158_ref_rope(float *x, const float *inv_freq, int row_stride, int n_heads, int head_dim,
-                   int n_rot, int m_rows, int pos0, enum b158_rope_mode mode);
+                   int n_rot, int m_rows, const int32_t *tok, enum b158_rope_mode mode);
 void b158_ref_kv_store(const float *k, const float *v, uint16_t *k_cache, uint16_t *v_cache,
-                       int kv_dim, int row_stride, int m_rows, int pos0);
+                       int kv_dim, int row_stride, int m_rows, const int32_t *tok, int cache_rows);
 void b158_ref_attention(const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
                         float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
-                        int m_rows, int pos0, float scale);
+                        int m_rows, const int32_t *tok, int cache_rows, float scale);
 void b158_ref_glu(const float *gate, const float *up, float *out, int count, enum b158_act act);
 void b158_ref_add(float *x, const float *y, int count);
 void b158_ref_embed(const uint16_t *table, const b158_token *ids, float *out, int n_embd,

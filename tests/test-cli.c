@@ -449,13 +449,46 @@ static void test_sampler(void)
     free(logits);
 }
 
+/* b158-cl-bench --throughput: the largest batch each engine fits in a budget, timed through
+ * the batch API; the ternary engine's smaller weights leave room for more sequences. */
+static void test_throughput(void)
+{
+    if (!have_model())
+        return;
+    result r;
+    run("b158-cl-bench --throughput --preset tiny --budget 0.03 -c 32 -p 2 -n 2 -o json", &r);
+    CU_ASSERT_EQUAL_FATAL(r.status, 0);
+    const char *f = strstr(r.out, "\"fp16\": {"), *t = strstr(r.out, "\"ternary\": {");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    const char *fb = strstr(f, "\"max_batch\": "), *tb = strstr(t, "\"max_batch\": ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fb);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(tb);
+    const int nf = atoi(fb + 13), nt = atoi(tb + 13);
+    CU_ASSERT(nf > 0 && nt > nf);
+    const char *ts = strstr(t, "\"tokens_s\": ");
+    CU_ASSERT(ts && atof(ts + 12) > 0);
+    /* a budget below the FP16 weights: no batch at all, said so, not a failure */
+    run("b158-cl-bench --throughput --preset tiny --budget 0.0001 -c 32 -p 2 -n 2 -o csv", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(has_line(r.out, "tiny,fp16,", ",0,\"weights\",0,"));
+    run("b158-cl-bench --throughput --preset tiny -c 8 -p 4 -n 4", &r); /* -p + -n >= -c */
+    CU_ASSERT_EQUAL(r.status, 2);
+    run("b158-cl-bench --throughput --preset tiny --budget -1", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    run("b158-cl-bench --throughput", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+}
+
 static void add_suites(void)
 {
     b158_test_suite(
         "run", (b158_test_case[]){{"generate", test_run}, {"errors", test_errors}, {NULL, NULL}});
     b158_test_suite("chat", (b158_test_case[]){{"turns", test_chat}, {NULL, NULL}});
     b158_test_suite("perplexity", (b158_test_case[]){{"chunks", test_perplexity}, {NULL, NULL}});
-    b158_test_suite("bench", (b158_test_case[]){{"json", test_bench}, {NULL, NULL}});
+    b158_test_suite(
+        "bench",
+        (b158_test_case[]){{"json", test_bench}, {"throughput", test_throughput}, {NULL, NULL}});
     b158_test_suite("sampler", (b158_test_case[]){{"seeded", test_sampler}, {NULL, NULL}});
 }
 

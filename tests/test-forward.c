@@ -180,6 +180,184 @@ static void test_decode_vs_prefill(void)
     }
 }
 
+/* ---- several sequences in one session --------------------------------------------------- */
+
+/* R requests of prompt + continuation tokens through NS slots, scheduled as a server would:
+ * a request joins at a step where a slot is free (its prompt in the same forward step as the
+ * next token of the others), is fed one token per step, leaves when its tokens run out, and
+ * its slot is cleared for the next. Every logits row it gets must be the row it gets alone. */
+enum { BATCH_R = 6, BATCH_NS = 3, BATCH_MAX = 24 };
+
+typedef struct {
+    b158_token tok[BATCH_MAX];
+    int n_prompt, n; /* prompt length, total tokens */
+    float *alone;    /* (n - n_prompt + 1, n_vocab) logits of each output row, run alone */
+    int fed, slot;   /* tokens fed so far; slot, or -1 */
+} batch_req;
+
+static double check_batched(b158_model *m, b158_runtime *rt, batch_req *req, int nv)
+{
+    for (int r = 0; r < BATCH_R; r++) { /* alone */
+        b158_session *s = session(m, rt, BATCH_MAX, 0, 0);
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(s, req[r].tok, req[r].n_prompt), B158_OK);
+        memcpy(req[r].alone, b158_session_logits(s, -1), (size_t)nv * sizeof(float));
+        for (int i = req[r].n_prompt; i < req[r].n; i++) {
+            CU_ASSERT_EQUAL_FATAL(b158_session_eval(s, &req[r].tok[i], 1), B158_OK);
+            memcpy(req[r].alone + (size_t)(i - req[r].n_prompt + 1) * nv,
+                   b158_session_logits(s, -1), (size_t)nv * sizeof(float));
+        }
+        b158_session_free(s);
+        req[r].fed = 0, req[r].slot = -1;
+    }
+    b158_session_params p = b158_session_default_params();
+    p.rt = rt, p.n_ctx = BATCH_MAX, p.n_batch = 8, p.n_seq = BATCH_NS; /* steps split in 8s */
+    b158_session *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_session_create(m, &p, &s), B158_OK);
+    CU_ASSERT_EQUAL(b158_session_n_seq(s), BATCH_NS);
+    int owner[BATCH_NS] = {-1, -1, -1}, next = 0, done = 0, steps = 0;
+    b158_token tok[BATCH_NS * BATCH_MAX];
+    b158_seq_id seq[BATCH_NS * BATCH_MAX];
+    int8_t want[BATCH_NS * BATCH_MAX];
+    int who[BATCH_NS * BATCH_MAX];
+    double worst = 0;
+    while (done < BATCH_R) {
+        for (int q = 0; q < BATCH_NS && next < BATCH_R; q++) {
+            if (owner[q] >= 0 || (steps == 0 && q == 1)) /* slot 1 joins a step late */
+                continue;
+            CU_ASSERT_EQUAL(b158_session_seq_clear(s, q), B158_OK);
+            CU_ASSERT_EQUAL(b158_session_seq_pos(s, q), 0);
+            owner[q] = next, req[next++].slot = q;
+        }
+        int n = 0;
+        for (int q = BATCH_NS - 1; q >= 0; q--) { /* sequences interleave in any order */
+            if (owner[q] < 0)
+                continue;
+            batch_req *r = &req[owner[q]];
+            const int take = r->fed == 0 ? r->n_prompt : 1;
+            for (int i = 0; i < take; i++, n++) {
+                tok[n] = r->tok[r->fed + i], seq[n] = q, who[n] = owner[q];
+                want[n] = i == take - 1;
+            }
+        }
+        const b158_batch b = {n, tok, seq, want};
+        CU_ASSERT_EQUAL_FATAL(b158_session_decode(s, &b), B158_OK);
+        for (int i = 0; i < n; i++) {
+            batch_req *r = &req[who[i]];
+            const float *l = b158_session_logits(s, i);
+            if (!want[i]) {
+                CU_ASSERT_PTR_NULL(l);
+                continue;
+            }
+            CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+            r->fed += r->fed == 0 ? r->n_prompt : 1;
+            CU_ASSERT_EQUAL(b158_session_seq_pos(s, r->slot), r->fed);
+            const double e =
+                b158_test_nerr(l, r->alone + (size_t)(r->fed - r->n_prompt) * nv, (size_t)nv);
+            if (!(e <= worst))
+                worst = e;
+            if (r->fed == r->n)
+                owner[r->slot] = -1, done++;
+        }
+        steps++;
+    }
+    b158_session_free(s);
+    return worst;
+}
+
+static void test_batched(void)
+{
+    const flavour fl = flavours(0);
+    const uint64_t seed = b158_test_rand();
+    const int nv = fl.shape.n_vocab;
+    batch_req req[BATCH_R];
+    for (int r = 0; r < BATCH_R; r++) {
+        req[r].n_prompt = b158_test_randint(1, 11);
+        req[r].n = req[r].n_prompt + b158_test_randint(1, BATCH_MAX - 12);
+        random_tokens(req[r].tok, req[r].n, nv);
+        req[r].alone = malloc((size_t)(req[r].n - req[r].n_prompt + 1) * nv * sizeof(float));
+    }
+    b158_runtime *rts[3] = {NULL, b158_test_runtime(B158_VARIANT_CPU),
+                            b158_test_runtime(B158_VARIANT_GPU)};
+    for (int v = 0; v < 3; v++) {
+        if (v > 0 && !rts[v])
+            break;
+        b158_model *m = model_on(&fl.shape, seed, rts[v]);
+        const double worst = check_batched(m, rts[v], req, nv);
+        fprintf(stderr, "\n%s: batched vs alone worst nerr %.2e",
+                v == 0   ? "reference"
+                : v == 1 ? "cpu"
+                         : "gpu",
+                worst);
+        /* the same kernels on the same rows: only a GEMM against a GEMV differs (float
+         * scaling order), as decode against prefill */
+        CU_ASSERT(worst <= PREFILL_TOL);
+        b158_model_free(m);
+    }
+    for (int r = 0; r < BATCH_R; r++)
+        free(req[r].alone);
+}
+
+/* Slots: a full one refuses more before anything runs, the others go on; ids are checked;
+ * clearing a slot leaves nothing of its last sequence. */
+static void test_batch_errors(void)
+{
+    const flavour fl = flavours(1);
+    const int nv = fl.shape.n_vocab;
+    b158_runtime *rts[2] = {NULL, b158_test_runtime(B158_VARIANT_AUTO)};
+    for (int v = 0; v < 2; v++) {
+        if (v > 0 && !rts[v])
+            break;
+        b158_model *m = model_on(&fl.shape, 11, rts[v]);
+        b158_session_params p = b158_session_default_params();
+        p.rt = rts[v], p.n_ctx = 8, p.n_seq = 2;
+        b158_session *s = NULL, *alone = session(m, rts[v], 8, 0, 0);
+        CU_ASSERT_EQUAL_FATAL(b158_session_create(m, &p, &s), B158_OK);
+        b158_token a[8], c[3];
+        random_tokens(a, 8, nv);
+        random_tokens(c, 3, nv);
+        b158_seq_id in1[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+        /* sequence 1 full with 8 tokens of a; one more, alone or beside sequence 0, is refused
+         * naming the sequence, and nothing moves */
+        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){8, a, in1, NULL}), B158_OK);
+        b158_token two[2] = {c[0], c[1]};
+        b158_seq_id mix[2] = {0, 1};
+        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){2, two, mix, NULL}),
+                        B158_ERR_CONTEXT_FULL);
+        CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "sequence 1"));
+        CU_ASSERT_EQUAL(b158_session_seq_pos(s, 0), 0);
+        CU_ASSERT_EQUAL(b158_session_seq_pos(s, 1), 8);
+        /* ids outside [0, n_seq) */
+        b158_seq_id bad[1] = {2};
+        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){1, c, bad, NULL}),
+                        B158_ERR_INVALID_ARG);
+        bad[0] = -1;
+        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){1, c, bad, NULL}),
+                        B158_ERR_INVALID_ARG);
+        CU_ASSERT_EQUAL(b158_session_seq_clear(s, 2), B158_ERR_INVALID_ARG);
+        CU_ASSERT_EQUAL(b158_session_seq_pos(s, 2), -1);
+        CU_ASSERT_EQUAL(b158_session_decode(NULL, &(b158_batch){1, c, NULL, NULL}),
+                        B158_ERR_INVALID_ARG);
+        CU_ASSERT_EQUAL(b158_session_decode(s, NULL), B158_ERR_INVALID_ARG);
+        /* slot 1 cleared and reused: c in it gives the logits of c alone, exactly as slot 0
+         * does beside it; the default (NULL flags) is the last token of each sequence */
+        CU_ASSERT_EQUAL(b158_session_seq_clear(s, 1), B158_OK);
+        b158_token both[6] = {c[0], c[0], c[1], c[1], c[2], c[2]};
+        b158_seq_id at[6] = {0, 1, 0, 1, 0, 1};
+        CU_ASSERT_EQUAL_FATAL(b158_session_decode(s, &(b158_batch){6, both, at, NULL}), B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(alone, c, 3), B158_OK);
+        CU_ASSERT_PTR_NULL(b158_session_logits(s, 3));
+        const float *l0 = b158_session_logits(s, 4), *l1 = b158_session_logits(s, 5);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(l0);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(l1);
+        CU_ASSERT(b158_session_logits(s, -1) == l1);
+        CU_ASSERT(b158_test_nerr(l1, b158_session_logits(alone, -1), (size_t)nv) <= PREFILL_TOL);
+        CU_ASSERT(b158_test_nerr(l0, l1, (size_t)nv) <= PREFILL_TOL);
+        b158_session_free(s);
+        b158_session_free(alone);
+        b158_model_free(m);
+    }
+}
+
 static void test_errors(void)
 {
     const flavour fl = flavours(1);
@@ -336,6 +514,9 @@ static void add_suites(void)
                     (b158_test_case[]){{"kv_cache", test_decode_vs_prefill}, {NULL, NULL}});
     b158_test_suite("errors",
                     (b158_test_case[]){{"context_and_tokens", test_errors}, {NULL, NULL}});
+    b158_test_suite("batched", (b158_test_case[]){{"alone_equals_batched", test_batched},
+                                                  {"slots_and_errors", test_batch_errors},
+                                                  {NULL, NULL}});
     b158_test_suite("fp16_baseline",
                     (b158_test_case[]){{"same_function", test_fp16_baseline}, {NULL, NULL}});
     b158_test_suite(

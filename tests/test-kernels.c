@@ -359,7 +359,12 @@ static void test_rope(void)
                 const int hd = 2 * b158_test_randint(2, 64), nh = b158_test_randint(1, 7);
                 const int n_rot = t == 0 ? hd : 2 * b158_test_randint(1, hd / 2);
                 const int m = b158_test_randint(1, 9), stride = nh * hd + b158_test_randint(0, 5);
-                const int pos0 = t == 2 ? b158_test_randint(1000, 4000) : b158_test_randint(0, 9);
+                /* each row at its own position, as in a batch of several sequences */
+                int32_t *tok = xmalloc((size_t)m * 8);
+                for (int r = 0; r < m; r++) {
+                    tok[2 * r] = t == 2 ? b158_test_randint(1000, 4000) : b158_test_randint(0, 9);
+                    tok[2 * r + 1] = b158_test_randint(0, 3) * 4096;
+                }
                 const float base = t == 1 ? 500000.0f : 10000.0f;
                 const size_t cnt = (size_t)m * stride;
                 float *x = xmalloc(cnt * 4), *xr = xmalloc(cnt * 4), *y = xmalloc(cnt * 4);
@@ -369,14 +374,16 @@ static void test_rope(void)
                 b158_rope_inv_freq(inv, n_rot, base);
                 b158_buf dx = dev_upload(rt, x, cnt * 4);
                 b158_buf dinv = dev_upload(rt, inv, (size_t)n_rot / 2 * 4);
-                check_ok(b158_op_rope(rt, &dx, &dinv, stride, nh, hd, n_rot, m, pos0, mode));
+                b158_buf dtok = dev_upload(rt, tok, (size_t)m * 8);
+                check_ok(b158_op_rope(rt, &dx, &dinv, stride, nh, hd, n_rot, m, &dtok, mode));
                 dev_read(rt, &dx, y, cnt * 4);
-                b158_ref_rope(xr, inv, stride, nh, hd, n_rot, m, pos0, mode);
+                b158_ref_rope(xr, inv, stride, nh, hd, n_rot, m, tok, mode);
                 /* same angles on both sides: only sin/cos differ (OpenCL allows 4 ulp) */
                 expect_nerr(mode ? "rope interleaved" : "rope neox", rt, y, xr, cnt, 2e-6);
                 b158_buf_free(rt, &dx);
                 b158_buf_free(rt, &dinv);
-                free(x), free(xr), free(y), free(inv);
+                b158_buf_free(rt, &dtok);
+                free(x), free(xr), free(y), free(inv), free(tok);
             }
         }
         /* pairing, by hand: one head of 4 at position 1; inv_freq[0] = 1 rotates by 1 rad the
@@ -385,92 +392,145 @@ static void test_rope(void)
         b158_rope_inv_freq(inv, 4, 10000.0f);
         CU_ASSERT(inv[0] == 1.0f && inv[1] == 0.01f);
         b158_buf dinv = dev_upload(rt, inv, sizeof inv);
+        const int32_t at0[2] = {0, 0}, at1[2] = {1, 0};
+        b158_buf d0 = dev_upload(rt, at0, sizeof at0), d1 = dev_upload(rt, at1, sizeof at1);
         for (int mode = 0; mode < 2; mode++) {
             b158_buf dh = dev_upload(rt, h, sizeof h);
-            check_ok(b158_op_rope(rt, &dh, &dinv, 4, 1, 4, 4, 1, 0, mode));
+            check_ok(b158_op_rope(rt, &dh, &dinv, 4, 1, 4, 4, 1, &d0, mode));
             dev_read(rt, &dh, out, sizeof out);
             CU_ASSERT_EQUAL(memcmp(out, h, sizeof h), 0);
-            check_ok(b158_op_rope(rt, &dh, &dinv, 4, 1, 4, 4, 1, 1, mode));
+            check_ok(b158_op_rope(rt, &dh, &dinv, 4, 1, 4, 4, 1, &d1, mode));
             dev_read(rt, &dh, out, sizeof out);
             const float partner = mode == B158_ROPE_NEOX ? h[2] : h[1];
             CU_ASSERT(fabsf(out[0] - (h[0] * cosf(1.0f) - partner * sinf(1.0f))) < 1e-5f);
             b158_buf_free(rt, &dh);
         }
         b158_buf_free(rt, &dinv);
+        b158_buf_free(rt, &d0);
+        b158_buf_free(rt, &d1);
     }
 }
 
 /* ---- attention and KV store ------------------------------------------------------------- */
 
-static void check_attention(b158_runtime *rt, int nh, int nkv, int hd, int pos0, int m)
+/* n_seq sequences of n_ctx rows each in layer 1 of a two-layer cache; every sequence gets a
+ * history of at most hist rows in a first kv_store, then m batch tokens of random sequences
+ * (in order) are stored and attend, each to its own sequence only. */
+static void check_attention(b158_runtime *rt, int nh, int nkv, int hd, int n_seq, int hist, int m)
 {
-    const int kv_dim = nkv * hd, qdim = nh * hd, n_ctx = pos0 + m + b158_test_randint(0, 5);
-    const size_t layer = (size_t)n_ctx * kv_dim, off = layer; /* test layer 1 of 2 */
-    float *q = xmalloc((size_t)m * qdim * 4), *kv = xmalloc((size_t)(pos0 + m) * kv_dim * 4);
-    float *vv = xmalloc((size_t)(pos0 + m) * kv_dim * 4);
+    const int kv_dim = nkv * hd, qdim = nh * hd, n_ctx = hist + m + b158_test_randint(0, 5);
+    const int rows = n_seq * n_ctx;
+    const size_t layer = (size_t)rows * kv_dim, off = layer;
+    int *pos = xmalloc((size_t)n_seq * sizeof *pos);
+    int32_t *htok = xmalloc((size_t)rows * 8), *tok = xmalloc((size_t)m * 8);
+    int n_hist = 0;
+    for (int q = 0; q < n_seq; q++) {
+        pos[q] = b158_test_randint(0, hist);
+        for (int p = 0; p < pos[q]; p++, n_hist++)
+            htok[2 * n_hist] = p, htok[2 * n_hist + 1] = q * n_ctx;
+    }
+    for (int r = 0; r < m; r++) {
+        const int q = b158_test_randint(0, n_seq - 1);
+        tok[2 * r] = pos[q]++, tok[2 * r + 1] = q * n_ctx;
+    }
+    float *q = xmalloc((size_t)m * qdim * 4), *kv = xmalloc((size_t)(n_hist + m) * kv_dim * 4);
+    float *vv = xmalloc((size_t)(n_hist + m) * kv_dim * 4);
     float *o = xmalloc((size_t)m * qdim * 4), *orf = xmalloc((size_t)m * qdim * 4);
     uint16_t *kc = xmalloc(layer * 2 * 2), *vc = xmalloc(layer * 2 * 2);
     uint16_t *kr = xmalloc(layer * 2), *vr = xmalloc(layer * 2);
+    for (size_t i = 0; i < layer; i++)
+        kr[i] = vr[i] = 0x7f7f; /* the device cache is poisoned with the same bytes */
     fill_uniform(q, (size_t)m * qdim, -2.0f, 2.0f);
-    fill_uniform(kv, (size_t)(pos0 + m) * kv_dim, -2.0f, 2.0f);
-    fill_uniform(vv, (size_t)(pos0 + m) * kv_dim, -3.0f, 3.0f);
+    fill_uniform(kv, (size_t)(n_hist + m) * kv_dim, -2.0f, 2.0f);
+    fill_uniform(vv, (size_t)(n_hist + m) * kv_dim, -3.0f, 3.0f);
 
-    b158_buf dk = dev_upload(rt, kv, (size_t)(pos0 + m) * kv_dim * 4);
-    b158_buf dv = dev_upload(rt, vv, (size_t)(pos0 + m) * kv_dim * 4);
     b158_buf dkc = dev_poisoned(rt, layer * 2 * 2), dvc = dev_poisoned(rt, layer * 2 * 2);
-    /* history in one call, the new rows in a second, as prefill then decode would */
-    if (pos0 > 0)
-        check_ok(b158_op_kv_store(rt, &dk, &dv, &dkc, &dvc, kv_dim, kv_dim, pos0, 0, off));
-    b158_buf dk2 = dev_upload(rt, kv + (size_t)pos0 * kv_dim, (size_t)m * kv_dim * 4);
-    b158_buf dv2 = dev_upload(rt, vv + (size_t)pos0 * kv_dim, (size_t)m * kv_dim * 4);
-    check_ok(b158_op_kv_store(rt, &dk2, &dv2, &dkc, &dvc, kv_dim, kv_dim, m, pos0, off));
+    /* history in one call, the batch in a second, as prefill then decode would */
+    if (n_hist > 0) {
+        b158_buf dk = dev_upload(rt, kv, (size_t)n_hist * kv_dim * 4);
+        b158_buf dv = dev_upload(rt, vv, (size_t)n_hist * kv_dim * 4);
+        b158_buf dt = dev_upload(rt, htok, (size_t)n_hist * 8);
+        check_ok(
+            b158_op_kv_store(rt, &dk, &dv, &dkc, &dvc, kv_dim, kv_dim, n_hist, &dt, off, rows));
+        b158_ref_kv_store(kv, vv, kr, vr, kv_dim, kv_dim, n_hist, htok, rows);
+        b158_buf_free(rt, &dk), b158_buf_free(rt, &dv), b158_buf_free(rt, &dt);
+    }
+    const float *knew = kv + (size_t)n_hist * kv_dim, *vnew = vv + (size_t)n_hist * kv_dim;
+    b158_buf dk2 = dev_upload(rt, knew, (size_t)m * kv_dim * 4);
+    b158_buf dv2 = dev_upload(rt, vnew, (size_t)m * kv_dim * 4);
+    b158_buf dtok = dev_upload(rt, tok, (size_t)m * 8);
+    check_ok(b158_op_kv_store(rt, &dk2, &dv2, &dkc, &dvc, kv_dim, kv_dim, m, &dtok, off, rows));
+    b158_ref_kv_store(knew, vnew, kr, vr, kv_dim, kv_dim, m, tok, rows);
     dev_read(rt, &dkc, kc, layer * 2 * 2);
     dev_read(rt, &dvc, vc, layer * 2 * 2);
-    b158_ref_kv_store(kv, vv, kr, vr, kv_dim, kv_dim, pos0 + m, 0);
-    size_t used = (size_t)(pos0 + m) * kv_dim;
-    CU_ASSERT_EQUAL(memcmp(kc + off, kr, used * 2), 0);
-    CU_ASSERT_EQUAL(memcmp(vc + off, vr, used * 2), 0);
-    int untouched = 1; /* layer 0 and the unused tail of layer 1 stay poisoned */
+    /* every row of layer 1 as the reference has it (unused rows still poisoned), layer 0
+     * untouched */
+    CU_ASSERT_EQUAL(memcmp(kc + off, kr, layer * 2), 0);
+    CU_ASSERT_EQUAL(memcmp(vc + off, vr, layer * 2), 0);
+    int untouched = 1;
     for (size_t i = 0; i < off; i++)
         untouched &= kc[i] == 0x7f7f && vc[i] == 0x7f7f;
-    for (size_t i = off + used; i < 2 * layer; i++)
-        untouched &= kc[i] == 0x7f7f;
     CU_ASSERT(untouched);
 
     b158_buf dq = dev_upload(rt, q, (size_t)m * qdim * 4),
              dout = dev_poisoned(rt, (size_t)m * qdim * 4);
     const float scale = 1.0f / sqrtf((float)hd);
-    check_ok(b158_op_attention(rt, &dq, &dkc, &dvc, &dout, nh, nkv, hd, qdim, m, pos0, off, scale));
+    check_ok(b158_op_attention(rt, &dq, &dkc, &dvc, &dout, nh, nkv, hd, qdim, m, &dtok, off, rows,
+                               scale));
     dev_read(rt, &dout, o, (size_t)m * qdim * 4);
-    b158_ref_attention(q, kr, vr, orf, nh, nkv, hd, qdim, m, pos0, scale);
+    b158_ref_attention(q, kr, vr, orf, nh, nkv, hd, qdim, m, tok, rows, scale);
     char what[96];
-    snprintf(what, sizeof what, "attention h%d/%d d%d pos0 %d m %d", nh, nkv, hd, pos0, m);
+    snprintf(what, sizeof what, "attention h%d/%d d%d %d seqs hist %d m %d", nh, nkv, hd, n_seq,
+             hist, m);
     expect_nerr(what, rt, o, orf, (size_t)m * qdim, 2e-5);
-    b158_buf_free(rt, &dk), b158_buf_free(rt, &dv), b158_buf_free(rt, &dk2);
-    b158_buf_free(rt, &dv2), b158_buf_free(rt, &dkc), b158_buf_free(rt, &dvc);
+    b158_buf_free(rt, &dk2), b158_buf_free(rt, &dv2), b158_buf_free(rt, &dtok);
+    b158_buf_free(rt, &dkc), b158_buf_free(rt, &dvc);
     b158_buf_free(rt, &dq), b158_buf_free(rt, &dout);
     free(q), free(kv), free(vv), free(o), free(orf), free(kc), free(vc), free(kr), free(vr);
+    free(pos), free(htok), free(tok);
 }
 
 static void test_attention(void)
 {
     FOR_EACH_VARIANT(rt)
     {
-        check_attention(rt, 1, 1, 2, 0, 1);
-        check_attention(rt, 4, 4, 16, b158_test_randint(0, 3), b158_test_randint(1, 5));
-        check_attention(rt, 6, 2, 40, b158_test_randint(50, 150), 1); /* decode, GQA 3:1 */
-        check_attention(rt, 6, 3, 24, 0, b158_test_randint(60, 90));  /* prefill */
-        check_attention(rt, 4, 1, 128, b158_test_randint(5, 40), 7);  /* 2B-4T head dim */
-        check_attention(rt, 2, 1, 200, b158_test_randint(0, 70), 3);  /* head dim > 128 */
+        check_attention(rt, 1, 1, 2, 1, 0, 1);
+        check_attention(rt, 4, 4, 16, 1, b158_test_randint(0, 3), b158_test_randint(1, 5));
+        check_attention(rt, 6, 2, 40, 1, b158_test_randint(50, 150), 1); /* decode, GQA 3:1 */
+        check_attention(rt, 6, 3, 24, 1, 0, b158_test_randint(60, 90));  /* prefill */
+        check_attention(rt, 4, 1, 128, 1, b158_test_randint(5, 40), 7);  /* 2B-4T head dim */
+        check_attention(rt, 2, 1, 200, 1, b158_test_randint(0, 70), 3);  /* head dim > 128 */
+        /* several sequences: decode of a few, and prefill mixed with decode */
+        check_attention(rt, 4, 2, 32, b158_test_randint(2, 5), b158_test_randint(10, 60), 5);
+        check_attention(rt, 3, 3, 20, 3, b158_test_randint(0, 20), b158_test_randint(20, 40));
         /* a head dimension past the kernel's limit is refused, not overrun */
-        b158_buf b;
+        b158_buf b, t;
         CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, 1 << 20, &b), B158_OK);
-        CU_ASSERT_EQUAL(b158_op_attention(rt, &b, &b, &b, &b, 1, 1, 512, 512, 1, 0, 0, 1.0f),
+        const int32_t far[2] = {1 << 14, 0};
+        t = dev_upload(rt, far, sizeof far);
+        CU_ASSERT_EQUAL(b158_op_attention(rt, &b, &b, &b, &b, 1, 1, 512, 512, 1, &t, 0, 1, 1.0f),
                         B158_ERR_UNSUPPORTED);
-        /* a cache too small for the positions is refused */
-        CU_ASSERT_EQUAL(b158_op_kv_store(rt, &b, &b, &b, &b, 64, 64, 1, 1 << 14, 0),
+        /* a cache region past the buffer is refused */
+        CU_ASSERT_EQUAL(b158_op_kv_store(rt, &b, &b, &b, &b, 64, 64, 1, &t, 0, 1 << 14),
                         B158_ERR_INVALID_ARG);
+        /* a position past the cache writes nothing and reads only the cache */
+        float *kv = xmalloc(64 * 4), *o = xmalloc(64 * 4);
+        fill_uniform(kv, 64, -1.0f, 1.0f);
+        b158_buf dk = dev_upload(rt, kv, 64 * 4), dc = dev_poisoned(rt, 8 * 64 * 2);
+        b158_buf dv = dev_poisoned(rt, 8 * 64 * 2), dout = dev_poisoned(rt, 64 * 4);
+        check_ok(b158_op_kv_store(rt, &dk, &dk, &dc, &dv, 64, 64, 1, &t, 0, 8));
+        uint16_t c[8 * 64];
+        dev_read(rt, &dc, c, sizeof c);
+        int poisoned = 1;
+        for (size_t i = 0; i < 8 * 64; i++)
+            poisoned &= c[i] == 0x7f7f;
+        CU_ASSERT(poisoned);
+        check_ok(b158_op_attention(rt, &dk, &dc, &dv, &dout, 1, 1, 64, 64, 1, &t, 0, 8, 1.0f));
+        b158_buf_free(rt, &dk), b158_buf_free(rt, &dc), b158_buf_free(rt, &dv);
+        b158_buf_free(rt, &dout);
+        free(kv), free(o);
         b158_buf_free(rt, &b);
+        b158_buf_free(rt, &t);
     }
 }
 

@@ -1,12 +1,15 @@
 /* The shipped model (models/shakespeare-bitnet.gguf) against what PyTorch recorded at export
  * (models/shakespeare-bitnet.expected.json): validation perplexity on a slice within 1%, and
  * the greedy continuation of the recorded prompt token for token, on OpenCL and on the CPU
- * reference path. */
+ * reference path; and greedy continuations of several prompts served together through the
+ * batch API, token for token those of each prompt alone. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
+#include "b158/model.h"
+#include "b158/tokenizer.h"
 #include "test-common.h"
 
 static char json[65536];
@@ -146,11 +149,120 @@ static void test_greedy(void)
     }
 }
 
+/* ---- batched greedy ---------------------------------------------------------------------- */
+
+enum { SHIP_R = 5, SHIP_NS = 3, SHIP_GEN = 24 };
+
+static const char *ship_prompts[SHIP_R] = {
+    "ROMEO:", "First Citizen:\nBefore we proceed any further, hear me speak.",
+    "KING RICHARD II:\nNo matter where;", "O", "JULIET:\nWhat man art thou that thus"};
+
+/* Greedy tokens of every prompt alone, then the prompts through SHIP_NS slots: each joins when
+ * a slot is free (its prompt in the same step as the others' next tokens) and leaves after
+ * SHIP_GEN tokens, its slot cleared for the next. */
+static void check_ship_batched(b158_model *m, b158_runtime *rt, b158_token **prompt,
+                               const size_t *n_prompt, int nv)
+{
+    b158_token alone[SHIP_R][SHIP_GEN], got[SHIP_R][SHIP_GEN];
+    b158_session_params p = b158_session_default_params();
+    p.rt = rt, p.n_ctx = 128;
+    for (int r = 0; r < SHIP_R; r++) {
+        b158_session *s = NULL;
+        CU_ASSERT_EQUAL_FATAL(b158_session_create(m, &p, &s), B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(s, prompt[r], (int)n_prompt[r]), B158_OK);
+        for (int i = 0; i < SHIP_GEN; i++) {
+            alone[r][i] = b158_test_argmax(b158_session_logits(s, -1), nv);
+            CU_ASSERT_EQUAL_FATAL(b158_session_eval(s, &alone[r][i], 1), B158_OK);
+        }
+        b158_session_free(s);
+    }
+    p.n_seq = SHIP_NS;
+    b158_session *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_session_create(m, &p, &s), B158_OK);
+    int owner[SHIP_NS] = {-1, -1, -1}, n_got[SHIP_R] = {0}, next = 0, done = 0;
+    b158_token tok[256];
+    b158_seq_id seq[256];
+    int8_t want[256];
+    int who[256];
+    while (done < SHIP_R) {
+        for (int q = 0; q < SHIP_NS && next < SHIP_R; q++)
+            if (owner[q] < 0) {
+                CU_ASSERT_EQUAL(b158_session_seq_clear(s, q), B158_OK);
+                owner[q] = next++;
+            }
+        int n = 0;
+        for (int q = 0; q < SHIP_NS; q++) {
+            const int r = owner[q];
+            if (r < 0)
+                continue;
+            if (n_got[r] == 0 && b158_session_seq_pos(s, q) == 0) {
+                for (size_t i = 0; i < n_prompt[r]; i++, n++)
+                    tok[n] = prompt[r][i], seq[n] = q, who[n] = r, want[n] = 0;
+            } else {
+                tok[n] = got[r][n_got[r] - 1], seq[n] = q, who[n] = r, want[n] = 0, n++;
+            }
+            want[n - 1] = 1;
+        }
+        CU_ASSERT_EQUAL_FATAL(b158_session_decode(s, &(b158_batch){n, tok, seq, want}), B158_OK);
+        for (int i = 0; i < n; i++) {
+            if (!want[i])
+                continue;
+            const int r = who[i];
+            got[r][n_got[r]++] = b158_test_argmax(b158_session_logits(s, i), nv);
+            if (n_got[r] == SHIP_GEN) {
+                owner[seq[i]] = -1;
+                done++;
+            }
+        }
+    }
+    b158_session_free(s);
+    for (int r = 0; r < SHIP_R; r++) {
+        int same = 0;
+        while (same < SHIP_GEN && got[r][same] == alone[r][same])
+            same++;
+        if (same < SHIP_GEN)
+            fprintf(stderr, "\nprompt %d (%s): batched differs from alone at token %d", r,
+                    rt ? "OpenCL" : "CPU reference", same);
+        CU_ASSERT_EQUAL(same, SHIP_GEN);
+    }
+}
+
+static void test_batched(void)
+{
+    if (!need_device())
+        return;
+    const char *path = b158_test_source("models/shakespeare-bitnet.gguf");
+    b158_vocab *v = NULL;
+    b158_model *m = NULL, *md = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_vocab_load(path, &v), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_model_load(path, &m), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_model_load(path, &md), B158_OK);
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rt);
+    CU_ASSERT_EQUAL_FATAL(b158_model_upload(md, rt), B158_OK);
+    b158_token *prompt[SHIP_R];
+    size_t n_prompt[SHIP_R];
+    for (int r = 0; r < SHIP_R; r++)
+        CU_ASSERT_EQUAL_FATAL(b158_tokenize_alloc(v, ship_prompts[r], strlen(ship_prompts[r]),
+                                                  B158_TOKENIZE_ADD_BOS, &prompt[r], &n_prompt[r]),
+                              B158_OK);
+    const int nv = b158_model_get_info(m)->n_vocab;
+    check_ship_batched(md, rt, prompt, n_prompt, nv);
+    check_ship_batched(m, NULL, prompt, n_prompt, nv);
+    for (int r = 0; r < SHIP_R; r++)
+        free(prompt[r]);
+    b158_model_free(m);
+    b158_model_free(md);
+    b158_vocab_free(v);
+}
+
 static void add_suites(void)
 {
     b158_test_suite("perplexity",
                     (b158_test_case[]){{"validation_slice", test_perplexity}, {NULL, NULL}});
     b158_test_suite("greedy", (b158_test_case[]){{"recorded_tokens", test_greedy}, {NULL, NULL}});
+    b158_test_suite("batched",
+                    (b158_test_case[]){{"alone_equals_batched", test_batched}, {NULL, NULL}});
 }
 
 int main(int argc, char **argv)
