@@ -422,7 +422,7 @@ static void run_all(xfer *xs, int n)
 static void check_error(const xfer *x, long status, const char *code)
 {
     if (x->status != status)
-        fprintf(stderr, "\nwanted %ld, got %ld: %s\n", status, x->status, x->body);
+        fprintf(stderr, "\nwanted %ld, got %ld: %.300s\n", status, x->status, x->body);
     CU_ASSERT_EQUAL(x->status, status);
     json_t *root = json_loads(x->body, 0, NULL);
     json_t *e = json_object_get(root, "error");
@@ -1077,9 +1077,12 @@ static void test_shutdown(void)
         char *body = completion_body("ROMEO:", 4000, i == 0, NULL);
         xfer_init(&x[i], &s, NULL, "/v1/completions", body, -1, NULL);
         free(body);
-        curl_multi_add_handle(m, x[i].e);
     }
+    /* the stream holds the slot, then the two others queue */
+    curl_multi_add_handle(m, x[0].e);
     wait_bytes(m, &x[0], 1);
+    curl_multi_add_handle(m, x[1].e);
+    curl_multi_add_handle(m, x[2].e);
     const double t0 = now_s();
     while (metric(&s, "b158_queue_length") < 2 && now_s() - t0 < 60) {
         int running;
