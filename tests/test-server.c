@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -236,6 +237,17 @@ static int server_start(server *s, const char *extra)
     s->pid = fork();
     CU_ASSERT_FATAL(s->pid >= 0);
     if (s->pid == 0) {
+        /* a test that dies takes its server along */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* Under ASan, LeakSanitizer's exit-time scan crashed on a stale dynamic-TLS entry of the
+         * main thread ("Tracer caught signal 11", "DTLS ... at 0x7b1") after PoCL had loaded and
+         * unloaded kernel libraries; without __tls_get_addr interception the scan skips DTLS
+         * and still reports leaks (checked with a task that was never freed). */
+        const char *asan = getenv("ASAN_OPTIONS");
+        char opts[1024];
+        snprintf(opts, sizeof opts, "%s%sintercept_tls_get_addr=0", asan ? asan : "",
+                 asan && *asan ? ":" : "");
+        setenv("ASAN_OPTIONS", opts, 1);
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
@@ -454,7 +466,7 @@ static const char *choice_text(json_t *choice, srv_kind kind, int delta)
 static void add_text(outcome *o, const char *t)
 {
     size_t n = t ? strlen(t) : 0;
-    if (o->len + n < sizeof o->text) {
+    if (n && o->len + n < sizeof o->text) {
         memcpy(o->text + o->len, t, n);
         o->len += n;
         o->text[o->len] = '\0';
@@ -628,7 +640,7 @@ static void test_endpoints(void)
     outcome o;
     if (complete(&s, prompt, n, 0, NULL, &o) == 0) {
         if (strcmp(o.text, want) != 0)
-            fprintf(stderr, "\nwanted '%s'\ngot    '%s'\n", want, o.text);
+            fprintf(stderr, "\nwanted '%s'\ngot    '%s'\n", want ? want : "", o.text);
         CU_ASSERT_STRING_EQUAL(o.text, want);
         CU_ASSERT_STRING_EQUAL(o.finish, "length");
         CU_ASSERT_EQUAL(o.completion_tokens, n);
