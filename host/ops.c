@@ -121,7 +121,9 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
                            B158_ARG(w->k_pad), B158_ARG(m_rows), B158_ARG(accumulate));
     }
     const size_t gy = (size_t)(m_rows + rt->tune.gemm_cpu_m - 1) / rt->tune.gemm_cpu_m;
-    return B158_LAUNCH(rt, b158_op_ternary_gemm_kernel(rt), 2, ((size_t[]){(size_t)w->n, gy}),
+    const size_t rows = rt->tune.x86_avx512bw ? (size_t)rt->tune.gemm_cpu_r : 1;
+    const size_t gx = ((size_t)w->n + rows - 1) / rows;
+    return B158_LAUNCH(rt, b158_op_ternary_gemm_kernel(rt), 2, ((size_t[]){gx, gy}),
                        ((size_t[]){CPU_ROWS_WG, 1}), B158_ARG_MEM(&w->codes),
                        B158_ARG_MEM(&w->scales), B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y),
                        B158_ARG(w->n), B158_ARG(w->k_pad), B158_ARG(m_rows), B158_ARG(accumulate));

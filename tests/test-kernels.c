@@ -214,7 +214,9 @@ static void test_quantize_non_finite(void)
 /* Runs one n x k matmul over m tokens: once with unit scales (the float result then equals the
  * int32 sum exactly, so the integer part is checked bit for bit) and once with random scales
  * and accumulation into a random y (normalized error 1e-6). */
-static void check_ternary(b158_runtime *rt, int n, int k, int m, int force_gemm)
+/* extreme: every weight +-1 and every activation +-127 (row by row), the largest sums the
+ * kernels' short lanes must hold without saturating. */
+static void check_ternary(b158_runtime *rt, int n, int k, int m, int force_gemm, int extreme)
 {
     const int kp = b158_ternary_k_pad(k);
     int8_t *w = xmalloc((size_t)n * k), *q = xmalloc((size_t)m * k);
@@ -229,6 +231,10 @@ static void check_ternary(b158_runtime *rt, int n, int k, int m, int force_gemm)
     /* [-127, 127]: what quantize_rows writes, and what the CPU GEMV relies on */
     for (size_t i = 0; i < (size_t)m * k; i++)
         q[i] = (int8_t)b158_test_randint(-127, 127);
+    for (size_t i = 0; extreme && i < (size_t)n * k; i++)
+        w[i] = (i / (size_t)k) % 2 ? -1 : 1;
+    for (size_t i = 0; extreme && i < (size_t)m * k; i++)
+        q[i] = (i / (size_t)k) % 3 ? 127 : -127;
     memset(qp, 0, (size_t)m * kp);
     for (int r = 0; r < m; r++)
         memcpy(qp + (size_t)r * kp, q + (size_t)r * k, (size_t)k);
@@ -286,12 +292,14 @@ static void test_ternary_gemv(void)
         const int isa = rt->tune.x86_avx512bw;
         for (int pass = 0; pass <= isa; pass++) {
             rt->tune.x86_avx512bw = pass ? 0 : isa;
-            check_ternary(rt, 1, 1, 1, 0);
-            check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 0);
-            check_ternary(rt, b158_test_randint(100, 300), 64 * b158_test_randint(1, 8) + 1, 1, 0);
-            check_ternary(rt, b158_test_randint(200, 600), b158_test_randint(1000, 3000), 1, 0);
-            check_ternary(rt, 2560 + 3, 6912 - 5, 1, 0); /* BitNet-sized, off by a little */
-            check_ternary(rt, b158_test_randint(1, 9), 256 * b158_test_randint(1, 4), 1, 0);
+            check_ternary(rt, 1, 1, 1, 0, 0);
+            check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 0, 0);
+            check_ternary(rt, b158_test_randint(100, 300), 64 * b158_test_randint(1, 8) + 1, 1, 0,
+                          0);
+            check_ternary(rt, b158_test_randint(200, 600), b158_test_randint(1000, 3000), 1, 0, 0);
+            check_ternary(rt, b158_test_randint(2, 9), b158_test_randint(4000, 9000), 1, 0, 1);
+            check_ternary(rt, 2560 + 3, 6912 - 5, 1, 0, 0); /* BitNet-sized, off by a little */
+            check_ternary(rt, b158_test_randint(1, 9), 256 * b158_test_randint(1, 4), 1, 0, 0);
         }
         rt->tune.x86_avx512bw = isa;
     }
@@ -305,12 +313,18 @@ static void test_ternary_gemm(void)
         const int isa = rt->tune.x86_avx512bw;
         for (int pass = 0; pass <= isa; pass++) {
             rt->tune.x86_avx512bw = pass ? 0 : isa;
-            check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 1);
+            check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 1, 0);
             check_ternary(rt, b158_test_randint(30, 70), b158_test_randint(65, 200),
-                          b158_test_randint(2, 5), 0);
+                          b158_test_randint(2, 5), 0, 0);
             check_ternary(rt, b158_test_randint(100, 300), b158_test_randint(300, 700),
-                          b158_test_randint(17, 40), 0);
-            check_ternary(rt, 257, 2560 + 7, 33, 0);
+                          b158_test_randint(17, 40), 0, 0);
+            check_ternary(rt, 257, 2560 + 7, 33, 0, 0);
+            /* past 16 blocks (the AVX-512 GEMM widens its short lanes every 4096 weights), at
+             * the largest sums */
+            check_ternary(rt, b158_test_randint(9, 40), b158_test_randint(4097, 9000),
+                          b158_test_randint(5, 11), 0, 1);
+            check_ternary(rt, b158_test_randint(9, 40), b158_test_randint(4097, 9000),
+                          b158_test_randint(5, 11), 0, 0);
         }
         rt->tune.x86_avx512bw = isa;
     }
