@@ -158,10 +158,12 @@ b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b
                            B158_ARG(w->k_pad), B158_ARG(accumulate),
                            B158_ARG_LOCAL((size_t)w->k_pad));
     }
-    return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1, ((size_t[]){(size_t)w->n}),
-                       ((size_t[]){CPU_ROWS_WG}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
-                       B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
-                       B158_ARG(w->k_pad), B158_ARG(accumulate));
+    const size_t rows = rt->tune.x86_avx512bw ? (size_t)rt->tune.gemm_cpu_r : 1;
+    return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1,
+                       ((size_t[]){((size_t)w->n + rows - 1) / rows}), ((size_t[]){CPU_ROWS_WG}),
+                       B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales), B158_ARG_MEM(q),
+                       B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n), B158_ARG(w->k_pad),
+                       B158_ARG(accumulate));
 }
 
 b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
