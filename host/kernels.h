@@ -16,6 +16,7 @@
     X(TERNARY_GEMM_AVX512, "ternary_gemm_avx512", "ternary.cl")                                    \
     X(TERNARY_GEMM_GPU, "ternary_gemm_gpu", "ternary.cl")                                          \
     X(RMSNORM, "rmsnorm", "norm.cl")                                                               \
+    X(RMSNORM_QUANTIZE, "rmsnorm_quantize", "norm.cl")                                             \
     X(ROPE, "rope", "rope.cl")                                                                     \
     X(KV_STORE, "kv_store", "attention.cl")                                                        \
     X(ATTENTION, "attention", "attention.cl")                                                      \

@@ -180,6 +180,25 @@ b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf 
                        B158_ARG(m_rows), B158_ARG(eps));
 }
 
+b158_status b158_op_rmsnorm_quantize(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
+                                     const b158_buf *q, const b158_buf *s, int n, int k_pad,
+                                     int m_rows, float eps)
+{
+    B158_TRY(positive(n, "rmsnorm_quantize", "n"));
+    B158_TRY(positive(m_rows, "rmsnorm_quantize", "rows"));
+    if (k_pad < n || k_pad % 64)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "rmsnorm_quantize: k_pad %d for n %d", k_pad, n);
+    B158_TRY(need(x, (size_t)m_rows * n * 4, "rmsnorm_quantize", "x"));
+    B158_TRY(need(w, (size_t)n * 4, "rmsnorm_quantize", "weight"));
+    B158_TRY(need(q, (size_t)m_rows * k_pad, "rmsnorm_quantize", "q"));
+    B158_TRY(need(s, (size_t)m_rows * 4, "rmsnorm_quantize", "s"));
+    const size_t wg = (size_t)rt->tune.wg;
+    return B158_LAUNCH(rt, B158_K_RMSNORM_QUANTIZE, 2, ((size_t[]){wg, (size_t)m_rows}),
+                       ((size_t[]){wg, 1}), B158_ARG_MEM(x), B158_ARG_MEM(w), B158_ARG_MEM(q),
+                       B158_ARG_MEM(s), B158_ARG(n), B158_ARG(k_pad), B158_ARG(m_rows),
+                       B158_ARG(eps));
+}
+
 b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,
                          int row_stride, int n_heads, int head_dim, int n_rot, int m_rows,
                          const b158_buf *tok, enum b158_rope_mode mode)

@@ -59,6 +59,12 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
 b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
                             const b158_buf *out, int n, int m_rows, float eps);
 
+/* q / s of b158_op_quantize for the rows of b158_op_rmsnorm(x, w) (n wide), in one launch; the
+ * normed rows are not stored. */
+b158_status b158_op_rmsnorm_quantize(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
+                                     const b158_buf *q, const b158_buf *s, int n, int k_pad,
+                                     int m_rows, float eps);
+
 /* Token positions of a batch: tok[m] = {position of token m in its sequence, cache row of
  * that sequence's position 0} as two int32 (cl int2), m_rows of them in a device buffer. The
  * cache rows of one layer run from element cache_off for cache_rows rows (n_seq * n_ctx). */

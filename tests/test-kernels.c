@@ -362,6 +362,61 @@ static void test_rmsnorm(void)
     }
 }
 
+/* rmsnorm then quantize in one kernel: the int8 rows and scales of the two references. The
+ * CPU variant sums squares in the reference's order and matches it exactly; a work-group
+ * reduction may move a value across a rounding boundary (one step, rarely). */
+static void test_rmsnorm_quantize(void)
+{
+    const int ns[] = {1, 33, 257, 2560 + b158_test_randint(1, 99), 6912 - b158_test_randint(0, 9)};
+    FOR_EACH_VARIANT(rt)
+    {
+        for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+            const int n = ns[t], kp = b158_ternary_k_pad(n), m = b158_test_randint(1, 7);
+            float *x = xmalloc((size_t)m * n * 4), *w = xmalloc((size_t)n * 4);
+            float *xn = xmalloc((size_t)m * n * 4), *s = xmalloc((size_t)m * 4);
+            float *sr = xmalloc((size_t)m * 4);
+            int8_t *q = xmalloc((size_t)m * kp), *qr = xmalloc((size_t)m * n);
+            fill_uniform(x, (size_t)m * n, -50.0f, 50.0f);
+            fill_uniform(w, (size_t)n, -2.0f, 2.0f);
+            b158_buf dx = dev_upload(rt, x, (size_t)m * n * 4);
+            b158_buf dw = dev_upload(rt, w, (size_t)n * 4);
+            b158_buf dq = dev_poisoned(rt, (size_t)m * kp), ds = dev_poisoned(rt, (size_t)m * 4);
+            check_ok(b158_op_rmsnorm_quantize(rt, &dx, &dw, &dq, &ds, n, kp, m, 1e-5f));
+            dev_read(rt, &dq, q, (size_t)m * kp);
+            dev_read(rt, &ds, s, (size_t)m * 4);
+            b158_ref_rmsnorm(x, w, xn, n, m, 1e-5f);
+            b158_ref_quantize(xn, n, m, qr, sr);
+            int off = 0, far = 0, tail = 0;
+            double serr = 0;
+            for (int r = 0; r < m; r++) {
+                serr = fmax(serr, fabs(s[r] - sr[r]) / sr[r]);
+                for (int i = 0; i < kp; i++) {
+                    const int a = q[(size_t)r * kp + i];
+                    if (i >= n) {
+                        tail += a != 0;
+                        continue;
+                    }
+                    const int d = abs(a - qr[(size_t)r * n + i]);
+                    off += d != 0;
+                    far += d > 1;
+                }
+            }
+            if (off || tail)
+                fprintf(stderr, "\nrmsnorm_quantize n=%d m=%d [%s]: %d off by one, %d bad tail\n",
+                        n, m, vname(rt), off, tail);
+            CU_ASSERT(serr <= 1e-5);
+            CU_ASSERT_EQUAL(far, 0);
+            CU_ASSERT_EQUAL(tail, 0);
+            if (!rt->tune.gpu)
+                CU_ASSERT_EQUAL(off, 0);
+            CU_ASSERT(off * 100 <= m * n);
+            b158_buf_free(rt, &dx), b158_buf_free(rt, &dw);
+            b158_buf_free(rt, &dq), b158_buf_free(rt, &ds);
+            free(x), free(w), free(xn), free(s), free(sr), free(q), free(qr);
+        }
+    }
+}
+
 /* ---- rope ------------------------------------------------------------------------------- */
 
 static void test_rope(void)
@@ -783,7 +838,9 @@ static void add_suites(void)
                                                    {NULL, NULL}});
     b158_test_suite("ternary_gemv", (b158_test_case[]){{"gemv", test_ternary_gemv}, {NULL, NULL}});
     b158_test_suite("ternary_gemm", (b158_test_case[]){{"gemm", test_ternary_gemm}, {NULL, NULL}});
-    b158_test_suite("rmsnorm", (b158_test_case[]){{"rows", test_rmsnorm}, {NULL, NULL}});
+    b158_test_suite("rmsnorm", (b158_test_case[]){{"rows", test_rmsnorm},
+                                                  {"quantize", test_rmsnorm_quantize},
+                                                  {NULL, NULL}});
     b158_test_suite("rope", (b158_test_case[]){{"neox_interleaved", test_rope}, {NULL, NULL}});
     b158_test_suite("attention", (b158_test_case[]){{"gqa_causal", test_attention}, {NULL, NULL}});
     b158_test_suite("glu", (b158_test_case[]){{"silu_relu2", test_glu}, {NULL, NULL}});
