@@ -4,7 +4,7 @@
  * at element cache_off (the layer's offset in a buffer shared by all layers), cache_rows rows.
  * Sequences own consecutive runs of rows: token m of a batch is at position tok[m].x of the
  * sequence whose position 0 is row tok[m].y. Rows past cache_rows are never touched.
- * kv_store: one work-item per (element of a K/V row, token); vstore_half rounds to nearest even.
+ * rope_kv_store (rope.cl) writes the rows; vstore_half rounds to nearest even.
  * attention: one work-group of B158_WG work-items per (head, token). Token m attends to
  * positions 0 .. tok[m].x of its own sequence. Keys are processed in tiles of B158_WG: each
  * work-item scores one key of the tile against q (staged in __local), the tile's max and sum
@@ -13,23 +13,6 @@
  * With B158_WG == 1 (CPU) this is a plain loop over keys with no barriers. head_dim must not
  * exceed B158_HEAD_DIM_MAX (the host checks). The grid is exactly n_head x m_rows groups: no
  * bounds return before a barrier (PoCL miscompiles that even when the group is uniform). */
-
-__kernel void kv_store(__global const float *k, __global const float *v, __global half *k_cache,
-                       __global half *v_cache, int kv_dim, int row_stride, int m_rows,
-                       __global const int2 *tok, int cache_off, int cache_rows)
-{
-    const int i = get_global_id(0);
-    const int m = get_global_id(1);
-    if (i >= kv_dim || m >= m_rows)
-        return;
-    const int2 t = tok[m];
-    const int row = t.y + t.x;
-    if (t.x < 0 || t.y < 0 || row >= cache_rows)
-        return;
-    const size_t dst = (size_t)cache_off + (size_t)row * kv_dim + i;
-    vstore_half(k[(size_t)m * row_stride + i], dst, k_cache);
-    vstore_half(v[(size_t)m * row_stride + i], dst, v_cache);
-}
 
 #if B158_WG == 1
 /* CPU: one work-item per (head, token), keys in tiles of B158_ATT_TILE. A tile's scores are

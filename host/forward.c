@@ -287,10 +287,10 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
         st = s->rt ? alloc_dev(s) : alloc_cpu(s);
     /* compile every kernel of the forward pass now, so the first token is not the one that
      * pays for it (and the timings of prompt processing do not include it) */
-    static const enum b158_kernel_id used[] = {
-        B158_K_QUANTIZE_ROWS, B158_K_RMSNORM_QUANTIZE, B158_K_RMSNORM, B158_K_ROPE,
-        B158_K_KV_STORE,      B158_K_ATTENTION,        B158_K_GLU,     B158_K_EMBED,
-        B158_K_F16_MATVEC};
+    static const enum b158_kernel_id used[] = {B158_K_QUANTIZE_ROWS, B158_K_RMSNORM_QUANTIZE,
+                                               B158_K_RMSNORM,       B158_K_ROPE_KV_STORE,
+                                               B158_K_ATTENTION,     B158_K_GLU,
+                                               B158_K_EMBED,         B158_K_F16_MATVEC};
     for (size_t i = 0; s->rt && st == B158_OK && i < sizeof used / sizeof used[0]; i++) {
         cl_kernel k;
         st = b158_rt_kernel(s->rt, used[i], &k);
@@ -392,6 +392,9 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
     const int cache_rows = s->n_seq * s->n_ctx;
     const enum b158_rope_mode rope = h->rope_interleaved ? B158_ROPE_INTERLEAVED : B158_ROPE_NEOX;
     const float att_scale = 1.0f / sqrtf((float)h->head_dim);
+    const b158_rope_kv rope_kv = {&d->q,       &d->k,    &d->v, &d->inv_freq, &d->k_cache,
+                                  &d->v_cache, qd,       kvd,   h->n_head,    h->n_head_kv,
+                                  h->head_dim, h->n_rot, rope};
 
     B158_TRY(b158_buf_write(rt, &d->ids, 0, (size_t)n * 4, tokens));
     B158_TRY(b158_buf_write(rt, &d->tok, 0, (size_t)n * 8, s->tok));
@@ -404,12 +407,7 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
         B158_TRY(dev_linear(s, &L->wq, &L->hq, h->n_embd, &d->q, n, 0));
         B158_TRY(dev_linear(s, &L->wk, &L->hk, h->n_embd, &d->k, n, 0));
         B158_TRY(dev_linear(s, &L->wv, &L->hv, h->n_embd, &d->v, n, 0));
-        B158_TRY(b158_op_rope(rt, &d->q, &d->inv_freq, qd, h->n_head, h->head_dim, h->n_rot, n,
-                              &d->tok, rope));
-        B158_TRY(b158_op_rope(rt, &d->k, &d->inv_freq, kvd, h->n_head_kv, h->head_dim, h->n_rot, n,
-                              &d->tok, rope));
-        B158_TRY(b158_op_kv_store(rt, &d->k, &d->v, &d->k_cache, &d->v_cache, kvd, kvd, n, &d->tok,
-                                  cache_off, cache_rows));
+        B158_TRY(b158_op_rope_kv_store(rt, &rope_kv, &d->tok, n, cache_off, cache_rows));
         B158_TRY(b158_op_attention(rt, &d->q, &d->k_cache, &d->v_cache, &d->att, h->n_head,
                                    h->n_head_kv, h->head_dim, qd, n, &d->tok, cache_off, cache_rows,
                                    att_scale));

@@ -17,8 +17,7 @@
     X(TERNARY_GEMM_GPU, "ternary_gemm_gpu", "ternary.cl")                                          \
     X(RMSNORM, "rmsnorm", "norm.cl")                                                               \
     X(RMSNORM_QUANTIZE, "rmsnorm_quantize", "norm.cl")                                             \
-    X(ROPE, "rope", "rope.cl")                                                                     \
-    X(KV_STORE, "kv_store", "attention.cl")                                                        \
+    X(ROPE_KV_STORE, "rope_kv_store", "rope.cl")                                                   \
     X(ATTENTION, "attention", "attention.cl")                                                      \
     X(GLU, "glu", "elementwise.cl")                                                                \
     X(ADD, "add", "elementwise.cl")                                                                \

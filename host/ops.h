@@ -69,13 +69,25 @@ b158_status b158_op_rmsnorm_quantize(b158_runtime *rt, const b158_buf *x, const 
  * that sequence's position 0} as two int32 (cl int2), m_rows of them in a device buffer. The
  * cache rows of one layer run from element cache_off for cache_rows rows (n_seq * n_ctx). */
 
-/* inv_freq: n_rot / 2 floats from b158_rope_inv_freq (host/ref.h). */
+/* RoPE of q and k fused with the store of k and v into the FP16 cache (cl_kernels/rope.cl):
+ * the n_head heads of q (rows of q_stride floats) rotated in place; the n_head_kv heads of k
+ * (rows of kv_stride) rotated in place, then k's and v's rows written as half at cache row
+ * tok[m].y + tok[m].x of the layer (rows past cache_rows skipped). n_head or n_head_kv may be
+ * 0 (the other part alone), n_rot 0 rotates nothing. inv_freq: n_rot / 2 floats from
+ * b158_rope_inv_freq (host/ref.h). */
+typedef struct b158_rope_kv {
+    const b158_buf *q, *k, *v, *inv_freq, *k_cache, *v_cache;
+    int q_stride, kv_stride, n_head, n_head_kv, head_dim, n_rot;
+    enum b158_rope_mode mode;
+} b158_rope_kv;
+b158_status b158_op_rope_kv_store(b158_runtime *rt, const b158_rope_kv *args, const b158_buf *tok,
+                                  int m_rows, size_t cache_off, int cache_rows);
+
+/* Its two parts alone: RoPE of m_rows rows of n_heads heads in place, and the store of m_rows
+ * K and V rows (kv_dim floats each, row stride row_stride) without rotation. */
 b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,
                          int row_stride, int n_heads, int head_dim, int n_rot, int m_rows,
                          const b158_buf *tok, enum b158_rope_mode mode);
-
-/* Writes m_rows K and V rows (kv_dim floats each, row stride row_stride) into the FP16 cache,
- * each at row tok[m].y + tok[m].x of the layer; rows past cache_rows are skipped. */
 b158_status b158_op_kv_store(b158_runtime *rt, const b158_buf *k, const b158_buf *v,
                              const b158_buf *k_cache, const b158_buf *v_cache, int kv_dim,
                              int row_stride, int m_rows, const b158_buf *tok, size_t cache_off,

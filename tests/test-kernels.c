@@ -480,6 +480,82 @@ static void test_rope(void)
     }
 }
 
+/* q and k rotated and k, v stored in one launch: the same bytes as the three parts one after
+ * another (q heads and kv heads on the right slots, strides and cache rows kept apart), and
+ * the references' values. */
+static void test_rope_kv_store(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        const int hd = 2 * b158_test_randint(4, 40), nkv = b158_test_randint(1, 3);
+        const int nh = nkv * b158_test_randint(1, 4), m = b158_test_randint(1, 9);
+        const int n_rot = b158_test_randint(0, 1) ? hd : 2 * b158_test_randint(1, hd / 2);
+        const int qs = nh * hd + b158_test_randint(0, 7), kvs = nkv * hd + b158_test_randint(0, 7);
+        const int kvd = nkv * hd, n_ctx = 40, rows = 3 * n_ctx;
+        const size_t layer = (size_t)rows * kvd, off = layer; /* layer 1 of 2 */
+        const int mode = b158_test_randint(0, 1);
+        int32_t *tok = xmalloc((size_t)m * 8);
+        for (int r = 0; r < m; r++)
+            tok[2 * r] = b158_test_randint(0, n_ctx - 1), tok[2 * r + 1] = n_ctx * (r % 3);
+        float *q = xmalloc((size_t)m * qs * 4), *k = xmalloc((size_t)m * kvs * 4);
+        float *v = xmalloc((size_t)m * kvs * 4), *inv = xmalloc((size_t)hd * 4);
+        fill_uniform(q, (size_t)m * qs, -3.0f, 3.0f);
+        fill_uniform(k, (size_t)m * kvs, -3.0f, 3.0f);
+        fill_uniform(v, (size_t)m * kvs, -3.0f, 3.0f);
+        b158_rope_inv_freq(inv, n_rot > 0 ? n_rot : 2, 10000.0f);
+        b158_buf dtok = dev_upload(rt, tok, (size_t)m * 8), dinv = dev_upload(rt, inv, hd * 4);
+        b158_buf q1 = dev_upload(rt, q, (size_t)m * qs * 4),
+                 k1 = dev_upload(rt, k, (size_t)m * kvs * 4);
+        b158_buf q2 = dev_upload(rt, q, (size_t)m * qs * 4),
+                 k2 = dev_upload(rt, k, (size_t)m * kvs * 4);
+        b158_buf dv = dev_upload(rt, v, (size_t)m * kvs * 4);
+        b158_buf kc1 = dev_poisoned(rt, layer * 4), vc1 = dev_poisoned(rt, layer * 4);
+        b158_buf kc2 = dev_poisoned(rt, layer * 4), vc2 = dev_poisoned(rt, layer * 4);
+        const b158_rope_kv a = {&q1,
+                                &k1,
+                                &dv,
+                                &dinv,
+                                &kc1,
+                                &vc1,
+                                qs,
+                                kvs,
+                                nh,
+                                nkv,
+                                hd,
+                                n_rot,
+                                (enum b158_rope_mode)mode};
+        check_ok(b158_op_rope_kv_store(rt, &a, &dtok, m, off, rows));
+        if (n_rot > 0) {
+            check_ok(b158_op_rope(rt, &q2, &dinv, qs, nh, hd, n_rot, m, &dtok, mode));
+            check_ok(b158_op_rope(rt, &k2, &dinv, kvs, nkv, hd, n_rot, m, &dtok, mode));
+        }
+        check_ok(b158_op_kv_store(rt, &k2, &dv, &kc2, &vc2, kvd, kvs, m, &dtok, off, rows));
+        float *a1 = xmalloc(layer * 4 * 2), *a2 = xmalloc(layer * 4 * 2);
+        dev_read(rt, &q1, a1, (size_t)m * qs * 4), dev_read(rt, &q2, a2, (size_t)m * qs * 4);
+        CU_ASSERT_EQUAL(memcmp(a1, a2, (size_t)m * qs * 4), 0);
+        dev_read(rt, &kc1, a1, layer * 4), dev_read(rt, &kc2, a2, layer * 4);
+        CU_ASSERT_EQUAL(memcmp(a1, a2, layer * 4), 0);
+        dev_read(rt, &vc1, a1, layer * 4), dev_read(rt, &vc2, a2, layer * 4);
+        CU_ASSERT_EQUAL(memcmp(a1, a2, layer * 4), 0);
+        /* against the references: q rotated, and v stored exactly (k: FP16 of a rotation) */
+        dev_read(rt, &q1, a1, (size_t)m * qs * 4);
+        if (n_rot > 0)
+            b158_ref_rope(q, inv, qs, nh, hd, n_rot, m, tok, (enum b158_rope_mode)mode);
+        expect_nerr("rope_kv_store q", rt, a1, q, (size_t)m * qs, 2e-6);
+        uint16_t *kr = xmalloc(layer * 2), *vr = xmalloc(layer * 2), *vc = xmalloc(layer * 4);
+        for (size_t i = 0; i < layer; i++)
+            kr[i] = vr[i] = 0x7f7f;
+        b158_ref_kv_store(k, v, kr, vr, kvd, kvs, m, tok, rows);
+        dev_read(rt, &vc1, vc, layer * 4);
+        CU_ASSERT_EQUAL(memcmp(vc + layer, vr, layer * 2), 0);
+        b158_buf bufs[] = {dtok, dinv, q1, k1, q2, k2, dv, kc1, vc1, kc2, vc2};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            b158_buf_free(rt, &bufs[i]);
+        free(tok), free(q), free(k), free(v), free(inv), free(a1), free(a2);
+        free(kr), free(vr), free(vc);
+    }
+}
+
 /* ---- attention and KV store ------------------------------------------------------------- */
 
 /* n_seq sequences of n_ctx rows each in layer 1 of a two-layer cache; every sequence gets a
@@ -841,7 +917,9 @@ static void add_suites(void)
     b158_test_suite("rmsnorm", (b158_test_case[]){{"rows", test_rmsnorm},
                                                   {"quantize", test_rmsnorm_quantize},
                                                   {NULL, NULL}});
-    b158_test_suite("rope", (b158_test_case[]){{"neox_interleaved", test_rope}, {NULL, NULL}});
+    b158_test_suite("rope", (b158_test_case[]){{"neox_interleaved", test_rope},
+                                               {"kv_store", test_rope_kv_store},
+                                               {NULL, NULL}});
     b158_test_suite("attention", (b158_test_case[]){{"gqa_causal", test_attention}, {NULL, NULL}});
     b158_test_suite("glu", (b158_test_case[]){{"silu_relu2", test_glu}, {NULL, NULL}});
     b158_test_suite("add", (b158_test_case[]){{"residual", test_add}, {NULL, NULL}});
