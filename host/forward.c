@@ -287,10 +287,9 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
         st = s->rt ? alloc_dev(s) : alloc_cpu(s);
     /* compile every kernel of the forward pass now, so the first token is not the one that
      * pays for it (and the timings of prompt processing do not include it) */
-    static const enum b158_kernel_id used[] = {B158_K_QUANTIZE_ROWS, B158_K_RMSNORM_QUANTIZE,
-                                               B158_K_RMSNORM,       B158_K_ROPE_KV_STORE,
-                                               B158_K_ATTENTION,     B158_K_GLU,
-                                               B158_K_EMBED,         B158_K_F16_MATVEC};
+    static const enum b158_kernel_id used[] = {
+        B158_K_QUANTIZE_ROWS, B158_K_RMSNORM_QUANTIZE,  B158_K_RMSNORM, B158_K_ROPE_KV_STORE,
+        B158_K_ATTENTION,     B158_K_GLU_NORM_QUANTIZE, B158_K_EMBED,   B158_K_F16_MATVEC};
     for (size_t i = 0; s->rt && st == B158_OK && i < sizeof used / sizeof used[0]; i++) {
         cl_kernel k;
         st = b158_rt_kernel(s->rt, used[i], &k);
@@ -420,10 +419,12 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
         B158_TRY(dev_norm_quantize(s, &d->x, &L->ffn_norm, h->n_embd, n));
         B158_TRY(dev_linear(s, &L->wgate, &L->hgate, h->n_embd, &d->gate, n, 0));
         B158_TRY(dev_linear(s, &L->wup, &L->hup, h->n_embd, &d->up, n, 0));
-        B158_TRY(b158_op_glu(rt, &d->gate, &d->up, &d->gate, n * h->n_ff,
-                             h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU));
-        B158_TRY(h->sub_norms ? dev_norm_quantize(s, &d->gate, &L->ffn_sub_norm, h->n_ff, n)
-                              : dev_quantize(s, &d->gate, h->n_ff, n));
+        B158_TRY(b158_op_glu_norm_quantize(rt, &d->gate, &d->up, 0, h->n_ff,
+                                           h->sub_norms ? &L->ffn_sub_norm : NULL, &d->q8, &d->s,
+                                           h->n_ff, b158_ternary_k_pad(h->n_ff), n, h->rms_eps,
+                                           h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU));
+        if (m->dev_mode != B158_WEIGHTS_TERNARY)
+            B158_TRY(b158_baseline_input(rt, &d->base, &d->q8, &d->s, h->n_ff, n));
         B158_TRY(dev_linear(s, &L->wdown, &L->hdown, h->n_ff, &d->x, n, 1));
     }
     /* final norm and LM head, on the rows that asked for logits only */

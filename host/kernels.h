@@ -19,7 +19,7 @@
     X(RMSNORM_QUANTIZE, "rmsnorm_quantize", "norm.cl")                                             \
     X(ROPE_KV_STORE, "rope_kv_store", "rope.cl")                                                   \
     X(ATTENTION, "attention", "attention.cl")                                                      \
-    X(GLU, "glu", "elementwise.cl")                                                                \
+    X(GLU_NORM_QUANTIZE, "glu_norm_quantize", "elementwise.cl")                                    \
     X(ADD, "add", "elementwise.cl")                                                                \
     X(EMBED, "embed_rows", "embed.cl")                                                             \
     X(F16_MATVEC, "f16_matvec", "f16-matmul.cl")                                                   \

@@ -310,17 +310,32 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
                        B158_ARG(scale));
 }
 
-b158_status b158_op_glu(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
-                        const b158_buf *out, int count, enum b158_act act)
+b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
+                                      int up_off, int stride, const b158_buf *norm_w,
+                                      const b158_buf *q, const b158_buf *s, int n, int k_pad,
+                                      int m_rows, float eps, enum b158_act act)
 {
-    B158_TRY(positive(count, "glu", "count"));
-    B158_TRY(need(gate, (size_t)count * 4, "glu", "gate"));
-    B158_TRY(need(up, (size_t)count * 4, "glu", "up"));
-    B158_TRY(need(out, (size_t)count * 4, "glu", "out"));
-    const int iact = act;
-    return B158_LAUNCH(rt, B158_K_GLU, 1, ((size_t[]){round_up((size_t)count, ELEMWISE_WG)}),
-                       ((size_t[]){ELEMWISE_WG}), B158_ARG_MEM(gate), B158_ARG_MEM(up),
-                       B158_ARG_MEM(out), B158_ARG(count), B158_ARG(iact));
+    const char *op = "glu_norm_quantize";
+    B158_TRY(positive(n, op, "n"));
+    B158_TRY(positive(m_rows, op, "rows"));
+    if (k_pad < n || k_pad % 64 || stride < n || up_off < 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: n %d, k_pad %d, stride %d, up at %d", op, n,
+                         k_pad, stride, up_off);
+    const size_t rows = (size_t)(m_rows - 1) * stride + n;
+    B158_TRY(need(gate, rows * 4, op, "gate"));
+    B158_TRY(need(up, (rows + (size_t)up_off) * 4, op, "up"));
+    if (norm_w)
+        B158_TRY(need(norm_w, (size_t)n * 4, op, "norm weight"));
+    B158_TRY(need(q, (size_t)m_rows * k_pad, op, "q"));
+    B158_TRY(need(s, (size_t)m_rows * 4, op, "s"));
+    const b158_buf *w = norm_w ? norm_w : gate; /* not read without a norm */
+    const int iact = act, norm = norm_w != NULL;
+    const size_t wg = (size_t)rt->tune.wg;
+    return B158_LAUNCH(rt, B158_K_GLU_NORM_QUANTIZE, 2, ((size_t[]){wg, (size_t)m_rows}),
+                       ((size_t[]){wg, 1}), B158_ARG_MEM(gate), B158_ARG_MEM(up), B158_ARG(up_off),
+                       B158_ARG(stride), B158_ARG_MEM(w), B158_ARG_MEM(q), B158_ARG_MEM(s),
+                       B158_ARG(n), B158_ARG(k_pad), B158_ARG(m_rows), B158_ARG(eps),
+                       B158_ARG(iact), B158_ARG(norm));
 }
 
 b158_status b158_op_add(b158_runtime *rt, const b158_buf *x, const b158_buf *y, int count)

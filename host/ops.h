@@ -100,8 +100,14 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
                               int n_head_kv, int head_dim, int q_stride, int m_rows,
                               const b158_buf *tok, size_t cache_off, int cache_rows, float scale);
 
-b158_status b158_op_glu(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
-                        const b158_buf *out, int count, enum b158_act act);
+/* The int8 input of the FFN's down projection from its gate and up halves, in one launch:
+ * h = act(gate) * up, with norm_w (n floats) the sub-norm rmsnorm(h) * norm_w (NULL: none),
+ * quantized as b158_op_quantize writes q / s. Row m's gate at gate[m * stride], its up at
+ * up[up_off + m * stride] (gate and up may be one buffer of [gate | up] rows). */
+b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
+                                      int up_off, int stride, const b158_buf *norm_w,
+                                      const b158_buf *q, const b158_buf *s, int n, int k_pad,
+                                      int m_rows, float eps, enum b158_act act);
 b158_status b158_op_add(b158_runtime *rt, const b158_buf *x, const b158_buf *y, int count);
 b158_status b158_op_embed(b158_runtime *rt, const b158_buf *table, const b158_buf *ids,
                           const b158_buf *out, int n_embd, int n_vocab, int m_rows);
