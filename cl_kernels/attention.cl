@@ -4,7 +4,7 @@
  * at element cache_off (the layer's offset in a buffer shared by all layers), cache_rows rows.
  * Sequences own consecutive runs of rows: token m of a batch is at position tok[m].x of the
  * sequence whose position 0 is row tok[m].y. Rows past cache_rows are never touched.
- * kv_store: one work-item per (element of a K/V row, token); vstore_half rounds to nearest even.
+ * rope_kv_store (rope.cl) writes the rows; vstore_half rounds to nearest even.
  * attention: one work-group of B158_WG work-items per (head, token). Token m attends to
  * positions 0 .. tok[m].x of its own sequence. Keys are processed in tiles of B158_WG: each
  * work-item scores one key of the tile against q (staged in __local), the tile's max and sum
@@ -14,23 +14,77 @@
  * exceed B158_HEAD_DIM_MAX (the host checks). The grid is exactly n_head x m_rows groups: no
  * bounds return before a barrier (PoCL miscompiles that even when the group is uniform). */
 
-__kernel void kv_store(__global const float *k, __global const float *v, __global half *k_cache,
-                       __global half *v_cache, int kv_dim, int row_stride, int m_rows,
-                       __global const int2 *tok, int cache_off, int cache_rows)
+#if B158_WG == 1
+/* CPU: one work-item per (head, token), keys in tiles of B158_ATT_TILE. A tile's scores are
+ * q.k dot products in eight independent partial sums (vload_half8), then one softmax rescale
+ * per tile (not per key) and the p.v sums, eight lanes at a time, into a private row: no
+ * serial chain of dependent adds grows with the position. */
+#define B158_ATT_TILE 32
+
+inline float b158_dot_half(const float *q, __global const half *k, int head_dim)
 {
-    const int i = get_global_id(0);
-    const int m = get_global_id(1);
-    if (i >= kv_dim || m >= m_rows)
-        return;
-    const int2 t = tok[m];
-    const int row = t.y + t.x;
-    if (t.x < 0 || t.y < 0 || row >= cache_rows)
-        return;
-    const size_t dst = (size_t)cache_off + (size_t)row * kv_dim + i;
-    vstore_half(k[(size_t)m * row_stride + i], dst, k_cache);
-    vstore_half(v[(size_t)m * row_stride + i], dst, v_cache);
+    float8 acc = 0.0f;
+    int d = 0;
+    for (; d + 8 <= head_dim; d += 8)
+        acc += vload8(0, q + d) * vload_half8(0, k + d);
+    float s = (acc.s0 + acc.s4) + (acc.s1 + acc.s5) + (acc.s2 + acc.s6) + (acc.s3 + acc.s7);
+    for (; d < head_dim; d++)
+        s += q[d] * vload_half(d, k);
+    return s;
 }
 
+__kernel void attention(__global const float *q, __global const half *k_cache,
+                        __global const half *v_cache, __global float *out, int n_head,
+                        int n_head_kv, int head_dim, int q_stride, int m_rows,
+                        __global const int2 *tok, int cache_off, int cache_rows, float scale)
+{
+    const int h = get_group_id(0);
+    const int m = get_group_id(1);
+    const int kv_dim = n_head_kv * head_dim;
+    const int kvh = h / (n_head / n_head_kv);
+    const int2 where = tok[m];
+    const int row0 = clamp(where.y, 0, cache_rows - 1);
+    const size_t base = (size_t)cache_off + (size_t)row0 * kv_dim + (size_t)kvh * head_dim;
+    __global const half *kbase = k_cache + base;
+    __global const half *vbase = v_cache + base;
+    __global const float *qh = q + (size_t)m * q_stride + (size_t)h * head_dim;
+    float qs[B158_HEAD_DIM_MAX], acc[B158_HEAD_DIM_MAX], sc[B158_ATT_TILE];
+    for (int d = 0; d < head_dim; d++) {
+        qs[d] = qh[d] * scale;
+        acc[d] = 0.0f;
+    }
+    const int n_keys = clamp(where.x + 1, 1, cache_rows - row0);
+    float run_max = -INFINITY, run_sum = 0.0f;
+    for (int t0 = 0; t0 < n_keys; t0 += B158_ATT_TILE) {
+        const int tile = min(B158_ATT_TILE, n_keys - t0);
+        float tmax = -INFINITY;
+        for (int u = 0; u < tile; u++) {
+            sc[u] = b158_dot_half(qs, kbase + (size_t)(t0 + u) * kv_dim, head_dim);
+            tmax = fmax(tmax, sc[u]);
+        }
+        const float new_max = fmax(run_max, tmax);
+        const float corr = exp(run_max - new_max); /* 0 on the first tile */
+        run_sum *= corr;
+        for (int d = 0; d < head_dim; d++)
+            acc[d] *= corr;
+        for (int u = 0; u < tile; u++) {
+            const float p = exp(sc[u] - new_max);
+            run_sum += p;
+            __global const half *vr = vbase + (size_t)(t0 + u) * kv_dim;
+            int d = 0;
+            for (; d + 8 <= head_dim; d += 8)
+                vstore8(vload8(0, acc + d) + p * vload_half8(0, vr + d), 0, acc + d);
+            for (; d < head_dim; d++)
+                acc[d] += p * vload_half(d, vr);
+        }
+        run_max = new_max;
+    }
+    __global float *oh = out + (size_t)m * n_head * head_dim + (size_t)h * head_dim;
+    for (int d = 0; d < head_dim; d++)
+        oh[d] = acc[d] / run_sum;
+}
+
+#else
 #define B158_ATT_OWN ((B158_HEAD_DIM_MAX + B158_WG - 1) / B158_WG)
 
 __kernel void attention(__global const float *q, __global const half *k_cache,
@@ -103,3 +157,4 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
             oh[d] = acc[j] / run_sum;
     }
 }
+#endif

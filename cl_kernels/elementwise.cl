@@ -1,26 +1,65 @@
-/* Elementwise FP32 kernels: gated FFN activations and the residual add.
- * Work-item mapping: one work-item per element; no __local. */
+/* The gated FFN activation (fused with the sub-norm and quantization that follow it) and the
+ * residual add. */
 
-/* out = act(gate) * up; act 0 = silu(g) = g / (1 + e^-g), act 1 = relu(g)^2 (BitNet 2B-4T).
- * relu^2 is kept in FP32: it overflows FP16 on real checkpoints. */
-__kernel void glu(__global const float *gate, __global const float *up, __global float *out,
-                  int count, int act)
+/* act(g) of the gated FFN: 0 = silu(g) = g / (1 + e^-g), 1 = relu(g)^2 (BitNet 2B-4T). relu^2 is
+ * kept in FP32: it overflows FP16 on real checkpoints. */
+inline float b158_act(float g, int act)
 {
-    const int i = get_global_id(0);
-    if (i >= count)
-        return;
-    const float g = gate[i];
-    float a;
-    if (act == 0) {
-        a = g / (1.0f + exp(-g));
-    } else {
-        const float r = fmax(g, 0.0f);
-        a = r * r;
-    }
-    out[i] = a * up[i];
+    if (act == 0)
+        return g / (1.0f + exp(-g));
+    const float r = fmax(g, 0.0f);
+    return r * r;
 }
 
-/* x += y */
+/* The FFN's gate and up halves to the int8 input of its down projection in one launch:
+ * h = act(gate) * up, then (norm != 0) the sub-norm h / sqrt(mean(h^2) + eps) * w, then the
+ * absmax int8 quantization of quantize_rows (q rows of stride k_pad, zero tail, scale[m]).
+ * Row m's gate is gate[m * stride + i], its up up[up_off + m * stride + i] (one buffer holding
+ * [gate | up] rows, or two). h and the normed values are recomputed per pass, in the
+ * expressions of the separate glu / rmsnorm / quantize_rows steps, never stored.
+ * Work-item mapping: one work-group of B158_WG work-items per row, striding over it; exactly
+ * m_rows groups (no bounds return before a barrier). */
+__kernel void glu_norm_quantize(__global const float *gate, __global const float *up, int up_off,
+                                int stride, __global const float *w, __global char *q,
+                                __global float *scale, int n, int k_pad, int m_rows, float eps,
+                                int act, int norm)
+{
+    __local float red[B158_WG];
+    const int m = get_group_id(1);
+    const int lid = get_local_id(0);
+    __global const float *g = gate + (size_t)m * stride;
+    __global const float *u = up + up_off + (size_t)m * stride;
+    __global char *qr = q + (size_t)m * k_pad;
+    float inv = 1.0f;
+    if (norm) {
+        float ss = 0.0f;
+        for (int i = lid; i < n; i += B158_WG) {
+            const float h = b158_act(g[i], act) * u[i];
+            ss += h * h;
+        }
+        ss = b158_wg_sum(ss, red);
+        inv = 1.0f / sqrt(ss / (float)n + eps);
+    }
+    float amax = 0.0f;
+    for (int i = lid; i < n; i += B158_WG) {
+        const float h = b158_act(g[i], act) * u[i];
+        amax = fmax(amax, fabs(norm ? h * inv * w[i] : h));
+    }
+    amax = b158_wg_max(amax, red);
+    const float s = 127.0f / fmax(amax, 1e-5f);
+    for (int i = lid; i < k_pad; i += B158_WG) {
+        float v = 0.0f;
+        if (i < n) {
+            const float h = b158_act(g[i], act) * u[i];
+            v = rint((norm ? h * inv * w[i] : h) * s);
+        }
+        qr[i] = isnan(v) ? (char)0 : (char)clamp(v, -128.0f, 127.0f);
+    }
+    if (lid == 0)
+        scale[m] = s;
+}
+
+/* x += y; one work-item per element, no __local */
 __kernel void add(__global float *x, __global const float *y, int count)
 {
     const int i = get_global_id(0);

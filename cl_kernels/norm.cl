@@ -22,3 +22,33 @@ __kernel void rmsnorm(__global const float *x, __global const float *w, __global
     for (int i = lid; i < n; i += B158_WG)
         orow[i] = xr[i] * inv * w[i];
 }
+
+/* RMSNorm fused with the int8 quantization that follows it (quantize_rows): q[m][0..k_pad) and
+ * scale[m] of the normed row, which is never stored. The normed values are recomputed, in the
+ * same expression as rmsnorm's, for the absmax pass and for the conversion, so the result is
+ * that of rmsnorm then quantize_rows. Same mapping and rules as both kernels above. */
+__kernel void rmsnorm_quantize(__global const float *x, __global const float *w, __global char *q,
+                               __global float *scale, int n, int k_pad, int m_rows, float eps)
+{
+    __local float red[B158_WG];
+    const int m = get_group_id(1);
+    const int lid = get_local_id(0);
+    __global const float *xr = x + (size_t)m * n;
+    __global char *qr = q + (size_t)m * k_pad;
+    float ss = 0.0f;
+    for (int i = lid; i < n; i += B158_WG)
+        ss += xr[i] * xr[i];
+    ss = b158_wg_sum(ss, red);
+    const float inv = 1.0f / sqrt(ss / (float)n + eps);
+    float amax = 0.0f;
+    for (int i = lid; i < n; i += B158_WG)
+        amax = fmax(amax, fabs(xr[i] * inv * w[i]));
+    amax = b158_wg_max(amax, red);
+    const float s = 127.0f / fmax(amax, 1e-5f);
+    for (int i = lid; i < k_pad; i += B158_WG) {
+        const float v = i < n ? rint(xr[i] * inv * w[i] * s) : 0.0f;
+        qr[i] = isnan(v) ? (char)0 : (char)clamp(v, -128.0f, 127.0f);
+    }
+    if (lid == 0)
+        scale[m] = s;
+}

@@ -80,14 +80,17 @@ __kernel void ternary_gemv_cpu(__global const uchar16 *w, __global const float *
 }
 
 #if B158_X86_AVX512BW
-/* CPU GEMV on x86 with AVX-512BW (the runtime defines B158_X86_AVX512BW after checking that
- * these builtins build for the device; ternary_gemv_cpu is the portable path): one work-item
- * per output row, one 64-byte load per 256 weights. On the unsigned codes c = w + 1 in {0,1,2}
- * vpmaddubsw multiplies 64 u8 codes by 64 s8 activations and adds pairs into s16; the same with
- * all-ones codes gives sum(q), and sum(w q) = sum(c q) - sum(q). Per block each s16 lane holds
- * at most 4 planes x 2 x 2 x 127 = 2032 (and |sum(q)| <= 1016), so nothing saturates before
- * vpmaddwd widens the difference into 16 int32 lanes. Rows and activations must be 64-byte
- * aligned (the packed layout and quantize_rows' k_pad stride keep them so). */
+/* CPU GEMV and GEMM on x86 with AVX-512BW (the runtime defines B158_X86_AVX512BW after checking
+ * that these builtins build for the device; the *_cpu kernels are the portable path), one
+ * 64-byte load per 256 weights. On the unsigned codes c = w + 1 in {0, 1, 2} vpmaddubsw
+ * multiplies 64 u8 codes by 64 s8 activations and adds pairs into s16, and sum(w q) =
+ * sum(c q) - sum(q): sum(q) belongs to the token, not to the row, so a work-item of
+ * B158_GEMM_CPU_R rows takes it once (the same instruction on all-ones codes) and a block then
+ * costs four vpmaddubsw per token. A block adds at most 4 planes x 2 x 2 x 127 = 2032 to an s16
+ * lane of sum(c q), so B158_GEMM_FLUSH = 16 blocks (4096 weights) fit before vpmaddwd widens
+ * them into 16 int32 lanes. Rows and activations must be 64-byte aligned (the packed layout and
+ * quantize_rows' k_pad stride keep them so). Edges reread the last row or token (no branch in
+ * the loops) and store only their own. */
 typedef char b158_m512c __attribute__((__vector_size__(64)));
 typedef short b158_m512s __attribute__((__vector_size__(64)));
 typedef uchar b158_uchar64 __attribute__((ext_vector_type(64)));
@@ -106,20 +109,6 @@ inline int16 b158_madd_ones(b158_short32 a)
         int16);
 }
 
-/* One 256-weight block of one token, as 16 int32 lanes of sum((c - 1) q): the four code planes
- * c0..c3 against the token's four 64-byte activation pieces at xb. */
-inline int16 b158_block_dot(b158_uchar64 c0, b158_uchar64 c1, b158_uchar64 c2, b158_uchar64 c3,
-                            __global const b158_uchar64 *xb)
-{
-    const b158_uchar64 ones = (b158_uchar64)1;
-    const b158_uchar64 x0 = xb[0], x1 = xb[1], x2 = xb[2], x3 = xb[3];
-    const b158_short32 cq =
-        b158_maddubs(c0, x0) + b158_maddubs(c1, x1) + b158_maddubs(c2, x2) + b158_maddubs(c3, x3);
-    const b158_short32 q = b158_maddubs(ones, x0) + b158_maddubs(ones, x1) +
-                           b158_maddubs(ones, x2) + b158_maddubs(ones, x3);
-    return b158_madd_ones(cq - q);
-}
-
 inline int b158_sum16(int16 v)
 {
     const int8 h = v.lo + v.hi;
@@ -127,56 +116,114 @@ inline int b158_sum16(int16 v)
     return f.x + f.y + f.z + f.w;
 }
 
+#define B158_GEMM_FLUSH 16
+
+/* sum(q) of one activation row */
+inline int b158_sum_q(__global const b158_uchar64 *xr, int blocks)
+{
+    const b158_uchar64 ones = (b158_uchar64)1;
+    int16 acc = 0;
+    for (int b = 0; b < blocks; b++) {
+        __global const b158_uchar64 *xb = xr + 4 * b;
+        acc += b158_madd_ones(b158_maddubs(ones, xb[0]) + b158_maddubs(ones, xb[1]) +
+                              b158_maddubs(ones, xb[2]) + b158_maddubs(ones, xb[3]));
+    }
+    return b158_sum16(acc);
+}
+
 __kernel void ternary_gemv_avx512(__global const uchar *w, __global const float *w_scale,
                                   __global const uchar *x, __global const float *x_scale,
                                   __global float *y, int n_rows, int k_pad, int accumulate)
 {
-    const int n = get_global_id(0);
-    if (n >= n_rows)
+    const int n0 = get_global_id(0) * B158_GEMM_CPU_R;
+    if (n0 >= n_rows)
         return;
     const int blocks = k_pad / 256;
-    __global const b158_uchar64 *wr = (__global const b158_uchar64 *)w + (size_t)n * blocks;
+    const int ncount = min(B158_GEMM_CPU_R, n_rows - n0);
     __global const b158_uchar64 *xv = (__global const b158_uchar64 *)x;
+    const int qsum = b158_sum_q(xv, blocks);
     const b158_uchar64 m3 = (b158_uchar64)3;
-    int16 acc = 0;
-    for (int b = 0; b < blocks; b++) {
-        const b158_uchar64 p = wr[b];
-        acc += b158_block_dot(p & m3, (p >> 2) & m3, (p >> 4) & m3, p >> 6, xv + 4 * b);
+    for (int r = 0; r < ncount; r++) {
+        const int n = n0 + r;
+        __global const b158_uchar64 *wr = (__global const b158_uchar64 *)w + (size_t)n * blocks;
+        int16 acc = 0;
+        for (int b0 = 0; b0 < blocks; b0 += B158_GEMM_FLUSH) {
+            const int b1 = min(blocks, b0 + B158_GEMM_FLUSH);
+            b158_short32 t = 0;
+            for (int b = b0; b < b1; b++) {
+                const b158_uchar64 p = wr[b];
+                __global const b158_uchar64 *xb = xv + 4 * b;
+                t += b158_maddubs(p & m3, xb[0]) + b158_maddubs((p >> 2) & m3, xb[1]) +
+                     b158_maddubs((p >> 4) & m3, xb[2]) + b158_maddubs(p >> 6, xb[3]);
+            }
+            acc += b158_madd_ones(t);
+        }
+        b158_store(y, n, (float)(b158_sum16(acc) - qsum) * w_scale[n] / x_scale[0], accumulate);
     }
-    b158_store(y, n, (float)b158_sum16(acc) * w_scale[n] / x_scale[0], accumulate);
 }
 
-/* The same for prefill: one work-item per (row n, B158_GEMM_CPU_M tokens); each 64-byte weight
- * load is unpacked into its four planes once and applied to every token. A block of fewer
- * tokens rereads its last token (no branch in the loop) and stores only its own. */
+/* Prefill: one work-item per (B158_GEMM_CPU_R rows, 4 tokens). Each 64-byte weight load is
+ * unpacked into its planes once and applied to every token; the tokens' activation rows stay in
+ * L1 across the rows. */
+/* t += the block-b dot of one token (its activation row at xr) with planes c0..c3, in 32 short
+ * lanes of sum(c q) */
+#define B158_TOKEN_BLOCK(t, xr)                                                                    \
+    do {                                                                                           \
+        __global const b158_uchar64 *xb_ = (xr) + 4 * b;                                           \
+        t += b158_maddubs(c0, xb_[0]) + b158_maddubs(c1, xb_[1]) + b158_maddubs(c2, xb_[2]) +      \
+             b158_maddubs(c3, xb_[3]);                                                             \
+    } while (0)
+
+/* Four tokens per work-item, written out: PoCL keeps arrays of vectors indexed in loops on the
+ * stack, which costs more than the arithmetic. */
 __kernel void ternary_gemm_avx512(__global const uchar *w, __global const float *w_scale,
                                   __global const uchar *x, __global const float *x_scale,
                                   __global float *y, int n_rows, int k_pad, int m_rows,
                                   int accumulate)
 {
-    const int n = get_global_id(0);
-    const int m0 = get_global_id(1) * B158_GEMM_CPU_M;
-    if (n >= n_rows || m0 >= m_rows)
+    const int n0 = get_global_id(0) * B158_GEMM_CPU_R;
+    const int m0 = get_global_id(1) * 4;
+    if (n0 >= n_rows || m0 >= m_rows)
         return;
     const int blocks = k_pad / 256;
-    const int mcount = min(B158_GEMM_CPU_M, m_rows - m0);
-    __global const b158_uchar64 *wr = (__global const b158_uchar64 *)w + (size_t)n * blocks;
-    __global const b158_uchar64 *xv[B158_GEMM_CPU_M];
-    for (int j = 0; j < B158_GEMM_CPU_M; j++)
-        xv[j] = (__global const b158_uchar64 *)x + (size_t)(m0 + min(j, mcount - 1)) * (k_pad / 64);
+    const int mcount = min(4, m_rows - m0);
+    const int ncount = min(B158_GEMM_CPU_R, n_rows - n0);
+    const size_t stride = (size_t)k_pad / 64;
+    __global const b158_uchar64 *x0 = (__global const b158_uchar64 *)x + (size_t)m0 * stride;
+    __global const b158_uchar64 *x1 = x0 + (size_t)min(1, mcount - 1) * stride;
+    __global const b158_uchar64 *x2 = x0 + (size_t)min(2, mcount - 1) * stride;
+    __global const b158_uchar64 *x3 = x0 + (size_t)min(3, mcount - 1) * stride;
+    const int4 qsum = (int4)(b158_sum_q(x0, blocks), b158_sum_q(x1, blocks), b158_sum_q(x2, blocks),
+                             b158_sum_q(x3, blocks));
     const b158_uchar64 m3 = (b158_uchar64)3;
-    int16 acc[B158_GEMM_CPU_M];
-    for (int j = 0; j < B158_GEMM_CPU_M; j++)
-        acc[j] = 0;
-    for (int b = 0; b < blocks; b++) {
-        const b158_uchar64 p = wr[b];
-        const b158_uchar64 c0 = p & m3, c1 = (p >> 2) & m3, c2 = (p >> 4) & m3, c3 = p >> 6;
-        for (int j = 0; j < B158_GEMM_CPU_M; j++)
-            acc[j] += b158_block_dot(c0, c1, c2, c3, xv[j] + 4 * b);
+    for (int r = 0; r < ncount; r++) {
+        const int n = n0 + r;
+        __global const b158_uchar64 *wr = (__global const b158_uchar64 *)w + (size_t)n * blocks;
+        int16 a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (int b0 = 0; b0 < blocks; b0 += B158_GEMM_FLUSH) {
+            const int b1 = min(blocks, b0 + B158_GEMM_FLUSH);
+            b158_short32 t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+            for (int b = b0; b < b1; b++) {
+                const b158_uchar64 p = wr[b];
+                const b158_uchar64 c0 = p & m3, c1 = (p >> 2) & m3, c2 = (p >> 4) & m3, c3 = p >> 6;
+                B158_TOKEN_BLOCK(t0, x0);
+                B158_TOKEN_BLOCK(t1, x1);
+                B158_TOKEN_BLOCK(t2, x2);
+                B158_TOKEN_BLOCK(t3, x3);
+            }
+            a0 += b158_madd_ones(t0), a1 += b158_madd_ones(t1);
+            a2 += b158_madd_ones(t2), a3 += b158_madd_ones(t3);
+        }
+        const int4 acc = (int4)(b158_sum16(a0), b158_sum16(a1), b158_sum16(a2), b158_sum16(a3));
+        const float4 v = convert_float4(acc - qsum) * w_scale[n];
+        b158_store(y, (size_t)m0 * n_rows + n, v.x / x_scale[m0], accumulate);
+        if (mcount > 1)
+            b158_store(y, (size_t)(m0 + 1) * n_rows + n, v.y / x_scale[m0 + 1], accumulate);
+        if (mcount > 2)
+            b158_store(y, (size_t)(m0 + 2) * n_rows + n, v.z / x_scale[m0 + 2], accumulate);
+        if (mcount > 3)
+            b158_store(y, (size_t)(m0 + 3) * n_rows + n, v.w / x_scale[m0 + 3], accumulate);
     }
-    for (int j = 0; j < mcount; j++)
-        b158_store(y, (size_t)(m0 + j) * n_rows + n,
-                   (float)b158_sum16(acc[j]) * w_scale[n] / x_scale[m0 + j], accumulate);
 }
 #endif
 

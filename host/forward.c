@@ -287,9 +287,9 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
         st = s->rt ? alloc_dev(s) : alloc_cpu(s);
     /* compile every kernel of the forward pass now, so the first token is not the one that
      * pays for it (and the timings of prompt processing do not include it) */
-    static const enum b158_kernel_id used[] = {B158_K_QUANTIZE_ROWS, B158_K_RMSNORM,   B158_K_ROPE,
-                                               B158_K_KV_STORE,      B158_K_ATTENTION, B158_K_GLU,
-                                               B158_K_EMBED,         B158_K_F16_MATVEC};
+    static const enum b158_kernel_id used[] = {
+        B158_K_QUANTIZE_ROWS, B158_K_RMSNORM_QUANTIZE,  B158_K_RMSNORM, B158_K_ROPE_KV_STORE,
+        B158_K_ATTENTION,     B158_K_GLU_NORM_QUANTIZE, B158_K_EMBED,   B158_K_F16_MATVEC};
     for (size_t i = 0; s->rt && st == B158_OK && i < sizeof used / sizeof used[0]; i++) {
         cl_kernel k;
         st = b158_rt_kernel(s->rt, used[i], &k);
@@ -318,6 +318,19 @@ static b158_status dev_quantize(b158_session *s, const b158_buf *x, int k, int n
 {
     struct dev_state *d = &s->dev;
     B158_TRY(b158_op_quantize(s->rt, x, &d->q8, &d->s, k, b158_ternary_k_pad(k), n));
+    if (s->m->dev_mode == B158_WEIGHTS_TERNARY)
+        return B158_OK;
+    return b158_baseline_input(s->rt, &d->base, &d->q8, &d->s, k, n);
+}
+
+/* The quantized input of the BitLinears that follow an RMSNorm: norm and quantization in one
+ * launch (the normed rows are not stored). */
+static b158_status dev_norm_quantize(b158_session *s, const b158_buf *x, const b158_buf *w, int k,
+                                     int n)
+{
+    struct dev_state *d = &s->dev;
+    B158_TRY(b158_op_rmsnorm_quantize(s->rt, x, w, &d->q8, &d->s, k, b158_ternary_k_pad(k), n,
+                                      s->m->info.rms_eps));
     if (s->m->dev_mode == B158_WEIGHTS_TERNARY)
         return B158_OK;
     return b158_baseline_input(s->rt, &d->base, &d->q8, &d->s, k, n);
@@ -378,6 +391,9 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
     const int cache_rows = s->n_seq * s->n_ctx;
     const enum b158_rope_mode rope = h->rope_interleaved ? B158_ROPE_INTERLEAVED : B158_ROPE_NEOX;
     const float att_scale = 1.0f / sqrtf((float)h->head_dim);
+    const b158_rope_kv rope_kv = {&d->q,       &d->k,    &d->v, &d->inv_freq, &d->k_cache,
+                                  &d->v_cache, qd,       kvd,   h->n_head,    h->n_head_kv,
+                                  h->head_dim, h->n_rot, rope};
 
     B158_TRY(b158_buf_write(rt, &d->ids, 0, (size_t)n * 4, tokens));
     B158_TRY(b158_buf_write(rt, &d->tok, 0, (size_t)n * 8, s->tok));
@@ -386,37 +402,29 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
         const struct b158_layer_dev *L = &m->dev[l];
         const size_t cache_off = (size_t)l * cache_rows * kvd;
         /* attention: norm, one int8 quantization shared by q, k and v */
-        B158_TRY(b158_op_rmsnorm(rt, &d->x, &L->attn_norm, &d->xn, h->n_embd, n, h->rms_eps));
-        B158_TRY(dev_quantize(s, &d->xn, h->n_embd, n));
+        B158_TRY(dev_norm_quantize(s, &d->x, &L->attn_norm, h->n_embd, n));
         B158_TRY(dev_linear(s, &L->wq, &L->hq, h->n_embd, &d->q, n, 0));
         B158_TRY(dev_linear(s, &L->wk, &L->hk, h->n_embd, &d->k, n, 0));
         B158_TRY(dev_linear(s, &L->wv, &L->hv, h->n_embd, &d->v, n, 0));
-        B158_TRY(b158_op_rope(rt, &d->q, &d->inv_freq, qd, h->n_head, h->head_dim, h->n_rot, n,
-                              &d->tok, rope));
-        B158_TRY(b158_op_rope(rt, &d->k, &d->inv_freq, kvd, h->n_head_kv, h->head_dim, h->n_rot, n,
-                              &d->tok, rope));
-        B158_TRY(b158_op_kv_store(rt, &d->k, &d->v, &d->k_cache, &d->v_cache, kvd, kvd, n, &d->tok,
-                                  cache_off, cache_rows));
+        B158_TRY(b158_op_rope_kv_store(rt, &rope_kv, &d->tok, n, cache_off, cache_rows));
         B158_TRY(b158_op_attention(rt, &d->q, &d->k_cache, &d->v_cache, &d->att, h->n_head,
                                    h->n_head_kv, h->head_dim, qd, n, &d->tok, cache_off, cache_rows,
                                    att_scale));
-        if (h->sub_norms)
-            B158_TRY(b158_op_rmsnorm(rt, &d->att, &L->attn_sub_norm, &d->att, qd, n, h->rms_eps));
-        B158_TRY(dev_quantize(s, &d->att, qd, n));
+        B158_TRY(h->sub_norms ? dev_norm_quantize(s, &d->att, &L->attn_sub_norm, qd, n)
+                              : dev_quantize(s, &d->att, qd, n));
         /* output projection added straight into the residual stream */
         B158_TRY(dev_linear(s, &L->wo, &L->ho, qd, &d->x, n, 1));
 
         /* feed-forward */
-        B158_TRY(b158_op_rmsnorm(rt, &d->x, &L->ffn_norm, &d->xn, h->n_embd, n, h->rms_eps));
-        B158_TRY(dev_quantize(s, &d->xn, h->n_embd, n));
+        B158_TRY(dev_norm_quantize(s, &d->x, &L->ffn_norm, h->n_embd, n));
         B158_TRY(dev_linear(s, &L->wgate, &L->hgate, h->n_embd, &d->gate, n, 0));
         B158_TRY(dev_linear(s, &L->wup, &L->hup, h->n_embd, &d->up, n, 0));
-        B158_TRY(b158_op_glu(rt, &d->gate, &d->up, &d->gate, n * h->n_ff,
-                             h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU));
-        if (h->sub_norms)
-            B158_TRY(
-                b158_op_rmsnorm(rt, &d->gate, &L->ffn_sub_norm, &d->gate, h->n_ff, n, h->rms_eps));
-        B158_TRY(dev_quantize(s, &d->gate, h->n_ff, n));
+        B158_TRY(b158_op_glu_norm_quantize(rt, &d->gate, &d->up, 0, h->n_ff,
+                                           h->sub_norms ? &L->ffn_sub_norm : NULL, &d->q8, &d->s,
+                                           h->n_ff, b158_ternary_k_pad(h->n_ff), n, h->rms_eps,
+                                           h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU));
+        if (m->dev_mode != B158_WEIGHTS_TERNARY)
+            B158_TRY(b158_baseline_input(rt, &d->base, &d->q8, &d->s, h->n_ff, n));
         B158_TRY(dev_linear(s, &L->wdown, &L->hdown, h->n_ff, &d->x, n, 1));
     }
     /* final norm and LM head, on the rows that asked for logits only */

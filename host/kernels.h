@@ -16,10 +16,10 @@
     X(TERNARY_GEMM_AVX512, "ternary_gemm_avx512", "ternary.cl")                                    \
     X(TERNARY_GEMM_GPU, "ternary_gemm_gpu", "ternary.cl")                                          \
     X(RMSNORM, "rmsnorm", "norm.cl")                                                               \
-    X(ROPE, "rope", "rope.cl")                                                                     \
-    X(KV_STORE, "kv_store", "attention.cl")                                                        \
+    X(RMSNORM_QUANTIZE, "rmsnorm_quantize", "norm.cl")                                             \
+    X(ROPE_KV_STORE, "rope_kv_store", "rope.cl")                                                   \
     X(ATTENTION, "attention", "attention.cl")                                                      \
-    X(GLU, "glu", "elementwise.cl")                                                                \
+    X(GLU_NORM_QUANTIZE, "glu_norm_quantize", "elementwise.cl")                                    \
     X(ADD, "add", "elementwise.cl")                                                                \
     X(EMBED, "embed_rows", "embed.cl")                                                             \
     X(F16_MATVEC, "f16_matvec", "f16-matmul.cl")                                                   \

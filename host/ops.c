@@ -121,7 +121,9 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
                            B158_ARG(w->k_pad), B158_ARG(m_rows), B158_ARG(accumulate));
     }
     const size_t gy = (size_t)(m_rows + rt->tune.gemm_cpu_m - 1) / rt->tune.gemm_cpu_m;
-    return B158_LAUNCH(rt, b158_op_ternary_gemm_kernel(rt), 2, ((size_t[]){(size_t)w->n, gy}),
+    const size_t rows = rt->tune.x86_avx512bw ? (size_t)rt->tune.gemm_cpu_r : 1;
+    const size_t gx = ((size_t)w->n + rows - 1) / rows;
+    return B158_LAUNCH(rt, b158_op_ternary_gemm_kernel(rt), 2, ((size_t[]){gx, gy}),
                        ((size_t[]){CPU_ROWS_WG, 1}), B158_ARG_MEM(&w->codes),
                        B158_ARG_MEM(&w->scales), B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y),
                        B158_ARG(w->n), B158_ARG(w->k_pad), B158_ARG(m_rows), B158_ARG(accumulate));
@@ -156,10 +158,12 @@ b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b
                            B158_ARG(w->k_pad), B158_ARG(accumulate),
                            B158_ARG_LOCAL((size_t)w->k_pad));
     }
-    return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1, ((size_t[]){(size_t)w->n}),
-                       ((size_t[]){CPU_ROWS_WG}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
-                       B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
-                       B158_ARG(w->k_pad), B158_ARG(accumulate));
+    const size_t rows = rt->tune.x86_avx512bw ? (size_t)rt->tune.gemm_cpu_r : 1;
+    return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1,
+                       ((size_t[]){((size_t)w->n + rows - 1) / rows}), ((size_t[]){CPU_ROWS_WG}),
+                       B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales), B158_ARG_MEM(q),
+                       B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n), B158_ARG(w->k_pad),
+                       B158_ARG(accumulate));
 }
 
 b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
@@ -176,25 +180,23 @@ b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf 
                        B158_ARG(m_rows), B158_ARG(eps));
 }
 
-b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,
-                         int row_stride, int n_heads, int head_dim, int n_rot, int m_rows,
-                         const b158_buf *tok, enum b158_rope_mode mode)
+b158_status b158_op_rmsnorm_quantize(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
+                                     const b158_buf *q, const b158_buf *s, int n, int k_pad,
+                                     int m_rows, float eps)
 {
-    B158_TRY(positive(n_heads, "rope", "heads"));
-    B158_TRY(positive(m_rows, "rope", "rows"));
-    if (n_rot <= 0 || n_rot % 2 || n_rot > head_dim || row_stride < n_heads * head_dim)
-        return B158_FAIL(B158_ERR_INVALID_ARG,
-                         "rope: n_rot %d, head_dim %d, %d heads, row stride %d", n_rot, head_dim,
-                         n_heads, row_stride);
-    B158_TRY(
-        need(x, ((size_t)(m_rows - 1) * row_stride + (size_t)n_heads * head_dim) * 4, "rope", "x"));
-    B158_TRY(need(inv_freq, (size_t)n_rot / 2 * 4, "rope", "inv_freq"));
-    B158_TRY(need(tok, (size_t)m_rows * 8, "rope", "token positions"));
-    const int imode = mode;
-    return B158_LAUNCH(
-        rt, B158_K_ROPE, 3, ((size_t[]){(size_t)n_rot / 2, (size_t)n_heads, (size_t)m_rows}), NULL,
-        B158_ARG_MEM(x), B158_ARG_MEM(inv_freq), B158_ARG(row_stride), B158_ARG(n_heads),
-        B158_ARG(head_dim), B158_ARG(n_rot), B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(imode));
+    B158_TRY(positive(n, "rmsnorm_quantize", "n"));
+    B158_TRY(positive(m_rows, "rmsnorm_quantize", "rows"));
+    if (k_pad < n || k_pad % 64)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "rmsnorm_quantize: k_pad %d for n %d", k_pad, n);
+    B158_TRY(need(x, (size_t)m_rows * n * 4, "rmsnorm_quantize", "x"));
+    B158_TRY(need(w, (size_t)n * 4, "rmsnorm_quantize", "weight"));
+    B158_TRY(need(q, (size_t)m_rows * k_pad, "rmsnorm_quantize", "q"));
+    B158_TRY(need(s, (size_t)m_rows * 4, "rmsnorm_quantize", "s"));
+    const size_t wg = (size_t)rt->tune.wg;
+    return B158_LAUNCH(rt, B158_K_RMSNORM_QUANTIZE, 2, ((size_t[]){wg, (size_t)m_rows}),
+                       ((size_t[]){wg, 1}), B158_ARG_MEM(x), B158_ARG_MEM(w), B158_ARG_MEM(q),
+                       B158_ARG_MEM(s), B158_ARG(n), B158_ARG(k_pad), B158_ARG(m_rows),
+                       B158_ARG(eps));
 }
 
 /* The cache region of one layer: cache_rows rows of row_elems halves from element cache_off. */
@@ -209,27 +211,75 @@ static b158_status cache_region(const b158_buf *k_cache, const b158_buf *v_cache
     return need(v_cache, end * 2, op, "v cache");
 }
 
+b158_status b158_op_rope_kv_store(b158_runtime *rt, const b158_rope_kv *a, const b158_buf *tok,
+                                  int m_rows, size_t cache_off, int cache_rows)
+{
+    const char *op = "rope_kv_store";
+    B158_TRY(positive(m_rows, op, "rows"));
+    if (a->n_head < 0 || a->n_head_kv < 0 || a->n_head + a->n_head_kv == 0 || a->head_dim <= 0 ||
+        a->n_rot < 0 || a->n_rot % 2 || a->n_rot > a->head_dim ||
+        a->q_stride < a->n_head * a->head_dim || a->kv_stride < a->n_head_kv * a->head_dim)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: %d + %d heads of %d, n_rot %d, strides %d / %d",
+                         op, a->n_head, a->n_head_kv, a->head_dim, a->n_rot, a->q_stride,
+                         a->kv_stride);
+    const size_t last = (size_t)(m_rows - 1);
+    if (a->n_head)
+        B158_TRY(need(a->q, (last * a->q_stride + (size_t)a->n_head * a->head_dim) * 4, op, "q"));
+    if (a->n_head_kv) {
+        const size_t kv = (last * a->kv_stride + (size_t)a->n_head_kv * a->head_dim) * 4;
+        B158_TRY(need(a->k, kv, op, "k"));
+        B158_TRY(need(a->v, kv, op, "v"));
+        B158_TRY(cache_region(a->k_cache, a->v_cache, cache_off, cache_rows,
+                              a->n_head_kv * a->head_dim, op));
+    }
+    if (a->n_rot)
+        B158_TRY(need(a->inv_freq, (size_t)a->n_rot / 2 * 4, op, "inv_freq"));
+    B158_TRY(need(tok, (size_t)m_rows * 8, op, "token positions"));
+    /* the kernel takes every buffer; the ones a call does not use stand in for each other */
+    const b158_buf *any = a->n_head ? a->q : a->k;
+    const b158_buf *q = a->n_head ? a->q : any, *k = a->n_head_kv ? a->k : any;
+    const b158_buf *v = a->n_head_kv ? a->v : any, *kc = a->n_head_kv ? a->k_cache : any;
+    const b158_buf *vc = a->n_head_kv ? a->v_cache : any, *inv = a->n_rot ? a->inv_freq : any;
+    const int off = a->n_head_kv ? (int)cache_off : 0, rows = a->n_head_kv ? cache_rows : 0;
+    const int mode = a->mode;
+    return B158_LAUNCH(rt, B158_K_ROPE_KV_STORE, 2,
+                       ((size_t[]){(size_t)(a->n_head + a->n_head_kv), (size_t)m_rows}), NULL,
+                       B158_ARG_MEM(q), B158_ARG_MEM(k), B158_ARG_MEM(v), B158_ARG_MEM(inv),
+                       B158_ARG_MEM(kc), B158_ARG_MEM(vc), B158_ARG(a->q_stride),
+                       B158_ARG(a->kv_stride), B158_ARG(a->n_head), B158_ARG(a->n_head_kv),
+                       B158_ARG(a->head_dim), B158_ARG(a->n_rot), B158_ARG(m_rows),
+                       B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(rows), B158_ARG(mode));
+}
+
+b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,
+                         int row_stride, int n_heads, int head_dim, int n_rot, int m_rows,
+                         const b158_buf *tok, enum b158_rope_mode mode)
+{
+    if (n_heads <= 0 || n_rot <= 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "rope: %d heads, n_rot %d", n_heads, n_rot);
+    const b158_rope_kv a = {.q = x,
+                            .inv_freq = inv_freq,
+                            .q_stride = row_stride,
+                            .n_head = n_heads,
+                            .head_dim = head_dim,
+                            .n_rot = n_rot,
+                            .mode = mode};
+    return b158_op_rope_kv_store(rt, &a, tok, m_rows, 0, 0);
+}
+
 b158_status b158_op_kv_store(b158_runtime *rt, const b158_buf *k, const b158_buf *v,
                              const b158_buf *k_cache, const b158_buf *v_cache, int kv_dim,
                              int row_stride, int m_rows, const b158_buf *tok, size_t cache_off,
                              int cache_rows)
 {
-    B158_TRY(positive(kv_dim, "kv_store", "kv_dim"));
-    B158_TRY(positive(m_rows, "kv_store", "rows"));
-    if (row_stride < kv_dim)
-        return B158_FAIL(B158_ERR_INVALID_ARG, "kv_store: stride %d < kv_dim %d", row_stride,
-                         kv_dim);
-    const size_t src = ((size_t)(m_rows - 1) * row_stride + kv_dim) * 4;
-    B158_TRY(need(k, src, "kv_store", "k"));
-    B158_TRY(need(v, src, "kv_store", "v"));
-    B158_TRY(need(tok, (size_t)m_rows * 8, "kv_store", "token positions"));
-    B158_TRY(cache_region(k_cache, v_cache, cache_off, cache_rows, kv_dim, "kv_store"));
-    const int off = (int)cache_off;
-    return B158_LAUNCH(
-        rt, B158_K_KV_STORE, 2, ((size_t[]){round_up((size_t)kv_dim, ELEMWISE_WG), (size_t)m_rows}),
-        ((size_t[]){ELEMWISE_WG, 1}), B158_ARG_MEM(k), B158_ARG_MEM(v), B158_ARG_MEM(k_cache),
-        B158_ARG_MEM(v_cache), B158_ARG(kv_dim), B158_ARG(row_stride), B158_ARG(m_rows),
-        B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(cache_rows));
+    const b158_rope_kv a = {.k = k,
+                            .v = v,
+                            .k_cache = k_cache,
+                            .v_cache = v_cache,
+                            .kv_stride = row_stride,
+                            .n_head_kv = 1,
+                            .head_dim = kv_dim};
+    return b158_op_rope_kv_store(rt, &a, tok, m_rows, cache_off, cache_rows);
 }
 
 b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_buf *k_cache,
@@ -260,17 +310,32 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
                        B158_ARG(scale));
 }
 
-b158_status b158_op_glu(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
-                        const b158_buf *out, int count, enum b158_act act)
+b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
+                                      int up_off, int stride, const b158_buf *norm_w,
+                                      const b158_buf *q, const b158_buf *s, int n, int k_pad,
+                                      int m_rows, float eps, enum b158_act act)
 {
-    B158_TRY(positive(count, "glu", "count"));
-    B158_TRY(need(gate, (size_t)count * 4, "glu", "gate"));
-    B158_TRY(need(up, (size_t)count * 4, "glu", "up"));
-    B158_TRY(need(out, (size_t)count * 4, "glu", "out"));
-    const int iact = act;
-    return B158_LAUNCH(rt, B158_K_GLU, 1, ((size_t[]){round_up((size_t)count, ELEMWISE_WG)}),
-                       ((size_t[]){ELEMWISE_WG}), B158_ARG_MEM(gate), B158_ARG_MEM(up),
-                       B158_ARG_MEM(out), B158_ARG(count), B158_ARG(iact));
+    const char *op = "glu_norm_quantize";
+    B158_TRY(positive(n, op, "n"));
+    B158_TRY(positive(m_rows, op, "rows"));
+    if (k_pad < n || k_pad % 64 || stride < n || up_off < 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: n %d, k_pad %d, stride %d, up at %d", op, n,
+                         k_pad, stride, up_off);
+    const size_t rows = (size_t)(m_rows - 1) * stride + n;
+    B158_TRY(need(gate, rows * 4, op, "gate"));
+    B158_TRY(need(up, (rows + (size_t)up_off) * 4, op, "up"));
+    if (norm_w)
+        B158_TRY(need(norm_w, (size_t)n * 4, op, "norm weight"));
+    B158_TRY(need(q, (size_t)m_rows * k_pad, op, "q"));
+    B158_TRY(need(s, (size_t)m_rows * 4, op, "s"));
+    const b158_buf *w = norm_w ? norm_w : gate; /* not read without a norm */
+    const int iact = act, norm = norm_w != NULL;
+    const size_t wg = (size_t)rt->tune.wg;
+    return B158_LAUNCH(rt, B158_K_GLU_NORM_QUANTIZE, 2, ((size_t[]){wg, (size_t)m_rows}),
+                       ((size_t[]){wg, 1}), B158_ARG_MEM(gate), B158_ARG_MEM(up), B158_ARG(up_off),
+                       B158_ARG(stride), B158_ARG_MEM(w), B158_ARG_MEM(q), B158_ARG_MEM(s),
+                       B158_ARG(n), B158_ARG(k_pad), B158_ARG(m_rows), B158_ARG(eps),
+                       B158_ARG(iact), B158_ARG(norm));
 }
 
 b158_status b158_op_add(b158_runtime *rt, const b158_buf *x, const b158_buf *y, int count)

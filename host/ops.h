@@ -59,17 +59,35 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
 b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
                             const b158_buf *out, int n, int m_rows, float eps);
 
+/* q / s of b158_op_quantize for the rows of b158_op_rmsnorm(x, w) (n wide), in one launch; the
+ * normed rows are not stored. */
+b158_status b158_op_rmsnorm_quantize(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
+                                     const b158_buf *q, const b158_buf *s, int n, int k_pad,
+                                     int m_rows, float eps);
+
 /* Token positions of a batch: tok[m] = {position of token m in its sequence, cache row of
  * that sequence's position 0} as two int32 (cl int2), m_rows of them in a device buffer. The
  * cache rows of one layer run from element cache_off for cache_rows rows (n_seq * n_ctx). */
 
-/* inv_freq: n_rot / 2 floats from b158_rope_inv_freq (host/ref.h). */
+/* RoPE of q and k fused with the store of k and v into the FP16 cache (cl_kernels/rope.cl):
+ * the n_head heads of q (rows of q_stride floats) rotated in place; the n_head_kv heads of k
+ * (rows of kv_stride) rotated in place, then k's and v's rows written as half at cache row
+ * tok[m].y + tok[m].x of the layer (rows past cache_rows skipped). n_head or n_head_kv may be
+ * 0 (the other part alone), n_rot 0 rotates nothing. inv_freq: n_rot / 2 floats from
+ * b158_rope_inv_freq (host/ref.h). */
+typedef struct b158_rope_kv {
+    const b158_buf *q, *k, *v, *inv_freq, *k_cache, *v_cache;
+    int q_stride, kv_stride, n_head, n_head_kv, head_dim, n_rot;
+    enum b158_rope_mode mode;
+} b158_rope_kv;
+b158_status b158_op_rope_kv_store(b158_runtime *rt, const b158_rope_kv *args, const b158_buf *tok,
+                                  int m_rows, size_t cache_off, int cache_rows);
+
+/* Its two parts alone: RoPE of m_rows rows of n_heads heads in place, and the store of m_rows
+ * K and V rows (kv_dim floats each, row stride row_stride) without rotation. */
 b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,
                          int row_stride, int n_heads, int head_dim, int n_rot, int m_rows,
                          const b158_buf *tok, enum b158_rope_mode mode);
-
-/* Writes m_rows K and V rows (kv_dim floats each, row stride row_stride) into the FP16 cache,
- * each at row tok[m].y + tok[m].x of the layer; rows past cache_rows are skipped. */
 b158_status b158_op_kv_store(b158_runtime *rt, const b158_buf *k, const b158_buf *v,
                              const b158_buf *k_cache, const b158_buf *v_cache, int kv_dim,
                              int row_stride, int m_rows, const b158_buf *tok, size_t cache_off,
@@ -82,8 +100,14 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
                               int n_head_kv, int head_dim, int q_stride, int m_rows,
                               const b158_buf *tok, size_t cache_off, int cache_rows, float scale);
 
-b158_status b158_op_glu(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
-                        const b158_buf *out, int count, enum b158_act act);
+/* The int8 input of the FFN's down projection from its gate and up halves, in one launch:
+ * h = act(gate) * up, with norm_w (n floats) the sub-norm rmsnorm(h) * norm_w (NULL: none),
+ * quantized as b158_op_quantize writes q / s. Row m's gate at gate[m * stride], its up at
+ * up[up_off + m * stride] (gate and up may be one buffer of [gate | up] rows). */
+b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
+                                      int up_off, int stride, const b158_buf *norm_w,
+                                      const b158_buf *q, const b158_buf *s, int n, int k_pad,
+                                      int m_rows, float eps, enum b158_act act);
 b158_status b158_op_add(b158_runtime *rt, const b158_buf *x, const b158_buf *y, int count);
 b158_status b158_op_embed(b158_runtime *rt, const b158_buf *table, const b158_buf *ids,
                           const b158_buf *out, int n_embd, int n_vocab, int m_rows);

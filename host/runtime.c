@@ -65,6 +65,7 @@ static void choose_tuning(b158_runtime *rt)
                           .gemm_tn = 32,
                           .gemm_tm = 16,
                           .gemm_cpu_m = 4,
+                          .gemm_cpu_r = 1,
                           .head_dim_max = 256};
         if (rt->info.max_work_group < 64)
             t.wg = (int)rt->info.max_work_group;
@@ -75,6 +76,7 @@ static void choose_tuning(b158_runtime *rt)
                           .gemm_tn = 32,
                           .gemm_tm = 16,
                           .gemm_cpu_m = 4,
+                          .gemm_cpu_r = 8,
                           .head_dim_max = 256,
                           .x86_avx512bw = probe_x86_avx512bw(rt)};
     }
@@ -83,10 +85,11 @@ static void choose_tuning(b158_runtime *rt)
              "/* b158-cl prelude: device features and tuning */\n"
              "#define B158_GPU %d\n#define B158_WG %d\n#define B158_GEMV_ROWS %d\n"
              "#define B158_GEMM_TN %d\n#define B158_GEMM_TM %d\n#define B158_GEMM_CPU_M %d\n"
+             "#define B158_GEMM_CPU_R %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
              "#define B158_X86_AVX512BW %d\n#line 1\n",
-             t.gpu, t.wg, t.gemv_rows, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m, t.head_dim_max,
-             rt->info.has_fp16, t.x86_avx512bw);
+             t.gpu, t.wg, t.gemv_rows, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m, t.gemm_cpu_r,
+             t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)
