@@ -81,6 +81,15 @@ static void test_parse_valid(void)
     srv_request_free(&r); /* twice is harmless */
 }
 
+/* 1025 bytes: one more than a stop string may have */
+#define SRV_TEST_S8 "xxxxxxxx"
+#define SRV_TEST_S64                                                                               \
+    SRV_TEST_S8 SRV_TEST_S8 SRV_TEST_S8 SRV_TEST_S8 SRV_TEST_S8 SRV_TEST_S8 SRV_TEST_S8 SRV_TEST_S8
+#define SRV_TEST_S512                                                                              \
+    SRV_TEST_S64 SRV_TEST_S64 SRV_TEST_S64 SRV_TEST_S64 SRV_TEST_S64 SRV_TEST_S64 SRV_TEST_S64     \
+        SRV_TEST_S64
+#define SRV_TEST_LONG_STOP SRV_TEST_S512 SRV_TEST_S512 "x"
+
 static void test_parse_invalid(void)
 {
     static const struct {
@@ -109,6 +118,7 @@ static void test_parse_invalid(void)
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"stop\":\"\"}", "stop"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"stop\":[1]}", "stop"},
+        {SRV_COMPLETION, "{\"prompt\":\"a\",\"stop\":\"" SRV_TEST_LONG_STOP "\"}", "stop"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"stream\":1}", "stream"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"stream_options\":[]}", "stream_options"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"model\":3}", "model"},

@@ -138,6 +138,11 @@ static int get_stop(json_t *root, srv_request *r, srv_error *err)
             BAD("stop", "'stop' must be a non-empty string or an array of them");
             return -1;
         }
+        /* the scheduler rescans held-back text for each token: keep that bounded */
+        if (json_string_length(items[i]) > SRV_MAX_STOP_LEN) {
+            BAD("stop", "a stop string is at most %d bytes", SRV_MAX_STOP_LEN);
+            return -1;
+        }
         size_t len = json_string_length(items[i]);
         char *s = malloc(len + 1);
         if (!s) {

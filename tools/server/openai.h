@@ -8,7 +8,8 @@
 #include "b158/model.h"
 #include "b158/tokenizer.h"
 
-#define SRV_MAX_STOP 4 /* OpenAI's limit on stop strings */
+#define SRV_MAX_STOP 4        /* OpenAI's limit on stop strings */
+#define SRV_MAX_STOP_LEN 1024 /* bytes per stop string */
 
 typedef enum srv_kind {
     SRV_CHAT = 0,       /* POST /v1/chat/completions: messages */

@@ -12,6 +12,7 @@
  * At a signal the server stops accepting connections, ends queued and running requests (503, or
  * an error event in a stream), joins the scheduler, closes the connections and frees
  * everything; the exit status is 0. */
+#include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -124,13 +125,17 @@ static int parse(int argc, char **argv, args *a)
     return 0;
 }
 
-/* The model's id: --alias, else the file name without its folders. */
+/* The model's id: --alias, else the file name without its folders; a name that is not UTF-8
+ * cannot be a JSON string, so it becomes "b158-cl". */
 static const char *model_id(const args *a, const char *path)
 {
-    if (a->alias)
-        return a->alias;
     const char *slash = strrchr(path, '/');
-    return slash ? slash + 1 : path;
+    const char *id = a->alias ? a->alias : slash ? slash + 1 : path;
+    json_t *j = json_string(id);
+    json_decref(j);
+    if (!j)
+        fprintf(stderr, "warning: the model name '%s' is not UTF-8; serving it as 'b158-cl'\n", id);
+    return j ? id : "b158-cl";
 }
 
 static int fail(const char *what)
