@@ -783,6 +783,9 @@ static void test_errors(void)
     xfer_init(&x, &s, "DELETE", "/health", NULL, 0, NULL);
     xfer_finish(&x, curl_easy_perform(x.e));
     check_error(&x, 405, "method_not_allowed");
+    struct curl_header *allow = NULL;
+    CU_ASSERT(curl_easy_header(x.e, "Allow", 0, CURLH_HEADER, -1, &allow) == CURLHE_OK &&
+              strcmp(allow->value, "GET") == 0);
     xfer_free(&x);
 
     /* a prompt longer than the 256-token context */

@@ -82,9 +82,9 @@ static void count(srv_http *h, int status)
     pthread_mutex_unlock(&h->mu);
 }
 
-/* Queues body (malloc'd, taken over) as the response. */
+/* Queues body (malloc'd, taken over) as the response; allow: the Allow header of a 405. */
 static enum MHD_Result send_body(srv_http *h, struct MHD_Connection *c, int status,
-                                 const char *type, char *body)
+                                 const char *type, char *body, const char *allow)
 {
     if (!body)
         return MHD_NO; /* out of memory: drop the connection */
@@ -97,6 +97,8 @@ static enum MHD_Result send_body(srv_http *h, struct MHD_Connection *c, int stat
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (status == 401)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (allow)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
     enum MHD_Result rc = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     count(h, status);
@@ -105,7 +107,7 @@ static enum MHD_Result send_body(srv_http *h, struct MHD_Connection *c, int stat
 
 static enum MHD_Result send_error(srv_http *h, struct MHD_Connection *c, const srv_error *e)
 {
-    return send_body(h, c, e->status, "application/json", srv_error_json(e));
+    return send_body(h, c, e->status, "application/json", srv_error_json(e), NULL);
 }
 
 static double now_s(void)
@@ -178,7 +180,7 @@ static enum MHD_Result metrics(srv_http *h, struct MHD_Connection *c)
         free(t);
         return MHD_NO;
     }
-    return send_body(h, c, 200, "text/plain; version=0.0.4", t);
+    return send_body(h, c, 200, "text/plain; version=0.0.4", t, NULL);
 }
 
 /* ---- completions -------------------------------------------------------------------------- */
@@ -444,20 +446,21 @@ static enum MHD_Result completions(srv_http *h, struct MHD_Connection *c, reques
     r.completion_tokens = st.completion_tokens;
     char *json = srv_response_json(kind, &r);
     free(text);
-    return send_body(h, c, 200, "application/json", json);
+    return send_body(h, c, 200, "application/json", json, NULL);
 }
 
 /* ---- the access handler ------------------------------------------------------------------- */
 
 /* The checks that need no body: route, method, key, declared size. 0 = go on. */
 static int precheck(srv_http *h, struct MHD_Connection *c, const char *url, const char *method,
-                    request_state *rs, srv_error *e)
+                    request_state *rs, srv_error *e, const char **allow)
 {
     int path_known = 0, found = 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !found; i++) {
         if (strcmp(url, routes[i].path) != 0)
             continue;
         path_known = 1;
+        *allow = routes[i].method;
         if (strcmp(method, routes[i].method) == 0) {
             rs->route = routes[i].route;
             found = 1;
@@ -513,9 +516,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
             return MHD_NO;
         *con_cls = rs;
         srv_error e;
+        const char *allow = NULL;
         /* answered before the body is read; MHD then closes the connection */
-        if (precheck(h, c, url, method, rs, &e))
-            return send_error(h, c, &e);
+        if (precheck(h, c, url, method, rs, &e, &allow))
+            return send_body(h, c, e.status, "application/json", srv_error_json(&e),
+                             e.status == 405 ? allow : NULL);
         if (rs->route == ROUTE_CHAT || rs->route == ROUTE_COMPLETIONS) {
             rs->in_flight = 1;
             pthread_mutex_lock(&h->mu);
@@ -553,11 +558,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     switch (rs->route) {
     case ROUTE_HEALTH:
-        return send_body(h, c, 200, "application/json", strdup("{\"status\":\"ok\"}"));
+        return send_body(h, c, 200, "application/json", strdup("{\"status\":\"ok\"}"), NULL);
     case ROUTE_METRICS:
         return metrics(h, c);
     case ROUTE_MODELS:
-        return send_body(h, c, 200, "application/json", srv_models_json(h->p.model_id, h->started));
+        return send_body(h, c, 200, "application/json", srv_models_json(h->p.model_id, h->started),
+                         NULL);
     default:
         return completions(h, c, rs);
     }
@@ -613,11 +619,10 @@ int srv_http_start(const srv_http_params *p, srv_http **out, char *err, size_t c
                      MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(
-        flags, (uint16_t)p->port, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)SRV_IDLE_TIMEOUT, MHD_OPTION_CONNECTION_LIMIT, 1000u, MHD_OPTION_NOTIFY_COMPLETED,
-        request_done, h, MHD_OPTION_END);
+    h->daemon = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, handler, h,
+                                 MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_TIMEOUT,
+                                 (unsigned)SRV_IDLE_TIMEOUT, MHD_OPTION_CONNECTION_LIMIT, 1000u,
+                                 MHD_OPTION_NOTIFY_COMPLETED, request_done, h, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {
         snprintf(err, cap, "cannot listen on %s port %d (in use, or not an address here?)", p->host,
