@@ -23,7 +23,8 @@
 #define SRV_WAIT_MS 200     /* how often a waiting thread looks for a vanished client */
 #define SRV_IDLE_TIMEOUT 60 /* seconds an idle keep-alive connection is kept */
 
-/* HTTP statuses counted in /metrics (499: the client went away before the answer). */
+/* HTTP statuses counted in /metrics (499: the client went away before the answer). A stream is
+ * counted when it ends: 200 when it ran to [DONE], 499 when its client left. */
 static const int counted_status[] = {200, 400, 401, 404, 405, 413, 499, 500, 503};
 #define N_COUNTED (sizeof counted_status / sizeof counted_status[0])
 
@@ -273,6 +274,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
                 }
                 oom = oom || put(s, "data: [DONE]\n\n");
                 s->finished = 1;
+                count(s->h, 200); /* counted before the client can see the end */
                 MHD_set_connection_option(s->conn, MHD_CONNECTION_OPTION_TIMEOUT,
                                           (unsigned)SRV_IDLE_TIMEOUT);
             } else if (got == 0 && client_gone(s->conn)) {
@@ -409,7 +411,6 @@ static enum MHD_Result completions(srv_http *h, struct MHD_Connection *c, reques
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
         enum MHD_Result q = MHD_queue_response(c, MHD_HTTP_OK, resp);
         MHD_destroy_response(resp); /* the stream lives until MHD frees it */
-        count(h, 200);
         return q;
     }
     char *text = NULL;
