@@ -950,11 +950,13 @@ static void test_disconnect(void)
     expect_clean_exit(&s);
 }
 
-/* The greedy text of each request alone equals its text while the others run beside it. */
+/* The greedy text of each request alone equals its text while the others run beside it. Steps
+ * of at most 8 tokens split the longer prompts into chunks that share steps with the others'
+ * generated tokens. */
 static void test_batched(void)
 {
     server s;
-    if (server_start(&s, "-np 4"))
+    if (server_start(&s, "-np 4 -b 8"))
         return;
     static const struct {
         const char *prompt;
