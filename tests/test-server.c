@@ -558,10 +558,12 @@ static int read_stream(const xfer *x, srv_kind kind, outcome *o)
     return bad || !o->done_last ? -1 : 0;
 }
 
-static char *completion_body(const char *prompt, int max_tokens, int stream, const char *extra)
+/* A completion request; temperature 0 = greedy. */
+static char *request_body(const char *prompt, int max_tokens, int stream, double temperature,
+                          const char *extra)
 {
-    json_t *j = json_pack("{s:s,s:i,s:i,s:b}", "prompt", prompt, "max_tokens", max_tokens,
-                          "temperature", 0, "stream", stream);
+    json_t *j = json_pack("{s:s,s:i,s:f,s:b}", "prompt", prompt, "max_tokens", max_tokens,
+                          "temperature", temperature, "stream", stream);
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     if (extra && *extra) { /* ,"key":value pairs spliced in before the closing brace */
@@ -571,6 +573,11 @@ static char *completion_body(const char *prompt, int max_tokens, int stream, con
         s = t;
     }
     return s;
+}
+
+static char *completion_body(const char *prompt, int max_tokens, int stream, const char *extra)
+{
+    return request_body(prompt, max_tokens, stream, 0.0, extra);
 }
 
 /* A greedy completion of prompt, whole or streamed; its outcome or a failed assertion. */
@@ -950,9 +957,9 @@ static void test_disconnect(void)
     expect_clean_exit(&s);
 }
 
-/* The greedy text of each request alone equals its text while the others run beside it. Steps
- * of at most 8 tokens split the longer prompts into chunks that share steps with the others'
- * generated tokens. */
+/* The text of each request alone equals its text while the others run beside it: greedy, and
+ * sampled with a seed (each request has its own sampler). Steps of at most 8 tokens split the
+ * longer prompts into chunks that share steps with the others' generated tokens. */
 static void test_batched(void)
 {
     server s;
@@ -961,24 +968,36 @@ static void test_batched(void)
     static const struct {
         const char *prompt;
         int max_tokens, stream;
+        double temperature;
     } reqs[] = {
-        {"ROMEO:", 60, 0},
-        {"JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?", 35, 1},
+        {"ROMEO:", 60, 0, 0.0},
+        {"JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?", 35, 1, 0.0},
         {"First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.", 90,
-         0},
-        {"KING", 20, 1},
-        {"MENENIUS:\nWhat work's, my countrymen, in hand? where go you", 75, 1},
-        {"\n", 50, 0},
+         0, 0.0},
+        {"KING", 20, 1, 0.0},
+        {"MENENIUS:\nWhat work's, my countrymen, in hand? where go you", 75, 1, 0.9},
+        {"\n", 50, 0, 1.0},
     };
     enum { N = sizeof reqs / sizeof reqs[0] };
     outcome alone[N], together[N];
-    for (int i = 0; i < N; i++)
-        if (complete(&s, reqs[i].prompt, reqs[i].max_tokens, reqs[i].stream, NULL, &alone[i]))
-            goto out;
-    const double steps0 = metric(&s, "b158_decode_steps_total");
     xfer x[N];
+    const char *extra = "\"seed\":1234,\"stream_options\":{\"include_usage\":true}";
     for (int i = 0; i < N; i++) {
-        char *body = completion_body(reqs[i].prompt, reqs[i].max_tokens, reqs[i].stream, NULL);
+        char *body = request_body(reqs[i].prompt, reqs[i].max_tokens, reqs[i].stream,
+                                  reqs[i].temperature, extra);
+        request(&x[i], &s, "/v1/completions", body, NULL);
+        free(body);
+        int rc = reqs[i].stream ? read_stream(&x[i], SRV_COMPLETION, &alone[i])
+                                : read_response(&x[i], SRV_COMPLETION, &alone[i]);
+        xfer_free(&x[i]);
+        CU_ASSERT_EQUAL(rc, 0);
+        if (rc)
+            goto out;
+    }
+    const double steps0 = metric(&s, "b158_decode_steps_total");
+    for (int i = 0; i < N; i++) {
+        char *body = request_body(reqs[i].prompt, reqs[i].max_tokens, reqs[i].stream,
+                                  reqs[i].temperature, extra);
         xfer_init(&x[i], &s, NULL, "/v1/completions", body, -1, NULL);
         free(body);
     }
