@@ -153,6 +153,10 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    /* a shell may start background jobs with SIGINT ignored, and POSIX leaves it open whether
+     * an ignored signal stays pending for sigwait (Linux keeps it): the default action back */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     signal(SIGPIPE, SIG_IGN); /* a vanished client is an error return, not a signal */
 
     args a;
