@@ -225,10 +225,12 @@ b158_status b158_op_rope_kv_store(b158_runtime *rt, const b158_rope_kv *a, const
     const size_t last = (size_t)(m_rows - 1);
     if (a->n_head)
         B158_TRY(need(a->q, (last * a->q_stride + (size_t)a->n_head * a->head_dim) * 4, op, "q"));
+    if (a->k_off < 0 || a->v_off < 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: k at %d, v at %d", op, a->k_off, a->v_off);
     if (a->n_head_kv) {
-        const size_t kv = (last * a->kv_stride + (size_t)a->n_head_kv * a->head_dim) * 4;
-        B158_TRY(need(a->k, kv, op, "k"));
-        B158_TRY(need(a->v, kv, op, "v"));
+        const size_t kv = last * a->kv_stride + (size_t)a->n_head_kv * a->head_dim;
+        B158_TRY(need(a->k, (kv + (size_t)a->k_off) * 4, op, "k"));
+        B158_TRY(need(a->v, (kv + (size_t)a->v_off) * 4, op, "v"));
         B158_TRY(cache_region(a->k_cache, a->v_cache, cache_off, cache_rows,
                               a->n_head_kv * a->head_dim, op));
     }
@@ -241,14 +243,15 @@ b158_status b158_op_rope_kv_store(b158_runtime *rt, const b158_rope_kv *a, const
     const b158_buf *v = a->n_head_kv ? a->v : any, *kc = a->n_head_kv ? a->k_cache : any;
     const b158_buf *vc = a->n_head_kv ? a->v_cache : any, *inv = a->n_rot ? a->inv_freq : any;
     const int off = a->n_head_kv ? (int)cache_off : 0, rows = a->n_head_kv ? cache_rows : 0;
-    const int mode = a->mode;
-    return B158_LAUNCH(rt, B158_K_ROPE_KV_STORE, 2,
-                       ((size_t[]){(size_t)(a->n_head + a->n_head_kv), (size_t)m_rows}), NULL,
-                       B158_ARG_MEM(q), B158_ARG_MEM(k), B158_ARG_MEM(v), B158_ARG_MEM(inv),
-                       B158_ARG_MEM(kc), B158_ARG_MEM(vc), B158_ARG(a->q_stride),
-                       B158_ARG(a->kv_stride), B158_ARG(a->n_head), B158_ARG(a->n_head_kv),
-                       B158_ARG(a->head_dim), B158_ARG(a->n_rot), B158_ARG(m_rows),
-                       B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(rows), B158_ARG(mode));
+    const int mode = a->mode, k_off = a->n_head_kv ? a->k_off : 0;
+    const int v_off = a->n_head_kv ? a->v_off : 0;
+    return B158_LAUNCH(
+        rt, B158_K_ROPE_KV_STORE, 2,
+        ((size_t[]){(size_t)(a->n_head + a->n_head_kv), (size_t)m_rows}), NULL, B158_ARG_MEM(q),
+        B158_ARG_MEM(k), B158_ARG_MEM(v), B158_ARG(k_off), B158_ARG(v_off), B158_ARG_MEM(inv),
+        B158_ARG_MEM(kc), B158_ARG_MEM(vc), B158_ARG(a->q_stride), B158_ARG(a->kv_stride),
+        B158_ARG(a->n_head), B158_ARG(a->n_head_kv), B158_ARG(a->head_dim), B158_ARG(a->n_rot),
+        B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(rows), B158_ARG(mode));
 }
 
 b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,
