@@ -67,8 +67,9 @@ static void choose_tuning(b158_runtime *rt)
                           .gemm_cpu_m = 4,
                           .gemm_cpu_r = 1,
                           .head_dim_max = 256};
-        if (rt->info.max_work_group < 64)
-            t.wg = (int)rt->info.max_work_group;
+        /* the tree reductions need a power of two: the largest one the device allows */
+        while ((size_t)t.wg > rt->info.max_work_group && t.wg > 1)
+            t.wg /= 2;
     } else {
         t = (b158_tuning){.gpu = 0,
                           .wg = 1,
