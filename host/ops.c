@@ -143,20 +143,12 @@ b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b
         return b158_op_ternary_gemm(rt, w, q, s, y, m_rows, accumulate);
     B158_TRY(check_matmul(w, q, s, y, m_rows));
     if (rt->tune.gpu) {
-        const size_t local_bytes = (size_t)w->k_pad + (size_t)rt->tune.wg * 4;
-        if (local_bytes > rt->info.local_mem)
-            return B158_FAIL(B158_ERR_UNSUPPORTED,
-                             "ternary GEMV: a %d-wide activation row needs %zu bytes of local "
-                             "memory; %s has %llu",
-                             w->k, local_bytes, rt->info.name,
-                             (unsigned long long)rt->info.local_mem);
         const size_t groups = (size_t)(w->n + rt->tune.gemv_rows - 1) / rt->tune.gemv_rows;
         const size_t wg = (size_t)rt->tune.wg;
         return B158_LAUNCH(rt, B158_K_TERNARY_GEMV_GPU, 1, ((size_t[]){groups * wg}),
                            ((size_t[]){wg}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
                            B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
-                           B158_ARG(w->k_pad), B158_ARG(accumulate),
-                           B158_ARG_LOCAL((size_t)w->k_pad));
+                           B158_ARG(w->k_pad), B158_ARG(accumulate));
     }
     const size_t rows = rt->tune.x86_avx512bw ? (size_t)rt->tune.gemm_cpu_r : 1;
     return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1,
