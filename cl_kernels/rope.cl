@@ -4,9 +4,10 @@
  * Work-item mapping: one work-item per (head slot, token); no __local, no barriers. Slots
  * 0..n_head-1 rotate the heads of q in place (row m at q + m * q_stride); slots n_head.. take
  * kv head j = slot - n_head: rotate k's head in place, then write k's and v's head (rows at
- * m * kv_stride) as half into the cache row tok[m].y + tok[m].x of the layer at element
- * cache_off (rows past cache_rows are skipped; attention.cl has the cache layout).
- * tok[m].x is the token's position in its sequence (batches mix sequences).
+ * k + k_off + m * kv_stride, v + v_off + m * kv_stride: q, k and v may be one buffer of
+ * [q | k | v] rows, the output of the fused QKV matrix) as half into the cache row tok[m].y +
+ * tok[m].x of the layer at element cache_off (rows past cache_rows are skipped; attention.cl has
+ * the cache layout). tok[m].x is the token's position in its sequence (batches mix sequences).
  * Pairing: mode 0 = NEOX (i with i + n_rot/2, transformers' rotate_half), mode 1 = interleaved
  * (2i with 2i + 1, GPT-J / original LLaMA). Angle = tok[m].x * inv_freq[i], where the host
  * computed inv_freq[i] = theta_base^(-2i / n_rot) in double precision (b158_rope_inv_freq): the
@@ -28,10 +29,11 @@ inline void b158_rope_head(__global float *x, __global const float *inv_freq, in
 }
 
 __kernel void rope_kv_store(__global float *q, __global float *k, __global const float *v,
-                            __global const float *inv_freq, __global half *k_cache,
-                            __global half *v_cache, int q_stride, int kv_stride, int n_head,
-                            int n_head_kv, int head_dim, int n_rot, int m_rows,
-                            __global const int2 *tok, int cache_off, int cache_rows, int mode)
+                            int k_off, int v_off, __global const float *inv_freq,
+                            __global half *k_cache, __global half *v_cache, int q_stride,
+                            int kv_stride, int n_head, int n_head_kv, int head_dim, int n_rot,
+                            int m_rows, __global const int2 *tok, int cache_off, int cache_rows,
+                            int mode)
 {
     const int h = get_global_id(0);
     const int m = get_global_id(1);
@@ -43,8 +45,8 @@ __kernel void rope_kv_store(__global float *q, __global float *k, __global const
         return;
     }
     const int j = h - n_head;
-    __global float *kh = k + (size_t)m * kv_stride + (size_t)j * head_dim;
-    __global const float *vh = v + (size_t)m * kv_stride + (size_t)j * head_dim;
+    __global float *kh = k + k_off + (size_t)m * kv_stride + (size_t)j * head_dim;
+    __global const float *vh = v + v_off + (size_t)m * kv_stride + (size_t)j * head_dim;
     b158_rope_head(kh, inv_freq, n_rot, t.x, mode);
     const int row = t.y + t.x;
     if (t.x < 0 || t.y < 0 || row >= cache_rows)

@@ -261,42 +261,64 @@ __kernel void ternary_gemm_cpu(__global const uchar16 *w, __global const float *
                    accumulate);
 }
 
-/* GPU GEMV: a work-group of B158_WG work-items computes B158_GEMV_ROWS rows. The activation row
- * is staged once in __local (shared by all rows of the group); work-item l reads weight chunks
- * l, l + B158_WG, ... of each row (coalesced 16-byte loads) and the partial sums are reduced
- * in __local. xl must hold k_pad bytes (the host checks the device's local memory). */
-__kernel void ternary_gemv_gpu(__global const uchar16 *w, __global const float *w_scale,
-                               __global const char16 *x, __global const float *x_scale,
-                               __global float *y, int n_rows, int k_pad, int accumulate,
-                               __local char16 *xl)
+/* sum of the four u8 x s8 byte products of c and a, added to acc: the device's integer dot
+ * product where it has one (B158_INT_DOT: cl_khr_integer_dot_product), else four multiplies */
+#if B158_INT_DOT
+#pragma OPENCL EXTENSION cl_khr_integer_dot_product : enable
+#endif
+inline int b158_dot4_us(uint c, uint a, int acc)
+{
+#if B158_INT_DOT
+    return dot_acc_sat_4x8packed_us_int(c, a, acc);
+#else
+    const int4 p = convert_int4(as_uchar4(c)) * convert_int4(as_char4(a));
+    return acc + p.x + p.y + p.z + p.w;
+#endif
+}
+
+/* GPU GEMV: 8 work-items per row, B158_GEMV_ROWS = B158_WG / 8 rows per work-group. The 8
+ * work-items of a row read consecutive 16-byte quarters (128 bytes per step); a quarter is 64
+ * weights in four planes of 2-bit codes c = w + 1, each applied to the 16 activations it meets
+ * (b158_xq) with 4-way u8 x s8 dot products, and sum(w q) = sum(c q) - sum(q): the group takes
+ * sum(q) of the activation row once (it is small and stays in cache; nothing is staged). One
+ * __local reduction per group: each row's first work-item adds its 8 partial sums. */
+__kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_scale,
+                               __global const uint4 *x, __global const float *x_scale,
+                               __global float *y, int n_rows, int k_pad, int accumulate)
 {
     __local int red[B158_WG];
-    const int lid = get_local_id(0);
-    const int n0 = get_group_id(0) * B158_GEMV_ROWS;
-    const int chunks = k_pad / 64;
-    for (int i = lid; i < chunks * 4; i += B158_WG)
-        xl[i] = x[i];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int r = 0; r < B158_GEMV_ROWS; r++) {
-        const int n = n0 + r;
-        int acc = 0;
-        if (n < n_rows) {
-            __global const uchar16 *wr = w + (size_t)n * chunks;
-            for (int c = lid; c < chunks; c += B158_WG) {
-                const uchar16 p = wr[c];
-                const int xi = b158_xq(c);
-                short16 t = b158_tern16(p & (uchar16)3, xl[xi]) +
-                            b158_tern16((p >> (uchar16)2) & (uchar16)3, xl[xi + 4]) +
-                            b158_tern16((p >> (uchar16)4) & (uchar16)3, xl[xi + 8]) +
-                            b158_tern16(p >> (uchar16)6, xl[xi + 12]);
-                int8 h = convert_int8(t.lo) + convert_int8(t.hi);
-                int4 f = h.lo + h.hi;
-                acc += f.x + f.y + f.z + f.w;
+    const int lid = get_local_id(0), lane = lid & 7;
+    const int n = get_group_id(0) * B158_GEMV_ROWS + (lid >> 3);
+    const uint ones = 0x01010101u;
+    int qpart = 0;
+    for (int i = lid; i < k_pad / 16; i += B158_WG) {
+        const uint4 a = x[i];
+        qpart = b158_dot4_us(ones, a.x, b158_dot4_us(ones, a.y, qpart));
+        qpart = b158_dot4_us(ones, a.z, b158_dot4_us(ones, a.w, qpart));
+    }
+    const int qsum = b158_wg_sum_int(qpart, red);
+    int acc = 0;
+    if (n < n_rows) {
+        const int quarters = k_pad / 64;
+        __global const uint4 *wr = w + (size_t)n * quarters;
+        for (int c = lane; c < quarters; c += 8) {
+            const uint4 p = wr[c];
+            const int xi = b158_xq(c);
+            for (int l = 0; l < 4; l++) {
+                const uint4 cl = (p >> (uint4)(2 * l)) & (uint4)0x03030303u;
+                const uint4 a = x[xi + 4 * l];
+                acc = b158_dot4_us(cl.x, a.x, b158_dot4_us(cl.y, a.y, acc));
+                acc = b158_dot4_us(cl.z, a.z, b158_dot4_us(cl.w, a.w, acc));
             }
         }
-        const int total = b158_wg_sum_int(acc, red);
-        if (lid == 0 && n < n_rows)
-            b158_store(y, n, (float)total * w_scale[n] / x_scale[0], accumulate);
+    }
+    red[lid] = acc;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lane == 0 && n < n_rows) {
+        int total = 0;
+        for (int i = 0; i < 8; i++)
+            total += red[lid + i];
+        b158_store(y, n, (float)(total - qsum) * w_scale[n] / x_scale[0], accumulate);
     }
 }
 

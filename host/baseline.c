@@ -79,12 +79,16 @@ static b158_status create_clblast(b158_runtime *rt, const b158_model *m, size_t 
     static const enum b158_kernel_id used[] = {B158_K_DEQUANTIZE_ROWS_HALF, B158_K_F16_TO_F32};
     const b158_model_info *h = &m->info;
     const int qd = h->n_head * h->head_dim, kvd = h->n_head_kv * h->head_dim;
+    /* the block's matmuls: q|k|v, o, gate|up, down (host/model.h) */
+    const int rows[] = {qd + 2 * kvd, h->n_embd, 2 * h->n_ff, h->n_embd};
+    const int cols[] = {h->n_embd, qd, h->n_embd, h->n_ff};
+    size_t out = 0;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        out = (size_t)rows[i] > out ? (size_t)rows[i] : out;
     B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, B * W * 2, &b->xh));
-    B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, B * W * 2, &b->yh));
+    B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, B * out * 2, &b->yh));
     /* HGEMM's temp buffer for the largest of the block's shapes at a full batch, so CLBlast
      * allocates nothing per call */
-    const int rows[] = {qd, kvd, h->n_embd, h->n_ff, h->n_embd};
-    const int cols[] = {h->n_embd, h->n_embd, qd, h->n_embd, h->n_ff};
     size_t temp = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         size_t t;
@@ -94,10 +98,10 @@ static b158_status create_clblast(b158_runtime *rt, const b158_model *m, size_t 
     if (temp)
         B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, temp, &b->blas_temp));
     B158_TRY(build_kernels(rt, used, sizeof used / sizeof used[0]));
-    const b158_buf *w = &m->dev[0].hq;
-    B158_TRY(b158_op_hgemm(rt, w, &b->xh, &b->yh, qd, h->n_embd, 1, NULL));
+    const b158_buf *w = &m->dev[0].ho;
+    B158_TRY(b158_op_hgemm(rt, w, &b->xh, &b->yh, h->n_embd, qd, 1, NULL));
     if (B > 1)
-        B158_TRY(b158_op_hgemm(rt, w, &b->xh, &b->yh, qd, h->n_embd, (int)B, &b->blas_temp));
+        B158_TRY(b158_op_hgemm(rt, w, &b->xh, &b->yh, h->n_embd, qd, (int)B, &b->blas_temp));
     return b158_rt_finish(rt);
 }
 

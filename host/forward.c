@@ -25,7 +25,9 @@ struct cpu_state {
 
 /* Device scratch of the OpenCL path, same shapes. */
 struct dev_state {
-    b158_buf ids, tok, x, xn, q, k, v, att, gate, up, q8, s;
+    b158_buf ids, tok, x, xn, att, q8, s;
+    b158_buf qkv;    /* (n_batch, qd + 2 kvd) [q | k | v] rows of the fused QKV matrix */
+    b158_buf gu;     /* (n_batch, 2 n_ff) [gate | up] rows */
     b158_buf last;   /* (out_rows, n_embd) final-normed rows that asked for logits */
     b158_buf logits; /* (out_rows, n_vocab) */
     b158_buf k_cache, v_cache;
@@ -131,9 +133,9 @@ void b158_session_free(b158_session *s)
         free(host[i]);
     if (s->rt) {
         struct dev_state *d = &s->dev;
-        b158_buf *bufs[] = {&d->ids,  &d->tok,    &d->x,       &d->xn,      &d->q,       &d->k,
-                            &d->v,    &d->att,    &d->gate,    &d->up,      &d->q8,      &d->s,
-                            &d->last, &d->logits, &d->k_cache, &d->v_cache, &d->inv_freq};
+        b158_buf *bufs[] = {&d->ids,    &d->tok,     &d->x,       &d->xn,      &d->qkv,
+                            &d->att,    &d->gu,      &d->q8,      &d->s,       &d->last,
+                            &d->logits, &d->k_cache, &d->v_cache, &d->inv_freq};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             b158_buf_free(s->rt, bufs[i]);
         b158_baseline_free(s->rt, &d->base);
@@ -189,12 +191,9 @@ static b158_status alloc_dev(b158_session *s)
     B158_TRY(b158_buf_alloc(rt, S, B * 8, &d->tok));
     B158_TRY(b158_buf_alloc(rt, S, B * h->n_embd * 4, &d->x));
     B158_TRY(b158_buf_alloc(rt, S, B * W * 4, &d->xn));
-    B158_TRY(b158_buf_alloc(rt, S, B * qd * 4, &d->q));
-    B158_TRY(b158_buf_alloc(rt, S, B * kvd * 4, &d->k));
-    B158_TRY(b158_buf_alloc(rt, S, B * kvd * 4, &d->v));
+    B158_TRY(b158_buf_alloc(rt, S, B * (qd + 2 * kvd) * 4, &d->qkv));
     B158_TRY(b158_buf_alloc(rt, S, B * qd * 4, &d->att));
-    B158_TRY(b158_buf_alloc(rt, S, B * h->n_ff * 4, &d->gate));
-    B158_TRY(b158_buf_alloc(rt, S, B * h->n_ff * 4, &d->up));
+    B158_TRY(b158_buf_alloc(rt, S, B * 2 * h->n_ff * 4, &d->gu));
     B158_TRY(b158_buf_alloc(rt, S, B * b158_ternary_k_pad((int)W), &d->q8));
     B158_TRY(b158_buf_alloc(rt, S, B * 4, &d->s));
     B158_TRY(b158_buf_alloc(rt, S, (size_t)s->out_rows * h->n_embd * 4, &d->last));
@@ -391,9 +390,22 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
     const int cache_rows = s->n_seq * s->n_ctx;
     const enum b158_rope_mode rope = h->rope_interleaved ? B158_ROPE_INTERLEAVED : B158_ROPE_NEOX;
     const float att_scale = 1.0f / sqrtf((float)h->head_dim);
-    const b158_rope_kv rope_kv = {&d->q,       &d->k,    &d->v, &d->inv_freq, &d->k_cache,
-                                  &d->v_cache, qd,       kvd,   h->n_head,    h->n_head_kv,
-                                  h->head_dim, h->n_rot, rope};
+    const int qkv = qd + 2 * kvd;
+    const b158_rope_kv rope_kv = {.q = &d->qkv,
+                                  .k = &d->qkv,
+                                  .v = &d->qkv,
+                                  .inv_freq = &d->inv_freq,
+                                  .k_cache = &d->k_cache,
+                                  .v_cache = &d->v_cache,
+                                  .q_stride = qkv,
+                                  .kv_stride = qkv,
+                                  .n_head = h->n_head,
+                                  .n_head_kv = h->n_head_kv,
+                                  .head_dim = h->head_dim,
+                                  .n_rot = h->n_rot,
+                                  .mode = rope,
+                                  .k_off = qd,
+                                  .v_off = qd + kvd};
 
     B158_TRY(b158_buf_write(rt, &d->ids, 0, (size_t)n * 4, tokens));
     B158_TRY(b158_buf_write(rt, &d->tok, 0, (size_t)n * 8, s->tok));
@@ -403,13 +415,11 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
         const size_t cache_off = (size_t)l * cache_rows * kvd;
         /* attention: norm, one int8 quantization shared by q, k and v */
         B158_TRY(dev_norm_quantize(s, &d->x, &L->attn_norm, h->n_embd, n));
-        B158_TRY(dev_linear(s, &L->wq, &L->hq, h->n_embd, &d->q, n, 0));
-        B158_TRY(dev_linear(s, &L->wk, &L->hk, h->n_embd, &d->k, n, 0));
-        B158_TRY(dev_linear(s, &L->wv, &L->hv, h->n_embd, &d->v, n, 0));
+        B158_TRY(dev_linear(s, &L->wqkv, &L->hqkv, h->n_embd, &d->qkv, n, 0));
         B158_TRY(b158_op_rope_kv_store(rt, &rope_kv, &d->tok, n, cache_off, cache_rows));
-        B158_TRY(b158_op_attention(rt, &d->q, &d->k_cache, &d->v_cache, &d->att, h->n_head,
-                                   h->n_head_kv, h->head_dim, qd, n, &d->tok, cache_off, cache_rows,
-                                   att_scale));
+        B158_TRY(b158_op_attention(rt, &d->qkv, &d->k_cache, &d->v_cache, &d->att, h->n_head,
+                                   h->n_head_kv, h->head_dim, qkv, n, &d->tok, cache_off,
+                                   cache_rows, att_scale));
         B158_TRY(h->sub_norms ? dev_norm_quantize(s, &d->att, &L->attn_sub_norm, qd, n)
                               : dev_quantize(s, &d->att, qd, n));
         /* output projection added straight into the residual stream */
@@ -417,9 +427,8 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
 
         /* feed-forward */
         B158_TRY(dev_norm_quantize(s, &d->x, &L->ffn_norm, h->n_embd, n));
-        B158_TRY(dev_linear(s, &L->wgate, &L->hgate, h->n_embd, &d->gate, n, 0));
-        B158_TRY(dev_linear(s, &L->wup, &L->hup, h->n_embd, &d->up, n, 0));
-        B158_TRY(b158_op_glu_norm_quantize(rt, &d->gate, &d->up, 0, h->n_ff,
+        B158_TRY(dev_linear(s, &L->wgu, &L->hgu, h->n_embd, &d->gu, n, 0));
+        B158_TRY(b158_op_glu_norm_quantize(rt, &d->gu, &d->gu, h->n_ff, 2 * h->n_ff,
                                            h->sub_norms ? &L->ffn_sub_norm : NULL, &d->q8, &d->s,
                                            h->n_ff, b158_ternary_k_pad(h->n_ff), n, h->rms_eps,
                                            h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU));

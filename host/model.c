@@ -34,8 +34,8 @@ static void free_device(b158_model *m)
         b158_buf_free(m->rt, &d->attn_sub_norm);
         b158_buf_free(m->rt, &d->ffn_norm);
         b158_buf_free(m->rt, &d->ffn_sub_norm);
-        b158_tmat *mats[] = {&d->wq, &d->wk, &d->wv, &d->wo, &d->wgate, &d->wup, &d->wdown};
-        b158_buf *dense[] = {&d->hq, &d->hk, &d->hv, &d->ho, &d->hgate, &d->hup, &d->hdown};
+        b158_tmat *mats[] = {&d->wqkv, &d->wo, &d->wgu, &d->wdown};
+        b158_buf *dense[] = {&d->hqkv, &d->ho, &d->hgu, &d->hdown};
         for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
             b158_tmat_free(m->rt, mats[i]);
             b158_buf_free(m->rt, dense[i]);
@@ -296,6 +296,40 @@ static b158_status upload(b158_runtime *rt, const void *data, size_t bytes, b158
     return b158_buf_write(rt, out, 0, bytes, data);
 }
 
+/* Uploads the rows of n matrices of one input width, one after another, as one device matrix:
+ * packed ternary, or the FP16 baseline's dense copy, as the model's mode says. */
+static b158_status upload_matrix(const b158_model *m, b158_runtime *rt, const b158_tpack *const *t,
+                                 int n, b158_tmat *out, b158_buf *dense)
+{
+    b158_tpack cat = *t[0];
+    uint8_t *codes = NULL;
+    float *scales = NULL;
+    if (n > 1) {
+        const size_t row = (size_t)cat.k_pad / 4;
+        cat.n = 0;
+        for (int i = 0; i < n; i++)
+            cat.n += t[i]->n;
+        codes = malloc((size_t)cat.n * row);
+        scales = malloc((size_t)cat.n * sizeof *scales);
+        if (!codes || !scales) {
+            free(codes), free(scales);
+            return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for a %d x %d matrix", cat.n,
+                             cat.k);
+        }
+        for (int i = 0, r = 0; i < n; r += t[i]->n, i++) {
+            memcpy(codes + (size_t)r * row, t[i]->codes, (size_t)t[i]->n * row);
+            memcpy(scales + r, t[i]->scales, (size_t)t[i]->n * sizeof *scales);
+        }
+        cat.codes = codes, cat.scales = scales;
+    }
+    const b158_status st =
+        m->dev_mode != B158_WEIGHTS_TERNARY
+            ? b158_baseline_upload(rt, &cat, dense)
+            : b158_tmat_upload_packed(rt, cat.codes, cat.scales, cat.n, cat.k, out);
+    free(codes), free(scales);
+    return st;
+}
+
 static b158_status upload_all(b158_model *m, b158_runtime *rt)
 {
     const b158_model_info *h = &m->info;
@@ -312,16 +346,11 @@ static b158_status upload_all(b158_model *m, b158_runtime *rt)
             B158_TRY(upload(rt, L->attn_sub_norm, qd * 4, &d->attn_sub_norm));
         if (L->ffn_sub_norm)
             B158_TRY(upload(rt, L->ffn_sub_norm, (size_t)h->n_ff * 4, &d->ffn_sub_norm));
-        const b158_tpack *src[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->wgate, &L->wup, &L->wdown};
-        b158_tmat *dst[] = {&d->wq, &d->wk, &d->wv, &d->wo, &d->wgate, &d->wup, &d->wdown};
-        b158_buf *dense[] = {&d->hq, &d->hk, &d->hv, &d->ho, &d->hgate, &d->hup, &d->hdown};
-        for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
-            if (m->dev_mode != B158_WEIGHTS_TERNARY)
-                B158_TRY(b158_baseline_upload(rt, src[i], dense[i]));
-            else
-                B158_TRY(b158_tmat_upload_packed(rt, src[i]->codes, src[i]->scales, src[i]->n,
-                                                 src[i]->k, dst[i]));
-        }
+        const b158_tpack *qkv[] = {&L->wq, &L->wk, &L->wv}, *gu[] = {&L->wgate, &L->wup};
+        B158_TRY(upload_matrix(m, rt, qkv, 3, &d->wqkv, &d->hqkv));
+        B158_TRY(upload_matrix(m, rt, &(const b158_tpack *){&L->wo}, 1, &d->wo, &d->ho));
+        B158_TRY(upload_matrix(m, rt, gu, 2, &d->wgu, &d->hgu));
+        B158_TRY(upload_matrix(m, rt, &(const b158_tpack *){&L->wdown}, 1, &d->wdown, &d->hdown));
     }
     B158_TRY(upload(rt, m->output_norm, (size_t)h->n_embd * 4, &m->d_output_norm));
     const size_t ebytes = (size_t)h->n_vocab * h->n_embd * 2;

@@ -31,11 +31,13 @@ static inline int b158_tpack_get(const b158_tpack *t, int r, int e)
 }
 
 /* Device weights of one layer: packed ternary matrices, or for the FP16 baseline engine dense
- * FP16 matrices holding W_t * scale (n rows of k; host/baseline.c). */
+ * FP16 matrices holding W_t * scale (n rows of k; host/baseline.c). Matrices that read the same
+ * input are one: wqkv holds q's rows, then k's, then v's (n_head + 2 n_head_kv heads of output),
+ * wgu gate's rows then up's (2 n_ff outputs), so each is one matmul launch. */
 struct b158_layer_dev {
     b158_buf attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm;
-    b158_tmat wq, wk, wv, wo, wgate, wup, wdown;
-    b158_buf hq, hk, hv, ho, hgate, hup, hdown;
+    b158_tmat wqkv, wo, wgu, wdown;
+    b158_buf hqkv, ho, hgu, hdown;
 };
 
 struct b158_model {

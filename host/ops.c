@@ -143,20 +143,12 @@ b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b
         return b158_op_ternary_gemm(rt, w, q, s, y, m_rows, accumulate);
     B158_TRY(check_matmul(w, q, s, y, m_rows));
     if (rt->tune.gpu) {
-        const size_t local_bytes = (size_t)w->k_pad + (size_t)rt->tune.wg * 4;
-        if (local_bytes > rt->info.local_mem)
-            return B158_FAIL(B158_ERR_UNSUPPORTED,
-                             "ternary GEMV: a %d-wide activation row needs %zu bytes of local "
-                             "memory; %s has %llu",
-                             w->k, local_bytes, rt->info.name,
-                             (unsigned long long)rt->info.local_mem);
         const size_t groups = (size_t)(w->n + rt->tune.gemv_rows - 1) / rt->tune.gemv_rows;
         const size_t wg = (size_t)rt->tune.wg;
         return B158_LAUNCH(rt, B158_K_TERNARY_GEMV_GPU, 1, ((size_t[]){groups * wg}),
                            ((size_t[]){wg}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
                            B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
-                           B158_ARG(w->k_pad), B158_ARG(accumulate),
-                           B158_ARG_LOCAL((size_t)w->k_pad));
+                           B158_ARG(w->k_pad), B158_ARG(accumulate));
     }
     const size_t rows = rt->tune.x86_avx512bw ? (size_t)rt->tune.gemm_cpu_r : 1;
     return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1,
@@ -225,10 +217,12 @@ b158_status b158_op_rope_kv_store(b158_runtime *rt, const b158_rope_kv *a, const
     const size_t last = (size_t)(m_rows - 1);
     if (a->n_head)
         B158_TRY(need(a->q, (last * a->q_stride + (size_t)a->n_head * a->head_dim) * 4, op, "q"));
+    if (a->k_off < 0 || a->v_off < 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: k at %d, v at %d", op, a->k_off, a->v_off);
     if (a->n_head_kv) {
-        const size_t kv = (last * a->kv_stride + (size_t)a->n_head_kv * a->head_dim) * 4;
-        B158_TRY(need(a->k, kv, op, "k"));
-        B158_TRY(need(a->v, kv, op, "v"));
+        const size_t kv = last * a->kv_stride + (size_t)a->n_head_kv * a->head_dim;
+        B158_TRY(need(a->k, (kv + (size_t)a->k_off) * 4, op, "k"));
+        B158_TRY(need(a->v, (kv + (size_t)a->v_off) * 4, op, "v"));
         B158_TRY(cache_region(a->k_cache, a->v_cache, cache_off, cache_rows,
                               a->n_head_kv * a->head_dim, op));
     }
@@ -241,14 +235,15 @@ b158_status b158_op_rope_kv_store(b158_runtime *rt, const b158_rope_kv *a, const
     const b158_buf *v = a->n_head_kv ? a->v : any, *kc = a->n_head_kv ? a->k_cache : any;
     const b158_buf *vc = a->n_head_kv ? a->v_cache : any, *inv = a->n_rot ? a->inv_freq : any;
     const int off = a->n_head_kv ? (int)cache_off : 0, rows = a->n_head_kv ? cache_rows : 0;
-    const int mode = a->mode;
-    return B158_LAUNCH(rt, B158_K_ROPE_KV_STORE, 2,
-                       ((size_t[]){(size_t)(a->n_head + a->n_head_kv), (size_t)m_rows}), NULL,
-                       B158_ARG_MEM(q), B158_ARG_MEM(k), B158_ARG_MEM(v), B158_ARG_MEM(inv),
-                       B158_ARG_MEM(kc), B158_ARG_MEM(vc), B158_ARG(a->q_stride),
-                       B158_ARG(a->kv_stride), B158_ARG(a->n_head), B158_ARG(a->n_head_kv),
-                       B158_ARG(a->head_dim), B158_ARG(a->n_rot), B158_ARG(m_rows),
-                       B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(rows), B158_ARG(mode));
+    const int mode = a->mode, k_off = a->n_head_kv ? a->k_off : 0;
+    const int v_off = a->n_head_kv ? a->v_off : 0;
+    return B158_LAUNCH(
+        rt, B158_K_ROPE_KV_STORE, 2,
+        ((size_t[]){(size_t)(a->n_head + a->n_head_kv), (size_t)m_rows}), NULL, B158_ARG_MEM(q),
+        B158_ARG_MEM(k), B158_ARG_MEM(v), B158_ARG(k_off), B158_ARG(v_off), B158_ARG_MEM(inv),
+        B158_ARG_MEM(kc), B158_ARG_MEM(vc), B158_ARG(a->q_stride), B158_ARG(a->kv_stride),
+        B158_ARG(a->n_head), B158_ARG(a->n_head_kv), B158_ARG(a->head_dim), B158_ARG(a->n_rot),
+        B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(rows), B158_ARG(mode));
 }
 
 b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,

@@ -79,6 +79,7 @@ typedef struct b158_rope_kv {
     const b158_buf *q, *k, *v, *inv_freq, *k_cache, *v_cache;
     int q_stride, kv_stride, n_head, n_head_kv, head_dim, n_rot;
     enum b158_rope_mode mode;
+    int k_off, v_off; /* elements before row 0 of k and of v (one [q | k | v] buffer) */
 } b158_rope_kv;
 b158_status b158_op_rope_kv_store(b158_runtime *rt, const b158_rope_kv *args, const b158_buf *tok,
                                   int m_rows, size_t cache_off, int cache_rows);

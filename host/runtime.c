@@ -67,8 +67,11 @@ static void choose_tuning(b158_runtime *rt)
                           .gemm_cpu_m = 4,
                           .gemm_cpu_r = 1,
                           .head_dim_max = 256};
-        if (rt->info.max_work_group < 64)
-            t.wg = (int)rt->info.max_work_group;
+        /* the tree reductions need a power of two: the largest one the device allows; the
+         * GEMV gives each row 8 work-items */
+        while ((size_t)t.wg > rt->info.max_work_group && t.wg > 8)
+            t.wg /= 2;
+        t.gemv_rows = t.wg / 8;
     } else {
         t = (b158_tuning){.gpu = 0,
                           .wg = 1,
@@ -80,6 +83,10 @@ static void choose_tuning(b158_runtime *rt)
                           .head_dim_max = 256,
                           .x86_avx512bw = probe_x86_avx512bw(rt)};
     }
+    /* B158_PORTABLE=1 keeps to the portable kernels (as for the AVX-512 ones) */
+    const char *portable = getenv("B158_PORTABLE");
+    t.int_dot =
+        rt->info.has_int_dot && strstr(rt->options, "CL3.0") && !(portable && portable[0] == '1');
     rt->tune = t;
     snprintf(rt->prelude, sizeof rt->prelude,
              "/* b158-cl prelude: device features and tuning */\n"
@@ -87,9 +94,9 @@ static void choose_tuning(b158_runtime *rt)
              "#define B158_GEMM_TN %d\n#define B158_GEMM_TM %d\n#define B158_GEMM_CPU_M %d\n"
              "#define B158_GEMM_CPU_R %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
-             "#define B158_X86_AVX512BW %d\n#line 1\n",
+             "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#line 1\n",
              t.gpu, t.wg, t.gemv_rows, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m, t.gemm_cpu_r,
-             t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw);
+             t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)
@@ -135,7 +142,10 @@ b158_status b158_runtime_create(const b158_runtime_params *params, b158_runtime 
     rt->correct_div = (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;
     /* Correctly rounded division keeps the activation scale 127/absmax identical to the C
      * reference, which the bit-exact int8 quantization depends on. */
-    snprintf(rt->options, sizeof rt->options, "-cl-std=CL1.2%s",
+    /* OpenCL C 1.2 everywhere, but 3.0 where the device has cl_khr_integer_dot_product: its
+     * built-ins are declared in OpenCL C 3.0 only (and 1.2 code is valid 3.0 code) */
+    const int c3 = rt->info.has_int_dot && strncmp(rt->info.c_version, "OpenCL C 3", 10) == 0;
+    snprintf(rt->options, sizeof rt->options, "-cl-std=CL%s%s", c3 ? "3.0" : "1.2",
              rt->correct_div ? " -cl-fp32-correctly-rounded-divide-sqrt" : "");
     if (!rt->correct_div)
         b158_log(B158_LOG_WARN, "device lacks correctly rounded division: int8 activations may "

@@ -523,7 +523,9 @@ static void test_rope_kv_store(void)
                                 nkv,
                                 hd,
                                 n_rot,
-                                (enum b158_rope_mode)mode};
+                                (enum b158_rope_mode)mode,
+                                0,
+                                0};
         check_ok(b158_op_rope_kv_store(rt, &a, &dtok, m, off, rows));
         if (n_rot > 0) {
             check_ok(b158_op_rope(rt, &q2, &dinv, qs, nh, hd, n_rot, m, &dtok, mode));

@@ -112,7 +112,7 @@ static void test_build_error(void)
     const char *msg = b158_last_error();
     CU_ASSERT_PTR_NOT_NULL(strstr(msg, "broken.cl"));
     CU_ASSERT_PTR_NOT_NULL(strstr(msg, "undeclared_thing_42")); /* from the build log */
-    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "-cl-std=CL1.2"));       /* the options */
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "-cl-std=CL")); /* the options (1.2, or 3.0 for int dot) */
 }
 
 static int count_files(const char *dir)
