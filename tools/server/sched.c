@@ -44,6 +44,7 @@ typedef struct {
     b158_token next;
     int batch_i; /* index in this step's batch of the token it samples after, or -1 */
     int n_gen;
+    int stopped; /* a stop string ended it: nothing after it is sent */
     b158_detok_stream ds;
     char *hold; /* text held back because it could start a stop string */
     size_t hold_len, hold_cap;
@@ -258,7 +259,7 @@ size_t srv_stop_scan(const char *text, size_t len, char *const *stop, const size
 static void slot_end(srv_sched *s, slot *sl, const char *reason, int status, const char *error)
 {
     srv_task *t = sl->task;
-    if (!status) {
+    if (!status && !sl->stopped) {
         /* the rest of the text: no more tokens can complete a stop string */
         size_t n = b158_detok_stream_flush(&sl->ds, s->piece, s->piece_cap);
         if (n && grow(&sl->hold, &sl->hold_cap, sl->hold_len + n) == 0) {
@@ -287,7 +288,7 @@ static void slot_start(srv_sched *s, slot *sl, int seq)
 {
     srv_task *t = sl->task;
     sl->fresh = 0;
-    sl->n_fed = sl->generating = sl->n_gen = 0;
+    sl->n_fed = sl->generating = sl->n_gen = sl->stopped = 0;
     sl->batch_i = -1;
     sl->hold_len = 0;
     b158_detok_stream_init(&sl->ds);
@@ -322,7 +323,7 @@ static void slot_token(srv_sched *s, slot *sl, int seq, b158_token tok)
     size_t ok = srv_stop_scan(sl->hold, sl->hold_len, t->stop, t->stop_len, t->n_stop, &stopped);
     emit(t, sl->hold, ok);
     if (stopped) {
-        sl->hold_len = 0;
+        sl->stopped = 1;
         slot_end(s, sl, "stop", 0, NULL);
         return;
     }
