@@ -71,6 +71,20 @@ static void test_parse_valid(void)
     CU_ASSERT(r.stream && r.include_usage);
     srv_request_free(&r);
 
+    /* the framing follows the model's chat template: LLaMA-3 and ChatML */
+    static const char *const tmpl[] = {"{% ... <|start_header_id|> ... %}", "<|im_start|>"};
+    for (int i = 0; i < 2; i++) {
+        const b158_chat_format *f = b158_chat_detect(tmpl[i], strlen(tmpl[i]));
+        const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}";
+        CU_ASSERT_EQUAL_FATAL(srv_request_parse(body, strlen(body), SRV_CHAT, f, &r, &e), 0);
+        char framed[256];
+        snprintf(framed, sizeof framed, "%sHi%s%s", f->user_prefix, f->turn_end,
+                 f->assistant_prefix);
+        CU_ASSERT_STRING_EQUAL(r.prompt, framed);
+        CU_ASSERT_PTR_NOT_NULL(strstr(r.prompt, i ? "<|im_start|>user" : "<|start_header_id|>"));
+        srv_request_free(&r);
+    }
+
     /* completions: a string or an array of one; NUL bytes are text; OpenAI's default of 16 */
     CU_ASSERT_EQUAL_FATAL(
         parse("{\"prompt\":[\"a\\u0000b\"],\"stop\":\"x\"}", SRV_COMPLETION, &r, &e), 0);
