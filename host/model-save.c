@@ -161,7 +161,7 @@ static b158_status synthetic_tokenizer(b158_gguf_writer *w, int n_vocab)
     if (st == B158_OK)
         st = b158_gguf_add_str(w, "tokenizer.ggml.model", "gpt2");
     if (st == B158_OK)
-        st = b158_gguf_add_str(w, "tokenizer.ggml.pre", "gpt2");
+        st = b158_gguf_add_str(w, "tokenizer.ggml.pre", "gpt-2"); /* llama.cpp's spelling */
     if (st == B158_OK)
         st = b158_gguf_add_arr_str(w, "tokenizer.ggml.tokens", ptrs, NULL, (size_t)n_vocab);
     if (st == B158_OK)

@@ -5,7 +5,7 @@
 
 Reads config.json, the safetensors (one file or a sharded index) tensor by tensor through
 safe_open, and tokenizer.json (byte-level BPE, written as llama.cpp's "gpt2" vocabulary, with
-tokenizer.ggml.pre "gpt2" or "llama-bpe" from the parsed pre_tokenizer; any other is an error
+tokenizer.ggml.pre "gpt-2" or "llama-bpe" from the parsed pre_tokenizer; any other is an error
 unless --pre names one) or, without a byte-level tokenizer.json, tokenizer.model
 (SentencePiece, read with the sentencepiece package and written as llama.cpp's "llama"
 vocabulary: pieces, scores, piece types, bos / eos / unk / pad ids, add_bos_token /
@@ -56,6 +56,8 @@ PRE_PATTERNS = {
     r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
 }
 PRE_NAMES = ("gpt2", "llama-bpe")
+# tokenizer.ggml.pre as llama.cpp spells it (llama-vocab.cpp): GPT-2's is "gpt-2"
+GGUF_PRE = {"gpt2": "gpt-2"}
 
 
 class ConvertError(Exception):
@@ -573,7 +575,8 @@ def read_tokenizer(hf_dir, n_vocab, cfg, pre_force=None):
         return v
 
     return {
-        "model": "gpt2", "tokens": tokens, "types": toktypes, "merges": merges, "pre": pre_name,
+        "model": "gpt2", "tokens": tokens, "types": toktypes, "merges": merges,
+        "pre": GGUF_PRE.get(pre_name, pre_name),
         "bos": tok_id("bos_token"), "eos": tok_id("eos_token"),
         "add_bos": tc.get("add_bos_token"), "chat_template": tc.get("chat_template"),
         "eot": vocab.get("<|eot_id|>"),

@@ -227,7 +227,7 @@ class PreTokenizer(Base):
         write_checkpoint(self.ckpt, pre=GPT2_PRE, ignore_merges=False)
         rc, lines = self.run_main()
         self.assertEqual((rc, lines), (0, []))
-        self.assertEqual(gguf_pre(self.out), "gpt2")
+        self.assertEqual(gguf_pre(self.out), "gpt-2")
 
     def test_unknown_is_an_error_unless_forced(self):
         write_checkpoint(self.ckpt, pre=split_pre(QWEN2), ignore_merges=False)
@@ -236,7 +236,7 @@ class PreTokenizer(Base):
         self.assertEqual(rc, 0, lines)
         self.assertEqual(len(lines), 1, lines)
         self.assertTrue(lines[0].startswith("warning: --pre gpt2"), lines)
-        self.assertEqual(gguf_pre(self.out), "gpt2")
+        self.assertEqual(gguf_pre(self.out), "gpt-2")
 
     def test_ignore_merges_mismatch_warns(self):
         write_checkpoint(self.ckpt, pre=LLAMA3_PRE, ignore_merges=False)
