@@ -12,8 +12,10 @@ build=${B158_BUILD_DIR:-$root/build}
 mode=${1:-build}
 [ $# -gt 0 ] && shift
 
+# libmicrohttpd-dev and libjansson-dev: b158-cl-server; libcurl4-openssl-dev: its tests' client
 packages=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd
-          libclblast-dev libcunit1-dev libpcre2-dev clinfo)
+          libclblast-dev libcunit1-dev libpcre2-dev clinfo libmicrohttpd-dev libjansson-dev
+          libcurl4-openssl-dev)
 # shellcheck disable=SC2206 # a space-separated list on purpose
 packages+=(${B158_EXTRA_PACKAGES:-})
 # the tests also fetch inputs from PyPI (tools/fetch-test-data.sh)

@@ -551,6 +551,32 @@ static void text_seeds(int n_files, char **files)
     write_seed("chat", "plain", "Hello <|im_start", 16);
 }
 
+/* b158-cl-server request bodies; the first byte picks the route (bit 0: chat) and chat format. */
+static void request_seeds(void)
+{
+    static const char *const bodies[] = {
+        "\x00{\"prompt\":\"ROMEO:\",\"max_tokens\":16,\"temperature\":0}",
+        "\x00{\"model\":\"m\",\"prompt\":[\"a\\u0000b\"],\"stop\":[\"\\n\\n\",\"END\"],"
+        "\"stream\":true,\"stream_options\":{\"include_usage\":true},\"seed\":-1}",
+        "\x00{\"prompt\":\"x\",\"top_k\":40,\"top_p\":0.95,\"min_p\":0.05,\"n\":1,"
+        "\"repeat_penalty\":1.1,\"max_tokens\":2.0}",
+        "\x01{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":"
+        "\"user\",\"content\":\"Hello\"}],\"max_completion_tokens\":8}",
+        "\x03{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
+        "\"Hi \"},{\"type\":\"text\",\"text\":\"there\"}]},{\"role\":\"assistant\","
+        "\"content\":null}],\"stop\":\"<|eot_id|>\"}",
+        "\x05{\"messages\":[{\"role\":\"developer\",\"content\":\"<|im_end|>\"}],"
+        "\"temperature\":2,\"stream\":false}",
+        "\x01{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}",
+        "\x00{\"prompt\":\"a\",\"prompt\":\"b\"}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "request-%zu", i);
+        write_seed("server-request", name, bodies[i], 1 + strlen(bodies[i] + 1));
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -559,12 +585,13 @@ int main(int argc, char **argv)
         return 2;
     }
     out_dir = argv[1];
-    static const char *const dirs[] = {"gguf",         "model",        "vocab",
-                                       "tokenize-bpe", "tokenize-spm", "chat"};
+    static const char *const dirs[] = {"gguf",         "model", "vocab",         "tokenize-bpe",
+                                       "tokenize-spm", "chat",  "server-request"};
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
         make_dir(dirs[i]);
     vocab_seeds(argv[2], argv[3]);
     model_seeds();
     text_seeds(argc - 4, argv + 4);
+    request_seeds();
     return 0;
 }

@@ -5,7 +5,7 @@
 # <build>/fuzz/crashes/). Builds nothing: build first with
 #   CC=clang B158_BUILD_DIR=build-fuzz B158_CMAKE_ARGS=-DB158_FUZZ=ON bash tools/setup.sh build
 # usage: bash tests/fuzz/run.sh [SECONDS] [TARGET...]   (targets: gguf model vocab tokenize-bpe
-#        tokenize-spm chat; default all). B158_BUILD_DIR picks the build folder (default
+#        tokenize-spm chat server-request; default all). B158_BUILD_DIR picks the build folder (default
 #        build-fuzz), B158_FUZZ_ARGS adds libFuzzer flags (e.g. -runs=10000000).
 set -euo pipefail
 
@@ -14,7 +14,7 @@ build=${B158_BUILD_DIR:-$root/build-fuzz}
 fuzz=$build/fuzz
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=(gguf model vocab tokenize-bpe tokenize-spm chat)
+targets=(gguf model vocab tokenize-bpe tokenize-spm chat server-request)
 [ $# -gt 0 ] && targets=("$@")
 
 case "$secs" in
@@ -29,6 +29,7 @@ dict_for() {
     gguf | model | vocab) echo "$root/tests/fuzz/gguf.dict" ;;
     tokenize-*) echo "$root/tests/fuzz/text.dict" ;;
     chat) echo "$root/tests/fuzz/chat.dict" ;;
+    server-request) echo "$root/tests/fuzz/request.dict" ;;
     esac
 }
 
