@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "b158/model.h"
+#include "bench-bandwidth.h"
 #include "bench-common.h"
 
 typedef struct {

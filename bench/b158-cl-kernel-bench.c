@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "b158/model.h"
+#include "bench-bandwidth.h"
 #include "bench-common.h"
 #include "blas.h"
 #include "half.h"
@@ -213,34 +214,6 @@ done:
     return st;
 }
 
-/* Device copy bandwidth (read + write bytes / time) of a 256 MiB buffer copy, for context. */
-static double copy_gbs(b158_runtime *rt)
-{
-    const size_t bytes = 256u << 20;
-    b158_buf a, b;
-    if (b158_buf_alloc(rt, B158_MEM_SCRATCH, bytes, &a) != B158_OK)
-        return 0;
-    if (b158_buf_alloc(rt, B158_MEM_SCRATCH, bytes, &b) != B158_OK) {
-        b158_buf_free(rt, &a);
-        return 0;
-    }
-    b158_buf_fill(rt, &a, 1);
-    b158_buf_fill(rt, &b, 2);
-    uint64_t t[7];
-    for (int r = 0; r < 7; r++) {
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        clEnqueueCopyBuffer(rt->queue, a.mem, b.mem, 0, 0, bytes, 0, NULL, NULL);
-        clFinish(rt->queue);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        t[r] =
-            (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ull + (uint64_t)(t1.tv_nsec - t0.tv_nsec);
-    }
-    b158_buf_free(rt, &a);
-    b158_buf_free(rt, &b);
-    return 2.0 * (double)bytes / (double)median(t, 7);
-}
-
 static int parse(int argc, char **argv, options *o)
 {
     *o = (options){NULL, {{6912, 2560}, {2560, 6912}}, 2, 128, 20, "md"};
@@ -325,7 +298,7 @@ int main(int argc, char **argv)
     result res[2 * MAX_SHAPES * 5];
     int nres = 0;
     char devname[256] = "", driver[160] = "";
-    double bw = 0;
+    b158_bench_bandwidth bw = {0};
     for (int v = B158_VARIANT_CPU; v <= B158_VARIANT_GPU; v++) {
         b158_runtime_params p = b158_runtime_default_params();
         p.device = o.device;
@@ -338,8 +311,8 @@ int main(int argc, char **argv)
         }
         snprintf(devname, sizeof devname, "%s", b158_runtime_device(rt)->name);
         snprintf(driver, sizeof driver, "%s", b158_runtime_device(rt)->driver);
-        if (v == B158_VARIANT_CPU)
-            bw = copy_gbs(rt);
+        if (v == B158_VARIANT_CPU && b158_bench_bandwidth_measure(rt, 7, &bw))
+            fprintf(stderr, "warning: no bandwidth measurement: %s\n", b158_last_error());
         for (int s = 0; s < o.n_shapes; s++) {
             if (bench_shape(rt, o.shapes[s], &o, res, &nres) != B158_OK) {
                 fprintf(stderr, "error: %s\n", b158_last_error());
@@ -351,8 +324,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(o.format, "json") == 0) {
         printf("{\"device\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", \"copy_gbs\": %.2f, "
+               "\"copy_api_gbs\": %.2f, \"copy_kernel_gbs\": %.2f, "
                "\"reps\": %d, \"results\": [",
-               devname, driver, B158_VERSION_STRING, bw / 1e0, o.reps);
+               devname, driver, B158_VERSION_STRING, bw.copy_gbs, bw.copy_api_gbs,
+               bw.copy_kernel_gbs, o.reps);
         for (int i = 0; i < nres; i++)
             printf("%s\n  {\"variant\": \"%s\", \"kernel\": \"%s\", \"n\": %d, \"k\": %d, "
                    "\"m\": %d, \"median_us\": %.2f, \"gbs\": %.2f}",
@@ -362,13 +337,15 @@ int main(int argc, char **argv)
         return 0;
     }
     printf("device: %s (driver %s), b158-cl %s, median of %d runs (profiling events)\n"
-           "device copy bandwidth: %.1f GB/s\n\n",
-           devname, driver, B158_VERSION_STRING, o.reps, bw);
+           "device copy bandwidth: %.1f GB/s (read + written bytes of 256 MiB; clEnqueueCopyBuffer "
+           "%.1f, copy kernel %.1f)\n\n",
+           devname, driver, B158_VERSION_STRING, o.reps, bw.copy_gbs, bw.copy_api_gbs,
+           bw.copy_kernel_gbs);
     printf("| variant | kernel | N (out) | K (in) | M (tokens) | median us | GB/s | %% of copy |\n"
            "|---|---|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < nres; i++)
         printf("| %s | %s | %d | %d | %d | %.1f | %.1f | %.0f%% |\n", res[i].variant, res[i].kernel,
                res[i].n, res[i].k, res[i].m, res[i].us, res[i].gbs,
-               bw > 0 ? 100.0 * res[i].gbs / bw : 0.0);
+               bw.copy_gbs > 0 ? 100.0 * res[i].gbs / bw.copy_gbs : 0.0);
     return 0;
 }
