@@ -65,10 +65,12 @@ static b158_status create_kernels(b158_runtime *rt, const b158_model *m, size_t 
                                   b158_baseline *b)
 {
     static const enum b158_kernel_id used[] = {B158_K_DEQUANTIZE_ROWS, B158_K_F16_MATVEC,
-                                               B158_K_ADD};
+                                               B158_K_ADD, B158_K_F16_GEMM};
     B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, B * W * 4, &b->xf));
     B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, B * m->info.n_embd * 4, &b->tmp));
-    return build_kernels(rt, used, sizeof used / sizeof used[0]);
+    /* f16_gemm is the CPU variant's prefill (b158_op_f16_matvec with several tokens) */
+    const size_t n = sizeof used / sizeof used[0] - (rt->tune.wg > 1 || B == 1);
+    return build_kernels(rt, used, n);
 }
 
 /* CLBlast's scratch, and one call of HGEMV and HGEMM: CLBlast compiles a routine's kernels on
