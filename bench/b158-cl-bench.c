@@ -456,6 +456,7 @@ typedef struct {
     int tokens_per_step;
     double wall_s;           /* wall time of the steps, host and device */
     double bytes[FAM_COUNT]; /* bytes a family must move per step (0 = not counted) */
+    b158_bench_bandwidth bw; /* measured right before the phase: the machine's state drifts */
     b158_kernel_stats k[PROF_MAX_KERNELS];
     size_t n_k;
 } prof_phase;
@@ -538,6 +539,8 @@ static b158_status profile_engine(const options *o, b158_runtime *rt, b158_model
         if (st == B158_OK)
             st = b158_session_eval(s, &tok[1 % o->pp], 1);
     }
+    if (st == B158_OK && b158_bench_bandwidth_measure(rt, 9, &pe->prefill.bw))
+        st = fail(B158_ERR_OPENCL, "measuring the copy bandwidth: %s", b158_last_error());
     for (int rep = 0; st == B158_OK && rep < o->reps; rep++) {
         b158_session_reset(s);
         b158_runtime_kernel_stats_reset(rt);
@@ -547,6 +550,8 @@ static b158_status profile_engine(const options *o, b158_runtime *rt, b158_model
         pe->prefill.steps++;
         prof_add(rt, &pe->prefill);
     }
+    if (st == B158_OK && b158_bench_bandwidth_measure(rt, 9, &pe->decode.bw))
+        st = fail(B158_ERR_OPENCL, "measuring the copy bandwidth: %s", b158_last_error());
     for (int rep = 0; st == B158_OK && rep < o->reps; rep++) {
         b158_session_reset(s);
         st = b158_session_eval(s, tok, 1);
@@ -583,16 +588,19 @@ static prof_sums prof_sum(const prof_phase *ph)
     return r;
 }
 
-static void print_profile_md(const char *model, const prof_engine *pe, double copy_gbs)
+static void print_profile_md(const char *model, const prof_engine *pe)
 {
     const prof_phase *ph[2] = {&pe->decode, &pe->prefill};
     for (int i = 0; i < 2; i++) {
         const prof_sums r = prof_sum(ph[i]);
+        const double copy_gbs = ph[i]->bw.copy_gbs;
         printf("\n%s, %s engine, %s: %s; %.1f ms wall per step (%.1f tokens/s), mean of %d "
-               "steps\n\n",
+               "steps; copy bandwidth just before: %.1f GB/s (clEnqueueCopyBuffer %.1f, copy "
+               "kernel %.1f)\n\n",
                model, pe->engine, ph[i]->phase,
                i ? "one pass over the prompt from position 0" : "one token per step", r.wall_ms,
-               ph[i]->tokens_per_step * 1e3 / r.wall_ms, ph[i]->steps);
+               ph[i]->tokens_per_step * 1e3 / r.wall_ms, ph[i]->steps, copy_gbs,
+               ph[i]->bw.copy_api_gbs, ph[i]->bw.copy_kernel_gbs);
         printf("| part | kernels (ms/step) | launches/step | ms/step | %% of device | %% of wall "
                "| GB/s | %% of copy |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
         for (int f = 0; f < FAM_COUNT; f++) {
@@ -620,18 +628,21 @@ static void print_profile_md(const char *model, const prof_engine *pe, double co
     }
 }
 
-static void print_profile_json(const prof_engine *pe, double copy_gbs)
+static void print_profile_json(const prof_engine *pe)
 {
     const prof_phase *ph[2] = {&pe->decode, &pe->prefill};
     printf("{\"engine\": \"%s\", \"phases\": [", pe->engine);
     for (int i = 0; i < 2; i++) {
         const prof_sums r = prof_sum(ph[i]);
-        printf("%s\n    {\"phase\": \"%s\", \"steps\": %d, \"tokens_per_step\": %d, "
-               "\"wall_ms_per_step\": %.4f, \"device_ms_per_step\": %.4f, \"host_ms_per_step\": "
-               "%.4f, \"launches_per_step\": %.2f, \"host_us_per_launch\": %.3f, \"families\": [",
-               i ? "," : "", ph[i]->phase, ph[i]->steps, ph[i]->tokens_per_step, r.wall_ms,
-               r.dev_ms, r.host_ms, r.all_launches,
-               r.all_launches > 0 ? 1e3 * r.host_ms / r.all_launches : 0.0);
+        const double copy_gbs = ph[i]->bw.copy_gbs;
+        printf(
+            "%s\n    {\"phase\": \"%s\", \"steps\": %d, \"tokens_per_step\": %d, "
+            "\"wall_ms_per_step\": %.4f, \"device_ms_per_step\": %.4f, \"host_ms_per_step\": "
+            "%.4f, \"launches_per_step\": %.2f, \"host_us_per_launch\": %.3f, \"copy_gbs\": %.2f, "
+            "\"copy_api_gbs\": %.2f, \"copy_kernel_gbs\": %.2f, \"families\": [",
+            i ? "," : "", ph[i]->phase, ph[i]->steps, ph[i]->tokens_per_step, r.wall_ms, r.dev_ms,
+            r.host_ms, r.all_launches, r.all_launches > 0 ? 1e3 * r.host_ms / r.all_launches : 0.0,
+            copy_gbs, ph[i]->bw.copy_api_gbs, ph[i]->bw.copy_kernel_gbs);
         for (int f = 0, n = 0; f < FAM_COUNT; f++) {
             if (!r.launches[f])
                 continue;
@@ -681,12 +692,6 @@ static int run_profile(const options *o)
                       (!strcmp(o->fp16, "auto") &&
                        b158_weight_mode_check(rt, B158_WEIGHTS_FP16_CLBLAST) == B158_OK));
     const b158_weight_mode fp16_mode = blas ? B158_WEIGHTS_FP16_CLBLAST : B158_WEIGHTS_FP16;
-    b158_bench_bandwidth bw;
-    if (b158_bench_bandwidth_measure(rt, 9, &bw)) {
-        fprintf(stderr, "error: measuring the copy bandwidth: %s\n", b158_last_error());
-        b158_runtime_free(rt);
-        return 1;
-    }
     char date[32];
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
@@ -695,17 +700,15 @@ static int run_profile(const options *o)
         printf("device: %s (%s, driver %s), b158-cl %s, %s\n"
                "profile: pp %d (one prefill pass) and tg %d (decode steps from position 1), %d "
                "repetitions; device times from profiling events, launches serialized\n"
-               "copy bandwidth: %.1f GB/s (read + written bytes of 256 MiB, median of 9: "
-               "clEnqueueCopyBuffer %.1f, copy kernel %.1f); GB/s = bytes the part must move per "
-               "step (weights; decode attention: the K and V rows it reads) / its device time\n",
-               d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->reps,
-               bw.copy_gbs, bw.copy_api_gbs, bw.copy_kernel_gbs);
+               "GB/s = bytes the part must move per step (weights; decode attention: the K and V "
+               "rows it reads) / its device time; copy bandwidth = read + written bytes of a "
+               "256 MiB copy, the better of clEnqueueCopyBuffer and a copy kernel, median of 9, "
+               "measured right before each phase\n",
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->reps);
     else
         printf("{\"device\": \"%s\", \"platform\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", "
-               "\"date\": \"%s\", \"pp\": %d, \"tg\": %d, \"reps\": %d, \"copy_gbs\": %.2f, "
-               "\"copy_api_gbs\": %.2f, \"copy_kernel_gbs\": %.2f, \"models\": [",
-               d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->reps,
-               bw.copy_gbs, bw.copy_api_gbs, bw.copy_kernel_gbs);
+               "\"date\": \"%s\", \"pp\": %d, \"tg\": %d, \"reps\": %d, \"models\": [",
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->reps);
     char list[512];
     snprintf(list, sizeof list, "%s", o->model ? o->model : o->preset);
     int rc = 0;
@@ -729,10 +732,10 @@ static int run_profile(const options *o)
             prof_engine pe;
             st = profile_engine(o, rt, m, modes[i], tok, &pe);
             if (st == B158_OK && md)
-                print_profile_md(name, &pe, bw.copy_gbs);
+                print_profile_md(name, &pe);
             else if (st == B158_OK) {
                 printf("%s\n    ", n++ ? "," : "");
-                print_profile_json(&pe, bw.copy_gbs);
+                print_profile_json(&pe);
             }
         }
         if (!md && st == B158_OK)
