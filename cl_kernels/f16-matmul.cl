@@ -1,4 +1,5 @@
-/* FP16-weight matrix x FP32 vectors (LM head, FP16 baseline): y[m][n] = sum_k W[n][k] x[m][k].
+/* FP16-weight matrix x FP32 vectors (LM head, FP16 baseline): y[m][n] = sum_k W[n][k] x[m][k],
+ * or y[m][n] += that with accumulate (the baseline's residual adds, no extra launch).
  * Weights are FP16 storage read with vload_half (works without cl_khr_fp16); arithmetic FP32.
  *
  * Work-item mapping, GPU (B158_WG > 1): one work-group of B158_WG work-items per row n; work-item
@@ -34,7 +35,7 @@ inline float b158_dot_half(__global const half *w, __global const float *x, int 
 #endif
 
 __kernel void f16_matvec(__global const half *w, __global const float *x, __global float *y,
-                         int n_rows, int k, int m_rows)
+                         int n_rows, int k, int m_rows, int accumulate)
 {
     __local float red[B158_WG];
 #if B158_WG == 1
@@ -50,8 +51,11 @@ __kernel void f16_matvec(__global const half *w, __global const float *x, __glob
 #endif
     __global const half *wr = w + (size_t)n * k;
 #if B158_WG == 1
-    for (int m = 0; m < m_rows; m++)
-        y[(size_t)m * n_rows + n] = b158_dot_half(wr, x + (size_t)m * k, k);
+    for (int m = 0; m < m_rows; m++) {
+        const float s = b158_dot_half(wr, x + (size_t)m * k, k);
+        const size_t o = (size_t)m * n_rows + n;
+        y[o] = accumulate ? y[o] + s : s;
+    }
     (void)lid;
     (void)red;
 #else
@@ -65,8 +69,9 @@ __kernel void f16_matvec(__global const half *w, __global const float *x, __glob
         for (int i = 8 * k8 + lid; i < k; i += B158_WG)
             acc += vload_half(i, wr) * xm[i];
         acc = b158_wg_sum(acc, red);
+        const size_t o = (size_t)m * n_rows + n;
         if (lid == 0)
-            y[(size_t)m * n_rows + n] = acc;
+            y[o] = accumulate ? y[o] + acc : acc;
     }
 #endif
 }
@@ -82,7 +87,7 @@ __kernel void f16_matvec(__global const half *w, __global const float *x, __glob
  * edges repeat the last row or token (no branch in the loop) and store only what is theirs.
  * No __local, no barriers; rows need no alignment (vload). */
 __kernel void f16_gemm(__global const half *w, __global const float *x, __global float *y,
-                       int n_rows, int k, int m_rows)
+                       int n_rows, int k, int m_rows, int accumulate)
 {
     const int m0 = get_global_id(0) * B158_F16_GEMM_T, n0 = get_global_id(1) * B158_F16_GEMM_R;
     if (m0 >= m_rows || n0 >= n_rows)
@@ -125,8 +130,9 @@ __kernel void f16_gemm(__global const half *w, __global const float *x, __global
             float s = (c.x + c.y) + (c.z + c.w);
             for (int j = i; j < k; j++)
                 s += vload_half(j, wr[r]) * xr[t][j];
+            const size_t o = (size_t)(m0 + t) * n_rows + n0 + r;
             if (n0 + r < n_rows && m0 + t < m_rows)
-                y[(size_t)(m0 + t) * n_rows + n0 + r] = s;
+                y[o] = accumulate ? y[o] + s : s;
         }
 }
 #endif

@@ -364,6 +364,13 @@ b158_status b158_op_embed(b158_runtime *rt, const b158_buf *table, const b158_bu
 b158_status b158_op_f16_matvec(b158_runtime *rt, const b158_buf *w, const b158_buf *x,
                                const b158_buf *y, int n_rows, int k, int m_rows)
 {
+    return b158_op_f16_matmul(rt, w, x, y, n_rows, k, m_rows, 0);
+}
+
+b158_status b158_op_f16_matmul(b158_runtime *rt, const b158_buf *w, const b158_buf *x,
+                               const b158_buf *y, int n_rows, int k, int m_rows, int accumulate)
+{
+    const int acc = accumulate != 0;
     B158_TRY(positive(n_rows, "f16 matvec", "rows"));
     B158_TRY(positive(k, "f16 matvec", "k"));
     B158_TRY(positive(m_rows, "f16 matvec", "tokens"));
@@ -376,11 +383,12 @@ b158_status b158_op_f16_matvec(b158_runtime *rt, const b158_buf *w, const b158_b
         const size_t tiles_n = (size_t)(n_rows + F16_GEMM_ROWS - 1) / F16_GEMM_ROWS;
         return B158_LAUNCH(rt, B158_K_F16_GEMM, 2, ((size_t[]){tiles_m, tiles_n}),
                            ((size_t[]){tiles_m, 1}), B158_ARG_MEM(w), B158_ARG_MEM(x),
-                           B158_ARG_MEM(y), B158_ARG(n_rows), B158_ARG(k), B158_ARG(m_rows));
+                           B158_ARG_MEM(y), B158_ARG(n_rows), B158_ARG(k), B158_ARG(m_rows),
+                           B158_ARG(acc));
     }
     const size_t wg = rt->tune.wg > 1 ? (size_t)rt->tune.wg : CPU_ROWS_WG;
     const size_t global = rt->tune.wg > 1 ? (size_t)n_rows * wg : (size_t)n_rows;
     return B158_LAUNCH(rt, B158_K_F16_MATVEC, 1, ((size_t[]){global}), ((size_t[]){wg}),
                        B158_ARG_MEM(w), B158_ARG_MEM(x), B158_ARG_MEM(y), B158_ARG(n_rows),
-                       B158_ARG(k), B158_ARG(m_rows));
+                       B158_ARG(k), B158_ARG(m_rows), B158_ARG(acc));
 }

@@ -829,18 +829,22 @@ static void test_f16_matvec(void)
 }
 
 /* Several tokens: the CPU variant's tiled f16_gemm (6 rows x 4 tokens per work-item), at sizes
- * that leave partial tiles of rows and tokens and K tails (K < 16, K not a multiple of 16). The
- * same bound as the matvec: the kernel's 16 partial sums against the reference's one chain. */
+ * that leave partial tiles of rows and tokens and K tails (K < 16, K not a multiple of 16); the
+ * last two cases accumulate into random y (one token, then several). The same bound as the
+ * matvec: the kernel's 16 partial sums against the reference's one chain. */
 static void test_f16_gemm(void)
 {
     FOR_EACH_VARIANT(rt)
     {
-        for (int t = 0; t < 4; t++) {
+        for (int t = 0; t < 6; t++) {
+            const int accumulate = t >= 4;
             const int n = t == 1 ? 6 * b158_test_randint(1, 90) + 5 : b158_test_randint(1, 700);
             const int k = t == 0   ? b158_test_randint(1, 15)
                           : t == 3 ? 16 * b158_test_randint(1, 100)
                                    : 16 * b158_test_randint(1, 160) + b158_test_randint(1, 15);
-            const int m = t == 1 ? 4 * b158_test_randint(1, 16) + 3 : b158_test_randint(2, 70);
+            const int m = t == 1   ? 4 * b158_test_randint(1, 16) + 3
+                          : t == 4 ? 1
+                                   : b158_test_randint(2, 70);
             uint16_t *w = xmalloc((size_t)n * k * 2);
             float *x = xmalloc((size_t)m * k * 4), *y = xmalloc((size_t)m * n * 4);
             float *yr = xmalloc((size_t)m * n * 4);
@@ -849,15 +853,21 @@ static void test_f16_gemm(void)
             fill_uniform(x, (size_t)m * k, -3.0f, 3.0f);
             b158_buf dw = dev_upload(rt, w, (size_t)n * k * 2),
                      dx = dev_upload(rt, x, (size_t)m * k * 4);
-            b158_buf dy = dev_poisoned(rt, (size_t)m * n * 4);
-            check_ok(b158_op_f16_matvec(rt, &dw, &dx, &dy, n, k, m));
+            float *y0 = xmalloc((size_t)m * n * 4);
+            fill_uniform(y0, (size_t)m * n, -10.0f, 10.0f);
+            b158_buf dy = accumulate ? dev_upload(rt, y0, (size_t)m * n * 4)
+                                     : dev_poisoned(rt, (size_t)m * n * 4);
+            check_ok(b158_op_f16_matmul(rt, &dw, &dx, &dy, n, k, m, accumulate));
             dev_read(rt, &dy, y, (size_t)m * n * 4);
             b158_ref_f16_matvec(w, x, yr, n, k, m);
+            for (size_t i = 0; accumulate && i < (size_t)m * n; i++)
+                yr[i] += y0[i];
             char what[64];
-            snprintf(what, sizeof what, "f16 gemm %dx%d, %d tokens", n, k, m);
+            snprintf(what, sizeof what, "f16 gemm %dx%d, %d tokens%s", n, k, m,
+                     accumulate ? ", accumulate" : "");
             expect_nerr(what, rt, y, yr, (size_t)m * n, 2e-5);
             b158_buf_free(rt, &dw), b158_buf_free(rt, &dx), b158_buf_free(rt, &dy);
-            free(w), free(x), free(y), free(yr);
+            free(w), free(x), free(y), free(yr), free(y0);
         }
     }
 }
