@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "b158/model.h"
+#include "bench-bandwidth.h"
 #include "bench-common.h"
 
 typedef struct {
@@ -24,6 +25,7 @@ typedef struct {
     int pp, tg;         /* prompt tokens, generated tokens */
     const char *fp16;   /* FP16 baseline matmuls: "auto", "clblast" or "kernels" */
     const char *engine; /* "both", "b158" (ternary only) or "fp16" (baseline only) */
+    int profile;        /* --profile: device time per kernel family instead of speeds */
 } options;
 
 static void usage(FILE *f)
@@ -47,6 +49,10 @@ static void usage(FILE *f)
                "  --engine both|b158|fp16\n"
                "                       run both engines (default, with the ratios) or one\n"
                "  -o md|json|csv       output format (default md)\n"
+               "  --profile            where the time of a decode step and of a pp-token prefill\n"
+               "                       goes: device time, launches and GB/s per kernel family\n"
+               "                       against the copy bandwidth measured in the same run, and\n"
+               "                       the host time between launches (-o md|json)\n"
                "  --kernels            time the matmul kernels instead: runs b158-cl-kernel-bench\n"
                "                       (beside this program) with the other arguments\n"
                "  --throughput         the paper's throughput table instead (largest batch of\n"
@@ -102,7 +108,7 @@ static const char *last_error(void)
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){NULL, 3, "md", NULL, NULL, 128, 32, "auto", "both"};
+    *o = (options){NULL, 3, "md", NULL, NULL, 128, 32, "auto", "both", 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-m") == 0 && v) {
@@ -132,6 +138,8 @@ static int parse(int argc, char **argv, options *o)
         } else if (strcmp(a, "-o") == 0 && v) {
             o->format = v;
             i++;
+        } else if (strcmp(a, "--profile") == 0) {
+            o->profile = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 1;
@@ -171,6 +179,10 @@ static int parse(int argc, char **argv, options *o)
     if (o->reps < 1 || o->reps > 256 ||
         (strcmp(o->format, "md") && strcmp(o->format, "json") && strcmp(o->format, "csv"))) {
         fprintf(stderr, "error: --reps 1..256, -o md|json|csv\n");
+        return 2;
+    }
+    if (o->profile && !strcmp(o->format, "csv")) {
+        fprintf(stderr, "error: --profile writes -o md or json\n");
         return 2;
     }
     return 0;
@@ -243,6 +255,21 @@ static uint64_t estimate_bytes(const b158_model_info *h, b158_weight_mode mode, 
     return w + kv + scratch;
 }
 
+/* Refuses a configuration that cannot fit on the device before anything is allocated. */
+static b158_status check_fits(b158_runtime *rt, const b158_model_info *h, b158_weight_mode mode,
+                              int n_ctx, int n_batch)
+{
+    const uint64_t need = estimate_bytes(h, mode, n_ctx, n_batch);
+    const b158_device_info *d = b158_runtime_device(rt);
+    if (need > d->global_mem)
+        return fail(B158_ERR_DEVICE_MEMORY,
+                    "the %s engine needs about %.2f GiB of device memory; %s has %.2f GiB%s",
+                    mode != B158_WEIGHTS_TERNARY ? "FP16" : "ternary", need / 1073741824.0, d->name,
+                    d->global_mem / 1073741824.0,
+                    d->is_cpu ? " (PoCL: run with POCL_MEMORY_LIMIT=<GB> to raise it)" : "");
+    return B158_OK;
+}
+
 /* pp: one forward pass over pp tokens from position 0, repeated; the first run (first touches
  * of the weights) is timed apart. tg: tg single-token steps after a one-token prompt.
  * Then N_GREEDY greedy tokens after a short prompt, for the sanity check between engines. */
@@ -252,17 +279,12 @@ static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b1
     const b158_model_info *h = b158_model_get_info(m);
     const int n_ctx = o->pp + o->tg + N_GREEDY + 1;
     memset(r, 0, sizeof *r);
-    const uint64_t need = estimate_bytes(h, mode, n_ctx, o->pp);
-    const b158_device_info *d = b158_runtime_device(rt);
-    if (need > d->global_mem)
-        return fail(B158_ERR_DEVICE_MEMORY,
-                    "the %s engine needs about %.2f GiB of device memory; %s has %.2f GiB%s",
-                    mode != B158_WEIGHTS_TERNARY ? "FP16" : "ternary", need / 1073741824.0, d->name,
-                    d->global_mem / 1073741824.0,
-                    d->is_cpu ? " (PoCL: run with POCL_MEMORY_LIMIT=<GB> to raise it)" : "");
+    b158_status st = check_fits(rt, h, mode, n_ctx, o->pp);
+    if (st != B158_OK)
+        return st;
     double pp_t[256], tg_t[256], t0 = now_s();
     b158_session *s = NULL;
-    b158_status st = b158_model_upload_as(m, rt, mode);
+    st = b158_model_upload_as(m, rt, mode);
     r->upload = now_s() - t0;
     b158_session_params sp = b158_session_default_params();
     sp.rt = rt;
@@ -406,6 +428,332 @@ static void print_engine_json(const char *key, const engine_result *e)
            (unsigned long long)e->mem_s);
 }
 
+/* ---- --profile -------------------------------------------------------------------------- */
+
+/* Kernel families of the profile, by kernel name (fused kernels keep their family's prefix). */
+enum { FAM_TERNARY, FAM_FP16, FAM_ATTENTION, FAM_SMALL, FAM_COUNT };
+static const char *const family_names[FAM_COUNT] = {"ternary matmul", "FP16 matmul", "attention",
+                                                    "small ops"};
+
+static int family_of(const char *kernel)
+{
+    if (!strncmp(kernel, "ternary_", 8))
+        return FAM_TERNARY;
+    if (!strncmp(kernel, "f16_matvec", 10) || !strncmp(kernel, "f16_gemm", 8) ||
+        !strncmp(kernel, "clblast_", 8))
+        return FAM_FP16;
+    if (!strncmp(kernel, "attention", 9))
+        return FAM_ATTENTION;
+    return FAM_SMALL;
+}
+
+#define PROF_MAX_KERNELS 64
+
+/* One phase (decode steps or prefill passes): profiling totals summed over its steps. */
+typedef struct {
+    const char *phase; /* "decode" or "prefill" */
+    int steps;         /* decode: tokens; prefill: passes of pp tokens */
+    int tokens_per_step;
+    double wall_s;           /* wall time of the steps, host and device */
+    double bytes[FAM_COUNT]; /* bytes a family must move per step (0 = not counted) */
+    b158_bench_bandwidth bw; /* measured right before the phase: the machine's state drifts */
+    b158_kernel_stats k[PROF_MAX_KERNELS];
+    size_t n_k;
+} prof_phase;
+
+typedef struct {
+    const char *engine; /* "b1.58" or "fp16" */
+    prof_phase decode, prefill;
+} prof_engine;
+
+static void prof_add(b158_runtime *rt, prof_phase *ph)
+{
+    b158_kernel_stats st[PROF_MAX_KERNELS];
+    size_t n = b158_runtime_kernel_stats(rt, st, PROF_MAX_KERNELS);
+    n = n < PROF_MAX_KERNELS ? n : PROF_MAX_KERNELS;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < ph->n_k && strcmp(ph->k[j].name, st[i].name))
+            j++;
+        if (j == ph->n_k)
+            ph->k[ph->n_k++] = (b158_kernel_stats){st[i].name, 0, 0};
+        ph->k[j].launches += st[i].launches;
+        ph->k[j].total_ns += st[i].total_ns;
+    }
+}
+
+/* Bytes of the ternary layers (2-bit codes over rows padded to 256, one f32 scale per row) and
+ * of the same layers as dense FP16, as the engines upload them. */
+static void layer_bytes(const b158_model_info *h, double *ternary, double *dense)
+{
+    const double qd = (double)h->n_head * h->head_dim, kvd = (double)h->n_head_kv * h->head_dim;
+    const double rows[7] = {qd, kvd, kvd, h->n_embd, h->n_ff, h->n_ff, h->n_embd};
+    const double cols[7] = {h->n_embd, h->n_embd, h->n_embd, qd, h->n_embd, h->n_embd, h->n_ff};
+    *ternary = *dense = 0;
+    for (int i = 0; i < 7; i++) {
+        *ternary += rows[i] * (ceil(cols[i] / 256.0) * 64.0 + 4.0) * h->n_layer;
+        *dense += rows[i] * cols[i] * 2.0 * h->n_layer;
+    }
+}
+
+/* One engine: a warm-up pass, then reps prefill passes of pp tokens from position 0, and reps
+ * rounds of tg decode steps from position 1, each phase with the profiling totals reset first.
+ * The runtime records a profiling event per launch and waits for it, so launches do not
+ * overlap and the wall time minus the device time is the host's share between launches. */
+static b158_status profile_engine(const options *o, b158_runtime *rt, b158_model *m,
+                                  b158_weight_mode mode, const b158_token *tok, prof_engine *pe)
+{
+    const b158_model_info *h = b158_model_get_info(m);
+    const int n_ctx = o->pp + o->tg + 1;
+    b158_status st = check_fits(rt, h, mode, n_ctx, o->pp);
+    if (st != B158_OK)
+        return st;
+    pe->engine = mode == B158_WEIGHTS_TERNARY ? "b1.58" : "fp16";
+    pe->decode = (prof_phase){.phase = "decode", .tokens_per_step = 1};
+    pe->prefill = (prof_phase){.phase = "prefill", .tokens_per_step = o->pp};
+    double tern, dense;
+    layer_bytes(h, &tern, &dense);
+    const double head = (double)h->n_vocab * h->n_embd * 2.0;
+    prof_phase *ph[2] = {&pe->prefill, &pe->decode};
+    for (int i = 0; i < 2; i++) {
+        ph[i]->bytes[FAM_TERNARY] = mode == B158_WEIGHTS_TERNARY ? tern : 0;
+        ph[i]->bytes[FAM_FP16] = head + (mode == B158_WEIGHTS_TERNARY ? 0 : dense);
+    }
+    /* decode at positions 1..tg reads the K and V rows of positions 0..pos */
+    const double kv_row = 2.0 * h->n_layer * h->n_head_kv * h->head_dim * 2.0;
+    pe->decode.bytes[FAM_ATTENTION] = kv_row * (o->tg + 3) / 2.0;
+
+    b158_session *s = NULL;
+    st = b158_model_upload_as(m, rt, mode);
+    b158_session_params sp = b158_session_default_params();
+    sp.rt = rt;
+    sp.n_ctx = n_ctx;
+    sp.n_batch = o->pp;
+    if (st == B158_OK)
+        st = b158_session_create(m, &sp, &s);
+    if (st == B158_OK) /* warm-up: first launches and first touches of the weights */
+        st = b158_session_eval(s, tok, o->pp);
+    for (int i = 0; st == B158_OK && i < 2; i++) {
+        b158_session_reset(s);
+        st = b158_session_eval(s, tok, 1);
+        if (st == B158_OK)
+            st = b158_session_eval(s, &tok[1 % o->pp], 1);
+    }
+    if (st == B158_OK && b158_bench_bandwidth_measure(rt, 9, &pe->prefill.bw))
+        st = fail(B158_ERR_OPENCL, "measuring the copy bandwidth: %s", b158_last_error());
+    for (int rep = 0; st == B158_OK && rep < o->reps; rep++) {
+        b158_session_reset(s);
+        b158_runtime_kernel_stats_reset(rt);
+        const double t0 = now_s();
+        st = b158_session_eval(s, tok, o->pp);
+        pe->prefill.wall_s += now_s() - t0;
+        pe->prefill.steps++;
+        prof_add(rt, &pe->prefill);
+    }
+    if (st == B158_OK && b158_bench_bandwidth_measure(rt, 9, &pe->decode.bw))
+        st = fail(B158_ERR_OPENCL, "measuring the copy bandwidth: %s", b158_last_error());
+    for (int rep = 0; st == B158_OK && rep < o->reps; rep++) {
+        b158_session_reset(s);
+        st = b158_session_eval(s, tok, 1);
+        b158_runtime_kernel_stats_reset(rt);
+        const double t0 = now_s();
+        for (int i = 0; st == B158_OK && i < o->tg; i++)
+            st = b158_session_eval(s, &tok[(i + 1) % o->pp], 1);
+        pe->decode.wall_s += now_s() - t0;
+        pe->decode.steps += o->tg;
+        prof_add(rt, &pe->decode);
+    }
+    b158_session_free(s);
+    b158_model_unload(m);
+    return st;
+}
+
+/* Per step: device ms of each family and of all, launches, wall and host ms. */
+typedef struct {
+    double ms[FAM_COUNT], launches[FAM_COUNT], dev_ms, all_launches, wall_ms, host_ms;
+} prof_sums;
+
+static prof_sums prof_sum(const prof_phase *ph)
+{
+    prof_sums r = {{0}, {0}, 0, 0, 0, 0};
+    for (size_t i = 0; i < ph->n_k; i++) {
+        const int f = family_of(ph->k[i].name);
+        r.ms[f] += ph->k[i].total_ns * 1e-6 / ph->steps;
+        r.launches[f] += (double)ph->k[i].launches / ph->steps;
+    }
+    for (int f = 0; f < FAM_COUNT; f++)
+        r.dev_ms += r.ms[f], r.all_launches += r.launches[f];
+    r.wall_ms = ph->wall_s * 1e3 / ph->steps;
+    r.host_ms = r.wall_ms - r.dev_ms;
+    return r;
+}
+
+static void print_profile_md(const char *model, const prof_engine *pe)
+{
+    const prof_phase *ph[2] = {&pe->decode, &pe->prefill};
+    for (int i = 0; i < 2; i++) {
+        const prof_sums r = prof_sum(ph[i]);
+        const double copy_gbs = ph[i]->bw.copy_gbs;
+        printf("\n%s, %s engine, %s: %s; %.1f ms wall per step (%.1f tokens/s), mean of %d "
+               "steps; copy bandwidth just before: %.1f GB/s (clEnqueueCopyBuffer %.1f, copy "
+               "kernel %.1f)\n\n",
+               model, pe->engine, ph[i]->phase,
+               i ? "one pass over the prompt from position 0" : "one token per step", r.wall_ms,
+               ph[i]->tokens_per_step * 1e3 / r.wall_ms, ph[i]->steps, copy_gbs,
+               ph[i]->bw.copy_api_gbs, ph[i]->bw.copy_kernel_gbs);
+        printf("| part | kernels (ms/step) | launches/step | ms/step | %% of device | %% of wall "
+               "| GB/s | %% of copy |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+        for (int f = 0; f < FAM_COUNT; f++) {
+            if (!r.launches[f])
+                continue;
+            printf("| %s | ", family_names[f]);
+            for (size_t k = 0, n = 0; k < ph[i]->n_k; k++)
+                if (family_of(ph[i]->k[k].name) == f)
+                    printf("%s%s %.2f", n++ ? ", " : "", ph[i]->k[k].name,
+                           ph[i]->k[k].total_ns * 1e-6 / ph[i]->steps);
+            printf(" | %.1f | %.2f | %.1f%% | %.1f%% |", r.launches[f], r.ms[f],
+                   100.0 * r.ms[f] / r.dev_ms, 100.0 * r.ms[f] / r.wall_ms);
+            const double gbs = ph[i]->bytes[f] / (r.ms[f] * 1e6);
+            if (ph[i]->bytes[f] > 0 && r.ms[f] > 0)
+                printf(" %.1f | %.0f%% |\n", gbs, 100.0 * gbs / copy_gbs);
+            else
+                printf(" - | - |\n");
+        }
+        printf("| device, all parts | | %.1f | %.2f | 100%% | %.1f%% | | |\n", r.all_launches,
+               r.dev_ms, 100.0 * r.dev_ms / r.wall_ms);
+        printf("| host between launches | wall - device | %.1f | %.2f | | %.1f%% | | |\n",
+               r.all_launches, r.host_ms, 100.0 * r.host_ms / r.wall_ms);
+        printf("\nhost time between launches: %.1f us per launch\n",
+               r.all_launches > 0 ? 1e3 * r.host_ms / r.all_launches : 0.0);
+    }
+}
+
+static void print_profile_json(const prof_engine *pe)
+{
+    const prof_phase *ph[2] = {&pe->decode, &pe->prefill};
+    printf("{\"engine\": \"%s\", \"phases\": [", pe->engine);
+    for (int i = 0; i < 2; i++) {
+        const prof_sums r = prof_sum(ph[i]);
+        const double copy_gbs = ph[i]->bw.copy_gbs;
+        printf(
+            "%s\n    {\"phase\": \"%s\", \"steps\": %d, \"tokens_per_step\": %d, "
+            "\"wall_ms_per_step\": %.4f, \"device_ms_per_step\": %.4f, \"host_ms_per_step\": "
+            "%.4f, \"launches_per_step\": %.2f, \"host_us_per_launch\": %.3f, \"copy_gbs\": %.2f, "
+            "\"copy_api_gbs\": %.2f, \"copy_kernel_gbs\": %.2f, \"families\": [",
+            i ? "," : "", ph[i]->phase, ph[i]->steps, ph[i]->tokens_per_step, r.wall_ms, r.dev_ms,
+            r.host_ms, r.all_launches, r.all_launches > 0 ? 1e3 * r.host_ms / r.all_launches : 0.0,
+            copy_gbs, ph[i]->bw.copy_api_gbs, ph[i]->bw.copy_kernel_gbs);
+        for (int f = 0, n = 0; f < FAM_COUNT; f++) {
+            if (!r.launches[f])
+                continue;
+            const double gbs =
+                ph[i]->bytes[f] > 0 && r.ms[f] > 0 ? ph[i]->bytes[f] / (r.ms[f] * 1e6) : 0.0;
+            printf("%s{\"family\": \"%s\", \"launches_per_step\": %.2f, \"ms_per_step\": %.4f, "
+                   "\"device_share\": %.4f, \"bytes_per_step\": %.0f, \"gbs\": %.2f, "
+                   "\"copy_fraction\": %.4f}",
+                   n++ ? ", " : "", family_names[f], r.launches[f], r.ms[f], r.ms[f] / r.dev_ms,
+                   ph[i]->bytes[f], gbs, copy_gbs > 0 ? gbs / copy_gbs : 0.0);
+        }
+        printf("], \"kernels\": [");
+        for (size_t k = 0; k < ph[i]->n_k; k++)
+            printf("%s{\"name\": \"%s\", \"family\": \"%s\", \"launches_per_step\": %.2f, "
+                   "\"ms_per_step\": %.4f}",
+                   k ? ", " : "", ph[i]->k[k].name, family_names[family_of(ph[i]->k[k].name)],
+                   (double)ph[i]->k[k].launches / ph[i]->steps,
+                   ph[i]->k[k].total_ns * 1e-6 / ph[i]->steps);
+        printf("]}");
+    }
+    printf("]}");
+}
+
+/* A model by name: a GGUF file with -m, else a preset shape with random weights. */
+static b158_status open_model(const options *o, const char *name, b158_model **m)
+{
+    b158_model_info h;
+    if (o->model)
+        return b158_model_load(name, m);
+    if (b158_bench_shape_of(name, &h))
+        return fail(B158_ERR_INVALID_ARG, "unknown preset '%s'", name);
+    return b158_model_random(&h, 1, m);
+}
+
+static int run_profile(const options *o)
+{
+    b158_runtime_params rp = b158_runtime_default_params();
+    rp.device = o->device;
+    rp.profile = 1;
+    b158_runtime *rt = NULL;
+    if (b158_runtime_create(&rp, &rt) != B158_OK) {
+        fprintf(stderr, "error: %s\n", b158_last_error());
+        return 1;
+    }
+    const b158_device_info *d = b158_runtime_device(rt);
+    const int blas = (!strcmp(o->fp16, "clblast") ||
+                      (!strcmp(o->fp16, "auto") &&
+                       b158_weight_mode_check(rt, B158_WEIGHTS_FP16_CLBLAST) == B158_OK));
+    const b158_weight_mode fp16_mode = blas ? B158_WEIGHTS_FP16_CLBLAST : B158_WEIGHTS_FP16;
+    char date[32];
+    time_t now = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    const int md = !strcmp(o->format, "md");
+    if (md)
+        printf("device: %s (%s, driver %s), b158-cl %s, %s\n"
+               "profile: pp %d (one prefill pass) and tg %d (decode steps from position 1), %d "
+               "repetitions; device times from profiling events, launches serialized\n"
+               "GB/s = bytes the part must move per step (weights; decode attention: the K and V "
+               "rows it reads) / its device time; copy bandwidth = read + written bytes of a "
+               "256 MiB copy, the better of clEnqueueCopyBuffer and a copy kernel, median of 9, "
+               "measured right before each phase\n",
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->reps);
+    else
+        printf("{\"device\": \"%s\", \"platform\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", "
+               "\"date\": \"%s\", \"pp\": %d, \"tg\": %d, \"reps\": %d, \"models\": [",
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->reps);
+    char list[512];
+    snprintf(list, sizeof list, "%s", o->model ? o->model : o->preset);
+    int rc = 0;
+    char *save = NULL;
+    for (char *name = o->model ? list : strtok_r(list, ",", &save); name && !rc;
+         name = o->model ? NULL : strtok_r(NULL, ",", &save)) {
+        b158_model *m = NULL;
+        b158_token *tok = malloc((size_t)o->pp * sizeof *tok);
+        b158_status st =
+            tok ? open_model(o, name, &m) : fail(B158_ERR_HOST_MEMORY, "out of memory");
+        const b158_weight_mode modes[2] = {B158_WEIGHTS_TERNARY, fp16_mode};
+        const int ran[2] = {strcmp(o->engine, "fp16") != 0, strcmp(o->engine, "b158") != 0};
+        if (!md && st == B158_OK)
+            printf("%s\n  {\"name\": \"%s\", \"engines\": [", name == list ? "" : ",", name);
+        for (int i = 0, n = 0; st == B158_OK && i < 2; i++) {
+            if (!ran[i])
+                continue;
+            const b158_model_info *h = b158_model_get_info(m);
+            for (int t = 0; t < o->pp; t++)
+                tok[t] = (b158_token)((t * 7919u + 13u) % (unsigned)h->n_vocab);
+            prof_engine pe;
+            st = profile_engine(o, rt, m, modes[i], tok, &pe);
+            if (st == B158_OK && md)
+                print_profile_md(name, &pe);
+            else if (st == B158_OK) {
+                printf("%s\n    ", n++ ? "," : "");
+                print_profile_json(&pe);
+            }
+        }
+        if (!md && st == B158_OK)
+            printf("]}");
+        fflush(stdout);
+        b158_model_free(m);
+        free(tok);
+        if (st != B158_OK) {
+            fprintf(stderr, "error: %s: %s\n", name, last_error());
+            rc = 1;
+        }
+    }
+    if (!md)
+        printf("\n]}\n");
+    b158_runtime_free(rt);
+    return rc;
+}
+
 static int run_models(const options *o)
 {
     b158_runtime_params rp = b158_runtime_default_params();
@@ -472,16 +820,7 @@ static int run_models(const options *o)
     for (char *name = o->model ? list : strtok_r(list, ",", &save); name && !rc;
          name = o->model ? NULL : strtok_r(NULL, ",", &save)) {
         b158_model *m = NULL;
-        b158_model_info h;
-        b158_status st;
-        if (o->model) {
-            st = b158_model_load(name, &m);
-        } else if (b158_bench_shape_of(name, &h) == 0) {
-            st = b158_model_random(&h, 1, &m);
-        } else {
-            rc = 2;
-            break;
-        }
+        b158_status st = open_model(o, name, &m);
         model_result r;
         if (st == B158_OK)
             st = bench_model(o, rt, fp16_mode, name, m, &r);
@@ -554,5 +893,5 @@ int main(int argc, char **argv)
     int rc = parse(argc, argv, &o);
     if (rc)
         return rc == 1 ? 0 : rc;
-    return run_models(&o);
+    return o.profile ? run_profile(&o) : run_models(&o);
 }

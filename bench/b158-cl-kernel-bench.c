@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "b158/model.h"
+#include "bench-bandwidth.h"
 #include "bench-common.h"
 #include "blas.h"
 #include "half.h"
@@ -25,6 +26,7 @@ typedef struct {
     int tokens; /* M of the GEMM rows */
     int reps;
     const char *format; /* "md" or "json" */
+    int variant;        /* 0 = both kernel variants, else B158_VARIANT_CPU or _GPU */
 } options;
 
 static void usage(FILE *f)
@@ -38,6 +40,7 @@ static void usage(FILE *f)
                "  --tokens M           tokens of the GEMM rows (default 128)\n"
                "  -r, --reps R         timed repetitions, median reported (default 20)\n"
                "  --device SEL         device index or name substring\n"
+               "  --variant cpu|gpu    one kernel variant (default both)\n"
                "  -o md|json           output format (default md)\n");
 }
 
@@ -71,7 +74,7 @@ static uint64_t last_ns(b158_runtime *rt, const char *name, uint64_t *prev)
 typedef struct {
     const char *variant, *kernel;
     int n, k, m;
-    double us, gbs;
+    double us, gbs, gflops;
 } result;
 
 static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double bytes, int n,
@@ -92,7 +95,8 @@ static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double
                     k,
                     m,
                     us,
-                    bytes / (us * 1e3)};
+                    bytes / (us * 1e3),
+                    2.0 * n * k * m / (us * 1e3)};
     return B158_OK;
 }
 
@@ -114,7 +118,7 @@ static b158_status run_ternary(b158_runtime *rt, void *p)
 static b158_status run_f16(b158_runtime *rt, void *p)
 {
     struct mm_ctx *c = p;
-    return b158_op_f16_matvec(rt, &c->wf16, &c->xf, &c->y, c->w.n, c->w.k, 1);
+    return b158_op_f16_matvec(rt, &c->wf16, &c->xf, &c->y, c->w.n, c->w.k, c->gemm ? c->m : 1);
 }
 
 static b158_status run_hgemm(b158_runtime *rt, void *p)
@@ -156,7 +160,7 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     float *ones = malloc((size_t)(n > m ? n : m) * 4);
     int8_t *q = calloc((size_t)m * kp, 1);
     uint16_t *wh = malloc((size_t)n * k * 2);
-    float *xf = malloc((size_t)k * 4);
+    float *xf = malloc((size_t)m * k * 4);
     if (!w || !ones || !q || !wh || !xf) {
         st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for shape %dx%d", n, k);
         goto done;
@@ -170,7 +174,7 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
         ones[i] = 1.0f;
     for (size_t i = 0; i < (size_t)m * kp; i++)
         q[i] = (int8_t)(rand() % 255 - 127);
-    for (int i = 0; i < k; i++)
+    for (size_t i = 0; i < (size_t)m * k; i++)
         xf[i] = (float)(rand() % 1000) / 500.0f - 1.0f;
     c.m = m;
 #define T(x)                                                                                       \
@@ -184,8 +188,8 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * n * 4, &c.y));
     T(b158_buf_alloc(rt, B158_MEM_WEIGHTS, (size_t)n * k * 2, &c.wf16));
     T(b158_buf_write(rt, &c.wf16, 0, (size_t)n * k * 2, wh));
-    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)k * 4, &c.xf));
-    T(b158_buf_write(rt, &c.xf, 0, (size_t)k * 4, xf));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * k * 4, &c.xf));
+    T(b158_buf_write(rt, &c.xf, 0, (size_t)m * k * 4, xf));
     const double tbytes = (double)n * kp / 4 + kp + (double)n * 8;
     c.gemm = 0;
     T(time_op(rt, b158_kernel_name(b158_op_ternary_gemv_kernel(rt)), o->reps, tbytes, n, k, 1,
@@ -193,8 +197,12 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     c.gemm = 1;
     T(time_op(rt, b158_kernel_name(b158_op_ternary_gemm_kernel(rt)), o->reps,
               tbytes + (double)(m - 1) * (kp + n * 4), n, k, m, run_ternary, &c, &res[(*nres)++]));
+    c.gemm = 0;
     T(time_op(rt, "f16_matvec", o->reps, (double)n * k * 2 + k * 4 + n * 4, n, k, 1, run_f16, &c,
               &res[(*nres)++]));
+    c.gemm = 1;
+    T(time_op(rt, b158_runtime_variant(rt) == B158_VARIANT_GPU ? "f16_matvec" : "f16_gemm", o->reps,
+              (double)n * k * 2 + (double)m * (k + n) * 4, n, k, m, run_f16, &c, &res[(*nres)++]));
     if (b158_weight_mode_check(rt, B158_WEIGHTS_FP16_CLBLAST) == B158_OK &&
         b158_runtime_variant(rt) == B158_VARIANT_CPU)
         T(bench_clblast(rt, &c, o, res, nres));
@@ -213,37 +221,9 @@ done:
     return st;
 }
 
-/* Device copy bandwidth (read + write bytes / time) of a 256 MiB buffer copy, for context. */
-static double copy_gbs(b158_runtime *rt)
-{
-    const size_t bytes = 256u << 20;
-    b158_buf a, b;
-    if (b158_buf_alloc(rt, B158_MEM_SCRATCH, bytes, &a) != B158_OK)
-        return 0;
-    if (b158_buf_alloc(rt, B158_MEM_SCRATCH, bytes, &b) != B158_OK) {
-        b158_buf_free(rt, &a);
-        return 0;
-    }
-    b158_buf_fill(rt, &a, 1);
-    b158_buf_fill(rt, &b, 2);
-    uint64_t t[7];
-    for (int r = 0; r < 7; r++) {
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        clEnqueueCopyBuffer(rt->queue, a.mem, b.mem, 0, 0, bytes, 0, NULL, NULL);
-        clFinish(rt->queue);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        t[r] =
-            (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ull + (uint64_t)(t1.tv_nsec - t0.tv_nsec);
-    }
-    b158_buf_free(rt, &a);
-    b158_buf_free(rt, &b);
-    return 2.0 * (double)bytes / (double)median(t, 7);
-}
-
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){NULL, {{6912, 2560}, {2560, 6912}}, 2, 128, 20, "md"};
+    *o = (options){NULL, {{6912, 2560}, {2560, 6912}}, 2, 128, 20, "md", 0};
     const char *preset = NULL;
     int custom = 0;
     for (int i = 1; i < argc; i++) {
@@ -276,6 +256,9 @@ static int parse(int argc, char **argv, options *o)
             i++;
         } else if (strcmp(a, "-o") == 0 && v) {
             o->format = v;
+            i++;
+        } else if (strcmp(a, "--variant") == 0 && v && (!strcmp(v, "cpu") || !strcmp(v, "gpu"))) {
+            o->variant = strcmp(v, "cpu") ? B158_VARIANT_GPU : B158_VARIANT_CPU;
             i++;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
@@ -325,8 +308,10 @@ int main(int argc, char **argv)
     result res[2 * MAX_SHAPES * 5];
     int nres = 0;
     char devname[256] = "", driver[160] = "";
-    double bw = 0;
+    b158_bench_bandwidth bw = {0};
     for (int v = B158_VARIANT_CPU; v <= B158_VARIANT_GPU; v++) {
+        if (o.variant && v != o.variant)
+            continue;
         b158_runtime_params p = b158_runtime_default_params();
         p.device = o.device;
         p.variant = (b158_variant)v;
@@ -338,8 +323,8 @@ int main(int argc, char **argv)
         }
         snprintf(devname, sizeof devname, "%s", b158_runtime_device(rt)->name);
         snprintf(driver, sizeof driver, "%s", b158_runtime_device(rt)->driver);
-        if (v == B158_VARIANT_CPU)
-            bw = copy_gbs(rt);
+        if (bw.copy_gbs == 0 && b158_bench_bandwidth_measure(rt, 7, &bw))
+            fprintf(stderr, "warning: no bandwidth measurement: %s\n", b158_last_error());
         for (int s = 0; s < o.n_shapes; s++) {
             if (bench_shape(rt, o.shapes[s], &o, res, &nres) != B158_OK) {
                 fprintf(stderr, "error: %s\n", b158_last_error());
@@ -351,24 +336,28 @@ int main(int argc, char **argv)
     }
     if (strcmp(o.format, "json") == 0) {
         printf("{\"device\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", \"copy_gbs\": %.2f, "
+               "\"copy_api_gbs\": %.2f, \"copy_kernel_gbs\": %.2f, "
                "\"reps\": %d, \"results\": [",
-               devname, driver, B158_VERSION_STRING, bw / 1e0, o.reps);
+               devname, driver, B158_VERSION_STRING, bw.copy_gbs, bw.copy_api_gbs,
+               bw.copy_kernel_gbs, o.reps);
         for (int i = 0; i < nres; i++)
             printf("%s\n  {\"variant\": \"%s\", \"kernel\": \"%s\", \"n\": %d, \"k\": %d, "
-                   "\"m\": %d, \"median_us\": %.2f, \"gbs\": %.2f}",
+                   "\"m\": %d, \"median_us\": %.2f, \"gbs\": %.2f, \"gflops\": %.2f}",
                    i ? "," : "", res[i].variant, res[i].kernel, res[i].n, res[i].k, res[i].m,
-                   res[i].us, res[i].gbs);
+                   res[i].us, res[i].gbs, res[i].gflops);
         printf("\n]}\n");
         return 0;
     }
     printf("device: %s (driver %s), b158-cl %s, median of %d runs (profiling events)\n"
-           "device copy bandwidth: %.1f GB/s\n\n",
-           devname, driver, B158_VERSION_STRING, o.reps, bw);
-    printf("| variant | kernel | N (out) | K (in) | M (tokens) | median us | GB/s | %% of copy |\n"
-           "|---|---|---:|---:|---:|---:|---:|---:|\n");
+           "device copy bandwidth: %.1f GB/s (read + written bytes of 256 MiB; clEnqueueCopyBuffer "
+           "%.1f, copy kernel %.1f)\n\n",
+           devname, driver, B158_VERSION_STRING, o.reps, bw.copy_gbs, bw.copy_api_gbs,
+           bw.copy_kernel_gbs);
+    printf("| variant | kernel | N (out) | K (in) | M (tokens) | median us | GB/s | %% of copy | "
+           "GFLOP/s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < nres; i++)
-        printf("| %s | %s | %d | %d | %d | %.1f | %.1f | %.0f%% |\n", res[i].variant, res[i].kernel,
-               res[i].n, res[i].k, res[i].m, res[i].us, res[i].gbs,
-               bw > 0 ? 100.0 * res[i].gbs / bw : 0.0);
+        printf("| %s | %s | %d | %d | %d | %.1f | %.1f | %.0f%% | %.1f |\n", res[i].variant,
+               res[i].kernel, res[i].n, res[i].k, res[i].m, res[i].us, res[i].gbs,
+               bw.copy_gbs > 0 ? 100.0 * res[i].gbs / bw.copy_gbs : 0.0, res[i].gflops);
     return 0;
 }

@@ -1,4 +1,5 @@
-/* FP16-weight matrix x FP32 vectors (LM head, FP16 baseline): y[m][n] = sum_k W[n][k] x[m][k].
+/* FP16-weight matrix x FP32 vectors (LM head, FP16 baseline): y[m][n] = sum_k W[n][k] x[m][k],
+ * or y[m][n] += that with accumulate (the baseline's residual adds, no extra launch).
  * Weights are FP16 storage read with vload_half (works without cl_khr_fp16); arithmetic FP32.
  *
  * Work-item mapping, GPU (B158_WG > 1): one work-group of B158_WG work-items per row n; work-item
@@ -6,7 +7,8 @@
  * in __local. CPU (B158_WG == 1): one work-item per row in groups of any size, a sequential
  * loop, no barriers (thousands of one-item groups would cost PoCL more than the work), with
  * four independent 16-wide accumulators so the FMAs do not wait on each other and the loop
- * keeps up with memory. Each row is applied to all m_rows tokens while it is hot in cache. */
+ * keeps up with memory. Each row is applied to all m_rows tokens while it is hot in cache; the
+ * CPU variant's prefill takes f16_gemm below instead. */
 
 #if B158_WG == 1
 /* Dot product of n FP16 weights with n floats, 64 at a time in four chains. */
@@ -33,7 +35,7 @@ inline float b158_dot_half(__global const half *w, __global const float *x, int 
 #endif
 
 __kernel void f16_matvec(__global const half *w, __global const float *x, __global float *y,
-                         int n_rows, int k, int m_rows)
+                         int n_rows, int k, int m_rows, int accumulate)
 {
     __local float red[B158_WG];
 #if B158_WG == 1
@@ -49,8 +51,11 @@ __kernel void f16_matvec(__global const half *w, __global const float *x, __glob
 #endif
     __global const half *wr = w + (size_t)n * k;
 #if B158_WG == 1
-    for (int m = 0; m < m_rows; m++)
-        y[(size_t)m * n_rows + n] = b158_dot_half(wr, x + (size_t)m * k, k);
+    for (int m = 0; m < m_rows; m++) {
+        const float s = b158_dot_half(wr, x + (size_t)m * k, k);
+        const size_t o = (size_t)m * n_rows + n;
+        y[o] = accumulate ? y[o] + s : s;
+    }
     (void)lid;
     (void)red;
 #else
@@ -64,11 +69,73 @@ __kernel void f16_matvec(__global const half *w, __global const float *x, __glob
         for (int i = 8 * k8 + lid; i < k; i += B158_WG)
             acc += vload_half(i, wr) * xm[i];
         acc = b158_wg_sum(acc, red);
+        const size_t o = (size_t)m * n_rows + n;
         if (lid == 0)
-            y[(size_t)m * n_rows + n] = acc;
+            y[o] = accumulate ? y[o] + acc : acc;
     }
 #endif
 }
+
+#if B158_WG == 1
+#define B158_F16_GEMM_R 6 /* weight rows per work-item: F16_GEMM_ROWS of host/ops.c */
+#define B158_F16_GEMM_T 4 /* tokens per work-item: F16_GEMM_TOKENS of host/ops.c */
+/* The prefill GEMM of the CPU variant (m_rows > 1), y[m][n] = sum_k W[n][k] x[m][k]: work-item
+ * (i, j) computes the tile of B158_F16_GEMM_R rows from n0 = j * R and B158_F16_GEMM_T tokens
+ * from m0 = i * T, R x T dot products in 16-wide registers, each weight piece converted once
+ * for T tokens and each x piece loaded once for R rows. A work-group is one row tile for all
+ * token tiles, so its R weight rows stay in cache while the tokens stream past. Tiles at the
+ * edges repeat the last row or token (no branch in the loop) and store only what is theirs.
+ * No __local, no barriers; rows need no alignment (vload). */
+__kernel void f16_gemm(__global const half *w, __global const float *x, __global float *y,
+                       int n_rows, int k, int m_rows, int accumulate)
+{
+    const int m0 = get_global_id(0) * B158_F16_GEMM_T, n0 = get_global_id(1) * B158_F16_GEMM_R;
+    if (m0 >= m_rows || n0 >= n_rows)
+        return;
+    __global const half *wr[B158_F16_GEMM_R];
+    __global const float *xr[B158_F16_GEMM_T];
+    float16 acc[B158_F16_GEMM_R][B158_F16_GEMM_T];
+#pragma unroll
+    for (int r = 0; r < B158_F16_GEMM_R; r++)
+        wr[r] = w + (size_t)min(n0 + r, n_rows - 1) * k;
+#pragma unroll
+    for (int t = 0; t < B158_F16_GEMM_T; t++)
+        xr[t] = x + (size_t)min(m0 + t, m_rows - 1) * k;
+#pragma unroll
+    for (int r = 0; r < B158_F16_GEMM_R; r++)
+#pragma unroll
+        for (int t = 0; t < B158_F16_GEMM_T; t++)
+            acc[r][t] = 0.0f;
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        float16 xv[B158_F16_GEMM_T];
+#pragma unroll
+        for (int t = 0; t < B158_F16_GEMM_T; t++)
+            xv[t] = vload16(0, xr[t] + i);
+#pragma unroll
+        for (int r = 0; r < B158_F16_GEMM_R; r++) {
+            const float16 wv = vload_half16(0, wr[r] + i);
+#pragma unroll
+            for (int t = 0; t < B158_F16_GEMM_T; t++)
+                acc[r][t] = fma(wv, xv[t], acc[r][t]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < B158_F16_GEMM_R; r++)
+#pragma unroll
+        for (int t = 0; t < B158_F16_GEMM_T; t++) {
+            const float16 a = acc[r][t];
+            const float8 b = a.lo + a.hi;
+            const float4 c = b.lo + b.hi;
+            float s = (c.x + c.y) + (c.z + c.w);
+            for (int j = i; j < k; j++)
+                s += vload_half(j, wr[r]) * xr[t][j];
+            const size_t o = (size_t)(m0 + t) * n_rows + n0 + r;
+            if (n0 + r < n_rows && m0 + t < m_rows)
+                y[o] = accumulate ? y[o] + s : s;
+        }
+}
+#endif
 
 /* y[i] = h[i], or y[i] += h[i] with accumulate: FP16 results of the CLBlast baseline back into
  * the FP32 stream (vload_half, no cl_khr_fp16 needed). One work-item per element; no __local. */

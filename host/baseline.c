@@ -45,7 +45,6 @@ b158_status b158_baseline_upload(b158_runtime *rt, const b158_tpack *t, b158_buf
 void b158_baseline_free(b158_runtime *rt, b158_baseline *b)
 {
     b158_buf_free(rt, &b->xf);
-    b158_buf_free(rt, &b->tmp);
     b158_buf_free(rt, &b->xh);
     b158_buf_free(rt, &b->yh);
     b158_buf_free(rt, &b->blas_temp);
@@ -61,14 +60,14 @@ static b158_status build_kernels(b158_runtime *rt, const enum b158_kernel_id *id
 }
 
 /* The FP16-storage kernels' scratch and kernels. */
-static b158_status create_kernels(b158_runtime *rt, const b158_model *m, size_t B, size_t W,
-                                  b158_baseline *b)
+static b158_status create_kernels(b158_runtime *rt, size_t B, size_t W, b158_baseline *b)
 {
     static const enum b158_kernel_id used[] = {B158_K_DEQUANTIZE_ROWS, B158_K_F16_MATVEC,
-                                               B158_K_ADD};
+                                               B158_K_F16_GEMM};
     B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, B * W * 4, &b->xf));
-    B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, B * m->info.n_embd * 4, &b->tmp));
-    return build_kernels(rt, used, sizeof used / sizeof used[0]);
+    /* f16_gemm is the CPU variant's prefill (b158_op_f16_matmul with several tokens) */
+    const size_t n = sizeof used / sizeof used[0] - (rt->tune.wg > 1 || B == 1);
+    return build_kernels(rt, used, n);
 }
 
 /* CLBlast's scratch, and one call of HGEMV and HGEMM: CLBlast compiles a routine's kernels on
@@ -115,7 +114,7 @@ b158_status b158_baseline_create(b158_runtime *rt, const b158_model *m, int n_ba
                          "mode, or the batch is empty");
     const size_t B = (size_t)n_batch, W = (size_t)width;
     return m->dev_mode == B158_WEIGHTS_FP16_CLBLAST ? create_clblast(rt, m, B, W, out)
-                                                    : create_kernels(rt, m, B, W, out);
+                                                    : create_kernels(rt, B, W, out);
 }
 
 b158_status b158_baseline_input(b158_runtime *rt, const b158_baseline *b, const b158_buf *q8,
@@ -136,8 +135,5 @@ b158_status b158_baseline_linear(b158_runtime *rt, const b158_baseline *b, const
         B158_TRY(b158_op_hgemm(rt, w, &b->xh, &b->yh, rows, k, n, &b->blas_temp));
         return b158_op_f16_to_f32(rt, &b->yh, y, n * rows, accumulate);
     }
-    if (!accumulate)
-        return b158_op_f16_matvec(rt, w, &b->xf, y, rows, k, n);
-    B158_TRY(b158_op_f16_matvec(rt, w, &b->xf, &b->tmp, rows, k, n));
-    return b158_op_add(rt, y, &b->tmp, n * rows);
+    return b158_op_f16_matmul(rt, w, &b->xf, y, rows, k, n, accumulate);
 }

@@ -17,8 +17,7 @@ b158_status b158_baseline_upload(b158_runtime *rt, const b158_tpack *t, b158_buf
 /* A session's scratch for the baseline; shapes (rows, cols) for n_batch rows of up to width. */
 typedef struct b158_baseline {
     b158_weight_mode mode;
-    b158_buf xf, tmp;   /* FP16-storage kernels: FP32 input (n_batch, width), output (n_batch,
-                           n_embd) of an accumulating matmul */
+    b158_buf xf;        /* FP16-storage kernels: FP32 input (n_batch, width) */
     b158_buf xh, yh;    /* CLBlast: FP16 input (n_batch, width), FP16 output (n_batch, width) */
     b158_buf blas_temp; /* CLBlast: HGEMM's temp buffer for the largest of the model's shapes */
 } b158_baseline;

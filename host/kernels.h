@@ -23,6 +23,7 @@
     X(ADD, "add", "elementwise.cl")                                                                \
     X(EMBED, "embed_rows", "embed.cl")                                                             \
     X(F16_MATVEC, "f16_matvec", "f16-matmul.cl")                                                   \
+    X(F16_GEMM, "f16_gemm", "f16-matmul.cl")                                                       \
     X(F16_TO_F32, "f16_to_f32", "f16-matmul.cl")
 
 enum b158_kernel_id {

@@ -4,6 +4,9 @@
 
 #define ELEMWISE_WG 64 /* work-group of the one-item-per-element kernels */
 #define CPU_ROWS_WG 16 /* rows per work-group of the CPU one-row-per-item kernels */
+/* The tile of a CPU f16_gemm work-item: B158_F16_GEMM_R and _T of cl_kernels/f16-matmul.cl */
+#define F16_GEMM_ROWS 6
+#define F16_GEMM_TOKENS 4
 
 static size_t round_up(size_t x, size_t m)
 {
@@ -361,15 +364,31 @@ b158_status b158_op_embed(b158_runtime *rt, const b158_buf *table, const b158_bu
 b158_status b158_op_f16_matvec(b158_runtime *rt, const b158_buf *w, const b158_buf *x,
                                const b158_buf *y, int n_rows, int k, int m_rows)
 {
+    return b158_op_f16_matmul(rt, w, x, y, n_rows, k, m_rows, 0);
+}
+
+b158_status b158_op_f16_matmul(b158_runtime *rt, const b158_buf *w, const b158_buf *x,
+                               const b158_buf *y, int n_rows, int k, int m_rows, int accumulate)
+{
+    const int acc = accumulate != 0;
     B158_TRY(positive(n_rows, "f16 matvec", "rows"));
     B158_TRY(positive(k, "f16 matvec", "k"));
     B158_TRY(positive(m_rows, "f16 matvec", "tokens"));
     B158_TRY(need(w, (size_t)n_rows * k * 2, "f16 matvec", "weights"));
     B158_TRY(need(x, (size_t)m_rows * k * 4, "f16 matvec", "x"));
     B158_TRY(need(y, (size_t)m_rows * n_rows * 4, "f16 matvec", "y"));
+    if (rt->tune.wg == 1 && m_rows > 1) {
+        /* CPU prefill: a work-group is one tile of rows over all tiles of tokens */
+        const size_t tiles_m = (size_t)(m_rows + F16_GEMM_TOKENS - 1) / F16_GEMM_TOKENS;
+        const size_t tiles_n = (size_t)(n_rows + F16_GEMM_ROWS - 1) / F16_GEMM_ROWS;
+        return B158_LAUNCH(rt, B158_K_F16_GEMM, 2, ((size_t[]){tiles_m, tiles_n}),
+                           ((size_t[]){tiles_m, 1}), B158_ARG_MEM(w), B158_ARG_MEM(x),
+                           B158_ARG_MEM(y), B158_ARG(n_rows), B158_ARG(k), B158_ARG(m_rows),
+                           B158_ARG(acc));
+    }
     const size_t wg = rt->tune.wg > 1 ? (size_t)rt->tune.wg : CPU_ROWS_WG;
     const size_t global = rt->tune.wg > 1 ? (size_t)n_rows * wg : (size_t)n_rows;
     return B158_LAUNCH(rt, B158_K_F16_MATVEC, 1, ((size_t[]){global}), ((size_t[]){wg}),
                        B158_ARG_MEM(w), B158_ARG_MEM(x), B158_ARG_MEM(y), B158_ARG(n_rows),
-                       B158_ARG(k), B158_ARG(m_rows));
+                       B158_ARG(k), B158_ARG(m_rows), B158_ARG(acc));
 }

@@ -112,8 +112,13 @@ b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, co
 b158_status b158_op_add(b158_runtime *rt, const b158_buf *x, const b158_buf *y, int count);
 b158_status b158_op_embed(b158_runtime *rt, const b158_buf *table, const b158_buf *ids,
                           const b158_buf *out, int n_embd, int n_vocab, int m_rows);
+/* y[m][n] = sum_k W[n][k] x[m][k], W (n_rows, k) FP16, x (m_rows, k) and y (m_rows, n_rows)
+ * FP32: the LM head and the FP16 baseline. The CPU variant runs m_rows > 1 as the tiled
+ * f16_gemm, else f16_matvec. b158_op_f16_matmul with accumulate adds to y instead. */
 b158_status b158_op_f16_matvec(b158_runtime *rt, const b158_buf *w, const b158_buf *x,
                                const b158_buf *y, int n_rows, int k, int m_rows);
+b158_status b158_op_f16_matmul(b158_runtime *rt, const b158_buf *w, const b158_buf *x,
+                               const b158_buf *y, int n_rows, int k, int m_rows, int accumulate);
 
 /* xh[m][0..k) = FP16(q[m][i] / s[m]) (q with row stride k_pad): the baseline's FP16 input. */
 b158_status b158_op_dequantize_half(b158_runtime *rt, const b158_buf *q, const b158_buf *s,

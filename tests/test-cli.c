@@ -400,6 +400,23 @@ static void test_bench(void)
     run("b158-cl-bench --preset tiny --engine ternary", &r);
     CU_ASSERT_EQUAL(r.status, 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "--engine wants both, b158 or fp16"));
+
+    /* --profile: both phases of the engine, its kernel families, the copy bandwidth */
+    run("b158-cl-bench --preset tiny -p 8 -n 4 -r 1 --engine b158 --profile -o json", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(strstr(r.out, "\"copy_gbs\": ") && strstr(r.out, "\"engine\": \"b1.58\"") &&
+              !strstr(r.out, "\"engine\": \"fp16\"") && strstr(r.out, "\"phase\": \"decode\"") &&
+              strstr(r.out, "\"phase\": \"prefill\"") &&
+              strstr(r.out, "\"family\": \"ternary matmul\"") &&
+              strstr(r.out, "\"family\": \"FP16 matmul\"") &&
+              strstr(r.out, "\"host_us_per_launch\""));
+    run("b158-cl-bench --preset tiny -p 8 -n 4 -r 1 --engine fp16 --profile", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(has_line(r.out, "| FP16 matmul | ", "%") &&
+              has_line(r.out, "| host between launches | ", "%") && !strstr(r.out, "ternary"));
+    run("b158-cl-bench --preset tiny --profile -o csv", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "--profile writes -o md or json"));
 }
 
 static void test_sampler(void)

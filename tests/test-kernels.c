@@ -828,6 +828,50 @@ static void test_f16_matvec(void)
     }
 }
 
+/* Several tokens: the CPU variant's tiled f16_gemm (6 rows x 4 tokens per work-item), at sizes
+ * that leave partial tiles of rows and tokens and K tails (K < 16, K not a multiple of 16); the
+ * last two cases accumulate into random y (one token, then several). The same bound as the
+ * matvec: the kernel's 16 partial sums against the reference's one chain. */
+static void test_f16_gemm(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        for (int t = 0; t < 6; t++) {
+            const int accumulate = t >= 4;
+            const int n = t == 1 ? 6 * b158_test_randint(1, 90) + 5 : b158_test_randint(1, 700);
+            const int k = t == 0   ? b158_test_randint(1, 15)
+                          : t == 3 ? 16 * b158_test_randint(1, 100)
+                                   : 16 * b158_test_randint(1, 160) + b158_test_randint(1, 15);
+            const int m = t == 1   ? 4 * b158_test_randint(1, 16) + 3
+                          : t == 4 ? 1
+                                   : b158_test_randint(2, 70);
+            uint16_t *w = xmalloc((size_t)n * k * 2);
+            float *x = xmalloc((size_t)m * k * 4), *y = xmalloc((size_t)m * n * 4);
+            float *yr = xmalloc((size_t)m * n * 4);
+            for (size_t i = 0; i < (size_t)n * k; i++)
+                w[i] = b158_f32_to_f16(b158_test_uniform(-0.1f, 0.1f));
+            fill_uniform(x, (size_t)m * k, -3.0f, 3.0f);
+            b158_buf dw = dev_upload(rt, w, (size_t)n * k * 2),
+                     dx = dev_upload(rt, x, (size_t)m * k * 4);
+            float *y0 = xmalloc((size_t)m * n * 4);
+            fill_uniform(y0, (size_t)m * n, -10.0f, 10.0f);
+            b158_buf dy = accumulate ? dev_upload(rt, y0, (size_t)m * n * 4)
+                                     : dev_poisoned(rt, (size_t)m * n * 4);
+            check_ok(b158_op_f16_matmul(rt, &dw, &dx, &dy, n, k, m, accumulate));
+            dev_read(rt, &dy, y, (size_t)m * n * 4);
+            b158_ref_f16_matvec(w, x, yr, n, k, m);
+            for (size_t i = 0; accumulate && i < (size_t)m * n; i++)
+                yr[i] += y0[i];
+            char what[64];
+            snprintf(what, sizeof what, "f16 gemm %dx%d, %d tokens%s", n, k, m,
+                     accumulate ? ", accumulate" : "");
+            expect_nerr(what, rt, y, yr, (size_t)m * n, 2e-5);
+            b158_buf_free(rt, &dw), b158_buf_free(rt, &dx), b158_buf_free(rt, &dy);
+            free(w), free(x), free(y), free(yr), free(y0);
+        }
+    }
+}
+
 /* ---- the FP16 baseline's pieces ---------------------------------------------------------- */
 
 static void test_f16_convert(void)
@@ -974,7 +1018,9 @@ static void add_suites(void)
     b158_test_suite("glu", (b158_test_case[]){{"norm_quantize", test_glu}, {NULL, NULL}});
     b158_test_suite("add", (b158_test_case[]){{"residual", test_add}, {NULL, NULL}});
     b158_test_suite("embed", (b158_test_case[]){{"gather", test_embed}, {NULL, NULL}});
-    b158_test_suite("f16_matvec", (b158_test_case[]){{"lm_head", test_f16_matvec}, {NULL, NULL}});
+    b158_test_suite("f16_matvec", (b158_test_case[]){{"lm_head", test_f16_matvec},
+                                                     {"gemm_tiles", test_f16_gemm},
+                                                     {NULL, NULL}});
     b158_test_suite("f16_baseline",
                     (b158_test_case[]){{"convert", test_f16_convert}, {NULL, NULL}});
     b158_test_suite("clblast", (b158_test_case[]){{"hgemm_hgemv", test_hgemm}, {NULL, NULL}});
