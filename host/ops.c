@@ -212,7 +212,7 @@ b158_status b158_op_rope_kv_store(b158_runtime *rt, const b158_rope_kv *a, const
     const char *op = "rope_kv_store";
     B158_TRY(positive(m_rows, op, "rows"));
     if (a->n_head < 0 || a->n_head_kv < 0 || a->n_head + a->n_head_kv == 0 || a->head_dim <= 0 ||
-        a->n_rot < 0 || a->n_rot % 2 || a->n_rot > a->head_dim ||
+        a->head_dim % 2 || a->n_rot < 0 || a->n_rot % 2 || a->n_rot > a->head_dim ||
         a->q_stride < a->n_head * a->head_dim || a->kv_stride < a->n_head_kv * a->head_dim)
         return B158_FAIL(B158_ERR_INVALID_ARG, "%s: %d + %d heads of %d, n_rot %d, strides %d / %d",
                          op, a->n_head, a->n_head_kv, a->head_dim, a->n_rot, a->q_stride,
@@ -240,13 +240,13 @@ b158_status b158_op_rope_kv_store(b158_runtime *rt, const b158_rope_kv *a, const
     const int off = a->n_head_kv ? (int)cache_off : 0, rows = a->n_head_kv ? cache_rows : 0;
     const int mode = a->mode, k_off = a->n_head_kv ? a->k_off : 0;
     const int v_off = a->n_head_kv ? a->v_off : 0;
-    return B158_LAUNCH(
-        rt, B158_K_ROPE_KV_STORE, 2,
-        ((size_t[]){(size_t)(a->n_head + a->n_head_kv), (size_t)m_rows}), NULL, B158_ARG_MEM(q),
-        B158_ARG_MEM(k), B158_ARG_MEM(v), B158_ARG(k_off), B158_ARG(v_off), B158_ARG_MEM(inv),
-        B158_ARG_MEM(kc), B158_ARG_MEM(vc), B158_ARG(a->q_stride), B158_ARG(a->kv_stride),
-        B158_ARG(a->n_head), B158_ARG(a->n_head_kv), B158_ARG(a->head_dim), B158_ARG(a->n_rot),
-        B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(rows), B158_ARG(mode));
+    return B158_LAUNCH(rt, B158_K_ROPE_KV_STORE, 2,
+                       ((size_t[]){(size_t)a->head_dim / 2, (size_t)m_rows}), NULL, B158_ARG_MEM(q),
+                       B158_ARG_MEM(k), B158_ARG_MEM(v), B158_ARG(k_off), B158_ARG(v_off),
+                       B158_ARG_MEM(inv), B158_ARG_MEM(kc), B158_ARG_MEM(vc), B158_ARG(a->q_stride),
+                       B158_ARG(a->kv_stride), B158_ARG(a->n_head), B158_ARG(a->n_head_kv),
+                       B158_ARG(a->head_dim), B158_ARG(a->n_rot), B158_ARG(m_rows),
+                       B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(rows), B158_ARG(mode));
 }
 
 b158_status b158_op_rope(b158_runtime *rt, const b158_buf *x, const b158_buf *inv_freq,

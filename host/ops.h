@@ -73,8 +73,8 @@ b158_status b158_op_rmsnorm_quantize(b158_runtime *rt, const b158_buf *x, const 
  * the n_head heads of q (rows of q_stride floats) rotated in place; the n_head_kv heads of k
  * (rows of kv_stride) rotated in place, then k's and v's rows written as half at cache row
  * tok[m].y + tok[m].x of the layer (rows past cache_rows skipped). n_head or n_head_kv may be
- * 0 (the other part alone), n_rot 0 rotates nothing. inv_freq: n_rot / 2 floats from
- * b158_rope_inv_freq (host/ref.h). */
+ * 0 (the other part alone), n_rot 0 rotates nothing; head_dim is even. inv_freq: n_rot / 2 floats
+ * from b158_rope_inv_freq (host/ref.h). */
 typedef struct b158_rope_kv {
     const b158_buf *q, *k, *v, *inv_freq, *k_cache, *v_cache;
     int q_stride, kv_stride, n_head, n_head_kv, head_dim, n_rot;
@@ -104,7 +104,8 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
 /* The int8 input of the FFN's down projection from its gate and up halves, in one launch:
  * h = act(gate) * up, with norm_w (n floats) the sub-norm rmsnorm(h) * norm_w (NULL: none),
  * quantized as b158_op_quantize writes q / s. Row m's gate at gate[m * stride], its up at
- * up[up_off + m * stride] (gate and up may be one buffer of [gate | up] rows). */
+ * up[up_off + m * stride] (gate and up may be one buffer of [gate | up] rows). The gate values
+ * are overwritten with h. */
 b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
                                       int up_off, int stride, const b158_buf *norm_w,
                                       const b158_buf *q, const b158_buf *s, int n, int k_pad,
