@@ -1,5 +1,4 @@
-/* The gated FFN activation (fused with the sub-norm and quantization that follow it) and the
- * residual add. */
+/* The gated FFN activation, fused with the sub-norm and quantization that follow it. */
 
 /* act(g) of the gated FFN: 0 = silu(g) = g / (1 + e^-g), 1 = relu(g)^2 (BitNet 2B-4T). relu^2 is
  * kept in FP32: it overflows FP16 on real checkpoints. */
@@ -58,12 +57,4 @@ __kernel void glu_norm_quantize(__global float *gate, __global const float *up, 
     }
     if (lid == 0)
         scale[m] = s;
-}
-
-/* x += y; one work-item per element, no __local */
-__kernel void add(__global float *x, __global const float *y, int count)
-{
-    const int i = get_global_id(0);
-    if (i < count)
-        x[i] += y[i];
 }

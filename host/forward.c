@@ -298,6 +298,8 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
         st = b158_rt_kernel(s->rt, b158_op_ternary_gemv_kernel(s->rt), &k);
         if (st == B158_OK)
             st = b158_rt_kernel(s->rt, b158_op_ternary_gemm_kernel(s->rt), &k);
+        if (st == B158_OK && !s->rt->tune.gpu) /* LM head over several rows, CPU variant */
+            st = b158_rt_kernel(s->rt, B158_K_F16_GEMM, &k);
         if (st == B158_OK && m->dev_mode != B158_WEIGHTS_TERNARY)
             st = b158_baseline_create(s->rt, m, s->n_batch, s->width_max, &s->dev.base);
     }

@@ -20,7 +20,6 @@
     X(ROPE_KV_STORE, "rope_kv_store", "rope.cl")                                                   \
     X(ATTENTION, "attention", "attention.cl")                                                      \
     X(GLU_NORM_QUANTIZE, "glu_norm_quantize", "elementwise.cl")                                    \
-    X(ADD, "add", "elementwise.cl")                                                                \
     X(EMBED, "embed_rows", "embed.cl")                                                             \
     X(F16_MATVEC, "f16_matvec", "f16-matmul.cl")                                                   \
     X(F16_GEMM, "f16_gemm", "f16-matmul.cl")                                                       \

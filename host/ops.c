@@ -336,16 +336,6 @@ b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, co
                        B158_ARG(iact), B158_ARG(norm));
 }
 
-b158_status b158_op_add(b158_runtime *rt, const b158_buf *x, const b158_buf *y, int count)
-{
-    B158_TRY(positive(count, "add", "count"));
-    B158_TRY(need(x, (size_t)count * 4, "add", "x"));
-    B158_TRY(need(y, (size_t)count * 4, "add", "y"));
-    return B158_LAUNCH(rt, B158_K_ADD, 1, ((size_t[]){round_up((size_t)count, ELEMWISE_WG)}),
-                       ((size_t[]){ELEMWISE_WG}), B158_ARG_MEM(x), B158_ARG_MEM(y),
-                       B158_ARG(count));
-}
-
 b158_status b158_op_embed(b158_runtime *rt, const b158_buf *table, const b158_buf *ids,
                           const b158_buf *out, int n_embd, int n_vocab, int m_rows)
 {

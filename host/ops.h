@@ -110,7 +110,6 @@ b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, co
                                       int up_off, int stride, const b158_buf *norm_w,
                                       const b158_buf *q, const b158_buf *s, int n, int k_pad,
                                       int m_rows, float eps, enum b158_act act);
-b158_status b158_op_add(b158_runtime *rt, const b158_buf *x, const b158_buf *y, int count);
 b158_status b158_op_embed(b158_runtime *rt, const b158_buf *table, const b158_buf *ids,
                           const b158_buf *out, int n_embd, int n_vocab, int m_rows);
 /* y[m][n] = sum_k W[n][k] x[m][k], W (n_rows, k) FP16, x (m_rows, k) and y (m_rows, n_rows)

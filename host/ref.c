@@ -172,12 +172,6 @@ void b158_ref_glu(const float *gate, const float *up, float *out, int count, enu
     }
 }
 
-void b158_ref_add(float *x, const float *y, int count)
-{
-    for (int i = 0; i < count; i++)
-        x[i] += y[i];
-}
-
 void b158_ref_embed(const uint16_t *table, const b158_token *ids, float *out, int n_embd,
                     int n_vocab, int m_rows)
 {

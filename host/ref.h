@@ -27,7 +27,6 @@ void b158_ref_attention(const float *q, const uint16_t *k_cache, const uint16_t 
                         float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
                         int m_rows, const int32_t *tok, int cache_rows, float scale);
 void b158_ref_glu(const float *gate, const float *up, float *out, int count, enum b158_act act);
-void b158_ref_add(float *x, const float *y, int count);
 void b158_ref_embed(const uint16_t *table, const b158_token *ids, float *out, int n_embd,
                     int n_vocab, int m_rows);
 void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows, int k,

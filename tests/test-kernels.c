@@ -753,24 +753,6 @@ static void test_glu(void)
     }
 }
 
-static void test_add(void)
-{
-    FOR_EACH_VARIANT(rt)
-    {
-        const int n = b158_test_randint(1, 10000);
-        float *x = xmalloc((size_t)n * 4), *y = xmalloc((size_t)n * 4), *o = xmalloc((size_t)n * 4);
-        fill_uniform(x, (size_t)n, -100.0f, 100.0f);
-        fill_uniform(y, (size_t)n, -100.0f, 100.0f);
-        b158_buf dx = dev_upload(rt, x, (size_t)n * 4), dy = dev_upload(rt, y, (size_t)n * 4);
-        check_ok(b158_op_add(rt, &dx, &dy, n));
-        dev_read(rt, &dx, o, (size_t)n * 4);
-        b158_ref_add(x, y, n);
-        CU_ASSERT_EQUAL(memcmp(o, x, (size_t)n * 4), 0);
-        b158_buf_free(rt, &dx), b158_buf_free(rt, &dy);
-        free(x), free(y), free(o);
-    }
-}
-
 static void test_embed(void)
 {
     FOR_EACH_VARIANT(rt)
@@ -1016,7 +998,6 @@ static void add_suites(void)
                                                {NULL, NULL}});
     b158_test_suite("attention", (b158_test_case[]){{"gqa_causal", test_attention}, {NULL, NULL}});
     b158_test_suite("glu", (b158_test_case[]){{"norm_quantize", test_glu}, {NULL, NULL}});
-    b158_test_suite("add", (b158_test_case[]){{"residual", test_add}, {NULL, NULL}});
     b158_test_suite("embed", (b158_test_case[]){{"gather", test_embed}, {NULL, NULL}});
     b158_test_suite("f16_matvec", (b158_test_case[]){{"lm_head", test_f16_matvec},
                                                      {"gemm_tiles", test_f16_gemm},
