@@ -14,6 +14,18 @@
  * exceed B158_HEAD_DIM_MAX (the host checks). The grid is exactly n_head x m_rows groups: no
  * bounds return before a barrier (PoCL miscompiles that even when the group is uniform). */
 
+/* Element offset of head h's kv head at position 0 of the sequence of a token at where =
+ * {position, cache row of position 0}, and in *n_keys the keys it attends to, both clamped to
+ * the cache's rows. */
+inline size_t b158_att_base(int2 where, int h, int n_head, int n_head_kv, int head_dim,
+                            int cache_off, int cache_rows, int *n_keys)
+{
+    const int row0 = clamp(where.y, 0, cache_rows - 1);
+    *n_keys = clamp(where.x + 1, 1, cache_rows - row0);
+    const int kvh = h / (n_head / n_head_kv);
+    return (size_t)cache_off + (size_t)row0 * n_head_kv * head_dim + (size_t)kvh * head_dim;
+}
+
 #if B158_WG == 1
 /* CPU: one work-item per (head, token), keys in tiles of B158_ATT_TILE. A tile's scores are
  * q.k dot products in eight independent partial sums (vload_half8), then one softmax rescale
@@ -41,10 +53,9 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
     const int h = get_group_id(0);
     const int m = get_group_id(1);
     const int kv_dim = n_head_kv * head_dim;
-    const int kvh = h / (n_head / n_head_kv);
-    const int2 where = tok[m];
-    const int row0 = clamp(where.y, 0, cache_rows - 1);
-    const size_t base = (size_t)cache_off + (size_t)row0 * kv_dim + (size_t)kvh * head_dim;
+    int n_keys;
+    const size_t base =
+        b158_att_base(tok[m], h, n_head, n_head_kv, head_dim, cache_off, cache_rows, &n_keys);
     __global const half *kbase = k_cache + base;
     __global const half *vbase = v_cache + base;
     __global const float *qh = q + (size_t)m * q_stride + (size_t)h * head_dim;
@@ -53,7 +64,6 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
         qs[d] = qh[d] * scale;
         acc[d] = 0.0f;
     }
-    const int n_keys = clamp(where.x + 1, 1, cache_rows - row0);
     float run_max = -INFINITY, run_sum = 0.0f;
     for (int t0 = 0; t0 < n_keys; t0 += B158_ATT_TILE) {
         const int tile = min(B158_ATT_TILE, n_keys - t0);
@@ -99,10 +109,9 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
     const int m = get_group_id(1);
     const int lid = get_local_id(0);
     const int kv_dim = n_head_kv * head_dim;
-    const int kvh = h / (n_head / n_head_kv);
-    const int2 where = tok[m];
-    const int row0 = clamp(where.y, 0, cache_rows - 1);
-    const size_t base = (size_t)cache_off + (size_t)row0 * kv_dim + (size_t)kvh * head_dim;
+    int n_keys;
+    const size_t base =
+        b158_att_base(tok[m], h, n_head, n_head_kv, head_dim, cache_off, cache_rows, &n_keys);
     __global const half *kbase = k_cache + base;
     __global const half *vbase = v_cache + base;
     __global const float *qh = q + (size_t)m * q_stride + (size_t)h * head_dim;
@@ -114,7 +123,6 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
     for (int j = 0; j < B158_ATT_OWN; j++)
         acc[j] = 0.0f;
     float run_max = -INFINITY, run_sum = 0.0f;
-    const int n_keys = clamp(where.x + 1, 1, cache_rows - row0);
     for (int t0 = 0; t0 < n_keys; t0 += B158_WG) {
         const int t = t0 + lid;
         float s = -INFINITY;

@@ -362,6 +362,29 @@ static void test_rmsnorm(void)
     }
 }
 
+/* int8 rows q (stride kp, zero tail) and scales s of a fused kernel against the references' qr
+ * (stride n) and sr: counts elements one step off, more than one step off and nonzero tail
+ * bytes; returns the largest relative scale difference. */
+static double q8_diff(const int8_t *q, const float *s, const int8_t *qr, const float *sr, int n,
+                      int kp, int m, int *off, int *far, int *tail)
+{
+    double serr = 0;
+    for (int r = 0; r < m; r++) {
+        serr = fmax(serr, fabs(s[r] - sr[r]) / sr[r]);
+        for (int i = 0; i < kp; i++) {
+            const int a = q[(size_t)r * kp + i];
+            if (i >= n) {
+                *tail += a != 0;
+                continue;
+            }
+            const int d = abs(a - qr[(size_t)r * n + i]);
+            *off += d != 0;
+            *far += d > 1;
+        }
+    }
+    return serr;
+}
+
 /* rmsnorm then quantize in one kernel: the int8 rows and scales of the two references. The
  * CPU variant sums squares in the reference's order and matches it exactly; a work-group
  * reduction may move a value across a rounding boundary (one step, rarely). */
@@ -387,20 +410,7 @@ static void test_rmsnorm_quantize(void)
             b158_ref_rmsnorm(x, w, xn, n, m, 1e-5f);
             b158_ref_quantize(xn, n, m, qr, sr);
             int off = 0, far = 0, tail = 0;
-            double serr = 0;
-            for (int r = 0; r < m; r++) {
-                serr = fmax(serr, fabs(s[r] - sr[r]) / sr[r]);
-                for (int i = 0; i < kp; i++) {
-                    const int a = q[(size_t)r * kp + i];
-                    if (i >= n) {
-                        tail += a != 0;
-                        continue;
-                    }
-                    const int d = abs(a - qr[(size_t)r * n + i]);
-                    off += d != 0;
-                    far += d > 1;
-                }
-            }
+            const double serr = q8_diff(q, s, qr, sr, n, kp, m, &off, &far, &tail);
             if (off || tail)
                 fprintf(stderr, "\nrmsnorm_quantize n=%d m=%d [%s]: %d off by one, %d bad tail\n",
                         n, m, vname(rt), off, tail);
@@ -722,19 +732,7 @@ static void test_glu(void)
                 b158_ref_rmsnorm(h, w, h, n, m, 1e-5f);
             b158_ref_quantize(h, n, m, qr, sr);
             int off = 0, far = 0, tail = 0;
-            double serr = 0;
-            for (int r = 0; r < m; r++) {
-                serr = fmax(serr, fabs(s[r] - sr[r]) / sr[r]);
-                for (int i = 0; i < kp; i++) {
-                    const int a = q[(size_t)r * kp + i];
-                    if (i >= n) {
-                        tail += a != 0;
-                        continue;
-                    }
-                    const int d = abs(a - qr[(size_t)r * n + i]);
-                    off += d != 0, far += d > 1;
-                }
-            }
+            const double serr = q8_diff(q, s, qr, sr, n, kp, m, &off, &far, &tail);
             if (off || far || tail || serr > 1e-5)
                 fprintf(stderr,
                         "\nglu_norm_quantize act %d norm %d fused %d n %d [%s]: %d off, "
