@@ -85,7 +85,7 @@ __kernel void ternary_gemv_cpu(__global const uchar16 *w, __global const float *
  * 64-byte load per 256 weights. On the unsigned codes c = w + 1 in {0, 1, 2} vpmaddubsw
  * multiplies 64 u8 codes by 64 s8 activations and adds pairs into s16, and sum(w q) =
  * sum(c q) - sum(q): sum(q) belongs to the token, not to the row, so a work-item of
- * B158_GEMM_CPU_R rows takes it once (the same instruction on all-ones codes) and a block then
+ * B158_AVX512_ROWS rows takes it once (the same instruction on all-ones codes) and a block then
  * costs four vpmaddubsw per token. A block adds at most 4 planes x 2 x 2 x 127 = 2032 to an s16
  * lane of sum(c q), so B158_GEMM_FLUSH = 16 blocks (4096 weights) fit before vpmaddwd widens
  * them into 16 int32 lanes. Rows and activations must be 64-byte aligned (the packed layout and
@@ -135,11 +135,11 @@ __kernel void ternary_gemv_avx512(__global const uchar *w, __global const float 
                                   __global const uchar *x, __global const float *x_scale,
                                   __global float *y, int n_rows, int k_pad, int accumulate)
 {
-    const int n0 = get_global_id(0) * B158_GEMM_CPU_R;
+    const int n0 = get_global_id(0) * B158_AVX512_ROWS;
     if (n0 >= n_rows)
         return;
     const int blocks = k_pad / 256;
-    const int ncount = min(B158_GEMM_CPU_R, n_rows - n0);
+    const int ncount = min(B158_AVX512_ROWS, n_rows - n0);
     __global const b158_uchar64 *xv = (__global const b158_uchar64 *)x;
     const int qsum = b158_sum_q(xv, blocks);
     const b158_uchar64 m3 = (b158_uchar64)3;
@@ -162,7 +162,7 @@ __kernel void ternary_gemv_avx512(__global const uchar *w, __global const float 
     }
 }
 
-/* Prefill: one work-item per (B158_GEMM_CPU_R rows, 4 tokens). Each 64-byte weight load is
+/* Prefill: one work-item per (B158_AVX512_ROWS rows, 4 tokens). Each 64-byte weight load is
  * unpacked into its planes once and applied to every token; the tokens' activation rows stay in
  * L1 across the rows. */
 /* t += the block-b dot of one token (its activation row at xr) with planes c0..c3, in 32 short
@@ -181,13 +181,13 @@ __kernel void ternary_gemm_avx512(__global const uchar *w, __global const float 
                                   __global float *y, int n_rows, int k_pad, int m_rows,
                                   int accumulate)
 {
-    const int n0 = get_global_id(0) * B158_GEMM_CPU_R;
+    const int n0 = get_global_id(0) * B158_AVX512_ROWS;
     const int m0 = get_global_id(1) * 4;
     if (n0 >= n_rows || m0 >= m_rows)
         return;
     const int blocks = k_pad / 256;
     const int mcount = min(4, m_rows - m0);
-    const int ncount = min(B158_GEMM_CPU_R, n_rows - n0);
+    const int ncount = min(B158_AVX512_ROWS, n_rows - n0);
     const size_t stride = (size_t)k_pad / 64;
     __global const b158_uchar64 *x0 = (__global const b158_uchar64 *)x + (size_t)m0 * stride;
     __global const b158_uchar64 *x1 = x0 + (size_t)min(1, mcount - 1) * stride;

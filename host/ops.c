@@ -103,6 +103,12 @@ static b158_status check_matmul(const b158_tmat *w, const b158_buf *q, const b15
     return B158_OK;
 }
 
+/* Rows per work-item of the CPU ternary kernels: several for the AVX-512 ones, one else. */
+static size_t cpu_rows(const b158_runtime *rt)
+{
+    return rt->tune.x86_avx512bw ? (size_t)rt->tune.avx512_rows : 1;
+}
+
 enum b158_kernel_id b158_op_ternary_gemm_kernel(const b158_runtime *rt)
 {
     return rt->tune.gpu            ? B158_K_TERNARY_GEMM_GPU
@@ -124,7 +130,7 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
                            B158_ARG(w->k_pad), B158_ARG(m_rows), B158_ARG(accumulate));
     }
     const size_t gy = (size_t)(m_rows + rt->tune.gemm_cpu_m - 1) / rt->tune.gemm_cpu_m;
-    const size_t rows = rt->tune.x86_avx512bw ? (size_t)rt->tune.gemm_cpu_r : 1;
+    const size_t rows = cpu_rows(rt);
     const size_t gx = ((size_t)w->n + rows - 1) / rows;
     return B158_LAUNCH(rt, b158_op_ternary_gemm_kernel(rt), 2, ((size_t[]){gx, gy}),
                        ((size_t[]){CPU_ROWS_WG, 1}), B158_ARG_MEM(&w->codes),
@@ -153,7 +159,7 @@ b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b
                            B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
                            B158_ARG(w->k_pad), B158_ARG(accumulate));
     }
-    const size_t rows = rt->tune.x86_avx512bw ? (size_t)rt->tune.gemm_cpu_r : 1;
+    const size_t rows = cpu_rows(rt);
     return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1,
                        ((size_t[]){((size_t)w->n + rows - 1) / rows}), ((size_t[]){CPU_ROWS_WG}),
                        B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales), B158_ARG_MEM(q),

@@ -55,6 +55,14 @@ static int probe_x86_avx512bw(b158_runtime *rt)
     return err == CL_SUCCESS;
 }
 
+/* OpenCL C 1.2 everywhere, but 3.0 where the device has cl_khr_integer_dot_product: its
+ * built-ins are declared in OpenCL C 3.0 only (and 1.2 code is valid 3.0 code). The programs'
+ * options and the prelude's B158_INT_DOT both follow this. */
+static int wants_cl3(const b158_device_info *info)
+{
+    return info->has_int_dot && strncmp(info->c_version, "OpenCL C 3", 10) == 0;
+}
+
 static void choose_tuning(b158_runtime *rt)
 {
     b158_tuning t;
@@ -65,7 +73,7 @@ static void choose_tuning(b158_runtime *rt)
                           .gemm_tn = 32,
                           .gemm_tm = 16,
                           .gemm_cpu_m = 4,
-                          .gemm_cpu_r = 1,
+                          .avx512_rows = 1,
                           .head_dim_max = 256};
         /* the tree reductions need a power of two: the largest one the device allows; the
          * GEMV gives each row 8 work-items */
@@ -79,23 +87,22 @@ static void choose_tuning(b158_runtime *rt)
                           .gemm_tn = 32,
                           .gemm_tm = 16,
                           .gemm_cpu_m = 4,
-                          .gemm_cpu_r = 8,
+                          .avx512_rows = 8,
                           .head_dim_max = 256,
                           .x86_avx512bw = probe_x86_avx512bw(rt)};
     }
     /* B158_PORTABLE=1 keeps to the portable kernels (as for the AVX-512 ones) */
     const char *portable = getenv("B158_PORTABLE");
-    t.int_dot =
-        rt->info.has_int_dot && strstr(rt->options, "CL3.0") && !(portable && portable[0] == '1');
+    t.int_dot = wants_cl3(&rt->info) && !(portable && portable[0] == '1');
     rt->tune = t;
     snprintf(rt->prelude, sizeof rt->prelude,
              "/* b158-cl prelude: device features and tuning */\n"
              "#define B158_GPU %d\n#define B158_WG %d\n#define B158_GEMV_ROWS %d\n"
              "#define B158_GEMM_TN %d\n#define B158_GEMM_TM %d\n#define B158_GEMM_CPU_M %d\n"
-             "#define B158_GEMM_CPU_R %d\n"
+             "#define B158_AVX512_ROWS %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
              "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#line 1\n",
-             t.gpu, t.wg, t.gemv_rows, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m, t.gemm_cpu_r,
+             t.gpu, t.wg, t.gemv_rows, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m, t.avx512_rows,
              t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot);
 }
 
@@ -142,10 +149,8 @@ b158_status b158_runtime_create(const b158_runtime_params *params, b158_runtime 
     rt->correct_div = (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;
     /* Correctly rounded division keeps the activation scale 127/absmax identical to the C
      * reference, which the bit-exact int8 quantization depends on. */
-    /* OpenCL C 1.2 everywhere, but 3.0 where the device has cl_khr_integer_dot_product: its
-     * built-ins are declared in OpenCL C 3.0 only (and 1.2 code is valid 3.0 code) */
-    const int c3 = rt->info.has_int_dot && strncmp(rt->info.c_version, "OpenCL C 3", 10) == 0;
-    snprintf(rt->options, sizeof rt->options, "-cl-std=CL%s%s", c3 ? "3.0" : "1.2",
+    snprintf(rt->options, sizeof rt->options, "-cl-std=CL%s%s",
+             wants_cl3(&rt->info) ? "3.0" : "1.2",
              rt->correct_div ? " -cl-fp32-correctly-rounded-divide-sqrt" : "");
     if (!rt->correct_div)
         b158_log(B158_LOG_WARN, "device lacks correctly rounded division: int8 activations may "
