@@ -35,6 +35,43 @@ B158_WG_REDUCE(b158_wg_sum, float, B158_ADD)
 B158_WG_REDUCE(b158_wg_max, float, fmax)
 B158_WG_REDUCE(b158_wg_sum_int, int, B158_ADD)
 
+/* Row kernels (norms, quantization, GLU) walk a row in 16-float chunks: chunk c is elements
+ * 16c .. 16c+15, work-item l of B158_WG takes chunks l, l + B158_WG, ... and then the n % 16
+ * tail elements one by one. On CPUs (B158_WG == 1) that is one 16-lane vector loop per row,
+ * which a work-item loop over single elements never becomes (the compilers vectorize across
+ * work-items, and a row is one work-item's loop); on GPUs neighbouring work-items still read
+ * neighbouring 64-byte pieces. Partial sums of different lanes are added in another order than
+ * a sequential loop: the float parts are within rounding, as on the GPU variant. */
+inline float b158_hsum16(float16 v)
+{
+    const float8 a = v.lo + v.hi;
+    const float4 b = a.lo + a.hi;
+    const float2 c = b.lo + b.hi;
+    return c.x + c.y;
+}
+
+inline float b158_hmax16(float16 v)
+{
+    const float8 a = fmax(v.lo, v.hi);
+    const float4 b = fmax(a.lo, a.hi);
+    const float2 c = fmax(b.lo, b.hi);
+    return fmax(c.x, c.y);
+}
+
+/* int8 of v already scaled: round to nearest even, clamp to [-128, 127], NaN to 0 (the scalar
+ * rule of quantize_rows, lane by lane) */
+inline char b158_q8(float v)
+{
+    const float r = rint(v);
+    return isnan(r) ? (char)0 : (char)clamp(r, -128.0f, 127.0f);
+}
+
+inline char16 b158_q8x16(float16 v)
+{
+    const float16 r = rint(v); /* clamp would turn NaN into -128 */
+    return convert_char16(select(clamp(r, -128.0f, 127.0f), (float16)0.0f, isnan(r)));
+}
+
 /* Ternary code c = w + 1 in {0, 1, 2} applied to int8 activations without multiplying:
  * +x where c == 2, -x where c == 0, 0 where c == 1. Widened to short so -(-128) is exact. */
 inline short16 b158_tern16(uchar16 c, char16 x)

@@ -1,10 +1,27 @@
 /* RMSNorm with weight: out = x / sqrt(mean(x^2) + eps) * w, per row, in FP32.
  *
  * Work-item mapping: one work-group of B158_WG work-items per row; work-items stride over the
- * row; the sum of squares is reduced in __local (no barriers when B158_WG == 1). The host
- * launches exactly m_rows groups, so there is no bounds return: PoCL miscompiles a return
- * before a barrier even when the whole group takes it. In-place use
- * (out == x) is allowed: each element is read before the same work-item writes it. */
+ * row's 16-float chunks and then its tail (common.cl); the sum of squares is reduced in __local
+ * (no barriers when B158_WG == 1). The host launches exactly m_rows groups, so there is no
+ * bounds return: PoCL miscompiles a return before a barrier even when the whole group takes
+ * it. In-place use (out == x) is allowed: each element is read before the same work-item writes
+ * it. */
+
+/* sum of x[i]^2 over the row, this work-item's share reduced over the group */
+inline float b158_row_sumsq(__global const float *xr, int n, __local float *red)
+{
+    const int lid = get_local_id(0);
+    const int n16 = n / 16;
+    float16 ss16 = 0.0f;
+    for (int c = lid; c < n16; c += B158_WG) {
+        const float16 v = vload16(c, xr);
+        ss16 += v * v;
+    }
+    float ss = b158_hsum16(ss16);
+    for (int i = 16 * n16 + lid; i < n; i += B158_WG)
+        ss += xr[i] * xr[i];
+    return b158_wg_sum(ss, red);
+}
 
 __kernel void rmsnorm(__global const float *x, __global const float *w, __global float *out, int n,
                       int m_rows, float eps)
@@ -14,12 +31,11 @@ __kernel void rmsnorm(__global const float *x, __global const float *w, __global
     const int lid = get_local_id(0);
     __global const float *xr = x + (size_t)m * n;
     __global float *orow = out + (size_t)m * n;
-    float ss = 0.0f;
-    for (int i = lid; i < n; i += B158_WG)
-        ss += xr[i] * xr[i];
-    ss = b158_wg_sum(ss, red);
-    const float inv = 1.0f / sqrt(ss / (float)n + eps);
-    for (int i = lid; i < n; i += B158_WG)
+    const float inv = 1.0f / sqrt(b158_row_sumsq(xr, n, red) / (float)n + eps);
+    const int n16 = n / 16;
+    for (int c = lid; c < n16; c += B158_WG)
+        vstore16(vload16(c, xr) * inv * vload16(c, w), c, orow);
+    for (int i = 16 * n16 + lid; i < n; i += B158_WG)
         orow[i] = xr[i] * inv * w[i];
 }
 
@@ -35,20 +51,20 @@ __kernel void rmsnorm_quantize(__global const float *x, __global const float *w,
     const int lid = get_local_id(0);
     __global const float *xr = x + (size_t)m * n;
     __global char *qr = q + (size_t)m * k_pad;
-    float ss = 0.0f;
-    for (int i = lid; i < n; i += B158_WG)
-        ss += xr[i] * xr[i];
-    ss = b158_wg_sum(ss, red);
-    const float inv = 1.0f / sqrt(ss / (float)n + eps);
-    float amax = 0.0f;
-    for (int i = lid; i < n; i += B158_WG)
+    const int n16 = n / 16;
+    const float inv = 1.0f / sqrt(b158_row_sumsq(xr, n, red) / (float)n + eps);
+    float16 amax16 = 0.0f;
+    for (int c = lid; c < n16; c += B158_WG)
+        amax16 = fmax(amax16, fabs(vload16(c, xr) * inv * vload16(c, w)));
+    float amax = b158_hmax16(amax16);
+    for (int i = 16 * n16 + lid; i < n; i += B158_WG)
         amax = fmax(amax, fabs(xr[i] * inv * w[i]));
     amax = b158_wg_max(amax, red);
     const float s = 127.0f / fmax(amax, 1e-5f);
-    for (int i = lid; i < k_pad; i += B158_WG) {
-        const float v = i < n ? rint(xr[i] * inv * w[i] * s) : 0.0f;
-        qr[i] = isnan(v) ? (char)0 : (char)clamp(v, -128.0f, 127.0f);
-    }
+    for (int c = lid; c < n16; c += B158_WG)
+        vstore16(b158_q8x16(vload16(c, xr) * inv * vload16(c, w) * s), c, qr);
+    for (int i = 16 * n16 + lid; i < k_pad; i += B158_WG)
+        qr[i] = i < n ? b158_q8(xr[i] * inv * w[i] * s) : (char)0;
     if (lid == 0)
         scale[m] = s;
 }

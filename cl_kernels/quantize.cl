@@ -1,8 +1,8 @@
 /* Per-token absmax quantization of FP32 activations to int8 (REFERENCE.md s.1).
  *
  * Work-item mapping: one work-group of B158_WG work-items per row (token); the work-items
- * stride over the row for the absmax and again for the conversion. With B158_WG == 1 (CPU)
- * a row is one sequential loop and there are no barriers. Exactly m_rows groups are launched
+ * stride over the row's 16-float chunks (common.cl) for the absmax and again for the
+ * conversion. With B158_WG == 1 (CPU) a row is one vector loop and there are no barriers. Exactly m_rows groups are launched
  * (no bounds return before a barrier: PoCL miscompiles that).
  * Output rows have stride k_pad (a multiple of 64) and the tail k..k_pad-1 is written as zero,
  * so the ternary kernels can read whole 64-element chunks. scale[m] receives s = 127/absmax,
@@ -19,18 +19,23 @@ __kernel void quantize_rows(__global const float *x, __global char *q, __global 
     __local float red[B158_WG];
     __global const float *xr = x + (size_t)m * k;
     __global char *qr = q + (size_t)m * k_pad;
+    const int k16 = k / 16;
 
-    float amax = 0.0f;
-    for (int i = lid; i < k; i += B158_WG)
+    float16 amax16 = 0.0f;
+    for (int c = lid; c < k16; c += B158_WG)
+        amax16 = fmax(amax16, fabs(vload16(c, xr)));
+    float amax = b158_hmax16(amax16);
+    for (int i = 16 * k16 + lid; i < k; i += B158_WG)
         amax = fmax(amax, fabs(xr[i]));
     amax = b158_wg_max(amax, red);
 
+    /* ties to even, like torch.round; NaN (a NaN input, or an infinite one times s = 0)
+     * becomes 0, as in b158_ref_quantize */
     const float s = 127.0f / fmax(amax, 1e-5f);
-    for (int i = lid; i < k_pad; i += B158_WG) {
-        float v = i < k ? rint(xr[i] * s) : 0.0f; /* ties to even, like torch.round */
-        /* NaN (a NaN input, or an infinite one times s = 0) becomes 0, as in b158_ref_quantize */
-        qr[i] = isnan(v) ? (char)0 : (char)clamp(v, -128.0f, 127.0f);
-    }
+    for (int c = lid; c < k16; c += B158_WG)
+        vstore16(b158_q8x16(vload16(c, xr) * s), c, qr);
+    for (int i = 16 * k16 + lid; i < k_pad; i += B158_WG)
+        qr[i] = i < k ? b158_q8(xr[i] * s) : (char)0;
     if (lid == 0)
         scale[m] = s;
 }
