@@ -26,8 +26,8 @@ inline float16 b158_act16(float16 g, int act)
  * afterwards); the normed values are recomputed per pass, in the expressions of the separate
  * glu / rmsnorm / quantize_rows steps, never stored.
  * Work-item mapping: one work-group of B158_WG work-items per row, striding over its 16-float
- * chunks and then its tail (common.cl); exactly
- * m_rows groups (no bounds return before a barrier). */
+ * chunks and then its tail (common.cl); exactly m_rows groups (no bounds return before a
+ * barrier). */
 __kernel void glu_norm_quantize(__global float *gate, __global const float *up, int up_off,
                                 int stride, __global const float *w, __global char *q,
                                 __global float *scale, int n, int k_pad, int m_rows, float eps,

@@ -2,14 +2,14 @@
  *
  * Work-item mapping: one work-group of B158_WG work-items per row (token); the work-items
  * stride over the row's 16-float chunks (common.cl) for the absmax and again for the
- * conversion. With B158_WG == 1 (CPU) a row is one vector loop and there are no barriers. Exactly m_rows groups are launched
- * (no bounds return before a barrier: PoCL miscompiles that).
- * Output rows have stride k_pad (a multiple of 64) and the tail k..k_pad-1 is written as zero,
- * so the ternary kernels can read whole 64-element chunks. scale[m] receives s = 127/absmax,
- * the factor the int8 values carry (y = acc * w_scale / s). Rounding is to nearest with ties
- * to even, as torch.round in transformers' BitNet and the training code (kernels are built
- * without fast-math, so rint follows the default round-to-nearest-even mode). fmax skips NaN:
- * a NaN element quantizes to 0; an infinite one makes s = 0 and the row all zero. */
+ * conversion. With B158_WG == 1 (CPU) a row is one vector loop and there are no barriers. Exactly
+ * m_rows groups are launched (no bounds return before a barrier: PoCL miscompiles that). Output
+ * rows have stride k_pad (a multiple of 64) and the tail k..k_pad-1 is written as zero, so the
+ * ternary kernels can read whole 64-element chunks. scale[m] receives s = 127/absmax, the factor
+ * the int8 values carry (y = acc * w_scale / s). Rounding is to nearest with ties to even, as
+ * torch.round in transformers' BitNet and the training code (kernels are built without fast-math,
+ * so rint follows the default round-to-nearest-even mode). fmax skips NaN: a NaN element quantizes
+ * to 0; an infinite one makes s = 0 and the row all zero. */
 
 __kernel void quantize_rows(__global const float *x, __global char *q, __global float *scale, int k,
                             int k_pad, int m_rows)
