@@ -131,34 +131,55 @@ inline int b158_sum_q(__global const b158_uchar64 *xr, int blocks)
     return b158_sum16(acc);
 }
 
+/* Row n's int16 partial sums of sum(c q) for the blocks b0 .. b1 (at most B158_GEMM_FLUSH, so
+ * the 16-bit lanes of t cannot overflow), added into acc */
+#define B158_ROW_BLOCKS(acc, wr, b0, b1)                                                           \
+    do {                                                                                           \
+        b158_short32 t_ = 0;                                                                       \
+        for (int b = (b0); b < (b1); b++) {                                                        \
+            const b158_uchar64 p_ = (wr)[b];                                                       \
+            __global const b158_uchar64 *xb_ = xv + 4 * b;                                         \
+            t_ += b158_maddubs(p_ & m3, xb_[0]) + b158_maddubs((p_ >> 2) & m3, xb_[1]) +           \
+                  b158_maddubs((p_ >> 4) & m3, xb_[2]) + b158_maddubs(p_ >> 6, xb_[3]);            \
+        }                                                                                          \
+        acc += b158_madd_ones(t_);                                                                 \
+    } while (0)
+
+/* Decode GEMV: work-item i takes B158_AVX512_ROWS / 2 rows from n0 = i * B158_AVX512_ROWS / 2
+ * and as many from n0 + n_half (n_half = n_rows / 2 rounded up to that count), a row of each at a
+ * time: two weight streams from far-apart places per thread keep more of the memory system
+ * busy than one. */
 __kernel void ternary_gemv_avx512(__global const uchar *w, __global const float *w_scale,
                                   __global const uchar *x, __global const float *x_scale,
                                   __global float *y, int n_rows, int k_pad, int accumulate)
 {
-    const int n0 = get_global_id(0) * B158_AVX512_ROWS;
-    if (n0 >= n_rows)
+    const int per = B158_AVX512_ROWS / 2;
+    const int n_half = (n_rows + 2 * per - 1) / (2 * per) * per;
+    const int n0 = get_global_id(0) * per;
+    if (n0 >= n_half)
         return;
     const int blocks = k_pad / 256;
-    const int ncount = min(B158_AVX512_ROWS, n_rows - n0);
     __global const b158_uchar64 *xv = (__global const b158_uchar64 *)x;
     const int qsum = b158_sum_q(xv, blocks);
     const b158_uchar64 m3 = (b158_uchar64)3;
-    for (int r = 0; r < ncount; r++) {
-        const int n = n0 + r;
-        __global const b158_uchar64 *wr = (__global const b158_uchar64 *)w + (size_t)n * blocks;
-        int16 acc = 0;
+    const float xs = x_scale[0];
+    for (int r = 0; r < per; r++) {
+        const int na = n0 + r, nb = na + n_half;
+        if (na >= n_rows)
+            break;
+        /* a row past the end reads row na again and is not stored */
+        const int nbr = nb < n_rows ? nb : na;
+        __global const b158_uchar64 *wa = (__global const b158_uchar64 *)w + (size_t)na * blocks;
+        __global const b158_uchar64 *wb = (__global const b158_uchar64 *)w + (size_t)nbr * blocks;
+        int16 acca = 0, accb = 0;
         for (int b0 = 0; b0 < blocks; b0 += B158_GEMM_FLUSH) {
             const int b1 = min(blocks, b0 + B158_GEMM_FLUSH);
-            b158_short32 t = 0;
-            for (int b = b0; b < b1; b++) {
-                const b158_uchar64 p = wr[b];
-                __global const b158_uchar64 *xb = xv + 4 * b;
-                t += b158_maddubs(p & m3, xb[0]) + b158_maddubs((p >> 2) & m3, xb[1]) +
-                     b158_maddubs((p >> 4) & m3, xb[2]) + b158_maddubs(p >> 6, xb[3]);
-            }
-            acc += b158_madd_ones(t);
+            B158_ROW_BLOCKS(acca, wa, b0, b1);
+            B158_ROW_BLOCKS(accb, wb, b0, b1);
         }
-        b158_store(y, n, (float)(b158_sum16(acc) - qsum) * w_scale[n] / x_scale[0], accumulate);
+        b158_store(y, na, (float)(b158_sum16(acca) - qsum) * w_scale[na] / xs, accumulate);
+        if (nb < n_rows)
+            b158_store(y, nb, (float)(b158_sum16(accb) - qsum) * w_scale[nb] / xs, accumulate);
     }
 }
 

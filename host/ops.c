@@ -159,12 +159,13 @@ b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b
                            B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
                            B158_ARG(w->k_pad), B158_ARG(accumulate));
     }
-    const size_t rows = cpu_rows(rt);
-    return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1,
-                       ((size_t[]){((size_t)w->n + rows - 1) / rows}), ((size_t[]){CPU_ROWS_WG}),
-                       B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales), B158_ARG_MEM(q),
-                       B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n), B158_ARG(w->k_pad),
-                       B158_ARG(accumulate));
+    /* the AVX-512 GEMV: rows / 2 from each half of the matrix per work-item */
+    const size_t rows = cpu_rows(rt), per = rows > 1 ? rows / 2 : 1;
+    const size_t items = rows > 1 ? ((size_t)w->n + 2 * per - 1) / (2 * per) : (size_t)w->n;
+    return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1, ((size_t[]){items}),
+                       ((size_t[]){CPU_ROWS_WG}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
+                       B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
+                       B158_ARG(w->k_pad), B158_ARG(accumulate));
 }
 
 b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf *w,
