@@ -385,9 +385,9 @@ static double q8_diff(const int8_t *q, const float *s, const int8_t *qr, const f
     return serr;
 }
 
-/* rmsnorm then quantize in one kernel: the int8 rows and scales of the two references. The
- * CPU variant sums squares in the reference's order and matches it exactly; a work-group
- * reduction may move a value across a rounding boundary (one step, rarely). */
+/* rmsnorm then quantize in one kernel: the int8 rows and scales of the two references. Both
+ * variants sum squares in another order than the reference (16 lanes, and a work-group
+ * reduction on GPUs), which may move a value across a rounding boundary (one step, rarely). */
 static void test_rmsnorm_quantize(void)
 {
     const int ns[] = {1, 33, 257, 2560 + b158_test_randint(1, 99), 6912 - b158_test_randint(0, 9)};
@@ -417,8 +417,6 @@ static void test_rmsnorm_quantize(void)
             CU_ASSERT(serr <= 1e-5);
             CU_ASSERT_EQUAL(far, 0);
             CU_ASSERT_EQUAL(tail, 0);
-            if (!rt->tune.gpu)
-                CU_ASSERT_EQUAL(off, 0);
             CU_ASSERT(off * 100 <= m * n);
             b158_buf_free(rt, &dx), b158_buf_free(rt, &dw);
             b158_buf_free(rt, &dq), b158_buf_free(rt, &ds);
