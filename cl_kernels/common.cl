@@ -72,6 +72,49 @@ inline char16 b158_q8x16(float16 v)
     return convert_char16(select(clamp(r, -128.0f, 127.0f), (float16)0.0f, isnan(r)));
 }
 
+/* sum of x[i]^2 over the row, this work-item's share reduced over the group */
+inline float b158_row_sumsq(__global const float *xr, int n, __local float *red)
+{
+    const int lid = get_local_id(0);
+    const int n16 = n / 16;
+    float16 ss16 = 0.0f;
+    for (int c = lid; c < n16; c += B158_WG) {
+        const float16 v = vload16(c, xr);
+        ss16 += v * v;
+    }
+    float ss = b158_hsum16(ss16);
+    for (int i = 16 * n16 + lid; i < n; i += B158_WG)
+        ss += xr[i] * xr[i];
+    return b158_wg_sum(ss, red);
+}
+
+/* One row of rmsnorm_quantize (norm.cl): the int8 row qr (stride k_pad, zero tail) and its
+ * scale *scale of the RMS-normed x row, which is never stored. The normed values are recomputed,
+ * in the same expression as rmsnorm's, for the absmax pass and for the conversion, so the
+ * result is that of rmsnorm then quantize_rows. Called by all B158_WG work-items of a group. */
+inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const float *w,
+                                      __global char *qr, __global float *scale, int n, int k_pad,
+                                      float eps, __local float *red)
+{
+    const int lid = get_local_id(0);
+    const int n16 = n / 16;
+    const float inv = 1.0f / sqrt(b158_row_sumsq(xr, n, red) / (float)n + eps);
+    float16 amax16 = 0.0f;
+    for (int c = lid; c < n16; c += B158_WG)
+        amax16 = fmax(amax16, fabs(vload16(c, xr) * inv * vload16(c, w)));
+    float amax = b158_hmax16(amax16);
+    for (int i = 16 * n16 + lid; i < n; i += B158_WG)
+        amax = fmax(amax, fabs(xr[i] * inv * w[i]));
+    amax = b158_wg_max(amax, red);
+    const float s = 127.0f / fmax(amax, 1e-5f);
+    for (int c = lid; c < n16; c += B158_WG)
+        vstore16(b158_q8x16(vload16(c, xr) * inv * vload16(c, w) * s), c, qr);
+    for (int i = 16 * n16 + lid; i < k_pad; i += B158_WG)
+        qr[i] = i < n ? b158_q8(xr[i] * inv * w[i] * s) : (char)0;
+    if (lid == 0)
+        *scale = s;
+}
+
 /* Ternary code c = w + 1 in {0, 1, 2} applied to int8 activations without multiplying:
  * +x where c == 2, -x where c == 0, 0 where c == 1. Widened to short so -(-128) is exact. */
 inline short16 b158_tern16(uchar16 c, char16 x)

@@ -7,22 +7,6 @@
  * it. In-place use (out == x) is allowed: each element is read before the same work-item writes
  * it. */
 
-/* sum of x[i]^2 over the row, this work-item's share reduced over the group */
-inline float b158_row_sumsq(__global const float *xr, int n, __local float *red)
-{
-    const int lid = get_local_id(0);
-    const int n16 = n / 16;
-    float16 ss16 = 0.0f;
-    for (int c = lid; c < n16; c += B158_WG) {
-        const float16 v = vload16(c, xr);
-        ss16 += v * v;
-    }
-    float ss = b158_hsum16(ss16);
-    for (int i = 16 * n16 + lid; i < n; i += B158_WG)
-        ss += xr[i] * xr[i];
-    return b158_wg_sum(ss, red);
-}
-
 __kernel void rmsnorm(__global const float *x, __global const float *w, __global float *out, int n,
                       int m_rows, float eps)
 {
@@ -48,23 +32,6 @@ __kernel void rmsnorm_quantize(__global const float *x, __global const float *w,
 {
     __local float red[B158_WG];
     const int m = get_group_id(1);
-    const int lid = get_local_id(0);
-    __global const float *xr = x + (size_t)m * n;
-    __global char *qr = q + (size_t)m * k_pad;
-    const int n16 = n / 16;
-    const float inv = 1.0f / sqrt(b158_row_sumsq(xr, n, red) / (float)n + eps);
-    float16 amax16 = 0.0f;
-    for (int c = lid; c < n16; c += B158_WG)
-        amax16 = fmax(amax16, fabs(vload16(c, xr) * inv * vload16(c, w)));
-    float amax = b158_hmax16(amax16);
-    for (int i = 16 * n16 + lid; i < n; i += B158_WG)
-        amax = fmax(amax, fabs(xr[i] * inv * w[i]));
-    amax = b158_wg_max(amax, red);
-    const float s = 127.0f / fmax(amax, 1e-5f);
-    for (int c = lid; c < n16; c += B158_WG)
-        vstore16(b158_q8x16(vload16(c, xr) * inv * vload16(c, w) * s), c, qr);
-    for (int i = 16 * n16 + lid; i < k_pad; i += B158_WG)
-        qr[i] = i < n ? b158_q8(xr[i] * inv * w[i] * s) : (char)0;
-    if (lid == 0)
-        scale[m] = s;
+    b158_rmsnorm_quantize_row(x + (size_t)m * n, w, q + (size_t)m * k_pad, scale + m, n, k_pad, eps,
+                              red);
 }

@@ -66,17 +66,55 @@ inline void b158_store(__global float *y, size_t i, float v, int accumulate)
     y[i] = accumulate ? y[i] + v : v;
 }
 
-/* CPU GEMV: one work-item per output row, unpacking in registers; no barriers, no __local. */
+/* The GEMVs' optional tail (tail != 0; decode): after its rows are stored, the last work-group
+ * to finish RMS-normalizes the whole output row y (n_rows wide, weights norm_w) and quantizes it
+ * into q_out / s_out (stride k_pad_out), as rmsnorm_quantize would in the launch it saves. The
+ * groups count themselves in *count (zero between launches; the last group resets it); each
+ * group fences its stores before its increment and the last fences again before reading, so it
+ * sees every row. q_out may be the GEMV's own input: every group has finished reading it when
+ * the last one arrives. Every work-item must reach this (no return before it); with B158_WG ==
+ * 1 (CPU) one work-item of the last group does the row. */
+#define B158_TAIL_PARAMS                                                                           \
+    int tail, __global volatile int *count, __global const float *norm_w, __global char *q_out,    \
+        __global float *s_out, int k_pad_out, float eps
+#define B158_TAIL_ARGS tail, count, norm_w, q_out, s_out, k_pad_out, eps
+inline void b158_gemv_tail(__global const float *y, int n_rows, B158_TAIL_PARAMS, __local int *last,
+                           __local float *red)
+{
+    const int lid = get_local_id(0);
+    if (tail) {
+        mem_fence(CLK_GLOBAL_MEM_FENCE);
+        barrier(CLK_GLOBAL_MEM_FENCE);
+        if (lid == 0)
+            *last = atomic_inc(count) == (int)get_num_groups(0) - 1;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (*last) {
+            mem_fence(CLK_GLOBAL_MEM_FENCE);
+#if B158_WG == 1
+            if (lid == 0)
+#endif
+                b158_rmsnorm_quantize_row(y, norm_w, q_out, s_out, n_rows, k_pad_out, eps, red);
+            if (lid == 0)
+                *count = 0;
+        }
+    }
+}
+
+/* CPU GEMV: one work-item per output row, unpacking in registers; no __local but the tail's. */
 __kernel void ternary_gemv_cpu(__global const uchar16 *w, __global const float *w_scale,
                                __global const char16 *x, __global const float *x_scale,
-                               __global float *y, int n_rows, int k_pad, int accumulate)
+                               __global float *y, int n_rows, int k_pad, int accumulate,
+                               B158_TAIL_PARAMS)
 {
+    __local int last;
+    __local float red[B158_WG];
     const int n = get_global_id(0);
-    if (n >= n_rows)
-        return;
-    const int chunks = k_pad / 64;
-    const int acc = b158_row_dot(w + (size_t)n * chunks, x, chunks);
-    b158_store(y, n, (float)acc * w_scale[n] / x_scale[0], accumulate);
+    if (n < n_rows) {
+        const int chunks = k_pad / 64;
+        const int acc = b158_row_dot(w + (size_t)n * chunks, x, chunks);
+        b158_store(y, n, (float)acc * w_scale[n] / x_scale[0], accumulate);
+    }
+    b158_gemv_tail(y, n_rows, B158_TAIL_ARGS, &last, red);
 }
 
 #if B158_X86_AVX512BW
@@ -151,36 +189,42 @@ inline int b158_sum_q(__global const b158_uchar64 *xr, int blocks)
  * busy than one. */
 __kernel void ternary_gemv_avx512(__global const uchar *w, __global const float *w_scale,
                                   __global const uchar *x, __global const float *x_scale,
-                                  __global float *y, int n_rows, int k_pad, int accumulate)
+                                  __global float *y, int n_rows, int k_pad, int accumulate,
+                                  B158_TAIL_PARAMS)
 {
+    __local int last;
+    __local float red[B158_WG];
     const int per = B158_AVX512_ROWS / 2;
     const int n_half = (n_rows + 2 * per - 1) / (2 * per) * per;
     const int n0 = get_global_id(0) * per;
-    if (n0 >= n_half)
-        return;
-    const int blocks = k_pad / 256;
-    __global const b158_uchar64 *xv = (__global const b158_uchar64 *)x;
-    const int qsum = b158_sum_q(xv, blocks);
-    const b158_uchar64 m3 = (b158_uchar64)3;
-    const float xs = x_scale[0];
-    for (int r = 0; r < per; r++) {
-        const int na = n0 + r, nb = na + n_half;
-        if (na >= n_rows)
-            break;
-        /* a row past the end reads row na again and is not stored */
-        const int nbr = nb < n_rows ? nb : na;
-        __global const b158_uchar64 *wa = (__global const b158_uchar64 *)w + (size_t)na * blocks;
-        __global const b158_uchar64 *wb = (__global const b158_uchar64 *)w + (size_t)nbr * blocks;
-        int16 acca = 0, accb = 0;
-        for (int b0 = 0; b0 < blocks; b0 += B158_GEMM_FLUSH) {
-            const int b1 = min(blocks, b0 + B158_GEMM_FLUSH);
-            B158_ROW_BLOCKS(acca, wa, b0, b1);
-            B158_ROW_BLOCKS(accb, wb, b0, b1);
+    if (n0 < n_half) {
+        const int blocks = k_pad / 256;
+        __global const b158_uchar64 *xv = (__global const b158_uchar64 *)x;
+        const int qsum = b158_sum_q(xv, blocks);
+        const b158_uchar64 m3 = (b158_uchar64)3;
+        const float xs = x_scale[0];
+        for (int r = 0; r < per; r++) {
+            const int na = n0 + r, nb = na + n_half;
+            if (na >= n_rows)
+                break;
+            /* a row past the end reads row na again and is not stored */
+            const int nbr = nb < n_rows ? nb : na;
+            __global const b158_uchar64 *wa =
+                (__global const b158_uchar64 *)w + (size_t)na * blocks;
+            __global const b158_uchar64 *wb =
+                (__global const b158_uchar64 *)w + (size_t)nbr * blocks;
+            int16 acca = 0, accb = 0;
+            for (int b0 = 0; b0 < blocks; b0 += B158_GEMM_FLUSH) {
+                const int b1 = min(blocks, b0 + B158_GEMM_FLUSH);
+                B158_ROW_BLOCKS(acca, wa, b0, b1);
+                B158_ROW_BLOCKS(accb, wb, b0, b1);
+            }
+            b158_store(y, na, (float)(b158_sum16(acca) - qsum) * w_scale[na] / xs, accumulate);
+            if (nb < n_rows)
+                b158_store(y, nb, (float)(b158_sum16(accb) - qsum) * w_scale[nb] / xs, accumulate);
         }
-        b158_store(y, na, (float)(b158_sum16(acca) - qsum) * w_scale[na] / xs, accumulate);
-        if (nb < n_rows)
-            b158_store(y, nb, (float)(b158_sum16(accb) - qsum) * w_scale[nb] / xs, accumulate);
     }
+    b158_gemv_tail(y, n_rows, B158_TAIL_ARGS, &last, red);
 }
 
 /* Prefill: one work-item per (B158_AVX512_ROWS rows, 4 tokens). Each 64-byte weight load is
@@ -305,9 +349,12 @@ inline int b158_dot4_us(uint c, uint a, int acc)
  * __local reduction per group: each row's first work-item adds its 8 partial sums. */
 __kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_scale,
                                __global const uint4 *x, __global const float *x_scale,
-                               __global float *y, int n_rows, int k_pad, int accumulate)
+                               __global float *y, int n_rows, int k_pad, int accumulate,
+                               B158_TAIL_PARAMS)
 {
     __local int red[B158_WG];
+    __local float redf[B158_WG];
+    __local int last;
     const int lid = get_local_id(0), lane = lid & 7;
     const int n = get_group_id(0) * B158_GEMV_ROWS + (lid >> 3);
     const uint ones = 0x01010101u;
@@ -341,6 +388,7 @@ __kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_
             total += red[lid + i];
         b158_store(y, n, (float)(total - qsum) * w_scale[n] / x_scale[0], accumulate);
     }
+    b158_gemv_tail(y, n_rows, B158_TAIL_ARGS, &last, redf);
 }
 
 /* GPU GEMM (prefill): a 16 x 16 work-group computes a tile of B158_GEMM_TN rows x B158_GEMM_TM

@@ -32,6 +32,7 @@ struct dev_state {
     b158_buf logits; /* (out_rows, n_vocab) */
     b158_buf k_cache, v_cache;
     b158_buf inv_freq;  /* (n_rot / 2) RoPE inverse frequencies */
+    b158_buf counter;   /* one int32, zero between launches: the decode GEMVs' norm tail */
     b158_baseline base; /* the FP16 baseline's scratch, in its weight modes only */
 };
 
@@ -200,6 +201,8 @@ static b158_status alloc_dev(b158_session *s)
     B158_TRY(b158_buf_alloc(rt, S, (size_t)s->out_rows * h->n_vocab * 4, &d->logits));
     B158_TRY(b158_buf_alloc(rt, S, (size_t)h->n_rot / 2 * 4, &d->inv_freq));
     B158_TRY(b158_buf_write(rt, &d->inv_freq, 0, (size_t)h->n_rot / 2 * 4, s->inv_freq));
+    B158_TRY(b158_buf_alloc(rt, S, 4, &d->counter));
+    B158_TRY(b158_buf_write(rt, &d->counter, 0, 4, &(int32_t){0}));
     return B158_OK;
 }
 
@@ -348,6 +351,27 @@ static b158_status dev_linear(b158_session *s, const b158_tmat *t, const b158_bu
     return b158_baseline_linear(s->rt, &d->base, dense, k, y, n, accumulate);
 }
 
+/* y (+)= W . the quantized input (k wide), then the input of the next BitLinears: RMSNorm of
+ * y's n rows (width wide) with weights norm_w, quantized. One token on the ternary engine does
+ * both in one launch (the GEMV's last work-group takes the norm); else two. */
+static b158_status dev_linear_norm(b158_session *s, const b158_tmat *t, const b158_buf *dense,
+                                   int k, const b158_buf *y, int width, int n, int accumulate,
+                                   const b158_buf *norm_w)
+{
+    struct dev_state *d = &s->dev;
+    if (s->m->dev_mode == B158_WEIGHTS_TERNARY && n == 1) {
+        const b158_gemv_norm norm = {.norm_w = norm_w,
+                                     .q = &d->q8,
+                                     .s = &d->s,
+                                     .counter = &d->counter,
+                                     .k_pad = b158_ternary_k_pad(width),
+                                     .eps = s->m->info.rms_eps};
+        return b158_op_ternary_gemv(s->rt, t, &d->q8, &d->s, y, accumulate, &norm);
+    }
+    B158_TRY(dev_linear(s, t, dense, k, y, n, accumulate));
+    return dev_norm_quantize(s, y, norm_w, width, n);
+}
+
 /* Logits of the n_sel rows sel[] of the final-normed d->xn into dst (n_sel rows): the LM head
  * straight on xn when every row asked, else on rows gathered into d->last, out_rows at a
  * time. */
@@ -412,11 +436,12 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
     B158_TRY(b158_buf_write(rt, &d->ids, 0, (size_t)n * 4, tokens));
     B158_TRY(b158_buf_write(rt, &d->tok, 0, (size_t)n * 8, s->tok));
     B158_TRY(b158_op_embed(rt, &m->d_tok_embd, &d->ids, &d->x, h->n_embd, h->n_vocab, n));
+    /* attention's norm and one int8 quantization shared by q, k and v: here for the first
+     * layer, after the down projection of the one before for the others */
+    B158_TRY(dev_norm_quantize(s, &d->x, &m->dev[0].attn_norm, h->n_embd, n));
     for (int l = 0; l < h->n_layer; l++) {
         const struct b158_layer_dev *L = &m->dev[l];
         const size_t cache_off = (size_t)l * cache_rows * kvd;
-        /* attention: norm, one int8 quantization shared by q, k and v */
-        B158_TRY(dev_norm_quantize(s, &d->x, &L->attn_norm, h->n_embd, n));
         B158_TRY(dev_linear(s, &L->wqkv, &L->hqkv, h->n_embd, &d->qkv, n, 0));
         B158_TRY(b158_op_rope_kv_store(rt, &rope_kv, &d->tok, n, cache_off, cache_rows));
         B158_TRY(b158_op_attention(rt, &d->qkv, &d->k_cache, &d->v_cache, &d->att, h->n_head,
@@ -424,11 +449,9 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
                                    cache_rows, att_scale));
         B158_TRY(h->sub_norms ? dev_norm_quantize(s, &d->att, &L->attn_sub_norm, qd, n)
                               : dev_quantize(s, &d->att, qd, n));
-        /* output projection added straight into the residual stream */
-        B158_TRY(dev_linear(s, &L->wo, &L->ho, qd, &d->x, n, 1));
-
-        /* feed-forward */
-        B158_TRY(dev_norm_quantize(s, &d->x, &L->ffn_norm, h->n_embd, n));
+        /* output projection added straight into the residual stream, then the feed-forward's
+         * norm and quantization */
+        B158_TRY(dev_linear_norm(s, &L->wo, &L->ho, qd, &d->x, h->n_embd, n, 1, &L->ffn_norm));
         B158_TRY(dev_linear(s, &L->wgu, &L->hgu, h->n_embd, &d->gu, n, 0));
         B158_TRY(b158_op_glu_norm_quantize(rt, &d->gu, &d->gu, h->n_ff, 2 * h->n_ff,
                                            h->sub_norms ? &L->ffn_sub_norm : NULL, &d->q8, &d->s,
@@ -436,7 +459,11 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
                                            h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU));
         if (m->dev_mode != B158_WEIGHTS_TERNARY)
             B158_TRY(b158_baseline_input(rt, &d->base, &d->q8, &d->s, h->n_ff, n));
-        B158_TRY(dev_linear(s, &L->wdown, &L->hdown, h->n_ff, &d->x, n, 1));
+        if (l + 1 < h->n_layer)
+            B158_TRY(dev_linear_norm(s, &L->wdown, &L->hdown, h->n_ff, &d->x, h->n_embd, n, 1,
+                                     &m->dev[l + 1].attn_norm));
+        else
+            B158_TRY(dev_linear(s, &L->wdown, &L->hdown, h->n_ff, &d->x, n, 1));
     }
     /* final norm and LM head, on the rows that asked for logits only */
     if (n_sel == 0)

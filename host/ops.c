@@ -145,27 +145,50 @@ enum b158_kernel_id b158_op_ternary_gemv_kernel(const b158_runtime *rt)
                                    : B158_K_TERNARY_GEMV_CPU;
 }
 
+b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
+                                 const b158_buf *s, const b158_buf *y, int accumulate,
+                                 const b158_gemv_norm *norm)
+{
+    B158_TRY(check_matmul(w, q, s, y, 1));
+    static const b158_buf none = {0};
+    const int tail = norm != NULL;
+    const int k_pad_out = tail ? norm->k_pad : 0;
+    const float eps = tail ? norm->eps : 0.0f;
+    if (tail) {
+        if (k_pad_out < w->n || k_pad_out % 64)
+            return B158_FAIL(B158_ERR_INVALID_ARG, "ternary gemv: k_pad %d for %d rows", k_pad_out,
+                             w->n);
+        B158_TRY(need(norm->norm_w, (size_t)w->n * 4, "ternary gemv", "norm weights"));
+        B158_TRY(need(norm->q, (size_t)k_pad_out, "ternary gemv", "q out"));
+        B158_TRY(need(norm->s, 4, "ternary gemv", "s out"));
+        B158_TRY(need(norm->counter, 4, "ternary gemv", "counter"));
+    }
+    const b158_buf *nw = tail ? norm->norm_w : &none, *qo = tail ? norm->q : &none,
+                   *so = tail ? norm->s : &none, *cnt = tail ? norm->counter : &none;
+    size_t global, local;
+    if (rt->tune.gpu) {
+        local = (size_t)rt->tune.wg;
+        global = (size_t)(w->n + rt->tune.gemv_rows - 1) / rt->tune.gemv_rows * local;
+    } else {
+        /* the AVX-512 GEMV: rows / 2 from each half of the matrix per work-item */
+        const size_t rows = cpu_rows(rt), per = rows > 1 ? rows / 2 : 1;
+        local = CPU_ROWS_WG;
+        global = rows > 1 ? ((size_t)w->n + 2 * per - 1) / (2 * per) : (size_t)w->n;
+    }
+    return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1, ((size_t[]){global}),
+                       ((size_t[]){local}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
+                       B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
+                       B158_ARG(w->k_pad), B158_ARG(accumulate), B158_ARG(tail), B158_ARG_MEM(cnt),
+                       B158_ARG_MEM(nw), B158_ARG_MEM(qo), B158_ARG_MEM(so), B158_ARG(k_pad_out),
+                       B158_ARG(eps));
+}
+
 b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
                                    const b158_buf *s, const b158_buf *y, int m_rows, int accumulate)
 {
     if (m_rows != 1)
         return b158_op_ternary_gemm(rt, w, q, s, y, m_rows, accumulate);
-    B158_TRY(check_matmul(w, q, s, y, m_rows));
-    if (rt->tune.gpu) {
-        const size_t groups = (size_t)(w->n + rt->tune.gemv_rows - 1) / rt->tune.gemv_rows;
-        const size_t wg = (size_t)rt->tune.wg;
-        return B158_LAUNCH(rt, B158_K_TERNARY_GEMV_GPU, 1, ((size_t[]){groups * wg}),
-                           ((size_t[]){wg}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
-                           B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
-                           B158_ARG(w->k_pad), B158_ARG(accumulate));
-    }
-    /* the AVX-512 GEMV: rows / 2 from each half of the matrix per work-item */
-    const size_t rows = cpu_rows(rt), per = rows > 1 ? rows / 2 : 1;
-    const size_t items = rows > 1 ? ((size_t)w->n + 2 * per - 1) / (2 * per) : (size_t)w->n;
-    return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1, ((size_t[]){items}),
-                       ((size_t[]){CPU_ROWS_WG}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
-                       B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
-                       B158_ARG(w->k_pad), B158_ARG(accumulate));
+    return b158_op_ternary_gemv(rt, w, q, s, y, accumulate, NULL);
 }
 
 b158_status b158_op_rmsnorm(b158_runtime *rt, const b158_buf *x, const b158_buf *w,

@@ -52,6 +52,21 @@ b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b
                                    const b158_buf *s, const b158_buf *y, int m_rows,
                                    int accumulate);
 
+/* The rmsnorm_quantize that follows a decode GEMV, done by the GEMV's last work-group (one
+ * launch fewer): q / s of b158_op_rmsnorm_quantize(y, norm_w) for the GEMV's whole output row
+ * (w->n wide, rows of stride k_pad). q may be the GEMV's own input. counter is one int32 the
+ * session keeps at zero between launches. */
+typedef struct b158_gemv_norm {
+    const b158_buf *norm_w, *q, *s, *counter;
+    int k_pad;
+    float eps;
+} b158_gemv_norm;
+
+/* b158_op_ternary_matmul for one token, then (norm != NULL) that norm and quantization. */
+b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
+                                 const b158_buf *s, const b158_buf *y, int accumulate,
+                                 const b158_gemv_norm *norm);
+
 /* Same, forcing the GEMM kernel even for one row (tests and benchmarks). */
 b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
                                  const b158_buf *s, const b158_buf *y, int m_rows, int accumulate);
