@@ -54,6 +54,11 @@ struct b158_session {
     int logits_rows;
     int out_rows;  /* rows of the device's LM head output buffer */
     int width_max; /* widest BitLinear input */
+    /* the launches of a one-token step with its logits (a decode step), recorded on the first
+     * such step of the ternary engine and run again for the others: no kernel argument is set
+     * after that (PLAN_OFF where it could not be recorded) */
+    b158_plan plan;
+    enum { PLAN_NONE, PLAN_READY, PLAN_OFF } plan_state;
     struct cpu_state cpu;
     struct dev_state dev;
 };
@@ -134,12 +139,13 @@ void b158_session_free(b158_session *s)
         free(host[i]);
     if (s->rt) {
         struct dev_state *d = &s->dev;
-        b158_buf *bufs[] = {&d->ids,    &d->tok,     &d->x,       &d->xn,      &d->qkv,
-                            &d->att,    &d->gu,      &d->q8,      &d->s,       &d->last,
-                            &d->logits, &d->k_cache, &d->v_cache, &d->inv_freq};
+        b158_buf *bufs[] = {&d->ids,    &d->tok,     &d->x,       &d->xn,       &d->qkv,
+                            &d->att,    &d->gu,      &d->q8,      &d->s,        &d->last,
+                            &d->logits, &d->k_cache, &d->v_cache, &d->inv_freq, &d->counter};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             b158_buf_free(s->rt, bufs[i]);
         b158_baseline_free(s->rt, &d->base);
+        b158_plan_free(&s->plan);
     }
     free(s);
 }
@@ -403,10 +409,9 @@ static b158_status dev_logits(b158_session *s, const b158_buf *head, int n, cons
     return B158_OK;
 }
 
-/* One step of n tokens whose {position, cache row} pairs are in s->tok; logits of the rows
- * sel[0..n_sel) into dst. */
-static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n, const int *sel,
-                               int n_sel, float *dst)
+/* The launches of one step of n tokens (ids and {position, cache row} pairs already in d->ids
+ * and d->tok): embedding, the blocks, and with final set the final norm into d->xn. */
+static b158_status dev_layers(b158_session *s, int n, int final)
 {
     b158_runtime *rt = s->rt;
     b158_model *m = s->m;
@@ -433,8 +438,6 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
                                   .k_off = qd,
                                   .v_off = qd + kvd};
 
-    B158_TRY(b158_buf_write(rt, &d->ids, 0, (size_t)n * 4, tokens));
-    B158_TRY(b158_buf_write(rt, &d->tok, 0, (size_t)n * 8, s->tok));
     B158_TRY(b158_op_embed(rt, &m->d_tok_embd, &d->ids, &d->x, h->n_embd, h->n_vocab, n));
     /* attention's norm and one int8 quantization shared by q, k and v: here for the first
      * layer, after the down projection of the one before for the others */
@@ -465,10 +468,50 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
         else
             B158_TRY(dev_linear(s, &L->wdown, &L->hdown, h->n_ff, &d->x, n, 1));
     }
-    /* final norm and LM head, on the rows that asked for logits only */
+    /* final norm, for the rows that ask for logits */
+    if (!final)
+        return B158_OK;
+    return b158_op_rmsnorm(rt, &d->x, &m->d_output_norm, &d->xn, h->n_embd, n, h->rms_eps);
+}
+
+/* A decode step's launches, logits into d->logits: the blocks, then the LM head on its row. */
+static b158_status dev_step_one(b158_session *s)
+{
+    const b158_model *m = s->m;
+    const b158_buf *head = m->output != m->tok_embd ? &m->d_output : &m->d_tok_embd;
+    B158_TRY(dev_layers(s, 1, 1));
+    return b158_op_f16_matvec(s->rt, head, &s->dev.xn, &s->dev.logits, m->info.n_vocab,
+                              m->info.n_embd, 1);
+}
+
+/* One step of n tokens whose {position, cache row} pairs are in s->tok; logits of the rows
+ * sel[0..n_sel) into dst. A one-token step with logits on the ternary engine runs the
+ * session's recorded plan (recording it the first time). */
+static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n, const int *sel,
+                               int n_sel, float *dst)
+{
+    b158_runtime *rt = s->rt;
+    const b158_model *m = s->m;
+    struct dev_state *d = &s->dev;
+    B158_TRY(b158_buf_write(rt, &d->ids, 0, (size_t)n * 4, tokens));
+    B158_TRY(b158_buf_write(rt, &d->tok, 0, (size_t)n * 8, s->tok));
+    if (m->dev_mode == B158_WEIGHTS_TERNARY && n == 1 && n_sel == 1 && s->plan_state != PLAN_OFF) {
+        if (s->plan_state == PLAN_READY) {
+            B158_TRY(b158_rt_plan_run(rt, &s->plan));
+        } else {
+            b158_rt_plan_begin(rt, &s->plan);
+            const b158_status st = dev_step_one(s);
+            b158_rt_plan_end(rt);
+            s->plan_state = st == B158_OK && !s->plan.failed ? PLAN_READY : PLAN_OFF;
+            if (s->plan_state == PLAN_OFF)
+                b158_plan_free(&s->plan);
+            B158_TRY(st);
+        }
+        return b158_buf_read(rt, &d->logits, 0, (size_t)m->info.n_vocab * 4, dst);
+    }
+    B158_TRY(dev_layers(s, n, n_sel > 0));
     if (n_sel == 0)
         return B158_OK;
-    B158_TRY(b158_op_rmsnorm(rt, &d->x, &m->d_output_norm, &d->xn, h->n_embd, n, h->rms_eps));
     const b158_buf *head = m->output != m->tok_embd ? &m->d_output : &m->d_tok_embd;
     return dev_logits(s, head, n, sel, n_sel, dst);
 }

@@ -231,20 +231,28 @@ static b158_status program_for(b158_runtime *rt, const char *file, cl_program *o
     return B158_OK;
 }
 
+b158_status b158_rt_kernel_new(b158_runtime *rt, enum b158_kernel_id id, cl_kernel *out)
+{
+    cl_program prog = NULL;
+    B158_TRY(program_for(rt, kernel_table[id].file, &prog));
+    cl_int err;
+    cl_kernel k = clCreateKernel(prog, kernel_table[id].name, &err);
+    if (!k)
+        return b158_fail_at(err == CL_OUT_OF_HOST_MEMORY ? B158_ERR_HOST_MEMORY : B158_ERR_OPENCL,
+                            __FILE__, __LINE__, "clCreateKernel(%s) from %s returned %s",
+                            kernel_table[id].name, kernel_table[id].file, b158_cl_error_name(err));
+    *out = k;
+    return B158_OK;
+}
+
 b158_status b158_rt_kernel(b158_runtime *rt, enum b158_kernel_id id, cl_kernel *out)
 {
     if (rt->kernels[id].kernel) {
         *out = rt->kernels[id].kernel;
         return B158_OK;
     }
-    cl_program prog = NULL;
-    B158_TRY(program_for(rt, kernel_table[id].file, &prog));
-    cl_int err;
-    cl_kernel k = clCreateKernel(prog, kernel_table[id].name, &err);
-    if (!k)
-        return b158_fail_at(B158_ERR_OPENCL, __FILE__, __LINE__,
-                            "clCreateKernel(%s) from %s returned %s", kernel_table[id].name,
-                            kernel_table[id].file, b158_cl_error_name(err));
+    cl_kernel k;
+    B158_TRY(b158_rt_kernel_new(rt, id, &k));
     rt->kernels[id].kernel = k;
     *out = k;
     return B158_OK;

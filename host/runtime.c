@@ -369,43 +369,12 @@ b158_status b158_rt_finish(b158_runtime *rt)
 
 /* ---- launches --------------------------------------------------------------------------- */
 
-b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t nargs,
-                           const b158_arg *args, cl_uint dims, const size_t *global,
-                           const size_t *local)
+/* Enqueues kernel k (of id) with its arguments set; counts it, and with profiling on waits
+ * for it and adds its time to id's totals. */
+static b158_status enqueue(b158_runtime *rt, enum b158_kernel_id id, cl_kernel k, cl_uint dims,
+                           const size_t *gws, const size_t *local)
 {
-    cl_kernel k;
-    B158_TRY(b158_rt_kernel(rt, id, &k));
     const char *name = b158_kernel_name(id);
-    for (size_t i = 0; i < nargs; i++) {
-        cl_int err = clSetKernelArg(k, (cl_uint)i, args[i].size, args[i].value);
-        if (err != CL_SUCCESS)
-            return b158_fail_at(B158_ERR_OPENCL, __FILE__, __LINE__,
-                                "clSetKernelArg(%s, arg %zu, %zu bytes) returned %s", name, i,
-                                args[i].size, b158_cl_error_name(err));
-    }
-    size_t gws[3] = {1, 1, 1};
-    size_t wg_total = 1;
-    for (cl_uint d = 0; d < dims; d++) {
-        if (global[d] == 0)
-            return B158_OK; /* nothing to do */
-        gws[d] = global[d];
-        if (local) {
-            if (local[d] == 0)
-                return B158_FAIL(B158_ERR_INVALID_ARG, "%s: local size 0 in dimension %u", name, d);
-            gws[d] = (global[d] + local[d] - 1) / local[d] * local[d];
-            wg_total *= local[d];
-        }
-    }
-    if (local) {
-        size_t kmax = 0;
-        clGetKernelWorkGroupInfo(k, rt->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax,
-                                 NULL);
-        if (wg_total > rt->info.max_work_group || (kmax && wg_total > kmax))
-            return B158_FAIL(B158_ERR_UNSUPPORTED,
-                             "%s: work-group of %zu exceeds the limit (kernel %zu, device %zu) on "
-                             "%s; lower the tuning for this device",
-                             name, wg_total, kmax, rt->info.max_work_group, rt->info.name);
-    }
     cl_event ev = NULL;
     cl_int err = clEnqueueNDRangeKernel(rt->queue, k, dims, NULL, gws, local, 0, NULL,
                                         rt->profile ? &ev : NULL);
@@ -431,4 +400,117 @@ b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t narg
                                 b158_cl_error_name(err));
     }
     return B158_OK;
+}
+
+/* The kernel object a launch of id sets its arguments on: the runtime's shared one, or while a
+ * plan is recorded one of its own (the shared one if that cannot be had: the plan then fails,
+ * the launch still runs). */
+static cl_kernel launch_kernel(b158_runtime *rt, enum b158_kernel_id id, cl_kernel shared)
+{
+    b158_plan *p = rt->rec;
+    if (!p || p->failed)
+        return shared;
+    if (p->n == p->cap) {
+        const int cap = p->cap ? 2 * p->cap : 256;
+        b158_plan_step *steps = realloc(p->steps, (size_t)cap * sizeof *steps);
+        if (!steps) {
+            p->failed = 1;
+            return shared;
+        }
+        p->steps = steps;
+        p->cap = cap;
+    }
+    cl_kernel own;
+    if (b158_rt_kernel_new(rt, id, &own) != B158_OK) {
+        p->failed = 1;
+        return shared;
+    }
+    p->steps[p->n] = (b158_plan_step){.kernel = own, .id = id};
+    return own;
+}
+
+b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t nargs,
+                           const b158_arg *args, cl_uint dims, const size_t *global,
+                           const size_t *local)
+{
+    cl_kernel shared;
+    B158_TRY(b158_rt_kernel(rt, id, &shared));
+    const char *name = b158_kernel_name(id);
+    struct b158_kernel_slot *slot = &rt->kernels[id];
+    size_t gws[3] = {1, 1, 1}, lws[3] = {1, 1, 1};
+    size_t wg_total = 1;
+    for (cl_uint d = 0; d < dims; d++) {
+        if (global[d] == 0)
+            return B158_OK; /* nothing to do */
+        gws[d] = global[d];
+        if (local) {
+            if (local[d] == 0)
+                return B158_FAIL(B158_ERR_INVALID_ARG, "%s: local size 0 in dimension %u", name, d);
+            gws[d] = (global[d] + local[d] - 1) / local[d] * local[d];
+            lws[d] = local[d];
+            wg_total *= local[d];
+        }
+    }
+    if (local) {
+        if (!slot->max_wg)
+            clGetKernelWorkGroupInfo(shared, rt->device, CL_KERNEL_WORK_GROUP_SIZE,
+                                     sizeof slot->max_wg, &slot->max_wg, NULL);
+        if (wg_total > rt->info.max_work_group || (slot->max_wg && wg_total > slot->max_wg))
+            return B158_FAIL(B158_ERR_UNSUPPORTED,
+                             "%s: work-group of %zu exceeds the limit (kernel %zu, device %zu) on "
+                             "%s; lower the tuning for this device",
+                             name, wg_total, slot->max_wg, rt->info.max_work_group, rt->info.name);
+    }
+    const cl_kernel k = launch_kernel(rt, id, shared);
+    for (size_t i = 0; i < nargs; i++) {
+        cl_int err = clSetKernelArg(k, (cl_uint)i, args[i].size, args[i].value);
+        if (err != CL_SUCCESS) {
+            if (k != shared) {
+                clReleaseKernel(k);
+                rt->rec->failed = 1;
+            }
+            return b158_fail_at(B158_ERR_OPENCL, __FILE__, __LINE__,
+                                "clSetKernelArg(%s, arg %zu, %zu bytes) returned %s", name, i,
+                                args[i].size, b158_cl_error_name(err));
+        }
+    }
+    if (k != shared) {
+        b158_plan_step *st = &rt->rec->steps[rt->rec->n++];
+        st->dims = dims;
+        st->has_local = local != NULL;
+        memcpy(st->global, gws, sizeof gws);
+        memcpy(st->local, lws, sizeof lws);
+    }
+    return enqueue(rt, id, k, dims, gws, local ? lws : NULL);
+}
+
+void b158_rt_plan_begin(b158_runtime *rt, b158_plan *plan)
+{
+    *plan = (b158_plan){0};
+    rt->rec = plan;
+}
+
+void b158_rt_plan_end(b158_runtime *rt)
+{
+    rt->rec = NULL;
+}
+
+b158_status b158_rt_plan_run(b158_runtime *rt, const b158_plan *plan)
+{
+    if (plan->failed)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "a launch plan that failed to record was run");
+    for (int i = 0; i < plan->n; i++) {
+        const b158_plan_step *st = &plan->steps[i];
+        B158_TRY(enqueue(rt, st->id, st->kernel, st->dims, st->global,
+                         st->has_local ? st->local : NULL));
+    }
+    return B158_OK;
+}
+
+void b158_plan_free(b158_plan *plan)
+{
+    for (int i = 0; i < plan->n; i++)
+        clReleaseKernel(plan->steps[i].kernel);
+    free(plan->steps);
+    *plan = (b158_plan){0};
 }

@@ -33,6 +33,7 @@ typedef struct b158_buf {
 
 struct b158_kernel_slot {
     cl_kernel kernel;
+    size_t max_wg; /* CL_KERNEL_WORK_GROUP_SIZE, queried once (0: unknown) */
     uint64_t launches;
     uint64_t total_ns;
 };
@@ -69,6 +70,7 @@ struct b158_runtime {
     b158_rt_release_fn release[B158_RT_MAX_RELEASE];
     uint64_t mem[B158_MEM_CATEGORY_COUNT];
     uint64_t mem_peak;
+    struct b158_plan *rec; /* the plan being recorded (b158_rt_plan_begin), or NULL */
 };
 
 /* Name of an OpenCL error code ("CL_INVALID_WORK_GROUP_SIZE"). */
@@ -107,6 +109,8 @@ b158_status b158_rt_build(b158_runtime *rt, const char *label, const char *sourc
 
 /* The kernel for id, built on first use. */
 b158_status b158_rt_kernel(b158_runtime *rt, enum b158_kernel_id id, cl_kernel *out);
+/* A kernel object of its own for id (the caller releases it), from the same program. */
+b158_status b158_rt_kernel_new(b158_runtime *rt, enum b158_kernel_id id, cl_kernel *out);
 /* Releases the kernels and programs the runtime built (b158_runtime_free). */
 void b158_rt_programs_free(b158_runtime *rt);
 
@@ -133,6 +137,30 @@ b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t narg
                    (b158_arg[]){__VA_ARGS__}, (dims), (global), (local))
 
 b158_status b158_rt_finish(b158_runtime *rt);
+
+/* A recorded run of launches, each on a kernel object of its own whose arguments were set when
+ * it was recorded: running the plan again only enqueues them (a decode step, whose buffers and
+ * shapes stay the same, sets no argument after its first time). */
+typedef struct b158_plan_step {
+    cl_kernel kernel;
+    enum b158_kernel_id id;
+    cl_uint dims;
+    int has_local;
+    size_t global[3], local[3];
+} b158_plan_step;
+typedef struct b158_plan {
+    b158_plan_step *steps;
+    int n, cap;
+    int failed; /* a launch could not be recorded (no memory): not to be run */
+} b158_plan;
+
+/* Between begin and end every launch is also recorded into plan (which starts empty). The
+ * launches still run as usual. */
+void b158_rt_plan_begin(b158_runtime *rt, b158_plan *plan);
+void b158_rt_plan_end(b158_runtime *rt);
+/* Enqueues the plan's launches in order (counted and profiled like b158_rt_launch). */
+b158_status b158_rt_plan_run(b158_runtime *rt, const b158_plan *plan);
+void b158_plan_free(b158_plan *plan); /* releases its kernel objects; the plan is then empty */
 
 /* Adds one run of ns nanoseconds to the totals of a routine that another library enqueued on
  * the runtime's queue (several kernels of its own, timed by the caller); the routines appear
