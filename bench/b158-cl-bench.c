@@ -23,6 +23,7 @@ typedef struct {
     const char *model;  /* a GGUF file, or */
     const char *preset; /* a comma-separated list of preset shapes */
     int pp, tg;         /* prompt tokens, generated tokens */
+    int depth;          /* -d: tokens already in the KV cache when the tg test starts */
     const char *fp16;   /* FP16 baseline matmuls: "auto", "clblast" or "kernels" */
     const char *engine; /* "both", "b158" (ternary only) or "fp16" (baseline only) */
     int profile;        /* --profile: device time per kernel family instead of speeds */
@@ -39,6 +40,9 @@ static void usage(FILE *f)
                "                       dimensions EMBDxFFxLAYERSxHEADS[xKV_HEADS[xVOCAB]]\n"
                "  -p N                 prompt tokens of the pp test (default 128)\n"
                "  -n N                 generated tokens of the tg test (default 32)\n"
+               "  -d, --n-depth D      tokens of context already in the KV cache before\n"
+               "                       the tg test (prefilled, not timed; default 0, as\n"
+               "                       llama-bench -d)\n"
                "  -r, --reps R         repetitions of pp and tg (default 3)\n"
                "  --device SEL         device index or name substring\n"
                "  --fp16 auto|clblast|kernels\n"
@@ -108,7 +112,7 @@ static const char *last_error(void)
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){NULL, 3, "md", NULL, NULL, 128, 32, "auto", "both", 0};
+    *o = (options){NULL, 3, "md", NULL, NULL, 128, 32, 0, "auto", "both", 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-m") == 0 && v) {
@@ -122,6 +126,9 @@ static int parse(int argc, char **argv, options *o)
             i++;
         } else if (strcmp(a, "-n") == 0 && v) {
             o->tg = atoi(v);
+            i++;
+        } else if ((strcmp(a, "-d") == 0 || strcmp(a, "--n-depth") == 0) && v) {
+            o->depth = atoi(v);
             i++;
         } else if ((strcmp(a, "--reps") == 0 || strcmp(a, "-r") == 0) && v) {
             o->reps = atoi(v);
@@ -166,6 +173,10 @@ static int parse(int argc, char **argv, options *o)
     }
     if (o->pp < 1 || o->pp > 1 << 16 || o->tg < 1 || o->tg > 1 << 16) {
         fprintf(stderr, "error: -p and -n want 1..65536\n");
+        return 2;
+    }
+    if (o->depth < 0 || o->depth > 1 << 16) {
+        fprintf(stderr, "error: -d wants 0..65536\n");
         return 2;
     }
     if (strcmp(o->fp16, "auto") && strcmp(o->fp16, "clblast") && strcmp(o->fp16, "kernels")) {
@@ -271,13 +282,14 @@ static b158_status check_fits(b158_runtime *rt, const b158_model_info *h, b158_w
 }
 
 /* pp: one forward pass over pp tokens from position 0, repeated; the first run (first touches
- * of the weights) is timed apart. tg: tg single-token steps after a one-token prompt.
+ * of the weights) is timed apart. tg: tg single-token steps after a prompt of 1 + depth tokens
+ * (tok holds max(pp, depth + 1) tokens).
  * Then N_GREEDY greedy tokens after a short prompt, for the sanity check between engines. */
 static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b158_weight_mode mode,
                            const b158_token *tok, engine_result *r)
 {
     const b158_model_info *h = b158_model_get_info(m);
-    const int n_ctx = o->pp + o->tg + N_GREEDY + 1;
+    const int n_ctx = (o->pp > o->depth ? o->pp : o->depth) + o->tg + N_GREEDY + 1;
     memset(r, 0, sizeof *r);
     b158_status st = check_fits(rt, h, mode, n_ctx, o->pp);
     if (st != B158_OK)
@@ -305,7 +317,7 @@ static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b1
     }
     for (int rep = 0; st == B158_OK && rep < o->reps; rep++) {
         b158_session_reset(s);
-        st = b158_session_eval(s, tok, 1);
+        st = b158_session_eval(s, tok, 1 + o->depth);
         t0 = now_s();
         for (int i = 0; st == B158_OK && i < o->tg; i++)
             st = b158_session_eval(s, &tok[(i + 1) % o->pp], 1);
@@ -358,10 +370,11 @@ static b158_status bench_model(const options *o, b158_runtime *rt, b158_weight_m
                                const char *label, b158_model *m, model_result *res)
 {
     const b158_model_info *h = b158_model_get_info(m);
-    b158_token *tok = malloc((size_t)o->pp * sizeof *tok);
+    const int n_tok = o->pp > o->depth + 1 ? o->pp : o->depth + 1;
+    b158_token *tok = malloc((size_t)n_tok * sizeof *tok);
     if (!tok)
         return fail(B158_ERR_HOST_MEMORY, "out of host memory");
-    for (int i = 0; i < o->pp; i++)
+    for (int i = 0; i < n_tok; i++)
         tok[i] = (b158_token)((i * 7919u + 13u) % (unsigned)h->n_vocab);
     memset(res, 0, sizeof *res);
     snprintf(res->name, sizeof res->name, "%.120s", label);
@@ -497,14 +510,14 @@ static void layer_bytes(const b158_model_info *h, double *ternary, double *dense
 }
 
 /* One engine: a warm-up pass, then reps prefill passes of pp tokens from position 0, and reps
- * rounds of tg decode steps from position 1, each phase with the profiling totals reset first.
- * The runtime records a profiling event per launch and waits for it, so launches do not
+ * rounds of tg decode steps from position 1 + depth, each phase with the profiling totals reset
+ * first. The runtime records a profiling event per launch and waits for it, so launches do not
  * overlap and the wall time minus the device time is the host's share between launches. */
 static b158_status profile_engine(const options *o, b158_runtime *rt, b158_model *m,
                                   b158_weight_mode mode, const b158_token *tok, prof_engine *pe)
 {
     const b158_model_info *h = b158_model_get_info(m);
-    const int n_ctx = o->pp + o->tg + 1;
+    const int n_ctx = (o->pp > o->depth ? o->pp : o->depth) + o->tg + 1;
     b158_status st = check_fits(rt, h, mode, n_ctx, o->pp);
     if (st != B158_OK)
         return st;
@@ -519,9 +532,9 @@ static b158_status profile_engine(const options *o, b158_runtime *rt, b158_model
         ph[i]->bytes[FAM_TERNARY] = mode == B158_WEIGHTS_TERNARY ? tern : 0;
         ph[i]->bytes[FAM_FP16] = head + (mode == B158_WEIGHTS_TERNARY ? 0 : dense);
     }
-    /* decode at positions 1..tg reads the K and V rows of positions 0..pos */
+    /* decode at positions 1 + depth .. depth + tg reads the K and V rows of positions 0..pos */
     const double kv_row = 2.0 * h->n_layer * h->n_head_kv * h->head_dim * 2.0;
-    pe->decode.bytes[FAM_ATTENTION] = kv_row * (o->tg + 3) / 2.0;
+    pe->decode.bytes[FAM_ATTENTION] = kv_row * (o->depth + (o->tg + 3) / 2.0);
 
     b158_session *s = NULL;
     st = b158_model_upload_as(m, rt, mode);
@@ -554,7 +567,7 @@ static b158_status profile_engine(const options *o, b158_runtime *rt, b158_model
         st = fail(B158_ERR_OPENCL, "measuring the copy bandwidth: %s", b158_last_error());
     for (int rep = 0; st == B158_OK && rep < o->reps; rep++) {
         b158_session_reset(s);
-        st = b158_session_eval(s, tok, 1);
+        st = b158_session_eval(s, tok, 1 + o->depth);
         b158_runtime_kernel_stats_reset(rt);
         const double t0 = now_s();
         for (int i = 0; st == B158_OK && i < o->tg; i++)
@@ -698,17 +711,20 @@ static int run_profile(const options *o)
     const int md = !strcmp(o->format, "md");
     if (md)
         printf("device: %s (%s, driver %s), b158-cl %s, %s\n"
-               "profile: pp %d (one prefill pass) and tg %d (decode steps from position 1), %d "
+               "profile: pp %d (one prefill pass) and tg %d (decode steps from position %d), %d "
                "repetitions; device times from profiling events, launches serialized\n"
                "GB/s = bytes the part must move per step (weights; decode attention: the K and V "
                "rows it reads) / its device time; copy bandwidth = read + written bytes of a "
                "256 MiB copy, the better of clEnqueueCopyBuffer and a copy kernel, median of 9, "
                "measured right before each phase\n",
-               d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->reps);
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->pp, o->tg,
+               1 + o->depth, o->reps);
     else
         printf("{\"device\": \"%s\", \"platform\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", "
-               "\"date\": \"%s\", \"pp\": %d, \"tg\": %d, \"reps\": %d, \"models\": [",
-               d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->reps);
+               "\"date\": \"%s\", \"pp\": %d, \"tg\": %d, \"depth\": %d, \"reps\": %d, "
+               "\"models\": [",
+               d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->pp, o->tg, o->depth,
+               o->reps);
     char list[512];
     snprintf(list, sizeof list, "%s", o->model ? o->model : o->preset);
     int rc = 0;
@@ -716,7 +732,8 @@ static int run_profile(const options *o)
     for (char *name = o->model ? list : strtok_r(list, ",", &save); name && !rc;
          name = o->model ? NULL : strtok_r(NULL, ",", &save)) {
         b158_model *m = NULL;
-        b158_token *tok = malloc((size_t)o->pp * sizeof *tok);
+        const int n_tok = o->pp > o->depth + 1 ? o->pp : o->depth + 1;
+        b158_token *tok = malloc((size_t)n_tok * sizeof *tok);
         b158_status st =
             tok ? open_model(o, name, &m) : fail(B158_ERR_HOST_MEMORY, "out of memory");
         const b158_weight_mode modes[2] = {B158_WEIGHTS_TERNARY, fp16_mode};
@@ -727,7 +744,7 @@ static int run_profile(const options *o)
             if (!ran[i])
                 continue;
             const b158_model_info *h = b158_model_get_info(m);
-            for (int t = 0; t < o->pp; t++)
+            for (int t = 0; t < n_tok; t++)
                 tok[t] = (b158_token)((t * 7919u + 13u) % (unsigned)h->n_vocab);
             prof_engine pe;
             st = profile_engine(o, rt, m, modes[i], tok, &pe);
@@ -781,18 +798,18 @@ static int run_models(const options *o)
     if (!strcmp(o->format, "md") && !both)
         printf("device: %s (%s, driver %s), b158-cl %s, %s\n"
                "engine: %s%s\n"
-               "pp %d / tg %d tokens, mean of %d repetitions; memory = device bytes allocated "
-               "(weights + KV cache + scratch)\n\n"
+               "pp %d / tg %d tokens after %d of context, mean of %d repetitions; memory = device "
+               "bytes allocated (weights + KV cache + scratch)\n\n"
                "| model | engine | memory GB | latency ms/token | tg tokens/s | pp tokens/s |\n"
                "|---|---|---:|---:|---:|---:|\n",
                d->name, d->platform, d->driver, B158_VERSION_STRING, date,
                strcmp(o->engine, "b158") ? "FP16 baseline, matmuls: " : "b1.58 (ternary)",
-               strcmp(o->engine, "b158") ? fp16_path : "", o->pp, o->tg, o->reps);
+               strcmp(o->engine, "b158") ? fp16_path : "", o->pp, o->tg, 1 + o->depth, o->reps);
     else if (!strcmp(o->format, "md"))
         printf("device: %s (%s, driver %s), b158-cl %s, %s\n"
                "FP16 baseline matmuls: %s%s\n"
-               "pp %d / tg %d tokens, mean of %d repetitions; memory = device bytes allocated "
-               "(weights + KV cache + scratch)\n\n"
+               "pp %d / tg %d tokens after %d of context, mean of %d repetitions; memory = device "
+               "bytes allocated (weights + KV cache + scratch)\n\n"
                "| model | memory GB FP16 | b1.58 | ratio | latency ms/token FP16 | b1.58 | ratio "
                "| pp tokens/s FP16 | b1.58 | greedy |\n"
                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
@@ -801,18 +818,18 @@ static int run_models(const options *o)
                                    "than b158-cl's FP16-storage kernels: --fp16 kernels is the "
                                    "stronger baseline)"
                                  : "",
-               o->pp, o->tg, o->reps);
+               o->pp, o->tg, 1 + o->depth, o->reps);
     else if (!strcmp(o->format, "csv"))
-        printf("model,device,driver,build,date,pp,tg,reps,engine,pp_tokens_per_s,pp_std,"
+        printf("model,device,driver,build,date,pp,tg,depth,reps,engine,pp_tokens_per_s,pp_std,"
                "tg_ms_per_token,tg_std,mem_weights,mem_kv_cache,mem_scratch,greedy_match\n");
     else
         printf("{\"device\": \"%s\", \"platform\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", "
                "\"date\": \"%s\", \"engine\": \"%s\", \"fp16_matmul\": \"%s\", \"fp16_path\": "
                "\"%s\", \"pp\": %d, "
-               "\"tg\": %d, \"reps\": %d, "
+               "\"tg\": %d, \"depth\": %d, \"reps\": %d, "
                "\"models\": [",
                d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->engine,
-               blas ? "clblast" : "kernels", fp16_path, o->pp, o->tg, o->reps);
+               blas ? "clblast" : "kernels", fp16_path, o->pp, o->tg, o->depth, o->reps);
     char list[512];
     snprintf(list, sizeof list, "%s", o->model ? o->model : o->preset);
     int rc = 0, first = 1;
@@ -846,10 +863,10 @@ static int run_models(const options *o)
         } else if (!strcmp(o->format, "csv")) {
             for (int i = 0; i < 2; i++)
                 if (ran[i])
-                    printf("%s,%s,%s,%s,%s,%d,%d,%d,%s,%.3f,%.3f,%.3f,%.3f,%llu,%llu,%llu,%d\n",
+                    printf("%s,%s,%s,%s,%s,%d,%d,%d,%d,%s,%.3f,%.3f,%.3f,%.3f,%llu,%llu,%llu,%d\n",
                            r.name, d->name, d->driver, B158_VERSION_STRING, date, o->pp, o->tg,
-                           o->reps, i ? "b1.58" : "fp16", e[i]->pp_mean, e[i]->pp_sd, e[i]->tg_mean,
-                           e[i]->tg_sd, (unsigned long long)e[i]->mem_w,
+                           o->depth, o->reps, i ? "b1.58" : "fp16", e[i]->pp_mean, e[i]->pp_sd,
+                           e[i]->tg_mean, e[i]->tg_sd, (unsigned long long)e[i]->mem_w,
                            (unsigned long long)e[i]->mem_kv, (unsigned long long)e[i]->mem_s,
                            r.greedy_match);
         } else {

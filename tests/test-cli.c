@@ -397,6 +397,16 @@ static void test_bench(void)
     run("b158-cl-bench --preset tiny -p 8 -n 4 -r 1 --engine b158", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT(has_line(r.out, "| tiny | b1.58 | ", " |") && !strstr(r.out, "ratio"));
+    /* -d: the tg test after that many tokens of context (a session too short would fail) */
+    run("b158-cl-bench --preset tiny -p 4 -n 2 -r 1 -d 40 --engine b158 -o csv", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(has_line(r.out, "tiny,", ",4,2,40,1,b1.58,"));
+    run("b158-cl-bench --preset tiny -p 4 -n 2 -r 1 -d 30 --engine b158 --profile -o json", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"depth\": 30"));
+    run("b158-cl-bench --preset tiny -d -1", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "-d wants 0..65536"));
     run("b158-cl-bench --preset tiny --engine ternary", &r);
     CU_ASSERT_EQUAL(r.status, 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "--engine wants both, b158 or fp16"));
