@@ -28,18 +28,18 @@ inline size_t b158_att_base(int2 where, int h, int n_head, int n_head_kv, int he
 
 #if B158_WG == 1
 /* CPU: one work-item per (head, token), keys in tiles of B158_ATT_TILE. A tile's scores are
- * q.k dot products in eight independent partial sums (vload_half8), then one softmax rescale
- * per tile (not per key) and the p.v sums, eight lanes at a time, into a private row: no
- * serial chain of dependent adds grows with the position. */
-#define B158_ATT_TILE 32
+ * q.k dot products in 16 independent partial sums (vload_half16), then one softmax rescale per
+ * tile (not per key), the tile's weights as two 16-lane exp, and the p.v sums, 16 lanes at a
+ * time, into a private row: no serial chain of dependent adds grows with the position. */
+#define B158_ATT_TILE 32 /* two 16-lane vectors of scores */
 
 inline float b158_dot_half(const float *q, __global const half *k, int head_dim)
 {
-    float8 acc = 0.0f;
+    float16 acc = 0.0f;
     int d = 0;
-    for (; d + 8 <= head_dim; d += 8)
-        acc += vload8(0, q + d) * vload_half8(0, k + d);
-    float s = (acc.s0 + acc.s4) + (acc.s1 + acc.s5) + (acc.s2 + acc.s6) + (acc.s3 + acc.s7);
+    for (; d + 16 <= head_dim; d += 16)
+        acc = fma(vload16(0, q + d), vload_half16(0, k + d), acc);
+    float s = b158_hsum16(acc);
     for (; d < head_dim; d++)
         s += q[d] * vload_half(d, k);
     return s;
@@ -77,13 +77,19 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
         run_sum *= corr;
         for (int d = 0; d < head_dim; d++)
             acc[d] *= corr;
+        /* the tile's weights, 16 lanes at a time (one vector exp, not one per key) */
+        for (int u = tile; u < B158_ATT_TILE; u++)
+            sc[u] = -INFINITY;
+        const float16 p0 = exp(vload16(0, sc) - new_max), p1 = exp(vload16(1, sc) - new_max);
+        vstore16(p0, 0, sc);
+        vstore16(p1, 1, sc);
+        run_sum += b158_hsum16(p0 + p1);
         for (int u = 0; u < tile; u++) {
-            const float p = exp(sc[u] - new_max);
-            run_sum += p;
+            const float p = sc[u];
             __global const half *vr = vbase + (size_t)(t0 + u) * kv_dim;
             int d = 0;
-            for (; d + 8 <= head_dim; d += 8)
-                vstore8(vload8(0, acc + d) + p * vload_half8(0, vr + d), 0, acc + d);
+            for (; d + 16 <= head_dim; d += 16)
+                vstore16(fma((float16)p, vload_half16(0, vr + d), vload16(0, acc + d)), 0, acc + d);
             for (; d < head_dim; d++)
                 acc[d] += p * vload_half(d, vr);
         }

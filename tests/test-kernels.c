@@ -734,6 +734,9 @@ static void test_attention(void)
         check_attention(rt, 6, 3, 24, 1, 0, b158_test_randint(60, 90));  /* prefill */
         check_attention(rt, 4, 1, 128, 1, b158_test_randint(5, 40), 7);  /* 2B-4T head dim */
         check_attention(rt, 2, 1, 200, 1, b158_test_randint(0, 70), 3);  /* head dim > 128 */
+        /* decode at the 2B-4T shape with a long history; eight q heads per kv head */
+        check_attention(rt, 20, 5, 128, 1, b158_test_randint(300, 700), 1);
+        check_attention(rt, 8, 1, 72, 1, b158_test_randint(100, 300), 2);
         /* several sequences: decode of a few, and prefill mixed with decode */
         check_attention(rt, 4, 2, 32, b158_test_randint(2, 5), b158_test_randint(10, 60), 5);
         check_attention(rt, 3, 3, 20, 3, b158_test_randint(0, 20), b158_test_randint(20, 40));
