@@ -484,17 +484,12 @@ static b158_status dev_step_one(b158_session *s)
                               m->info.n_embd, 1);
 }
 
-/* One step of n tokens whose {position, cache row} pairs are in s->tok; logits of the rows
- * sel[0..n_sel) into dst. A one-token step with logits on the ternary engine runs the
- * session's recorded plan (recording it the first time). */
-static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n, const int *sel,
-                               int n_sel, float *dst)
+/* dev_forward after the step's ids and positions are on their way to the device */
+static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, float *dst)
 {
     b158_runtime *rt = s->rt;
     const b158_model *m = s->m;
     struct dev_state *d = &s->dev;
-    B158_TRY(b158_buf_write(rt, &d->ids, 0, (size_t)n * 4, tokens));
-    B158_TRY(b158_buf_write(rt, &d->tok, 0, (size_t)n * 8, s->tok));
     if (m->dev_mode == B158_WEIGHTS_TERNARY && n == 1 && n_sel == 1 && s->plan_state != PLAN_OFF) {
         if (s->plan_state == PLAN_READY) {
             B158_TRY(b158_rt_plan_run(rt, &s->plan));
@@ -514,6 +509,28 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
         return B158_OK;
     const b158_buf *head = m->output != m->tok_embd ? &m->d_output : &m->d_tok_embd;
     return dev_logits(s, head, n, sel, n_sel, dst);
+}
+
+/* One step of n tokens whose {position, cache row} pairs are in s->tok; logits of the rows
+ * sel[0..n_sel) into dst. A one-token step with logits on the ternary engine runs the
+ * session's recorded plan (recording it the first time). The token ids and positions go up
+ * without a wait of their own; the step ends waiting for its logits, or for the queue when it
+ * has none or fails, so the caller's tokens and s->tok are free again on return. */
+static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n, const int *sel,
+                               int n_sel, float *dst)
+{
+    b158_runtime *rt = s->rt;
+    struct dev_state *d = &s->dev;
+    b158_status st = b158_buf_write_async(rt, &d->ids, 0, (size_t)n * 4, tokens);
+    if (st == B158_OK)
+        st = b158_buf_write_async(rt, &d->tok, 0, (size_t)n * 8, s->tok);
+    if (st == B158_OK)
+        st = dev_step(s, n, sel, n_sel, dst);
+    if (st != B158_OK)
+        (void)clFinish(rt->queue); /* keeps the step's error as the last one */
+    else if (n_sel == 0)
+        st = b158_rt_finish(rt);
+    return st;
 }
 
 /* ---- CPU reference forward -------------------------------------------------------------- */

@@ -334,6 +334,16 @@ b158_status b158_buf_write(b158_runtime *rt, const b158_buf *buf, size_t offset,
     return B158_OK;
 }
 
+b158_status b158_buf_write_async(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
+                                 const void *src)
+{
+    B158_TRY(check_range(buf, offset, bytes, "write"));
+    if (bytes)
+        B158_CL_CHECK(
+            clEnqueueWriteBuffer(rt->queue, buf->mem, CL_FALSE, offset, bytes, src, 0, NULL, NULL));
+    return B158_OK;
+}
+
 b158_status b158_buf_read(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
                           void *dst)
 {

@@ -93,6 +93,10 @@ b158_status b158_buf_alloc(b158_runtime *rt, b158_mem_category category, size_t 
 void b158_buf_free(b158_runtime *rt, b158_buf *buf); /* no-op on an empty buffer */
 b158_status b158_buf_write(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
                            const void *src);
+/* The same without waiting: src must stay as it is until the queue is next waited for (a
+ * blocking read, or b158_rt_finish). */
+b158_status b158_buf_write_async(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
+                                 const void *src);
 b158_status b158_buf_read(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
                           void *dst);
 b158_status b158_buf_fill(b158_runtime *rt, const b158_buf *buf, uint8_t byte);
