@@ -100,11 +100,21 @@ __kernel void f16_matvec(__global const half *w, __global const float *x, __glob
     (void)red;
 #else
     const int k8 = k / 8;
+    /* rows of a multiple of 8 halves start on 16 bytes: each piece is then one 128-bit load
+     * (uint4), converted in private memory */
+    __global const uint4 *wr4 = (__global const uint4 *)wr;
     for (int m = 0; m < m_rows; m++) {
         __global const float *xm = x + (size_t)m * k;
         float8 acc8 = 0.0f;
-        for (int p = lid; p < k8; p += B158_WG)
-            acc8 += vload_half8(p, wr) * vload8(0, xm + 8 * p);
+        if (k % 8 == 0) {
+            for (int p = lid; p < k8; p += B158_WG) {
+                const uint4 u = wr4[p];
+                acc8 += vload_half8(0, (const half *)&u) * vload8(p, xm);
+            }
+        } else {
+            for (int p = lid; p < k8; p += B158_WG)
+                acc8 += vload_half8(p, wr) * vload8(0, xm + 8 * p);
+        }
         float acc = acc8.s0 + acc8.s1 + acc8.s2 + acc8.s3 + acc8.s4 + acc8.s5 + acc8.s6 + acc8.s7;
         for (int i = 8 * k8 + lid; i < k; i += B158_WG)
             acc += vload_half(i, wr) * xm[i];
