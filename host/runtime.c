@@ -324,24 +324,26 @@ static b158_status check_range(const b158_buf *buf, size_t offset, size_t bytes,
     return B158_OK;
 }
 
-b158_status b158_buf_write(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
-                           const void *src)
+static b158_status buf_write(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
+                             const void *src, cl_bool blocking)
 {
     B158_TRY(check_range(buf, offset, bytes, "write"));
     if (bytes)
         B158_CL_CHECK(
-            clEnqueueWriteBuffer(rt->queue, buf->mem, CL_TRUE, offset, bytes, src, 0, NULL, NULL));
+            clEnqueueWriteBuffer(rt->queue, buf->mem, blocking, offset, bytes, src, 0, NULL, NULL));
     return B158_OK;
+}
+
+b158_status b158_buf_write(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
+                           const void *src)
+{
+    return buf_write(rt, buf, offset, bytes, src, CL_TRUE);
 }
 
 b158_status b158_buf_write_async(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
                                  const void *src)
 {
-    B158_TRY(check_range(buf, offset, bytes, "write"));
-    if (bytes)
-        B158_CL_CHECK(
-            clEnqueueWriteBuffer(rt->queue, buf->mem, CL_FALSE, offset, bytes, src, 0, NULL, NULL));
-    return B158_OK;
+    return buf_write(rt, buf, offset, bytes, src, CL_FALSE);
 }
 
 b158_status b158_buf_read(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
