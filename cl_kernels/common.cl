@@ -115,6 +115,76 @@ inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const f
         *scale = s;
 }
 
+/* act(g) of the gated FFN: 0 = silu(g) = g / (1 + e^-g), 1 = relu(g)^2 (BitNet 2B-4T). relu^2 is
+ * kept in FP32: it overflows FP16 on real checkpoints. */
+inline float b158_act(float g, int act)
+{
+    if (act == 0)
+        return g / (1.0f + exp(-g));
+    const float r = fmax(g, 0.0f);
+    return r * r;
+}
+
+inline float16 b158_act16(float16 g, int act)
+{
+    if (act == 0)
+        return g / (1.0f + exp(-g));
+    const float16 r = fmax(g, 0.0f);
+    return r * r;
+}
+
+/* One row of glu_norm_quantize (elementwise.cl): h = act(g) * u written over g, then (norm)
+ * the sub-norm with weights w, then the int8 row qr (stride k_pad, zero tail) and *scale. The
+ * normed values are recomputed per pass, never stored. Called by all B158_WG work-items of a
+ * group; h is read back only by the work-item that wrote it. */
+inline void b158_glu_norm_quantize_row(__global float *g, __global const float *u,
+                                       __global const float *w, __global char *qr,
+                                       __global float *scale, int n, int k_pad, float eps, int act,
+                                       int norm, __local float *red)
+{
+    const int lid = get_local_id(0);
+    const int n16 = n / 16;
+    /* h replaces the gate values (only this work-item reads them again): the activation is
+     * taken once per element, not once per pass */
+    float16 ss16 = 0.0f, hmax16 = 0.0f;
+    for (int c = lid; c < n16; c += B158_WG) {
+        const float16 h = b158_act16(vload16(c, g), act) * vload16(c, u);
+        vstore16(h, c, g);
+        ss16 += h * h;
+        hmax16 = fmax(hmax16, fabs(h));
+    }
+    float ss = b158_hsum16(ss16), hmax = b158_hmax16(hmax16);
+    for (int i = 16 * n16 + lid; i < n; i += B158_WG) {
+        const float h = b158_act(g[i], act) * u[i];
+        g[i] = h;
+        ss += h * h;
+        hmax = fmax(hmax, fabs(h));
+    }
+    float inv = 1.0f, amax;
+    if (norm) {
+        ss = b158_wg_sum(ss, red);
+        inv = 1.0f / sqrt(ss / (float)n + eps);
+        float16 amax16 = 0.0f;
+        for (int c = lid; c < n16; c += B158_WG)
+            amax16 = fmax(amax16, fabs(vload16(c, g) * inv * vload16(c, w)));
+        amax = b158_hmax16(amax16);
+        for (int i = 16 * n16 + lid; i < n; i += B158_WG)
+            amax = fmax(amax, fabs(g[i] * inv * w[i]));
+    } else {
+        amax = hmax;
+    }
+    amax = b158_wg_max(amax, red);
+    const float s = 127.0f / fmax(amax, 1e-5f);
+    for (int c = lid; c < n16; c += B158_WG) {
+        const float16 h = vload16(c, g);
+        vstore16(b158_q8x16((norm ? h * inv * vload16(c, w) : h) * s), c, qr);
+    }
+    for (int i = 16 * n16 + lid; i < k_pad; i += B158_WG)
+        qr[i] = i < n ? b158_q8((norm ? g[i] * inv * w[i] : g[i]) * s) : (char)0;
+    if (lid == 0)
+        *scale = s;
+}
+
 /* Ternary code c = w + 1 in {0, 1, 2} applied to int8 activations without multiplying:
  * +x where c == 2, -x where c == 0, 0 where c == 1. Widened to short so -(-128) is exact. */
 inline short16 b158_tern16(uchar16 c, char16 x)

@@ -66,19 +66,22 @@ inline void b158_store(__global float *y, size_t i, float v, int accumulate)
     y[i] = accumulate ? y[i] + v : v;
 }
 
-/* The GEMVs' optional tail (tail != 0; decode): after its rows are stored, the last work-group
- * to finish RMS-normalizes the whole output row y (n_rows wide, weights norm_w) and quantizes it
- * into q_out / s_out (stride k_pad_out), as rmsnorm_quantize would in the launch it saves. The
- * groups count themselves in *count (zero between launches; the last group resets it); each
- * group fences its stores before its increment and the last fences again before reading, so it
- * sees every row. q_out may be the GEMV's own input: every group has finished reading it when
- * the last one arrives. Every work-item must reach this (no return before it); with B158_WG ==
- * 1 (CPU) one work-item of the last group does the row. */
+/* The GEMVs' optional tail (decode): after its rows are stored, the last work-group to finish
+ * turns the whole output row y (n_rows wide) into the int8 input of the next matmul, q_out /
+ * s_out (stride k_pad_out), the launch that would follow, saved:
+ *   tail 1: rmsnorm_quantize of y with weights norm_w;
+ *   tail 2 / 3: y is [gate | up] (n_rows / 2 each): glu_norm_quantize with the activation act,
+ *   with (2) or without (3) the sub-norm by norm_w; h overwrites the gate half.
+ * The groups count themselves in *count (zero between launches; the last group resets it);
+ * each group fences its stores before its increment and the last fences again before reading,
+ * so it sees every row. q_out may be the GEMV's own input: every group has finished reading it
+ * when the last one arrives. Every work-item must reach this (no return before it); with
+ * B158_WG == 1 (CPU) one work-item of the last group does the row. */
 #define B158_TAIL_PARAMS                                                                           \
     int tail, __global volatile int *count, __global const float *norm_w, __global char *q_out,    \
-        __global float *s_out, int k_pad_out, float eps
-#define B158_TAIL_ARGS tail, count, norm_w, q_out, s_out, k_pad_out, eps
-inline void b158_gemv_tail(__global const float *y, int n_rows, B158_TAIL_PARAMS, __local int *last,
+        __global float *s_out, int k_pad_out, float eps, int act
+#define B158_TAIL_ARGS tail, count, norm_w, q_out, s_out, k_pad_out, eps, act
+inline void b158_gemv_tail(__global float *y, int n_rows, B158_TAIL_PARAMS, __local int *last,
                            __local float *red)
 {
     const int lid = get_local_id(0);
@@ -91,9 +94,16 @@ inline void b158_gemv_tail(__global const float *y, int n_rows, B158_TAIL_PARAMS
         if (*last) {
             mem_fence(CLK_GLOBAL_MEM_FENCE);
 #if B158_WG == 1
-            if (lid == 0)
+            if (lid == 0) {
+#else
+            {
 #endif
-                b158_rmsnorm_quantize_row(y, norm_w, q_out, s_out, n_rows, k_pad_out, eps, red);
+                if (tail == 1)
+                    b158_rmsnorm_quantize_row(y, norm_w, q_out, s_out, n_rows, k_pad_out, eps, red);
+                else
+                    b158_glu_norm_quantize_row(y, y + n_rows / 2, norm_w, q_out, s_out, n_rows / 2,
+                                               k_pad_out, eps, act, tail == 2, red);
+            }
             if (lid == 0)
                 *count = 0;
         }

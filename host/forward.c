@@ -378,6 +378,35 @@ static b158_status dev_linear_norm(b158_session *s, const b158_tmat *t, const b1
     return dev_norm_quantize(s, y, norm_w, width, n);
 }
 
+/* The feed-forward's gate|up matmul and then the input of its down projection: act(gate) * up,
+ * sub-normed where the model has the norm, quantized. One token on the ternary engine does both
+ * in one launch (the GEMV's last work-group takes the GLU); else two. */
+static b158_status dev_linear_glu(b158_session *s, const struct b158_layer_dev *L, int n)
+{
+    struct dev_state *d = &s->dev;
+    const b158_model_info *h = &s->m->info;
+    const b158_buf *sub = h->sub_norms ? &L->ffn_sub_norm : NULL;
+    const enum b158_act act = h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU;
+    const int k_pad = b158_ternary_k_pad(h->n_ff);
+    if (s->m->dev_mode == B158_WEIGHTS_TERNARY && n == 1) {
+        const b158_gemv_norm glu = {.norm_w = sub,
+                                    .q = &d->q8,
+                                    .s = &d->s,
+                                    .counter = &d->counter,
+                                    .k_pad = k_pad,
+                                    .eps = h->rms_eps,
+                                    .glu = 1,
+                                    .act = act};
+        return b158_op_ternary_gemv(s->rt, &L->wgu, &d->q8, &d->s, &d->gu, 0, &glu);
+    }
+    B158_TRY(dev_linear(s, &L->wgu, &L->hgu, h->n_embd, &d->gu, n, 0));
+    B158_TRY(b158_op_glu_norm_quantize(s->rt, &d->gu, &d->gu, h->n_ff, 2 * h->n_ff, sub, &d->q8,
+                                       &d->s, h->n_ff, k_pad, n, h->rms_eps, act));
+    if (s->m->dev_mode != B158_WEIGHTS_TERNARY)
+        B158_TRY(b158_baseline_input(s->rt, &d->base, &d->q8, &d->s, h->n_ff, n));
+    return B158_OK;
+}
+
 /* Logits of the n_sel rows sel[] of the final-normed d->xn into dst (n_sel rows): the LM head
  * straight on xn when every row asked, else on rows gathered into d->last, out_rows at a
  * time. */
@@ -455,13 +484,7 @@ static b158_status dev_layers(b158_session *s, int n, int final)
         /* output projection added straight into the residual stream, then the feed-forward's
          * norm and quantization */
         B158_TRY(dev_linear_norm(s, &L->wo, &L->ho, qd, &d->x, h->n_embd, n, 1, &L->ffn_norm));
-        B158_TRY(dev_linear(s, &L->wgu, &L->hgu, h->n_embd, &d->gu, n, 0));
-        B158_TRY(b158_op_glu_norm_quantize(rt, &d->gu, &d->gu, h->n_ff, 2 * h->n_ff,
-                                           h->sub_norms ? &L->ffn_sub_norm : NULL, &d->q8, &d->s,
-                                           h->n_ff, b158_ternary_k_pad(h->n_ff), n, h->rms_eps,
-                                           h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU));
-        if (m->dev_mode != B158_WEIGHTS_TERNARY)
-            B158_TRY(b158_baseline_input(rt, &d->base, &d->q8, &d->s, h->n_ff, n));
+        B158_TRY(dev_linear_glu(s, L, n));
         if (l + 1 < h->n_layer)
             B158_TRY(dev_linear_norm(s, &L->wdown, &L->hdown, h->n_ff, &d->x, h->n_embd, n, 1,
                                      &m->dev[l + 1].attn_norm));

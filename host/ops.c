@@ -151,19 +151,23 @@ b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b15
 {
     B158_TRY(check_matmul(w, q, s, y, 1));
     static const b158_buf none = {0};
-    const int tail = norm != NULL;
+    /* the kernels' tail: 0 none, 1 RMSNorm, 2 GLU + sub-norm, 3 GLU */
+    const int tail = !norm ? 0 : !norm->glu ? 1 : norm->norm_w ? 2 : 3;
+    const int width = tail >= 2 ? w->n / 2 : w->n; /* of the quantized row */
     const int k_pad_out = tail ? norm->k_pad : 0;
     const float eps = tail ? norm->eps : 0.0f;
+    const int act = tail ? (int)norm->act : 0;
     if (tail) {
-        if (k_pad_out < w->n || k_pad_out % 64)
-            return B158_FAIL(B158_ERR_INVALID_ARG, "ternary gemv: k_pad %d for %d rows", k_pad_out,
-                             w->n);
-        B158_TRY(need(norm->norm_w, (size_t)w->n * 4, "ternary gemv", "norm weights"));
+        if (k_pad_out < width || k_pad_out % 64 || (tail >= 2 && w->n % 2))
+            return B158_FAIL(B158_ERR_INVALID_ARG, "ternary gemv: k_pad %d for %d rows%s",
+                             k_pad_out, w->n, tail >= 2 ? " of gate and up" : "");
+        if (tail != 3)
+            B158_TRY(need(norm->norm_w, (size_t)width * 4, "ternary gemv", "norm weights"));
         B158_TRY(need(norm->q, (size_t)k_pad_out, "ternary gemv", "q out"));
         B158_TRY(need(norm->s, 4, "ternary gemv", "s out"));
         B158_TRY(need(norm->counter, 4, "ternary gemv", "counter"));
     }
-    const b158_buf *nw = tail ? norm->norm_w : &none, *qo = tail ? norm->q : &none,
+    const b158_buf *nw = tail && norm->norm_w ? norm->norm_w : &none, *qo = tail ? norm->q : &none,
                    *so = tail ? norm->s : &none, *cnt = tail ? norm->counter : &none;
     size_t global, local;
     if (rt->tune.gpu) {
@@ -180,7 +184,7 @@ b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b15
                        B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
                        B158_ARG(w->k_pad), B158_ARG(accumulate), B158_ARG(tail), B158_ARG_MEM(cnt),
                        B158_ARG_MEM(nw), B158_ARG_MEM(qo), B158_ARG_MEM(so), B158_ARG(k_pad_out),
-                       B158_ARG(eps));
+                       B158_ARG(eps), B158_ARG(act));
 }
 
 b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,

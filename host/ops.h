@@ -52,14 +52,17 @@ b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b
                                    const b158_buf *s, const b158_buf *y, int m_rows,
                                    int accumulate);
 
-/* The rmsnorm_quantize that follows a decode GEMV, done by the GEMV's last work-group (one
- * launch fewer): q / s of b158_op_rmsnorm_quantize(y, norm_w) for the GEMV's whole output row
- * (w->n wide, rows of stride k_pad). q may be the GEMV's own input. counter is one int32 the
- * session keeps at zero between launches. */
+/* What follows a decode GEMV, done by its last work-group (one launch fewer): the int8 input
+ * of the next matmul from the GEMV's whole output row y (w->n wide), into q / s (rows of
+ * stride k_pad): glu 0: b158_op_rmsnorm_quantize(y, norm_w); glu 1: y is [gate | up] and this
+ * is b158_op_glu_norm_quantize of its halves with act, sub-normed by norm_w unless NULL. q may
+ * be the GEMV's own input. counter is one int32 the session keeps at zero between launches. */
 typedef struct b158_gemv_norm {
     const b158_buf *norm_w, *q, *s, *counter;
     int k_pad;
     float eps;
+    int glu;
+    enum b158_act act;
 } b158_gemv_norm;
 
 /* b158_op_ternary_matmul for one token, then (norm != NULL) that norm and quantization. */

@@ -425,11 +425,94 @@ static void test_rmsnorm_quantize(void)
     }
 }
 
-/* A decode GEMV whose last work-group then RMS-normalizes and quantizes the whole output row
- * (b158_op_ternary_gemv with a norm), its q_out being its own input as in the forward pass: y
- * is the GEMV's (the integer sums exact with unit scales), q / s those of the reference
- * rmsnorm + quantize of that y. Three launches in a row, accumulating, so a counter that was
- * not reset shows (no group would then find itself last and q would keep the poison). */
+/* A decode GEMV whose last work-group then makes the next matmul's int8 input from the whole
+ * output row (b158_op_ternary_gemv with a tail), its q_out being its own input as in the
+ * forward pass: y is the GEMV's (the integer sums exact with unit scales), q / s those of the
+ * reference of the tail on that y. Tails: RMSNorm (three launches in a row, accumulating, so a
+ * counter that was not reset shows: no group would find itself last and q would keep the
+ * GEMV's input); GLU of y's [gate | up] halves with and without the sub-norm, silu and relu^2
+ * (y's up half exact; h then stands in the gate half). */
+static void check_gemv_tail(b158_runtime *rt, int glu, int norm, enum b158_act act)
+{
+    const int width = b158_test_randint(1, 3000), n = glu ? 2 * width : width;
+    const int k = b158_test_randint(1, 3000);
+    const int kp = b158_ternary_k_pad(k), kpo = b158_ternary_k_pad(width);
+    const int qbytes = kp > kpo ? kp : kpo;
+    int8_t *w = xmalloc((size_t)n * k), *qi = xmalloc((size_t)qbytes);
+    int8_t *q = xmalloc((size_t)kpo), *qr = xmalloc((size_t)width);
+    float *ws = xmalloc((size_t)n * 4), *nw = xmalloc((size_t)width * 4);
+    float *y = xmalloc((size_t)n * 4), *xn = xmalloc((size_t)width * 4);
+    float *gy = xmalloc((size_t)n * 4), sr = 0.0f, sv = 0.0f, sin = 1.0f;
+    int32_t *acc = xmalloc((size_t)n * 4);
+    for (size_t i = 0; i < (size_t)n * k; i++)
+        w[i] = (int8_t)b158_test_randint(-1, 1);
+    memset(qi, 0, (size_t)qbytes);
+    for (int i = 0; i < k; i++)
+        qi[i] = (int8_t)b158_test_randint(-127, 127);
+    for (int i = 0; i < n; i++)
+        ws[i] = 1.0f;
+    fill_uniform(nw, (size_t)width, -2.0f, 2.0f);
+    b158_ref_ternary_matmul(w, ws, n, k, qi, &sin, 1, acc, NULL);
+    b158_tmat dw;
+    check_ok(b158_tmat_upload(rt, w, ws, n, k, &dw));
+    b158_buf dnw = dev_upload(rt, nw, (size_t)width * 4), dsin = dev_upload(rt, &sin, 4);
+    b158_buf dy = dev_poisoned(rt, (size_t)n * 4), dsout = dev_poisoned(rt, 4);
+    b158_buf dcnt = dev_upload(rt, &(int32_t){0}, 4);
+    const int reps = glu ? 2 : 3;
+    for (int rep = 0; rep < reps; rep++) {
+        /* the input again (the tail overwrote it): what a tail that did not run leaves */
+        b158_buf dq = dev_upload(rt, qi, (size_t)qbytes);
+        const b158_gemv_norm tail = {.norm_w = norm ? &dnw : NULL,
+                                     .q = &dq,
+                                     .s = &dsout,
+                                     .counter = &dcnt,
+                                     .k_pad = kpo,
+                                     .eps = 1e-5f,
+                                     .glu = glu,
+                                     .act = act};
+        const int accumulate = !glu && rep > 0; /* GLU leaves h in the gate half */
+        check_ok(b158_op_ternary_gemv(rt, &dw, &dq, &dsin, &dy, accumulate, &tail));
+        dev_read(rt, &dy, y, (size_t)n * 4);
+        dev_read(rt, &dq, q, (size_t)kpo);
+        dev_read(rt, &dsout, &sv, 4);
+        const float times = glu ? 1.0f : (float)(rep + 1);
+        int mism = 0;
+        for (int i = glu ? width : 0; i < n; i++)
+            mism += y[i] != (float)acc[i] * times;
+        for (int i = 0; i < n; i++)
+            gy[i] = (float)acc[i] * times;
+        if (glu) {
+            b158_ref_glu(gy, gy + width, xn, width, act);
+            if (norm)
+                b158_ref_rmsnorm(xn, nw, xn, width, 1, 1e-5f);
+        } else {
+            b158_ref_rmsnorm(gy, nw, xn, width, 1, 1e-5f);
+        }
+        b158_ref_quantize(xn, width, 1, qr, &sr);
+        int off = 0, far = 0, bad_tail = 0;
+        const double serr = q8_diff(q, &sv, qr, &sr, width, kpo, 1, &off, &far, &bad_tail);
+        if (mism || far || bad_tail || serr > 1e-5)
+            fprintf(stderr,
+                    "\ngemv tail glu %d norm %d act %d, %dx%d rep %d [%s]: %d sums differ, %d off, "
+                    "%d far, %d bad tail, scale err %g\n",
+                    glu, norm, (int)act, n, k, rep, vname(rt), mism, off, far, bad_tail, serr);
+        CU_ASSERT_EQUAL(mism, 0);
+        CU_ASSERT(serr <= 1e-5);
+        CU_ASSERT_EQUAL(far, 0);
+        CU_ASSERT_EQUAL(bad_tail, 0);
+        CU_ASSERT(off * 100 <= width);
+        b158_buf_free(rt, &dq);
+    }
+    int32_t cnt = -1;
+    dev_read(rt, &dcnt, &cnt, 4);
+    CU_ASSERT_EQUAL(cnt, 0);
+    b158_tmat_free(rt, &dw);
+    b158_buf_free(rt, &dnw), b158_buf_free(rt, &dsin), b158_buf_free(rt, &dy);
+    b158_buf_free(rt, &dsout), b158_buf_free(rt, &dcnt);
+    free(w), free(qi), free(q), free(qr), free(ws), free(nw), free(y), free(xn), free(gy);
+    free(acc);
+}
+
 static void test_gemv_norm(void)
 {
     FOR_EACH_VARIANT(rt)
@@ -437,68 +520,11 @@ static void test_gemv_norm(void)
         const int isa = rt->tune.x86_avx512bw;
         for (int pass = 0; pass <= isa; pass++) {
             rt->tune.x86_avx512bw = pass ? 0 : isa;
-            const int n = b158_test_randint(1, 3000), k = b158_test_randint(1, 3000);
-            const int kp = b158_ternary_k_pad(k), kpo = b158_ternary_k_pad(n);
-            const int qbytes = kp > kpo ? kp : kpo;
-            int8_t *w = xmalloc((size_t)n * k), *qi = xmalloc((size_t)qbytes);
-            int8_t *q = xmalloc((size_t)kpo), *qr = xmalloc((size_t)n);
-            float *ws = xmalloc((size_t)n * 4), *nw = xmalloc((size_t)n * 4);
-            float *y = xmalloc((size_t)n * 4), *xn = xmalloc((size_t)n * 4);
-            float sr = 0.0f, sv = 0.0f, sin = 1.0f;
-            int32_t *acc = xmalloc((size_t)n * 4);
-            for (size_t i = 0; i < (size_t)n * k; i++)
-                w[i] = (int8_t)b158_test_randint(-1, 1);
-            memset(qi, 0, (size_t)qbytes);
-            for (int i = 0; i < k; i++)
-                qi[i] = (int8_t)b158_test_randint(-127, 127);
-            for (int i = 0; i < n; i++)
-                ws[i] = 1.0f;
-            fill_uniform(nw, (size_t)n, -2.0f, 2.0f);
-            b158_ref_ternary_matmul(w, ws, n, k, qi, &sin, 1, acc, NULL);
-            b158_tmat dw;
-            check_ok(b158_tmat_upload(rt, w, ws, n, k, &dw));
-            b158_buf dnw = dev_upload(rt, nw, (size_t)n * 4), dsin = dev_upload(rt, &sin, 4);
-            b158_buf dy = dev_poisoned(rt, (size_t)n * 4), dsout = dev_poisoned(rt, 4);
-            b158_buf dcnt = dev_upload(rt, &(int32_t){0}, 4);
-            for (int rep = 0; rep < 3; rep++) {
-                /* the input again (the tail overwrote it): what a tail that did not run leaves */
-                b158_buf dq = dev_upload(rt, qi, (size_t)qbytes);
-                const b158_gemv_norm norm = {.norm_w = &dnw,
-                                             .q = &dq,
-                                             .s = &dsout,
-                                             .counter = &dcnt,
-                                             .k_pad = kpo,
-                                             .eps = 1e-5f};
-                check_ok(b158_op_ternary_gemv(rt, &dw, &dq, &dsin, &dy, rep > 0, &norm));
-                dev_read(rt, &dy, y, (size_t)n * 4);
-                dev_read(rt, &dq, q, (size_t)kpo);
-                dev_read(rt, &dsout, &sv, 4);
-                int mism = 0;
-                for (int i = 0; i < n; i++)
-                    mism += y[i] != (float)acc[i] * (float)(rep + 1);
-                b158_ref_rmsnorm(y, nw, xn, n, 1, 1e-5f);
-                b158_ref_quantize(xn, n, 1, qr, &sr);
-                int off = 0, far = 0, tail = 0;
-                const double serr = q8_diff(q, &sv, qr, &sr, n, kpo, 1, &off, &far, &tail);
-                if (mism || far || tail || serr > 1e-5)
-                    fprintf(stderr,
-                            "\ngemv+norm %dx%d pass %d rep %d [%s]: %d sums differ, %d off, "
-                            "%d far, %d bad tail, scale err %g\n",
-                            n, k, pass, rep, vname(rt), mism, off, far, tail, serr);
-                CU_ASSERT_EQUAL(mism, 0);
-                CU_ASSERT(serr <= 1e-5);
-                CU_ASSERT_EQUAL(far, 0);
-                CU_ASSERT_EQUAL(tail, 0);
-                CU_ASSERT(off * 100 <= n);
-                b158_buf_free(rt, &dq);
-            }
-            int32_t cnt = -1;
-            dev_read(rt, &dcnt, &cnt, 4);
-            CU_ASSERT_EQUAL(cnt, 0);
-            b158_tmat_free(rt, &dw);
-            b158_buf_free(rt, &dnw), b158_buf_free(rt, &dsin), b158_buf_free(rt, &dy);
-            b158_buf_free(rt, &dsout), b158_buf_free(rt, &dcnt);
-            free(w), free(qi), free(q), free(qr), free(ws), free(nw), free(y), free(xn), free(acc);
+            check_gemv_tail(rt, 0, 1, B158_ACT_SILU);
+            check_gemv_tail(rt, 1, 1, B158_ACT_SILU);
+            check_gemv_tail(rt, 1, 0, B158_ACT_RELU2);
+            check_gemv_tail(rt, 1, b158_test_randint(0, 1),
+                            b158_test_randint(0, 1) ? B158_ACT_RELU2 : B158_ACT_SILU);
         }
         rt->tune.x86_avx512bw = isa;
     }
