@@ -887,6 +887,20 @@ static void test_embed(void)
     }
 }
 
+/* Random FP16 weights (n x k) and FP32 activations (m x k) for the FP16 matmul tests, on the
+ * host and uploaded. */
+static void f16_inputs(b158_runtime *rt, int n, int k, int m, uint16_t **w, float **x, b158_buf *dw,
+                       b158_buf *dx)
+{
+    *w = xmalloc((size_t)n * k * 2);
+    *x = xmalloc((size_t)m * k * 4);
+    for (size_t i = 0; i < (size_t)n * k; i++)
+        (*w)[i] = b158_f32_to_f16(b158_test_uniform(-0.1f, 0.1f));
+    fill_uniform(*x, (size_t)m * k, -3.0f, 3.0f);
+    *dw = dev_upload(rt, *w, (size_t)n * k * 2);
+    *dx = dev_upload(rt, *x, (size_t)m * k * 4);
+}
+
 static void test_f16_matvec(void)
 {
     FOR_EACH_VARIANT(rt)
@@ -898,14 +912,10 @@ static void test_f16_matvec(void)
                           : t == 1 ? 8 * b158_test_randint(1, 325)
                                    : b158_test_randint(4, 1300) * 2 + 1;
             const int m = b158_test_randint(1, 3);
-            uint16_t *w = xmalloc((size_t)n * k * 2);
-            float *x = xmalloc((size_t)m * k * 4), *y = xmalloc((size_t)m * n * 4);
-            float *yr = xmalloc((size_t)m * n * 4);
-            for (size_t i = 0; i < (size_t)n * k; i++)
-                w[i] = b158_f32_to_f16(b158_test_uniform(-0.1f, 0.1f));
-            fill_uniform(x, (size_t)m * k, -3.0f, 3.0f);
-            b158_buf dw = dev_upload(rt, w, (size_t)n * k * 2),
-                     dx = dev_upload(rt, x, (size_t)m * k * 4);
+            uint16_t *w;
+            float *x, *y = xmalloc((size_t)m * n * 4), *yr = xmalloc((size_t)m * n * 4);
+            b158_buf dw, dx;
+            f16_inputs(rt, n, k, m, &w, &x, &dw, &dx);
             b158_buf dy = dev_poisoned(rt, (size_t)m * n * 4);
             check_ok(b158_op_f16_matvec(rt, &dw, &dx, &dy, n, k, m));
             dev_read(rt, &dy, y, (size_t)m * n * 4);
@@ -934,14 +944,10 @@ static void test_f16_gemm(void)
             const int m = t == 1   ? 4 * b158_test_randint(1, 16) + 3
                           : t == 4 ? 1
                                    : b158_test_randint(2, 70);
-            uint16_t *w = xmalloc((size_t)n * k * 2);
-            float *x = xmalloc((size_t)m * k * 4), *y = xmalloc((size_t)m * n * 4);
-            float *yr = xmalloc((size_t)m * n * 4);
-            for (size_t i = 0; i < (size_t)n * k; i++)
-                w[i] = b158_f32_to_f16(b158_test_uniform(-0.1f, 0.1f));
-            fill_uniform(x, (size_t)m * k, -3.0f, 3.0f);
-            b158_buf dw = dev_upload(rt, w, (size_t)n * k * 2),
-                     dx = dev_upload(rt, x, (size_t)m * k * 4);
+            uint16_t *w;
+            float *x, *y = xmalloc((size_t)m * n * 4), *yr = xmalloc((size_t)m * n * 4);
+            b158_buf dw, dx;
+            f16_inputs(rt, n, k, m, &w, &x, &dw, &dx);
             float *y0 = xmalloc((size_t)m * n * 4);
             fill_uniform(y0, (size_t)m * n, -10.0f, 10.0f);
             b158_buf dy = accumulate ? dev_upload(rt, y0, (size_t)m * n * 4)
