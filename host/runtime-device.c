@@ -62,7 +62,7 @@ void b158_device_fill_info(cl_platform_id p, cl_device_id d, int index, b158_dev
     dev_str(d, CL_DEVICE_OPENCL_C_VERSION, info->c_version, sizeof info->c_version);
     cl_device_type type = 0;
     cl_uint cu = 0;
-    cl_ulong gmem = 0, amax = 0, lmem = 0;
+    cl_ulong gmem = 0, amax = 0, lmem = 0, cache = 0;
     size_t wg = 0;
     clGetDeviceInfo(d, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     clGetDeviceInfo(d, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL);
@@ -70,6 +70,7 @@ void b158_device_fill_info(cl_platform_id p, cl_device_id d, int index, b158_dev
     clGetDeviceInfo(d, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof amax, &amax, NULL);
     clGetDeviceInfo(d, CL_DEVICE_LOCAL_MEM_SIZE, sizeof lmem, &lmem, NULL);
     clGetDeviceInfo(d, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
+    clGetDeviceInfo(d, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof cache, &cache, NULL);
     info->is_gpu = (type & CL_DEVICE_TYPE_GPU) != 0;
     info->is_cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
     info->compute_units = cu;
@@ -77,6 +78,7 @@ void b158_device_fill_info(cl_platform_id p, cl_device_id d, int index, b158_dev
     info->max_alloc = amax;
     info->local_mem = lmem;
     info->max_work_group = wg;
+    info->cache_bytes = cache;
 
     size_t len = 0;
     if (clGetDeviceInfo(d, CL_DEVICE_EXTENSIONS, 0, NULL, &len) == CL_SUCCESS && len) {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime-device.h"
 
@@ -55,6 +56,45 @@ static int probe_x86_avx512bw(b158_runtime *rt)
     return err == CL_SUCCESS;
 }
 
+/* Whether the device's compiler takes NVIDIA's inline PTX dp4a (4-way s8 x s8 dot product with
+ * accumulate, sm_61 and later), which NVIDIA's OpenCL offers through asm() and no extension: asked
+ * of GPU devices whose vendor is NVIDIA, by building the exact statement the kernels use.
+ * B158_PORTABLE=1 skips it. */
+#define B158_PTX_DP4A_ASM                                                                          \
+    "asm(\"dp4a.s32.s32 %0, %1, %2, %3;\" : \"=r\"(d) : \"r\"(c), \"r\"(a), \"r\"(acc));"
+static int probe_ptx_dp4a(b158_runtime *rt)
+{
+    const char *portable = getenv("B158_PORTABLE");
+    if (!rt->info.is_gpu || !strstr(rt->info.vendor, "NVIDIA") || (portable && portable[0] == '1'))
+        return 0;
+    static const char *src = "__kernel void probe(__global const uint *x, __global int *o)\n"
+                             "{ uint c = x[0], a = x[1]; int acc = (int)x[2], d;\n"
+                             "  " B158_PTX_DP4A_ASM "\n  o[0] = d; }\n";
+    cl_int err;
+    cl_program prog = clCreateProgramWithSource(rt->context, 1, &src, NULL, &err);
+    if (!prog)
+        return 0;
+    err = clBuildProgram(prog, 1, &rt->device, rt->options, NULL, NULL);
+    clReleaseProgram(prog);
+    return err == CL_SUCCESS;
+}
+
+/* A developer's override of a GPU tuning value from the environment: a power of two in
+ * [lo, hi], else fallback (with a warning when the variable is set but unusable). */
+static int env_pow2(const char *name, int lo, int hi, int fallback)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return fallback;
+    char *end;
+    const long x = strtol(v, &end, 10);
+    if (*end || x < lo || x > hi || (x & (x - 1))) {
+        b158_log(B158_LOG_WARN, "%s=%s ignored: want a power of two in [%d, %d]", name, v, lo, hi);
+        return fallback;
+    }
+    return (int)x;
+}
+
 /* OpenCL C 1.2 everywhere, but 3.0 where the device has cl_khr_integer_dot_product: its
  * built-ins are declared in OpenCL C 3.0 only (and 1.2 code is valid 3.0 code). The programs'
  * options and the prelude's B158_INT_DOT both follow this. */
@@ -70,16 +110,22 @@ static void choose_tuning(b158_runtime *rt)
         t = (b158_tuning){.gpu = 1,
                           .wg = 64,
                           .gemv_rows = 4,
-                          .gemm_tn = 32,
-                          .gemm_tm = 16,
+                          .gemm_tn = 64,
+                          .gemm_tm = 64,
                           .gemm_cpu_m = 4,
                           .avx512_rows = 1,
                           .head_dim_max = 256};
         /* the tree reductions need a power of two: the largest one the device allows; the
-         * GEMV gives each row 8 work-items */
+         * GEMV gives each row 8 work-items. B158_GPU_WG, B158_GEMM_TN and B158_GEMM_TM override
+         * (tuning experiments). */
+        const int max_wg = rt->info.max_work_group < 1024 ? (int)rt->info.max_work_group : 1024;
+        t.wg = env_pow2("B158_GPU_WG", 8, max_wg > 8 ? max_wg : 8, t.wg);
         while ((size_t)t.wg > rt->info.max_work_group && t.wg > 8)
             t.wg /= 2;
         t.gemv_rows = t.wg / 8;
+        t.gemm_tn = env_pow2("B158_GEMM_TN", 16, 64, t.gemm_tn); /* (TN + TM) 272 B local */
+        t.gemm_tm = env_pow2("B158_GEMM_TM", 16, 64, t.gemm_tm);
+        t.ptx_dp4a = probe_ptx_dp4a(rt);
     } else {
         t = (b158_tuning){.gpu = 0,
                           .wg = 1,
@@ -101,9 +147,10 @@ static void choose_tuning(b158_runtime *rt)
              "#define B158_GEMM_TN %d\n#define B158_GEMM_TM %d\n#define B158_GEMM_CPU_M %d\n"
              "#define B158_AVX512_ROWS %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
-             "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#line 1\n",
+             "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
+             "#line 1\n",
              t.gpu, t.wg, t.gemv_rows, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m, t.avx512_rows,
-             t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot);
+             t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot, t.ptx_dp4a);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)
@@ -172,6 +219,10 @@ b158_status b158_runtime_create(const b158_runtime_params *params, b158_runtime 
         return st;
     }
     choose_tuning(rt); /* after the context: it may build a probe program */
+    const char *flush = getenv("B158_FLUSH_EVERY");
+    rt->flush_every = flush ? atoi(flush) : 0;
+    if (rt->flush_every < 0)
+        rt->flush_every = 0;
     *out = rt;
     return B158_OK;
 }
@@ -373,6 +424,11 @@ b158_status b158_buf_copy(b158_runtime *rt, const b158_buf *src, size_t src_off,
     return B158_OK;
 }
 
+uint64_t b158_runtime_enqueue_ns(const b158_runtime *rt)
+{
+    return rt->enqueue_ns;
+}
+
 b158_status b158_rt_finish(b158_runtime *rt)
 {
     B158_CL_CHECK(clFinish(rt->queue));
@@ -388,8 +444,18 @@ static b158_status enqueue(b158_runtime *rt, enum b158_kernel_id id, cl_kernel k
 {
     const char *name = b158_kernel_name(id);
     cl_event ev = NULL;
+    struct timespec e0, e1;
+    clock_gettime(CLOCK_MONOTONIC, &e0);
     cl_int err = clEnqueueNDRangeKernel(rt->queue, k, dims, NULL, gws, local, 0, NULL,
                                         rt->profile ? &ev : NULL);
+    clock_gettime(CLOCK_MONOTONIC, &e1);
+    rt->enqueue_ns +=
+        (uint64_t)((e1.tv_sec - e0.tv_sec) * 1000000000LL + (e1.tv_nsec - e0.tv_nsec));
+    /* some drivers hold enqueued work until a flush: a long step would start late */
+    if (err == CL_SUCCESS && rt->flush_every && ++rt->since_flush >= rt->flush_every) {
+        rt->since_flush = 0;
+        err = clFlush(rt->queue);
+    }
     if (err != CL_SUCCESS)
         return b158_fail_at(err == CL_OUT_OF_RESOURCES || err == CL_MEM_OBJECT_ALLOCATION_FAILURE
                                 ? B158_ERR_DEVICE_MEMORY

@@ -22,6 +22,7 @@ typedef struct b158_tuning {
     int head_dim_max; /* B158_HEAD_DIM_MAX: largest head dimension the attention kernel holds */
     int x86_avx512bw; /* B158_X86_AVX512BW: the device builds x86 AVX-512BW builtins (CPU) */
     int int_dot;      /* B158_INT_DOT: cl_khr_integer_dot_product's 4x8-bit dot products */
+    int ptx_dp4a;     /* B158_PTX_DP4A: NVIDIA's inline PTX dp4a builds for the device */
 } b158_tuning;
 
 /* A device buffer and what it is counted as. */
@@ -71,6 +72,9 @@ struct b158_runtime {
     uint64_t mem[B158_MEM_CATEGORY_COUNT];
     uint64_t mem_peak;
     struct b158_plan *rec; /* the plan being recorded (b158_rt_plan_begin), or NULL */
+    int flush_every;       /* clFlush after this many launches (0: never; B158_FLUSH_EVERY) */
+    int since_flush;       /* launches since the last flush */
+    uint64_t enqueue_ns;   /* host time spent inside clEnqueueNDRangeKernel, all launches */
 };
 
 /* Name of an OpenCL error code ("CL_INVALID_WORK_GROUP_SIZE"). */

@@ -201,6 +201,7 @@ static int list_devices(void)
         printf("  global memory     %.2f GiB (largest buffer %.2f GiB)\n", gib(d->global_mem),
                gib(d->max_alloc));
         printf("  local memory      %llu KiB\n", (unsigned long long)(d->local_mem / 1024));
+        printf("  global mem cache  %llu KiB\n", (unsigned long long)(d->cache_bytes / 1024));
         printf("  max work-group    %zu\n", d->max_work_group);
         printf("  fp16              %s\n", d->has_fp16 ? "yes (cl_khr_fp16)" : "no");
         printf("  subgroups         %s\n", d->has_subgroups ? "yes" : "no");

@@ -72,6 +72,7 @@ typedef struct b158_device_info {
     int has_fp16;           /* cl_khr_fp16 */
     int has_subgroups;      /* cl_khr_subgroups or cl_intel_subgroups */
     int has_int_dot;        /* cl_khr_integer_dot_product */
+    uint64_t cache_bytes;   /* CL_DEVICE_GLOBAL_MEM_CACHE_SIZE (0: none or unknown) */
 } b158_device_info;
 
 /* Fills up to cap entries of out (may be NULL when cap is 0) and sets *count to the number of
@@ -136,6 +137,9 @@ typedef struct b158_kernel_stats {
 } b158_kernel_stats;
 size_t b158_runtime_kernel_stats(const b158_runtime *rt, b158_kernel_stats *out, size_t cap);
 void b158_runtime_kernel_stats_reset(b158_runtime *rt);
+/* Host nanoseconds spent inside kernel enqueue calls so far, every launch of rt (profiling or
+ * not): how much of a step's wall time the launches cost the host. */
+uint64_t b158_runtime_enqueue_ns(const b158_runtime *rt);
 
 #ifdef __cplusplus
 }
