@@ -107,9 +107,12 @@ __kernel void f16_matvec(__global const half *w, __global const float *x, __glob
         __global const float *xm = x + (size_t)m * k;
         float8 acc8 = 0.0f;
         if (k % 8 == 0) {
+            /* x rows start on 32 bytes too: whole float8 loads (vload8 may become 8 scalar
+             * loads where alignment is unknown) */
+            __global const float8 *xm8 = (__global const float8 *)xm;
             for (int p = lid; p < k8; p += B158_WG) {
                 const uint4 u = wr4[p];
-                acc8 += vload_half8(0, (const half *)&u) * vload8(p, xm);
+                acc8 += vload_half8(0, (const half *)&u) * xm8[p];
             }
         } else {
             for (int p = lid; p < k8; p += B158_WG)

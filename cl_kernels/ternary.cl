@@ -336,27 +336,53 @@ __kernel void ternary_gemm_cpu(__global const uchar16 *w, __global const float *
                    accumulate);
 }
 
-/* sum of the four u8 x s8 byte products of c and a, added to acc: the device's integer dot
- * product where it has one (B158_INT_DOT: cl_khr_integer_dot_product), else four multiplies */
+/* sum of the four s8 x s8 byte products of w and a, added to acc: the device's integer dot
+ * product where it has one (B158_PTX_DP4A: NVIDIA's dp4a through inline PTX, the statement the
+ * runtime's probe built; B158_INT_DOT: cl_khr_integer_dot_product), else four multiplies */
 #if B158_INT_DOT
 #pragma OPENCL EXTENSION cl_khr_integer_dot_product : enable
 #endif
-inline int b158_dot4_us(uint c, uint a, int acc)
+inline int b158_dot4(uint w, uint a, int acc)
 {
-#if B158_INT_DOT
-    return dot_acc_sat_4x8packed_us_int(c, a, acc);
+#if B158_PTX_DP4A
+    int d;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(w), "r"(a), "r"(acc));
+    return d;
+#elif B158_INT_DOT
+    return dot_acc_sat_4x8packed_ss_int(w, a, acc);
 #else
-    const int4 p = convert_int4(as_uchar4(c)) * convert_int4(as_char4(a));
+    const int4 p = convert_int4(as_char4(w)) * convert_int4(as_char4(a));
     return acc + p.x + p.y + p.z + p.w;
 #endif
 }
 
+/* Plane l of a 16-byte weight quarter p as 16 signed bytes w = c - 1 in {-1, 0, +1}: per byte,
+ * (c | 0x80) - 1 never borrows from its neighbour (0x7f, 0x80, 0x81 for c = 0, 1, 2) and
+ * ^ 0x80 maps those to 0xff, 0x00, 0x01. */
+inline uint4 b158_plane_signed(uint4 p, int l)
+{
+    const uint4 c = (p >> (uint4)(2 * l)) & (uint4)0x03030303u;
+    return ((c | (uint4)0x80808080u) - (uint4)0x01010101u) ^ (uint4)0x80808080u;
+}
+
+/* acc + the dot product of weight quarter p (64 weights) with the 64 activations it meets */
+inline int b158_quarter_dot(uint4 p, __global const uint4 *xq, int acc)
+{
+    for (int l = 0; l < 4; l++) {
+        const uint4 wl = b158_plane_signed(p, l);
+        const uint4 a = xq[4 * l];
+        acc = b158_dot4(wl.x, a.x, b158_dot4(wl.y, a.y, acc));
+        acc = b158_dot4(wl.z, a.z, b158_dot4(wl.w, a.w, acc));
+    }
+    return acc;
+}
+
 /* GPU GEMV: 8 work-items per row, B158_GEMV_ROWS = B158_WG / 8 rows per work-group. The 8
- * work-items of a row read consecutive 16-byte quarters (128 bytes per step); a quarter is 64
- * weights in four planes of 2-bit codes c = w + 1, each applied to the 16 activations it meets
- * (b158_xq) with 4-way u8 x s8 dot products, and sum(w q) = sum(c q) - sum(q): the group takes
- * sum(q) of the activation row once (it is small and stays in cache; nothing is staged). One
- * __local reduction per group: each row's first work-item adds its 8 partial sums. */
+ * work-items of a row read consecutive 16-byte quarters (128 bytes per step), four steps' loads
+ * issued before any is used; a quarter is 64 weights in four planes of 2-bit codes c = w + 1,
+ * each turned into signed bytes and applied to the 16 activations it meets (b158_xq) with 4-way
+ * s8 x s8 dot products. Nothing is staged and nothing precedes the loads; one __local step at
+ * the end, where each row's first work-item adds its 8 partial sums. */
 __kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_scale,
                                __global const uint4 *x, __global const float *x_scale,
                                __global float *y, int n_rows, int k_pad, int accumulate,
@@ -367,28 +393,20 @@ __kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_
     __local int last;
     const int lid = get_local_id(0), lane = lid & 7;
     const int n = get_group_id(0) * B158_GEMV_ROWS + (lid >> 3);
-    const uint ones = 0x01010101u;
-    int qpart = 0;
-    for (int i = lid; i < k_pad / 16; i += B158_WG) {
-        const uint4 a = x[i];
-        qpart = b158_dot4_us(ones, a.x, b158_dot4_us(ones, a.y, qpart));
-        qpart = b158_dot4_us(ones, a.z, b158_dot4_us(ones, a.w, qpart));
-    }
-    const int qsum = b158_wg_sum_int(qpart, red);
     int acc = 0;
     if (n < n_rows) {
         const int quarters = k_pad / 64;
         __global const uint4 *wr = w + (size_t)n * quarters;
-        for (int c = lane; c < quarters; c += 8) {
-            const uint4 p = wr[c];
-            const int xi = b158_xq(c);
-            for (int l = 0; l < 4; l++) {
-                const uint4 cl = (p >> (uint4)(2 * l)) & (uint4)0x03030303u;
-                const uint4 a = x[xi + 4 * l];
-                acc = b158_dot4_us(cl.x, a.x, b158_dot4_us(cl.y, a.y, acc));
-                acc = b158_dot4_us(cl.z, a.z, b158_dot4_us(cl.w, a.w, acc));
-            }
+        int c = lane;
+        for (; c + 24 < quarters; c += 32) {
+            const uint4 p0 = wr[c], p1 = wr[c + 8], p2 = wr[c + 16], p3 = wr[c + 24];
+            acc = b158_quarter_dot(p0, x + b158_xq(c), acc);
+            acc = b158_quarter_dot(p1, x + b158_xq(c + 8), acc);
+            acc = b158_quarter_dot(p2, x + b158_xq(c + 16), acc);
+            acc = b158_quarter_dot(p3, x + b158_xq(c + 24), acc);
         }
+        for (; c < quarters; c += 8)
+            acc = b158_quarter_dot(wr[c], x + b158_xq(c), acc);
     }
     red[lid] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -396,58 +414,68 @@ __kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_
         int total = 0;
         for (int i = 0; i < 8; i++)
             total += red[lid + i];
-        b158_store(y, n, (float)(total - qsum) * w_scale[n] / x_scale[0], accumulate);
+        b158_store(y, n, (float)total * w_scale[n] / x_scale[0], accumulate);
     }
     b158_gemv_tail(y, n_rows, B158_TAIL_ARGS, &last, redf);
 }
 
 /* GPU GEMM (prefill): a 16 x 16 work-group computes a tile of B158_GEMM_TN rows x B158_GEMM_TM
- * tokens. For each 16-byte weight quarter (64 weights) the group unpacks the tile's codes into
- * __local as int8 {-1, 0, +1} (each weight then serves all tokens of the tile) and stages the
- * same 64 activations of each token beside them; work-item (tx, ty) accumulates rows tx + 16i
- * for token ty + 16j. */
+ * tokens, register-tiled: work-item (tx, ty) holds the rows tx + 16i and tokens ty + 16j. Per
+ * 256-weight block the group unpacks the tile's 64-byte weight blocks into __local as signed
+ * bytes in element order (plane l of 4-byte word m of a block holds elements 64l + 4m .. +3, the
+ * unpacked word 16l + m) and copies the tokens' 256 activations beside them, each with one
+ * 16-byte load per piece; the inner loop then reads 16 bytes of each row and token at a time
+ * from __local (rows padded to 68 words: 16-byte reads of neighbouring rows hit different banks)
+ * and does 4 x 4 x 4 four-way dot products. */
 #define B158_GT 16
 #define B158_GRI (B158_GEMM_TN / B158_GT)
 #define B158_GRJ (B158_GEMM_TM / B158_GT)
+#define B158_GKW 68 /* __local words per row: 64 of one block + 4 of padding */
 __kernel __attribute__((reqd_work_group_size(B158_GT, B158_GT, 1))) void
-ternary_gemm_gpu(__global const uchar *w, __global const float *w_scale, __global const char *x,
+ternary_gemm_gpu(__global const uint4 *w, __global const float *w_scale, __global const uint4 *x,
                  __global const float *x_scale, __global float *y, int n_rows, int k_pad,
                  int m_rows, int accumulate)
 {
-    __local char wt[B158_GEMM_TN][64 + 4];
-    __local char xt[B158_GEMM_TM][64 + 4];
+    __local uint4 wt[B158_GEMM_TN * B158_GKW / 4];
+    __local uint4 xt[B158_GEMM_TM * B158_GKW / 4];
     const int tx = get_local_id(0), ty = get_local_id(1);
     const int tid = ty * B158_GT + tx;
     const int n0 = get_group_id(0) * B158_GEMM_TN, m0 = get_group_id(1) * B158_GEMM_TM;
-    const int row_bytes = k_pad / 4;
+    const int blocks = k_pad / 256;
     int acc[B158_GRI][B158_GRJ];
     for (int i = 0; i < B158_GRI; i++)
         for (int j = 0; j < B158_GRJ; j++)
             acc[i][j] = 0;
 
-    for (int c = 0; c < k_pad / 64; c++) {
-        /* unpack: TN rows x 16 bytes, one byte (4 weights) per step */
-        for (int b = tid; b < B158_GEMM_TN * 16; b += B158_GT * B158_GT) {
-            const int r = b / 16, j = b % 16;
-            const uchar p = n0 + r < n_rows ? w[(size_t)(n0 + r) * row_bytes + 16 * c + j] : 0x55;
+    for (int b = 0; b < blocks; b++) {
+        /* weights: TN rows x 4 pieces of 16 bytes; piece q of a block holds words 4q .. 4q+3 */
+        for (int e = tid; e < B158_GEMM_TN * 4; e += B158_GT * B158_GT) {
+            const int r = e >> 2, q = e & 3;
+            const uint4 p =
+                n0 + r < n_rows ? w[((size_t)(n0 + r) * blocks + b) * 4 + q] : (uint4)0x55555555u;
             for (int l = 0; l < 4; l++)
-                wt[r][j + 16 * l] = (char)((p >> (2 * l)) & 3) - 1;
+                wt[(r * B158_GKW + 16 * l) / 4 + q] = b158_plane_signed(p, l);
         }
-        for (int b = tid; b < B158_GEMM_TM * 64; b += B158_GT * B158_GT) {
-            const int r = b / 64, j = b % 64;
-            /* wt[.][j] holds the weight of element 16 * b158_xq(c) + j % 16 + 64 * (j / 16) */
-            const int e = 16 * b158_xq(c) + (j & 15) + 64 * (j >> 4);
-            xt[r][j] = m0 + r < m_rows ? x[(size_t)(m0 + r) * k_pad + e] : 0;
+        /* activations: TM tokens x 16 pieces of 16 bytes */
+        for (int e = tid; e < B158_GEMM_TM * 16; e += B158_GT * B158_GT) {
+            const int t = e >> 4, q = e & 15;
+            xt[t * B158_GKW / 4 + q] =
+                m0 + t < m_rows ? x[(size_t)(m0 + t) * (k_pad / 16) + 16 * b + q] : (uint4)0;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (int k = 0; k < 64; k++) {
-            for (int i = 0; i < B158_GRI; i++) {
-                const char wv = wt[tx + B158_GT * i][k];
+        for (int k4 = 0; k4 < 16; k4++) {
+            uint4 wv[B158_GRI], xv[B158_GRJ];
+            for (int i = 0; i < B158_GRI; i++)
+                wv[i] = wt[(tx + B158_GT * i) * B158_GKW / 4 + k4];
+            for (int j = 0; j < B158_GRJ; j++)
+                xv[j] = xt[(ty + B158_GT * j) * B158_GKW / 4 + k4];
+            for (int i = 0; i < B158_GRI; i++)
                 for (int j = 0; j < B158_GRJ; j++) {
-                    const int xv = xt[ty + B158_GT * j][k];
-                    acc[i][j] += wv > 0 ? xv : (wv < 0 ? -xv : 0);
+                    int a = b158_dot4(wv[i].x, xv[j].x, acc[i][j]);
+                    a = b158_dot4(wv[i].y, xv[j].y, a);
+                    a = b158_dot4(wv[i].z, xv[j].z, a);
+                    acc[i][j] = b158_dot4(wv[i].w, xv[j].w, a);
                 }
-            }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
