@@ -228,6 +228,7 @@ static double now_s(void)
 typedef struct {
     double pp_mean, pp_sd, tg_mean, tg_sd; /* tokens/s; ms/token */
     double first_pp, upload, compile;      /* seconds: first pp, weight upload, kernel builds */
+    double tg_enqueue;                     /* ms/token the host spent inside kernel enqueues */
     uint64_t mem_w, mem_kv, mem_s;         /* device bytes by category */
     b158_token greedy[16];
     float *logits; /* (n_vocab) after the greedy test's prompt, for the comparison */
@@ -319,9 +320,11 @@ static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b1
         b158_session_reset(s);
         st = b158_session_eval(s, tok, 1 + o->depth);
         t0 = now_s();
+        const uint64_t e0 = b158_runtime_enqueue_ns(rt);
         for (int i = 0; st == B158_OK && i < o->tg; i++)
             st = b158_session_eval(s, &tok[(i + 1) % o->pp], 1);
         tg_t[rep] = 1000.0 * (now_s() - t0) / o->tg;
+        r->tg_enqueue += 1e-6 * (double)(b158_runtime_enqueue_ns(rt) - e0) / o->tg / o->reps;
     }
     if (st == B158_OK) {
         b158_session_reset(s);
@@ -853,8 +856,10 @@ static int run_models(const options *o)
             if (ran[i])
                 fprintf(stderr,
                         "%s: %s setup apart from the timings: upload %.2f s, session and kernel "
-                        "builds %.2f s, first pp %.2f s\n",
-                        r.name, i ? "b1.58" : "FP16", e[i]->upload, e[i]->compile, e[i]->first_pp);
+                        "builds %.2f s, first pp %.2f s; tg: %.3f ms/token of host time inside "
+                        "kernel enqueues\n",
+                        r.name, i ? "b1.58" : "FP16", e[i]->upload, e[i]->compile, e[i]->first_pp,
+                        e[i]->tg_enqueue);
         if (!strcmp(o->format, "md")) {
             if (both)
                 print_md_row(&r);
