@@ -120,6 +120,8 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
         b158_att_base(tok[m], h, n_head, n_head_kv, head_dim, cache_off, cache_rows, &n_keys);
     __global const half *kbase = k_cache + base;
     __global const half *vbase = v_cache + base;
+    /* every key row of this head starts on 16 bytes (buffers are aligned far more) */
+    const int k_aligned = base % 8 == 0 && kv_dim % 8 == 0;
     __global const float *qh = q + (size_t)m * q_stride + (size_t)h * head_dim;
     for (int d = lid; d < head_dim; d += B158_WG)
         qs[d] = qh[d] * scale;
@@ -135,7 +137,15 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
         if (t < n_keys) {
             __global const half *kr = kbase + (size_t)t * kv_dim;
             s = 0.0f;
-            for (int d = 0; d < head_dim; d++)
+            int d = 0;
+            if (k_aligned) /* the key row in 16-byte pieces (scalar half loads otherwise) */
+                for (; d + 8 <= head_dim; d += 8) {
+                    const uint4 u = *(__global const uint4 *)(kr + d);
+                    const float8 kv = vload_half8(0, (const half *)&u);
+                    const float8 qv = vload8(0, qs + d);
+                    s += dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
+                }
+            for (; d < head_dim; d++)
                 s += qs[d] * vload_half(d, kr);
         }
         const float new_max = fmax(run_max, b158_wg_max(s, red));
