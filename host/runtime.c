@@ -32,6 +32,18 @@ b158_runtime_params b158_runtime_default_params(void)
     return (b158_runtime_params){NULL, B158_VARIANT_AUTO, 0, NULL};
 }
 
+/* Whether the device's compiler builds the program src with the runtime's options. */
+static int builds(b158_runtime *rt, const char *src)
+{
+    cl_int err;
+    cl_program prog = clCreateProgramWithSource(rt->context, 1, &src, NULL, &err);
+    if (!prog)
+        return 0;
+    err = clBuildProgram(prog, 1, &rt->device, rt->options, NULL, NULL);
+    clReleaseProgram(prog);
+    return err == CL_SUCCESS;
+}
+
 /* Whether the device's compiler builds the x86 AVX-512BW builtins that ternary_gemv_avx512
  * uses: a capability query no OpenCL info parameter answers, asked of CPU devices only (the
  * compiler generates code for the CPU it runs on). B158_PORTABLE=1 skips it, so the portable
@@ -47,13 +59,7 @@ static int probe_x86_avx512bw(b158_runtime *rt)
         "typedef int v16i __attribute__((__vector_size__(64)));\n"
         "__kernel void probe(__global const v64c *a, __global const v32s *b, __global v16i *o)\n"
         "{ o[0] = __builtin_ia32_pmaddwd512(__builtin_ia32_pmaddubsw512(a[0], a[1]), b[0]); }\n";
-    cl_int err;
-    cl_program prog = clCreateProgramWithSource(rt->context, 1, &src, NULL, &err);
-    if (!prog)
-        return 0;
-    err = clBuildProgram(prog, 1, &rt->device, rt->options, NULL, NULL);
-    clReleaseProgram(prog);
-    return err == CL_SUCCESS;
+    return builds(rt, src);
 }
 
 /* Whether the device's compiler takes NVIDIA's inline PTX dp4a (4-way s8 x s8 dot product with
@@ -70,13 +76,7 @@ static int probe_ptx_dp4a(b158_runtime *rt)
     static const char *src = "__kernel void probe(__global const uint *x, __global int *o)\n"
                              "{ uint c = x[0], a = x[1]; int acc = (int)x[2], d;\n"
                              "  " B158_PTX_DP4A_ASM "\n  o[0] = d; }\n";
-    cl_int err;
-    cl_program prog = clCreateProgramWithSource(rt->context, 1, &src, NULL, &err);
-    if (!prog)
-        return 0;
-    err = clBuildProgram(prog, 1, &rt->device, rt->options, NULL, NULL);
-    clReleaseProgram(prog);
-    return err == CL_SUCCESS;
+    return builds(rt, src);
 }
 
 /* A developer's override of a GPU tuning value from the environment: a power of two in
