@@ -12,7 +12,10 @@
  * so no score matrix is stored. Work-item l owns output dims l, l + B158_WG, ... in registers.
  * With B158_WG == 1 (CPU) this is a plain loop over keys with no barriers. head_dim must not
  * exceed B158_HEAD_DIM_MAX (the host checks). The grid is exactly n_head x m_rows groups: no
- * bounds return before a barrier (PoCL miscompiles that even when the group is uniform). */
+ * bounds return before a barrier (PoCL miscompiles that even when the group is uniform).
+ * Optional tail (tail 1, B158_TAIL_PARAMS in common.cl): the last of a token's n_head groups
+ * RMS-norms and quantizes the token's whole output row (the attention sub-norm), with count[m]
+ * the token's counter. */
 
 /* Element offset of head h's kv head at position 0 of the sequence of a token at where =
  * {position, cache row of position 0}, and in *n_keys the keys it attends to, both clamped to
@@ -48,8 +51,11 @@ inline float b158_dot_half(const float *q, __global const half *k, int head_dim)
 __kernel void attention(__global const float *q, __global const half *k_cache,
                         __global const half *v_cache, __global float *out, int n_head,
                         int n_head_kv, int head_dim, int q_stride, int m_rows,
-                        __global const int2 *tok, int cache_off, int cache_rows, float scale)
+                        __global const int2 *tok, int cache_off, int cache_rows, float scale,
+                        B158_TAIL_PARAMS)
 {
+    __local int last;
+    __local float red[B158_WG];
     const int h = get_group_id(0);
     const int m = get_group_id(1);
     const int kv_dim = n_head_kv * head_dim;
@@ -98,6 +104,9 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
     __global float *oh = out + (size_t)m * n_head * head_dim + (size_t)h * head_dim;
     for (int d = 0; d < head_dim; d++)
         oh[d] = acc[d] / run_sum;
+    b158_last_group_tail(out + (size_t)m * n_head * head_dim, n_head * head_dim, tail, count + m,
+                         norm_w, q_out + (size_t)m * k_pad_out, s_out + m, k_pad_out, eps, act,
+                         &last, red);
 }
 
 #else
@@ -106,11 +115,13 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
 __kernel void attention(__global const float *q, __global const half *k_cache,
                         __global const half *v_cache, __global float *out, int n_head,
                         int n_head_kv, int head_dim, int q_stride, int m_rows,
-                        __global const int2 *tok, int cache_off, int cache_rows, float scale)
+                        __global const int2 *tok, int cache_off, int cache_rows, float scale,
+                        B158_TAIL_PARAMS)
 {
     __local float qs[B158_HEAD_DIM_MAX];
     __local float ps[B158_WG];
     __local float red[B158_WG];
+    __local int last;
     const int h = get_group_id(0);
     const int m = get_group_id(1);
     const int lid = get_local_id(0);
@@ -180,5 +191,8 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
         if (d < head_dim)
             oh[d] = acc[j] / run_sum;
     }
+    b158_last_group_tail(out + (size_t)m * n_head * head_dim, n_head * head_dim, tail, count + m,
+                         norm_w, q_out + (size_t)m * k_pad_out, s_out + m, k_pad_out, eps, act,
+                         &last, red);
 }
 #endif

@@ -66,50 +66,6 @@ inline void b158_store(__global float *y, size_t i, float v, int accumulate)
     y[i] = accumulate ? y[i] + v : v;
 }
 
-/* The GEMVs' optional tail (decode): after its rows are stored, the last work-group to finish
- * turns the whole output row y (n_rows wide) into the int8 input of the next matmul, q_out /
- * s_out (stride k_pad_out), the launch that would follow, saved:
- *   tail 1: rmsnorm_quantize of y with weights norm_w;
- *   tail 2 / 3: y is [gate | up] (n_rows / 2 each): glu_norm_quantize with the activation act,
- *   with (2) or without (3) the sub-norm by norm_w; h overwrites the gate half.
- * The groups count themselves in *count (zero between launches; the last group resets it);
- * each group fences its stores before its increment and the last fences again before reading,
- * so it sees every row. q_out may be the GEMV's own input: every group has finished reading it
- * when the last one arrives. Every work-item must reach this (no return before it); with
- * B158_WG == 1 (CPU) one work-item of the last group does the row. */
-#define B158_TAIL_PARAMS                                                                           \
-    int tail, __global volatile int *count, __global const float *norm_w, __global char *q_out,    \
-        __global float *s_out, int k_pad_out, float eps, int act
-#define B158_TAIL_ARGS tail, count, norm_w, q_out, s_out, k_pad_out, eps, act
-inline void b158_gemv_tail(__global float *y, int n_rows, B158_TAIL_PARAMS, __local int *last,
-                           __local float *red)
-{
-    const int lid = get_local_id(0);
-    if (tail) {
-        mem_fence(CLK_GLOBAL_MEM_FENCE);
-        barrier(CLK_GLOBAL_MEM_FENCE);
-        if (lid == 0)
-            *last = atomic_inc(count) == (int)get_num_groups(0) - 1;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (*last) {
-            mem_fence(CLK_GLOBAL_MEM_FENCE);
-#if B158_WG == 1
-            if (lid == 0) {
-#else
-            {
-#endif
-                if (tail == 1)
-                    b158_rmsnorm_quantize_row(y, norm_w, q_out, s_out, n_rows, k_pad_out, eps, red);
-                else
-                    b158_glu_norm_quantize_row(y, y + n_rows / 2, norm_w, q_out, s_out, n_rows / 2,
-                                               k_pad_out, eps, act, tail == 2, red);
-            }
-            if (lid == 0)
-                *count = 0;
-        }
-    }
-}
-
 /* CPU GEMV: one work-item per output row, unpacking in registers; no __local but the tail's. */
 __kernel void ternary_gemv_cpu(__global const uchar16 *w, __global const float *w_scale,
                                __global const char16 *x, __global const float *x_scale,
@@ -124,7 +80,7 @@ __kernel void ternary_gemv_cpu(__global const uchar16 *w, __global const float *
         const int acc = b158_row_dot(w + (size_t)n * chunks, x, chunks);
         b158_store(y, n, (float)acc * w_scale[n] / x_scale[0], accumulate);
     }
-    b158_gemv_tail(y, n_rows, B158_TAIL_ARGS, &last, red);
+    b158_last_group_tail(y, n_rows, B158_TAIL_ARGS, &last, red);
 }
 
 #if B158_X86_AVX512BW
@@ -234,7 +190,7 @@ __kernel void ternary_gemv_avx512(__global const uchar *w, __global const float 
                 b158_store(y, nb, (float)(b158_sum16(accb) - qsum) * w_scale[nb] / xs, accumulate);
         }
     }
-    b158_gemv_tail(y, n_rows, B158_TAIL_ARGS, &last, red);
+    b158_last_group_tail(y, n_rows, B158_TAIL_ARGS, &last, red);
 }
 
 /* Prefill: one work-item per (B158_AVX512_ROWS rows, 4 tokens). Each 64-byte weight load is
@@ -416,7 +372,7 @@ __kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_
             total += red[lid + i];
         b158_store(y, n, (float)total * w_scale[n] / x_scale[0], accumulate);
     }
-    b158_gemv_tail(y, n_rows, B158_TAIL_ARGS, &last, redf);
+    b158_last_group_tail(y, n_rows, B158_TAIL_ARGS, &last, redf);
 }
 
 /* GPU GEMM (prefill): a 16 x 16 work-group computes a tile of B158_GEMM_TN rows x B158_GEMM_TM

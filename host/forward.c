@@ -33,6 +33,7 @@ struct dev_state {
     b158_buf k_cache, v_cache;
     b158_buf inv_freq;  /* (n_rot / 2) RoPE inverse frequencies */
     b158_buf counter;   /* one int32, zero between launches: the decode GEMVs' norm tail */
+    b158_buf att_count; /* (n_batch) int32, zero between launches: attention's sub-norm tail */
     b158_baseline base; /* the FP16 baseline's scratch, in its weight modes only */
 };
 
@@ -139,9 +140,10 @@ void b158_session_free(b158_session *s)
         free(host[i]);
     if (s->rt) {
         struct dev_state *d = &s->dev;
-        b158_buf *bufs[] = {&d->ids,    &d->tok,     &d->x,       &d->xn,       &d->qkv,
-                            &d->att,    &d->gu,      &d->q8,      &d->s,        &d->last,
-                            &d->logits, &d->k_cache, &d->v_cache, &d->inv_freq, &d->counter};
+        b158_buf *bufs[] = {&d->ids,     &d->tok,      &d->x,       &d->xn,
+                            &d->qkv,     &d->att,      &d->gu,      &d->q8,
+                            &d->s,       &d->last,     &d->logits,  &d->k_cache,
+                            &d->v_cache, &d->inv_freq, &d->counter, &d->att_count};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             b158_buf_free(s->rt, bufs[i]);
         b158_baseline_free(s->rt, &d->base);
@@ -209,6 +211,8 @@ static b158_status alloc_dev(b158_session *s)
     B158_TRY(b158_buf_write(rt, &d->inv_freq, 0, (size_t)h->n_rot / 2 * 4, s->inv_freq));
     B158_TRY(b158_buf_alloc(rt, S, 4, &d->counter));
     B158_TRY(b158_buf_write(rt, &d->counter, 0, 4, &(int32_t){0}));
+    B158_TRY(b158_buf_alloc(rt, S, B * 4, &d->att_count));
+    B158_TRY(b158_buf_fill(rt, &d->att_count, 0));
     return B158_OK;
 }
 
@@ -476,11 +480,21 @@ static b158_status dev_layers(b158_session *s, int n, int final)
         const size_t cache_off = (size_t)l * cache_rows * kvd;
         B158_TRY(dev_linear(s, &L->wqkv, &L->hqkv, h->n_embd, &d->qkv, n, 0));
         B158_TRY(b158_op_rope_kv_store(rt, &rope_kv, &d->tok, n, cache_off, cache_rows));
+        /* the sub-norm and quantization of the output projection's input: in the attention's
+         * tail on the ternary engine (one launch fewer per layer) */
+        const int fused = h->sub_norms && m->dev_mode == B158_WEIGHTS_TERNARY;
+        const b158_gemv_norm sub = {.norm_w = &L->attn_sub_norm,
+                                    .q = &d->q8,
+                                    .s = &d->s,
+                                    .counter = &d->att_count,
+                                    .k_pad = b158_ternary_k_pad(qd),
+                                    .eps = h->rms_eps};
         B158_TRY(b158_op_attention(rt, &d->qkv, &d->k_cache, &d->v_cache, &d->att, h->n_head,
                                    h->n_head_kv, h->head_dim, qkv, n, &d->tok, cache_off,
-                                   cache_rows, att_scale));
-        B158_TRY(h->sub_norms ? dev_norm_quantize(s, &d->att, &L->attn_sub_norm, qd, n)
-                              : dev_quantize(s, &d->att, qd, n));
+                                   cache_rows, att_scale, fused ? &sub : NULL));
+        if (!fused)
+            B158_TRY(h->sub_norms ? dev_norm_quantize(s, &d->att, &L->attn_sub_norm, qd, n)
+                                  : dev_quantize(s, &d->att, qd, n));
         /* output projection added straight into the residual stream, then the feed-forward's
          * norm and quantization */
         B158_TRY(dev_linear_norm(s, &L->wo, &L->ho, qd, &d->x, h->n_embd, n, 1, &L->ffn_norm));

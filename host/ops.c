@@ -317,7 +317,8 @@ b158_status b158_op_kv_store(b158_runtime *rt, const b158_buf *k, const b158_buf
 b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_buf *k_cache,
                               const b158_buf *v_cache, const b158_buf *out, int n_head,
                               int n_head_kv, int head_dim, int q_stride, int m_rows,
-                              const b158_buf *tok, size_t cache_off, int cache_rows, float scale)
+                              const b158_buf *tok, size_t cache_off, int cache_rows, float scale,
+                              const b158_gemv_norm *norm)
 {
     B158_TRY(positive(n_head_kv, "attention", "kv heads"));
     B158_TRY(positive(m_rows, "attention", "rows"));
@@ -332,14 +333,31 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
     B158_TRY(
         cache_region(k_cache, v_cache, cache_off, cache_rows, n_head_kv * head_dim, "attention"));
     B158_TRY(need(out, (size_t)m_rows * n_head * head_dim * 4, "attention", "out"));
+    static const b158_buf none = {0};
+    const int width = n_head * head_dim, tail = norm ? 1 : 0, act = 0;
+    const int k_pad_out = tail ? norm->k_pad : 0;
+    const float eps = tail ? norm->eps : 0.0f;
+    if (tail) {
+        if (norm->glu || !norm->norm_w || k_pad_out < width || k_pad_out % 64)
+            return B158_FAIL(B158_ERR_INVALID_ARG,
+                             "attention: a norm tail needs norm weights, no GLU, k_pad %d >= %d",
+                             k_pad_out, width);
+        B158_TRY(need(norm->norm_w, (size_t)width * 4, "attention", "norm weights"));
+        B158_TRY(need(norm->q, (size_t)m_rows * k_pad_out, "attention", "q out"));
+        B158_TRY(need(norm->s, (size_t)m_rows * 4, "attention", "s out"));
+        B158_TRY(need(norm->counter, (size_t)m_rows * 4, "attention", "counters"));
+    }
+    const b158_buf *nw = tail ? norm->norm_w : &none, *qo = tail ? norm->q : &none,
+                   *so = tail ? norm->s : &none, *cnt = tail ? norm->counter : &none;
     const size_t wg = (size_t)rt->tune.wg;
     const int off = (int)cache_off;
-    return B158_LAUNCH(rt, B158_K_ATTENTION, 2, ((size_t[]){(size_t)n_head * wg, (size_t)m_rows}),
-                       ((size_t[]){wg, 1}), B158_ARG_MEM(q), B158_ARG_MEM(k_cache),
-                       B158_ARG_MEM(v_cache), B158_ARG_MEM(out), B158_ARG(n_head),
-                       B158_ARG(n_head_kv), B158_ARG(head_dim), B158_ARG(q_stride),
-                       B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(cache_rows),
-                       B158_ARG(scale));
+    return B158_LAUNCH(
+        rt, B158_K_ATTENTION, 2, ((size_t[]){(size_t)n_head * wg, (size_t)m_rows}),
+        ((size_t[]){wg, 1}), B158_ARG_MEM(q), B158_ARG_MEM(k_cache), B158_ARG_MEM(v_cache),
+        B158_ARG_MEM(out), B158_ARG(n_head), B158_ARG(n_head_kv), B158_ARG(head_dim),
+        B158_ARG(q_stride), B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(off),
+        B158_ARG(cache_rows), B158_ARG(scale), B158_ARG(tail), B158_ARG_MEM(cnt), B158_ARG_MEM(nw),
+        B158_ARG_MEM(qo), B158_ARG_MEM(so), B158_ARG(k_pad_out), B158_ARG(eps), B158_ARG(act));
 }
 
 b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,

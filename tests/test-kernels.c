@@ -673,6 +673,53 @@ static void test_rope_kv_store(void)
 
 /* ---- attention and KV store ------------------------------------------------------------- */
 
+/* The attention again with its sub-norm tail, twice (the per-token counters must come back
+ * to zero): the same out rows o as without it, and in q / s their rmsnorm_quantize. */
+static void check_attention_tail(b158_runtime *rt, const b158_buf *dq, const b158_buf *dkc,
+                                 const b158_buf *dvc, const b158_buf *dtok, const float *o, int nh,
+                                 int nkv, int hd, int m, size_t off, int rows, float scale)
+{
+    const int qdim = nh * hd, kpo = b158_ternary_k_pad(qdim);
+    float *nw = xmalloc((size_t)qdim * 4), *o2 = xmalloc((size_t)m * qdim * 4);
+    float *xn = xmalloc((size_t)m * qdim * 4), *sv = xmalloc((size_t)m * 4);
+    float *sr = xmalloc((size_t)m * 4);
+    int8_t *q = xmalloc((size_t)m * kpo), *qr = xmalloc((size_t)m * qdim);
+    int32_t *cnt = calloc((size_t)m, 4);
+    fill_uniform(nw, (size_t)qdim, -2.0f, 2.0f);
+    b158_buf dnw = dev_upload(rt, nw, (size_t)qdim * 4), dcnt = dev_upload(rt, cnt, (size_t)m * 4);
+    b158_buf dq8 = dev_poisoned(rt, (size_t)m * kpo), ds = dev_poisoned(rt, (size_t)m * 4);
+    b158_buf dout = dev_poisoned(rt, (size_t)m * qdim * 4);
+    const b158_gemv_norm sub = {
+        .norm_w = &dnw, .q = &dq8, .s = &ds, .counter = &dcnt, .k_pad = kpo, .eps = 1e-5f};
+    for (int rep = 0; rep < 2; rep++)
+        check_ok(b158_op_attention(rt, dq, dkc, dvc, &dout, nh, nkv, hd, qdim, m, dtok, off, rows,
+                                   scale, &sub));
+    dev_read(rt, &dout, o2, (size_t)m * qdim * 4);
+    dev_read(rt, &dq8, q, (size_t)m * kpo);
+    dev_read(rt, &ds, sv, (size_t)m * 4);
+    dev_read(rt, &dcnt, cnt, (size_t)m * 4);
+    CU_ASSERT_EQUAL(memcmp(o, o2, (size_t)m * qdim * 4), 0);
+    b158_ref_rmsnorm(o, nw, xn, qdim, m, 1e-5f);
+    b158_ref_quantize(xn, qdim, m, qr, sr);
+    int off1 = 0, far = 0, bad_tail = 0, counters = 0;
+    const double serr = q8_diff(q, sv, qr, sr, qdim, kpo, m, &off1, &far, &bad_tail);
+    for (int r = 0; r < m; r++)
+        counters += cnt[r] != 0;
+    if (far || bad_tail || serr > 1e-5 || counters)
+        fprintf(stderr,
+                "\nattention tail h%d d%d m %d [%s]: %d off, %d far, %d bad tail, "
+                "scale err %g, %d counters not reset\n",
+                nh, hd, m, vname(rt), off1, far, bad_tail, serr, counters);
+    CU_ASSERT(serr <= 1e-5);
+    CU_ASSERT_EQUAL(far, 0);
+    CU_ASSERT_EQUAL(bad_tail, 0);
+    CU_ASSERT(off1 * 100 <= m * qdim);
+    CU_ASSERT_EQUAL(counters, 0);
+    b158_buf_free(rt, &dnw), b158_buf_free(rt, &dcnt), b158_buf_free(rt, &dq8);
+    b158_buf_free(rt, &ds), b158_buf_free(rt, &dout);
+    free(nw), free(o2), free(xn), free(sv), free(sr), free(q), free(qr), free(cnt);
+}
+
 /* n_seq sequences of n_ctx rows each in layer 1 of a two-layer cache; every sequence gets a
  * history of at most hist rows in a first kv_store, then m batch tokens of random sequences
  * (in order) are stored and attend, each to its own sequence only. */
@@ -736,13 +783,14 @@ static void check_attention(b158_runtime *rt, int nh, int nkv, int hd, int n_seq
              dout = dev_poisoned(rt, (size_t)m * qdim * 4);
     const float scale = 1.0f / sqrtf((float)hd);
     check_ok(b158_op_attention(rt, &dq, &dkc, &dvc, &dout, nh, nkv, hd, qdim, m, &dtok, off, rows,
-                               scale));
+                               scale, NULL));
     dev_read(rt, &dout, o, (size_t)m * qdim * 4);
     b158_ref_attention(q, kr, vr, orf, nh, nkv, hd, qdim, m, tok, rows, scale);
     char what[96];
     snprintf(what, sizeof what, "attention h%d/%d d%d %d seqs hist %d m %d", nh, nkv, hd, n_seq,
              hist, m);
     expect_nerr(what, rt, o, orf, (size_t)m * qdim, 2e-5);
+    check_attention_tail(rt, &dq, &dkc, &dvc, &dtok, o, nh, nkv, hd, m, off, rows, scale);
     b158_buf_free(rt, &dk2), b158_buf_free(rt, &dv2), b158_buf_free(rt, &dtok);
     b158_buf_free(rt, &dkc), b158_buf_free(rt, &dvc);
     b158_buf_free(rt, &dq), b158_buf_free(rt, &dout);
@@ -771,8 +819,9 @@ static void test_attention(void)
         CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, 1 << 20, &b), B158_OK);
         const int32_t far[2] = {1 << 14, 0};
         t = dev_upload(rt, far, sizeof far);
-        CU_ASSERT_EQUAL(b158_op_attention(rt, &b, &b, &b, &b, 1, 1, 512, 512, 1, &t, 0, 1, 1.0f),
-                        B158_ERR_UNSUPPORTED);
+        CU_ASSERT_EQUAL(
+            b158_op_attention(rt, &b, &b, &b, &b, 1, 1, 512, 512, 1, &t, 0, 1, 1.0f, NULL),
+            B158_ERR_UNSUPPORTED);
         /* a cache region past the buffer is refused */
         CU_ASSERT_EQUAL(b158_op_kv_store(rt, &b, &b, &b, &b, 64, 64, 1, &t, 0, 1 << 14),
                         B158_ERR_INVALID_ARG);
@@ -788,7 +837,8 @@ static void test_attention(void)
         for (size_t i = 0; i < 8 * 64; i++)
             poisoned &= c[i] == 0x7f7f;
         CU_ASSERT(poisoned);
-        check_ok(b158_op_attention(rt, &dk, &dc, &dv, &dout, 1, 1, 64, 64, 1, &t, 0, 8, 1.0f));
+        check_ok(
+            b158_op_attention(rt, &dk, &dc, &dv, &dout, 1, 1, 64, 64, 1, &t, 0, 8, 1.0f, NULL));
         b158_buf_free(rt, &dk), b158_buf_free(rt, &dc), b158_buf_free(rt, &dv);
         b158_buf_free(rt, &dout);
         free(kv), free(o);
