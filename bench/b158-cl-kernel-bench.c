@@ -226,8 +226,8 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     T(time_op(rt, "f16_matvec", o->reps, (double)n * k * 2 + k * 4 + n * 4, n, k, 1, run_f16, &c,
               &res[(*nres)++]));
     c.gemm = 1;
-    T(time_op(rt, b158_runtime_variant(rt) == B158_VARIANT_GPU ? "f16_matvec" : "f16_gemm", o->reps,
-              (double)n * k * 2 + (double)m * (k + n) * 4, n, k, m, run_f16, &c, &res[(*nres)++]));
+    T(time_op(rt, "f16_gemm", o->reps, (double)n * k * 2 + (double)m * (k + n) * 4, n, k, m,
+              run_f16, &c, &res[(*nres)++]));
     if (b158_weight_mode_check(rt, B158_WEIGHTS_FP16_CLBLAST) == B158_OK &&
         b158_runtime_variant(rt) == B158_VARIANT_CPU)
         T(bench_clblast(rt, &c, o, res, nres));

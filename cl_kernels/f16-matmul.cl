@@ -190,6 +190,86 @@ __kernel void f16_gemm(__global const half *w, __global const float *x, __global
 }
 #endif
 
+#if B158_WG > 1
+#define B158_FG 16 /* work-group side */
+#define B158_FT 64 /* rows and tokens per tile: 4 x 4 per work-item */
+#define B158_FK 32 /* k per step */
+/* The 8 values of row r (of rows, width k) from column c, zero past k or past the rows. */
+inline void b158_f16_piece(__global const half *w, __global const float *x, int r, int rows, int k,
+                           int c, float *v)
+{
+    if (r >= rows) {
+        for (int e = 0; e < 8; e++)
+            v[e] = 0.0f;
+    } else if (c + 8 <= k && k % 8 == 0) {
+        /* whole 16- or 32-byte pieces: rows of a multiple of 8 start aligned */
+        float8 f;
+        if (w) {
+            const uint4 u = *(__global const uint4 *)(w + (size_t)r * k + c);
+            f = vload_half8(0, (const half *)&u);
+        } else {
+            f = *(__global const float8 *)(x + (size_t)r * k + c);
+        }
+        vstore8(f, 0, v);
+    } else {
+        for (int e = 0; e < 8; e++)
+            v[e] = c + e >= k ? 0.0f
+                   : w        ? vload_half((size_t)r * k + c + e, w)
+                              : x[(size_t)r * k + c + e];
+    }
+}
+
+/* The prefill GEMM of the GPU variant (m_rows > 1), y[m][n] (+)= sum_k W[n][k] x[m][k]: a
+ * 16 x 16 work-group computes a tile of 64 rows x 64 tokens, work-item (tx, ty) the rows
+ * tx + 16i and tokens ty + 16j (4 x 4 in registers). Per step of 32 along k the group converts
+ * the tile's weights to float and copies the tokens' x into __local (one 8-wide piece of each per
+ * work-item, 16-byte loads where k % 8 == 0), so each weight is read from memory once per 64
+ * tokens instead of once per token. */
+__kernel __attribute__((reqd_work_group_size(B158_FG, B158_FG, 1))) void
+f16_gemm(__global const half *w, __global const float *x, __global float *y, int n_rows, int k,
+         int m_rows, int accumulate)
+{
+    __local float wt[B158_FT][B158_FK + 1];
+    __local float xt[B158_FT][B158_FK + 1];
+    const int tx = get_local_id(0), ty = get_local_id(1), tid = ty * B158_FG + tx;
+    const int n0 = get_group_id(0) * B158_FT, m0 = get_group_id(1) * B158_FT;
+    const int pr = tid >> 2, pc = (tid & 3) * 8; /* this work-item's piece of each tile */
+    float acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < k; k0 += B158_FK) {
+        float v[8];
+        b158_f16_piece(w, NULL, n0 + pr, n_rows, k, k0 + pc, v);
+        for (int e = 0; e < 8; e++)
+            wt[pr][pc + e] = v[e];
+        b158_f16_piece(NULL, x, m0 + pr, m_rows, k, k0 + pc, v);
+        for (int e = 0; e < 8; e++)
+            xt[pr][pc + e] = v[e];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int kk = 0; kk < B158_FK; kk++) {
+            float wv[4], xv[4];
+            for (int i = 0; i < 4; i++)
+                wv[i] = wt[tx + B158_FG * i][kk];
+            for (int j = 0; j < 4; j++)
+                xv[j] = xt[ty + B158_FG * j][kk];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++)
+                    acc[i][j] = fma(wv[i], xv[j], acc[i][j]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            const int n = n0 + tx + B158_FG * i, m = m0 + ty + B158_FG * j;
+            if (n < n_rows && m < m_rows) {
+                const size_t o = (size_t)m * n_rows + n;
+                y[o] = accumulate ? y[o] + acc[i][j] : acc[i][j];
+            }
+        }
+}
+#endif
+
 /* y[i] = h[i], or y[i] += h[i] with accumulate: FP16 results of the CLBlast baseline back into
  * the FP32 stream (vload_half, no cl_khr_fp16 needed). One work-item per element; no __local. */
 __kernel void f16_to_f32(__global const half *h, __global float *y, int count, int accumulate)

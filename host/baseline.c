@@ -65,8 +65,8 @@ static b158_status create_kernels(b158_runtime *rt, size_t B, size_t W, b158_bas
     static const enum b158_kernel_id used[] = {B158_K_DEQUANTIZE_ROWS, B158_K_F16_MATVEC,
                                                B158_K_F16_GEMM};
     B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, B * W * 4, &b->xf));
-    /* f16_gemm is the CPU variant's prefill (b158_op_f16_matmul with several tokens) */
-    const size_t n = sizeof used / sizeof used[0] - (rt->tune.wg > 1 || B == 1);
+    /* f16_gemm is the prefill (b158_op_f16_matmul with several tokens) */
+    const size_t n = sizeof used / sizeof used[0] - (B == 1);
     return build_kernels(rt, used, n);
 }
 

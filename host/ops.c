@@ -419,6 +419,14 @@ b158_status b158_op_f16_matmul(b158_runtime *rt, const b158_buf *w, const b158_b
     B158_TRY(need(w, (size_t)n_rows * k * 2, "f16 matvec", "weights"));
     B158_TRY(need(x, (size_t)m_rows * k * 4, "f16 matvec", "x"));
     B158_TRY(need(y, (size_t)m_rows * n_rows * 4, "f16 matvec", "y"));
+    if (rt->tune.wg > 1 && m_rows > 1) {
+        /* GPU prefill: 16 x 16 work-groups, each a tile of 64 rows x 64 tokens */
+        const size_t gx = round_up((size_t)n_rows, 64) / 64 * 16;
+        const size_t gy = round_up((size_t)m_rows, 64) / 64 * 16;
+        return B158_LAUNCH(rt, B158_K_F16_GEMM, 2, ((size_t[]){gx, gy}), ((size_t[]){16, 16}),
+                           B158_ARG_MEM(w), B158_ARG_MEM(x), B158_ARG_MEM(y), B158_ARG(n_rows),
+                           B158_ARG(k), B158_ARG(m_rows), B158_ARG(acc));
+    }
     if (rt->tune.wg == 1 && m_rows > 1) {
         /* CPU prefill: a work-group is one tile of rows over all tiles of tokens */
         const size_t tiles_m = (size_t)(m_rows + F16_GEMM_TOKENS - 1) / F16_GEMM_TOKENS;
