@@ -15,7 +15,13 @@
  * bounds return before a barrier (PoCL miscompiles that even when the group is uniform).
  * Optional tail (tail 1, B158_TAIL_PARAMS in common.cl): the last of a token's n_head groups
  * RMS-norms and quantizes the token's whole output row (the attention sub-norm), with count[m]
- * the token's counter. */
+ * the token's counter.
+ * Optional RoPE + KV store (rope_store 1, B158_ROPE_PARAMS; for batches whose tokens all belong
+ * to different sequences, e.g. decode): q holds raw [q | k | v] rows (k at k_off, v at v_off of a
+ * row), each group rotates its q head itself, and rotates its kv head's k and rounds k and v to
+ * half for the token's own key, which it uses instead of reading that cache row; the first group
+ * of each kv head stores them in the cache. The arithmetic is rope_kv_store's, so the result is
+ * bit for bit that of rope_kv_store then attention (one launch fewer per layer). */
 
 /* Element offset of head h's kv head at position 0 of the sequence of a token at where =
  * {position, cache row of position 0}, and in *n_keys the keys it attends to, both clamped to
@@ -27,6 +33,21 @@ inline size_t b158_att_base(int2 where, int h, int n_head, int n_head_kv, int he
     *n_keys = clamp(where.x + 1, 1, cache_rows - row0);
     const int kvh = h / (n_head / n_head_kv);
     return (size_t)cache_off + (size_t)row0 * n_head_kv * head_dim + (size_t)kvh * head_dim;
+}
+
+#define B158_ROPE_PARAMS                                                                           \
+    int rope_store, __global const float *inv_freq, int n_rot, int rope_mode, int k_off, int v_off
+
+/* Pair i of the rotation (rope.cl's rule): its two dimensions, and its cos and sin at pos */
+inline int2 b158_att_pair(int i, int n_rot, int mode)
+{
+    return mode == 0 ? (int2)(i, i + n_rot / 2) : (int2)(2 * i, 2 * i + 1);
+}
+
+inline float2 b158_att_rot(__global const float *inv_freq, int i, int pos)
+{
+    const float angle = (float)pos * inv_freq[i];
+    return (float2)(cos(angle), sin(angle));
 }
 
 #if B158_WG == 1
@@ -44,15 +65,27 @@ inline float b158_dot_half(const float *q, __global const half *k, int head_dim)
         acc = fma(vload16(0, q + d), vload_half16(0, k + d), acc);
     float s = b158_hsum16(acc);
     for (; d < head_dim; d++)
-        s += q[d] * vload_half(d, k);
+        s = fma(q[d], vload_half(d, k), s);
     return s;
 }
 
-__kernel void attention(__global const float *q, __global const half *k_cache,
-                        __global const half *v_cache, __global float *out, int n_head,
-                        int n_head_kv, int head_dim, int q_stride, int m_rows,
-                        __global const int2 *tok, int cache_off, int cache_rows, float scale,
-                        B158_TAIL_PARAMS)
+/* The same on a float row k holding half values: the same sums in the same order */
+inline float b158_dot_float(const float *q, const float *k, int head_dim)
+{
+    float16 acc = 0.0f;
+    int d = 0;
+    for (; d + 16 <= head_dim; d += 16)
+        acc = fma(vload16(0, q + d), vload16(0, k + d), acc);
+    float s = b158_hsum16(acc);
+    for (; d < head_dim; d++)
+        s = fma(q[d], k[d], s);
+    return s;
+}
+
+__kernel void attention(__global const float *q, __global half *k_cache, __global half *v_cache,
+                        __global float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
+                        int m_rows, __global const int2 *tok, int cache_off, int cache_rows,
+                        float scale, B158_ROPE_PARAMS, B158_TAIL_PARAMS)
 {
     __local int last;
     __local float red[B158_WG];
@@ -66,16 +99,57 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
     __global const half *vbase = v_cache + base;
     __global const float *qh = q + (size_t)m * q_stride + (size_t)h * head_dim;
     float qs[B158_HEAD_DIM_MAX], acc[B158_HEAD_DIM_MAX], sc[B158_ATT_TILE];
+    float kcur[B158_HEAD_DIM_MAX], vcur[B158_HEAD_DIM_MAX];
+    ushort hk_bits[B158_HEAD_DIM_MAX], hv_bits[B158_HEAD_DIM_MAX];
+    half *hk = (half *)hk_bits, *hv = (half *)hv_bits;
     for (int d = 0; d < head_dim; d++) {
-        qs[d] = qh[d] * scale;
+        qs[d] = qh[d];
         acc[d] = 0.0f;
     }
+    /* the token's own key (fused RoPE + KV store): its index, or -1 */
+    int cur = -1;
+    if (rope_store) {
+        const int2 w = tok[m];
+        const int grp = n_head / n_head_kv, j = h / grp;
+        __global const float *kr = q + (size_t)m * q_stride + k_off + (size_t)j * head_dim;
+        __global const float *vr = q + (size_t)m * q_stride + v_off + (size_t)j * head_dim;
+        for (int d = 0; d < head_dim; d++)
+            kcur[d] = kr[d], vcur[d] = vr[d];
+        for (int i = 0; i < n_rot / 2; i++) {
+            const int2 ab = b158_att_pair(i, n_rot, rope_mode);
+            const float2 cs = b158_att_rot(inv_freq, i, w.x);
+            const float x0 = qs[ab.x], x1 = qs[ab.y], k0 = kcur[ab.x], k1 = kcur[ab.y];
+            qs[ab.x] = x0 * cs.x - x1 * cs.y;
+            qs[ab.y] = x0 * cs.y + x1 * cs.x;
+            kcur[ab.x] = k0 * cs.x - k1 * cs.y;
+            kcur[ab.y] = k0 * cs.y + k1 * cs.x;
+        }
+        const int row = w.y + w.x;
+        if (w.x >= 0 && w.y >= 0 && row < cache_rows) {
+            cur = n_keys - 1;
+            const size_t e = (size_t)cache_off + (size_t)row * kv_dim + (size_t)j * head_dim;
+            for (int d = 0; d < head_dim; d++) {
+                if (h % grp == 0) {
+                    vstore_half(kcur[d], e + d, k_cache);
+                    vstore_half(vcur[d], e + d, v_cache);
+                }
+                /* the values a store to the cache and a load from it give */
+                vstore_half(kcur[d], d, hk);
+                vstore_half(vcur[d], d, hv);
+                kcur[d] = vload_half(d, hk);
+                vcur[d] = vload_half(d, hv);
+            }
+        }
+    }
+    for (int d = 0; d < head_dim; d++)
+        qs[d] *= scale;
     float run_max = -INFINITY, run_sum = 0.0f;
     for (int t0 = 0; t0 < n_keys; t0 += B158_ATT_TILE) {
         const int tile = min(B158_ATT_TILE, n_keys - t0);
         float tmax = -INFINITY;
         for (int u = 0; u < tile; u++) {
-            sc[u] = b158_dot_half(qs, kbase + (size_t)(t0 + u) * kv_dim, head_dim);
+            sc[u] = t0 + u == cur ? b158_dot_float(qs, kcur, head_dim)
+                                  : b158_dot_half(qs, kbase + (size_t)(t0 + u) * kv_dim, head_dim);
             tmax = fmax(tmax, sc[u]);
         }
         const float new_max = fmax(run_max, tmax);
@@ -94,10 +168,18 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
             const float p = sc[u];
             __global const half *vr = vbase + (size_t)(t0 + u) * kv_dim;
             int d = 0;
+            if (t0 + u == cur) {
+                for (; d + 16 <= head_dim; d += 16)
+                    vstore16(fma((float16)p, vload16(0, vcur + d), vload16(0, acc + d)), 0,
+                             acc + d);
+                for (; d < head_dim; d++)
+                    acc[d] = fma(p, vcur[d], acc[d]);
+                continue;
+            }
             for (; d + 16 <= head_dim; d += 16)
                 vstore16(fma((float16)p, vload_half16(0, vr + d), vload16(0, acc + d)), 0, acc + d);
             for (; d < head_dim; d++)
-                acc[d] += p * vload_half(d, vr);
+                acc[d] = fma(p, vload_half(d, vr), acc[d]);
         }
         run_max = new_max;
     }
@@ -112,13 +194,15 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
 #else
 #define B158_ATT_OWN ((B158_HEAD_DIM_MAX + B158_WG - 1) / B158_WG)
 
-__kernel void attention(__global const float *q, __global const half *k_cache,
-                        __global const half *v_cache, __global float *out, int n_head,
-                        int n_head_kv, int head_dim, int q_stride, int m_rows,
-                        __global const int2 *tok, int cache_off, int cache_rows, float scale,
-                        B158_TAIL_PARAMS)
+__kernel void attention(__global const float *q, __global half *k_cache, __global half *v_cache,
+                        __global float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
+                        int m_rows, __global const int2 *tok, int cache_off, int cache_rows,
+                        float scale, B158_ROPE_PARAMS, B158_TAIL_PARAMS)
 {
     __local float qs[B158_HEAD_DIM_MAX];
+    __local float kcur[B158_HEAD_DIM_MAX], vcur[B158_HEAD_DIM_MAX];
+    __local ushort hk_bits[B158_HEAD_DIM_MAX], hv_bits[B158_HEAD_DIM_MAX];
+    __local half *hk = (__local half *)hk_bits, *hv = (__local half *)hv_bits;
     __local float ps[B158_WG];
     __local float red[B158_WG];
     __local int last;
@@ -134,9 +218,46 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
     /* every key row of this head starts on 16 bytes (buffers are aligned far more) */
     const int k_aligned = base % 8 == 0 && kv_dim % 8 == 0;
     __global const float *qh = q + (size_t)m * q_stride + (size_t)h * head_dim;
-    for (int d = lid; d < head_dim; d += B158_WG)
-        qs[d] = qh[d] * scale;
+    /* q; with rope_store, rotated with the token's own key, which goes to the cache (barriers
+     * outside the conditionals: PoCL's work-group compiler wants them there) */
+    const int2 w = tok[m];
+    const int grp = n_head / n_head_kv, j = h / grp, row = w.y + w.x;
+    const int fuse = rope_store && w.x >= 0 && w.y >= 0 && row < cache_rows;
+    __global const float *kr = q + (size_t)m * q_stride + k_off + (size_t)j * head_dim;
+    __global const float *vr = q + (size_t)m * q_stride + v_off + (size_t)j * head_dim;
+    for (int d = lid; d < head_dim; d += B158_WG) {
+        qs[d] = qh[d];
+        if (rope_store)
+            kcur[d] = kr[d], vcur[d] = vr[d];
+    }
     barrier(CLK_LOCAL_MEM_FENCE);
+    for (int i = lid; rope_store && i < n_rot / 2; i += B158_WG) {
+        const int2 ab = b158_att_pair(i, n_rot, rope_mode);
+        const float2 cs = b158_att_rot(inv_freq, i, w.x);
+        const float x0 = qs[ab.x], x1 = qs[ab.y], k0 = kcur[ab.x], k1 = kcur[ab.y];
+        qs[ab.x] = x0 * cs.x - x1 * cs.y;
+        qs[ab.y] = x0 * cs.y + x1 * cs.x;
+        kcur[ab.x] = k0 * cs.x - k1 * cs.y;
+        kcur[ab.y] = k0 * cs.y + k1 * cs.x;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const size_t e = (size_t)cache_off + (size_t)row * kv_dim + (size_t)j * head_dim;
+    for (int d = lid; d < head_dim; d += B158_WG) {
+        if (fuse) {
+            if (h % grp == 0) {
+                vstore_half(kcur[d], e + d, k_cache);
+                vstore_half(vcur[d], e + d, v_cache);
+            }
+            /* the values a store to the cache and a load from it give */
+            vstore_half(kcur[d], d, hk);
+            vstore_half(vcur[d], d, hv);
+            kcur[d] = vload_half(d, hk);
+            vcur[d] = vload_half(d, hv);
+        }
+        qs[d] *= scale;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int cur = fuse ? n_keys - 1 : -1; /* the token's own key, or none */
 
     float acc[B158_ATT_OWN];
     for (int j = 0; j < B158_ATT_OWN; j++)
@@ -145,7 +266,18 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
     for (int t0 = 0; t0 < n_keys; t0 += B158_WG) {
         const int t = t0 + lid;
         float s = -INFINITY;
-        if (t < n_keys) {
+        if (t < n_keys && t == cur) {
+            /* the same sums as below on the token's own key */
+            s = 0.0f;
+            int d = 0;
+            if (k_aligned)
+                for (; d + 8 <= head_dim; d += 8) {
+                    const float8 kv = vload8(0, kcur + d), qv = vload8(0, qs + d);
+                    s += dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
+                }
+            for (; d < head_dim; d++)
+                s = fma(qs[d], kcur[d], s);
+        } else if (t < n_keys) { /* explicit fma: both paths round alike on every compiler */
             __global const half *kr = kbase + (size_t)t * kv_dim;
             s = 0.0f;
             int d = 0;
@@ -157,7 +289,7 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
                     s += dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
                 }
             for (; d < head_dim; d++)
-                s += qs[d] * vload_half(d, kr);
+                s = fma(qs[d], vload_half(d, kr), s);
         }
         const float new_max = fmax(run_max, b158_wg_max(s, red));
         const float p = t < n_keys ? exp(s - new_max) : 0.0f;
@@ -174,7 +306,9 @@ __kernel void attention(__global const float *q, __global const half *k_cache,
             float a = acc[j] * corr;
 #if B158_WG > 1
             for (int u = 0; u < tile; u++)
-                a += ps[u] * vload_half((size_t)(t0 + u) * kv_dim + d, vbase);
+                a = fma(ps[u],
+                        t0 + u == cur ? vcur[d] : vload_half((size_t)(t0 + u) * kv_dim + d, vbase),
+                        a);
 #else
             a += p * vload_half((size_t)t0 * kv_dim + d, vbase);
 #endif

@@ -471,6 +471,9 @@ static b158_status dev_layers(b158_session *s, int n, int final)
                                   .k_off = qd,
                                   .v_off = qd + kvd};
 
+    const b158_att_rope att_rope = {
+        .inv_freq = &d->inv_freq, .n_rot = h->n_rot, .mode = rope, .k_off = qd, .v_off = qd + kvd};
+
     B158_TRY(b158_op_embed(rt, &m->d_tok_embd, &d->ids, &d->x, h->n_embd, h->n_vocab, n));
     /* attention's norm and one int8 quantization shared by q, k and v: here for the first
      * layer, after the down projection of the one before for the others */
@@ -479,7 +482,9 @@ static b158_status dev_layers(b158_session *s, int n, int final)
         const struct b158_layer_dev *L = &m->dev[l];
         const size_t cache_off = (size_t)l * cache_rows * kvd;
         B158_TRY(dev_linear(s, &L->wqkv, &L->hqkv, h->n_embd, &d->qkv, n, 0));
-        B158_TRY(b158_op_rope_kv_store(rt, &rope_kv, &d->tok, n, cache_off, cache_rows));
+        /* one token: its RoPE and KV store inside the attention (one launch fewer per layer) */
+        if (n > 1)
+            B158_TRY(b158_op_rope_kv_store(rt, &rope_kv, &d->tok, n, cache_off, cache_rows));
         /* the sub-norm and quantization of the output projection's input: in the attention's
          * tail on the ternary engine (one launch fewer per layer) */
         const int fused = h->sub_norms && m->dev_mode == B158_WEIGHTS_TERNARY;
@@ -491,7 +496,8 @@ static b158_status dev_layers(b158_session *s, int n, int final)
                                     .eps = h->rms_eps};
         B158_TRY(b158_op_attention(rt, &d->qkv, &d->k_cache, &d->v_cache, &d->att, h->n_head,
                                    h->n_head_kv, h->head_dim, qkv, n, &d->tok, cache_off,
-                                   cache_rows, att_scale, fused ? &sub : NULL));
+                                   cache_rows, att_scale, n == 1 ? &att_rope : NULL,
+                                   fused ? &sub : NULL));
         if (!fused)
             B158_TRY(h->sub_norms ? dev_norm_quantize(s, &d->att, &L->attn_sub_norm, qd, n)
                                   : dev_quantize(s, &d->att, qd, n));

@@ -318,7 +318,7 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
                               const b158_buf *v_cache, const b158_buf *out, int n_head,
                               int n_head_kv, int head_dim, int q_stride, int m_rows,
                               const b158_buf *tok, size_t cache_off, int cache_rows, float scale,
-                              const b158_gemv_norm *norm)
+                              const b158_att_rope *rope, const b158_gemv_norm *norm)
 {
     B158_TRY(positive(n_head_kv, "attention", "kv heads"));
     B158_TRY(positive(m_rows, "attention", "rows"));
@@ -349,15 +349,32 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
     }
     const b158_buf *nw = tail ? norm->norm_w : &none, *qo = tail ? norm->q : &none,
                    *so = tail ? norm->s : &none, *cnt = tail ? norm->counter : &none;
+    const int rope_store = rope != NULL, n_rot = rope ? rope->n_rot : 0;
+    const int mode = rope ? (int)rope->mode : 0, k_off = rope ? rope->k_off : 0;
+    const int v_off = rope ? rope->v_off : 0, kv_dim = n_head_kv * head_dim;
+    if (rope) {
+        if (n_rot < 0 || n_rot % 2 || n_rot > head_dim || k_off < 0 || v_off < 0 ||
+            (size_t)k_off + kv_dim > (size_t)q_stride || (size_t)v_off + kv_dim > (size_t)q_stride)
+            return B158_FAIL(B158_ERR_INVALID_ARG,
+                             "attention: rope over %d of %d dims, k at %d, v at %d, row %d", n_rot,
+                             head_dim, k_off, v_off, q_stride);
+        if (n_rot)
+            B158_TRY(need(rope->inv_freq, (size_t)n_rot / 2 * 4, "attention", "inv_freq"));
+        const size_t kv_end = (size_t)(k_off > v_off ? k_off : v_off) + kv_dim;
+        B158_TRY(need(q, ((size_t)(m_rows - 1) * q_stride + kv_end) * 4, "attention", "k and v"));
+    }
+    const b158_buf *inv = rope && n_rot ? rope->inv_freq : &none;
     const size_t wg = (size_t)rt->tune.wg;
     const int off = (int)cache_off;
-    return B158_LAUNCH(
-        rt, B158_K_ATTENTION, 2, ((size_t[]){(size_t)n_head * wg, (size_t)m_rows}),
-        ((size_t[]){wg, 1}), B158_ARG_MEM(q), B158_ARG_MEM(k_cache), B158_ARG_MEM(v_cache),
-        B158_ARG_MEM(out), B158_ARG(n_head), B158_ARG(n_head_kv), B158_ARG(head_dim),
-        B158_ARG(q_stride), B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(off),
-        B158_ARG(cache_rows), B158_ARG(scale), B158_ARG(tail), B158_ARG_MEM(cnt), B158_ARG_MEM(nw),
-        B158_ARG_MEM(qo), B158_ARG_MEM(so), B158_ARG(k_pad_out), B158_ARG(eps), B158_ARG(act));
+    return B158_LAUNCH(rt, B158_K_ATTENTION, 2, ((size_t[]){(size_t)n_head * wg, (size_t)m_rows}),
+                       ((size_t[]){wg, 1}), B158_ARG_MEM(q), B158_ARG_MEM(k_cache),
+                       B158_ARG_MEM(v_cache), B158_ARG_MEM(out), B158_ARG(n_head),
+                       B158_ARG(n_head_kv), B158_ARG(head_dim), B158_ARG(q_stride),
+                       B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(cache_rows),
+                       B158_ARG(scale), B158_ARG(rope_store), B158_ARG_MEM(inv), B158_ARG(n_rot),
+                       B158_ARG(mode), B158_ARG(k_off), B158_ARG(v_off), B158_ARG(tail),
+                       B158_ARG_MEM(cnt), B158_ARG_MEM(nw), B158_ARG_MEM(qo), B158_ARG_MEM(so),
+                       B158_ARG(k_pad_out), B158_ARG(eps), B158_ARG(act));
 }
 
 b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,

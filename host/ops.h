@@ -112,15 +112,26 @@ b158_status b158_op_kv_store(b158_runtime *rt, const b158_buf *k, const b158_buf
                              int row_stride, int m_rows, const b158_buf *tok, size_t cache_off,
                              int cache_rows);
 
+/* RoPE and KV store done by the attention itself: q holds raw [q | k | v] rows, k at k_off and
+ * v at v_off of each row (stride q_stride); rotation as b158_op_rope_kv_store's. */
+typedef struct b158_att_rope {
+    const b158_buf *inv_freq;
+    int n_rot;
+    enum b158_rope_mode mode;
+    int k_off, v_off;
+} b158_att_rope;
+
 /* out[m][n_head * head_dim]: causal attention of query row m over cache rows tok[m].y ..
- * tok[m].y + tok[m].x (its sequence up to its own position), clamped to the cache. With norm
- * (glu 0 only; counter m_rows int32 kept at zero) the last work-group of each token then does
- * b158_op_rmsnorm_quantize of the token's out row into norm->q / norm->s (the sub-norm). */
+ * tok[m].y + tok[m].x (its sequence up to its own position), clamped to the cache. With rope
+ * (every token of the batch from a different sequence, e.g. decode) it is b158_op_rope_kv_store
+ * then the attention, in one launch, bit for bit. With norm (glu 0 only; counter m_rows int32
+ * kept at zero) the last work-group of each token then does b158_op_rmsnorm_quantize of the
+ * token's out row into norm->q / norm->s (the sub-norm). */
 b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_buf *k_cache,
                               const b158_buf *v_cache, const b158_buf *out, int n_head,
                               int n_head_kv, int head_dim, int q_stride, int m_rows,
                               const b158_buf *tok, size_t cache_off, int cache_rows, float scale,
-                              const b158_gemv_norm *norm);
+                              const b158_att_rope *rope, const b158_gemv_norm *norm);
 
 /* The int8 input of the FFN's down projection from its gate and up halves, in one launch:
  * h = act(gate) * up, with norm_w (n floats) the sub-norm rmsnorm(h) * norm_w (NULL: none),

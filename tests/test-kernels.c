@@ -693,7 +693,7 @@ static void check_attention_tail(b158_runtime *rt, const b158_buf *dq, const b15
         .norm_w = &dnw, .q = &dq8, .s = &ds, .counter = &dcnt, .k_pad = kpo, .eps = 1e-5f};
     for (int rep = 0; rep < 2; rep++)
         check_ok(b158_op_attention(rt, dq, dkc, dvc, &dout, nh, nkv, hd, qdim, m, dtok, off, rows,
-                                   scale, &sub));
+                                   scale, NULL, &sub));
     dev_read(rt, &dout, o2, (size_t)m * qdim * 4);
     dev_read(rt, &dq8, q, (size_t)m * kpo);
     dev_read(rt, &ds, sv, (size_t)m * 4);
@@ -783,7 +783,7 @@ static void check_attention(b158_runtime *rt, int nh, int nkv, int hd, int n_seq
              dout = dev_poisoned(rt, (size_t)m * qdim * 4);
     const float scale = 1.0f / sqrtf((float)hd);
     check_ok(b158_op_attention(rt, &dq, &dkc, &dvc, &dout, nh, nkv, hd, qdim, m, &dtok, off, rows,
-                               scale, NULL));
+                               scale, NULL, NULL));
     dev_read(rt, &dout, o, (size_t)m * qdim * 4);
     b158_ref_attention(q, kr, vr, orf, nh, nkv, hd, qdim, m, tok, rows, scale);
     char what[96];
@@ -796,6 +796,91 @@ static void check_attention(b158_runtime *rt, int nh, int nkv, int hd, int n_seq
     b158_buf_free(rt, &dq), b158_buf_free(rt, &dout);
     free(q), free(kv), free(vv), free(o), free(orf), free(kc), free(vc), free(kr), free(vr);
     free(pos), free(htok), free(tok);
+}
+
+/* RoPE + KV store inside the attention (one token of each of n_seq sequences, with histories
+ * in the cache) against rope_kv_store then the attention: the same output and the same cache,
+ * bit for bit. */
+static void check_attention_rope(b158_runtime *rt, int nh, int nkv, int hd, int n_rot, int mode,
+                                 int n_seq, int hist)
+{
+    const int kv_dim = nkv * hd, qdim = nh * hd, row = qdim + 2 * kv_dim, m = n_seq;
+    const int n_ctx = hist + 1 + b158_test_randint(0, 4), rows = n_seq * n_ctx;
+    const size_t layer = (size_t)rows * kv_dim, off = layer, cache = 2 * layer * 2;
+    int32_t *htok = xmalloc((size_t)rows * 8), *tok = xmalloc((size_t)m * 8);
+    int n_hist = 0;
+    for (int q = 0; q < n_seq; q++) {
+        const int len = b158_test_randint(0, hist);
+        for (int p = 0; p < len; p++, n_hist++)
+            htok[2 * n_hist] = p, htok[2 * n_hist + 1] = q * n_ctx;
+        /* the batch takes the sequences in reverse order */
+        tok[2 * (n_seq - 1 - q)] = len, tok[2 * (n_seq - 1 - q) + 1] = q * n_ctx;
+    }
+    float *qkv = xmalloc((size_t)m * row * 4), *hkv = xmalloc((size_t)(n_hist + 1) * kv_dim * 4);
+    float *inv = xmalloc((size_t)(n_rot / 2 + 1) * 4), *o1 = xmalloc((size_t)m * qdim * 4);
+    float *o2 = xmalloc((size_t)m * qdim * 4);
+    uint16_t *c1 = xmalloc(cache), *c2 = xmalloc(cache);
+    fill_uniform(qkv, (size_t)m * row, -2.0f, 2.0f);
+    fill_uniform(hkv, (size_t)(n_hist + 1) * kv_dim, -2.0f, 2.0f);
+    b158_rope_inv_freq(inv, n_rot > 0 ? n_rot : 2, 10000.0f);
+    b158_buf dinv = dev_upload(rt, inv, (size_t)(n_rot / 2 + 1) * 4);
+    b158_buf dtok = dev_upload(rt, tok, (size_t)m * 8);
+    b158_buf dkc[2], dvc[2], dout[2], dqkv[2];
+    for (int v = 0; v < 2; v++) {
+        dkc[v] = dev_poisoned(rt, cache), dvc[v] = dev_poisoned(rt, cache);
+        dout[v] = dev_poisoned(rt, (size_t)m * qdim * 4);
+        dqkv[v] = dev_upload(rt, qkv, (size_t)m * row * 4);
+        if (n_hist > 0) {
+            b158_buf dh = dev_upload(rt, hkv, (size_t)n_hist * kv_dim * 4);
+            b158_buf dt = dev_upload(rt, htok, (size_t)n_hist * 8);
+            check_ok(b158_op_kv_store(rt, &dh, &dh, &dkc[v], &dvc[v], kv_dim, kv_dim, n_hist, &dt,
+                                      off, rows));
+            b158_buf_free(rt, &dh), b158_buf_free(rt, &dt);
+        }
+    }
+    const float scale = 1.0f / sqrtf((float)hd);
+    const b158_rope_kv a = {.q = &dqkv[0],
+                            .k = &dqkv[0],
+                            .v = &dqkv[0],
+                            .inv_freq = &dinv,
+                            .k_cache = &dkc[0],
+                            .v_cache = &dvc[0],
+                            .q_stride = row,
+                            .kv_stride = row,
+                            .n_head = nh,
+                            .n_head_kv = nkv,
+                            .head_dim = hd,
+                            .n_rot = n_rot,
+                            .mode = (enum b158_rope_mode)mode,
+                            .k_off = qdim,
+                            .v_off = qdim + kv_dim};
+    check_ok(b158_op_rope_kv_store(rt, &a, &dtok, m, off, rows));
+    check_ok(b158_op_attention(rt, &dqkv[0], &dkc[0], &dvc[0], &dout[0], nh, nkv, hd, row, m, &dtok,
+                               off, rows, scale, NULL, NULL));
+    const b158_att_rope r = {&dinv, n_rot, (enum b158_rope_mode)mode, qdim, qdim + kv_dim};
+    check_ok(b158_op_attention(rt, &dqkv[1], &dkc[1], &dvc[1], &dout[1], nh, nkv, hd, row, m, &dtok,
+                               off, rows, scale, &r, NULL));
+    dev_read(rt, &dout[0], o1, (size_t)m * qdim * 4);
+    dev_read(rt, &dout[1], o2, (size_t)m * qdim * 4);
+    const int same_out = memcmp(o1, o2, (size_t)m * qdim * 4) == 0;
+    dev_read(rt, &dkc[0], c1, cache);
+    dev_read(rt, &dkc[1], c2, cache);
+    int same_cache = memcmp(c1, c2, cache) == 0;
+    dev_read(rt, &dvc[0], c1, cache);
+    dev_read(rt, &dvc[1], c2, cache);
+    same_cache &= memcmp(c1, c2, cache) == 0;
+    if (!same_out || !same_cache)
+        fprintf(stderr, "\nattention with rope h%d/%d d%d rot %d mode %d, %d seqs [%s]: %s%s\n", nh,
+                nkv, hd, n_rot, mode, n_seq, vname(rt), same_out ? "" : "outputs differ ",
+                same_cache ? "" : "caches differ");
+    CU_ASSERT(same_out);
+    CU_ASSERT(same_cache);
+    for (int v = 0; v < 2; v++) {
+        b158_buf_free(rt, &dkc[v]), b158_buf_free(rt, &dvc[v]);
+        b158_buf_free(rt, &dout[v]), b158_buf_free(rt, &dqkv[v]);
+    }
+    b158_buf_free(rt, &dinv), b158_buf_free(rt, &dtok);
+    free(htok), free(tok), free(qkv), free(hkv), free(inv), free(o1), free(o2), free(c1), free(c2);
 }
 
 static void test_attention(void)
@@ -814,13 +899,20 @@ static void test_attention(void)
         /* several sequences: decode of a few, and prefill mixed with decode */
         check_attention(rt, 4, 2, 32, b158_test_randint(2, 5), b158_test_randint(10, 60), 5);
         check_attention(rt, 3, 3, 20, 3, b158_test_randint(0, 20), b158_test_randint(20, 40));
+        /* RoPE and the KV store inside the attention: NEOX and interleaved, partial rotation,
+         * GQA, head dims not a multiple of 8, several sequences, empty histories */
+        check_attention_rope(rt, 20, 5, 128, 128, 0, 1, b158_test_randint(0, 300)); /* 2B-4T */
+        check_attention_rope(rt, 6, 2, 40, 24, 1, b158_test_randint(2, 6), 30);
+        check_attention_rope(rt, 4, 4, 34, 34, 0, 3, b158_test_randint(0, 3));
+        check_attention_rope(rt, 3, 1, 18, 0, 0, 2, 20);
+        check_attention_rope(rt, 8, 2, 64, 32, 1, 5, b158_test_randint(1, 80));
         /* a head dimension past the kernel's limit is refused, not overrun */
         b158_buf b, t;
         CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, 1 << 20, &b), B158_OK);
         const int32_t far[2] = {1 << 14, 0};
         t = dev_upload(rt, far, sizeof far);
         CU_ASSERT_EQUAL(
-            b158_op_attention(rt, &b, &b, &b, &b, 1, 1, 512, 512, 1, &t, 0, 1, 1.0f, NULL),
+            b158_op_attention(rt, &b, &b, &b, &b, 1, 1, 512, 512, 1, &t, 0, 1, 1.0f, NULL, NULL),
             B158_ERR_UNSUPPORTED);
         /* a cache region past the buffer is refused */
         CU_ASSERT_EQUAL(b158_op_kv_store(rt, &b, &b, &b, &b, 64, 64, 1, &t, 0, 1 << 14),
@@ -837,8 +929,8 @@ static void test_attention(void)
         for (size_t i = 0; i < 8 * 64; i++)
             poisoned &= c[i] == 0x7f7f;
         CU_ASSERT(poisoned);
-        check_ok(
-            b158_op_attention(rt, &dk, &dc, &dv, &dout, 1, 1, 64, 64, 1, &t, 0, 8, 1.0f, NULL));
+        check_ok(b158_op_attention(rt, &dk, &dc, &dv, &dout, 1, 1, 64, 64, 1, &t, 0, 8, 1.0f, NULL,
+                                   NULL));
         b158_buf_free(rt, &dk), b158_buf_free(rt, &dc), b158_buf_free(rt, &dv);
         b158_buf_free(rt, &dout);
         free(kv), free(o);
