@@ -50,6 +50,27 @@ inline float2 b158_att_rot(__global const float *inv_freq, int i, int pos)
     return (float2)(cos(angle), sin(angle));
 }
 
+/* The pair (x0, x1) rotated by cs = (cos, sin), rope_kv_store's expressions */
+inline float2 b158_att_rotate(float x0, float x1, float2 cs)
+{
+    return (float2)(x0 * cs.x - x1 * cs.y, x0 * cs.y + x1 * cs.x);
+}
+
+/* k and v of one dimension of the token's own key as the cache holds them: stored at element e
+ * when store, rounded to half and back either way */
+inline float2 b158_att_own_kv(float k, float v, size_t e, int store, __global half *k_cache,
+                              __global half *v_cache)
+{
+    if (store) {
+        vstore_half(k, e, k_cache);
+        vstore_half(v, e, v_cache);
+    }
+    ushort b[2];
+    vstore_half(k, 0, (half *)b);
+    vstore_half(v, 1, (half *)b);
+    return (float2)(vload_half(0, (const half *)b), vload_half(1, (const half *)b));
+}
+
 #if B158_WG == 1
 /* CPU: one work-item per (head, token), keys in tiles of B158_ATT_TILE. A tile's scores are
  * q.k dot products in 16 independent partial sums (vload_half16), then one softmax rescale per
@@ -100,8 +121,6 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
     __global const float *qh = q + (size_t)m * q_stride + (size_t)h * head_dim;
     float qs[B158_HEAD_DIM_MAX], acc[B158_HEAD_DIM_MAX], sc[B158_ATT_TILE];
     float kcur[B158_HEAD_DIM_MAX], vcur[B158_HEAD_DIM_MAX];
-    ushort hk_bits[B158_HEAD_DIM_MAX], hv_bits[B158_HEAD_DIM_MAX];
-    half *hk = (half *)hk_bits, *hv = (half *)hv_bits;
     for (int d = 0; d < head_dim; d++) {
         qs[d] = qh[d];
         acc[d] = 0.0f;
@@ -118,26 +137,18 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
         for (int i = 0; i < n_rot / 2; i++) {
             const int2 ab = b158_att_pair(i, n_rot, rope_mode);
             const float2 cs = b158_att_rot(inv_freq, i, w.x);
-            const float x0 = qs[ab.x], x1 = qs[ab.y], k0 = kcur[ab.x], k1 = kcur[ab.y];
-            qs[ab.x] = x0 * cs.x - x1 * cs.y;
-            qs[ab.y] = x0 * cs.y + x1 * cs.x;
-            kcur[ab.x] = k0 * cs.x - k1 * cs.y;
-            kcur[ab.y] = k0 * cs.y + k1 * cs.x;
+            const float2 rq = b158_att_rotate(qs[ab.x], qs[ab.y], cs);
+            const float2 rk = b158_att_rotate(kcur[ab.x], kcur[ab.y], cs);
+            qs[ab.x] = rq.x, qs[ab.y] = rq.y, kcur[ab.x] = rk.x, kcur[ab.y] = rk.y;
         }
         const int row = w.y + w.x;
         if (w.x >= 0 && w.y >= 0 && row < cache_rows) {
             cur = n_keys - 1;
             const size_t e = (size_t)cache_off + (size_t)row * kv_dim + (size_t)j * head_dim;
             for (int d = 0; d < head_dim; d++) {
-                if (h % grp == 0) {
-                    vstore_half(kcur[d], e + d, k_cache);
-                    vstore_half(vcur[d], e + d, v_cache);
-                }
-                /* the values a store to the cache and a load from it give */
-                vstore_half(kcur[d], d, hk);
-                vstore_half(vcur[d], d, hv);
-                kcur[d] = vload_half(d, hk);
-                vcur[d] = vload_half(d, hv);
+                const float2 kv =
+                    b158_att_own_kv(kcur[d], vcur[d], e + d, h % grp == 0, k_cache, v_cache);
+                kcur[d] = kv.x, vcur[d] = kv.y;
             }
         }
     }
@@ -201,8 +212,6 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
 {
     __local float qs[B158_HEAD_DIM_MAX];
     __local float kcur[B158_HEAD_DIM_MAX], vcur[B158_HEAD_DIM_MAX];
-    __local ushort hk_bits[B158_HEAD_DIM_MAX], hv_bits[B158_HEAD_DIM_MAX];
-    __local half *hk = (__local half *)hk_bits, *hv = (__local half *)hv_bits;
     __local float ps[B158_WG];
     __local float red[B158_WG];
     __local int last;
@@ -234,25 +243,17 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
     for (int i = lid; rope_store && i < n_rot / 2; i += B158_WG) {
         const int2 ab = b158_att_pair(i, n_rot, rope_mode);
         const float2 cs = b158_att_rot(inv_freq, i, w.x);
-        const float x0 = qs[ab.x], x1 = qs[ab.y], k0 = kcur[ab.x], k1 = kcur[ab.y];
-        qs[ab.x] = x0 * cs.x - x1 * cs.y;
-        qs[ab.y] = x0 * cs.y + x1 * cs.x;
-        kcur[ab.x] = k0 * cs.x - k1 * cs.y;
-        kcur[ab.y] = k0 * cs.y + k1 * cs.x;
+        const float2 rq = b158_att_rotate(qs[ab.x], qs[ab.y], cs);
+        const float2 rk = b158_att_rotate(kcur[ab.x], kcur[ab.y], cs);
+        qs[ab.x] = rq.x, qs[ab.y] = rq.y, kcur[ab.x] = rk.x, kcur[ab.y] = rk.y;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     const size_t e = (size_t)cache_off + (size_t)row * kv_dim + (size_t)j * head_dim;
     for (int d = lid; d < head_dim; d += B158_WG) {
         if (fuse) {
-            if (h % grp == 0) {
-                vstore_half(kcur[d], e + d, k_cache);
-                vstore_half(vcur[d], e + d, v_cache);
-            }
-            /* the values a store to the cache and a load from it give */
-            vstore_half(kcur[d], d, hk);
-            vstore_half(vcur[d], d, hv);
-            kcur[d] = vload_half(d, hk);
-            vcur[d] = vload_half(d, hv);
+            const float2 kv =
+                b158_att_own_kv(kcur[d], vcur[d], e + d, h % grp == 0, k_cache, v_cache);
+            kcur[d] = kv.x, vcur[d] = kv.y;
         }
         qs[d] *= scale;
     }
