@@ -107,8 +107,8 @@ static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double
 #define COPIES_MIN_BYTES (256.0 * (1 << 20))
 
 struct mm_ctx {
-    b158_tmat w, wc[MAX_COPIES];
-    b158_buf q, s, y, wf16, xf, wf16c[MAX_COPIES];
+    b158_tmat wc[MAX_COPIES];
+    b158_buf q, s, y, xf, wf16c[MAX_COPIES];
     int copies, copies_f16, next; /* copies of each kind; launches so far */
     b158_buf xh, yh, temp;        /* CLBlast: FP16 input (m, k), FP16 output (m, n), HGEMM temp */
     int m;
@@ -127,7 +127,7 @@ static b158_status run_f16(b158_runtime *rt, void *p)
 {
     struct mm_ctx *c = p;
     const b158_buf *w = &c->wf16c[c->next++ % c->copies_f16];
-    return b158_op_f16_matvec(rt, w, &c->xf, &c->y, c->w.n, c->w.k, c->gemm ? c->m : 1);
+    return b158_op_f16_matvec(rt, w, &c->xf, &c->y, c->wc[0].n, c->wc[0].k, c->gemm ? c->m : 1);
 }
 
 /* How many copies of a matrix of this size fill four times the device's cache or 256 MiB,
@@ -142,15 +142,15 @@ static int copies_for(b158_runtime *rt, double bytes)
 static b158_status run_hgemm(b158_runtime *rt, void *p)
 {
     struct mm_ctx *c = p;
-    return b158_op_hgemm(rt, &c->wf16, &c->xh, &c->yh, c->w.n, c->w.k, c->gemm ? c->m : 1,
-                         &c->temp);
+    return b158_op_hgemm(rt, &c->wf16c[0], &c->xh, &c->yh, c->wc[0].n, c->wc[0].k,
+                         c->gemm ? c->m : 1, &c->temp);
 }
 
 /* CLBlast's HGEMV and HGEMM at the shape (devices with fp16): the FP16 baseline's matmuls. */
 static b158_status bench_clblast(b158_runtime *rt, struct mm_ctx *c, const options *o, result *res,
                                  int *nres)
 {
-    const int n = c->w.n, k = c->w.k, m = c->m;
+    const int n = c->wc[0].n, k = c->wc[0].k, m = c->m;
     size_t temp = 0;
     B158_TRY(b158_hgemm_temp_bytes(rt, n, k, m, &temp));
     B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * k * 2, &c->xh));
@@ -202,7 +202,6 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     c.copies_f16 = copies_for(rt, (double)n * k * 2);
     for (int i = 0; i < c.copies; i++)
         T(b158_tmat_upload(rt, w, ones, n, k, &c.wc[i]));
-    c.w = c.wc[0];
     T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * kp, &c.q));
     T(b158_buf_write(rt, &c.q, 0, (size_t)m * kp, q));
     T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * 4, &c.s));
@@ -212,7 +211,6 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
         T(b158_buf_alloc(rt, B158_MEM_WEIGHTS, (size_t)n * k * 2, &c.wf16c[i]));
         T(b158_buf_write(rt, &c.wf16c[i], 0, (size_t)n * k * 2, wh));
     }
-    c.wf16 = c.wf16c[0];
     T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * k * 4, &c.xf));
     T(b158_buf_write(rt, &c.xf, 0, (size_t)m * k * 4, xf));
     const double tbytes = (double)n * kp / 4 + kp + (double)n * 8;

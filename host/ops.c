@@ -103,6 +103,9 @@ static b158_status check_matmul(const b158_tmat *w, const b158_buf *q, const b15
     return B158_OK;
 }
 
+/* Stands in for the buffer arguments a launch does not use */
+static const b158_buf none = {0};
+
 /* Rows per work-item of the CPU ternary kernels: several for the AVX-512 ones, one else. */
 static size_t cpu_rows(const b158_runtime *rt)
 {
@@ -150,7 +153,6 @@ b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b15
                                  const b158_gemv_norm *norm)
 {
     B158_TRY(check_matmul(w, q, s, y, 1));
-    static const b158_buf none = {0};
     /* the kernels' tail: 0 none, 1 RMSNorm, 2 GLU + sub-norm, 3 GLU */
     const int tail = !norm ? 0 : !norm->glu ? 1 : norm->norm_w ? 2 : 3;
     const int width = tail >= 2 ? w->n / 2 : w->n; /* of the quantized row */
@@ -333,7 +335,6 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
     B158_TRY(
         cache_region(k_cache, v_cache, cache_off, cache_rows, n_head_kv * head_dim, "attention"));
     B158_TRY(need(out, (size_t)m_rows * n_head * head_dim * 4, "attention", "out"));
-    static const b158_buf none = {0};
     const int width = n_head * head_dim, tail = norm ? 1 : 0, act = 0;
     const int k_pad_out = tail ? norm->k_pad : 0;
     const float eps = tail ? norm->eps : 0.0f;

@@ -32,6 +32,13 @@ b158_runtime_params b158_runtime_default_params(void)
     return (b158_runtime_params){NULL, B158_VARIANT_AUTO, 0, NULL};
 }
 
+/* B158_PORTABLE=1: keep to the portable kernels (no vendor or ISA paths). */
+static int portable_only(void)
+{
+    const char *v = getenv("B158_PORTABLE");
+    return v && strcmp(v, "1") == 0;
+}
+
 /* Whether the device's compiler builds the program src with the runtime's options. */
 static int builds(b158_runtime *rt, const char *src)
 {
@@ -50,8 +57,7 @@ static int builds(b158_runtime *rt, const char *src)
  * kernels run everywhere. */
 static int probe_x86_avx512bw(b158_runtime *rt)
 {
-    const char *portable = getenv("B158_PORTABLE");
-    if (!rt->info.is_cpu || (portable && strcmp(portable, "1") == 0))
+    if (!rt->info.is_cpu || portable_only())
         return 0;
     static const char *src =
         "typedef char v64c __attribute__((__vector_size__(64)));\n"
@@ -70,8 +76,7 @@ static int probe_x86_avx512bw(b158_runtime *rt)
     "asm(\"dp4a.s32.s32 %0, %1, %2, %3;\" : \"=r\"(d) : \"r\"(c), \"r\"(a), \"r\"(acc));"
 static int probe_ptx_dp4a(b158_runtime *rt)
 {
-    const char *portable = getenv("B158_PORTABLE");
-    if (!rt->info.is_gpu || !strstr(rt->info.vendor, "NVIDIA") || (portable && portable[0] == '1'))
+    if (!rt->info.is_gpu || !strstr(rt->info.vendor, "NVIDIA") || portable_only())
         return 0;
     static const char *src = "__kernel void probe(__global const uint *x, __global int *o)\n"
                              "{ uint c = x[0], a = x[1]; int acc = (int)x[2], d;\n"
@@ -137,9 +142,7 @@ static void choose_tuning(b158_runtime *rt)
                           .head_dim_max = 256,
                           .x86_avx512bw = probe_x86_avx512bw(rt)};
     }
-    /* B158_PORTABLE=1 keeps to the portable kernels (as for the AVX-512 ones) */
-    const char *portable = getenv("B158_PORTABLE");
-    t.int_dot = wants_cl3(&rt->info) && !(portable && portable[0] == '1');
+    t.int_dot = wants_cl3(&rt->info) && !portable_only();
     rt->tune = t;
     snprintf(rt->prelude, sizeof rt->prelude,
              "/* b158-cl prelude: device features and tuning */\n"
