@@ -205,18 +205,16 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
 #else
 #define B158_ATT_OWN ((B158_HEAD_DIM_MAX + B158_WG - 1) / B158_WG)
 
-__kernel void attention(__global const float *q, __global half *k_cache, __global half *v_cache,
-                        __global float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
-                        int m_rows, __global const int2 *tok, int cache_off, int cache_rows,
-                        float scale, B158_ROPE_PARAMS, B158_TAIL_PARAMS)
+/* Head h of token m, by the whole group: the kernel's work-group (h, m), and one head of the
+ * fused decode layer (decode.cl). qs, kcur and vcur hold B158_HEAD_DIM_MAX floats, ps, red and
+ * part B158_WG. */
+inline void b158_att_head(__global const float *q, __global half *k_cache, __global half *v_cache,
+                          __global float *out, int n_head, int n_head_kv, int head_dim,
+                          int q_stride, __global const int2 *tok, int cache_off, int cache_rows,
+                          float scale, B158_ROPE_PARAMS, int h, int m, __local float *qs,
+                          __local float *kcur, __local float *vcur, __local float *ps,
+                          __local float *red, __local float8 *part)
 {
-    __local float qs[B158_HEAD_DIM_MAX];
-    __local float kcur[B158_HEAD_DIM_MAX], vcur[B158_HEAD_DIM_MAX];
-    __local float ps[B158_WG];
-    __local float red[B158_WG];
-    __local int last;
-    const int h = get_group_id(0);
-    const int m = get_group_id(1);
     const int lid = get_local_id(0);
     const int kv_dim = n_head_kv * head_dim;
     int n_keys;
@@ -260,6 +258,14 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
     barrier(CLK_LOCAL_MEM_FENCE);
     const int cur = fuse ? n_keys - 1 : -1; /* the token's own key, or none */
 
+    /* p.v: with 16-byte rows, work-item lid takes the 8 dims of chunk lid % chunks for the keys
+     * lid / chunks, + subs, ... of each tile (8 multiply-adds per 16-byte load, tile / subs keys
+     * one after another), and the subs partial rows are added once at the end; else dims lid,
+     * lid + B158_WG, ... over every key */
+    const int chunks = head_dim / 8, vec = k_aligned && head_dim % 8 == 0 && chunks <= B158_WG;
+    const int subs = vec ? B158_WG / chunks : 1, sub = vec ? lid / chunks : 0;
+    const int ch = vec ? lid % chunks : 0;
+    float8 acc8 = 0.0f;
     float acc[B158_ATT_OWN];
     for (int j = 0; j < B158_ATT_OWN; j++)
         acc[j] = 0.0f;
@@ -295,37 +301,70 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
         const float new_max = fmax(run_max, b158_wg_max(s, red));
         const float p = t < n_keys ? exp(s - new_max) : 0.0f;
         const float corr = exp(run_max - new_max); /* 0 on the first tile */
-#if B158_WG > 1
         ps[lid] = p;
-#endif
         run_sum = run_sum * corr + b158_wg_sum(p, red);
         const int tile = min(B158_WG, n_keys - t0);
-        for (int j = 0; j < B158_ATT_OWN; j++) {
+        if (vec) {
+            acc8 *= corr;
+            for (int u = sub; sub < subs && u < tile; u += subs) {
+                float8 v;
+                if (t0 + u == cur) {
+                    v = vload8(ch, vcur);
+                } else {
+                    const uint4 raw =
+                        *(__global const uint4 *)(vbase + (size_t)(t0 + u) * kv_dim + 8 * ch);
+                    v = vload_half8(0, (const half *)&raw);
+                }
+                acc8 = fma((float8)ps[u], v, acc8);
+            }
+        }
+        for (int j = 0; !vec && j < B158_ATT_OWN; j++) {
             const int d = lid + j * B158_WG;
             if (d >= head_dim)
                 break;
             float a = acc[j] * corr;
-#if B158_WG > 1
             for (int u = 0; u < tile; u++)
                 a = fma(ps[u],
                         t0 + u == cur ? vcur[d] : vload_half((size_t)(t0 + u) * kv_dim + d, vbase),
                         a);
-#else
-            a += p * vload_half((size_t)t0 * kv_dim + d, vbase);
-#endif
             acc[j] = a;
         }
         run_max = new_max;
-#if B158_WG > 1
         barrier(CLK_LOCAL_MEM_FENCE);
-#endif
     }
+    part[lid] = acc8;
+    barrier(CLK_LOCAL_MEM_FENCE);
     __global float *oh = out + (size_t)m * n_head * head_dim + (size_t)h * head_dim;
     for (int j = 0; j < B158_ATT_OWN; j++) {
         const int d = lid + j * B158_WG;
-        if (d < head_dim)
-            oh[d] = acc[j] / run_sum;
+        if (d >= head_dim)
+            break;
+        float a = acc[j];
+        if (vec) {
+            __local const float *pd = (__local const float *)part + d;
+            a = 0.0f;
+            for (int i = 0; i < subs; i++)
+                a += pd[8 * chunks * i];
+        }
+        oh[d] = a / run_sum;
     }
+}
+
+__kernel void attention(__global const float *q, __global half *k_cache, __global half *v_cache,
+                        __global float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
+                        int m_rows, __global const int2 *tok, int cache_off, int cache_rows,
+                        float scale, B158_ROPE_PARAMS, B158_TAIL_PARAMS)
+{
+    __local float qs[B158_HEAD_DIM_MAX];
+    __local float kcur[B158_HEAD_DIM_MAX], vcur[B158_HEAD_DIM_MAX];
+    __local float ps[B158_WG];
+    __local float red[B158_WG];
+    __local float8 part[B158_WG];
+    __local int last;
+    const int m = get_group_id(1);
+    b158_att_head(q, k_cache, v_cache, out, n_head, n_head_kv, head_dim, q_stride, tok, cache_off,
+                  cache_rows, scale, rope_store, inv_freq, n_rot, rope_mode, k_off, v_off,
+                  get_group_id(0), m, qs, kcur, vcur, ps, red, part);
     b158_last_group_tail(out + (size_t)m * n_head * head_dim, n_head * head_dim, tail, count + m,
                          norm_w, q_out + (size_t)m * k_pad_out, s_out + m, k_pad_out, eps, act,
                          &last, red);

@@ -90,9 +90,13 @@ inline float b158_row_sumsq(__global const float *xr, int n, __local float *red)
 
 /* One row of rmsnorm_quantize (norm.cl): the int8 row qr (stride k_pad, zero tail) and its
  * scale *scale of the RMS-normed x row, which is never stored. The normed values are recomputed,
- * in the same expression as rmsnorm's, for the absmax pass and for the conversion, so the
- * result is that of rmsnorm then quantize_rows. Called by all B158_WG work-items of a group. */
-inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const float *w,
+ * in the same expression as rmsnorm's, for the absmax pass and for the conversion, so the result
+ * is that of rmsnorm then quantize_rows. With norm 0 it is quantize_rows of x itself (w unread;
+ * the sum of squares is still reduced: PoCL's work-group compiler pays dearly for a barrier
+ * under a condition). Called by all B158_WG work-items of a group. */
+#define B158_NQ16(c) (norm ? vload16(c, xr) * inv * vload16(c, w) : vload16(c, xr))
+#define B158_NQ(i) (norm ? xr[i] * inv * w[i] : xr[i])
+inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const float *w, int norm,
                                       __global char *qr, __global float *scale, int n, int k_pad,
                                       float eps, __local float *red)
 {
@@ -101,16 +105,18 @@ inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const f
     const float inv = 1.0f / sqrt(b158_row_sumsq(xr, n, red) / (float)n + eps);
     float16 amax16 = 0.0f;
     for (int c = lid; c < n16; c += B158_WG)
-        amax16 = fmax(amax16, fabs(vload16(c, xr) * inv * vload16(c, w)));
+        amax16 = fmax(amax16, fabs(B158_NQ16(c)));
     float amax = b158_hmax16(amax16);
     for (int i = 16 * n16 + lid; i < n; i += B158_WG)
-        amax = fmax(amax, fabs(xr[i] * inv * w[i]));
+        amax = fmax(amax, fabs(B158_NQ(i)));
     amax = b158_wg_max(amax, red);
+    /* ties to even, like torch.round; NaN (a NaN input, or an infinite one times s = 0)
+     * becomes 0, as in b158_ref_quantize */
     const float s = 127.0f / fmax(amax, 1e-5f);
     for (int c = lid; c < n16; c += B158_WG)
-        vstore16(b158_q8x16(vload16(c, xr) * inv * vload16(c, w) * s), c, qr);
+        vstore16(b158_q8x16(B158_NQ16(c) * s), c, qr);
     for (int i = 16 * n16 + lid; i < k_pad; i += B158_WG)
-        qr[i] = i < n ? b158_q8(xr[i] * inv * w[i] * s) : (char)0;
+        qr[i] = i < n ? b158_q8(B158_NQ(i) * s) : (char)0;
     if (lid == 0)
         *scale = s;
 }
@@ -133,11 +139,14 @@ inline float16 b158_act16(float16 g, int act)
     return r * r;
 }
 
-/* One row of glu_norm_quantize (elementwise.cl): h = act(g) * u written over g, then (norm)
- * the sub-norm with weights w, then the int8 row qr (stride k_pad, zero tail) and *scale. The
- * normed values are recomputed per pass, never stored. Called by all B158_WG work-items of a
- * group; h is read back only by the work-item that wrote it. */
-inline void b158_glu_norm_quantize_row(__global float *g, __global const float *u,
+/* One row of glu_norm_quantize (elementwise.cl): h = act(g) * u, written over g when store,
+ * then (norm) the sub-norm with weights w, then the int8 row qr (stride k_pad, zero tail) and
+ * *scale. The normed values are recomputed per pass, never stored; h too without store (the
+ * fused decode layer, whose groups all read the same g). Called by all B158_WG work-items of a
+ * group; a stored h is read back only by the work-item that wrote it. */
+#define B158_GLU_H16(c) (store ? vload16(c, g) : b158_act16(vload16(c, g), act) * vload16(c, u))
+#define B158_GLU_H(i) (store ? g[i] : b158_act(g[i], act) * u[i])
+inline void b158_glu_norm_quantize_row(__global float *g, __global const float *u, int store,
                                        __global const float *w, __global char *qr,
                                        __global float *scale, int n, int k_pad, float eps, int act,
                                        int norm, __local float *red)
@@ -149,38 +158,41 @@ inline void b158_glu_norm_quantize_row(__global float *g, __global const float *
     float16 ss16 = 0.0f, hmax16 = 0.0f;
     for (int c = lid; c < n16; c += B158_WG) {
         const float16 h = b158_act16(vload16(c, g), act) * vload16(c, u);
-        vstore16(h, c, g);
+        if (store)
+            vstore16(h, c, g);
         ss16 += h * h;
         hmax16 = fmax(hmax16, fabs(h));
     }
     float ss = b158_hsum16(ss16), hmax = b158_hmax16(hmax16);
     for (int i = 16 * n16 + lid; i < n; i += B158_WG) {
         const float h = b158_act(g[i], act) * u[i];
-        g[i] = h;
+        if (store)
+            g[i] = h;
         ss += h * h;
         hmax = fmax(hmax, fabs(h));
     }
+    /* reduced either way: a barrier under a condition costs PoCL's work-group compiler dearly */
+    ss = b158_wg_sum(ss, red);
     float inv = 1.0f, amax;
     if (norm) {
-        ss = b158_wg_sum(ss, red);
         inv = 1.0f / sqrt(ss / (float)n + eps);
         float16 amax16 = 0.0f;
         for (int c = lid; c < n16; c += B158_WG)
-            amax16 = fmax(amax16, fabs(vload16(c, g) * inv * vload16(c, w)));
+            amax16 = fmax(amax16, fabs(B158_GLU_H16(c) * inv * vload16(c, w)));
         amax = b158_hmax16(amax16);
         for (int i = 16 * n16 + lid; i < n; i += B158_WG)
-            amax = fmax(amax, fabs(g[i] * inv * w[i]));
+            amax = fmax(amax, fabs(B158_GLU_H(i) * inv * w[i]));
     } else {
         amax = hmax;
     }
     amax = b158_wg_max(amax, red);
     const float s = 127.0f / fmax(amax, 1e-5f);
     for (int c = lid; c < n16; c += B158_WG) {
-        const float16 h = vload16(c, g);
+        const float16 h = B158_GLU_H16(c);
         vstore16(b158_q8x16((norm ? h * inv * vload16(c, w) : h) * s), c, qr);
     }
     for (int i = 16 * n16 + lid; i < k_pad; i += B158_WG)
-        qr[i] = i < n ? b158_q8((norm ? g[i] * inv * w[i] : g[i]) * s) : (char)0;
+        qr[i] = i < n ? b158_q8((norm ? B158_GLU_H(i) * inv * w[i] : B158_GLU_H(i)) * s) : (char)0;
     if (lid == 0)
         *scale = s;
 }
@@ -237,10 +249,11 @@ inline void b158_last_group_tail(__global float *y, int n_rows, B158_TAIL_PARAMS
             {
 #endif
                 if (tail == 1)
-                    b158_rmsnorm_quantize_row(y, norm_w, q_out, s_out, n_rows, k_pad_out, eps, red);
+                    b158_rmsnorm_quantize_row(y, norm_w, 1, q_out, s_out, n_rows, k_pad_out, eps,
+                                              red);
                 else
-                    b158_glu_norm_quantize_row(y, y + n_rows / 2, norm_w, q_out, s_out, n_rows / 2,
-                                               k_pad_out, eps, act, tail == 2, red);
+                    b158_glu_norm_quantize_row(y, y + n_rows / 2, 1, norm_w, q_out, s_out,
+                                               n_rows / 2, k_pad_out, eps, act, tail == 2, red);
             }
             if (lid == 0)
                 *count = 0;

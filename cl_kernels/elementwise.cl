@@ -17,6 +17,6 @@ __kernel void glu_norm_quantize(__global float *gate, __global const float *up, 
 {
     __local float red[B158_WG];
     const int m = get_group_id(1);
-    b158_glu_norm_quantize_row(gate + (size_t)m * stride, up + up_off + (size_t)m * stride, w,
+    b158_glu_norm_quantize_row(gate + (size_t)m * stride, up + up_off + (size_t)m * stride, 1, w,
                                q + (size_t)m * k_pad, scale + m, n, k_pad, eps, act, norm, red);
 }

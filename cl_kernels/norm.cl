@@ -32,6 +32,6 @@ __kernel void rmsnorm_quantize(__global const float *x, __global const float *w,
 {
     __local float red[B158_WG];
     const int m = get_group_id(1);
-    b158_rmsnorm_quantize_row(x + (size_t)m * n, w, q + (size_t)m * k_pad, scale + m, n, k_pad, eps,
-                              red);
+    b158_rmsnorm_quantize_row(x + (size_t)m * n, w, 1, q + (size_t)m * k_pad, scale + m, n, k_pad,
+                              eps, red);
 }

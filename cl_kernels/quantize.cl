@@ -14,30 +14,10 @@
 __kernel void quantize_rows(__global const float *x, __global char *q, __global float *scale, int k,
                             int k_pad, int m_rows)
 {
-    const int m = get_group_id(1);
-    const int lid = get_local_id(0);
     __local float red[B158_WG];
-    __global const float *xr = x + (size_t)m * k;
-    __global char *qr = q + (size_t)m * k_pad;
-    const int k16 = k / 16;
-
-    float16 amax16 = 0.0f;
-    for (int c = lid; c < k16; c += B158_WG)
-        amax16 = fmax(amax16, fabs(vload16(c, xr)));
-    float amax = b158_hmax16(amax16);
-    for (int i = 16 * k16 + lid; i < k; i += B158_WG)
-        amax = fmax(amax, fabs(xr[i]));
-    amax = b158_wg_max(amax, red);
-
-    /* ties to even, like torch.round; NaN (a NaN input, or an infinite one times s = 0)
-     * becomes 0, as in b158_ref_quantize */
-    const float s = 127.0f / fmax(amax, 1e-5f);
-    for (int c = lid; c < k16; c += B158_WG)
-        vstore16(b158_q8x16(vload16(c, xr) * s), c, qr);
-    for (int i = 16 * k16 + lid; i < k_pad; i += B158_WG)
-        qr[i] = i < k ? b158_q8(xr[i] * s) : (char)0;
-    if (lid == 0)
-        scale[m] = s;
+    const int m = get_group_id(1);
+    b158_rmsnorm_quantize_row(x + (size_t)m * k, x, 0, q + (size_t)m * k_pad, scale + m, k, k_pad,
+                              0.0f, red);
 }
 
 /* x[m][i] = q[m][i] / scale[m]: the values the int8 activations stand for, as the FP16 baseline

@@ -333,6 +333,24 @@ inline int b158_quarter_dot(uint4 p, __global const uint4 *xq, int acc)
     return acc;
 }
 
+/* Work-item lane (of 8) of a GPU GEMV row: its partial dot product of weight row wr (quarters
+ * 16-byte quarters) with the activations x, the quarters lane, lane + 8, ... four loads ahead */
+inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
+                              __global const uint4 *x)
+{
+    int acc = 0, c = lane;
+    for (; c + 24 < quarters; c += 32) {
+        const uint4 p0 = wr[c], p1 = wr[c + 8], p2 = wr[c + 16], p3 = wr[c + 24];
+        acc = b158_quarter_dot(p0, x + b158_xq(c), acc);
+        acc = b158_quarter_dot(p1, x + b158_xq(c + 8), acc);
+        acc = b158_quarter_dot(p2, x + b158_xq(c + 16), acc);
+        acc = b158_quarter_dot(p3, x + b158_xq(c + 24), acc);
+    }
+    for (; c < quarters; c += 8)
+        acc = b158_quarter_dot(wr[c], x + b158_xq(c), acc);
+    return acc;
+}
+
 /* GPU GEMV: 8 work-items per row, B158_GEMV_ROWS = B158_WG / 8 rows per work-group. The 8
  * work-items of a row read consecutive 16-byte quarters (128 bytes per step), four steps' loads
  * issued before any is used; a quarter is 64 weights in four planes of 2-bit codes c = w + 1,
@@ -348,23 +366,8 @@ __kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_
     __local float redf[B158_WG];
     __local int last;
     const int lid = get_local_id(0), lane = lid & 7;
-    const int n = get_group_id(0) * B158_GEMV_ROWS + (lid >> 3);
-    int acc = 0;
-    if (n < n_rows) {
-        const int quarters = k_pad / 64;
-        __global const uint4 *wr = w + (size_t)n * quarters;
-        int c = lane;
-        for (; c + 24 < quarters; c += 32) {
-            const uint4 p0 = wr[c], p1 = wr[c + 8], p2 = wr[c + 16], p3 = wr[c + 24];
-            acc = b158_quarter_dot(p0, x + b158_xq(c), acc);
-            acc = b158_quarter_dot(p1, x + b158_xq(c + 8), acc);
-            acc = b158_quarter_dot(p2, x + b158_xq(c + 16), acc);
-            acc = b158_quarter_dot(p3, x + b158_xq(c + 24), acc);
-        }
-        for (; c < quarters; c += 8)
-            acc = b158_quarter_dot(wr[c], x + b158_xq(c), acc);
-    }
-    red[lid] = acc;
+    const int n = get_group_id(0) * B158_GEMV_ROWS + (lid >> 3), quarters = k_pad / 64;
+    red[lid] = n < n_rows ? b158_gemv_gpu_part(w + (size_t)n * quarters, quarters, lane, x) : 0;
     barrier(CLK_LOCAL_MEM_FENCE);
     if (lane == 0 && n < n_rows) {
         int total = 0;

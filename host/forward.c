@@ -34,6 +34,10 @@ struct dev_state {
     b158_buf inv_freq;  /* (n_rot / 2) RoPE inverse frequencies */
     b158_buf counter;   /* one int32, zero between launches: the decode GEMVs' norm tail */
     b158_buf att_count; /* (n_batch) int32, zero between launches: attention's sub-norm tail */
+    /* the fused decode layer's (where it runs): the residual between its stages, a quantized
+     * input and scale per work-group, and int32 [error flag | 4 barrier counters per layer],
+     * zeroed before each step */
+    b158_buf x2, q8g, qsg, bar;
     b158_baseline base; /* the FP16 baseline's scratch, in its weight modes only */
 };
 
@@ -60,6 +64,8 @@ struct b158_session {
      * after that (PLAN_OFF where it could not be recorded) */
     b158_plan plan;
     enum { PLAN_NONE, PLAN_READY, PLAN_OFF } plan_state;
+    int fused_groups;  /* work-groups of the fused decode layer; 0: one-token steps unfused */
+    int32_t fused_err; /* the fused step's error flag, read back after it */
     struct cpu_state cpu;
     struct dev_state dev;
 };
@@ -140,10 +146,10 @@ void b158_session_free(b158_session *s)
         free(host[i]);
     if (s->rt) {
         struct dev_state *d = &s->dev;
-        b158_buf *bufs[] = {&d->ids,     &d->tok,      &d->x,       &d->xn,
-                            &d->qkv,     &d->att,      &d->gu,      &d->q8,
-                            &d->s,       &d->last,     &d->logits,  &d->k_cache,
-                            &d->v_cache, &d->inv_freq, &d->counter, &d->att_count};
+        b158_buf *bufs[] = {&d->ids,       &d->tok,     &d->x,       &d->xn,       &d->qkv,
+                            &d->att,       &d->gu,      &d->q8,      &d->s,        &d->last,
+                            &d->logits,    &d->k_cache, &d->v_cache, &d->inv_freq, &d->counter,
+                            &d->att_count, &d->x2,      &d->q8g,     &d->qsg,      &d->bar};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             b158_buf_free(s->rt, bufs[i]);
         b158_baseline_free(s->rt, &d->base);
@@ -213,6 +219,66 @@ static b158_status alloc_dev(b158_session *s)
     B158_TRY(b158_buf_write(rt, &d->counter, 0, 4, &(int32_t){0}));
     B158_TRY(b158_buf_alloc(rt, S, B * 4, &d->att_count));
     B158_TRY(b158_buf_fill(rt, &d->att_count, 0));
+    return B158_OK;
+}
+
+/* Work-groups of the fused decode layer, 0 for the unfused launches. By default on NVIDIA GPUs
+ * only (where it was measured: on an H200 as fast as the unfused launches, with less than half
+ * their host time), one group per compute unit (4 per unit were slower: more groups redo each
+ * stage's norm and wait at each barrier). B158_FUSED_DECODE=1 asks for it on any device of the
+ * GPU variant, one group where the device is not a GPU (its grid barriers need every group
+ * running at once, which no CPU runtime promises), except on PoCL, whose work-group compiler
+ * gets this kernel wrong (its result differs from the unfused launches'); =0 turns it off.
+ * B158_DECODE_GROUPS sets the count (tuning). */
+static int fused_groups(const b158_session *s)
+{
+    const b158_runtime *rt = s->rt;
+    const char *want = getenv("B158_FUSED_DECODE");
+    const int nvidia = rt->info.is_gpu && strstr(rt->info.vendor, "NVIDIA") != NULL;
+    const int on = want && *want ? strcmp(want, "0") != 0 : nvidia;
+    if (!on || !rt->tune.gpu || s->m->dev_mode != B158_WEIGHTS_TERNARY ||
+        strstr(rt->info.platform, "Portable Computing Language"))
+        return 0;
+    int g = rt->info.is_gpu ? (int)rt->info.compute_units : 1;
+    const char *v = getenv("B158_DECODE_GROUPS");
+    if (v && *v) {
+        char *end;
+        const long x = strtol(v, &end, 10);
+        if (*end || x < 1 || x > 65536)
+            b158_log(B158_LOG_WARN, "B158_DECODE_GROUPS=%s ignored: want 1 to 65536", v);
+        else
+            g = (int)x;
+    }
+    return g > 0 ? g : 1;
+}
+
+/* The fused decode layer's kernel and buffers, or s->fused_groups 0 (with a warning when its
+ * kernel does not build or run here: the unfused launches then do the work). */
+static b158_status alloc_fused(b158_session *s)
+{
+    b158_runtime *rt = s->rt;
+    struct dev_state *d = &s->dev;
+    const b158_model_info *h = &s->m->info;
+    s->fused_groups = fused_groups(s);
+    if (!s->fused_groups)
+        return B158_OK;
+    cl_kernel k;
+    size_t max_wg = 0;
+    if (b158_rt_kernel(rt, B158_K_DECODE_LAYER, &k) != B158_OK ||
+        clGetKernelWorkGroupInfo(k, rt->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg, &max_wg,
+                                 NULL) != CL_SUCCESS ||
+        max_wg < (size_t)rt->tune.wg) {
+        b158_log(B158_LOG_WARN, "fused decode layer unavailable on %s (%s); decoding unfused",
+                 rt->info.name, max_wg ? "work-group too large" : b158_last_error());
+        s->fused_groups = 0;
+        return B158_OK;
+    }
+    const b158_mem_category S = B158_MEM_SCRATCH;
+    const size_t g = (size_t)s->fused_groups;
+    B158_TRY(b158_buf_alloc(rt, S, (size_t)h->n_embd * 4, &d->x2));
+    B158_TRY(b158_buf_alloc(rt, S, g * b158_ternary_k_pad(s->width_max), &d->q8g));
+    B158_TRY(b158_buf_alloc(rt, S, g * 4, &d->qsg));
+    B158_TRY(b158_buf_alloc(rt, S, (1 + 4 * (size_t)h->n_layer) * 4, &d->bar));
     return B158_OK;
 }
 
@@ -315,6 +381,8 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
             st = b158_rt_kernel(s->rt, B158_K_F16_GEMM, &k);
         if (st == B158_OK && m->dev_mode != B158_WEIGHTS_TERNARY)
             st = b158_baseline_create(s->rt, m, s->n_batch, s->width_max, &s->dev.base);
+        if (st == B158_OK)
+            st = alloc_fused(s);
     }
     if (st != B158_OK) {
         b158_session_free(s);
@@ -475,6 +543,44 @@ static b158_status dev_layers(b158_session *s, int n, int final)
         .inv_freq = &d->inv_freq, .n_rot = h->n_rot, .mode = rope, .k_off = qd, .v_off = qd + kvd};
 
     B158_TRY(b158_op_embed(rt, &m->d_tok_embd, &d->ids, &d->x, h->n_embd, h->n_vocab, n));
+    if (n == 1 && s->fused_groups) {
+        const b158_decode_step step = {.x = &d->x,
+                                       .x2 = &d->x2,
+                                       .qkv = &d->qkv,
+                                       .att = &d->att,
+                                       .gu = &d->gu,
+                                       .q8 = &d->q8g,
+                                       .qs = &d->qsg,
+                                       .k_cache = &d->k_cache,
+                                       .v_cache = &d->v_cache,
+                                       .tok = &d->tok,
+                                       .inv_freq = &d->inv_freq,
+                                       .bar = &d->bar,
+                                       .k_pad_max = b158_ternary_k_pad(s->width_max),
+                                       .groups = s->fused_groups,
+                                       .n_embd = h->n_embd,
+                                       .n_ff = h->n_ff,
+                                       .n_head = h->n_head,
+                                       .n_head_kv = h->n_head_kv,
+                                       .head_dim = h->head_dim,
+                                       .n_rot = h->n_rot,
+                                       .cache_rows = cache_rows,
+                                       .sub_norms = h->sub_norms,
+                                       .rope_mode = rope,
+                                       .act = h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU,
+                                       .att_scale = att_scale,
+                                       .eps = h->rms_eps};
+        for (int l = 0; l < h->n_layer; l++) {
+            const struct b158_layer_dev *L = &m->dev[l];
+            const b158_decode_weights w = {&L->wqkv,     &L->wo,          &L->wgu,
+                                           &L->wdown,    &L->attn_norm,   &L->attn_sub_norm,
+                                           &L->ffn_norm, &L->ffn_sub_norm};
+            B158_TRY(b158_op_decode_layer(rt, &step, &w, l, (size_t)l * cache_rows * kvd));
+        }
+        return final
+                   ? b158_op_rmsnorm(rt, &d->x, &m->d_output_norm, &d->xn, h->n_embd, 1, h->rms_eps)
+                   : B158_OK;
+    }
     /* attention's norm and one int8 quantization shared by q, k and v: here for the first
      * layer, after the down projection of the one before for the others */
     B158_TRY(dev_norm_quantize(s, &d->x, &m->dev[0].attn_norm, h->n_embd, n));
@@ -527,6 +633,14 @@ static b158_status dev_step_one(b158_session *s)
                               m->info.n_embd, 1);
 }
 
+/* The fused step's error flag on its way back into s->fused_err (a one-token step) */
+static b158_status fused_err_read(b158_session *s, int n)
+{
+    if (n != 1 || !s->fused_groups)
+        return B158_OK;
+    return b158_buf_read_async(s->rt, &s->dev.bar, 0, 4, &s->fused_err);
+}
+
 /* dev_forward after the step's ids and positions are on their way to the device */
 static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, float *dst)
 {
@@ -545,9 +659,11 @@ static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, f
                 b158_plan_free(&s->plan);
             B158_TRY(st);
         }
+        B158_TRY(fused_err_read(s, n));
         return b158_buf_read(rt, &d->logits, 0, (size_t)m->info.n_vocab * 4, dst);
     }
     B158_TRY(dev_layers(s, n, n_sel > 0));
+    B158_TRY(fused_err_read(s, n));
     if (n_sel == 0)
         return B158_OK;
     const b158_buf *head = m->output != m->tok_embd ? &m->d_output : &m->d_tok_embd;
@@ -564,15 +680,31 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
 {
     b158_runtime *rt = s->rt;
     struct dev_state *d = &s->dev;
+    const int fused = n == 1 && s->fused_groups;
+    s->fused_err = 0;
     b158_status st = b158_buf_write_async(rt, &d->ids, 0, (size_t)n * 4, tokens);
     if (st == B158_OK)
         st = b158_buf_write_async(rt, &d->tok, 0, (size_t)n * 8, s->tok);
+    if (st == B158_OK && fused)
+        st = b158_buf_fill(rt, &d->bar, 0);
     if (st == B158_OK)
         st = dev_step(s, n, sel, n_sel, dst);
     if (st != B158_OK)
         (void)clFinish(rt->queue); /* keeps the step's error as the last one */
     else if (n_sel == 0)
         st = b158_rt_finish(rt);
+    if (st == B158_OK && fused && s->fused_err) {
+        /* a grid barrier timed out: the device did not run every group at once. The step is
+         * done again unfused (it rewrites the same cache rows), and so are the ones after. */
+        b158_log(B158_LOG_WARN,
+                 "fused decode layer: %d work-groups did not all run at once on %s; decoding "
+                 "unfused (B158_DECODE_GROUPS sets fewer)",
+                 s->fused_groups, rt->info.name);
+        s->fused_groups = 0;
+        b158_plan_free(&s->plan);
+        s->plan_state = PLAN_NONE;
+        return dev_forward(s, tokens, n, sel, n_sel, dst);
+    }
     return st;
 }
 

@@ -3,7 +3,8 @@
 #ifndef B158_HOST_KERNELS_H
 #define B158_HOST_KERNELS_H
 
-/* Every kernel the engine launches, with the cl_kernels/ file that defines it. Kernels are
+/* Every kernel the engine launches, with the cl_kernels/ file that defines it (several, joined
+ * in order, where it uses other files' functions). Kernels are
  * created on first use and kept by the runtime; nothing is built on the hot path. */
 #define B158_KERNEL_LIST(X)                                                                        \
     X(QUANTIZE_ROWS, "quantize_rows", "quantize.cl")                                               \
@@ -23,7 +24,8 @@
     X(EMBED, "embed_rows", "embed.cl")                                                             \
     X(F16_MATVEC, "f16_matvec", "f16-matmul.cl")                                                   \
     X(F16_GEMM, "f16_gemm", "f16-matmul.cl")                                                       \
-    X(F16_TO_F32, "f16_to_f32", "f16-matmul.cl")
+    X(F16_TO_F32, "f16_to_f32", "f16-matmul.cl")                                                   \
+    X(DECODE_LAYER, "ternary_decode_layer", "ternary.cl attention.cl decode.cl")
 
 enum b158_kernel_id {
 #define B158_KID(id, name, file) B158_K_##id,

@@ -378,6 +378,76 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
                        B158_ARG(k_pad_out), B158_ARG(eps), B158_ARG(act));
 }
 
+/* A matrix of n x k as the fused decode layer reads it, its input at most k_pad_max wide */
+static b158_status decode_matrix(const b158_tmat *w, int n, int k, int k_pad_max, const char *what)
+{
+    if (!w || w->n != n || w->k != k || w->k_pad > k_pad_max)
+        return B158_FAIL(B158_ERR_INVALID_ARG,
+                         "decode layer: %s is %d x %d (k_pad %d), want %d x %d, k_pad <= %d", what,
+                         w ? w->n : 0, w ? w->k : 0, w ? w->k_pad : 0, n, k, k_pad_max);
+    B158_TRY(need(&w->codes, (size_t)w->n * w->k_pad / 4, "decode layer", what));
+    return need(&w->scales, (size_t)w->n * 4, "decode layer", what);
+}
+
+b158_status b158_op_decode_layer(b158_runtime *rt, const b158_decode_step *a,
+                                 const b158_decode_weights *w, int layer, size_t cache_off)
+{
+    const char *op = "decode layer";
+    if (!rt->tune.gpu)
+        return B158_FAIL(B158_ERR_UNSUPPORTED, "%s: GPU kernel variant only", op);
+    const int qd = a->n_head * a->head_dim, kvd = a->n_head_kv * a->head_dim;
+    if (a->n_embd <= 0 || a->n_ff <= 0 || a->n_head_kv <= 0 || a->n_head <= 0 ||
+        a->n_head % a->n_head_kv || a->head_dim <= 0 || a->head_dim % 2 ||
+        a->head_dim > rt->tune.head_dim_max || a->n_rot < 0 || a->n_rot % 2 ||
+        a->n_rot > a->head_dim || a->groups <= 0 || layer < 0 || a->k_pad_max % 64)
+        return B158_FAIL(B158_ERR_INVALID_ARG,
+                         "%s: %d x %d, %d / %d heads of %d (max %d), n_rot %d, %d groups, layer %d",
+                         op, a->n_embd, a->n_ff, a->n_head, a->n_head_kv, a->head_dim,
+                         rt->tune.head_dim_max, a->n_rot, a->groups, layer);
+    B158_TRY(decode_matrix(w->wqkv, qd + 2 * kvd, a->n_embd, a->k_pad_max, "QKV"));
+    B158_TRY(decode_matrix(w->wo, a->n_embd, qd, a->k_pad_max, "output projection"));
+    B158_TRY(decode_matrix(w->wgu, 2 * a->n_ff, a->n_embd, a->k_pad_max, "gate|up"));
+    B158_TRY(decode_matrix(w->wdown, a->n_embd, a->n_ff, a->k_pad_max, "down projection"));
+    const size_t embd = (size_t)a->n_embd * 4;
+    B158_TRY(need(a->x, embd, op, "x"));
+    B158_TRY(need(a->x2, embd, op, "x2"));
+    B158_TRY(need(a->qkv, (size_t)(qd + 2 * kvd) * 4, op, "qkv"));
+    B158_TRY(need(a->att, (size_t)qd * 4, op, "att"));
+    B158_TRY(need(a->gu, (size_t)a->n_ff * 8, op, "gate|up"));
+    B158_TRY(need(a->q8, (size_t)a->groups * a->k_pad_max, op, "q8"));
+    B158_TRY(need(a->qs, (size_t)a->groups * 4, op, "scales"));
+    B158_TRY(need(a->tok, 8, op, "token position"));
+    B158_TRY(need(a->bar, ((size_t)layer + 1) * 16 + 4, op, "barrier counters"));
+    B158_TRY(need(w->attn_norm, embd, op, "attention norm"));
+    B158_TRY(need(w->ffn_norm, embd, op, "feed-forward norm"));
+    if (a->sub_norms) {
+        B158_TRY(need(w->attn_sub_norm, (size_t)qd * 4, op, "attention sub-norm"));
+        B158_TRY(need(w->ffn_sub_norm, (size_t)a->n_ff * 4, op, "feed-forward sub-norm"));
+    }
+    if (a->n_rot)
+        B158_TRY(need(a->inv_freq, (size_t)a->n_rot / 2 * 4, op, "inv_freq"));
+    B158_TRY(cache_region(a->k_cache, a->v_cache, cache_off, a->cache_rows, kvd, op));
+    const b158_buf *asn = a->sub_norms ? w->attn_sub_norm : &none;
+    const b158_buf *fsn = a->sub_norms ? w->ffn_sub_norm : &none;
+    const b158_buf *inv = a->n_rot ? a->inv_freq : &none;
+    const int sub = a->sub_norms != 0, off = (int)cache_off, mode = a->rope_mode, act = a->act;
+    const size_t wg = (size_t)rt->tune.wg;
+    return B158_LAUNCH(
+        rt, B158_K_DECODE_LAYER, 1, ((size_t[]){(size_t)a->groups * wg}), ((size_t[]){wg}),
+        B158_ARG_MEM(a->x), B158_ARG_MEM(a->x2), B158_ARG_MEM(a->qkv), B158_ARG_MEM(a->att),
+        B158_ARG_MEM(a->gu), B158_ARG_MEM(a->q8), B158_ARG_MEM(a->qs), B158_ARG(a->k_pad_max),
+        B158_ARG_MEM(&w->wqkv->codes), B158_ARG_MEM(&w->wqkv->scales), B158_ARG_MEM(&w->wo->codes),
+        B158_ARG_MEM(&w->wo->scales), B158_ARG_MEM(&w->wgu->codes), B158_ARG_MEM(&w->wgu->scales),
+        B158_ARG_MEM(&w->wdown->codes), B158_ARG_MEM(&w->wdown->scales), B158_ARG_MEM(w->attn_norm),
+        B158_ARG_MEM(asn), B158_ARG_MEM(w->ffn_norm), B158_ARG_MEM(fsn), B158_ARG(sub),
+        B158_ARG(w->wqkv->k_pad), B158_ARG(w->wo->k_pad), B158_ARG(w->wdown->k_pad),
+        B158_ARG_MEM(a->k_cache), B158_ARG_MEM(a->v_cache), B158_ARG_MEM(a->tok), B158_ARG(off),
+        B158_ARG(a->cache_rows), B158_ARG_MEM(inv), B158_ARG(a->n_rot), B158_ARG(mode),
+        B158_ARG(a->n_embd), B158_ARG(a->n_ff), B158_ARG(a->n_head), B158_ARG(a->n_head_kv),
+        B158_ARG(a->head_dim), B158_ARG(a->att_scale), B158_ARG(a->eps), B158_ARG(act),
+        B158_ARG_MEM(a->bar), B158_ARG(layer));
+}
+
 b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,
                                       int up_off, int stride, const b158_buf *norm_w,
                                       const b158_buf *q, const b158_buf *s, int n, int k_pad,

@@ -121,6 +121,35 @@ typedef struct b158_att_rope {
     int k_off, v_off;
 } b158_att_rope;
 
+/* One transformer block of a one-token step in one launch (cl_kernels/decode.cl, GPU variant):
+ * the attention's norm and QKV, attention with RoPE and the KV store, the output projection
+ * into x2 = x + ..., the feed-forward's norm and gate|up, act(gate) * up and the down
+ * projection into x = x2 + .... The same results as the unfused launches, bit for bit. Its
+ * groups work-groups must all run at once (grid barriers): at most the device's concurrent
+ * groups, one on CPU devices. q8 / qs hold k_pad_max bytes and one float per group; bar holds
+ * int32 [0] an error flag, then 4 barrier counters per layer, all zero before the step (a
+ * barrier that timed out sets the flag). */
+typedef struct b158_decode_step {
+    const b158_buf *x, *x2, *qkv, *att, *gu, *q8, *qs;
+    const b158_buf *k_cache, *v_cache, *tok, *inv_freq, *bar;
+    int k_pad_max, groups;
+    int n_embd, n_ff, n_head, n_head_kv, head_dim, n_rot, cache_rows, sub_norms;
+    enum b158_rope_mode rope_mode;
+    enum b158_act act;
+    float att_scale, eps;
+} b158_decode_step;
+
+/* A block's weights; the sub-norms only where the step's sub_norms is set. */
+typedef struct b158_decode_weights {
+    const b158_tmat *wqkv, *wo, *wgu, *wdown;
+    const b158_buf *attn_norm, *attn_sub_norm, *ffn_norm, *ffn_sub_norm;
+} b158_decode_weights;
+
+/* Block layer of the step (cache rows of the layer from element cache_off, barrier counters
+ * 1 + 4 layer .. 4 + 4 layer of bar). */
+b158_status b158_op_decode_layer(b158_runtime *rt, const b158_decode_step *a,
+                                 const b158_decode_weights *w, int layer, size_t cache_off);
+
 /* out[m][n_head * head_dim]: causal attention of query row m over cache rows tok[m].y ..
  * tok[m].y + tok[m].x (its sequence up to its own position), clamped to the cache. With rope
  * (every token of the batch from a different sequence, e.g. decode) it is b158_op_rope_kv_store

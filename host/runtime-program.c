@@ -201,27 +201,38 @@ static b158_status program_for(b158_runtime *rt, const char *file, cl_program *o
     }
     if (i == slots)
         return B158_FAIL(B158_ERR_UNSUPPORTED, "too many kernel programs");
-    /* common.cl holds helpers shared by every kernel file. */
-    const char *common, *body;
-    char *common_owned, *body_owned;
-    B158_TRY(kernel_source("common.cl", &common, &common_owned));
-    b158_status st = kernel_source(file, &body, &body_owned);
+    /* common.cl holds helpers shared by every kernel file; a program of several files (names
+     * separated by spaces) joins them in order after it */
+    char names[128];
+    if (snprintf(names, sizeof names, "common.cl %s", file) >= (int)sizeof names)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "kernel program name too long: %s", file);
+    char *joined = NULL;
+    size_t len = 0;
+    b158_status st = B158_OK;
+    for (char *save = NULL, *name = strtok_r(names, " ", &save); name && st == B158_OK;
+         name = strtok_r(NULL, " ", &save)) {
+        const char *text = NULL;
+        char *owned;
+        st = kernel_source(name, &text, &owned);
+        if (st != B158_OK)
+            break;
+        const size_t n = strlen(text);
+        char *grown = realloc(joined, len + n + 2);
+        if (grown) {
+            joined = grown;
+            memcpy(joined + len, text, n);
+            len += n;
+            joined[len++] = '\n';
+            joined[len] = '\0';
+        } else {
+            st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory joining kernel sources");
+        }
+        free(owned);
+    }
     if (st != B158_OK) {
-        free(common_owned);
+        free(joined);
         return st;
     }
-    size_t lc = strlen(common), lb = strlen(body);
-    char *joined = malloc(lc + lb + 2);
-    if (!joined) {
-        free(common_owned);
-        free(body_owned);
-        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory joining kernel sources");
-    }
-    memcpy(joined, common, lc);
-    joined[lc] = '\n';
-    memcpy(joined + lc + 1, body, lb + 1);
-    free(common_owned);
-    free(body_owned);
     st = b158_rt_build(rt, file, joined, &rt->programs[i]);
     free(joined);
     if (st != B158_OK)
@@ -251,7 +262,7 @@ b158_status b158_rt_kernel(b158_runtime *rt, enum b158_kernel_id id, cl_kernel *
         *out = rt->kernels[id].kernel;
         return B158_OK;
     }
-    cl_kernel k;
+    cl_kernel k = NULL;
     B158_TRY(b158_rt_kernel_new(rt, id, &k));
     rt->kernels[id].kernel = k;
     *out = k;

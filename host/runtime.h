@@ -103,6 +103,9 @@ b158_status b158_buf_write_async(b158_runtime *rt, const b158_buf *buf, size_t o
                                  const void *src);
 b158_status b158_buf_read(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
                           void *dst);
+/* The same without waiting: dst holds the bytes once the queue is next waited for. */
+b158_status b158_buf_read_async(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
+                                void *dst);
 b158_status b158_buf_fill(b158_runtime *rt, const b158_buf *buf, uint8_t byte);
 /* Device-side copy of bytes between buffers (enqueued, not waited for). */
 b158_status b158_buf_copy(b158_runtime *rt, const b158_buf *src, size_t src_off,

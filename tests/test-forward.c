@@ -180,6 +180,95 @@ static void test_decode_vs_prefill(void)
     }
 }
 
+/* ---- the fused decode layer ------------------------------------------------------------- */
+
+/* Launches of kernel name on rt since its totals were last reset */
+static uint64_t launches_of(b158_runtime *rt, const char *name)
+{
+    b158_kernel_stats st[64];
+    const size_t n = b158_runtime_kernel_stats(rt, st, 64);
+    for (size_t i = 0; i < n && i < 64; i++)
+        if (!strcmp(st[i].name, name))
+            return st[i].launches;
+    return 0;
+}
+
+/* A session whose one-token steps are fused (groups work-groups, 0: the default) or not */
+static b158_session *fused_session(b158_model *m, b158_runtime *rt, int fused, int groups)
+{
+    char g[16];
+    snprintf(g, sizeof g, "%d", groups);
+    setenv("B158_FUSED_DECODE", fused ? "1" : "0", 1);
+    if (groups)
+        setenv("B158_DECODE_GROUPS", g, 1);
+    b158_session *s = session(m, rt, 40, 0, 0);
+    unsetenv("B158_FUSED_DECODE");
+    unsetenv("B158_DECODE_GROUPS");
+    return s;
+}
+
+/* On the GPU variant a decode step can run one fused launch per block (decode.cl) with the
+ * unfused kernels' arithmetic: its logits are those of the unfused launches bit for bit, at every
+ * step (the KV cache rows it writes feed the later ones), for every flavour. Several work-groups
+ * on a CPU device may not run at once: their barrier then times out and the step is done again
+ * unfused - the same logits either way. Where the engine refuses the fused kernel (PoCL, whose
+ * work-group compiler gets it wrong) only the unfused path runs and nothing is compared. */
+static void test_fused_decode(void)
+{
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_GPU);
+    if (!rt)
+        return;
+    for (int f = 0; f < 3; f++) {
+        const flavour fl = flavours(f);
+        const int nv = fl.shape.n_vocab, n_prompt = b158_test_randint(1, 9), n_gen = 6;
+        b158_model *m = model_on(&fl.shape, b158_test_rand(), rt);
+        b158_token tok[16];
+        random_tokens(tok, n_prompt + n_gen, nv);
+        b158_session *s[3] = {fused_session(m, rt, 0, 0), fused_session(m, rt, 1, 0),
+                              fused_session(m, rt, 1, b158_test_randint(2, 5))};
+        if (f == 0) { /* does this device run it at all? */
+            b158_runtime_kernel_stats_reset(rt);
+            CU_ASSERT_EQUAL_FATAL(b158_session_eval(s[1], tok, 1), B158_OK);
+            b158_session_reset(s[1]);
+            if (!launches_of(rt, "ternary_decode_layer")) {
+                fprintf(stderr, "\nfused decode layer not used on %s: nothing to compare",
+                        b158_runtime_device(rt)->platform);
+                for (int i = 0; i < 3; i++)
+                    b158_session_free(s[i]);
+                b158_model_free(m);
+                return;
+            }
+        }
+        float *want = malloc((size_t)nv * sizeof *want);
+        int same = 0;
+        for (int i = 0; i < 3; i++)
+            CU_ASSERT_EQUAL_FATAL(b158_session_eval(s[i], tok, n_prompt), B158_OK);
+        for (int t = 0; t < n_gen; t++) {
+            for (int i = 0; i < 3; i++) {
+                b158_runtime_kernel_stats_reset(rt);
+                CU_ASSERT_EQUAL_FATAL(b158_session_eval(s[i], &tok[n_prompt + t], 1), B158_OK);
+                const uint64_t fused = launches_of(rt, "ternary_decode_layer");
+                /* the default session fuses (one group on CPU devices), the unfused one never */
+                if (i < 2)
+                    CU_ASSERT_EQUAL(fused, i ? (uint64_t)fl.shape.n_layer : 0);
+                const float *l = b158_session_logits(s[i], -1);
+                CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+                if (i == 0)
+                    memcpy(want, l, (size_t)nv * sizeof *want);
+                else
+                    same += !memcmp(l, want, (size_t)nv * sizeof *want);
+            }
+        }
+        fprintf(stderr, "\n%s: fused decode steps equal to the unfused bit for bit: %d/%d", fl.name,
+                same, 2 * n_gen);
+        CU_ASSERT_EQUAL(same, 2 * n_gen);
+        for (int i = 0; i < 3; i++)
+            b158_session_free(s[i]);
+        b158_model_free(m);
+        free(want);
+    }
+}
+
 /* ---- several sequences in one session --------------------------------------------------- */
 
 /* R requests of prompt + continuation tokens through NS slots, scheduled as a server would:
@@ -512,6 +601,8 @@ static void add_suites(void)
                     (b158_test_case[]){{"all_positions", test_device_vs_reference}, {NULL, NULL}});
     b158_test_suite("decode_vs_prefill",
                     (b158_test_case[]){{"kv_cache", test_decode_vs_prefill}, {NULL, NULL}});
+    b158_test_suite("fused_decode",
+                    (b158_test_case[]){{"same_as_unfused", test_fused_decode}, {NULL, NULL}});
     b158_test_suite("errors",
                     (b158_test_case[]){{"context_and_tokens", test_errors}, {NULL, NULL}});
     b158_test_suite("batched", (b158_test_case[]){{"alone_equals_batched", test_batched},

@@ -1,0 +1,125 @@
+/* The fused decode layer (GPU variant; built after ternary.cl and attention.cl): one launch per
+ * transformer block of a one-token step, instead of the five of the unfused path. A decode step
+ * on a GPU is bound by launches (each costs the host ~10 us and the device ~5 us before its few
+ * MB count), so the block's five stages run in one launch of persistent work-groups, separated
+ * by grid barriers:
+ *   A  attention's norm of x, quantized; QKV rows                          -> qkv
+ *   B  attention, one head per group at a time, with RoPE and the KV store -> att
+ *   C  att (sub-normed) quantized; output projection rows, + x             -> x2
+ *   D  the feed-forward's norm of x2, quantized; gate|up rows              -> gu
+ *   E  act(gate) * up (sub-normed) quantized; down projection rows, + x2   -> x
+ * Every group quantizes a stage's whole input itself (a few KB from L2, into its own slice of
+ * q8 / qs) instead of waiting for one group to do it, then takes every groups-th block of
+ * B158_GEMV_ROWS rows. The arithmetic is the unfused kernels' (the same functions, the same
+ * work-group size), so the result is theirs bit for bit.
+ * Grid barriers need every group resident at once: the host launches at most as many groups as
+ * the device runs together (one per compute unit by default) and on CPU devices one. A barrier
+ * that waits past B158_SPIN_LIMIT polls sets bar[0] (the host then reports the step failed and
+ * goes back to the unfused launches); no group ever waits forever. No data a stage reads is read
+ * earlier in the same launch by another stage before it changes (x is only read before E
+ * writes it; the residual goes through x2), so no stale cache line is ever seen. */
+#if B158_WG > 1
+
+#define B158_SPIN_LIMIT (1 << 22)
+
+/* All groups wait here until every one of the groups has arrived (cnt: this barrier's counter,
+ * zero before the launch; err: set by a barrier that timed out, which then no longer waits). */
+inline void b158_grid_sync(__global volatile int *cnt, __global volatile int *err, int groups)
+{
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+    if (get_local_id(0) == 0) {
+        mem_fence(CLK_GLOBAL_MEM_FENCE);
+        atomic_inc(cnt);
+        for (int spins = 0; *cnt < groups && !*err;)
+            if (++spins == B158_SPIN_LIMIT)
+                atomic_xchg(err, 1);
+        mem_fence(CLK_GLOBAL_MEM_FENCE);
+    }
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+}
+
+/* y[n] = (add ? y_in[n] : 0) + W[n] . x * w_scale[n] / x_scale over this group's blocks of rows
+ * (ternary_gemv_gpu's arithmetic) */
+inline void b158_decode_gemv(__global const uint4 *w, __global const float *w_scale,
+                             __global const uint4 *x, float x_scale, __global float *y,
+                             __global const float *y_in, int add, int n_rows, int k_pad,
+                             __local int *red)
+{
+    const int lid = get_local_id(0), lane = lid & 7, quarters = k_pad / 64;
+    const int step = (int)get_num_groups(0) * B158_GEMV_ROWS;
+    for (int n0 = (int)get_group_id(0) * B158_GEMV_ROWS; n0 < n_rows; n0 += step) {
+        const int n = n0 + (lid >> 3);
+        red[lid] = n < n_rows ? b158_gemv_gpu_part(w + (size_t)n * quarters, quarters, lane, x) : 0;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lane == 0 && n < n_rows) {
+            int total = 0;
+            for (int i = 0; i < 8; i++)
+                total += red[lid + i];
+            const float v = (float)total * w_scale[n] / x_scale;
+            y[n] = add ? y_in[n] + v : v;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+/* One block of a one-token step on its residual stream x (n_embd). q8 / qs: per group, k_pad_max
+ * bytes and one scale. Matrices as ternary_gemv_gpu reads them, k_pad of their inputs kp_embd,
+ * kp_att, kp_ff. bar: [0] the error flag, [1 + 4 layer ..] this block's barrier counters (zero
+ * before the launch). */
+__kernel void ternary_decode_layer(__global float *x, __global float *x2, __global float *qkv,
+                           __global float *att, __global float *gu, __global char *q8,
+                           __global float *qs, int k_pad_max, __global const uint4 *wqkv,
+                           __global const float *sqkv, __global const uint4 *wo,
+                           __global const float *so, __global const uint4 *wgu,
+                           __global const float *sgu, __global const uint4 *wdown,
+                           __global const float *sdown, __global const float *attn_norm,
+                           __global const float *attn_sub_norm, __global const float *ffn_norm,
+                           __global const float *ffn_sub_norm, int sub_norms, int kp_embd,
+                           int kp_att, int kp_ff, __global half *k_cache, __global half *v_cache,
+                           __global const int2 *tok, int cache_off, int cache_rows,
+                           __global const float *inv_freq, int n_rot, int rope_mode, int n_embd,
+                           int n_ff, int n_head, int n_head_kv, int head_dim, float att_scale,
+                           float eps, int act, __global volatile int *bar, int layer)
+{
+    __local float qh[B158_HEAD_DIM_MAX];
+    __local float kcur[B158_HEAD_DIM_MAX], vcur[B158_HEAD_DIM_MAX];
+    __local float ps[B158_WG];
+    __local float red[B158_WG];
+    __local int redi[B158_WG];
+    __local float8 part[B158_WG];
+    const int grp = get_group_id(0), groups = get_num_groups(0);
+    const int qd = n_head * head_dim, kvd = n_head_kv * head_dim, qkv_n = qd + 2 * kvd;
+    __global char *qg = q8 + (size_t)grp * k_pad_max;
+    __global float *sg = qs + grp;
+    __global const uint4 *xg = (__global const uint4 *)qg;
+    __global volatile int *cnt = bar + 1 + 4 * layer;
+
+    /* A: QKV */
+    b158_rmsnorm_quantize_row(x, attn_norm, 1, qg, sg, n_embd, kp_embd, eps, red);
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    b158_decode_gemv(wqkv, sqkv, xg, *sg, qkv, qkv, 0, qkv_n, kp_embd, redi);
+    b158_grid_sync(cnt + 0, bar, groups);
+    /* B: attention */
+    for (int h = grp; h < n_head; h += groups)
+        b158_att_head(qkv, k_cache, v_cache, att, n_head, n_head_kv, head_dim, qkv_n, tok,
+                      cache_off, cache_rows, att_scale, 1, inv_freq, n_rot, rope_mode, qd,
+                      qd + kvd, h, 0, qh, kcur, vcur, ps, red, part);
+    b158_grid_sync(cnt + 1, bar, groups);
+    /* C: output projection into x2 */
+    b158_rmsnorm_quantize_row(att, attn_sub_norm, sub_norms, qg, sg, qd, kp_att, eps, red);
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    b158_decode_gemv(wo, so, xg, *sg, x2, x, 1, n_embd, kp_att, redi);
+    b158_grid_sync(cnt + 2, bar, groups);
+    /* D: gate | up */
+    b158_rmsnorm_quantize_row(x2, ffn_norm, 1, qg, sg, n_embd, kp_embd, eps, red);
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    b158_decode_gemv(wgu, sgu, xg, *sg, gu, gu, 0, 2 * n_ff, kp_embd, redi);
+    b158_grid_sync(cnt + 3, bar, groups);
+    /* E: down projection into x */
+    b158_glu_norm_quantize_row(gu, gu + n_ff, 0, ffn_sub_norm, qg, sg, n_ff, kp_ff, eps, act,
+                               sub_norms, red);
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    b158_decode_gemv(wdown, sdown, xg, *sg, x, x2, 1, n_embd, kp_ff, redi);
+}
+
+#endif
