@@ -4,23 +4,17 @@
 #error "the b158 prelude must define B158_WG"
 #endif
 
-/* Work-group reductions over B158_WG work-items (a power of two). With B158_WG == 1 (the CPU
- * variant) they compile to nothing, so CPU kernels have no barriers. red holds B158_WG values;
- * every work-item of the group must call these (uniform control flow). */
-#if B158_WG == 1
-#define B158_WG_REDUCE(name, type, combine)                                                        \
-    inline type name(type v, __local type *red)                                                    \
-    {                                                                                              \
-        return v;                                                                                  \
-    }
-#else
-#define B158_WG_REDUCE(name, type, combine)                                                        \
+/* Work-group reductions over B158_WG work-items (a power of two; B158_TREE_REDUCE over another
+ * size). With B158_WG == 1 (the CPU variant) they compile to nothing, so CPU kernels have no
+ * barriers. red holds B158_WG values; every work-item of the group must call these (uniform
+ * control flow). */
+#define B158_TREE_REDUCE(name, type, combine, size)                                                \
     inline type name(type v, __local type *red)                                                    \
     {                                                                                              \
         const int lid = get_local_id(0);                                                           \
         red[lid] = v;                                                                              \
         barrier(CLK_LOCAL_MEM_FENCE);                                                              \
-        for (int s = B158_WG / 2; s > 0; s >>= 1) {                                                \
+        for (int s = (size) / 2; s > 0; s >>= 1) {                                                 \
             if (lid < s)                                                                           \
                 red[lid] = combine(red[lid], red[lid + s]);                                        \
             barrier(CLK_LOCAL_MEM_FENCE);                                                          \
@@ -29,6 +23,14 @@
         barrier(CLK_LOCAL_MEM_FENCE);                                                              \
         return r;                                                                                  \
     }
+#if B158_WG == 1
+#define B158_WG_REDUCE(name, type, combine)                                                        \
+    inline type name(type v, __local type *red)                                                    \
+    {                                                                                              \
+        return v;                                                                                  \
+    }
+#else
+#define B158_WG_REDUCE(name, type, combine) B158_TREE_REDUCE(name, type, combine, B158_WG)
 #endif
 #define B158_ADD(a, b) ((a) + (b))
 B158_WG_REDUCE(b158_wg_sum, float, B158_ADD)

@@ -66,20 +66,18 @@ inline void b158_decode_gemv(__global const uint4 *w, __global const float *w_sc
  * bytes and one scale. Matrices as ternary_gemv_gpu reads them, k_pad of their inputs kp_embd,
  * kp_att, kp_ff. bar: [0] the error flag, [1 + 4 layer ..] this block's barrier counters (zero
  * before the launch). */
-__kernel void ternary_decode_layer(__global float *x, __global float *x2, __global float *qkv,
-                           __global float *att, __global float *gu, __global char *q8,
-                           __global float *qs, int k_pad_max, __global const uint4 *wqkv,
-                           __global const float *sqkv, __global const uint4 *wo,
-                           __global const float *so, __global const uint4 *wgu,
-                           __global const float *sgu, __global const uint4 *wdown,
-                           __global const float *sdown, __global const float *attn_norm,
-                           __global const float *attn_sub_norm, __global const float *ffn_norm,
-                           __global const float *ffn_sub_norm, int sub_norms, int kp_embd,
-                           int kp_att, int kp_ff, __global half *k_cache, __global half *v_cache,
-                           __global const int2 *tok, int cache_off, int cache_rows,
-                           __global const float *inv_freq, int n_rot, int rope_mode, int n_embd,
-                           int n_ff, int n_head, int n_head_kv, int head_dim, float att_scale,
-                           float eps, int act, __global volatile int *bar, int layer)
+__kernel void ternary_decode_layer(
+    __global float *x, __global float *x2, __global float *qkv, __global float *att,
+    __global float *gu, __global char *q8, __global float *qs, int k_pad_max,
+    __global const uint4 *wqkv, __global const float *sqkv, __global const uint4 *wo,
+    __global const float *so, __global const uint4 *wgu, __global const float *sgu,
+    __global const uint4 *wdown, __global const float *sdown, __global const float *attn_norm,
+    __global const float *attn_sub_norm, __global const float *ffn_norm,
+    __global const float *ffn_sub_norm, int sub_norms, int kp_embd, int kp_att, int kp_ff,
+    __global half *k_cache, __global half *v_cache, __global const int2 *tok, int cache_off,
+    int cache_rows, __global const float *inv_freq, int n_rot, int rope_mode, int n_embd, int n_ff,
+    int n_head, int n_head_kv, int head_dim, float att_scale, float eps, int act,
+    __global volatile int *bar, int layer)
 {
     __local float qh[B158_HEAD_DIM_MAX];
     __local float kcur[B158_HEAD_DIM_MAX], vcur[B158_HEAD_DIM_MAX];
@@ -102,8 +100,8 @@ __kernel void ternary_decode_layer(__global float *x, __global float *x2, __glob
     /* B: attention */
     for (int h = grp; h < n_head; h += groups)
         b158_att_head(qkv, k_cache, v_cache, att, n_head, n_head_kv, head_dim, qkv_n, tok,
-                      cache_off, cache_rows, att_scale, 1, inv_freq, n_rot, rope_mode, qd,
-                      qd + kvd, h, 0, qh, kcur, vcur, ps, red, part);
+                      cache_off, cache_rows, att_scale, 1, inv_freq, n_rot, rope_mode, qd, qd + kvd,
+                      h, 0, qh, kcur, vcur, ps, red, part);
     b158_grid_sync(cnt + 1, bar, groups);
     /* C: output projection into x2 */
     b158_rmsnorm_quantize_row(att, attn_sub_norm, sub_norms, qg, sg, qd, kp_att, eps, red);

@@ -524,7 +524,8 @@ b158_status b158_op_f16_matmul(b158_runtime *rt, const b158_buf *w, const b158_b
                            B158_ARG_MEM(y), B158_ARG(n_rows), B158_ARG(k), B158_ARG(m_rows),
                            B158_ARG(acc));
     }
-    const size_t wg = rt->tune.wg > 1 ? (size_t)rt->tune.wg : CPU_ROWS_WG;
+    /* GPU: at most 64 work-items a row (B158_MV_WG of f16-matmul.cl) */
+    const size_t wg = rt->tune.wg > 1 ? (size_t)(rt->tune.wg < 64 ? rt->tune.wg : 64) : CPU_ROWS_WG;
     /* CPU: one work-item per two rows, n and n + (n_rows + 1) / 2 */
     const size_t global = rt->tune.wg > 1 ? (size_t)n_rows * wg : (size_t)(n_rows + 1) / 2;
     return B158_LAUNCH(rt, B158_K_F16_MATVEC, 1, ((size_t[]){global}), ((size_t[]){wg}),
