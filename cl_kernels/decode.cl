@@ -45,19 +45,9 @@ inline void b158_decode_gemv(__global const uint4 *w, __global const float *w_sc
                              __global const float *y_in, int add, int n_rows, int k_pad,
                              __local int *red)
 {
-    const int lid = get_local_id(0), lane = lid & 7, quarters = k_pad / 64;
     const int step = (int)get_num_groups(0) * B158_GEMV_ROWS;
     for (int n0 = (int)get_group_id(0) * B158_GEMV_ROWS; n0 < n_rows; n0 += step) {
-        const int n = n0 + (lid >> 3);
-        red[lid] = n < n_rows ? b158_gemv_gpu_part(w + (size_t)n * quarters, quarters, lane, x) : 0;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (lane == 0 && n < n_rows) {
-            int total = 0;
-            for (int i = 0; i < 8; i++)
-                total += red[lid + i];
-            const float v = (float)total * w_scale[n] / x_scale;
-            y[n] = add ? y_in[n] + v : v;
-        }
+        b158_gemv_gpu_rows(w, w_scale, x, x_scale, y, y_in, add, n0, n_rows, k_pad, red);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 }

@@ -351,6 +351,26 @@ inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
     return acc;
 }
 
+/* The B158_GEMV_ROWS rows from n0 of a GPU GEMV, by the whole group: y[n] = (add ? y_in[n] : 0)
+ * + W[n] . x * w_scale[n] / x_scale (y_in may be y). red holds B158_WG ints. */
+inline void b158_gemv_gpu_rows(__global const uint4 *w, __global const float *w_scale,
+                               __global const uint4 *x, float x_scale, __global float *y,
+                               __global const float *y_in, int add, int n0, int n_rows, int k_pad,
+                               __local int *red)
+{
+    const int lid = get_local_id(0), lane = lid & 7, quarters = k_pad / 64;
+    const int n = n0 + (lid >> 3);
+    red[lid] = n < n_rows ? b158_gemv_gpu_part(w + (size_t)n * quarters, quarters, lane, x) : 0;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lane == 0 && n < n_rows) {
+        int total = 0;
+        for (int i = 0; i < 8; i++)
+            total += red[lid + i];
+        const float v = (float)total * w_scale[n] / x_scale;
+        y[n] = add ? y_in[n] + v : v;
+    }
+}
+
 /* GPU GEMV: 8 work-items per row, B158_GEMV_ROWS = B158_WG / 8 rows per work-group. The 8
  * work-items of a row read consecutive 16-byte quarters (128 bytes per step), four steps' loads
  * issued before any is used; a quarter is 64 weights in four planes of 2-bit codes c = w + 1,
@@ -365,16 +385,8 @@ __kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_
     __local int red[B158_WG];
     __local float redf[B158_WG];
     __local int last;
-    const int lid = get_local_id(0), lane = lid & 7;
-    const int n = get_group_id(0) * B158_GEMV_ROWS + (lid >> 3), quarters = k_pad / 64;
-    red[lid] = n < n_rows ? b158_gemv_gpu_part(w + (size_t)n * quarters, quarters, lane, x) : 0;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (lane == 0 && n < n_rows) {
-        int total = 0;
-        for (int i = 0; i < 8; i++)
-            total += red[lid + i];
-        b158_store(y, n, (float)total * w_scale[n] / x_scale[0], accumulate);
-    }
+    b158_gemv_gpu_rows(w, w_scale, x, x_scale[0], y, y, accumulate,
+                       get_group_id(0) * B158_GEMV_ROWS, n_rows, k_pad, red);
     b158_last_group_tail(y, n_rows, B158_TAIL_ARGS, &last, redf);
 }
 
