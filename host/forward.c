@@ -264,12 +264,13 @@ static b158_status alloc_fused(b158_session *s)
         return B158_OK;
     cl_kernel k;
     size_t max_wg = 0;
-    if (b158_rt_kernel(rt, B158_K_DECODE_LAYER, &k) != B158_OK ||
+    const int built = b158_rt_kernel(rt, B158_K_DECODE_LAYER, &k) == B158_OK;
+    if (built)
         clGetKernelWorkGroupInfo(k, rt->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg, &max_wg,
-                                 NULL) != CL_SUCCESS ||
-        max_wg < (size_t)rt->tune.wg) {
+                                 NULL);
+    if (max_wg < (size_t)rt->tune.wg) {
         b158_log(B158_LOG_WARN, "fused decode layer unavailable on %s (%s); decoding unfused",
-                 rt->info.name, max_wg ? "work-group too large" : b158_last_error());
+                 rt->info.name, built ? "work-group too large" : b158_last_error());
         s->fused_groups = 0;
         return B158_OK;
     }
@@ -510,6 +511,54 @@ static b158_status dev_logits(b158_session *s, const b158_buf *head, int n, cons
     return B158_OK;
 }
 
+/* dev_layers' blocks for one token on the fused decode layer (x holds the embedding): one
+ * launch per block, then with final set the final norm into d->xn. */
+static b158_status dev_blocks_fused(b158_session *s, int final)
+{
+    b158_runtime *rt = s->rt;
+    b158_model *m = s->m;
+    const b158_model_info *h = &m->info;
+    struct dev_state *d = &s->dev;
+    const int kvd = h->n_head_kv * h->head_dim, cache_rows = s->n_seq * s->n_ctx;
+    const enum b158_rope_mode rope = h->rope_interleaved ? B158_ROPE_INTERLEAVED : B158_ROPE_NEOX;
+    const float att_scale = 1.0f / sqrtf((float)h->head_dim);
+    const b158_decode_step step = {.x = &d->x,
+                                   .x2 = &d->x2,
+                                   .qkv = &d->qkv,
+                                   .att = &d->att,
+                                   .gu = &d->gu,
+                                   .q8 = &d->q8g,
+                                   .qs = &d->qsg,
+                                   .k_cache = &d->k_cache,
+                                   .v_cache = &d->v_cache,
+                                   .tok = &d->tok,
+                                   .inv_freq = &d->inv_freq,
+                                   .bar = &d->bar,
+                                   .k_pad_max = b158_ternary_k_pad(s->width_max),
+                                   .groups = s->fused_groups,
+                                   .n_embd = h->n_embd,
+                                   .n_ff = h->n_ff,
+                                   .n_head = h->n_head,
+                                   .n_head_kv = h->n_head_kv,
+                                   .head_dim = h->head_dim,
+                                   .n_rot = h->n_rot,
+                                   .cache_rows = cache_rows,
+                                   .sub_norms = h->sub_norms,
+                                   .rope_mode = rope,
+                                   .act = h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU,
+                                   .att_scale = att_scale,
+                                   .eps = h->rms_eps};
+    for (int l = 0; l < h->n_layer; l++) {
+        const struct b158_layer_dev *L = &m->dev[l];
+        const b158_decode_weights w = {&L->wqkv,     &L->wo,          &L->wgu,
+                                       &L->wdown,    &L->attn_norm,   &L->attn_sub_norm,
+                                       &L->ffn_norm, &L->ffn_sub_norm};
+        B158_TRY(b158_op_decode_layer(rt, &step, &w, l, (size_t)l * cache_rows * kvd));
+    }
+    return final ? b158_op_rmsnorm(rt, &d->x, &m->d_output_norm, &d->xn, h->n_embd, 1, h->rms_eps)
+                 : B158_OK;
+}
+
 /* The launches of one step of n tokens (ids and {position, cache row} pairs already in d->ids
  * and d->tok): embedding, the blocks, and with final set the final norm into d->xn. */
 static b158_status dev_layers(b158_session *s, int n, int final)
@@ -518,6 +567,9 @@ static b158_status dev_layers(b158_session *s, int n, int final)
     b158_model *m = s->m;
     const b158_model_info *h = &m->info;
     struct dev_state *d = &s->dev;
+    B158_TRY(b158_op_embed(rt, &m->d_tok_embd, &d->ids, &d->x, h->n_embd, h->n_vocab, n));
+    if (n == 1 && s->fused_groups)
+        return dev_blocks_fused(s, final);
     const int qd = h->n_head * h->head_dim, kvd = h->n_head_kv * h->head_dim;
     const int cache_rows = s->n_seq * s->n_ctx;
     const enum b158_rope_mode rope = h->rope_interleaved ? B158_ROPE_INTERLEAVED : B158_ROPE_NEOX;
@@ -542,45 +594,6 @@ static b158_status dev_layers(b158_session *s, int n, int final)
     const b158_att_rope att_rope = {
         .inv_freq = &d->inv_freq, .n_rot = h->n_rot, .mode = rope, .k_off = qd, .v_off = qd + kvd};
 
-    B158_TRY(b158_op_embed(rt, &m->d_tok_embd, &d->ids, &d->x, h->n_embd, h->n_vocab, n));
-    if (n == 1 && s->fused_groups) {
-        const b158_decode_step step = {.x = &d->x,
-                                       .x2 = &d->x2,
-                                       .qkv = &d->qkv,
-                                       .att = &d->att,
-                                       .gu = &d->gu,
-                                       .q8 = &d->q8g,
-                                       .qs = &d->qsg,
-                                       .k_cache = &d->k_cache,
-                                       .v_cache = &d->v_cache,
-                                       .tok = &d->tok,
-                                       .inv_freq = &d->inv_freq,
-                                       .bar = &d->bar,
-                                       .k_pad_max = b158_ternary_k_pad(s->width_max),
-                                       .groups = s->fused_groups,
-                                       .n_embd = h->n_embd,
-                                       .n_ff = h->n_ff,
-                                       .n_head = h->n_head,
-                                       .n_head_kv = h->n_head_kv,
-                                       .head_dim = h->head_dim,
-                                       .n_rot = h->n_rot,
-                                       .cache_rows = cache_rows,
-                                       .sub_norms = h->sub_norms,
-                                       .rope_mode = rope,
-                                       .act = h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU,
-                                       .att_scale = att_scale,
-                                       .eps = h->rms_eps};
-        for (int l = 0; l < h->n_layer; l++) {
-            const struct b158_layer_dev *L = &m->dev[l];
-            const b158_decode_weights w = {&L->wqkv,     &L->wo,          &L->wgu,
-                                           &L->wdown,    &L->attn_norm,   &L->attn_sub_norm,
-                                           &L->ffn_norm, &L->ffn_sub_norm};
-            B158_TRY(b158_op_decode_layer(rt, &step, &w, l, (size_t)l * cache_rows * kvd));
-        }
-        return final
-                   ? b158_op_rmsnorm(rt, &d->x, &m->d_output_norm, &d->xn, h->n_embd, 1, h->rms_eps)
-                   : B158_OK;
-    }
     /* attention's norm and one int8 quantization shared by q, k and v: here for the first
      * layer, after the down projection of the one before for the others */
     B158_TRY(dev_norm_quantize(s, &d->x, &m->dev[0].attn_norm, h->n_embd, n));

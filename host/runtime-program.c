@@ -212,20 +212,17 @@ static b158_status program_for(b158_runtime *rt, const char *file, cl_program *o
     for (char *save = NULL, *name = strtok_r(names, " ", &save); name && st == B158_OK;
          name = strtok_r(NULL, " ", &save)) {
         const char *text = NULL;
-        char *owned;
+        char *owned = NULL, *grown = NULL;
         st = kernel_source(name, &text, &owned);
-        if (st != B158_OK)
-            break;
-        const size_t n = strlen(text);
-        char *grown = realloc(joined, len + n + 2);
+        const size_t n = st == B158_OK ? strlen(text) : 0;
+        if (st == B158_OK && !(grown = realloc(joined, len + n + 2)))
+            st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory joining kernel sources");
         if (grown) {
             joined = grown;
             memcpy(joined + len, text, n);
             len += n;
             joined[len++] = '\n';
             joined[len] = '\0';
-        } else {
-            st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory joining kernel sources");
         }
         free(owned);
     }
