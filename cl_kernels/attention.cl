@@ -37,6 +37,10 @@ inline size_t b158_att_base(int2 where, int h, int n_head, int n_head_kv, int he
 
 #define B158_ROPE_PARAMS                                                                           \
     int rope_store, __global const float *inv_freq, int n_rot, int rope_mode, int k_off, int v_off
+/* Splits over keys (GPU variant; 1 on the CPU variant): splits groups per (head, token), their
+ * partial results in split_out (b158_att_part), the heads' counters (m_rows x n_head, zero
+ * between launches) in head_count. */
+#define B158_SPLIT_PARAMS int splits, __global float *split_out, __global volatile int *head_count
 
 /* Pair i of the rotation (rope.cl's rule): its two dimensions, and its cos and sin at pos */
 inline int2 b158_att_pair(int i, int n_rot, int mode)
@@ -106,7 +110,7 @@ inline float b158_dot_float(const float *q, const float *k, int head_dim)
 __kernel void attention(__global const float *q, __global half *k_cache, __global half *v_cache,
                         __global float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
                         int m_rows, __global const int2 *tok, int cache_off, int cache_rows,
-                        float scale, B158_ROPE_PARAMS, B158_TAIL_PARAMS)
+                        float scale, B158_ROPE_PARAMS, B158_SPLIT_PARAMS, B158_TAIL_PARAMS)
 {
     __local int last;
     __local float red[B158_WG];
@@ -205,15 +209,54 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
 #else
 #define B158_ATT_OWN ((B158_HEAD_DIM_MAX + B158_WG - 1) / B158_WG)
 
-/* Head h of token m, by the whole group: the kernel's work-group (h, m), and one head of the
- * fused decode layer (decode.cl). qs, kcur and vcur hold B158_HEAD_DIM_MAX floats, ps, red and
- * part B158_WG. */
+/* Split over keys (flash-decoding; GPU variant): split sp of splits takes the keys [k0, k1) of a
+ * token with n_keys keys, ceil(n_keys / splits) rounded up to a multiple of 32 each, so the last
+ * splits of a short context are empty. */
+inline int2 b158_att_range(int n_keys, int sp, int splits)
+{
+    const int chunk = ((n_keys + splits - 1) / splits + 31) & ~31;
+    const int k0 = min(n_keys, sp * chunk);
+    return (int2)(k0, min(n_keys, k0 + chunk));
+}
+
+/* Offset of split sp of head h of token m in the splits' partial results: head_dim unnormalized
+ * output sums, then the split's running max and sum of exp (-INFINITY and 0 when empty) */
+inline size_t b158_att_part(int m, int h, int sp, int n_head, int splits, int head_dim)
+{
+    return (((size_t)m * n_head + h) * splits + sp) * (size_t)(head_dim + 2);
+}
+
+/* Whether this group is the last of expected ones to arrive at *count (which it then resets to
+ * zero): after fencing its stores; the last one fences again before it reads the others'. Called
+ * by every work-item of the group; *last is __local. */
+inline int b158_last_arrival(__global volatile int *count, int expected, __local int *last)
+{
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+    if (get_local_id(0) == 0) {
+        *last = atomic_inc(count) == expected - 1;
+        if (*last)
+            *count = 0;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int r = *last;
+    if (r)
+        mem_fence(CLK_GLOBAL_MEM_FENCE);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
+
+/* Head h of token m, keys of split sp of splits, by the whole group: the kernel's work-group
+ * (h * splits + sp, m), and one head or split of the fused decode layer (decode.cl). With one
+ * split the head's output goes to out, else the split's partial result to split_out
+ * (b158_att_part). qs, kcur and vcur hold B158_HEAD_DIM_MAX floats, ps, red and part B158_WG. */
 inline void b158_att_head(__global const float *q, __global half *k_cache, __global half *v_cache,
                           __global float *out, int n_head, int n_head_kv, int head_dim,
                           int q_stride, __global const int2 *tok, int cache_off, int cache_rows,
-                          float scale, B158_ROPE_PARAMS, int h, int m, __local float *qs,
-                          __local float *kcur, __local float *vcur, __local float *ps,
-                          __local float *red, __local float8 *part)
+                          float scale, B158_ROPE_PARAMS, int h, int m, int sp, int splits,
+                          __global float *split_out, __local float *qs, __local float *kcur,
+                          __local float *vcur, __local float *ps, __local float *red,
+                          __local float8 *part)
 {
     const int lid = get_local_id(0);
     const int kv_dim = n_head_kv * head_dim;
@@ -250,13 +293,14 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
     for (int d = lid; d < head_dim; d += B158_WG) {
         if (fuse) {
             const float2 kv =
-                b158_att_own_kv(kcur[d], vcur[d], e + d, h % grp == 0, k_cache, v_cache);
+                b158_att_own_kv(kcur[d], vcur[d], e + d, h % grp == 0 && sp == 0, k_cache, v_cache);
             kcur[d] = kv.x, vcur[d] = kv.y;
         }
         qs[d] *= scale;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     const int cur = fuse ? n_keys - 1 : -1; /* the token's own key, or none */
+    const int2 range = b158_att_range(n_keys, sp, splits);
 
     /* p.v: with 16-byte rows, work-item lid takes the 8 dims of chunk lid % chunks for the keys
      * lid / chunks, + subs, ... of each tile (8 multiply-adds per 16-byte load, tile / subs keys
@@ -270,10 +314,10 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
     for (int j = 0; j < B158_ATT_OWN; j++)
         acc[j] = 0.0f;
     float run_max = -INFINITY, run_sum = 0.0f;
-    for (int t0 = 0; t0 < n_keys; t0 += B158_WG) {
+    for (int t0 = range.x; t0 < range.y; t0 += B158_WG) {
         const int t = t0 + lid;
         float s = -INFINITY;
-        if (t < n_keys && t == cur) {
+        if (t < range.y && t == cur) {
             /* the same sums as below on the token's own key */
             s = 0.0f;
             int d = 0;
@@ -284,7 +328,7 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
                 }
             for (; d < head_dim; d++)
                 s = fma(qs[d], kcur[d], s);
-        } else if (t < n_keys) { /* explicit fma: both paths round alike on every compiler */
+        } else if (t < range.y) { /* explicit fma: both paths round alike on every compiler */
             __global const half *kr = kbase + (size_t)t * kv_dim;
             s = 0.0f;
             int d = 0;
@@ -299,11 +343,11 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
                 s = fma(qs[d], vload_half(d, kr), s);
         }
         const float new_max = fmax(run_max, b158_wg_max(s, red));
-        const float p = t < n_keys ? exp(s - new_max) : 0.0f;
+        const float p = t < range.y ? exp(s - new_max) : 0.0f;
         const float corr = exp(run_max - new_max); /* 0 on the first tile */
         ps[lid] = p;
         run_sum = run_sum * corr + b158_wg_sum(p, red);
-        const int tile = min(B158_WG, n_keys - t0);
+        const int tile = min(B158_WG, range.y - t0);
         if (vec) {
             acc8 *= corr;
             for (int u = sub; sub < subs && u < tile; u += subs) {
@@ -335,6 +379,7 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
     part[lid] = acc8;
     barrier(CLK_LOCAL_MEM_FENCE);
     __global float *oh = out + (size_t)m * n_head * head_dim + (size_t)h * head_dim;
+    __global float *po = split_out + b158_att_part(m, h, sp, n_head, splits, head_dim);
     for (int j = 0; j < B158_ATT_OWN; j++) {
         const int d = lid + j * B158_WG;
         if (d >= head_dim)
@@ -346,14 +391,40 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
             for (int i = 0; i < subs; i++)
                 a += pd[8 * chunks * i];
         }
-        oh[d] = a / run_sum;
+        if (splits == 1)
+            oh[d] = a / run_sum;
+        else
+            po[d] = a;
+    }
+    if (splits > 1 && lid == 0)
+        po[head_dim] = run_max, po[head_dim + 1] = run_sum;
+}
+
+/* The output of head h of token m from its splits' partial results, by the whole group:
+ * rescaled to their common max and divided by the total sum */
+inline void b158_att_combine(__global const float *split_out, __global float *out, int n_head,
+                             int head_dim, int splits, int h, int m)
+{
+    __global const float *p = split_out + b158_att_part(m, h, 0, n_head, splits, head_dim);
+    const int stride = head_dim + 2;
+    float mx = -INFINITY, total = 0.0f;
+    for (int sp = 0; sp < splits; sp++)
+        mx = fmax(mx, p[sp * stride + head_dim]);
+    for (int sp = 0; sp < splits; sp++) /* an empty split: 0 * exp(-inf) */
+        total += p[sp * stride + head_dim + 1] * exp(p[sp * stride + head_dim] - mx);
+    __global float *oh = out + (size_t)m * n_head * head_dim + (size_t)h * head_dim;
+    for (int d = get_local_id(0); d < head_dim; d += B158_WG) {
+        float a = 0.0f;
+        for (int sp = 0; sp < splits; sp++)
+            a = fma(p[sp * stride + d], exp(p[sp * stride + head_dim] - mx), a);
+        oh[d] = a / total;
     }
 }
 
 __kernel void attention(__global const float *q, __global half *k_cache, __global half *v_cache,
                         __global float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
                         int m_rows, __global const int2 *tok, int cache_off, int cache_rows,
-                        float scale, B158_ROPE_PARAMS, B158_TAIL_PARAMS)
+                        float scale, B158_ROPE_PARAMS, B158_SPLIT_PARAMS, B158_TAIL_PARAMS)
 {
     __local float qs[B158_HEAD_DIM_MAX];
     __local float kcur[B158_HEAD_DIM_MAX], vcur[B158_HEAD_DIM_MAX];
@@ -361,12 +432,18 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
     __local float red[B158_WG];
     __local float8 part[B158_WG];
     __local int last;
-    const int m = get_group_id(1);
+    const int m = get_group_id(1), h = get_group_id(0) / splits, sp = get_group_id(0) % splits;
     b158_att_head(q, k_cache, v_cache, out, n_head, n_head_kv, head_dim, q_stride, tok, cache_off,
-                  cache_rows, scale, rope_store, inv_freq, n_rot, rope_mode, k_off, v_off,
-                  get_group_id(0), m, qs, kcur, vcur, ps, red, part);
-    b158_last_group_tail(out + (size_t)m * n_head * head_dim, n_head * head_dim, tail, count + m,
-                         norm_w, q_out + (size_t)m * k_pad_out, s_out + m, k_pad_out, eps, act,
-                         &last, red);
+                  cache_rows, scale, rope_store, inv_freq, n_rot, rope_mode, k_off, v_off, h, m, sp,
+                  splits, split_out, qs, kcur, vcur, ps, red, part);
+    /* with splits, the last split of a head to finish makes its output, and only those groups
+     * count for the tail (no return before a barrier: PoCL miscompiles that) */
+    const int whole =
+        splits == 1 || b158_last_arrival(head_count + (size_t)m * n_head + h, splits, &last);
+    if (splits > 1 && whole)
+        b158_att_combine(split_out, out, n_head, head_dim, splits, h, m);
+    b158_tail_of(out + (size_t)m * n_head * head_dim, n_head * head_dim, n_head, tail && whole,
+                 count + m, norm_w, q_out + (size_t)m * k_pad_out, s_out + m, k_pad_out, eps, act,
+                 &last, red);
 }
 #endif

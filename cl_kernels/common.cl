@@ -218,30 +218,30 @@ inline short16 b158_tern8(uchar16 c, char16 x)
 }
 
 /* The decode GEMVs' and the attention's optional tail: after its part of a row is stored, the
- * last work-group to finish (of the get_num_groups(0) that share the row) turns the whole row y
- * (n_rows wide) into the int8 input of the next matmul, q_out / s_out (stride k_pad_out), the
- * launch that would follow, saved:
+ * last work-group to finish (of the expected ones that share the row: get_num_groups(0) for
+ * b158_last_group_tail) turns the whole row y (n_rows wide) into the int8 input of the next
+ * matmul, q_out / s_out (stride k_pad_out), the launch that would follow, saved:
  *   tail 1: rmsnorm_quantize of y with weights norm_w;
  *   tail 2 / 3: y is [gate | up] (n_rows / 2 each): glu_norm_quantize with the activation act,
  *   with (2) or without (3) the sub-norm by norm_w; h overwrites the gate half.
  * The groups count themselves in *count (zero between launches; the last group resets it);
  * each group fences its stores before its increment and the last fences again before reading,
  * so it sees every row. q_out may be the GEMV's own input: every group has finished reading it
- * when the last one arrives. Every work-item must reach this (no return before it); with
- * B158_WG == 1 (CPU) one work-item of the last group does the row. */
+ * when the last one arrives. Every work-item of a group that arrives must reach this (no return
+ * before it); with B158_WG == 1 (CPU) one work-item of the last group does the row. */
 #define B158_TAIL_PARAMS                                                                           \
     int tail, __global volatile int *count, __global const float *norm_w, __global char *q_out,    \
         __global float *s_out, int k_pad_out, float eps, int act
 #define B158_TAIL_ARGS tail, count, norm_w, q_out, s_out, k_pad_out, eps, act
-inline void b158_last_group_tail(__global float *y, int n_rows, B158_TAIL_PARAMS, __local int *last,
-                                 __local float *red)
+inline void b158_tail_of(__global float *y, int n_rows, int expected, B158_TAIL_PARAMS,
+                         __local int *last, __local float *red)
 {
     const int lid = get_local_id(0);
     if (tail) {
         mem_fence(CLK_GLOBAL_MEM_FENCE);
         barrier(CLK_GLOBAL_MEM_FENCE);
         if (lid == 0)
-            *last = atomic_inc(count) == (int)get_num_groups(0) - 1;
+            *last = atomic_inc(count) == expected - 1;
         barrier(CLK_LOCAL_MEM_FENCE);
         if (*last) {
             mem_fence(CLK_GLOBAL_MEM_FENCE);
@@ -261,4 +261,10 @@ inline void b158_last_group_tail(__global float *y, int n_rows, B158_TAIL_PARAMS
                 *count = 0;
         }
     }
+}
+
+inline void b158_last_group_tail(__global float *y, int n_rows, B158_TAIL_PARAMS, __local int *last,
+                                 __local float *red)
+{
+    b158_tail_of(y, n_rows, (int)get_num_groups(0), B158_TAIL_ARGS, last, red);
 }

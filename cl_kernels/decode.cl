@@ -4,7 +4,7 @@
  * run in one launch of persistent work-groups, separated by grid barriers (on an H200: less than
  * half the host time of the unfused launches, the same step time):
  *   A  attention's norm of x, quantized; QKV rows                          -> qkv
- *   B  attention, one head per group at a time, with RoPE and the KV store -> att
+ *   B  attention, a head (or split) per group at a time, RoPE and KV store -> att
  *   C  att (sub-normed) quantized; output projection rows, + x             -> x2
  *   D  the feed-forward's norm of x2, quantized; gate|up rows              -> gu
  *   E  act(gate) * up (sub-normed) quantized; down projection rows, + x2   -> x
@@ -66,7 +66,7 @@ __kernel void ternary_decode_layer(
     __global const float *ffn_sub_norm, int sub_norms, int kp_embd, int kp_att, int kp_ff,
     __global half *k_cache, __global half *v_cache, __global const int2 *tok, int cache_off,
     int cache_rows, __global const float *inv_freq, int n_rot, int rope_mode, int n_embd, int n_ff,
-    int n_head, int n_head_kv, int head_dim, float att_scale, float eps, int act,
+    int n_head, int n_head_kv, int head_dim, float att_scale, float eps, int act, B158_SPLIT_PARAMS,
     __global volatile int *bar, int layer)
 {
     __local float qh[B158_HEAD_DIM_MAX];
@@ -75,6 +75,7 @@ __kernel void ternary_decode_layer(
     __local float red[B158_WG];
     __local int redi[B158_WG];
     __local float8 part[B158_WG];
+    __local int last;
     const int grp = get_group_id(0), groups = get_num_groups(0);
     const int qd = n_head * head_dim, kvd = n_head_kv * head_dim, qkv_n = qd + 2 * kvd;
     __global char *qg = q8 + (size_t)grp * k_pad_max;
@@ -87,11 +88,16 @@ __kernel void ternary_decode_layer(
     barrier(CLK_GLOBAL_MEM_FENCE);
     b158_decode_gemv(wqkv, sqkv, xg, *sg, qkv, qkv, 0, qkv_n, kp_embd, redi);
     b158_grid_sync(cnt + 0, bar, groups);
-    /* B: attention */
-    for (int h = grp; h < n_head; h += groups)
+    /* B: attention, a head or one split of its keys per group at a time (the last split of a
+     * head to finish makes its output) */
+    for (int i = grp; i < n_head * splits; i += groups) {
+        const int h = i / splits;
         b158_att_head(qkv, k_cache, v_cache, att, n_head, n_head_kv, head_dim, qkv_n, tok,
                       cache_off, cache_rows, att_scale, 1, inv_freq, n_rot, rope_mode, qd, qd + kvd,
-                      h, 0, qh, kcur, vcur, ps, red, part);
+                      h, 0, i % splits, splits, split_out, qh, kcur, vcur, ps, red, part);
+        if (splits > 1 && b158_last_arrival(head_count + h, splits, &last))
+            b158_att_combine(split_out, att, n_head, head_dim, splits, h, 0);
+    }
     b158_grid_sync(cnt + 1, bar, groups);
     /* C: output projection into x2 */
     b158_rmsnorm_quantize_row(att, attn_sub_norm, sub_norms, qg, sg, qd, kp_att, eps, red);

@@ -34,6 +34,9 @@ struct dev_state {
     b158_buf inv_freq;  /* (n_rot / 2) RoPE inverse frequencies */
     b158_buf counter;   /* one int32, zero between launches: the decode GEMVs' norm tail */
     b158_buf att_count; /* (n_batch) int32, zero between launches: attention's sub-norm tail */
+    /* one-token steps' attention split over the keys (att_splits > 1): partial results, and
+     * int32 counters per head kept at zero */
+    b158_buf att_part, att_hcount;
     /* the fused decode layer's (where it runs): the residual between its stages, a quantized
      * input and scale per work-group, and int32 [error flag | 4 barrier counters per layer],
      * zeroed before each step */
@@ -64,6 +67,7 @@ struct b158_session {
      * after that (PLAN_OFF where it could not be recorded) */
     b158_plan plan;
     enum { PLAN_NONE, PLAN_READY, PLAN_OFF } plan_state;
+    int att_splits;    /* splits of the attention's keys in one-token steps; 1 = none */
     int fused_groups;  /* work-groups of the fused decode layer; 0: one-token steps unfused */
     int32_t fused_err; /* the fused step's error flag, read back after it */
     struct cpu_state cpu;
@@ -146,10 +150,11 @@ void b158_session_free(b158_session *s)
         free(host[i]);
     if (s->rt) {
         struct dev_state *d = &s->dev;
-        b158_buf *bufs[] = {&d->ids,       &d->tok,     &d->x,       &d->xn,       &d->qkv,
-                            &d->att,       &d->gu,      &d->q8,      &d->s,        &d->last,
-                            &d->logits,    &d->k_cache, &d->v_cache, &d->inv_freq, &d->counter,
-                            &d->att_count, &d->x2,      &d->q8g,     &d->qsg,      &d->bar};
+        b158_buf *bufs[] = {&d->ids,       &d->tok,       &d->x,       &d->xn,       &d->qkv,
+                            &d->att,       &d->gu,        &d->q8,      &d->s,        &d->last,
+                            &d->logits,    &d->k_cache,   &d->v_cache, &d->inv_freq, &d->counter,
+                            &d->att_count, &d->x2,        &d->q8g,     &d->qsg,      &d->bar,
+                            &d->att_part,  &d->att_hcount};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             b158_buf_free(s->rt, bufs[i]);
         b158_baseline_free(s->rt, &d->base);
@@ -186,6 +191,32 @@ static b158_status alloc_cpu(b158_session *s)
     return B158_OK;
 }
 
+/* Splits of the attention's keys in a one-token step (b158_att_split): on GPUs enough for a
+ * work-group per compute unit, where one per head would leave most of them idle (20 heads on
+ * 132 units: 6 splits), but no more than the context has 32-key pieces; 1 on other devices,
+ * whose few cores the heads keep busy, and on the CPU variant. B158_ATT_SPLITS sets the count
+ * on the GPU variant (tuning, tests). */
+static int att_splits(const b158_session *s)
+{
+    const b158_runtime *rt = s->rt;
+    if (!rt->tune.gpu)
+        return 1;
+    const char *v = getenv("B158_ATT_SPLITS");
+    if (v && *v) {
+        char *end;
+        const long x = strtol(v, &end, 10);
+        if (!*end && x >= 1 && x <= 256)
+            return (int)x;
+        b158_log(B158_LOG_WARN, "B158_ATT_SPLITS=%s ignored: want 1 to 256", v);
+    }
+    int n = rt->info.is_gpu ? (int)rt->info.compute_units / s->m->info.n_head : 1;
+    if (n > (s->n_ctx + 31) / 32)
+        n = (s->n_ctx + 31) / 32;
+    if (n > 64)
+        n = 64;
+    return n > 1 ? n : 1;
+}
+
 static b158_status alloc_dev(b158_session *s)
 {
     const b158_model_info *h = &s->m->info;
@@ -219,6 +250,13 @@ static b158_status alloc_dev(b158_session *s)
     B158_TRY(b158_buf_write(rt, &d->counter, 0, 4, &(int32_t){0}));
     B158_TRY(b158_buf_alloc(rt, S, B * 4, &d->att_count));
     B158_TRY(b158_buf_fill(rt, &d->att_count, 0));
+    s->att_splits = att_splits(s);
+    if (s->att_splits > 1) {
+        const size_t parts = (size_t)h->n_head * s->att_splits * (h->head_dim + 2);
+        B158_TRY(b158_buf_alloc(rt, S, parts * 4, &d->att_part));
+        B158_TRY(b158_buf_alloc(rt, S, (size_t)h->n_head * 4, &d->att_hcount));
+        B158_TRY(b158_buf_fill(rt, &d->att_hcount, 0));
+    }
     return B158_OK;
 }
 
@@ -534,6 +572,7 @@ static b158_status dev_blocks_fused(b158_session *s, int final)
                                    .tok = &d->tok,
                                    .inv_freq = &d->inv_freq,
                                    .bar = &d->bar,
+                                   .split = {s->att_splits, &d->att_part, &d->att_hcount},
                                    .k_pad_max = b158_ternary_k_pad(s->width_max),
                                    .groups = s->fused_groups,
                                    .n_embd = h->n_embd,
@@ -593,6 +632,7 @@ static b158_status dev_layers(b158_session *s, int n, int final)
 
     const b158_att_rope att_rope = {
         .inv_freq = &d->inv_freq, .n_rot = h->n_rot, .mode = rope, .k_off = qd, .v_off = qd + kvd};
+    const b158_att_split split = {s->att_splits, &d->att_part, &d->att_hcount};
 
     /* attention's norm and one int8 quantization shared by q, k and v: here for the first
      * layer, after the down projection of the one before for the others */
@@ -616,7 +656,7 @@ static b158_status dev_layers(b158_session *s, int n, int final)
         B158_TRY(b158_op_attention(rt, &d->qkv, &d->k_cache, &d->v_cache, &d->att, h->n_head,
                                    h->n_head_kv, h->head_dim, qkv, n, &d->tok, cache_off,
                                    cache_rows, att_scale, n == 1 ? &att_rope : NULL,
-                                   fused ? &sub : NULL));
+                                   fused ? &sub : NULL, n == 1 ? &split : NULL));
         if (!fused)
             B158_TRY(h->sub_norms ? dev_norm_quantize(s, &d->att, &L->attn_sub_norm, qd, n)
                                   : dev_quantize(s, &d->att, qd, n));

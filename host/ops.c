@@ -316,11 +316,27 @@ b158_status b158_op_kv_store(b158_runtime *rt, const b158_buf *k, const b158_buf
     return b158_op_rope_kv_store(rt, &a, tok, m_rows, cache_off, cache_rows);
 }
 
+/* A split of the attention's keys that its launch can take (NULL or 1 split: none) */
+static b158_status check_split(const b158_runtime *rt, const b158_att_split *split, int n_head,
+                               int head_dim, int m_rows, const char *op)
+{
+    if (!split || split->splits == 1)
+        return B158_OK;
+    if (split->splits < 1 || split->splits > 4096 || !rt->tune.gpu)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: %d splits of the keys (1 to 4096, GPU variant)",
+                         op, split->splits);
+    const size_t heads = (size_t)m_rows * n_head;
+    B158_TRY(
+        need(split->part, heads * split->splits * ((size_t)head_dim + 2) * 4, op, "split results"));
+    return need(split->counter, heads * 4, op, "split counters");
+}
+
 b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_buf *k_cache,
                               const b158_buf *v_cache, const b158_buf *out, int n_head,
                               int n_head_kv, int head_dim, int q_stride, int m_rows,
                               const b158_buf *tok, size_t cache_off, int cache_rows, float scale,
-                              const b158_att_rope *rope, const b158_gemv_norm *norm)
+                              const b158_att_rope *rope, const b158_gemv_norm *norm,
+                              const b158_att_split *split)
 {
     B158_TRY(positive(n_head_kv, "attention", "kv heads"));
     B158_TRY(positive(m_rows, "attention", "rows"));
@@ -365,17 +381,21 @@ b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_bu
         B158_TRY(need(q, ((size_t)(m_rows - 1) * q_stride + kv_end) * 4, "attention", "k and v"));
     }
     const b158_buf *inv = rope && n_rot ? rope->inv_freq : &none;
+    const int splits = split ? split->splits : 1;
+    B158_TRY(check_split(rt, split, n_head, head_dim, m_rows, "attention"));
+    const b158_buf *part = splits > 1 ? split->part : &none;
+    const b158_buf *hcnt = splits > 1 ? split->counter : &none;
     const size_t wg = (size_t)rt->tune.wg;
     const int off = (int)cache_off;
-    return B158_LAUNCH(rt, B158_K_ATTENTION, 2, ((size_t[]){(size_t)n_head * wg, (size_t)m_rows}),
-                       ((size_t[]){wg, 1}), B158_ARG_MEM(q), B158_ARG_MEM(k_cache),
-                       B158_ARG_MEM(v_cache), B158_ARG_MEM(out), B158_ARG(n_head),
-                       B158_ARG(n_head_kv), B158_ARG(head_dim), B158_ARG(q_stride),
-                       B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(off), B158_ARG(cache_rows),
-                       B158_ARG(scale), B158_ARG(rope_store), B158_ARG_MEM(inv), B158_ARG(n_rot),
-                       B158_ARG(mode), B158_ARG(k_off), B158_ARG(v_off), B158_ARG(tail),
-                       B158_ARG_MEM(cnt), B158_ARG_MEM(nw), B158_ARG_MEM(qo), B158_ARG_MEM(so),
-                       B158_ARG(k_pad_out), B158_ARG(eps), B158_ARG(act));
+    return B158_LAUNCH(
+        rt, B158_K_ATTENTION, 2, ((size_t[]){(size_t)n_head * splits * wg, (size_t)m_rows}),
+        ((size_t[]){wg, 1}), B158_ARG_MEM(q), B158_ARG_MEM(k_cache), B158_ARG_MEM(v_cache),
+        B158_ARG_MEM(out), B158_ARG(n_head), B158_ARG(n_head_kv), B158_ARG(head_dim),
+        B158_ARG(q_stride), B158_ARG(m_rows), B158_ARG_MEM(tok), B158_ARG(off),
+        B158_ARG(cache_rows), B158_ARG(scale), B158_ARG(rope_store), B158_ARG_MEM(inv),
+        B158_ARG(n_rot), B158_ARG(mode), B158_ARG(k_off), B158_ARG(v_off), B158_ARG(splits),
+        B158_ARG_MEM(part), B158_ARG_MEM(hcnt), B158_ARG(tail), B158_ARG_MEM(cnt), B158_ARG_MEM(nw),
+        B158_ARG_MEM(qo), B158_ARG_MEM(so), B158_ARG(k_pad_out), B158_ARG(eps), B158_ARG(act));
 }
 
 /* A matrix of n x k as the fused decode layer reads it, its input at most k_pad_max wide */
@@ -430,6 +450,10 @@ b158_status b158_op_decode_layer(b158_runtime *rt, const b158_decode_step *a,
     const b158_buf *asn = a->sub_norms ? w->attn_sub_norm : &none;
     const b158_buf *fsn = a->sub_norms ? w->ffn_sub_norm : &none;
     const b158_buf *inv = a->n_rot ? a->inv_freq : &none;
+    const b158_att_split *sp = &a->split;
+    B158_TRY(check_split(rt, sp, a->n_head, a->head_dim, 1, op));
+    const b158_buf *part = sp->splits > 1 ? sp->part : &none;
+    const b158_buf *hcnt = sp->splits > 1 ? sp->counter : &none;
     const int sub = a->sub_norms != 0, off = (int)cache_off, mode = a->rope_mode, act = a->act;
     const size_t wg = (size_t)rt->tune.wg;
     return B158_LAUNCH(
@@ -445,7 +469,8 @@ b158_status b158_op_decode_layer(b158_runtime *rt, const b158_decode_step *a,
         B158_ARG(a->cache_rows), B158_ARG_MEM(inv), B158_ARG(a->n_rot), B158_ARG(mode),
         B158_ARG(a->n_embd), B158_ARG(a->n_ff), B158_ARG(a->n_head), B158_ARG(a->n_head_kv),
         B158_ARG(a->head_dim), B158_ARG(a->att_scale), B158_ARG(a->eps), B158_ARG(act),
-        B158_ARG_MEM(a->bar), B158_ARG(layer));
+        B158_ARG(sp->splits), B158_ARG_MEM(part), B158_ARG_MEM(hcnt), B158_ARG_MEM(a->bar),
+        B158_ARG(layer));
 }
 
 b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,

@@ -121,6 +121,17 @@ typedef struct b158_att_rope {
     int k_off, v_off;
 } b158_att_rope;
 
+/* Attention split over the keys (flash-decoding; GPU variant only): splits work-groups per
+ * (head, token) each take a share of the keys (ceil(keys / splits) rounded up to 32, so short
+ * contexts leave the last splits empty) and write a partial result to part (m_rows * n_head *
+ * splits * (head_dim + 2) floats); the last of a head's splits to finish combines them (counter:
+ * m_rows * n_head int32 kept at zero). A one-token step on a GPU then uses its compute units
+ * where a head per group would leave most idle. */
+typedef struct b158_att_split {
+    int splits;
+    const b158_buf *part, *counter;
+} b158_att_split;
+
 /* One transformer block of a one-token step in one launch (cl_kernels/decode.cl, GPU variant):
  * the attention's norm and QKV, attention with RoPE and the KV store, the output projection
  * into x2 = x + ..., the feed-forward's norm and gate|up, act(gate) * up and the down
@@ -132,6 +143,7 @@ typedef struct b158_att_rope {
 typedef struct b158_decode_step {
     const b158_buf *x, *x2, *qkv, *att, *gu, *q8, *qs;
     const b158_buf *k_cache, *v_cache, *tok, *inv_freq, *bar;
+    b158_att_split split; /* the attention's; splits 1 = none (part and counter unread) */
     int k_pad_max, groups;
     int n_embd, n_ff, n_head, n_head_kv, head_dim, n_rot, cache_rows, sub_norms;
     enum b158_rope_mode rope_mode;
@@ -155,12 +167,13 @@ b158_status b158_op_decode_layer(b158_runtime *rt, const b158_decode_step *a,
  * (every token of the batch from a different sequence, e.g. decode) it is b158_op_rope_kv_store
  * then the attention, in one launch, bit for bit. With norm (glu 0 only; counter m_rows int32
  * kept at zero) the last work-group of each token then does b158_op_rmsnorm_quantize of the
- * token's out row into norm->q / norm->s (the sub-norm). */
+ * token's out row into norm->q / norm->s (the sub-norm). split (NULL: none) splits the keys. */
 b158_status b158_op_attention(b158_runtime *rt, const b158_buf *q, const b158_buf *k_cache,
                               const b158_buf *v_cache, const b158_buf *out, int n_head,
                               int n_head_kv, int head_dim, int q_stride, int m_rows,
                               const b158_buf *tok, size_t cache_off, int cache_rows, float scale,
-                              const b158_att_rope *rope, const b158_gemv_norm *norm);
+                              const b158_att_rope *rope, const b158_gemv_norm *norm,
+                              const b158_att_split *split);
 
 /* The int8 input of the FFN's down projection from its gate and up halves, in one launch:
  * h = act(gate) * up, with norm_w (n floats) the sub-norm rmsnorm(h) * norm_w (NULL: none),

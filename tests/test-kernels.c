@@ -673,11 +673,48 @@ static void test_rope_kv_store(void)
 
 /* ---- attention and KV store ------------------------------------------------------------- */
 
+/* A split of the attention's keys for m tokens of nh heads of dim hd: splits (1 = none) with
+ * poisoned partial results and zeroed counters; att_split_free checks the counters are back at
+ * zero. */
+typedef struct {
+    b158_att_split a;
+    b158_buf part, counter;
+    int n;
+} att_split;
+
+static att_split *att_split_new(b158_runtime *rt, int splits, int nh, int hd, int m)
+{
+    att_split *sp = xmalloc(sizeof *sp);
+    sp->n = m * nh;
+    int32_t *zero = calloc((size_t)sp->n, 4);
+    sp->part = dev_poisoned(rt, (size_t)sp->n * splits * (hd + 2) * 4);
+    sp->counter = dev_upload(rt, zero, (size_t)sp->n * 4);
+    sp->a = (b158_att_split){splits, &sp->part, &sp->counter};
+    free(zero);
+    return sp;
+}
+
+static void att_split_free(b158_runtime *rt, att_split *sp)
+{
+    int32_t *cnt = xmalloc((size_t)sp->n * 4);
+    dev_read(rt, &sp->counter, cnt, (size_t)sp->n * 4);
+    int nonzero = 0;
+    for (int i = 0; i < sp->n; i++)
+        nonzero += cnt[i] != 0;
+    if (nonzero)
+        fprintf(stderr, "\nattention split over %d: %d head counters not reset\n", sp->a.splits,
+                nonzero);
+    CU_ASSERT_EQUAL(nonzero, 0);
+    b158_buf_free(rt, &sp->part), b158_buf_free(rt, &sp->counter);
+    free(cnt), free(sp);
+}
+
 /* The attention again with its sub-norm tail, twice (the per-token counters must come back
  * to zero): the same out rows o as without it, and in q / s their rmsnorm_quantize. */
 static void check_attention_tail(b158_runtime *rt, const b158_buf *dq, const b158_buf *dkc,
                                  const b158_buf *dvc, const b158_buf *dtok, const float *o, int nh,
-                                 int nkv, int hd, int m, size_t off, int rows, float scale)
+                                 int nkv, int hd, int m, size_t off, int rows, float scale,
+                                 const b158_att_split *split)
 {
     const int qdim = nh * hd, kpo = b158_ternary_k_pad(qdim);
     float *nw = xmalloc((size_t)qdim * 4), *o2 = xmalloc((size_t)m * qdim * 4);
@@ -693,7 +730,7 @@ static void check_attention_tail(b158_runtime *rt, const b158_buf *dq, const b15
         .norm_w = &dnw, .q = &dq8, .s = &ds, .counter = &dcnt, .k_pad = kpo, .eps = 1e-5f};
     for (int rep = 0; rep < 2; rep++)
         check_ok(b158_op_attention(rt, dq, dkc, dvc, &dout, nh, nkv, hd, qdim, m, dtok, off, rows,
-                                   scale, NULL, &sub));
+                                   scale, NULL, &sub, split));
     dev_read(rt, &dout, o2, (size_t)m * qdim * 4);
     dev_read(rt, &dq8, q, (size_t)m * kpo);
     dev_read(rt, &ds, sv, (size_t)m * 4);
@@ -782,15 +819,23 @@ static void check_attention(b158_runtime *rt, int nh, int nkv, int hd, int n_seq
     b158_buf dq = dev_upload(rt, q, (size_t)m * qdim * 4),
              dout = dev_poisoned(rt, (size_t)m * qdim * 4);
     const float scale = 1.0f / sqrtf((float)hd);
-    check_ok(b158_op_attention(rt, &dq, &dkc, &dvc, &dout, nh, nkv, hd, qdim, m, &dtok, off, rows,
-                               scale, NULL, NULL));
-    dev_read(rt, &dout, o, (size_t)m * qdim * 4);
     b158_ref_attention(q, kr, vr, orf, nh, nkv, hd, qdim, m, tok, rows, scale);
-    char what[96];
-    snprintf(what, sizeof what, "attention h%d/%d d%d %d seqs hist %d m %d", nh, nkv, hd, n_seq,
-             hist, m);
-    expect_nerr(what, rt, o, orf, (size_t)m * qdim, 2e-5);
-    check_attention_tail(rt, &dq, &dkc, &dvc, &dtok, o, nh, nkv, hd, m, off, rows, scale);
+    /* whole heads, then on the GPU variant the keys split among 2 to 9 groups per head (splits
+     * beyond the 32-key pieces of a short history stay empty) */
+    const int gpu = b158_runtime_variant(rt) == B158_VARIANT_GPU;
+    for (int v = 0; v < 1 + gpu; v++) {
+        att_split *sp = att_split_new(rt, v ? b158_test_randint(2, 9) : 1, nh, hd, m);
+        check_ok(b158_op_attention(rt, &dq, &dkc, &dvc, &dout, nh, nkv, hd, qdim, m, &dtok, off,
+                                   rows, scale, NULL, NULL, v ? &sp->a : NULL));
+        dev_read(rt, &dout, o, (size_t)m * qdim * 4);
+        char what[112];
+        snprintf(what, sizeof what, "attention h%d/%d d%d %d seqs hist %d m %d, %d splits", nh, nkv,
+                 hd, n_seq, hist, m, sp->a.splits);
+        expect_nerr(what, rt, o, orf, (size_t)m * qdim, 2e-5);
+        check_attention_tail(rt, &dq, &dkc, &dvc, &dtok, o, nh, nkv, hd, m, off, rows, scale,
+                             v ? &sp->a : NULL);
+        att_split_free(rt, sp);
+    }
     b158_buf_free(rt, &dk2), b158_buf_free(rt, &dv2), b158_buf_free(rt, &dtok);
     b158_buf_free(rt, &dkc), b158_buf_free(rt, &dvc);
     b158_buf_free(rt, &dq), b158_buf_free(rt, &dout);
@@ -854,12 +899,16 @@ static void check_attention_rope(b158_runtime *rt, int nh, int nkv, int hd, int 
                             .mode = (enum b158_rope_mode)mode,
                             .k_off = qdim,
                             .v_off = qdim + kv_dim};
+    /* both with the same split of the keys on the GPU variant (1 to 7 groups a head) */
+    const int splits = b158_runtime_variant(rt) == B158_VARIANT_GPU ? b158_test_randint(1, 7) : 1;
+    att_split *sp = att_split_new(rt, splits, nh, hd, m);
     check_ok(b158_op_rope_kv_store(rt, &a, &dtok, m, off, rows));
     check_ok(b158_op_attention(rt, &dqkv[0], &dkc[0], &dvc[0], &dout[0], nh, nkv, hd, row, m, &dtok,
-                               off, rows, scale, NULL, NULL));
+                               off, rows, scale, NULL, NULL, &sp->a));
     const b158_att_rope r = {&dinv, n_rot, (enum b158_rope_mode)mode, qdim, qdim + kv_dim};
     check_ok(b158_op_attention(rt, &dqkv[1], &dkc[1], &dvc[1], &dout[1], nh, nkv, hd, row, m, &dtok,
-                               off, rows, scale, &r, NULL));
+                               off, rows, scale, &r, NULL, &sp->a));
+    att_split_free(rt, sp);
     dev_read(rt, &dout[0], o1, (size_t)m * qdim * 4);
     dev_read(rt, &dout[1], o2, (size_t)m * qdim * 4);
     const int same_out = memcmp(o1, o2, (size_t)m * qdim * 4) == 0;
@@ -870,9 +919,10 @@ static void check_attention_rope(b158_runtime *rt, int nh, int nkv, int hd, int 
     dev_read(rt, &dvc[1], c2, cache);
     same_cache &= memcmp(c1, c2, cache) == 0;
     if (!same_out || !same_cache)
-        fprintf(stderr, "\nattention with rope h%d/%d d%d rot %d mode %d, %d seqs [%s]: %s%s\n", nh,
-                nkv, hd, n_rot, mode, n_seq, vname(rt), same_out ? "" : "outputs differ ",
-                same_cache ? "" : "caches differ");
+        fprintf(stderr,
+                "\nattention with rope h%d/%d d%d rot %d mode %d, %d seqs, %d splits [%s]: %s%s\n",
+                nh, nkv, hd, n_rot, mode, n_seq, splits, vname(rt),
+                same_out ? "" : "outputs differ ", same_cache ? "" : "caches differ");
     CU_ASSERT(same_out);
     CU_ASSERT(same_cache);
     for (int v = 0; v < 2; v++) {
@@ -911,9 +961,18 @@ static void test_attention(void)
         CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, 1 << 20, &b), B158_OK);
         const int32_t far[2] = {1 << 14, 0};
         t = dev_upload(rt, far, sizeof far);
-        CU_ASSERT_EQUAL(
-            b158_op_attention(rt, &b, &b, &b, &b, 1, 1, 512, 512, 1, &t, 0, 1, 1.0f, NULL, NULL),
-            B158_ERR_UNSUPPORTED);
+        CU_ASSERT_EQUAL(b158_op_attention(rt, &b, &b, &b, &b, 1, 1, 512, 512, 1, &t, 0, 1, 1.0f,
+                                          NULL, NULL, NULL),
+                        B158_ERR_UNSUPPORTED);
+        /* splits on the CPU variant, or whose results do not fit, are refused */
+        const b158_att_split many = {3, &b, &b}, cramped = {3, &t, &b};
+        if (b158_runtime_variant(rt) != B158_VARIANT_GPU)
+            CU_ASSERT_EQUAL(b158_op_attention(rt, &b, &b, &b, &b, 4, 1, 64, 256, 1, &t, 0, 1, 1.0f,
+                                              NULL, NULL, &many),
+                            B158_ERR_INVALID_ARG);
+        CU_ASSERT_EQUAL(b158_op_attention(rt, &b, &b, &b, &b, 4, 1, 64, 256, 1, &t, 0, 1, 1.0f,
+                                          NULL, NULL, &cramped),
+                        B158_ERR_INVALID_ARG);
         /* a cache region past the buffer is refused */
         CU_ASSERT_EQUAL(b158_op_kv_store(rt, &b, &b, &b, &b, 64, 64, 1, &t, 0, 1 << 14),
                         B158_ERR_INVALID_ARG);
@@ -930,7 +989,7 @@ static void test_attention(void)
             poisoned &= c[i] == 0x7f7f;
         CU_ASSERT(poisoned);
         check_ok(b158_op_attention(rt, &dk, &dc, &dv, &dout, 1, 1, 64, 64, 1, &t, 0, 8, 1.0f, NULL,
-                                   NULL));
+                                   NULL, NULL));
         b158_buf_free(rt, &dk), b158_buf_free(rt, &dc), b158_buf_free(rt, &dv);
         b158_buf_free(rt, &dout);
         free(kv), free(o);
