@@ -153,14 +153,14 @@ static b158_status time_batch(const options *o, b158_model *m, b158_runtime *rt,
         seq[i] = (b158_seq_id)(i % (size_t)k);
         tok[i] = (b158_token)((i * 7919u + 13u) % (unsigned)nv);
     }
-    st = b158_session_decode(s, &(b158_batch){(int)n, tok, seq, NULL});
+    st = b158_session_decode(s, &(b158_batch){(int)n, tok, seq, NULL, 0});
     double t0 = 0;
     for (int step = 0; step <= o->n_steps && st == B158_OK; step++) {
         if (step == 1)
             t0 = now_s();
         for (int q = 0; q < k; q++)
             tok[q] = (b158_token)(((unsigned)q * 31u + (unsigned)step * 7u + 5u) % (unsigned)nv);
-        st = b158_session_decode(s, &(b158_batch){k, tok, seq, NULL});
+        st = b158_session_decode(s, &(b158_batch){k, tok, seq, NULL, 0});
     }
     const double dt = now_s() - t0;
     r->batch = k;

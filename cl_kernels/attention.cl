@@ -226,26 +226,6 @@ inline size_t b158_att_part(int m, int h, int sp, int n_head, int splits, int he
     return (((size_t)m * n_head + h) * splits + sp) * (size_t)(head_dim + 2);
 }
 
-/* Whether this group is the last of expected ones to arrive at *count (which it then resets to
- * zero): after fencing its stores; the last one fences again before it reads the others'. Called
- * by every work-item of the group; *last is __local. */
-inline int b158_last_arrival(__global volatile int *count, int expected, __local int *last)
-{
-    mem_fence(CLK_GLOBAL_MEM_FENCE);
-    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
-    if (get_local_id(0) == 0) {
-        *last = atomic_inc(count) == expected - 1;
-        if (*last)
-            *count = 0;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    const int r = *last;
-    if (r)
-        mem_fence(CLK_GLOBAL_MEM_FENCE);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-}
-
 /* Head h of token m, keys of split sp of splits, by the whole group: the kernel's work-group
  * (h * splits + sp, m), and one head or split of the fused decode layer (decode.cl). With one
  * split the head's output goes to out, else the split's partial result to split_out

@@ -217,6 +217,26 @@ inline short16 b158_tern8(uchar16 c, char16 x)
     return convert_short16((x & plus) - (x & minus));
 }
 
+/* Whether this group is the last of expected ones to arrive at *count (which it then resets to
+ * zero): after fencing its stores; the last one fences again before it reads the others'. Called
+ * by every work-item of the group; *last is __local. */
+inline int b158_last_arrival(__global volatile int *count, int expected, __local int *last)
+{
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+    if (get_local_id(0) == 0) {
+        *last = atomic_inc(count) == expected - 1;
+        if (*last)
+            *count = 0;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int r = *last;
+    if (r)
+        mem_fence(CLK_GLOBAL_MEM_FENCE);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
+
 /* The decode GEMVs' and the attention's optional tail: after its part of a row is stored, the
  * last work-group to finish (of the expected ones that share the row: get_num_groups(0) for
  * b158_last_group_tail) turns the whole row y (n_rows wide) into the int8 input of the next

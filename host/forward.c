@@ -37,6 +37,9 @@ struct dev_state {
     /* one-token steps' attention split over the keys (att_splits > 1): partial results, and
      * int32 counters per head kept at zero */
     b158_buf att_part, att_hcount;
+    /* greedy steps' argmax of each logits row (out_rows): partial results, counters kept at
+     * zero, the tokens */
+    b158_buf amax_part, amax_count, amax_out;
     /* the fused decode layer's (where it runs): the residual between its stages, a quantized
      * input and scale per work-group, and int32 [error flag | 4 barrier counters per layer],
      * zeroed before each step */
@@ -59,6 +62,8 @@ struct b158_session {
     int out_cap;
     float *inv_freq; /* (n_rot / 2) RoPE inverse frequencies, both paths */
     float *logits;   /* (logits_rows, n_vocab) host copy of the rows asked for */
+    int32_t *picks;  /* (logits_rows) their argmax, in a greedy call */
+    int greedy;      /* the last call was greedy: picks, no logits */
     int logits_rows;
     int out_rows;  /* rows of the device's LM head output buffer */
     int width_max; /* widest BitLinear input */
@@ -121,15 +126,29 @@ void b158_session_reset(b158_session *s)
     s->last_out = -1;
 }
 
-const float *b158_session_logits(const b158_session *s, int i)
+/* The output row of token i (< 0: the last that asked) of the last call, or -1 */
+static int out_row(const b158_session *s, int i)
 {
     if (!s || s->last_n == 0)
-        return NULL;
+        return -1;
     if (i < 0)
         i = s->last_out;
-    if (i < 0 || i >= s->last_n || s->out_row[i] < 0)
-        return NULL;
-    return s->logits + (size_t)s->out_row[i] * s->m->info.n_vocab;
+    return i < 0 || i >= s->last_n ? -1 : s->out_row[i];
+}
+
+const float *b158_session_logits(const b158_session *s, int i)
+{
+    const int r = out_row(s, i);
+    return r < 0 || s->greedy ? NULL : s->logits + (size_t)r * s->m->info.n_vocab;
+}
+
+b158_token b158_session_argmax(const b158_session *s, int i)
+{
+    const int r = out_row(s, i);
+    if (r < 0)
+        return -1;
+    const int nv = s->m->info.n_vocab;
+    return s->greedy ? s->picks[r] : b158_ref_argmax(s->logits + (size_t)r * nv, nv);
 }
 
 void b158_session_free(b158_session *s)
@@ -143,6 +162,7 @@ void b158_session_free(b158_session *s)
     free(s->tok);
     free(s->sel);
     free(s->out_row);
+    free(s->picks);
     struct cpu_state *c = &s->cpu;
     void *host[] = {c->x,    c->xn, c->q,  c->k, c->v,       c->att,
                     c->gate, c->up, c->q8, c->s, c->k_cache, c->v_cache};
@@ -150,11 +170,12 @@ void b158_session_free(b158_session *s)
         free(host[i]);
     if (s->rt) {
         struct dev_state *d = &s->dev;
-        b158_buf *bufs[] = {&d->ids,       &d->tok,       &d->x,       &d->xn,       &d->qkv,
-                            &d->att,       &d->gu,        &d->q8,      &d->s,        &d->last,
-                            &d->logits,    &d->k_cache,   &d->v_cache, &d->inv_freq, &d->counter,
-                            &d->att_count, &d->x2,        &d->q8g,     &d->qsg,      &d->bar,
-                            &d->att_part,  &d->att_hcount};
+        b158_buf *bufs[] = {
+            &d->ids,       &d->tok,        &d->x,         &d->xn,         &d->qkv,
+            &d->att,       &d->gu,         &d->q8,        &d->s,          &d->last,
+            &d->logits,    &d->k_cache,    &d->v_cache,   &d->inv_freq,   &d->counter,
+            &d->att_count, &d->x2,         &d->q8g,       &d->qsg,        &d->bar,
+            &d->att_part,  &d->att_hcount, &d->amax_part, &d->amax_count, &d->amax_out};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             b158_buf_free(s->rt, bufs[i]);
         b158_baseline_free(s->rt, &d->base);
@@ -250,6 +271,11 @@ static b158_status alloc_dev(b158_session *s)
     B158_TRY(b158_buf_write(rt, &d->counter, 0, 4, &(int32_t){0}));
     B158_TRY(b158_buf_alloc(rt, S, B * 4, &d->att_count));
     B158_TRY(b158_buf_fill(rt, &d->att_count, 0));
+    const size_t rows = (size_t)s->out_rows;
+    B158_TRY(b158_buf_alloc(rt, S, rows * B158_ARGMAX_GROUPS * 8, &d->amax_part));
+    B158_TRY(b158_buf_alloc(rt, S, rows * 4, &d->amax_count));
+    B158_TRY(b158_buf_fill(rt, &d->amax_count, 0));
+    B158_TRY(b158_buf_alloc(rt, S, rows * 4, &d->amax_out));
     s->att_splits = att_splits(s);
     if (s->att_splits > 1) {
         const size_t parts = (size_t)h->n_head * s->att_splits * (h->head_dim + 2);
@@ -328,10 +354,13 @@ static b158_status reserve_outputs(b158_session *s, int rows, int n_tokens)
     const size_t nv = (size_t)s->m->info.n_vocab;
     if (rows > s->logits_rows) {
         float *l = realloc(s->logits, (size_t)rows * nv * sizeof *l);
-        if (!l)
+        if (l)
+            s->logits = l;
+        int32_t *p = l ? realloc(s->picks, (size_t)rows * sizeof *p) : NULL;
+        if (!p)
             return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %d rows of logits",
                              rows);
-        s->logits = l;
+        s->picks = p;
         s->logits_rows = rows;
     }
     if (n_tokens > s->out_cap) {
@@ -405,8 +434,9 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
     /* compile every kernel of the forward pass now, so the first token is not the one that
      * pays for it (and the timings of prompt processing do not include it) */
     static const enum b158_kernel_id used[] = {
-        B158_K_QUANTIZE_ROWS, B158_K_RMSNORM_QUANTIZE,  B158_K_RMSNORM, B158_K_ROPE_KV_STORE,
-        B158_K_ATTENTION,     B158_K_GLU_NORM_QUANTIZE, B158_K_EMBED,   B158_K_F16_MATVEC};
+        B158_K_QUANTIZE_ROWS, B158_K_RMSNORM_QUANTIZE, B158_K_RMSNORM,
+        B158_K_ROPE_KV_STORE, B158_K_ATTENTION,        B158_K_GLU_NORM_QUANTIZE,
+        B158_K_EMBED,         B158_K_F16_MATVEC,       B158_K_ARGMAX_ROWS};
     for (size_t i = 0; s->rt && st == B158_OK && i < sizeof used / sizeof used[0]; i++) {
         cl_kernel k;
         st = b158_rt_kernel(s->rt, used[i], &k);
@@ -521,16 +551,29 @@ static b158_status dev_linear_glu(b158_session *s, const struct b158_layer_dev *
 /* Logits of the n_sel rows sel[] of the final-normed d->xn into dst (n_sel rows): the LM head
  * straight on xn when every row asked, else on rows gathered into d->last, out_rows at a
  * time. */
+/* The first rows of the device's logits into dst, or with picks (a greedy step) only their
+ * argmax, computed on the device: 4 bytes a row read back instead of n_vocab floats. */
+static b158_status read_logits(b158_session *s, int rows, float *dst, int32_t *picks)
+{
+    struct dev_state *d = &s->dev;
+    const int nv = s->m->info.n_vocab;
+    if (!picks)
+        return b158_buf_read(s->rt, &d->logits, 0, (size_t)rows * nv * 4, dst);
+    B158_TRY(
+        b158_op_argmax(s->rt, &d->logits, nv, rows, &d->amax_part, &d->amax_count, &d->amax_out));
+    return b158_buf_read(s->rt, &d->amax_out, 0, (size_t)rows * 4, picks);
+}
+
 static b158_status dev_logits(b158_session *s, const b158_buf *head, int n, const int *sel,
-                              int n_sel, float *dst)
+                              int n_sel, float *dst, int32_t *picks)
 {
     b158_runtime *rt = s->rt;
     struct dev_state *d = &s->dev;
     const b158_model_info *h = &s->m->info;
-    const size_t row = (size_t)h->n_embd * 4, out = (size_t)h->n_vocab * 4;
+    const size_t row = (size_t)h->n_embd * 4;
     if (n_sel == n && n <= s->out_rows) {
         B158_TRY(b158_op_f16_matvec(rt, head, &d->xn, &d->logits, h->n_vocab, h->n_embd, n));
-        return b158_buf_read(rt, &d->logits, 0, (size_t)n * out, dst);
+        return read_logits(s, n, dst, picks);
     }
     for (int g = 0; g < n_sel; g += s->out_rows) {
         const int rows = n_sel - g < s->out_rows ? n_sel - g : s->out_rows;
@@ -543,8 +586,7 @@ static b158_status dev_logits(b158_session *s, const b158_buf *head, int n, cons
             r += run;
         }
         B158_TRY(b158_op_f16_matvec(rt, head, &d->last, &d->logits, h->n_vocab, h->n_embd, rows));
-        B158_TRY(
-            b158_buf_read(rt, &d->logits, 0, (size_t)rows * out, dst + (size_t)g * h->n_vocab));
+        B158_TRY(read_logits(s, rows, dst + (size_t)g * h->n_vocab, picks ? picks + g : NULL));
     }
     return B158_OK;
 }
@@ -695,11 +737,11 @@ static b158_status fused_err_read(b158_session *s, int n)
 }
 
 /* dev_forward after the step's ids and positions are on their way to the device */
-static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, float *dst)
+static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, float *dst,
+                            int32_t *picks)
 {
     b158_runtime *rt = s->rt;
     const b158_model *m = s->m;
-    struct dev_state *d = &s->dev;
     if (m->dev_mode == B158_WEIGHTS_TERNARY && n == 1 && n_sel == 1 && s->plan_state != PLAN_OFF) {
         if (s->plan_state == PLAN_READY) {
             B158_TRY(b158_rt_plan_run(rt, &s->plan));
@@ -713,14 +755,14 @@ static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, f
             B158_TRY(st);
         }
         B158_TRY(fused_err_read(s, n));
-        return b158_buf_read(rt, &d->logits, 0, (size_t)m->info.n_vocab * 4, dst);
+        return read_logits(s, 1, dst, picks);
     }
     B158_TRY(dev_layers(s, n, n_sel > 0));
     B158_TRY(fused_err_read(s, n));
     if (n_sel == 0)
         return B158_OK;
     const b158_buf *head = m->output != m->tok_embd ? &m->d_output : &m->d_tok_embd;
-    return dev_logits(s, head, n, sel, n_sel, dst);
+    return dev_logits(s, head, n, sel, n_sel, dst, picks);
 }
 
 /* One step of n tokens whose {position, cache row} pairs are in s->tok; logits of the rows
@@ -729,7 +771,7 @@ static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, f
  * without a wait of their own; the step ends waiting for its logits, or for the queue when it
  * has none or fails, so the caller's tokens and s->tok are free again on return. */
 static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n, const int *sel,
-                               int n_sel, float *dst)
+                               int n_sel, float *dst, int32_t *picks)
 {
     b158_runtime *rt = s->rt;
     struct dev_state *d = &s->dev;
@@ -741,7 +783,7 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
     if (st == B158_OK && fused)
         st = b158_buf_fill(rt, &d->bar, 0);
     if (st == B158_OK)
-        st = dev_step(s, n, sel, n_sel, dst);
+        st = dev_step(s, n, sel, n_sel, dst, picks);
     if (st != B158_OK)
         (void)clFinish(rt->queue); /* keeps the step's error as the last one */
     else if (n_sel == 0)
@@ -756,7 +798,7 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
         s->fused_groups = 0;
         b158_plan_free(&s->plan);
         s->plan_state = PLAN_NONE;
-        return dev_forward(s, tokens, n, sel, n_sel, dst);
+        return dev_forward(s, tokens, n, sel, n_sel, dst, picks);
     }
     return st;
 }
@@ -771,7 +813,7 @@ static void cpu_bitlinear(b158_session *s, const b158_tpack *w, const float *x, 
 }
 
 static b158_status cpu_forward(b158_session *s, const b158_token *tokens, int n, const int *sel,
-                               int n_sel, float *dst)
+                               int n_sel, float *dst, int32_t *picks)
 {
     const b158_model *m = s->m;
     const b158_model_info *h = &m->info;
@@ -812,9 +854,13 @@ static b158_status cpu_forward(b158_session *s, const b158_token *tokens, int n,
         cpu_bitlinear(s, &L->wdown, c->gate, n, c->x, 1);
     }
     b158_ref_rmsnorm(c->x, m->output_norm, c->xn, h->n_embd, n, h->rms_eps);
-    for (int i = 0; i < n_sel; i++)
-        b158_ref_f16_matvec(m->output, c->xn + (size_t)sel[i] * h->n_embd,
-                            dst + (size_t)i * h->n_vocab, h->n_vocab, h->n_embd, 1);
+    for (int i = 0; i < n_sel; i++) {
+        float *l = dst + (size_t)i * h->n_vocab;
+        b158_ref_f16_matvec(m->output, c->xn + (size_t)sel[i] * h->n_embd, l, h->n_vocab, h->n_embd,
+                            1);
+        if (picks)
+            picks[i] = b158_ref_argmax(l, h->n_vocab);
+    }
     return B158_OK;
 }
 
@@ -870,6 +916,7 @@ static b158_status decode(b158_session *s, const b158_batch *b, int all)
     B158_TRY(reserve_outputs(s, 0, n));
     int n_out = 0;
     s->last_out = -1;
+    s->greedy = b->greedy != 0;
     for (int i = 0; i < n; i++) {
         const b158_seq_id q = b->seq_id ? b->seq_id[i] : 0;
         const int want = all || (b->logits ? b->logits[i] != 0 : s->seq_count[q] == i);
@@ -893,8 +940,9 @@ static b158_status decode(b158_session *s, const b158_batch *b, int all)
             }
         }
         float *dst = s->logits + (size_t)first * n_vocab;
-        B158_TRY(s->rt ? dev_forward(s, b->token + i, chunk, s->sel, n_sel, dst)
-                       : cpu_forward(s, b->token + i, chunk, s->sel, n_sel, dst));
+        int32_t *picks = s->greedy ? s->picks + first : NULL;
+        B158_TRY(s->rt ? dev_forward(s, b->token + i, chunk, s->sel, n_sel, dst, picks)
+                       : cpu_forward(s, b->token + i, chunk, s->sel, n_sel, dst, picks));
     }
     s->last_n = n;
     return B158_OK;
@@ -909,6 +957,6 @@ b158_status b158_session_eval(b158_session *s, const b158_token *tokens, int n)
 {
     if (!s || (!tokens && n > 0) || n < 0)
         return B158_FAIL(B158_ERR_INVALID_ARG, "b158_session_eval: bad arguments");
-    const b158_batch b = {n, tokens, NULL, NULL};
+    const b158_batch b = {n, tokens, NULL, NULL, 0};
     return decode(s, &b, s->all_logits);
 }

@@ -516,6 +516,25 @@ b158_status b158_op_embed(b158_runtime *rt, const b158_buf *table, const b158_bu
                        B158_ARG_MEM(out), B158_ARG(n_embd), B158_ARG(n_vocab), B158_ARG(m_rows));
 }
 
+b158_status b158_op_argmax(b158_runtime *rt, const b158_buf *x, int n, int m_rows,
+                           const b158_buf *part, const b158_buf *counter, const b158_buf *out)
+{
+    B158_TRY(positive(n, "argmax", "n"));
+    B158_TRY(positive(m_rows, "argmax", "rows"));
+    B158_TRY(need(x, (size_t)m_rows * n * 4, "argmax", "x"));
+    B158_TRY(need(part, (size_t)m_rows * B158_ARGMAX_GROUPS * 8, "argmax", "partial results"));
+    B158_TRY(need(counter, (size_t)m_rows * 4, "argmax", "counters"));
+    B158_TRY(need(out, (size_t)m_rows * 4, "argmax", "out"));
+    /* about 16 values a work-item, at most B158_ARGMAX_GROUPS groups a row */
+    const size_t wg = (size_t)rt->tune.wg;
+    size_t groups = ((size_t)n + wg * 16 - 1) / (wg * 16);
+    if (groups > B158_ARGMAX_GROUPS)
+        groups = B158_ARGMAX_GROUPS;
+    return B158_LAUNCH(rt, B158_K_ARGMAX_ROWS, 2, ((size_t[]){groups * wg, (size_t)m_rows}),
+                       ((size_t[]){wg, 1}), B158_ARG_MEM(x), B158_ARG(n), B158_ARG(m_rows),
+                       B158_ARG_MEM(part), B158_ARG_MEM(counter), B158_ARG_MEM(out));
+}
+
 b158_status b158_op_f16_matvec(b158_runtime *rt, const b158_buf *w, const b158_buf *x,
                                const b158_buf *y, int n_rows, int k, int m_rows)
 {

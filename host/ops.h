@@ -184,6 +184,12 @@ b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, co
                                       int up_off, int stride, const b158_buf *norm_w,
                                       const b158_buf *q, const b158_buf *s, int n, int k_pad,
                                       int m_rows, float eps, enum b158_act act);
+/* out[m] (int32) = b158_ref_argmax of row m of x (m_rows rows of n floats): the greedy token
+ * read back instead of the row. part holds m_rows * B158_ARGMAX_GROUPS int32 pairs, counter
+ * m_rows int32 kept at zero. */
+#define B158_ARGMAX_GROUPS 256
+b158_status b158_op_argmax(b158_runtime *rt, const b158_buf *x, int n, int m_rows,
+                           const b158_buf *part, const b158_buf *counter, const b158_buf *out);
 b158_status b158_op_embed(b158_runtime *rt, const b158_buf *table, const b158_buf *ids,
                           const b158_buf *out, int n_embd, int n_vocab, int m_rows);
 /* y[m][n] = sum_k W[n][k] x[m][k], W (n_rows, k) FP16, x (m_rows, k) and y (m_rows, n_rows)

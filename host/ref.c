@@ -182,6 +182,15 @@ void b158_ref_embed(const uint16_t *table, const b158_token *ids, float *out, in
                                               : NAN;
 }
 
+int b158_ref_argmax(const float *x, int n)
+{
+    int best = -1;
+    for (int i = 0; i < n; i++)
+        if (!isnan(x[i]) && (best < 0 || x[i] > x[best]))
+            best = i;
+    return best < 0 ? 0 : best;
+}
+
 void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows, int k, int m_rows)
 {
     for (int m = 0; m < m_rows; m++) {

@@ -29,6 +29,9 @@ void b158_ref_attention(const float *q, const uint16_t *k_cache, const uint16_t 
 void b158_ref_glu(const float *gate, const float *up, float *out, int count, enum b158_act act);
 void b158_ref_embed(const uint16_t *table, const b158_token *ids, float *out, int n_embd,
                     int n_vocab, int m_rows);
+/* The greedy token of a row of n logits: the lowest index of its largest value; NaN never
+ * counts (a row of NaN gives 0). */
+int b158_ref_argmax(const float *x, int n);
 void b158_ref_f16_matvec(const uint16_t *w, const float *x, float *y, int n_rows, int k,
                          int m_rows);
 /* FP16 in and out: the FP32 sum of FP16 products, rounded to FP16 once (CLBlast may round

@@ -180,6 +180,64 @@ static void test_decode_vs_prefill(void)
     }
 }
 
+/* ---- greedy steps ------------------------------------------------------------------------ */
+
+/* Greedy calls give b158_session_argmax (on a device computed there, the logits never read
+ * back) and no logits; it must be the argmax of the logits the same session computes without
+ * greedy, on every path: for several flagged tokens of a prompt (the LM head in turns of its
+ * output rows), then for each generated token fed back. */
+static void test_greedy(void)
+{
+    const flavour fl = flavours(1);
+    const uint64_t seed = b158_test_rand();
+    const int nv = fl.shape.n_vocab, n_prompt = b158_test_randint(4, 12), n_gen = 6;
+    b158_token tok[12];
+    int8_t want_rows[12] = {0};
+    random_tokens(tok, n_prompt, nv);
+    want_rows[0] = want_rows[n_prompt / 2] = want_rows[n_prompt - 1] = 1;
+    b158_runtime *rts[3] = {NULL, b158_test_runtime(B158_VARIANT_CPU),
+                            b158_test_runtime(B158_VARIANT_GPU)};
+    for (int v = 0; v < 3; v++) {
+        if (v > 0 && !rts[v])
+            break;
+        b158_model *m = model_on(&fl.shape, seed, rts[v]);
+        b158_session *a = session(m, rts[v], 32, 0, 0), *g = session(m, rts[v], 32, 0, 0);
+        CU_ASSERT_EQUAL_FATAL(
+            b158_session_decode(a, &(b158_batch){n_prompt, tok, NULL, want_rows, 0}), B158_OK);
+        CU_ASSERT_EQUAL_FATAL(
+            b158_session_decode(g, &(b158_batch){n_prompt, tok, NULL, want_rows, 1}), B158_OK);
+        int agree = 0, checks = 0;
+        for (int i = 0; i < n_prompt; i++) {
+            if (!want_rows[i]) {
+                CU_ASSERT_EQUAL(b158_session_argmax(g, i), -1);
+                continue;
+            }
+            const int want = b158_test_argmax(b158_session_logits(a, i), nv);
+            CU_ASSERT_PTR_NULL(b158_session_logits(g, i));
+            agree += b158_session_argmax(a, i) == want && b158_session_argmax(g, i) == want;
+            checks++;
+        }
+        for (int t = 0; t < n_gen; t++) {
+            const b158_token next = b158_test_argmax(b158_session_logits(a, -1), nv);
+            agree += b158_session_argmax(g, -1) == next && b158_session_argmax(a, -1) == next;
+            checks++;
+            CU_ASSERT_EQUAL_FATAL(b158_session_eval(a, &next, 1), B158_OK);
+            CU_ASSERT_EQUAL_FATAL(b158_session_decode(g, &(b158_batch){1, &next, NULL, NULL, 1}),
+                                  B158_OK);
+            CU_ASSERT_PTR_NULL(b158_session_logits(g, -1));
+        }
+        fprintf(stderr, "\n%s: greedy picks equal to the logits' argmax %d/%d",
+                v == 0   ? "reference"
+                : v == 1 ? "cpu"
+                         : "gpu",
+                agree, checks);
+        CU_ASSERT_EQUAL(agree, checks);
+        b158_session_free(a);
+        b158_session_free(g);
+        b158_model_free(m);
+    }
+}
+
 /* ---- the fused decode layer ------------------------------------------------------------- */
 
 /* Launches of kernel name on rt since its totals were last reset */
@@ -355,7 +413,7 @@ static double check_batched(b158_model *m, b158_runtime *rt, batch_req *req, int
                 want[n] = i == take - 1;
             }
         }
-        const b158_batch b = {n, tok, seq, want};
+        const b158_batch b = {n, tok, seq, want, 0};
         CU_ASSERT_EQUAL_FATAL(b158_session_decode(s, &b), B158_OK);
         for (int i = 0; i < n; i++) {
             batch_req *r = &req[who[i]];
@@ -434,24 +492,24 @@ static void test_batch_errors(void)
         b158_seq_id in1[8] = {1, 1, 1, 1, 1, 1, 1, 1};
         /* sequence 1 full with 8 tokens of a; one more, alone or beside sequence 0, is refused
          * naming the sequence, and nothing moves */
-        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){8, a, in1, NULL}), B158_OK);
+        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){8, a, in1, NULL, 0}), B158_OK);
         b158_token two[2] = {c[0], c[1]};
         b158_seq_id mix[2] = {0, 1};
-        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){2, two, mix, NULL}),
+        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){2, two, mix, NULL, 0}),
                         B158_ERR_CONTEXT_FULL);
         CU_ASSERT_PTR_NOT_NULL(strstr(b158_last_error(), "sequence 1"));
         CU_ASSERT_EQUAL(b158_session_seq_pos(s, 0), 0);
         CU_ASSERT_EQUAL(b158_session_seq_pos(s, 1), 8);
         /* ids outside [0, n_seq) */
         b158_seq_id bad[1] = {2};
-        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){1, c, bad, NULL}),
+        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){1, c, bad, NULL, 0}),
                         B158_ERR_INVALID_ARG);
         bad[0] = -1;
-        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){1, c, bad, NULL}),
+        CU_ASSERT_EQUAL(b158_session_decode(s, &(b158_batch){1, c, bad, NULL, 0}),
                         B158_ERR_INVALID_ARG);
         CU_ASSERT_EQUAL(b158_session_seq_clear(s, 2), B158_ERR_INVALID_ARG);
         CU_ASSERT_EQUAL(b158_session_seq_pos(s, 2), -1);
-        CU_ASSERT_EQUAL(b158_session_decode(NULL, &(b158_batch){1, c, NULL, NULL}),
+        CU_ASSERT_EQUAL(b158_session_decode(NULL, &(b158_batch){1, c, NULL, NULL, 0}),
                         B158_ERR_INVALID_ARG);
         CU_ASSERT_EQUAL(b158_session_decode(s, NULL), B158_ERR_INVALID_ARG);
         /* slot 1 cleared and reused: c in it gives the logits of c alone, exactly as slot 0
@@ -459,7 +517,7 @@ static void test_batch_errors(void)
         CU_ASSERT_EQUAL(b158_session_seq_clear(s, 1), B158_OK);
         b158_token both[6] = {c[0], c[0], c[1], c[1], c[2], c[2]};
         b158_seq_id at[6] = {0, 1, 0, 1, 0, 1};
-        CU_ASSERT_EQUAL_FATAL(b158_session_decode(s, &(b158_batch){6, both, at, NULL}), B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_session_decode(s, &(b158_batch){6, both, at, NULL, 0}), B158_OK);
         CU_ASSERT_EQUAL_FATAL(b158_session_eval(alone, c, 3), B158_OK);
         CU_ASSERT_PTR_NULL(b158_session_logits(s, 3));
         const float *l0 = b158_session_logits(s, 4), *l1 = b158_session_logits(s, 5);
@@ -628,6 +686,7 @@ static void add_suites(void)
                     (b158_test_case[]){{"all_positions", test_device_vs_reference}, {NULL, NULL}});
     b158_test_suite("decode_vs_prefill",
                     (b158_test_case[]){{"kv_cache", test_decode_vs_prefill}, {NULL, NULL}});
+    b158_test_suite("greedy", (b158_test_case[]){{"device_argmax", test_greedy}, {NULL, NULL}});
     b158_test_suite("fused_decode",
                     (b158_test_case[]){{"same_as_unfused", test_fused_decode}, {NULL, NULL}});
     b158_test_suite("errors",

@@ -1088,6 +1088,63 @@ static void test_embed(void)
     }
 }
 
+/* Greedy tokens on the device: rows of awkward widths (one value to more than a 128k
+ * vocabulary) with the maximum repeated at several places (the lowest index wins) or at the
+ * very end, NaN sprinkled in, a row of -inf and a row of NaN; twice over (the counters must come
+ * back to zero), each time exactly b158_ref_argmax. */
+static void test_argmax(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        static const int widths[] = {1, 2, 7, 300, 4097, 0};
+        for (size_t t = 0; t < sizeof widths / sizeof widths[0]; t++) {
+            const int n = widths[t] ? widths[t] : b158_test_randint(128000, 130000);
+            const int m = b158_test_randint(2, 6);
+            float *x = xmalloc((size_t)m * n * 4);
+            fill_uniform(x, (size_t)m * n, -20.0f, 20.0f);
+            for (int r = 0; r < m; r++) {
+                float *xr = x + (size_t)r * n;
+                const float top = 25.0f + (float)r;
+                for (int c = 0; c < 3; c++) /* ties: the lowest of these wins */
+                    xr[b158_test_randint(0, n - 1)] = top;
+                for (int c = 0; c < n / 50; c++)
+                    xr[b158_test_randint(0, n - 1)] = NAN;
+            }
+            x[n - 1] = 100.0f; /* row 0: the largest is the last value */
+            if (m > 2)
+                for (int i = 0; i < n; i++)
+                    x[(size_t)(m - 1) * n + i] = -INFINITY;
+            if (m > 3)
+                for (int i = 0; i < n; i++)
+                    x[(size_t)(m - 2) * n + i] = NAN;
+            int32_t *got = xmalloc((size_t)m * 4), *cnt = xmalloc((size_t)m * 4);
+            b158_buf dx = dev_upload(rt, x, (size_t)m * n * 4);
+            b158_buf dp = dev_poisoned(rt, (size_t)m * B158_ARGMAX_GROUPS * 8);
+            b158_buf dc = dev_poisoned(rt, (size_t)m * 4), dout = dev_poisoned(rt, (size_t)m * 4);
+            CU_ASSERT_EQUAL_FATAL(b158_buf_fill(rt, &dc, 0), B158_OK);
+            int wrong = 0, counters = 0;
+            for (int rep = 0; rep < 2; rep++) {
+                CU_ASSERT_EQUAL_FATAL(b158_buf_fill(rt, &dout, B158_POISON_BYTE), B158_OK);
+                check_ok(b158_op_argmax(rt, &dx, n, m, &dp, &dc, &dout));
+                dev_read(rt, &dout, got, (size_t)m * 4);
+                dev_read(rt, &dc, cnt, (size_t)m * 4);
+                for (int r = 0; r < m; r++) {
+                    wrong += got[r] != b158_ref_argmax(x + (size_t)r * n, n);
+                    counters += cnt[r] != 0;
+                }
+            }
+            if (wrong || counters)
+                fprintf(stderr, "\nargmax n %d m %d [%s]: %d wrong, %d counters not reset\n", n, m,
+                        vname(rt), wrong, counters);
+            CU_ASSERT_EQUAL(wrong, 0);
+            CU_ASSERT_EQUAL(counters, 0);
+            b158_buf_free(rt, &dx), b158_buf_free(rt, &dp), b158_buf_free(rt, &dc);
+            b158_buf_free(rt, &dout);
+            free(x), free(got), free(cnt);
+        }
+    }
+}
+
 /* Random FP16 weights (n x k) and FP32 activations (m x k) for the FP16 matmul tests, on the
  * host and uploaded. */
 static void f16_inputs(b158_runtime *rt, int n, int k, int m, uint16_t **w, float **x, b158_buf *dw,
@@ -1316,6 +1373,7 @@ static void add_suites(void)
     b158_test_suite("attention", (b158_test_case[]){{"gqa_causal", test_attention}, {NULL, NULL}});
     b158_test_suite("glu", (b158_test_case[]){{"norm_quantize", test_glu}, {NULL, NULL}});
     b158_test_suite("embed", (b158_test_case[]){{"gather", test_embed}, {NULL, NULL}});
+    b158_test_suite("argmax", (b158_test_case[]){{"greedy_rows", test_argmax}, {NULL, NULL}});
     b158_test_suite("f16_matvec", (b158_test_case[]){{"lm_head", test_f16_matvec},
                                                      {"gemm_tiles", test_f16_gemm},
                                                      {NULL, NULL}});

@@ -203,7 +203,7 @@ static void check_ship_batched(b158_model *m, b158_runtime *rt, b158_token **pro
             }
             want[n - 1] = 1;
         }
-        CU_ASSERT_EQUAL_FATAL(b158_session_decode(s, &(b158_batch){n, tok, seq, want}), B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_session_decode(s, &(b158_batch){n, tok, seq, want, 0}), B158_OK);
         for (int i = 0; i < n; i++) {
             if (!want[i])
                 continue;

@@ -224,6 +224,8 @@ typedef struct {
     b158_session *ref; /* CPU reference session (--cpu-ref or --verify) */
     b158_sampler *sampler;
     int n_vocab;
+    int greedy; /* temperature 0 and no repeat penalty, one session: the session's own argmax
+                   (on the device, so no logits row is read back per token) */
     double t_load;
     /* timing */
     int n_prompt_tokens, n_gen_tokens;
@@ -288,6 +290,7 @@ static int engine_open(engine *e, const args *a, const char *model_path)
     }
     if (b158_sampler_create(&a->sp, h->n_vocab, &e->sampler) != B158_OK)
         return fail(NULL);
+    e->greedy = a->sp.temp == 0.0f && a->sp.repeat_penalty == 1.0f && !(e->dev && e->ref);
     e->t_load = cli_now() - t0;
     fprintf(stderr,
             "model: %s (%s%s%s), %d layers, n_embd %d, heads %d/%d, n_ff %d, vocab %d, "
@@ -316,6 +319,10 @@ static int engine_pos(const engine *e)
 /* Evaluates tokens on the session(s); in verify mode compares every position's logits. */
 static int engine_eval(engine *e, const b158_token *tok, int n)
 {
+    if (e->greedy) {
+        const b158_batch b = {n, tok, NULL, NULL, 1};
+        return b158_session_decode(e->dev ? e->dev : e->ref, &b) != B158_OK ? fail(NULL) : 0;
+    }
     if (e->dev && b158_session_eval(e->dev, tok, n) != B158_OK)
         return fail(NULL);
     if (e->ref && b158_session_eval(e->ref, tok, n) != B158_OK)
@@ -341,9 +348,15 @@ static int engine_eval(engine *e, const b158_token *tok, int n)
     return 0;
 }
 
-static const float *engine_logits(const engine *e)
+/* The next token after the last evaluation */
+static b158_token engine_next(engine *e)
 {
-    return b158_session_logits(e->dev ? e->dev : e->ref, -1);
+    const b158_session *s = e->dev ? e->dev : e->ref;
+    if (!e->greedy)
+        return b158_sampler_sample(e->sampler, b158_session_logits(s, -1));
+    const b158_token tok = b158_session_argmax(s, -1);
+    b158_sampler_accept(e->sampler, tok);
+    return tok;
 }
 
 static void print_summary(const engine *e)
@@ -381,7 +394,7 @@ static int generate(engine *e, const args *a, int n, int *hit_eog)
             fprintf(stderr, "\n[context of %d tokens is full]\n", engine_ctx(e));
             break;
         }
-        b158_token tok = b158_sampler_sample(e->sampler, engine_logits(e));
+        b158_token tok = engine_next(e);
         if (!a->ignore_eos && b158_vocab_is_eog(e->vocab, tok)) {
             *hit_eog = 1;
             /* the end-of-turn token belongs to the history (chat), evaluated but not printed */

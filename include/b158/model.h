@@ -157,6 +157,10 @@ typedef struct b158_batch {
     const b158_seq_id *seq_id; /* n_tokens sequence ids; NULL = all in sequence 0 */
     const int8_t *logits;      /* n_tokens flags, nonzero = return this token's logits; NULL =
                                   the last token of each sequence in the batch */
+    int greedy;                /* nonzero: those tokens get only their greedy next token
+                                  (b158_session_argmax), computed where the logits are (on a
+                                  device: 4 bytes read back instead of n_vocab floats), and
+                                  b158_session_logits gives NULL for them */
 } b158_batch;
 
 /* Runs every token of batch through the model in forward steps of at most n_batch tokens,
@@ -174,6 +178,12 @@ b158_status b158_session_eval(b158_session *s, const b158_token *tokens, int n);
 /* Logits (n_vocab floats) of token i of the last eval / decode call, if it asked for them,
  * else NULL; i < 0 = the last token that did. Valid until the next eval / decode. */
 const float *b158_session_logits(const b158_session *s, int i);
+
+/* The greedy next token after token i (i < 0: the last that asked for logits) of the last
+ * eval / decode call: the lowest index of the largest logit, NaN never counting (a row of NaN
+ * gives 0); -1 where that token asked for nothing. From the device in a greedy call, else from
+ * the host's logits. */
+b158_token b158_session_argmax(const b158_session *s, int i);
 
 int b158_session_n_ctx(const b158_session *s);
 int b158_session_n_seq(const b158_session *s);

@@ -347,8 +347,9 @@ static srv_task *make_task(srv_http *h, srv_request *req, srv_error *e)
         srv_error_set(e, 400, "invalid_request_error", NULL, NULL, "%s", b158_last_error());
         return NULL;
     }
+    const int greedy = req->sampling.temp == 0.0f && req->sampling.repeat_penalty == 1.0f;
     const srv_task_params tp = {tok,       (int)n,        req->max_tokens, smp,
-                                req->stop, req->stop_len, req->n_stop};
+                                req->stop, req->stop_len, req->n_stop,     greedy};
     srv_task *t = srv_task_new(&tp);
     if (!t)
         srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");

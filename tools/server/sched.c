@@ -17,6 +17,7 @@ struct srv_task {
     int n_tokens;
     int max_tokens;
     b158_sampler *sampler; /* used by the scheduler thread only once submitted */
+    int greedy;            /* srv_task_params.greedy */
     char *stop[SRV_MAX_STOP];
     size_t stop_len[SRV_MAX_STOP];
     int n_stop;
@@ -91,6 +92,7 @@ srv_task *srv_task_new(const srv_task_params *p)
         t->n_tokens = p->n_tokens;
         t->max_tokens = p->max_tokens;
         t->sampler = p->sampler;
+        t->greedy = p->greedy;
         t->refs = 1;
         t->st.prompt_tokens = p->n_tokens;
         for (int i = 0; ok && i < p->n_stop && i < SRV_MAX_STOP; i++) {
@@ -387,7 +389,12 @@ static void step(srv_sched *s)
     }
     if (n == 0)
         return;
-    const b158_batch batch = {n, s->b_tok, s->b_seq, s->b_logits};
+    /* a step whose sampled sequences all sample greedily reads back tokens, not logits */
+    int greedy = 1;
+    for (int i = 0; i < s->n_seq; i++)
+        if (s->slots[i].task && s->slots[i].batch_i >= 0)
+            greedy &= s->slots[i].task->greedy;
+    const b158_batch batch = {n, s->b_tok, s->b_seq, s->b_logits, greedy};
     const double t0 = now_s();
     const b158_status st = b158_session_decode(s->session, &batch);
     const double dt = now_s() - t0;
@@ -422,10 +429,13 @@ static void step(srv_sched *s)
         if (!sl->task || sl->batch_i < 0)
             continue;
         const float *logits = b158_session_logits(s->session, sl->batch_i);
-        if (!logits)
+        const b158_token pick = greedy ? b158_session_argmax(s->session, sl->batch_i) : -1;
+        if (greedy && pick >= 0)
+            b158_sampler_accept(sl->task->sampler, pick);
+        if (!logits && pick < 0)
             slot_end(s, sl, NULL, 500, "the session returned no logits for a sequence");
         else
-            slot_token(s, sl, i, b158_sampler_sample(sl->task->sampler, logits));
+            slot_token(s, sl, i, greedy ? pick : b158_sampler_sample(sl->task->sampler, logits));
     }
 }
 

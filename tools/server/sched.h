@@ -30,6 +30,9 @@ typedef struct srv_task_params {
     char *const *stop;
     const size_t *stop_len;
     int n_stop;
+    int greedy; /* the sampler is plain argmax (temperature 0, no repeat penalty): steps whose
+                   sampled sequences all are take the session's argmax, the logits stay on the
+                   device */
 } srv_task_params;
 
 /* A task owned by its creator (one reference); NULL when out of memory, and then the tokens
