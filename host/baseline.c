@@ -31,10 +31,23 @@ b158_status b158_baseline_upload(b158_runtime *rt, const b158_tpack *t, b158_buf
     if (!h)
         return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for a %d x %d FP16 matrix", t->n,
                          t->k);
-    for (int r = 0; r < t->n; r++)
-        for (int e = 0; e < t->k; e++)
-            h[(size_t)r * t->k + e] =
-                b158_f32_to_f16((float)b158_tpack_get(t, r, e) * t->scales[r]);
+    /* row by row from the packed layout (b158_tpack_get's): byte j of 256-weight block b holds
+     * elements 256b + j + 64l at bits 2l, and a row has only four values, (c - 1) * scale for
+     * the codes c, converted once */
+    const size_t row_bytes = (size_t)t->k_pad / 4;
+    for (int r = 0; r < t->n; r++) {
+        uint16_t lut[4];
+        for (int c = 0; c < 4; c++)
+            lut[c] = b158_f32_to_f16((float)(c - 1) * t->scales[r]);
+        const uint8_t *codes = t->codes + (size_t)r * row_bytes;
+        uint16_t *hr = h + (size_t)r * t->k;
+        for (int b = 0; b < t->k_pad / 256; b++)
+            for (int l = 0; l < 4; l++) {
+                const int e0 = 256 * b + 64 * l, n = t->k - e0 < 64 ? t->k - e0 : 64;
+                for (int j = 0; j < n; j++)
+                    hr[e0 + j] = lut[(codes[64 * b + j] >> (2 * l)) & 3];
+            }
+    }
     b158_status st = b158_buf_alloc(rt, B158_MEM_WEIGHTS, bytes, out);
     if (st == B158_OK)
         st = b158_buf_write(rt, out, 0, bytes, h);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "baseline.h"
 #include "blas.h"
 #include "half.h"
 #include "ops.h"
@@ -1229,6 +1230,43 @@ static void test_f16_gemm(void)
 
 /* ---- the FP16 baseline's pieces ---------------------------------------------------------- */
 
+/* The FP16 baseline's dense weights: element for element the FP16 rounding of w * scale of the
+ * packed ternary matrix (awkward widths: blocks cut short, planes past k; a negative scale gives
+ * -0 for w = 0), exactly. */
+static void test_f16_dense(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        for (int rep = 0; rep < 3; rep++) {
+            const int n = b158_test_randint(1, 40), k = b158_test_randint(1, 1100);
+            const int kp = b158_ternary_k_pad(k);
+            int8_t *w = xmalloc((size_t)n * k);
+            uint8_t *codes = xmalloc((size_t)n * kp / 4);
+            float *sc = xmalloc((size_t)n * 4);
+            uint16_t *got = xmalloc((size_t)n * k * 2);
+            for (size_t i = 0; i < (size_t)n * k; i++)
+                w[i] = (int8_t)b158_test_randint(-1, 1);
+            for (int r = 0; r < n; r++)
+                sc[r] = b158_test_uniform(1e-4f, 3.0f) * (r == n / 2 ? -1.0f : 1.0f);
+            CU_ASSERT_EQUAL_FATAL(b158_ternary_pack(w, n, k, codes), B158_OK);
+            const b158_tpack t = {codes, sc, n, k, kp};
+            b158_buf d;
+            check_ok(b158_baseline_upload(rt, &t, &d));
+            dev_read(rt, &d, got, (size_t)n * k * 2);
+            int bad = 0;
+            for (int r = 0; r < n; r++)
+                for (int e = 0; e < k; e++)
+                    bad += got[(size_t)r * k + e] !=
+                           b158_f32_to_f16((float)w[(size_t)r * k + e] * sc[r]);
+            if (bad)
+                fprintf(stderr, "\ndense FP16 weights %d x %d: %d wrong\n", n, k, bad);
+            CU_ASSERT_EQUAL(bad, 0);
+            b158_buf_free(rt, &d);
+            free(w), free(codes), free(sc), free(got);
+        }
+    }
+}
+
 static void test_f16_convert(void)
 {
     FOR_EACH_VARIANT(rt)
@@ -1377,8 +1415,9 @@ static void add_suites(void)
     b158_test_suite("f16_matvec", (b158_test_case[]){{"lm_head", test_f16_matvec},
                                                      {"gemm_tiles", test_f16_gemm},
                                                      {NULL, NULL}});
-    b158_test_suite("f16_baseline",
-                    (b158_test_case[]){{"convert", test_f16_convert}, {NULL, NULL}});
+    b158_test_suite("f16_baseline", (b158_test_case[]){{"convert", test_f16_convert},
+                                                       {"dense_weights", test_f16_dense},
+                                                       {NULL, NULL}});
     b158_test_suite("clblast", (b158_test_case[]){{"hgemm_hgemv", test_hgemm}, {NULL, NULL}});
 }
 
