@@ -190,29 +190,41 @@ static float next_uniform(uint64_t *state) /* [-1, 1) */
     return (float)(next_u64(state) >> 40) / (float)(1ull << 23) - 1.0f;
 }
 
+/* A random ternary matrix with weights uniform over {-1, 0, +1}, drawn straight into the
+ * packed layout (b158_ternary_pack's): each byte's four codes are one draw of 81 = 3^4 (32 bits
+ * of the generator times 81, the high part), the codes past k then set to 1 (w = 0). */
 static b158_status random_matrix(b158_model *m, uint64_t *rng, int n, int k, b158_tpack *t)
 {
-    int8_t *w = malloc((size_t)n * k);
-    float *sc = malloc((size_t)n * sizeof(float));
-    if (!w || !sc) {
-        free(w);
-        free(sc);
+    const int k_pad = b158_ternary_k_pad(k);
+    const size_t row = (size_t)k_pad / 4;
+    t->codes = b158_model_alloc(m, (size_t)n * row);
+    t->scales = b158_model_alloc(m, (size_t)n * sizeof(float));
+    if (!t->codes || !t->scales)
         return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for a %d x %d matrix", n, k);
+    t->n = n, t->k = k, t->k_pad = k_pad;
+    uint8_t byte_of[81];
+    for (int v = 0; v < 81; v++)
+        byte_of[v] = (uint8_t)(v % 3 | (v / 3 % 3) << 2 | (v / 9 % 3) << 4 | (v / 27) << 6);
+    const size_t bytes = (size_t)n * row;
+    for (size_t i = 0; i < bytes; i += 2) {
+        const uint64_t r = next_u64(rng);
+        t->codes[i] = byte_of[((r & 0xffffffffu) * 81) >> 32];
+        if (i + 1 < bytes)
+            t->codes[i + 1] = byte_of[((r >> 32) * 81) >> 32];
     }
-    for (size_t i = 0; i < (size_t)n * k; i++) {
-        uint64_t r = next_u64(rng) % 3;
-        w[i] = (int8_t)((int)r - 1);
-    }
+    for (int r = 0; r < n; r++)
+        for (int e = k; e < k_pad; e++) {
+            uint8_t *b = &t->codes[(size_t)r * row + (size_t)(e / 256) * 64 + e % 64];
+            const int sh = 2 * ((e % 256) / 64);
+            *b = (uint8_t)((*b & ~(3 << sh)) | 1 << sh);
+        }
     /* one scale per tensor, as BitNet checkpoints have; keeps unit variance through the layer.
      * Rounded to bf16 precision so every GGUF weight type (fp16 / bf16 scales) stores it
      * exactly and a saved model reloads bit for bit. */
     const float s = b158_bf16_to_f32(b158_f32_to_bf16(1.0f / sqrtf((float)k * 2.0f / 3.0f)));
     for (int i = 0; i < n; i++)
-        sc[i] = s;
-    b158_status st = b158_tpack_from_int8(m, w, sc, n, k, t);
-    free(w);
-    free(sc);
-    return st;
+        t->scales[i] = s;
+    return B158_OK;
 }
 
 static const float *random_norm(b158_model *m, uint64_t *rng, int n)

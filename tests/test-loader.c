@@ -498,6 +498,43 @@ static void test_null_args(void)
     CU_ASSERT_PTR_NULL(m);
 }
 
+/* Random models (benchmark presets) are drawn straight into the packed layout: every code a
+ * ternary one, the codes past k of a row 1 (w = 0) as b158_ternary_pack writes them, and the
+ * weights about a third each of -1, 0 and +1; widths not a multiple of 256. */
+static void test_random_packed(void)
+{
+    b158_model_info h = shape(B158_ARCH_BITNET);
+    h.n_embd = 320, h.n_head = 4, h.n_head_kv = 2, h.n_ff = 700;
+    b158_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_model_random(&h, b158_test_rand(), &m), B158_OK);
+    size_t count[4] = {0}, bad_pad = 0, weights = 0;
+    for (int l = 0; l < h.n_layer; l++) {
+        const b158_tpack *ts[] = {&m->layers[l].wq,   &m->layers[l].wk,    &m->layers[l].wv,
+                                  &m->layers[l].wo,   &m->layers[l].wgate, &m->layers[l].wup,
+                                  &m->layers[l].wdown};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+            const b158_tpack *t = ts[i];
+            for (int r = 0; r < t->n; r++)
+                for (int e = 0; e < t->k_pad; e++) {
+                    const uint8_t b =
+                        t->codes[(size_t)r * (t->k_pad / 4) + (e / 256) * 64 + e % 64];
+                    const int c = (b >> (2 * ((e % 256) / 64))) & 3;
+                    if (e >= t->k)
+                        bad_pad += c != 1;
+                    else
+                        count[c]++, weights++;
+                }
+        }
+    }
+    fprintf(stderr, "\nrandom model: %zu weights, -1 / 0 / +1: %zu / %zu / %zu, %zu bad pad codes",
+            weights, count[0], count[1], count[2], bad_pad);
+    CU_ASSERT_EQUAL(count[3], 0);
+    CU_ASSERT_EQUAL(bad_pad, 0);
+    for (int c = 0; c < 3; c++)
+        CU_ASSERT(count[c] > weights * 31 / 100 && count[c] < weights * 36 / 100);
+    b158_model_free(m);
+}
+
 static void add_suites(void)
 {
     b158_test_suite("roundtrip", (b158_test_case[]){{"arch_x_type", test_roundtrip}, {NULL, NULL}});
@@ -510,6 +547,8 @@ static void add_suites(void)
                                                     {NULL, NULL}});
     b158_test_suite("scale_tensors",
                     (b158_test_case[]){{"multiply_rows", test_scale_tensors}, {NULL, NULL}});
+    b158_test_suite("random_model",
+                    (b158_test_case[]){{"packed_draws", test_random_packed}, {NULL, NULL}});
 }
 
 int main(int argc, char **argv)
