@@ -209,6 +209,17 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
 #else
 #define B158_ATT_OWN ((B158_HEAD_DIM_MAX + B158_WG - 1) / B158_WG)
 
+/* Dims 8 ch .. 8 ch + 7 of the V row of key t: the token's own (vcur) when t is cur, else from
+ * the cache in one 16-byte load */
+inline float8 b158_att_v8(__global const half *vbase, __local const float *vcur, int t, int cur,
+                          int kv_dim, int ch)
+{
+    if (t == cur)
+        return vload8(ch, vcur);
+    const uint4 raw = *(__global const uint4 *)(vbase + (size_t)t * kv_dim + 8 * ch);
+    return vload_half8(0, (const half *)&raw);
+}
+
 /* Split over keys (flash-decoding; GPU variant): split sp of splits takes the keys [k0, k1) of a
  * token with n_keys keys, ceil(n_keys / splits) rounded up to a multiple of 32 each, so the last
  * splits of a short context are empty. */
@@ -294,10 +305,48 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
     for (int j = 0; j < B158_ATT_OWN; j++)
         acc[j] = 0.0f;
     float run_max = -INFINITY, run_sum = 0.0f;
+    /* q.k with 16-byte rows of at most 16 pieces (head_dim <= 128): the tile's keys in 8
+     * passes of B158_WG / 8 keys, 8 work-items a key (neighbours read a key row's neighbouring
+     * pieces), each taking pieces lane and lane + 8; every pass's loads are independent, so all
+     * are in flight at once, and the 8 partial sums of a key meet in __local (part) */
+    const int lanes8 = vec && chunks <= 16;
+    __local float *kpart = (__local float *)part;
     for (int t0 = range.x; t0 < range.y; t0 += B158_WG) {
         const int t = t0 + lid;
         float s = -INFINITY;
-        if (t < range.y && t == cur) {
+        if (lanes8) {
+            const int lane = lid & 7, c1 = lane + 8;
+            for (int pass = 0; pass < 8; pass++) {
+                const int tk = t0 + pass * (B158_WG / 8) + (lid >> 3);
+                float a = 0.0f;
+                if (tk < range.y && tk == cur && lane < chunks) {
+                    float8 kv = vload8(lane, kcur), qv = vload8(lane, qs);
+                    a = dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
+                    if (c1 < chunks) {
+                        kv = vload8(c1, kcur), qv = vload8(c1, qs);
+                        a += dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
+                    }
+                } else if (tk < range.y && lane < chunks) {
+                    __global const uint4 *kr =
+                        (__global const uint4 *)(kbase + (size_t)tk * kv_dim);
+                    const uint4 u0 = kr[lane], u1 = c1 < chunks ? kr[c1] : (uint4)0;
+                    float8 kv = vload_half8(0, (const half *)&u0), qv = vload8(lane, qs);
+                    a = dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
+                    if (c1 < chunks) {
+                        kv = vload_half8(0, (const half *)&u1), qv = vload8(c1, qs);
+                        a += dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
+                    }
+                }
+                kpart[pass * B158_WG + lid] = a;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (t < range.y) {
+                __local const float *kp =
+                    kpart + lid / (B158_WG / 8) * B158_WG + lid % (B158_WG / 8) * 8;
+                s = ((kp[0] + kp[1]) + (kp[2] + kp[3])) + ((kp[4] + kp[5]) + (kp[6] + kp[7]));
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        } else if (t < range.y && t == cur) {
             /* the same sums as below on the token's own key */
             s = 0.0f;
             int d = 0;
@@ -328,19 +377,21 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
         ps[lid] = p;
         run_sum = run_sum * corr + b158_wg_sum(p, red);
         const int tile = min(B158_WG, range.y - t0);
-        if (vec) {
+        if (vec) { /* four keys' loads issued before their multiply-adds, in key order */
             acc8 *= corr;
-            for (int u = sub; sub < subs && u < tile; u += subs) {
-                float8 v;
-                if (t0 + u == cur) {
-                    v = vload8(ch, vcur);
-                } else {
-                    const uint4 raw =
-                        *(__global const uint4 *)(vbase + (size_t)(t0 + u) * kv_dim + 8 * ch);
-                    v = vload_half8(0, (const half *)&raw);
-                }
-                acc8 = fma((float8)ps[u], v, acc8);
+            int u = sub;
+            for (; sub < subs && u + 3 * subs < tile; u += 4 * subs) {
+                const float8 v0 = b158_att_v8(vbase, vcur, t0 + u, cur, kv_dim, ch);
+                const float8 v1 = b158_att_v8(vbase, vcur, t0 + u + subs, cur, kv_dim, ch);
+                const float8 v2 = b158_att_v8(vbase, vcur, t0 + u + 2 * subs, cur, kv_dim, ch);
+                const float8 v3 = b158_att_v8(vbase, vcur, t0 + u + 3 * subs, cur, kv_dim, ch);
+                acc8 = fma((float8)ps[u], v0, acc8);
+                acc8 = fma((float8)ps[u + subs], v1, acc8);
+                acc8 = fma((float8)ps[u + 2 * subs], v2, acc8);
+                acc8 = fma((float8)ps[u + 3 * subs], v3, acc8);
             }
+            for (; sub < subs && u < tile; u += subs)
+                acc8 = fma((float8)ps[u], b158_att_v8(vbase, vcur, t0 + u, cur, kv_dim, ch), acc8);
         }
         for (int j = 0; !vec && j < B158_ATT_OWN; j++) {
             const int d = lid + j * B158_WG;
