@@ -61,9 +61,11 @@ struct b158_session {
     int *out_row;   /* (out_cap) row of logits of each token of the last call, or -1 */
     int out_cap;
     float *inv_freq; /* (n_rot / 2) RoPE inverse frequencies, both paths */
-    float *logits;   /* (logits_rows, n_vocab) host copy of the rows asked for */
-    int32_t *picks;  /* (logits_rows) their argmax, in a greedy call */
-    int greedy;      /* the last call was greedy: picks, no logits */
+    float *logits;   /* (logits_rows, n_vocab) host copy of the rows asked for: in logits_pin
+                        on a device (page-locked where the runtime gives it), else malloc'd */
+    b158_host_mem logits_pin;
+    int32_t *picks; /* (logits_rows) their argmax, in a greedy call */
+    int greedy;     /* the last call was greedy: picks, no logits */
     int logits_rows;
     int out_rows;  /* rows of the device's LM head output buffer */
     int width_max; /* widest BitLinear input */
@@ -155,7 +157,6 @@ void b158_session_free(b158_session *s)
 {
     if (!s)
         return;
-    free(s->logits);
     free(s->inv_freq);
     free(s->seq_pos);
     free(s->seq_count);
@@ -163,6 +164,10 @@ void b158_session_free(b158_session *s)
     free(s->sel);
     free(s->out_row);
     free(s->picks);
+    if (s->logits_pin.mem)
+        b158_host_free(s->rt, &s->logits_pin);
+    else
+        free(s->logits);
     struct cpu_state *c = &s->cpu;
     void *host[] = {c->x,    c->xn, c->q,  c->k, c->v,       c->att,
                     c->gate, c->up, c->q8, c->s, c->k_cache, c->v_cache};
@@ -353,9 +358,19 @@ static b158_status reserve_outputs(b158_session *s, int rows, int n_tokens)
 {
     const size_t nv = (size_t)s->m->info.n_vocab;
     if (rows > s->logits_rows) {
-        float *l = realloc(s->logits, (size_t)rows * nv * sizeof *l);
-        if (l)
+        /* nothing of the old rows is kept: they belong to a call that is over */
+        const size_t bytes = (size_t)rows * nv * sizeof(float);
+        b158_host_mem pin = {NULL, NULL};
+        float *l =
+            s->rt && b158_host_alloc(s->rt, bytes, &pin) == B158_OK ? pin.ptr : malloc(bytes);
+        if (l) {
+            if (s->logits_pin.mem)
+                b158_host_free(s->rt, &s->logits_pin);
+            else
+                free(s->logits);
             s->logits = l;
+            s->logits_pin = pin;
+        }
         int32_t *p = l ? realloc(s->picks, (size_t)rows * sizeof *p) : NULL;
         if (!p)
             return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %d rows of logits",

@@ -365,6 +365,34 @@ b158_status b158_buf_alloc(b158_runtime *rt, b158_mem_category category, size_t 
     return B158_OK;
 }
 
+b158_status b158_host_alloc(b158_runtime *rt, size_t bytes, b158_host_mem *out)
+{
+    *out = (b158_host_mem){NULL, NULL};
+    cl_int err;
+    cl_mem mem = clCreateBuffer(rt->context, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR,
+                                bytes ? bytes : 16, NULL, &err);
+    if (!mem)
+        return B158_CL_FAIL(err, "clCreateBuffer (host memory)");
+    void *ptr = clEnqueueMapBuffer(rt->queue, mem, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, 0,
+                                   bytes ? bytes : 16, 0, NULL, NULL, &err);
+    if (!ptr) {
+        clReleaseMemObject(mem);
+        return B158_CL_FAIL(err, "clEnqueueMapBuffer");
+    }
+    *out = (b158_host_mem){mem, ptr};
+    return B158_OK;
+}
+
+void b158_host_free(b158_runtime *rt, b158_host_mem *m)
+{
+    if (!m || !m->mem)
+        return;
+    clEnqueueUnmapMemObject(rt->queue, m->mem, m->ptr, 0, NULL, NULL);
+    clFinish(rt->queue);
+    clReleaseMemObject(m->mem);
+    *m = (b158_host_mem){NULL, NULL};
+}
+
 void b158_buf_free(b158_runtime *rt, b158_buf *buf)
 {
     if (!buf || !buf->mem)

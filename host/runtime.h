@@ -107,6 +107,16 @@ b158_status b158_buf_read(b158_runtime *rt, const b158_buf *buf, size_t offset, 
 b158_status b158_buf_read_async(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
                                 void *dst);
 b158_status b158_buf_fill(b158_runtime *rt, const b158_buf *buf, uint8_t byte);
+
+/* Host memory that reads from the device land in at full speed: a CL_MEM_ALLOC_HOST_PTR buffer
+ * mapped once, for the life of the allocation (page-locked on NVIDIA's OpenCL, which otherwise
+ * copies through a staging buffer). Not device memory: not counted. */
+typedef struct b158_host_mem {
+    cl_mem mem;
+    void *ptr;
+} b158_host_mem;
+b158_status b158_host_alloc(b158_runtime *rt, size_t bytes, b158_host_mem *out);
+void b158_host_free(b158_runtime *rt, b158_host_mem *m); /* no-op on an empty one */
 /* Device-side copy of bytes between buffers (enqueued, not waited for). */
 b158_status b158_buf_copy(b158_runtime *rt, const b158_buf *src, size_t src_off,
                           const b158_buf *dst, size_t dst_off, size_t bytes);

@@ -203,6 +203,43 @@ static void test_memory(void)
     CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_CATEGORY_COUNT), base);
 }
 
+/* Mapped host memory: device reads land in it and device writes come from it, byte for byte,
+ * and it does not count as device memory. */
+static void test_host_memory(void)
+{
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
+    if (!rt)
+        return;
+    const size_t n = (size_t)b158_test_randint(1, 300000);
+    const uint64_t base = b158_runtime_mem_bytes(rt, B158_MEM_CATEGORY_COUNT);
+    b158_host_mem h;
+    CU_ASSERT_EQUAL_FATAL(b158_host_alloc(rt, n, &h), B158_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(h.ptr);
+    CU_ASSERT_EQUAL(b158_runtime_mem_bytes(rt, B158_MEM_CATEGORY_COUNT), base);
+    unsigned char *want = malloc(n), *back = malloc(n), *p = h.ptr;
+    for (size_t i = 0; i < n; i++)
+        want[i] = (unsigned char)b158_test_randint(0, 255);
+    b158_buf d;
+    CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, n, &d), B158_OK);
+    CU_ASSERT_EQUAL(b158_buf_write(rt, &d, 0, n, want), B158_OK);
+    memset(p, 0xa5, n);
+    CU_ASSERT_EQUAL(b158_buf_read(rt, &d, 0, n, p), B158_OK);
+    CU_ASSERT_EQUAL(memcmp(p, want, n), 0);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)~want[i];
+    CU_ASSERT_EQUAL(b158_buf_write(rt, &d, 0, n, p), B158_OK);
+    CU_ASSERT_EQUAL(b158_buf_read(rt, &d, 0, n, back), B158_OK);
+    int same = 1;
+    for (size_t i = 0; i < n; i++)
+        same &= back[i] == (unsigned char)~want[i];
+    CU_ASSERT(same);
+    b158_buf_free(rt, &d);
+    b158_host_free(rt, &h);
+    CU_ASSERT_PTR_NULL(h.mem);
+    b158_host_free(rt, &h); /* second free is a no-op */
+    free(want), free(back);
+}
+
 static int released;
 static void count_release(void)
 {
@@ -260,6 +297,7 @@ static void add_suites(void)
                                                 {"binary_cache", test_build_cache},
                                                 {NULL, NULL}});
     b158_test_suite("memory", (b158_test_case[]){{"counters", test_memory},
+                                                 {"mapped_host", test_host_memory},
                                                  {"routine_counters", test_routines},
                                                  {NULL, NULL}});
 }
