@@ -72,6 +72,14 @@ static b158_session *session(b158_model *m, b158_runtime *rt, int n_ctx, int n_b
     return s;
 }
 
+/* Path v of the tests that run every path: 0 the CPU reference (rt NULL), 1 and 2 the CPU and
+ * GPU kernel variants; 0 when path v has no device here (the loop over paths then stops). */
+static int path_rt(int v, b158_runtime **rt)
+{
+    *rt = v == 0 ? NULL : b158_test_runtime(v == 1 ? B158_VARIANT_CPU : B158_VARIANT_GPU);
+    return v == 0 || *rt;
+}
+
 static void random_tokens(b158_token *t, int n, int n_vocab)
 {
     for (int i = 0; i < n; i++)
@@ -145,14 +153,11 @@ static void test_decode_vs_prefill(void)
     const int n = 12, split = 5, nv = fl.shape.n_vocab;
     b158_token tok[12];
     random_tokens(tok, n, nv);
-    b158_runtime *rts[3] = {NULL, b158_test_runtime(B158_VARIANT_CPU),
-                            b158_test_runtime(B158_VARIANT_GPU)};
-    for (int v = 0; v < 3; v++) {
-        if (v > 0 && !rts[v])
-            break;
-        b158_model *m = model_on(&fl.shape, seed, rts[v]);
-        b158_session *whole = session(m, rts[v], 32, 0, 1);
-        b158_session *step = session(m, rts[v], 32, 0, 0);
+    b158_runtime *rt;
+    for (int v = 0; v < 3 && path_rt(v, &rt); v++) {
+        b158_model *m = model_on(&fl.shape, seed, rt);
+        b158_session *whole = session(m, rt, 32, 0, 1);
+        b158_session *step = session(m, rt, 32, 0, 0);
         CU_ASSERT_EQUAL_FATAL(b158_session_eval(whole, tok, n), B158_OK);
         CU_ASSERT_EQUAL_FATAL(b158_session_eval(step, tok, split), B158_OK);
         double worst = b158_test_nerr(b158_session_logits(step, split - 1),
@@ -195,13 +200,10 @@ static void test_greedy(void)
     int8_t want_rows[12] = {0};
     random_tokens(tok, n_prompt, nv);
     want_rows[0] = want_rows[n_prompt / 2] = want_rows[n_prompt - 1] = 1;
-    b158_runtime *rts[3] = {NULL, b158_test_runtime(B158_VARIANT_CPU),
-                            b158_test_runtime(B158_VARIANT_GPU)};
-    for (int v = 0; v < 3; v++) {
-        if (v > 0 && !rts[v])
-            break;
-        b158_model *m = model_on(&fl.shape, seed, rts[v]);
-        b158_session *a = session(m, rts[v], 32, 0, 0), *g = session(m, rts[v], 32, 0, 0);
+    b158_runtime *rt;
+    for (int v = 0; v < 3 && path_rt(v, &rt); v++) {
+        b158_model *m = model_on(&fl.shape, seed, rt);
+        b158_session *a = session(m, rt, 32, 0, 0), *g = session(m, rt, 32, 0, 0);
         CU_ASSERT_EQUAL_FATAL(
             b158_session_decode(a, &(b158_batch){n_prompt, tok, NULL, want_rows, 0}), B158_OK);
         CU_ASSERT_EQUAL_FATAL(
@@ -450,13 +452,10 @@ static void test_batched(void)
         random_tokens(req[r].tok, req[r].n, nv);
         req[r].alone = malloc((size_t)(req[r].n - req[r].n_prompt + 1) * nv * sizeof(float));
     }
-    b158_runtime *rts[3] = {NULL, b158_test_runtime(B158_VARIANT_CPU),
-                            b158_test_runtime(B158_VARIANT_GPU)};
-    for (int v = 0; v < 3; v++) {
-        if (v > 0 && !rts[v])
-            break;
-        b158_model *m = model_on(&fl.shape, seed, rts[v]);
-        const double worst = check_batched(m, rts[v], req, nv);
+    b158_runtime *rt;
+    for (int v = 0; v < 3 && path_rt(v, &rt); v++) {
+        b158_model *m = model_on(&fl.shape, seed, rt);
+        const double worst = check_batched(m, rt, req, nv);
         fprintf(stderr, "\n%s: batched vs alone worst nerr %.2e",
                 v == 0   ? "reference"
                 : v == 1 ? "cpu"
