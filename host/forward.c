@@ -563,9 +563,6 @@ static b158_status dev_linear_glu(b158_session *s, const struct b158_layer_dev *
     return B158_OK;
 }
 
-/* Logits of the n_sel rows sel[] of the final-normed d->xn into dst (n_sel rows): the LM head
- * straight on xn when every row asked, else on rows gathered into d->last, out_rows at a
- * time. */
 /* The first rows of the device's logits into dst, or with picks (a greedy step) only their
  * argmax, computed on the device: 4 bytes a row read back instead of n_vocab floats. */
 static b158_status read_logits(b158_session *s, int rows, float *dst, int32_t *picks)
@@ -579,6 +576,9 @@ static b158_status read_logits(b158_session *s, int rows, float *dst, int32_t *p
     return b158_buf_read(s->rt, &d->amax_out, 0, (size_t)rows * 4, picks);
 }
 
+/* Logits of the n_sel rows sel[] of the final-normed d->xn into dst (n_sel rows), or with
+ * picks their argmax: the LM head straight on xn when every row asked, else on rows gathered
+ * into d->last, out_rows at a time. */
 static b158_status dev_logits(b158_session *s, const b158_buf *head, int n, const int *sel,
                               int n_sel, float *dst, int32_t *picks)
 {
