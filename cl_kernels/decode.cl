@@ -38,15 +38,57 @@ inline void b158_grid_sync(__global volatile int *cnt, __global volatile int *er
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
 }
 
+/* Lane lane's partial dot products of weight rows wa and wb with x: b158_gemv_gpu_part's sums in
+ * its order, the two rows' loads issued together (twice one row's loads in flight) */
+inline int2 b158_gemv_gpu_part2(__global const uint4 *wa, __global const uint4 *wb, int quarters,
+                                int lane, __global const uint4 *x)
+{
+    int2 acc = 0;
+    int c = lane;
+    for (; c + 24 < quarters; c += 32) {
+        const uint4 a0 = wa[c], a1 = wa[c + 8], a2 = wa[c + 16], a3 = wa[c + 24];
+        const uint4 b0 = wb[c], b1 = wb[c + 8], b2 = wb[c + 16], b3 = wb[c + 24];
+        acc.x = b158_quarter_dot(a0, x + b158_xq(c), acc.x);
+        acc.x = b158_quarter_dot(a1, x + b158_xq(c + 8), acc.x);
+        acc.x = b158_quarter_dot(a2, x + b158_xq(c + 16), acc.x);
+        acc.x = b158_quarter_dot(a3, x + b158_xq(c + 24), acc.x);
+        acc.y = b158_quarter_dot(b0, x + b158_xq(c), acc.y);
+        acc.y = b158_quarter_dot(b1, x + b158_xq(c + 8), acc.y);
+        acc.y = b158_quarter_dot(b2, x + b158_xq(c + 16), acc.y);
+        acc.y = b158_quarter_dot(b3, x + b158_xq(c + 24), acc.y);
+    }
+    for (; c < quarters; c += 8) {
+        const uint4 a = wa[c], b = wb[c];
+        acc.x = b158_quarter_dot(a, x + b158_xq(c), acc.x);
+        acc.y = b158_quarter_dot(b, x + b158_xq(c), acc.y);
+    }
+    return acc;
+}
+
 /* y[n] = (add ? y_in[n] : 0) + W[n] . x * w_scale[n] / x_scale over this group's blocks of rows
- * (ternary_gemv_gpu's arithmetic) */
+ * (ternary_gemv_gpu's arithmetic, so its results bit for bit): two blocks at a time while the
+ * group has two (gate|up has 3-4 per group at one group per compute unit), with their loads in
+ * flight together, then one */
 inline void b158_decode_gemv(__global const uint4 *w, __global const float *w_scale,
                              __global const uint4 *x, float x_scale, __global float *y,
                              __global const float *y_in, int add, int n_rows, int k_pad,
                              __local int *red)
 {
-    const int step = (int)get_num_groups(0) * B158_GEMV_ROWS;
-    for (int n0 = (int)get_group_id(0) * B158_GEMV_ROWS; n0 < n_rows; n0 += step) {
+    const int step = (int)get_num_groups(0) * B158_GEMV_ROWS, lid = get_local_id(0);
+    const int quarters = k_pad / 64;
+    int n0 = (int)get_group_id(0) * B158_GEMV_ROWS;
+    for (; n0 + step < n_rows; n0 += 2 * step) {
+        /* the first block is whole; rows past the end of the second read its last row */
+        const int na = n0 + (lid >> 3), nb = na + step;
+        const int2 p =
+            b158_gemv_gpu_part2(w + (size_t)na * quarters,
+                                w + (size_t)min(nb, n_rows - 1) * quarters, quarters, lid & 7, x);
+        b158_gemv_gpu_finish(p.x, na, w_scale, x_scale, y, y_in, add, n_rows, red);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        b158_gemv_gpu_finish(p.y, nb, w_scale, x_scale, y, y_in, add, n_rows, red);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (; n0 < n_rows; n0 += step) {
         b158_gemv_gpu_rows(w, w_scale, x, x_scale, y, y_in, add, n0, n_rows, k_pad, red);
         barrier(CLK_LOCAL_MEM_FENCE);
     }

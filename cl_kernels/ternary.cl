@@ -351,24 +351,35 @@ inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
     return acc;
 }
 
-/* The B158_GEMV_ROWS rows from n0 of a GPU GEMV, by the whole group: y[n] = (add ? y_in[n] : 0)
- * + W[n] . x * w_scale[n] / x_scale (y_in may be y). red holds B158_WG ints. */
-inline void b158_gemv_gpu_rows(__global const uint4 *w, __global const float *w_scale,
-                               __global const uint4 *x, float x_scale, __global float *y,
-                               __global const float *y_in, int add, int n0, int n_rows, int k_pad,
-                               __local int *red)
+/* Row n of a GPU GEMV from this work-item's partial sum part, by the whole group: the 8 lanes'
+ * sums meet in red (B158_WG ints) and the row's first work-item stores y[n] = (add ? y_in[n] :
+ * 0) + W[n] . x * w_scale[n] / x_scale (y_in may be y) */
+inline void b158_gemv_gpu_finish(int part, int n, __global const float *w_scale, float x_scale,
+                                 __global float *y, __global const float *y_in, int add, int n_rows,
+                                 __local int *red)
 {
-    const int lid = get_local_id(0), lane = lid & 7, quarters = k_pad / 64;
-    const int n = n0 + (lid >> 3);
-    red[lid] = n < n_rows ? b158_gemv_gpu_part(w + (size_t)n * quarters, quarters, lane, x) : 0;
+    const int lid = get_local_id(0);
+    red[lid] = part;
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (lane == 0 && n < n_rows) {
+    if ((lid & 7) == 0 && n < n_rows) {
         int total = 0;
         for (int i = 0; i < 8; i++)
             total += red[lid + i];
         const float v = (float)total * w_scale[n] / x_scale;
         y[n] = add ? y_in[n] + v : v;
     }
+}
+
+/* The B158_GEMV_ROWS rows from n0 of a GPU GEMV, by the whole group (b158_gemv_gpu_finish) */
+inline void b158_gemv_gpu_rows(__global const uint4 *w, __global const float *w_scale,
+                               __global const uint4 *x, float x_scale, __global float *y,
+                               __global const float *y_in, int add, int n0, int n_rows, int k_pad,
+                               __local int *red)
+{
+    const int lid = get_local_id(0), quarters = k_pad / 64, n = n0 + (lid >> 3);
+    const int part =
+        n < n_rows ? b158_gemv_gpu_part(w + (size_t)n * quarters, quarters, lid & 7, x) : 0;
+    b158_gemv_gpu_finish(part, n, w_scale, x_scale, y, y_in, add, n_rows, red);
 }
 
 /* GPU GEMV: 8 work-items per row, B158_GEMV_ROWS = B158_WG / 8 rows per work-group. The 8
