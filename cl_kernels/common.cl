@@ -91,11 +91,12 @@ inline float b158_row_sumsq(__global const float *xr, int n, __local float *red)
 }
 
 /* One row of rmsnorm_quantize (norm.cl): the int8 row qr (stride k_pad, zero tail) and its
- * scale *scale of the RMS-normed x row, which is never stored. The normed values are recomputed,
- * in the same expression as rmsnorm's, for the absmax pass and for the conversion, so the result
- * is that of rmsnorm then quantize_rows. With norm 0 it is quantize_rows of x itself (w unread;
- * the sum of squares is still reduced: PoCL's work-group compiler pays dearly for a barrier
- * under a condition). Called by all B158_WG work-items of a group. */
+ * scale *scale of the RMS-normed x row, which is never stored. One pass takes the sum of squares
+ * and the absmax of x * w (the normed values' absmax is that times the positive 1 / rms), a
+ * second converts, recomputing the normed values in rmsnorm's expression: rmsnorm then
+ * quantize_rows but for the scale's last bit. With norm 0 it is quantize_rows of x itself (w
+ * unread; the sum of squares is still reduced: PoCL's work-group compiler pays dearly for a
+ * barrier under a condition). Called by all B158_WG work-items of a group. */
 #define B158_NQ16(c) (norm ? vload16(c, xr) * inv * vload16(c, w) : vload16(c, xr))
 #define B158_NQ(i) (norm ? xr[i] * inv * w[i] : xr[i])
 inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const float *w, int norm,
@@ -104,17 +105,22 @@ inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const f
 {
     const int lid = get_local_id(0);
     const int n16 = n / 16;
-    const float inv = 1.0f / sqrt(b158_row_sumsq(xr, n, red) / (float)n + eps);
-    float16 amax16 = 0.0f;
-    for (int c = lid; c < n16; c += B158_WG)
-        amax16 = fmax(amax16, fabs(B158_NQ16(c)));
-    float amax = b158_hmax16(amax16);
-    for (int i = 16 * n16 + lid; i < n; i += B158_WG)
-        amax = fmax(amax, fabs(B158_NQ(i)));
+    float16 ss16 = 0.0f, amax16 = 0.0f;
+    for (int c = lid; c < n16; c += B158_WG) {
+        const float16 v = vload16(c, xr);
+        ss16 += v * v;
+        amax16 = fmax(amax16, fabs(norm ? v * vload16(c, w) : v));
+    }
+    float ss = b158_hsum16(ss16), amax = b158_hmax16(amax16);
+    for (int i = 16 * n16 + lid; i < n; i += B158_WG) {
+        ss += xr[i] * xr[i];
+        amax = fmax(amax, fabs(norm ? xr[i] * w[i] : xr[i]));
+    }
+    const float inv = 1.0f / sqrt(b158_wg_sum(ss, red) / (float)n + eps);
     amax = b158_wg_max(amax, red);
     /* ties to even, like torch.round; NaN (a NaN input, or an infinite one times s = 0)
      * becomes 0, as in b158_ref_quantize */
-    const float s = 127.0f / fmax(amax, 1e-5f);
+    const float s = 127.0f / fmax(norm ? amax * inv : amax, 1e-5f);
     for (int c = lid; c < n16; c += B158_WG)
         vstore16(b158_q8x16(B158_NQ16(c) * s), c, qr);
     for (int i = 16 * n16 + lid; i < k_pad; i += B158_WG)
@@ -157,38 +163,29 @@ inline void b158_glu_norm_quantize_row(__global float *g, __global const float *
     const int n16 = n / 16;
     /* h replaces the gate values (only this work-item reads them again): the activation is
      * taken once per element, not once per pass */
-    float16 ss16 = 0.0f, hmax16 = 0.0f;
+    float16 ss16 = 0.0f, amax16 = 0.0f;
     for (int c = lid; c < n16; c += B158_WG) {
         const float16 h = b158_act16(vload16(c, g), act) * vload16(c, u);
         if (store)
             vstore16(h, c, g);
         ss16 += h * h;
-        hmax16 = fmax(hmax16, fabs(h));
+        amax16 = fmax(amax16, fabs(norm ? h * vload16(c, w) : h));
     }
-    float ss = b158_hsum16(ss16), hmax = b158_hmax16(hmax16);
+    float ss = b158_hsum16(ss16), amax = b158_hmax16(amax16);
     for (int i = 16 * n16 + lid; i < n; i += B158_WG) {
         const float h = b158_act(g[i], act) * u[i];
         if (store)
             g[i] = h;
         ss += h * h;
-        hmax = fmax(hmax, fabs(h));
+        amax = fmax(amax, fabs(norm ? h * w[i] : h));
     }
-    /* reduced either way: a barrier under a condition costs PoCL's work-group compiler dearly */
+    /* the sum of squares is reduced either way: a barrier under a condition costs PoCL's
+     * work-group compiler dearly. The normed absmax is that of h * w times the positive 1 / rms
+     * (as in b158_rmsnorm_quantize_row): one pass over h before the conversion, not two. */
     ss = b158_wg_sum(ss, red);
-    float inv = 1.0f, amax;
-    if (norm) {
-        inv = 1.0f / sqrt(ss / (float)n + eps);
-        float16 amax16 = 0.0f;
-        for (int c = lid; c < n16; c += B158_WG)
-            amax16 = fmax(amax16, fabs(B158_GLU_H16(c) * inv * vload16(c, w)));
-        amax = b158_hmax16(amax16);
-        for (int i = 16 * n16 + lid; i < n; i += B158_WG)
-            amax = fmax(amax, fabs(B158_GLU_H(i) * inv * w[i]));
-    } else {
-        amax = hmax;
-    }
+    const float inv = norm ? 1.0f / sqrt(ss / (float)n + eps) : 1.0f;
     amax = b158_wg_max(amax, red);
-    const float s = 127.0f / fmax(amax, 1e-5f);
+    const float s = 127.0f / fmax(norm ? amax * inv : amax, 1e-5f);
     for (int c = lid; c < n16; c += B158_WG) {
         const float16 h = B158_GLU_H16(c);
         vstore16(b158_q8x16((norm ? h * inv * vload16(c, w) : h) * s), c, qr);
