@@ -254,6 +254,8 @@ inline void b158_tail_of(__global float *y, int n_rows, int expected, B158_TAIL_
                          __local int *last, __local float *red)
 {
     const int lid = get_local_id(0);
+    /* b158_last_arrival's steps written out: `tail && b158_last_arrival(...)` here made PoCL's
+     * build of ternary_gemv_avx512 crash */
     if (tail) {
         mem_fence(CLK_GLOBAL_MEM_FENCE);
         barrier(CLK_GLOBAL_MEM_FENCE);

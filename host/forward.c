@@ -227,20 +227,12 @@ static int att_splits(const b158_session *s)
     const b158_runtime *rt = s->rt;
     if (!rt->tune.gpu)
         return 1;
-    const char *v = getenv("B158_ATT_SPLITS");
-    if (v && *v) {
-        char *end;
-        const long x = strtol(v, &end, 10);
-        if (!*end && x >= 1 && x <= 256)
-            return (int)x;
-        b158_log(B158_LOG_WARN, "B158_ATT_SPLITS=%s ignored: want 1 to 256", v);
-    }
     int n = rt->info.is_gpu ? (int)rt->info.compute_units / s->m->info.n_head : 1;
     if (n > (s->n_ctx + 31) / 32)
         n = (s->n_ctx + 31) / 32;
     if (n > 64)
         n = 64;
-    return n > 1 ? n : 1;
+    return b158_env_int("B158_ATT_SPLITS", 1, 256, 0, n > 1 ? n : 1);
 }
 
 static b158_status alloc_dev(b158_session *s)
@@ -308,17 +300,8 @@ static int fused_groups(const b158_session *s)
     if (!on || !rt->tune.gpu || s->m->dev_mode != B158_WEIGHTS_TERNARY ||
         strstr(rt->info.platform, "Portable Computing Language"))
         return 0;
-    int g = rt->info.is_gpu ? (int)rt->info.compute_units : 1;
-    const char *v = getenv("B158_DECODE_GROUPS");
-    if (v && *v) {
-        char *end;
-        const long x = strtol(v, &end, 10);
-        if (*end || x < 1 || x > 65536)
-            b158_log(B158_LOG_WARN, "B158_DECODE_GROUPS=%s ignored: want 1 to 65536", v);
-        else
-            g = (int)x;
-    }
-    return g > 0 ? g : 1;
+    const int g = rt->info.is_gpu ? (int)rt->info.compute_units : 1;
+    return b158_env_int("B158_DECODE_GROUPS", 1, 65536, 0, g > 0 ? g : 1);
 }
 
 /* The fused decode layer's kernel and buffers, or s->fused_groups 0 (with a warning when its

@@ -84,17 +84,16 @@ static int probe_ptx_dp4a(b158_runtime *rt)
     return builds(rt, src);
 }
 
-/* A developer's override of a GPU tuning value from the environment: a power of two in
- * [lo, hi], else fallback (with a warning when the variable is set but unusable). */
-static int env_pow2(const char *name, int lo, int hi, int fallback)
+int b158_env_int(const char *name, int lo, int hi, int pow2, int fallback)
 {
     const char *v = getenv(name);
     if (!v || !*v)
         return fallback;
     char *end;
     const long x = strtol(v, &end, 10);
-    if (*end || x < lo || x > hi || (x & (x - 1))) {
-        b158_log(B158_LOG_WARN, "%s=%s ignored: want a power of two in [%d, %d]", name, v, lo, hi);
+    if (*end || x < lo || x > hi || (pow2 && (x & (x - 1)))) {
+        b158_log(B158_LOG_WARN, "%s=%s ignored: want %s in [%d, %d]", name, v,
+                 pow2 ? "a power of two" : "an integer", lo, hi);
         return fallback;
     }
     return (int)x;
@@ -128,12 +127,12 @@ static void choose_tuning(b158_runtime *rt)
         if (rt->info.is_gpu)
             t.wg = 256;
         const int max_wg = rt->info.max_work_group < 1024 ? (int)rt->info.max_work_group : 1024;
-        t.wg = env_pow2("B158_GPU_WG", 8, max_wg > 8 ? max_wg : 8, t.wg);
+        t.wg = b158_env_int("B158_GPU_WG", 8, max_wg > 8 ? max_wg : 8, 1, t.wg);
         while ((size_t)t.wg > rt->info.max_work_group && t.wg > 8)
             t.wg /= 2;
         t.gemv_rows = t.wg / 8;
-        t.gemm_tn = env_pow2("B158_GEMM_TN", 16, 64, t.gemm_tn); /* (TN + TM) 272 B local */
-        t.gemm_tm = env_pow2("B158_GEMM_TM", 16, 64, t.gemm_tm);
+        t.gemm_tn = b158_env_int("B158_GEMM_TN", 16, 64, 1, t.gemm_tn); /* (TN + TM) 272 B local */
+        t.gemm_tm = b158_env_int("B158_GEMM_TM", 16, 64, 1, t.gemm_tm);
         t.ptx_dp4a = probe_ptx_dp4a(rt);
     } else {
         t = (b158_tuning){.gpu = 0,

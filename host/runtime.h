@@ -91,6 +91,11 @@ b158_status b158_cl_fail_at(cl_int err, const char *call, const char *file, int 
             return B158_CL_FAIL(b158_cl_err_, #expr);                                              \
     } while (0)
 
+/* A developer's override of a tuning value from the environment: an integer in [lo, hi] (a
+ * power of two with pow2), else fallback (with a warning when the variable is set but
+ * unusable). */
+int b158_env_int(const char *name, int lo, int hi, int pow2, int fallback);
+
 /* Device memory: the one place that creates buffers, so the counters are exact. */
 b158_status b158_buf_alloc(b158_runtime *rt, b158_mem_category category, size_t bytes,
                            b158_buf *out);
