@@ -19,14 +19,15 @@
 typedef struct {
     const char *device;
     int reps;
-    const char *format; /* "md", "json" or "csv" */
-    const char *model;  /* a GGUF file, or */
-    const char *preset; /* a comma-separated list of preset shapes */
-    int pp, tg;         /* prompt tokens, generated tokens */
-    int depth;          /* -d: tokens already in the KV cache when the tg test starts */
-    const char *fp16;   /* FP16 baseline matmuls: "auto", "clblast" or "kernels" */
-    const char *engine; /* "both", "b158" (ternary only) or "fp16" (baseline only) */
-    int profile;        /* --profile: device time per kernel family instead of speeds */
+    const char *format;   /* "md", "json" or "csv" */
+    const char *model;    /* a GGUF file, or */
+    const char *preset;   /* a comma-separated list of preset shapes */
+    int pp, tg;           /* prompt tokens, generated tokens */
+    int depth;            /* -d: tokens already in the KV cache when the tg test starts */
+    const char *fp16;     /* FP16 baseline matmuls: "auto", "clblast" or "kernels" */
+    const char *engine;   /* "both", "b158" (ternary only) or "fp16" (baseline only) */
+    int profile;          /* --profile: device time per kernel family instead of speeds */
+    b158_variant variant; /* --variant: kernel family (0 = from the device type) */
 } options;
 
 static void usage(FILE *f)
@@ -45,6 +46,7 @@ static void usage(FILE *f)
                "                       llama-bench -d)\n"
                "  -r, --reps R         repetitions of pp and tg (default 3)\n"
                "  --device SEL         device index or name substring\n"
+               "  --variant cpu|gpu    kernel family (default: from the device type)\n"
                "  --fp16 auto|clblast|kernels\n"
                "                       FP16 baseline matmuls: CLBlast HGEMM/HGEMV (needs a\n"
                "                       build with CLBlast and cl_khr_fp16) or b158-cl's\n"
@@ -112,7 +114,7 @@ static const char *last_error(void)
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){NULL, 3, "md", NULL, NULL, 128, 32, 0, "auto", "both", 0};
+    *o = (options){NULL, 3, "md", NULL, NULL, 128, 32, 0, "auto", "both", 0, B158_VARIANT_AUTO};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-m") == 0 && v) {
@@ -135,6 +137,13 @@ static int parse(int argc, char **argv, options *o)
             i++;
         } else if (strcmp(a, "--device") == 0 && v) {
             o->device = v;
+            i++;
+        } else if (strcmp(a, "--variant") == 0 && v) {
+            if (strcmp(v, "cpu") && strcmp(v, "gpu")) {
+                fprintf(stderr, "error: --variant wants cpu or gpu\n");
+                return 2;
+            }
+            o->variant = strcmp(v, "cpu") ? B158_VARIANT_GPU : B158_VARIANT_CPU;
             i++;
         } else if (strcmp(a, "--fp16") == 0 && v) {
             o->fp16 = v;
@@ -475,12 +484,24 @@ typedef struct {
     b158_bench_bandwidth bw; /* measured right before the phase: the machine's state drifts */
     b158_kernel_stats k[PROF_MAX_KERNELS];
     size_t n_k;
+    b158_stage_profile stage; /* inside the fused decode layer, where it has a clock */
 } prof_phase;
 
 typedef struct {
     const char *engine; /* "b1.58" or "fp16" */
     prof_phase decode, prefill;
 } prof_engine;
+
+static void stage_add(b158_session *s, prof_phase *ph)
+{
+    b158_stage_profile p;
+    b158_session_stage_profile(s, &p);
+    b158_stage_profile *t = &ph->stage;
+    t->clock_ns = p.clock_ns, t->groups = p.groups;
+    t->blocks += p.blocks, t->span += p.span, t->gap += p.gap, t->gaps += p.gaps;
+    for (int i = 0; i < B158_STAGE_PARTS; i++)
+        t->mean[i] += p.mean[i], t->min[i] += p.min[i], t->max[i] += p.max[i];
+}
 
 static void prof_add(b158_runtime *rt, prof_phase *ph)
 {
@@ -572,12 +593,14 @@ static b158_status profile_engine(const options *o, b158_runtime *rt, b158_model
         b158_session_reset(s);
         st = b158_session_eval(s, tok, 1 + o->depth);
         b158_runtime_kernel_stats_reset(rt);
+        b158_session_stage_reset(s);
         const double t0 = now_s();
         for (int i = 0; st == B158_OK && i < o->tg; i++)
             st = b158_session_eval(s, &tok[(i + 1) % o->pp], 1);
         pe->decode.wall_s += now_s() - t0;
         pe->decode.steps += o->tg;
         prof_add(rt, &pe->decode);
+        stage_add(s, &pe->decode);
     }
     b158_session_free(s);
     b158_model_unload(m);
@@ -602,6 +625,49 @@ static prof_sums prof_sum(const prof_phase *ph)
     r.wall_ms = ph->wall_s * 1e3 / ph->steps;
     r.host_ms = r.wall_ms - r.dev_ms;
     return r;
+}
+
+/* Nanoseconds per tick of a stage profile's clock: 1 where it counts nanoseconds, else the
+ * fused kernel's profiling-event time over the timestamps' span (0: neither known). */
+static double stage_ns_per_tick(const prof_phase *ph)
+{
+    if (ph->stage.clock_ns)
+        return 1.0;
+    for (size_t k = 0; k < ph->n_k; k++)
+        if (!strcmp(ph->k[k].name, "ternary_decode_layer") && ph->stage.span > 0)
+            return (double)ph->k[k].total_ns / ph->stage.span;
+    return 0.0;
+}
+
+/* The fused decode layer from the inside: each part's time per block (mean, fastest and
+ * slowest group), the launch's span and the gap between launches */
+static void print_stage_md(const prof_phase *ph)
+{
+    const b158_stage_profile *p = &ph->stage;
+    const double ns = stage_ns_per_tick(ph);
+    if (!p->blocks || ns <= 0)
+        return;
+    const double us = ns * 1e-3 / (double)p->blocks;
+    double event_us = 0;
+    for (size_t k = 0; k < ph->n_k; k++)
+        if (!strcmp(ph->k[k].name, "ternary_decode_layer"))
+            event_us = ph->k[k].total_ns * 1e-3 / (double)ph->k[k].launches;
+    printf("\nfused decode layer, inside one launch (%d work-groups; timestamps of each group's "
+           "first work-item, %s; %llu launches): us per launch\n\n",
+           p->groups, p->clock_ns ? "device clock in ns" : "device ticks scaled to the event time",
+           (unsigned long long)p->blocks);
+    printf("| part | mean | fastest group | slowest group |\n|---|---:|---:|---:|\n");
+    double total = 0;
+    for (int i = 0; i < B158_STAGE_PARTS; i++) {
+        printf("| %s | %.2f | %.2f | %.2f |\n", b158_stage_part_name(i), p->mean[i] * us,
+               p->min[i] * us, p->max[i] * us);
+        total += p->mean[i] * us;
+    }
+    printf("| all parts | %.2f | | |\n| first start to last end | %.2f | | |\n", total,
+           p->span * us);
+    printf("| profiling event of the launch | %.2f | | |\n", event_us);
+    if (p->gaps)
+        printf("| gap to the next launch | %.2f | | |\n", p->gap * ns * 1e-3 / (double)p->gaps);
 }
 
 static void print_profile_md(const char *model, const prof_engine *pe)
@@ -641,6 +707,7 @@ static void print_profile_md(const char *model, const prof_engine *pe)
                r.all_launches, r.host_ms, 100.0 * r.host_ms / r.wall_ms);
         printf("\nhost time between launches: %.1f us per launch\n",
                r.all_launches > 0 ? 1e3 * r.host_ms / r.all_launches : 0.0);
+        print_stage_md(ph[i]);
     }
 }
 
@@ -677,7 +744,23 @@ static void print_profile_json(const prof_engine *pe)
                    k ? ", " : "", ph[i]->k[k].name, family_names[family_of(ph[i]->k[k].name)],
                    (double)ph[i]->k[k].launches / ph[i]->steps,
                    ph[i]->k[k].total_ns * 1e-6 / ph[i]->steps);
-        printf("]}");
+        printf("]");
+        const b158_stage_profile *p = &ph[i]->stage;
+        const double ns = stage_ns_per_tick(ph[i]);
+        if (p->blocks && ns > 0) {
+            const double us = ns * 1e-3 / (double)p->blocks;
+            printf(", \"fused_layer\": {\"groups\": %d, \"launches\": %llu, \"clock_ns\": %d, "
+                   "\"span_us\": %.3f, \"gap_us\": %.3f, \"parts\": [",
+                   p->groups, (unsigned long long)p->blocks, p->clock_ns, p->span * us,
+                   p->gaps ? p->gap * ns * 1e-3 / (double)p->gaps : 0.0);
+            for (int j = 0; j < B158_STAGE_PARTS; j++)
+                printf("%s{\"part\": \"%s\", \"mean_us\": %.3f, \"min_us\": %.3f, "
+                       "\"max_us\": %.3f}",
+                       j ? ", " : "", b158_stage_part_name(j), p->mean[j] * us, p->min[j] * us,
+                       p->max[j] * us);
+            printf("]}");
+        }
+        printf("}");
     }
     printf("]}");
 }
@@ -697,6 +780,7 @@ static int run_profile(const options *o)
 {
     b158_runtime_params rp = b158_runtime_default_params();
     rp.device = o->device;
+    rp.variant = o->variant;
     rp.profile = 1;
     b158_runtime *rt = NULL;
     if (b158_runtime_create(&rp, &rt) != B158_OK) {
@@ -778,6 +862,7 @@ static int run_models(const options *o)
 {
     b158_runtime_params rp = b158_runtime_default_params();
     rp.device = o->device;
+    rp.variant = o->variant;
     b158_runtime *rt = NULL;
     if (b158_runtime_create(&rp, &rt) != B158_OK) {
         fprintf(stderr, "error: %s\n", b158_last_error());

@@ -38,6 +38,34 @@ inline void b158_grid_sync(__global volatile int *cnt, __global volatile int *er
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
 }
 
+/* Stage clock (profiling runs on devices with a kernel clock; B158_STAGE_CLOCK 1: the device
+ * scope clock of cl_khr_kernel_clock, 2: NVIDIA's %globaltimer in ns through inline PTX, 0:
+ * none): work-item 0 of each group writes B158_STAMPS timestamps per block, at the start and
+ * after each part of each stage (the host's profile takes their differences). */
+#define B158_STAMPS 14 /* host/stage-profile.h's: B158_STAGE_PARTS + 1 */
+#if B158_STAGE_CLOCK == 1
+inline ulong b158_clock(void)
+{
+    return clock_read_device();
+}
+#elif B158_STAGE_CLOCK == 2
+inline ulong b158_clock(void)
+{
+    ulong t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#endif
+#if B158_STAGE_CLOCK
+#define B158_STAMP(i)                                                                              \
+    do {                                                                                           \
+        if (get_local_id(0) == 0)                                                                  \
+            stamp[i] = b158_clock();                                                               \
+    } while (0)
+#else
+#define B158_STAMP(i) ((void)0)
+#endif
+
 /* Lane lane's partial dot products of weight rows wa and wb with x: b158_gemv_gpu_part's sums in
  * its order, the two rows' loads issued together (twice one row's loads in flight) */
 inline int2 b158_gemv_gpu_part2(__global const uint4 *wa, __global const uint4 *wb, int quarters,
@@ -109,7 +137,7 @@ __kernel void ternary_decode_layer(
     __global half *k_cache, __global half *v_cache, __global const int2 *tok, int cache_off,
     int cache_rows, __global const float *inv_freq, int n_rot, int rope_mode, int n_embd, int n_ff,
     int n_head, int n_head_kv, int head_dim, float att_scale, float eps, int act, B158_SPLIT_PARAMS,
-    __global volatile int *bar, int layer)
+    __global volatile int *bar, int layer, __global ulong *stamps)
 {
     __local float qh[B158_HEAD_DIM_MAX];
     __local float kcur[B158_HEAD_DIM_MAX], vcur[B158_HEAD_DIM_MAX];
@@ -124,12 +152,19 @@ __kernel void ternary_decode_layer(
     __global float *sg = qs + grp;
     __global const uint4 *xg = (__global const uint4 *)qg;
     __global volatile int *cnt = bar + 1 + 4 * layer;
+#if B158_STAGE_CLOCK
+    __global ulong *stamp = stamps + ((size_t)layer * groups + grp) * B158_STAMPS;
+#endif
+    B158_STAMP(0);
 
     /* A: QKV */
     b158_rmsnorm_quantize_row(x, attn_norm, 1, qg, sg, n_embd, kp_embd, eps, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
+    B158_STAMP(1);
     b158_decode_gemv(wqkv, sqkv, xg, *sg, qkv, qkv, 0, qkv_n, kp_embd, redi);
+    B158_STAMP(2);
     b158_grid_sync(cnt + 0, bar, groups);
+    B158_STAMP(3);
     /* B: attention, a head or one split of its keys per group at a time (the last split of a
      * head to finish makes its output) */
     for (int i = grp; i < n_head * splits; i += groups) {
@@ -140,22 +175,32 @@ __kernel void ternary_decode_layer(
         if (splits > 1 && b158_last_arrival(head_count + h, splits, &last))
             b158_att_combine(split_out, att, n_head, head_dim, splits, h, 0);
     }
+    B158_STAMP(4);
     b158_grid_sync(cnt + 1, bar, groups);
+    B158_STAMP(5);
     /* C: output projection into x2 */
     b158_rmsnorm_quantize_row(att, attn_sub_norm, sub_norms, qg, sg, qd, kp_att, eps, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
+    B158_STAMP(6);
     b158_decode_gemv(wo, so, xg, *sg, x2, x, 1, n_embd, kp_att, redi);
+    B158_STAMP(7);
     b158_grid_sync(cnt + 2, bar, groups);
+    B158_STAMP(8);
     /* D: gate | up */
     b158_rmsnorm_quantize_row(x2, ffn_norm, 1, qg, sg, n_embd, kp_embd, eps, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
+    B158_STAMP(9);
     b158_decode_gemv(wgu, sgu, xg, *sg, gu, gu, 0, 2 * n_ff, kp_embd, redi);
+    B158_STAMP(10);
     b158_grid_sync(cnt + 3, bar, groups);
+    B158_STAMP(11);
     /* E: down projection into x */
     b158_glu_norm_quantize_row(gu, gu + n_ff, 0, ffn_sub_norm, qg, sg, n_ff, kp_ff, eps, act,
                                sub_norms, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
+    B158_STAMP(12);
     b158_decode_gemv(wdown, sdown, xg, *sg, x, x2, 1, n_embd, kp_ff, redi);
+    B158_STAMP(13);
 }
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "baseline.h"
 #include "ref.h"
+#include "stage-profile.h"
 
 /* Host scratch of the CPU reference path; shapes in comments ((rows, cols) row-major). */
 struct cpu_state {
@@ -44,6 +45,7 @@ struct dev_state {
      * input and scale per work-group, and int32 [error flag | 4 barrier counters per layer],
      * zeroed before each step */
     b158_buf x2, q8g, qsg, bar;
+    b158_buf stamps;    /* its timestamps (a stage clock: B158_STAMPS per group and block) */
     b158_baseline base; /* the FP16 baseline's scratch, in its weight modes only */
 };
 
@@ -77,6 +79,8 @@ struct b158_session {
     int att_splits;    /* splits of the attention's keys in one-token steps; 1 = none */
     int fused_groups;  /* work-groups of the fused decode layer; 0: one-token steps unfused */
     int32_t fused_err; /* the fused step's error flag, read back after it */
+    uint64_t *stamps;  /* host copy of dev.stamps, where the runtime has a stage clock */
+    b158_stage_profile stage;
     struct cpu_state cpu;
     struct dev_state dev;
 };
@@ -99,6 +103,18 @@ int b158_session_n_seq(const b158_session *s)
 int b158_session_seq_pos(const b158_session *s, b158_seq_id seq)
 {
     return s && seq >= 0 && seq < s->n_seq ? s->seq_pos[seq] : -1;
+}
+
+void b158_session_stage_profile(const b158_session *s, b158_stage_profile *out)
+{
+    *out = s ? s->stage : (b158_stage_profile){0};
+    out->clock_ns = s && s->rt && s->rt->tune.stage_clock == 2;
+}
+
+void b158_session_stage_reset(b158_session *s)
+{
+    if (s)
+        s->stage = (b158_stage_profile){0};
 }
 
 int b158_session_pos(const b158_session *s)
@@ -164,6 +180,7 @@ void b158_session_free(b158_session *s)
     free(s->sel);
     free(s->out_row);
     free(s->picks);
+    free(s->stamps);
     if (s->logits_pin.mem)
         b158_host_free(s->rt, &s->logits_pin);
     else
@@ -176,11 +193,11 @@ void b158_session_free(b158_session *s)
     if (s->rt) {
         struct dev_state *d = &s->dev;
         b158_buf *bufs[] = {
-            &d->ids,       &d->tok,        &d->x,         &d->xn,         &d->qkv,
-            &d->att,       &d->gu,         &d->q8,        &d->s,          &d->last,
-            &d->logits,    &d->k_cache,    &d->v_cache,   &d->inv_freq,   &d->counter,
-            &d->att_count, &d->x2,         &d->q8g,       &d->qsg,        &d->bar,
-            &d->att_part,  &d->att_hcount, &d->amax_part, &d->amax_count, &d->amax_out};
+            &d->ids,      &d->tok,      &d->x,        &d->xn,         &d->qkv,       &d->att,
+            &d->gu,       &d->q8,       &d->s,        &d->last,       &d->logits,    &d->k_cache,
+            &d->v_cache,  &d->inv_freq, &d->counter,  &d->att_count,  &d->x2,        &d->q8g,
+            &d->qsg,      &d->bar,      &d->att_part, &d->att_hcount, &d->amax_part, &d->amax_count,
+            &d->amax_out, &d->stamps};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             b158_buf_free(s->rt, bufs[i]);
         b158_baseline_free(s->rt, &d->base);
@@ -332,6 +349,13 @@ static b158_status alloc_fused(b158_session *s)
     B158_TRY(b158_buf_alloc(rt, S, g * b158_ternary_k_pad(s->width_max), &d->q8g));
     B158_TRY(b158_buf_alloc(rt, S, g * 4, &d->qsg));
     B158_TRY(b158_buf_alloc(rt, S, (1 + 4 * (size_t)h->n_layer) * 4, &d->bar));
+    if (rt->tune.stage_clock) {
+        const size_t stamps = (size_t)h->n_layer * g * B158_STAMPS;
+        B158_TRY(b158_buf_alloc(rt, S, stamps * 8, &d->stamps));
+        s->stamps = malloc(stamps * 8);
+        if (!s->stamps)
+            return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %zu timestamps", stamps);
+    }
     return B158_OK;
 }
 
@@ -612,6 +636,7 @@ static b158_status dev_blocks_fused(b158_session *s, int final)
                                    .tok = &d->tok,
                                    .inv_freq = &d->inv_freq,
                                    .bar = &d->bar,
+                                   .stamps = &d->stamps,
                                    .split = {s->att_splits, &d->att_part, &d->att_hcount},
                                    .k_pad_max = b158_ternary_k_pad(s->width_max),
                                    .groups = s->fused_groups,
@@ -797,6 +822,11 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
         b158_plan_free(&s->plan);
         s->plan_state = PLAN_NONE;
         return dev_forward(s, tokens, n, sel, n_sel, dst, picks);
+    }
+    if (st == B158_OK && fused && s->stamps) {
+        st = b158_buf_read(rt, &d->stamps, 0, d->stamps.bytes, s->stamps);
+        if (st == B158_OK)
+            b158_stage_add(&s->stage, s->stamps, s->m->info.n_layer, s->fused_groups);
     }
     return st;
 }

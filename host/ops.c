@@ -2,6 +2,8 @@
  * variant with its work-group geometry. Nothing here allocates or builds after first use. */
 #include "ops.h"
 
+#include "stage-profile.h"
+
 #define ELEMWISE_WG 64 /* work-group of the one-item-per-element kernels */
 #define CPU_ROWS_WG 16 /* rows per work-group of the CPU one-row-per-item kernels */
 /* The tile of a CPU f16_gemm work-item: B158_F16_GEMM_R and _T of cl_kernels/f16-matmul.cl */
@@ -438,6 +440,9 @@ b158_status b158_op_decode_layer(b158_runtime *rt, const b158_decode_step *a,
     B158_TRY(need(a->qs, (size_t)a->groups * 4, op, "scales"));
     B158_TRY(need(a->tok, 8, op, "token position"));
     B158_TRY(need(a->bar, ((size_t)layer + 1) * 16 + 4, op, "barrier counters"));
+    const b158_buf *stamps = rt->tune.stage_clock ? a->stamps : &none;
+    if (rt->tune.stage_clock)
+        B158_TRY(need(stamps, ((size_t)layer + 1) * a->groups * B158_STAMPS * 8, op, "stamps"));
     B158_TRY(need(w->attn_norm, embd, op, "attention norm"));
     B158_TRY(need(w->ffn_norm, embd, op, "feed-forward norm"));
     if (a->sub_norms) {
@@ -470,7 +475,7 @@ b158_status b158_op_decode_layer(b158_runtime *rt, const b158_decode_step *a,
         B158_ARG(a->n_embd), B158_ARG(a->n_ff), B158_ARG(a->n_head), B158_ARG(a->n_head_kv),
         B158_ARG(a->head_dim), B158_ARG(a->att_scale), B158_ARG(a->eps), B158_ARG(act),
         B158_ARG(sp->splits), B158_ARG_MEM(part), B158_ARG_MEM(hcnt), B158_ARG_MEM(a->bar),
-        B158_ARG(layer));
+        B158_ARG(layer), B158_ARG_MEM(stamps));
 }
 
 b158_status b158_op_glu_norm_quantize(b158_runtime *rt, const b158_buf *gate, const b158_buf *up,

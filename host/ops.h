@@ -143,7 +143,9 @@ typedef struct b158_att_split {
 typedef struct b158_decode_step {
     const b158_buf *x, *x2, *qkv, *att, *gu, *q8, *qs;
     const b158_buf *k_cache, *v_cache, *tok, *inv_freq, *bar;
-    b158_att_split split; /* the attention's; splits 1 = none (part and counter unread) */
+    const b158_buf *stamps; /* with rt->tune.stage_clock: B158_STAMPS uint64 per group and
+                               layer (b158_op_decode_layer's comment); else unused */
+    b158_att_split split;   /* the attention's; splits 1 = none (part and counter unread) */
     int k_pad_max, groups;
     int n_embd, n_ff, n_head, n_head_kv, head_dim, n_rot, cache_rows, sub_norms;
     enum b158_rope_mode rope_mode;
@@ -158,7 +160,9 @@ typedef struct b158_decode_weights {
 } b158_decode_weights;
 
 /* Block layer of the step (cache rows of the layer from element cache_off, barrier counters
- * 1 + 4 layer .. 4 + 4 layer of bar). */
+ * 1 + 4 layer .. 4 + 4 layer of bar). With a stage clock, group g's timestamps of the block go
+ * to stamps[(layer * groups + g) * B158_STAMPS ..]: the start, then the end of each part
+ * (host/stage-profile.h). */
 b158_status b158_op_decode_layer(b158_runtime *rt, const b158_decode_step *a,
                                  const b158_decode_weights *w, int layer, size_t cache_off);
 

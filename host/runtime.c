@@ -84,6 +84,23 @@ static int probe_ptx_dp4a(b158_runtime *rt)
     return builds(rt, src);
 }
 
+/* Which clock the fused decode layer's stage timestamps read (b158_tuning.stage_clock): asked
+ * of profiling runtimes of the GPU variant only, by building the kernel's own expression. */
+static int probe_stage_clock(b158_runtime *rt)
+{
+    if (!rt->profile)
+        return 0;
+    static const char *ptx =
+        "__kernel void probe(__global ulong *o)\n"
+        "{ ulong t; asm volatile(\"mov.u64 %0, %%globaltimer;\" : \"=l\"(t));\n"
+        "  o[0] = t; }\n";
+    static const char *khr =
+        "__kernel void probe(__global ulong *o) { o[0] = clock_read_device(); }\n";
+    if (rt->info.is_gpu && strstr(rt->info.vendor, "NVIDIA") && builds(rt, ptx))
+        return 2;
+    return strstr(rt->options, "CL3.0") && builds(rt, khr) ? 1 : 0;
+}
+
 int b158_env_int(const char *name, int lo, int hi, int pow2, int fallback)
 {
     const char *v = getenv(name);
@@ -134,6 +151,7 @@ static void choose_tuning(b158_runtime *rt)
         t.gemm_tn = b158_env_int("B158_GEMM_TN", 16, 64, 1, t.gemm_tn); /* (TN + TM) 272 B local */
         t.gemm_tm = b158_env_int("B158_GEMM_TM", 16, 64, 1, t.gemm_tm);
         t.ptx_dp4a = probe_ptx_dp4a(rt);
+        t.stage_clock = probe_stage_clock(rt);
     } else {
         t = (b158_tuning){.gpu = 0,
                           .wg = 1,
@@ -154,9 +172,10 @@ static void choose_tuning(b158_runtime *rt)
              "#define B158_AVX512_ROWS %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
              "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
-             "#line 1\n",
+             "#define B158_STAGE_CLOCK %d\n#line 1\n",
              t.gpu, t.wg, t.gemv_rows, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m, t.avx512_rows,
-             t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot, t.ptx_dp4a);
+             t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot, t.ptx_dp4a,
+             t.stage_clock);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)

@@ -8,6 +8,8 @@
 
 #include "b158/model.h"
 #include "blas.h"
+#include "runtime.h"
+#include "stage-profile.h"
 #include "test-common.h"
 
 /* Logits are compared by normalized error per position. The integer parts are exact on both
@@ -356,6 +358,124 @@ static void test_fused_decode(void)
     }
 }
 
+/* b158_stage_add on stamps of known differences: two blocks of three groups, each part's mean,
+ * fastest and slowest group, the span, the gap between the blocks, and a stamp that reads
+ * earlier than the one before it (counted 0). */
+static void test_stage_sums(void)
+{
+    uint64_t st[2][3][B158_STAMPS];
+    double want_mean[B158_STAGE_PARTS] = {0}, want_min[B158_STAGE_PARTS] = {0},
+           want_max[B158_STAGE_PARTS] = {0};
+    uint64_t t0 = 1000 + b158_test_randint(0, 1000), first[2], end[2];
+    for (int l = 0; l < 2; l++) {
+        first[l] = UINT64_MAX, end[l] = 0;
+        for (int g = 0; g < 3; g++) {
+            uint64_t t = t0 + (uint64_t)(g ? b158_test_randint(0, 50) : 0);
+            st[l][g][0] = t;
+            first[l] = t < first[l] ? t : first[l];
+            for (int i = 0; i < B158_STAGE_PARTS; i++) {
+                const int d = b158_test_randint(1, 400);
+                t += (uint64_t)d;
+                st[l][g][i + 1] = t;
+            }
+            end[l] = t > end[l] ? t : end[l];
+        }
+        t0 = end[l] + 7;
+    }
+    st[1][2][5] = st[1][2][4] - 3; /* part 4 of that group reads backwards: 0 */
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < B158_STAGE_PARTS; i++) {
+            double lo = 1e30, hi = 0, sum = 0;
+            for (int g = 0; g < 3; g++) {
+                const uint64_t a = st[l][g][i], b = st[l][g][i + 1];
+                const double d = b >= a ? (double)(b - a) : 0.0;
+                sum += d, lo = d < lo ? d : lo, hi = d > hi ? d : hi;
+            }
+            want_mean[i] += sum / 3, want_min[i] += lo, want_max[i] += hi;
+        }
+    b158_stage_profile p = {0};
+    b158_stage_add(&p, &st[0][0][0], 2, 3);
+    CU_ASSERT_EQUAL(p.blocks, 2);
+    CU_ASSERT_EQUAL(p.groups, 3);
+    CU_ASSERT_EQUAL(p.gaps, 1);
+    CU_ASSERT_DOUBLE_EQUAL(p.gap, 7.0, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(p.span, (double)(end[0] - first[0] + end[1] - first[1]), 1e-9);
+    for (int i = 0; i < B158_STAGE_PARTS; i++) {
+        CU_ASSERT_DOUBLE_EQUAL(p.mean[i], want_mean[i], 1e-9);
+        CU_ASSERT_DOUBLE_EQUAL(p.min[i], want_min[i], 1e-9);
+        CU_ASSERT_DOUBLE_EQUAL(p.max[i], want_max[i], 1e-9);
+    }
+    b158_stage_add(&p, &st[1][0][0], 1, 3); /* one block more: no gap across calls */
+    CU_ASSERT_EQUAL(p.blocks, 3);
+    CU_ASSERT_EQUAL(p.gaps, 1);
+    CU_ASSERT_STRING_EQUAL(b158_stage_part_name(0), "A norm + quantize");
+    CU_ASSERT_STRING_EQUAL(b158_stage_part_name(B158_STAGE_PARTS), "?");
+}
+
+/* On a profiling runtime of the GPU variant whose kernels read a clock, every fused launch
+ * leaves its timestamps: blocks, parts and span add up, and the instrumented kernel's logits
+ * are still the unfused launches' bit for bit. Without a clock (or a fused layer) nothing is
+ * reported. */
+static void test_stage_profile(void)
+{
+    b158_runtime_params rp = b158_runtime_default_params();
+    rp.variant = B158_VARIANT_GPU;
+    rp.profile = 1;
+    b158_runtime *rt = NULL;
+    if (b158_runtime_create(&rp, &rt) != B158_OK)
+        return; /* no device: the other suites say so */
+    const flavour fl = flavours(b158_test_randint(0, 2));
+    const int nv = fl.shape.n_vocab, n_prompt = b158_test_randint(3, 20), n_gen = 5;
+    b158_model *m = model_on(&fl.shape, b158_test_rand(), rt);
+    b158_token tok[32];
+    random_tokens(tok, n_prompt + n_gen, nv);
+    b158_session *f = fused_session(m, rt, 1, 0, 1), *u = fused_session(m, rt, 0, 0, 1);
+    CU_ASSERT_EQUAL_FATAL(b158_session_eval(f, tok, n_prompt), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_session_eval(u, tok, n_prompt), B158_OK);
+    b158_session_stage_reset(f);
+    b158_runtime_kernel_stats_reset(rt);
+    int same = 0;
+    for (int t = 0; t < n_gen; t++) {
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(f, &tok[n_prompt + t], 1), B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(u, &tok[n_prompt + t], 1), B158_OK);
+        same += !memcmp(b158_session_logits(f, -1), b158_session_logits(u, -1),
+                        (size_t)nv * sizeof(float));
+    }
+    const uint64_t fused = launches_of(rt, "ternary_decode_layer");
+    b158_stage_profile p;
+    b158_session_stage_profile(f, &p);
+    if (fused && rt->tune.stage_clock) {
+        const uint64_t blocks = (uint64_t)n_gen * fl.shape.n_layer;
+        fprintf(stderr, "\n%s: %llu fused launches timed in %d group(s), span %.0f ticks", fl.name,
+                (unsigned long long)p.blocks, p.groups, p.span);
+        CU_ASSERT_EQUAL(same, n_gen);
+        CU_ASSERT_EQUAL(p.blocks, blocks);
+        CU_ASSERT_EQUAL(p.gaps, blocks - n_gen);
+        CU_ASSERT_EQUAL(p.clock_ns, rt->tune.stage_clock == 2);
+        CU_ASSERT(p.span > 0);
+        double sum = 0;
+        for (int i = 0; i < B158_STAGE_PARTS; i++) {
+            CU_ASSERT(p.min[i] <= p.mean[i] + 1e-6 && p.mean[i] <= p.max[i] + 1e-6);
+            sum += p.mean[i];
+        }
+        CU_ASSERT(p.max[1] > 0 && p.max[12] > 0); /* the QKV and down GEMVs take time */
+        CU_ASSERT(sum <= p.span * (1 + 1e-9));
+        if (p.groups == 1)
+            CU_ASSERT_DOUBLE_EQUAL(sum, p.span, p.span * 1e-9);
+        b158_session_stage_reset(f);
+        b158_session_stage_profile(f, &p);
+    } else {
+        fprintf(stderr, "\nno stage clock or fused layer on %s: nothing timed",
+                b158_runtime_device(rt)->platform);
+    }
+    CU_ASSERT_EQUAL(p.blocks, 0);
+    CU_ASSERT_EQUAL(p.span, 0);
+    b158_session_free(f);
+    b158_session_free(u);
+    b158_model_free(m);
+    b158_runtime_free(rt);
+}
+
 /* ---- several sequences in one session --------------------------------------------------- */
 
 /* R requests of prompt + continuation tokens through NS slots, scheduled as a server would:
@@ -686,8 +806,10 @@ static void add_suites(void)
     b158_test_suite("decode_vs_prefill",
                     (b158_test_case[]){{"kv_cache", test_decode_vs_prefill}, {NULL, NULL}});
     b158_test_suite("greedy", (b158_test_case[]){{"device_argmax", test_greedy}, {NULL, NULL}});
-    b158_test_suite("fused_decode",
-                    (b158_test_case[]){{"same_as_unfused", test_fused_decode}, {NULL, NULL}});
+    b158_test_suite("fused_decode", (b158_test_case[]){{"same_as_unfused", test_fused_decode},
+                                                       {"stage_sums", test_stage_sums},
+                                                       {"stage_profile", test_stage_profile},
+                                                       {NULL, NULL}});
     b158_test_suite("errors",
                     (b158_test_case[]){{"context_and_tokens", test_errors}, {NULL, NULL}});
     b158_test_suite("batched", (b158_test_case[]){{"alone_equals_batched", test_batched},

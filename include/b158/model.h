@@ -195,6 +195,30 @@ b158_status b158_session_seq_clear(b158_session *s, b158_seq_id seq);
 int b158_session_pos(const b158_session *s); /* b158_session_seq_pos of sequence 0 */
 void b158_session_reset(b158_session *s);    /* every sequence back to position 0 */
 
+/* Where the fused decode layer's time goes (a one-token step's block in one launch, GPU
+ * variant), from timestamps its work-groups write at each part's end: only on a runtime
+ * created with profile set and a device whose kernels read a clock (NVIDIA's %globaltimer
+ * through inline PTX, cl_khr_kernel_clock), else blocks stays 0. Summed over the launches
+ * since the session began or b158_session_stage_reset; parts in b158_stage_part_name order. */
+#define B158_STAGE_PARTS 13
+typedef struct b158_stage_profile {
+    int clock_ns;    /* 1: ticks are nanoseconds; 0: device clock ticks of no stated length */
+    int groups;      /* work-groups of each launch */
+    uint64_t blocks; /* launches measured */
+    double mean[B158_STAGE_PARTS]; /* ticks of each part, mean over the groups, summed */
+    double min[B158_STAGE_PARTS];  /* the fastest group's, summed (of a grid barrier: the
+                                      last group to arrive, so the barrier's own cost) */
+    double max[B158_STAGE_PARTS];  /* the slowest group's, summed */
+    double span;                   /* first group's start to last group's end, summed */
+    double gap;                    /* a block's last end to the next block's first start in
+                                      the same step, summed over gaps */
+    uint64_t gaps;
+} b158_stage_profile;
+const char *b158_stage_part_name(int part);
+/* Copies the totals into *out (zeros where there are none). */
+void b158_session_stage_profile(const b158_session *s, b158_stage_profile *out);
+void b158_session_stage_reset(b158_session *s);
+
 /* ---- sampling --------------------------------------------------------------------------- */
 
 typedef struct b158_sampler_params {
