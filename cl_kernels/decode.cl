@@ -42,7 +42,7 @@ inline void b158_grid_sync(__global volatile int *cnt, __global volatile int *er
  * scope clock of cl_khr_kernel_clock, 2: NVIDIA's %globaltimer in ns through inline PTX, 0:
  * none): work-item 0 of each group writes B158_STAMPS timestamps per block, at the start and
  * after each part of each stage (the host's profile takes their differences). */
-#define B158_STAMPS 14 /* host/stage-profile.h's: B158_STAGE_PARTS + 1 */
+#define B158_STAMPS 15 /* host/stage-profile.h's: B158_STAGE_PARTS + 1 */
 #if B158_STAGE_CLOCK == 1
 inline ulong b158_clock(void)
 {
@@ -122,6 +122,38 @@ inline void b158_decode_gemv(__global const uint4 *w, __global const float *w_sc
     }
 }
 
+/* Asks for this group's rows of a decode GEMV's matrix (b158_decode_gemv's blocks of
+ * B158_GEMV_ROWS rows of k_pad / 4 bytes) to be brought into the device's L2 cache, by the
+ * whole group (B158_PREFETCH 3: one PTX bulk prefetch per block, spread over the work-items; 2:
+ * one PTX prefetch per 128-byte line; 1: OpenCL's prefetch()). Issued at a block's start, the
+ * block's weights stream in while its first stages run, and each GEMV then finds its rows in
+ * L2 rather than waiting on device memory. A block's rows start 128-byte aligned (B158_GEMV_ROWS
+ * rows of a multiple of 64 bytes, B158_GEMV_ROWS even). */
+#if B158_PREFETCH
+inline void b158_prefetch_rows(__global const uint4 *w, int n_rows, int k_pad)
+{
+    const size_t row = (size_t)k_pad / 4;
+    const int lid = get_local_id(0), step = (int)get_num_groups(0) * B158_GEMV_ROWS;
+    int i = 0;
+    for (int n0 = (int)get_group_id(0) * B158_GEMV_ROWS; n0 < n_rows; n0 += step, i++) {
+        __global const uchar *p = (__global const uchar *)w + (size_t)n0 * row;
+        const uint bytes = (uint)((size_t)min(B158_GEMV_ROWS, n_rows - n0) * row);
+#if B158_PREFETCH == 3
+        if (lid == i % B158_WG)
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((ulong)p), "r"(bytes)
+                         : "memory");
+#else
+        for (uint o = (uint)lid * 128u; o < bytes; o += B158_WG * 128u)
+#if B158_PREFETCH == 2
+            asm volatile("prefetch.global.L2 [%0];" ::"l"((ulong)(p + o)));
+#else
+            prefetch(p + o, 128);
+#endif
+#endif
+    }
+}
+#endif
+
 /* One block of a one-token step on its residual stream x (n_embd). q8 / qs: per group, k_pad_max
  * bytes and one scale. Matrices as ternary_gemv_gpu reads them, k_pad of their inputs kp_embd,
  * kp_att, kp_ff. bar: [0] the error flag, [1 + 4 layer ..] this block's barrier counters (zero
@@ -156,15 +188,22 @@ __kernel void ternary_decode_layer(
     __global ulong *stamp = stamps + ((size_t)layer * groups + grp) * B158_STAMPS;
 #endif
     B158_STAMP(0);
+#if B158_PREFETCH
+    b158_prefetch_rows(wqkv, qkv_n, kp_embd);
+    b158_prefetch_rows(wo, n_embd, kp_att);
+    b158_prefetch_rows(wgu, 2 * n_ff, kp_embd);
+    b158_prefetch_rows(wdown, n_embd, kp_ff);
+#endif
+    B158_STAMP(1);
 
     /* A: QKV */
     b158_rmsnorm_quantize_row(x, attn_norm, 1, qg, sg, n_embd, kp_embd, eps, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
-    B158_STAMP(1);
-    b158_decode_gemv(wqkv, sqkv, xg, *sg, qkv, qkv, 0, qkv_n, kp_embd, redi);
     B158_STAMP(2);
-    b158_grid_sync(cnt + 0, bar, groups);
+    b158_decode_gemv(wqkv, sqkv, xg, *sg, qkv, qkv, 0, qkv_n, kp_embd, redi);
     B158_STAMP(3);
+    b158_grid_sync(cnt + 0, bar, groups);
+    B158_STAMP(4);
     /* B: attention, a head or one split of its keys per group at a time (the last split of a
      * head to finish makes its output) */
     for (int i = grp; i < n_head * splits; i += groups) {
@@ -175,32 +214,32 @@ __kernel void ternary_decode_layer(
         if (splits > 1 && b158_last_arrival(head_count + h, splits, &last))
             b158_att_combine(split_out, att, n_head, head_dim, splits, h, 0);
     }
-    B158_STAMP(4);
-    b158_grid_sync(cnt + 1, bar, groups);
     B158_STAMP(5);
+    b158_grid_sync(cnt + 1, bar, groups);
+    B158_STAMP(6);
     /* C: output projection into x2 */
     b158_rmsnorm_quantize_row(att, attn_sub_norm, sub_norms, qg, sg, qd, kp_att, eps, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
-    B158_STAMP(6);
-    b158_decode_gemv(wo, so, xg, *sg, x2, x, 1, n_embd, kp_att, redi);
     B158_STAMP(7);
-    b158_grid_sync(cnt + 2, bar, groups);
+    b158_decode_gemv(wo, so, xg, *sg, x2, x, 1, n_embd, kp_att, redi);
     B158_STAMP(8);
+    b158_grid_sync(cnt + 2, bar, groups);
+    B158_STAMP(9);
     /* D: gate | up */
     b158_rmsnorm_quantize_row(x2, ffn_norm, 1, qg, sg, n_embd, kp_embd, eps, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
-    B158_STAMP(9);
-    b158_decode_gemv(wgu, sgu, xg, *sg, gu, gu, 0, 2 * n_ff, kp_embd, redi);
     B158_STAMP(10);
-    b158_grid_sync(cnt + 3, bar, groups);
+    b158_decode_gemv(wgu, sgu, xg, *sg, gu, gu, 0, 2 * n_ff, kp_embd, redi);
     B158_STAMP(11);
+    b158_grid_sync(cnt + 3, bar, groups);
+    B158_STAMP(12);
     /* E: down projection into x */
     b158_glu_norm_quantize_row(gu, gu + n_ff, 0, ffn_sub_norm, qg, sg, n_ff, kp_ff, eps, act,
                                sub_norms, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
-    B158_STAMP(12);
-    b158_decode_gemv(wdown, sdown, xg, *sg, x, x2, 1, n_embd, kp_ff, redi);
     B158_STAMP(13);
+    b158_decode_gemv(wdown, sdown, xg, *sg, x, x2, 1, n_embd, kp_ff, redi);
+    B158_STAMP(14);
 }
 
 #endif

@@ -84,6 +84,28 @@ static int probe_ptx_dp4a(b158_runtime *rt)
     return builds(rt, src);
 }
 
+/* How the fused decode layer asks for its weights ahead (b158_tuning.prefetch): on NVIDIA GPUs
+ * the best of the two PTX prefetches that builds (the kernel's own statements), elsewhere none;
+ * B158_PREFETCH=0 turns it off, =1 asks for at least OpenCL's prefetch() (tests), and
+ * B158_PORTABLE=1 keeps to that. */
+static int probe_prefetch(b158_runtime *rt)
+{
+    static const char *bulk =
+        "__kernel void probe(__global const uchar *p, uint n)\n"
+        "{ asm volatile(\"cp.async.bulk.prefetch.L2.global [%0], %1;\" :: \"l\"((ulong)p), "
+        "\"r\"(n) : \"memory\"); }\n";
+    static const char *line =
+        "__kernel void probe(__global const uchar *p)\n"
+        "{ asm volatile(\"prefetch.global.L2 [%0];\" :: \"l\"((ulong)p)); }\n";
+    const int want = b158_env_int("B158_PREFETCH", 0, 1, 0, -1);
+    if (want == 0)
+        return 0;
+    int kind = 0;
+    if (rt->info.is_gpu && strstr(rt->info.vendor, "NVIDIA") && !portable_only())
+        kind = builds(rt, bulk) ? 3 : builds(rt, line) ? 2 : 0;
+    return kind ? kind : want == 1;
+}
+
 /* Which clock the fused decode layer's stage timestamps read (b158_tuning.stage_clock): asked
  * of profiling runtimes of the GPU variant only, by building the kernel's own expression. */
 static int probe_stage_clock(b158_runtime *rt)
@@ -152,6 +174,7 @@ static void choose_tuning(b158_runtime *rt)
         t.gemm_tm = b158_env_int("B158_GEMM_TM", 16, 64, 1, t.gemm_tm);
         t.ptx_dp4a = probe_ptx_dp4a(rt);
         t.stage_clock = probe_stage_clock(rt);
+        t.prefetch = probe_prefetch(rt);
     } else {
         t = (b158_tuning){.gpu = 0,
                           .wg = 1,
@@ -172,10 +195,10 @@ static void choose_tuning(b158_runtime *rt)
              "#define B158_AVX512_ROWS %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
              "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
-             "#define B158_STAGE_CLOCK %d\n#line 1\n",
+             "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#line 1\n",
              t.gpu, t.wg, t.gemv_rows, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m, t.avx512_rows,
              t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot, t.ptx_dp4a,
-             t.stage_clock);
+             t.stage_clock, t.prefetch);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)

@@ -1,12 +1,20 @@
 /* The fused decode layer's timestamps summed into a b158_stage_profile. */
 #include "stage-profile.h"
 
-static const char *const part_names[B158_STAGE_PARTS] = {
-    "A norm + quantize",     "A QKV GEMV",         "A grid barrier",
-    "B attention",           "B grid barrier",     "C sub-norm + quantize",
-    "C output GEMV",         "C grid barrier",     "D norm + quantize",
-    "D gate|up GEMV",        "D grid barrier",     "E act * up, sub-norm, quantize",
-    "E down GEMV"};
+static const char *const part_names[B158_STAGE_PARTS] = {"A weight prefetch",
+                                                         "A norm + quantize",
+                                                         "A QKV GEMV",
+                                                         "A grid barrier",
+                                                         "B attention",
+                                                         "B grid barrier",
+                                                         "C sub-norm + quantize",
+                                                         "C output GEMV",
+                                                         "C grid barrier",
+                                                         "D norm + quantize",
+                                                         "D gate|up GEMV",
+                                                         "D grid barrier",
+                                                         "E act * up, sub-norm, quantize",
+                                                         "E down GEMV"};
 
 const char *b158_stage_part_name(int part)
 {

@@ -200,7 +200,7 @@ void b158_session_reset(b158_session *s);    /* every sequence back to position 
  * created with profile set and a device whose kernels read a clock (NVIDIA's %globaltimer
  * through inline PTX, cl_khr_kernel_clock), else blocks stays 0. Summed over the launches
  * since the session began or b158_session_stage_reset; parts in b158_stage_part_name order. */
-#define B158_STAGE_PARTS 13
+#define B158_STAGE_PARTS 14
 typedef struct b158_stage_profile {
     int clock_ns;    /* 1: ticks are nanoseconds; 0: device clock ticks of no stated length */
     int groups;      /* work-groups of each launch */
