@@ -23,19 +23,85 @@
         barrier(CLK_LOCAL_MEM_FENCE);                                                              \
         return r;                                                                                  \
     }
+#define B158_ADD(a, b) ((a) + (b))
+
+/* Sub-group reductions where the device has them (B158_SUBGROUPS, from the runtime's probe):
+ * 1 = cl_khr_subgroups' sub_group_reduce_* (Intel), 2 = NVIDIA's warps of 32 through inline PTX
+ * shfl.sync (NVIDIA's OpenCL has no subgroup extension; work-items 32w .. 32w + 31 of a
+ * one-dimensional group are warp w). A work-group reduction is then one reduction per sub-group,
+ * one __local step and two barriers, instead of log2(B158_WG) + 2 barriers. b158_sg_* return the
+ * sub-group's result to its first work-item at least. */
+#if B158_SUBGROUPS == 1
+#pragma OPENCL EXTENSION cl_khr_subgroups : enable
+#define B158_SG_ID() ((int)get_sub_group_id())
+#define B158_SG_LANE() ((int)get_sub_group_local_id())
+#define B158_SG_COUNT() ((int)get_num_sub_groups())
+#define b158_sg_sum(v) sub_group_reduce_add(v)
+#define b158_sg_max(v) sub_group_reduce_max(v)
+#define b158_sg_sum_int(v) sub_group_reduce_add(v)
+#elif B158_SUBGROUPS == 2
+#define B158_SG_ID() ((int)get_local_id(0) >> 5)
+#define B158_SG_LANE() ((int)get_local_id(0) & 31)
+#define B158_SG_COUNT() (B158_WG >> 5)
+inline float b158_shfl_xor(float v, int mask)
+{
+    float r;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(mask));
+    return r;
+}
+inline int b158_shfl_xor_int(int v, int mask)
+{
+    int r;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=r"(r) : "r"(v), "r"(mask));
+    return r;
+}
+inline float b158_sg_sum(float v)
+{
+    for (int m = 16; m > 0; m >>= 1)
+        v += b158_shfl_xor(v, m);
+    return v;
+}
+inline float b158_sg_max(float v)
+{
+    for (int m = 16; m > 0; m >>= 1)
+        v = fmax(v, b158_shfl_xor(v, m));
+    return v;
+}
+inline int b158_sg_sum_int(int v)
+{
+    for (int m = 16; m > 0; m >>= 1)
+        v += b158_shfl_xor_int(v, m);
+    return v;
+}
+#endif
+#define B158_SG_REDUCE(name, type, combine, sgop)                                                  \
+    inline type name(type v, __local type *red)                                                    \
+    {                                                                                              \
+        v = sgop(v);                                                                               \
+        if (B158_SG_LANE() == 0)                                                                   \
+            red[B158_SG_ID()] = v;                                                                 \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                              \
+        type r = red[0];                                                                           \
+        for (int i = 1; i < B158_SG_COUNT(); i++)                                                  \
+            r = combine(r, red[i]);                                                                \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                              \
+        return r;                                                                                  \
+    }
+
 #if B158_WG == 1
-#define B158_WG_REDUCE(name, type, combine)                                                        \
+#define B158_WG_REDUCE(name, type, combine, sgop)                                                  \
     inline type name(type v, __local type *red)                                                    \
     {                                                                                              \
         return v;                                                                                  \
     }
+#elif B158_SUBGROUPS
+#define B158_WG_REDUCE(name, type, combine, sgop) B158_SG_REDUCE(name, type, combine, sgop)
 #else
-#define B158_WG_REDUCE(name, type, combine) B158_TREE_REDUCE(name, type, combine, B158_WG)
+#define B158_WG_REDUCE(name, type, combine, sgop) B158_TREE_REDUCE(name, type, combine, B158_WG)
 #endif
-#define B158_ADD(a, b) ((a) + (b))
-B158_WG_REDUCE(b158_wg_sum, float, B158_ADD)
-B158_WG_REDUCE(b158_wg_max, float, fmax)
-B158_WG_REDUCE(b158_wg_sum_int, int, B158_ADD)
+B158_WG_REDUCE(b158_wg_sum, float, B158_ADD, b158_sg_sum)
+B158_WG_REDUCE(b158_wg_max, float, fmax, b158_sg_max)
+B158_WG_REDUCE(b158_wg_sum_int, int, B158_ADD, b158_sg_sum_int)
 
 /* Row kernels (norms, quantization, GLU) walk a row in 16-float chunks: chunk c is elements
  * 16c .. 16c+15, work-item l of B158_WG takes chunks l, l + B158_WG, ... and then the n % 16

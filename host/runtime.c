@@ -84,6 +84,33 @@ static int probe_ptx_dp4a(b158_runtime *rt)
     return builds(rt, src);
 }
 
+/* Which sub-group reductions the GPU variant's work-group reductions use (b158_tuning.subgroups):
+ * NVIDIA's warp shuffle through inline PTX on NVIDIA GPUs, cl_khr_subgroups' reductions where
+ * the device builds them (asked by building the kernels' own calls); none for groups smaller
+ * than a warp, or with B158_SUBGROUPS=0 or B158_PORTABLE=1. */
+static int probe_subgroups(b158_runtime *rt, int wg)
+{
+    static const char *shfl =
+        "__kernel void probe(__global float *o, __global int *p)\n"
+        "{ float r; int q;\n"
+        "  asm volatile(\"shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;\" : \"=f\"(r) : "
+        "\"f\"(o[0]), \"r\"(16));\n"
+        "  asm volatile(\"shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;\" : \"=r\"(q) : "
+        "\"r\"(p[0]), \"r\"(16));\n"
+        "  o[1] = r; p[1] = q; }\n";
+    static const char *khr =
+        "#pragma OPENCL EXTENSION cl_khr_subgroups : enable\n"
+        "__kernel void probe(__global float *o, __global int *p)\n"
+        "{ o[get_sub_group_id()] = sub_group_reduce_add(o[get_local_id(0)]) +\n"
+        "      sub_group_reduce_max(o[1]) + (float)get_num_sub_groups();\n"
+        "  p[get_sub_group_local_id()] = sub_group_reduce_add(p[0]); }\n";
+    if (b158_env_int("B158_SUBGROUPS", 0, 1, 0, 1) == 0 || portable_only())
+        return 0;
+    if (rt->info.is_gpu && strstr(rt->info.vendor, "NVIDIA"))
+        return wg % 32 == 0 && builds(rt, shfl) ? 2 : 0;
+    return builds(rt, khr) ? 1 : 0;
+}
+
 /* How the fused decode layer asks for its weights ahead (b158_tuning.prefetch): on NVIDIA GPUs
  * the best of the two PTX prefetches that builds (the kernel's own statements), elsewhere none;
  * B158_PREFETCH=0 turns it off, =1 asks for at least OpenCL's prefetch() (tests), and
@@ -175,6 +202,7 @@ static void choose_tuning(b158_runtime *rt)
         t.ptx_dp4a = probe_ptx_dp4a(rt);
         t.stage_clock = probe_stage_clock(rt);
         t.prefetch = probe_prefetch(rt);
+        t.subgroups = probe_subgroups(rt, t.wg);
     } else {
         t = (b158_tuning){.gpu = 0,
                           .wg = 1,
@@ -195,10 +223,11 @@ static void choose_tuning(b158_runtime *rt)
              "#define B158_AVX512_ROWS %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
              "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
-             "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#line 1\n",
+             "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#define B158_SUBGROUPS %d\n"
+             "#line 1\n",
              t.gpu, t.wg, t.gemv_rows, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m, t.avx512_rows,
              t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot, t.ptx_dp4a,
-             t.stage_clock, t.prefetch);
+             t.stage_clock, t.prefetch, t.subgroups);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)
