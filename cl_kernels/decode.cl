@@ -66,29 +66,25 @@ inline ulong b158_clock(void)
 #define B158_STAMP(i) ((void)0)
 #endif
 
-/* Lane lane's partial dot products of weight rows wa and wb with x: b158_gemv_gpu_part's sums in
- * its order, the two rows' loads issued together (twice one row's loads in flight) */
+/* Lane lane's partial dot products of weight rows wa and wb with x: b158_gemv_gpu_part's sums,
+ * the two rows' loads issued together (twice one row's loads in flight) */
 inline int2 b158_gemv_gpu_part2(__global const uint4 *wa, __global const uint4 *wb, int quarters,
                                 int lane, __global const uint4 *x)
 {
     int2 acc = 0;
-    int c = lane;
-    for (; c + 24 < quarters; c += 32) {
-        const uint4 a0 = wa[c], a1 = wa[c + 8], a2 = wa[c + 16], a3 = wa[c + 24];
-        const uint4 b0 = wb[c], b1 = wb[c + 8], b2 = wb[c + 16], b3 = wb[c + 24];
-        acc.x = b158_quarter_dot(a0, x + b158_xq(c), acc.x);
-        acc.x = b158_quarter_dot(a1, x + b158_xq(c + 8), acc.x);
-        acc.x = b158_quarter_dot(a2, x + b158_xq(c + 16), acc.x);
-        acc.x = b158_quarter_dot(a3, x + b158_xq(c + 24), acc.x);
-        acc.y = b158_quarter_dot(b0, x + b158_xq(c), acc.y);
-        acc.y = b158_quarter_dot(b1, x + b158_xq(c + 8), acc.y);
-        acc.y = b158_quarter_dot(b2, x + b158_xq(c + 16), acc.y);
-        acc.y = b158_quarter_dot(b3, x + b158_xq(c + 24), acc.y);
-    }
-    for (; c < quarters; c += 8) {
-        const uint4 a = wa[c], b = wb[c];
-        acc.x = b158_quarter_dot(a, x + b158_xq(c), acc.x);
-        acc.y = b158_quarter_dot(b, x + b158_xq(c), acc.y);
+    for (int c = lane; c < quarters; c += 8 * B158_GEMV_AHEAD) {
+        uint4 pa[B158_GEMV_AHEAD], pb[B158_GEMV_AHEAD];
+#pragma unroll
+        for (int i = 0; i < B158_GEMV_AHEAD; i++) {
+            pa[i] = c + 8 * i < quarters ? wa[c + 8 * i] : (uint4)0;
+            pb[i] = c + 8 * i < quarters ? wb[c + 8 * i] : (uint4)0;
+        }
+#pragma unroll
+        for (int i = 0; i < B158_GEMV_AHEAD; i++)
+            if (c + 8 * i < quarters) {
+                acc.x = b158_quarter_dot(pa[i], x + b158_xq(c + 8 * i), acc.x);
+                acc.y = b158_quarter_dot(pb[i], x + b158_xq(c + 8 * i), acc.y);
+            }
     }
     return acc;
 }

@@ -334,20 +334,23 @@ inline int b158_quarter_dot(uint4 p, __global const uint4 *xq, int acc)
 }
 
 /* Work-item lane (of 8) of a GPU GEMV row: its partial dot product of weight row wr (quarters
- * 16-byte quarters) with the activations x, the quarters lane, lane + 8, ... four loads ahead */
+ * 16-byte quarters) with the activations x, the quarters lane, lane + 8, ..., B158_GEMV_AHEAD
+ * loads issued before any is used (those past the row's end not at all): a 2B-4T row (40
+ * quarters, 5 a lane) is one round trip to memory, a 6912-wide one (108) two at 8 ahead. */
 inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
                               __global const uint4 *x)
 {
-    int acc = 0, c = lane;
-    for (; c + 24 < quarters; c += 32) {
-        const uint4 p0 = wr[c], p1 = wr[c + 8], p2 = wr[c + 16], p3 = wr[c + 24];
-        acc = b158_quarter_dot(p0, x + b158_xq(c), acc);
-        acc = b158_quarter_dot(p1, x + b158_xq(c + 8), acc);
-        acc = b158_quarter_dot(p2, x + b158_xq(c + 16), acc);
-        acc = b158_quarter_dot(p3, x + b158_xq(c + 24), acc);
+    int acc = 0;
+    for (int c = lane; c < quarters; c += 8 * B158_GEMV_AHEAD) {
+        uint4 p[B158_GEMV_AHEAD];
+#pragma unroll
+        for (int i = 0; i < B158_GEMV_AHEAD; i++)
+            p[i] = c + 8 * i < quarters ? wr[c + 8 * i] : (uint4)0;
+#pragma unroll
+        for (int i = 0; i < B158_GEMV_AHEAD; i++)
+            if (c + 8 * i < quarters)
+                acc = b158_quarter_dot(p[i], x + b158_xq(c + 8 * i), acc);
     }
-    for (; c < quarters; c += 8)
-        acc = b158_quarter_dot(wr[c], x + b158_xq(c), acc);
     return acc;
 }
 
@@ -383,10 +386,10 @@ inline void b158_gemv_gpu_rows(__global const uint4 *w, __global const float *w_
 }
 
 /* GPU GEMV: 8 work-items per row, B158_GEMV_ROWS = B158_WG / 8 rows per work-group. The 8
- * work-items of a row read consecutive 16-byte quarters (128 bytes per step), four steps' loads
- * issued before any is used; a quarter is 64 weights in four planes of 2-bit codes c = w + 1,
- * each turned into signed bytes and applied to the 16 activations it meets (b158_xq) with 4-way
- * s8 x s8 dot products. Nothing is staged and nothing precedes the loads; one __local step at
+ * work-items of a row read consecutive 16-byte quarters (128 bytes per step), B158_GEMV_AHEAD
+ * steps' loads issued before any is used; a quarter is 64 weights in four planes of 2-bit codes c =
+ * w + 1, each turned into signed bytes and applied to the 16 activations it meets (b158_xq) with
+ * 4-way s8 x s8 dot products. Nothing is staged and nothing precedes the loads; one __local step at
  * the end, where each row's first work-item adds its 8 partial sums. */
 __kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_scale,
                                __global const uint4 *x, __global const float *x_scale,

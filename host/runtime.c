@@ -180,6 +180,7 @@ static void choose_tuning(b158_runtime *rt)
         t = (b158_tuning){.gpu = 1,
                           .wg = 64,
                           .gemv_rows = 4,
+                          .gemv_ahead = 8,
                           .gemm_tn = 64,
                           .gemm_tm = 64,
                           .gemm_cpu_m = 4,
@@ -197,6 +198,10 @@ static void choose_tuning(b158_runtime *rt)
         while ((size_t)t.wg > rt->info.max_work_group && t.wg > 8)
             t.wg /= 2;
         t.gemv_rows = t.wg / 8;
+        /* a decode GEMV has about one work-group per compute unit (2B-4T on 132 units: 80 to
+         * 432 blocks of 32 rows), so nothing else hides its memory latency: as many loads in
+         * flight per work-item as registers allow, a 2B-4T row's share in one round trip */
+        t.gemv_ahead = b158_env_int("B158_GEMV_AHEAD", 1, 16, 0, t.gemv_ahead);
         t.gemm_tn = b158_env_int("B158_GEMM_TN", 16, 64, 1, t.gemm_tn); /* (TN + TM) 272 B local */
         t.gemm_tm = b158_env_int("B158_GEMM_TM", 16, 64, 1, t.gemm_tm);
         t.ptx_dp4a = probe_ptx_dp4a(rt);
@@ -207,6 +212,7 @@ static void choose_tuning(b158_runtime *rt)
         t = (b158_tuning){.gpu = 0,
                           .wg = 1,
                           .gemv_rows = 1,
+                          .gemv_ahead = 1,
                           .gemm_tn = 32,
                           .gemm_tm = 16,
                           .gemm_cpu_m = 4,
@@ -219,15 +225,16 @@ static void choose_tuning(b158_runtime *rt)
     snprintf(rt->prelude, sizeof rt->prelude,
              "/* b158-cl prelude: device features and tuning */\n"
              "#define B158_GPU %d\n#define B158_WG %d\n#define B158_GEMV_ROWS %d\n"
+             "#define B158_GEMV_AHEAD %d\n"
              "#define B158_GEMM_TN %d\n#define B158_GEMM_TM %d\n#define B158_GEMM_CPU_M %d\n"
              "#define B158_AVX512_ROWS %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
              "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
              "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#define B158_SUBGROUPS %d\n"
              "#line 1\n",
-             t.gpu, t.wg, t.gemv_rows, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m, t.avx512_rows,
-             t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot, t.ptx_dp4a,
-             t.stage_clock, t.prefetch, t.subgroups);
+             t.gpu, t.wg, t.gemv_rows, t.gemv_ahead, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m,
+             t.avx512_rows, t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot,
+             t.ptx_dp4a, t.stage_clock, t.prefetch, t.subgroups);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)

@@ -12,13 +12,14 @@
 
 /* Tuning parameters that go into the generated #define prelude of every program. */
 typedef struct b158_tuning {
-    int gpu;          /* B158_GPU: 1 = work-group kernels, 0 = barrier-free CPU kernels */
-    int wg;           /* B158_WG: work-group size of reduction kernels (1 on CPU) */
-    int gemv_rows;    /* B158_GEMV_ROWS: rows per work-group of the GPU ternary GEMV */
-    int gemm_tn;      /* B158_GEMM_TN: weight rows per GPU GEMM tile */
-    int gemm_tm;      /* B158_GEMM_TM: tokens per GPU GEMM tile */
-    int gemm_cpu_m;   /* B158_GEMM_CPU_M: tokens per work-item of the CPU GEMM */
-    int avx512_rows;  /* B158_AVX512_ROWS: rows per work-item of the AVX-512 GEMV and GEMM */
+    int gpu;         /* B158_GPU: 1 = work-group kernels, 0 = barrier-free CPU kernels */
+    int wg;          /* B158_WG: work-group size of reduction kernels (1 on CPU) */
+    int gemv_rows;   /* B158_GEMV_ROWS: rows per work-group of the GPU ternary GEMV */
+    int gemv_ahead;  /* B158_GEMV_AHEAD: 16-byte weight loads a GPU GEMV work-item issues at once */
+    int gemm_tn;     /* B158_GEMM_TN: weight rows per GPU GEMM tile */
+    int gemm_tm;     /* B158_GEMM_TM: tokens per GPU GEMM tile */
+    int gemm_cpu_m;  /* B158_GEMM_CPU_M: tokens per work-item of the CPU GEMM */
+    int avx512_rows; /* B158_AVX512_ROWS: rows per work-item of the AVX-512 GEMV and GEMM */
     int head_dim_max; /* B158_HEAD_DIM_MAX: largest head dimension the attention kernel holds */
     int x86_avx512bw; /* B158_X86_AVX512BW: the device builds x86 AVX-512BW builtins (CPU) */
     int int_dot;      /* B158_INT_DOT: cl_khr_integer_dot_product's 4x8-bit dot products */
