@@ -411,11 +411,37 @@ __kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_
  * unpacked word 16l + m) and copies the tokens' 256 activations beside them, each with one
  * 16-byte load per piece; the inner loop then reads 16 bytes of each row and token at a time
  * from __local (rows padded to 68 words: 16-byte reads of neighbouring rows hit different banks)
- * and does 4 x 4 x 4 four-way dot products. */
+ * and does 4 x 4 x 4 four-way dot products. Double-buffered through registers: the next block's
+ * pieces are loaded from global memory before the current block's products, and stored into
+ * __local after them. */
 #define B158_GT 16
 #define B158_GRI (B158_GEMM_TN / B158_GT)
 #define B158_GRJ (B158_GEMM_TM / B158_GT)
 #define B158_GKW 68 /* __local words per row: 64 of one block + 4 of padding */
+#define B158_GWP ((B158_GEMM_TN * 4 + B158_GT * B158_GT - 1) / (B158_GT * B158_GT))
+#define B158_GXP ((B158_GEMM_TM * 16 + B158_GT * B158_GT - 1) / (B158_GT * B158_GT))
+
+/* Block b's pieces of the tile that work-item tid copies: weights (rows past n_rows as code 1,
+ * w = 0) and activations (tokens past m_rows as 0) */
+inline void b158_gemm_fetch(__global const uint4 *w, __global const uint4 *x, int n0, int m0,
+                            int n_rows, int m_rows, int k_pad, int b, int tid, uint4 *wp, uint4 *xp)
+{
+    const int blocks = k_pad / 256;
+#pragma unroll
+    for (int i = 0; i < B158_GWP; i++) {
+        const int e = tid + i * B158_GT * B158_GT, r = e >> 2, q = e & 3;
+        wp[i] = e < B158_GEMM_TN * 4 && n0 + r < n_rows ? w[((size_t)(n0 + r) * blocks + b) * 4 + q]
+                                                        : (uint4)0x55555555u;
+    }
+#pragma unroll
+    for (int i = 0; i < B158_GXP; i++) {
+        const int e = tid + i * B158_GT * B158_GT, t = e >> 4, q = e & 15;
+        xp[i] = e < B158_GEMM_TM * 16 && m0 + t < m_rows
+                    ? x[(size_t)(m0 + t) * (k_pad / 16) + 16 * b + q]
+                    : (uint4)0;
+    }
+}
+
 __kernel __attribute__((reqd_work_group_size(B158_GT, B158_GT, 1))) void
 ternary_gemm_gpu(__global const uint4 *w, __global const float *w_scale, __global const uint4 *x,
                  __global const float *x_scale, __global float *y, int n_rows, int k_pad,
@@ -432,22 +458,27 @@ ternary_gemm_gpu(__global const uint4 *w, __global const float *w_scale, __globa
         for (int j = 0; j < B158_GRJ; j++)
             acc[i][j] = 0;
 
+    uint4 wp[B158_GWP], xp[B158_GXP];
+    b158_gemm_fetch(w, x, n0, m0, n_rows, m_rows, k_pad, 0, tid, wp, xp);
     for (int b = 0; b < blocks; b++) {
         /* weights: TN rows x 4 pieces of 16 bytes; piece q of a block holds words 4q .. 4q+3 */
-        for (int e = tid; e < B158_GEMM_TN * 4; e += B158_GT * B158_GT) {
-            const int r = e >> 2, q = e & 3;
-            const uint4 p =
-                n0 + r < n_rows ? w[((size_t)(n0 + r) * blocks + b) * 4 + q] : (uint4)0x55555555u;
-            for (int l = 0; l < 4; l++)
-                wt[(r * B158_GKW + 16 * l) / 4 + q] = b158_plane_signed(p, l);
+#pragma unroll
+        for (int i = 0; i < B158_GWP; i++) {
+            const int e = tid + i * B158_GT * B158_GT, r = e >> 2, q = e & 3;
+            if (e < B158_GEMM_TN * 4)
+                for (int l = 0; l < 4; l++)
+                    wt[(r * B158_GKW + 16 * l) / 4 + q] = b158_plane_signed(wp[i], l);
         }
         /* activations: TM tokens x 16 pieces of 16 bytes */
-        for (int e = tid; e < B158_GEMM_TM * 16; e += B158_GT * B158_GT) {
-            const int t = e >> 4, q = e & 15;
-            xt[t * B158_GKW / 4 + q] =
-                m0 + t < m_rows ? x[(size_t)(m0 + t) * (k_pad / 16) + 16 * b + q] : (uint4)0;
+#pragma unroll
+        for (int i = 0; i < B158_GXP; i++) {
+            const int e = tid + i * B158_GT * B158_GT, t = e >> 4, q = e & 15;
+            if (e < B158_GEMM_TM * 16)
+                xt[t * B158_GKW / 4 + q] = xp[i];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
+        if (b + 1 < blocks)
+            b158_gemm_fetch(w, x, n0, m0, n_rows, m_rows, k_pad, b + 1, tid, wp, xp);
         for (int k4 = 0; k4 < 16; k4++) {
             uint4 wv[B158_GRI], xv[B158_GRJ];
             for (int i = 0; i < B158_GRI; i++)
