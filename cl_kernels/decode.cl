@@ -76,15 +76,15 @@ inline int2 b158_gemv_gpu_part2(__global const uint4 *wa, __global const uint4 *
         uint4 pa[B158_GEMV_AHEAD], pb[B158_GEMV_AHEAD];
 #pragma unroll
         for (int i = 0; i < B158_GEMV_AHEAD; i++) {
-            pa[i] = c + 8 * i < quarters ? wa[c + 8 * i] : (uint4)0;
-            pb[i] = c + 8 * i < quarters ? wb[c + 8 * i] : (uint4)0;
+            pa[i] = b158_quarter_or_zero(wa, c + 8 * i, quarters);
+            pb[i] = b158_quarter_or_zero(wb, c + 8 * i, quarters);
         }
 #pragma unroll
-        for (int i = 0; i < B158_GEMV_AHEAD; i++)
-            if (c + 8 * i < quarters) {
-                acc.x = b158_quarter_dot(pa[i], x + b158_xq(c + 8 * i), acc.x);
-                acc.y = b158_quarter_dot(pb[i], x + b158_xq(c + 8 * i), acc.y);
-            }
+        for (int i = 0; i < B158_GEMV_AHEAD; i++) {
+            __global const uint4 *xq = x + b158_xq(c + 8 * i < quarters ? c + 8 * i : lane);
+            acc.x = b158_quarter_dot(pa[i], xq, acc.x);
+            acc.y = b158_quarter_dot(pb[i], xq, acc.y);
+        }
     }
     return acc;
 }

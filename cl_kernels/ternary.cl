@@ -321,22 +321,38 @@ inline uint4 b158_plane_signed(uint4 p, int l)
     return ((c | (uint4)0x80808080u) - (uint4)0x01010101u) ^ (uint4)0x80808080u;
 }
 
-/* acc + the dot product of weight quarter p (64 weights) with the 64 activations it meets */
+/* acc + the dot product of weight quarter p (64 weights) with the 64 activations it meets:
+ * straight-line code, the four activation loads first (in a loop over the planes, compilers
+ * left each load right before its dot products, one memory latency per plane; as straight-line
+ * code the device's scheduler can issue the loads of several quarters ahead) */
+#define B158_PLANE_DOT(acc, p, l, a)                                                               \
+    do {                                                                                           \
+        const uint4 w_ = b158_plane_signed(p, l);                                                  \
+        acc = b158_dot4(w_.x, (a).x, b158_dot4(w_.y, (a).y, acc));                                 \
+        acc = b158_dot4(w_.z, (a).z, b158_dot4(w_.w, (a).w, acc));                                 \
+    } while (0)
 inline int b158_quarter_dot(uint4 p, __global const uint4 *xq, int acc)
 {
-    for (int l = 0; l < 4; l++) {
-        const uint4 wl = b158_plane_signed(p, l);
-        const uint4 a = xq[4 * l];
-        acc = b158_dot4(wl.x, a.x, b158_dot4(wl.y, a.y, acc));
-        acc = b158_dot4(wl.z, a.z, b158_dot4(wl.w, a.w, acc));
-    }
+    const uint4 a0 = xq[0], a1 = xq[4], a2 = xq[8], a3 = xq[12];
+    B158_PLANE_DOT(acc, p, 0, a0);
+    B158_PLANE_DOT(acc, p, 1, a1);
+    B158_PLANE_DOT(acc, p, 2, a2);
+    B158_PLANE_DOT(acc, p, 3, a3);
     return acc;
+}
+
+/* Weight quarter q of row wr, or one of codes 1 (w = 0, adding nothing) past the row's end */
+#define B158_ZERO_QUARTER ((uint4)0x55555555u)
+inline uint4 b158_quarter_or_zero(__global const uint4 *wr, int q, int quarters)
+{
+    return q < quarters ? wr[q] : B158_ZERO_QUARTER;
 }
 
 /* Work-item lane (of 8) of a GPU GEMV row: its partial dot product of weight row wr (quarters
  * 16-byte quarters) with the activations x, the quarters lane, lane + 8, ..., B158_GEMV_AHEAD
- * loads issued before any is used (those past the row's end not at all): a 2B-4T row (40
- * quarters, 5 a lane) is one round trip to memory, a 6912-wide one (108) two at 8 ahead. */
+ * loads issued before any is used: a 2B-4T row (40 quarters, 5 a lane) is one round trip to
+ * memory, a 6912-wide one (108) two at 8 ahead. Quarters past the row's end are zero weights on
+ * the lane's first quarter of x (no branch in the unrolled step). */
 inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
                               __global const uint4 *x)
 {
@@ -345,29 +361,37 @@ inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
         uint4 p[B158_GEMV_AHEAD];
 #pragma unroll
         for (int i = 0; i < B158_GEMV_AHEAD; i++)
-            p[i] = c + 8 * i < quarters ? wr[c + 8 * i] : (uint4)0;
+            p[i] = b158_quarter_or_zero(wr, c + 8 * i, quarters);
 #pragma unroll
-        for (int i = 0; i < B158_GEMV_AHEAD; i++)
-            if (c + 8 * i < quarters)
-                acc = b158_quarter_dot(p[i], x + b158_xq(c + 8 * i), acc);
+        for (int i = 0; i < B158_GEMV_AHEAD; i++) {
+            const int q = c + 8 * i < quarters ? c + 8 * i : lane;
+            acc = b158_quarter_dot(p[i], x + b158_xq(q), acc);
+        }
     }
     return acc;
 }
 
 /* Row n of a GPU GEMV from this work-item's partial sum part, by the whole group: the 8 lanes'
- * sums meet in red (B158_WG ints) and the row's first work-item stores y[n] = (add ? y_in[n] :
- * 0) + W[n] . x * w_scale[n] / x_scale (y_in may be y) */
+ * sums meet in red (B158_WG ints; through warp shuffles on NVIDIA) and the row's first work-item
+ * stores y[n] = (add ? y_in[n] : 0) + W[n] . x * w_scale[n] / x_scale (y_in may be y) */
 inline void b158_gemv_gpu_finish(int part, int n, __global const float *w_scale, float x_scale,
                                  __global float *y, __global const float *y_in, int add, int n_rows,
                                  __local int *red)
 {
     const int lid = get_local_id(0);
+#if B158_SUBGROUPS == 2 /* the 8 lanes of a row are 8 neighbours in a warp: three shuffles */
+    int total = part + b158_shfl_xor_int(part, 4);
+    total += b158_shfl_xor_int(total, 2);
+    total += b158_shfl_xor_int(total, 1);
+    if ((lid & 7) == 0 && n < n_rows) {
+#else
     red[lid] = part;
     barrier(CLK_LOCAL_MEM_FENCE);
     if ((lid & 7) == 0 && n < n_rows) {
         int total = 0;
         for (int i = 0; i < 8; i++)
             total += red[lid + i];
+#endif
         const float v = (float)total * w_scale[n] / x_scale;
         y[n] = add ? y_in[n] + v : v;
     }
