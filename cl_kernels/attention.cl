@@ -316,6 +316,19 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
         float s = -INFINITY;
         if (lanes8) {
             const int lane = lid & 7, c1 = lane + 8;
+            /* the 8 passes' key loads first, then their sums (one memory latency a tile, not
+             * one a pass: a loop that loads and sums per pass stayed rolled in clang's nvptx
+             * code) */
+            uint4 u0[8], u1[8];
+#pragma unroll
+            for (int pass = 0; pass < 8; pass++) {
+                const int tk = t0 + pass * (B158_WG / 8) + (lid >> 3);
+                __global const uint4 *kr = (__global const uint4 *)(kbase + (size_t)tk * kv_dim);
+                const int load = tk < range.y && tk != cur && lane < chunks;
+                u0[pass] = load ? kr[lane] : (uint4)0;
+                u1[pass] = load && c1 < chunks ? kr[c1] : (uint4)0;
+            }
+#pragma unroll
             for (int pass = 0; pass < 8; pass++) {
                 const int tk = t0 + pass * (B158_WG / 8) + (lid >> 3);
                 float a = 0.0f;
@@ -327,13 +340,11 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
                         a += dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
                     }
                 } else if (tk < range.y && lane < chunks) {
-                    __global const uint4 *kr =
-                        (__global const uint4 *)(kbase + (size_t)tk * kv_dim);
-                    const uint4 u0 = kr[lane], u1 = c1 < chunks ? kr[c1] : (uint4)0;
-                    float8 kv = vload_half8(0, (const half *)&u0), qv = vload8(lane, qs);
+                    const uint4 k0 = u0[pass], k1 = u1[pass]; /* not the array's address */
+                    float8 kv = vload_half8(0, (const half *)&k0), qv = vload8(lane, qs);
                     a = dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
                     if (c1 < chunks) {
-                        kv = vload_half8(0, (const half *)&u1), qv = vload8(c1, qs);
+                        kv = vload_half8(0, (const half *)&k1), qv = vload8(c1, qs);
                         a += dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
                     }
                 }
