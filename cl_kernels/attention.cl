@@ -209,17 +209,6 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
 #else
 #define B158_ATT_OWN ((B158_HEAD_DIM_MAX + B158_WG - 1) / B158_WG)
 
-/* Dims 8 ch .. 8 ch + 7 of the V row of key t: the token's own (vcur) when t is cur, else from
- * the cache in one 16-byte load */
-inline float8 b158_att_v8(__global const half *vbase, __local const float *vcur, int t, int cur,
-                          int kv_dim, int ch)
-{
-    if (t == cur)
-        return vload8(ch, vcur);
-    const uint4 raw = *(__global const uint4 *)(vbase + (size_t)t * kv_dim + 8 * ch);
-    return vload_half8(0, (const half *)&raw);
-}
-
 /* Split over keys (flash-decoding; GPU variant): split sp of splits takes the keys [k0, k1) of a
  * token with n_keys keys, ceil(n_keys / splits) rounded up to a multiple of 32 each, so the last
  * splits of a short context are empty. */
@@ -388,21 +377,29 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
         ps[lid] = p;
         run_sum = run_sum * corr + b158_wg_sum(p, red);
         const int tile = min(B158_WG, range.y - t0);
-        if (vec) { /* four keys' loads issued before their multiply-adds, in key order */
+        if (vec) { /* eight keys' V loads issued before their multiply-adds, in key order */
             acc8 *= corr;
-            int u = sub;
-            for (; sub < subs && u + 3 * subs < tile; u += 4 * subs) {
-                const float8 v0 = b158_att_v8(vbase, vcur, t0 + u, cur, kv_dim, ch);
-                const float8 v1 = b158_att_v8(vbase, vcur, t0 + u + subs, cur, kv_dim, ch);
-                const float8 v2 = b158_att_v8(vbase, vcur, t0 + u + 2 * subs, cur, kv_dim, ch);
-                const float8 v3 = b158_att_v8(vbase, vcur, t0 + u + 3 * subs, cur, kv_dim, ch);
-                acc8 = fma((float8)ps[u], v0, acc8);
-                acc8 = fma((float8)ps[u + subs], v1, acc8);
-                acc8 = fma((float8)ps[u + 2 * subs], v2, acc8);
-                acc8 = fma((float8)ps[u + 3 * subs], v3, acc8);
+            for (int u = sub; sub < subs && u < tile; u += 8 * subs) {
+                uint4 raw[8];
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    const int k = u + i * subs;
+                    raw[i] =
+                        k < tile && t0 + k != cur
+                            ? *(__global const uint4 *)(vbase + (size_t)(t0 + k) * kv_dim + 8 * ch)
+                            : (uint4)0;
+                }
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    const int k = u + i * subs;
+                    if (k < tile) {
+                        const uint4 r = raw[i]; /* not the array's address: registers */
+                        const float8 v =
+                            t0 + k == cur ? vload8(ch, vcur) : vload_half8(0, (const half *)&r);
+                        acc8 = fma((float8)ps[k], v, acc8);
+                    }
+                }
             }
-            for (; sub < subs && u < tile; u += subs)
-                acc8 = fma((float8)ps[u], b158_att_v8(vbase, vcur, t0 + u, cur, kv_dim, ch), acc8);
         }
         for (int j = 0; !vec && j < B158_ATT_OWN; j++) {
             const int d = lid + j * B158_WG;
