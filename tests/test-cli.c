@@ -427,6 +427,24 @@ static void test_bench(void)
     run("b158-cl-bench --preset tiny --profile -o csv", &r);
     CU_ASSERT_EQUAL(r.status, 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "--profile writes -o md or json"));
+    run("b158-cl-bench --preset tiny --variant fast", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "--variant wants cpu or gpu"));
+    /* the GPU variant asked for on this device, fused layer on: where the device has a kernel
+     * clock (Intel's runtime) the profile adds the fused layer's parts, every one of them */
+    run("B158_FUSED_DECODE=1 b158-cl-bench --preset tiny -p 8 -n 4 -r 1 --engine b158 --variant "
+        "gpu --profile",
+        &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(has_line(r.out, "| ternary matmul | ", "%"));
+    if (strstr(r.out, "fused decode layer, inside one launch")) {
+        CU_ASSERT(has_line(r.out, "| A weight prefetch | ", "|") &&
+                  has_line(r.out, "| B attention | ", "|") &&
+                  has_line(r.out, "| E down GEMV | ", "|") &&
+                  has_line(r.out, "| first start to last end | ", "|") &&
+                  has_line(r.out, "| gap to the next launch | ", "|"));
+        fprintf(stderr, "\nfused layer parts in the profile");
+    }
 }
 
 static void test_sampler(void)
