@@ -460,10 +460,11 @@ inline void b158_att_combine(__global const float *split_out, __global float *ou
     }
 }
 
-__kernel void attention(__global const float *q, __global half *k_cache, __global half *v_cache,
-                        __global float *out, int n_head, int n_head_kv, int head_dim, int q_stride,
-                        int m_rows, __global const int2 *tok, int cache_off, int cache_rows,
-                        float scale, B158_ROPE_PARAMS, B158_SPLIT_PARAMS, B158_TAIL_PARAMS)
+__kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void
+attention(__global const float *q, __global half *k_cache, __global half *v_cache,
+          __global float *out, int n_head, int n_head_kv, int head_dim, int q_stride, int m_rows,
+          __global const int2 *tok, int cache_off, int cache_rows, float scale, B158_ROPE_PARAMS,
+          B158_SPLIT_PARAMS, B158_TAIL_PARAMS)
 {
     __local float qs[B158_HEAD_DIM_MAX];
     __local float kcur[B158_HEAD_DIM_MAX], vcur[B158_HEAD_DIM_MAX];

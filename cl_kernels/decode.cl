@@ -154,7 +154,7 @@ inline void b158_prefetch_rows(__global const uint4 *w, int n_rows, int k_pad)
  * bytes and one scale. Matrices as ternary_gemv_gpu reads them, k_pad of their inputs kp_embd,
  * kp_att, kp_ff. bar: [0] the error flag, [1 + 4 layer ..] this block's barrier counters (zero
  * before the launch). */
-__kernel void ternary_decode_layer(
+__kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void ternary_decode_layer(
     __global float *x, __global float *x2, __global float *qkv, __global float *att,
     __global float *gu, __global char *q8, __global float *qs, int k_pad_max,
     __global const uint4 *wqkv, __global const float *sqkv, __global const uint4 *wo,

@@ -415,10 +415,10 @@ inline void b158_gemv_gpu_rows(__global const uint4 *w, __global const float *w_
  * w + 1, each turned into signed bytes and applied to the 16 activations it meets (b158_xq) with
  * 4-way s8 x s8 dot products. Nothing is staged and nothing precedes the loads; one __local step at
  * the end, where each row's first work-item adds its 8 partial sums. */
-__kernel void ternary_gemv_gpu(__global const uint4 *w, __global const float *w_scale,
-                               __global const uint4 *x, __global const float *x_scale,
-                               __global float *y, int n_rows, int k_pad, int accumulate,
-                               B158_TAIL_PARAMS)
+__kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void
+ternary_gemv_gpu(__global const uint4 *w, __global const float *w_scale, __global const uint4 *x,
+                 __global const float *x_scale, __global float *y, int n_rows, int k_pad,
+                 int accumulate, B158_TAIL_PARAMS)
 {
     __local int red[B158_WG];
     __local float redf[B158_WG];
