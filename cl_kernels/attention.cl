@@ -60,6 +60,30 @@ inline float2 b158_att_rotate(float x0, float x1, float2 cs)
     return (float2)(x0 * cs.x - x1 * cs.y, x0 * cs.y + x1 * cs.x);
 }
 
+/* The 8 halves of a 16-byte piece of a cache row, already in registers, as floats (element 0 in
+ * the low bits of u.x): NVIDIA's cvt.f32.f16 through inline PTX where it builds (B158_PTX_CVT;
+ * vload_half8 takes a pointer, which puts the piece in memory first), else vload_half8 on a
+ * private copy. Both are exact. */
+#if B158_PTX_CVT
+inline float2 b158_half2_of(uint w)
+{
+    float lo, hi;
+    asm("{ .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.f32.f16 %0, l;\n cvt.f32.f16 %1, h; }"
+        : "=f"(lo), "=f"(hi)
+        : "r"(w));
+    return (float2)(lo, hi);
+}
+inline float8 b158_half8_of(uint4 u)
+{
+    return (float8)(b158_half2_of(u.x), b158_half2_of(u.y), b158_half2_of(u.z), b158_half2_of(u.w));
+}
+#else
+inline float8 b158_half8_of(uint4 u)
+{
+    return vload_half8(0, (const half *)&u);
+}
+#endif
+
 /* k and v of one dimension of the token's own key as the cache holds them: stored at element e
  * when store, rounded to half and back either way */
 inline float2 b158_att_own_kv(float k, float v, size_t e, int store, __global half *k_cache,
@@ -329,11 +353,10 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
                         a += dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
                     }
                 } else if (tk < range.y && lane < chunks) {
-                    const uint4 k0 = u0[pass], k1 = u1[pass]; /* not the array's address */
-                    float8 kv = vload_half8(0, (const half *)&k0), qv = vload8(lane, qs);
+                    float8 kv = b158_half8_of(u0[pass]), qv = vload8(lane, qs);
                     a = dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
                     if (c1 < chunks) {
-                        kv = vload_half8(0, (const half *)&k1), qv = vload8(c1, qs);
+                        kv = b158_half8_of(u1[pass]), qv = vload8(c1, qs);
                         a += dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
                     }
                 }
@@ -363,8 +386,7 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
             int d = 0;
             if (k_aligned) /* the key row in 16-byte pieces (scalar half loads otherwise) */
                 for (; d + 8 <= head_dim; d += 8) {
-                    const uint4 u = *(__global const uint4 *)(kr + d);
-                    const float8 kv = vload_half8(0, (const half *)&u);
+                    const float8 kv = b158_half8_of(*(__global const uint4 *)(kr + d));
                     const float8 qv = vload8(0, qs + d);
                     s += dot(kv.lo, qv.lo) + dot(kv.hi, qv.hi);
                 }
@@ -393,9 +415,7 @@ inline void b158_att_head(__global const float *q, __global half *k_cache, __glo
                 for (int i = 0; i < 8; i++) {
                     const int k = u + i * subs;
                     if (k < tile) {
-                        const uint4 r = raw[i]; /* not the array's address: registers */
-                        const float8 v =
-                            t0 + k == cur ? vload8(ch, vcur) : vload_half8(0, (const half *)&r);
+                        const float8 v = t0 + k == cur ? vload8(ch, vcur) : b158_half8_of(raw[i]);
                         acc8 = fma((float8)ps[k], v, acc8);
                     }
                 }

@@ -150,6 +150,21 @@ static int probe_stage_clock(b158_runtime *rt)
     return strstr(rt->options, "CL3.0") && builds(rt, khr) ? 1 : 0;
 }
 
+/* Whether NVIDIA's compiler takes the attention's half-to-float conversion of a register through
+ * inline PTX (cvt.f32.f16): asked of NVIDIA GPUs by building the statement itself. */
+static int probe_ptx_cvt(b158_runtime *rt)
+{
+    if (!rt->info.is_gpu || !strstr(rt->info.vendor, "NVIDIA") || portable_only())
+        return 0;
+    static const char *src =
+        "__kernel void probe(__global const uint *x, __global float *o)\n"
+        "{ float lo, hi; uint w = x[0];\n"
+        "  asm(\"{ .reg .b16 l, h;\\n mov.b32 {l, h}, %2;\\n cvt.f32.f16 %0, l;\\n cvt.f32.f16 %1, "
+        "h; }\" : \"=f\"(lo), \"=f\"(hi) : \"r\"(w));\n"
+        "  o[0] = lo; o[1] = hi; }\n";
+    return builds(rt, src);
+}
+
 int b158_env_int(const char *name, int lo, int hi, int pow2, int fallback)
 {
     const char *v = getenv(name);
@@ -205,6 +220,7 @@ static void choose_tuning(b158_runtime *rt)
         t.gemm_tn = b158_env_int("B158_GEMM_TN", 16, 64, 1, t.gemm_tn); /* (TN + TM) 272 B local */
         t.gemm_tm = b158_env_int("B158_GEMM_TM", 16, 64, 1, t.gemm_tm);
         t.ptx_dp4a = probe_ptx_dp4a(rt);
+        t.ptx_cvt = probe_ptx_cvt(rt);
         t.stage_clock = probe_stage_clock(rt);
         t.prefetch = probe_prefetch(rt);
         t.subgroups = probe_subgroups(rt, t.wg);
@@ -230,11 +246,12 @@ static void choose_tuning(b158_runtime *rt)
              "#define B158_AVX512_ROWS %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
              "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
+             "#define B158_PTX_CVT %d\n"
              "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#define B158_SUBGROUPS %d\n"
              "#line 1\n",
              t.gpu, t.wg, t.gemv_rows, t.gemv_ahead, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m,
              t.avx512_rows, t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot,
-             t.ptx_dp4a, t.stage_clock, t.prefetch, t.subgroups);
+             t.ptx_dp4a, t.ptx_cvt, t.stage_clock, t.prefetch, t.subgroups);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)
