@@ -60,30 +60,6 @@ inline float2 b158_att_rotate(float x0, float x1, float2 cs)
     return (float2)(x0 * cs.x - x1 * cs.y, x0 * cs.y + x1 * cs.x);
 }
 
-/* The 8 halves of a 16-byte piece of a cache row, already in registers, as floats (element 0 in
- * the low bits of u.x): NVIDIA's cvt.f32.f16 through inline PTX where it builds (B158_PTX_CVT;
- * vload_half8 takes a pointer, which puts the piece in memory first), else vload_half8 on a
- * private copy. Both are exact. */
-#if B158_PTX_CVT
-inline float2 b158_half2_of(uint w)
-{
-    float lo, hi;
-    asm("{ .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.f32.f16 %0, l;\n cvt.f32.f16 %1, h; }"
-        : "=f"(lo), "=f"(hi)
-        : "r"(w));
-    return (float2)(lo, hi);
-}
-inline float8 b158_half8_of(uint4 u)
-{
-    return (float8)(b158_half2_of(u.x), b158_half2_of(u.y), b158_half2_of(u.z), b158_half2_of(u.w));
-}
-#else
-inline float8 b158_half8_of(uint4 u)
-{
-    return vload_half8(0, (const half *)&u);
-}
-#endif
-
 /* k and v of one dimension of the token's own key as the cache holds them: stored at element e
  * when store, rounded to half and back either way */
 inline float2 b158_att_own_kv(float k, float v, size_t e, int store, __global half *k_cache,

@@ -280,6 +280,31 @@ inline short16 b158_tern8(uchar16 c, char16 x)
     return convert_short16((x & plus) - (x & minus));
 }
 
+/* The 8 halves of a 16-byte piece (of a KV cache row, an FP16 weight row), already in registers,
+ * as floats (element 0 in
+ * the low bits of u.x): NVIDIA's cvt.f32.f16 through inline PTX where it builds (B158_PTX_CVT;
+ * vload_half8 takes a pointer, which puts the piece in memory first), else vload_half8 on a
+ * private copy. Both are exact. */
+#if B158_PTX_CVT
+inline float2 b158_half2_of(uint w)
+{
+    float lo, hi;
+    asm("{ .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.f32.f16 %0, l;\n cvt.f32.f16 %1, h; }"
+        : "=f"(lo), "=f"(hi)
+        : "r"(w));
+    return (float2)(lo, hi);
+}
+inline float8 b158_half8_of(uint4 u)
+{
+    return (float8)(b158_half2_of(u.x), b158_half2_of(u.y), b158_half2_of(u.z), b158_half2_of(u.w));
+}
+#else
+inline float8 b158_half8_of(uint4 u)
+{
+    return vload_half8(0, (const half *)&u);
+}
+#endif
+
 /* Whether this group is the last of expected ones to arrive at *count (which it then resets to
  * zero): after fencing its stores; the last one fences again before it reads the others'. Called
  * by every work-item of the group; *last is __local. */

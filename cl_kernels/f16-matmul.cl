@@ -108,7 +108,7 @@ __kernel void f16_matvec(__global const half *w, __global const float *x, __glob
      * (a row of 2560 is 320 pieces: 256 work-items do one or two each, then a deeper tree) */
     const int k8 = k / 8;
     /* rows of a multiple of 8 halves start on 16 bytes: each piece is then one 128-bit load
-     * (uint4), converted in private memory */
+     * (uint4), converted in registers (b158_half8_of) */
     __global const uint4 *wr4 = (__global const uint4 *)wr;
     for (int m = 0; m < m_rows; m++) {
         __global const float *xm = x + (size_t)m * k;
@@ -117,10 +117,8 @@ __kernel void f16_matvec(__global const half *w, __global const float *x, __glob
             /* x rows start on 32 bytes too: whole float8 loads (vload8 may become 8 scalar
              * loads where alignment is unknown) */
             __global const float8 *xm8 = (__global const float8 *)xm;
-            for (int p = lid; p < k8; p += B158_MV_WG) {
-                const uint4 u = wr4[p];
-                acc8 += vload_half8(0, (const half *)&u) * xm8[p];
-            }
+            for (int p = lid; p < k8; p += B158_MV_WG)
+                acc8 += b158_half8_of(wr4[p]) * xm8[p];
         } else {
             for (int p = lid; p < k8; p += B158_MV_WG)
                 acc8 += vload_half8(p, wr) * vload8(0, xm + 8 * p);
@@ -201,29 +199,26 @@ __kernel void f16_gemm(__global const half *w, __global const float *x, __global
 #define B158_FG 16 /* work-group side */
 #define B158_FT 64 /* rows and tokens per tile: 4 x 4 per work-item */
 #define B158_FK 32 /* k per step */
-/* The 8 values of row r (of rows, width k) from column c, zero past k or past the rows. */
-inline void b158_f16_piece(__global const half *w, __global const float *x, int r, int rows, int k,
-                           int c, float *v)
+/* Element c of row r (width k) of w (FP16) or else of x, zero past k */
+inline float b158_f16_at(__global const half *w, __global const float *x, int r, int k, int c)
 {
-    if (r >= rows) {
-        for (int e = 0; e < 8; e++)
-            v[e] = 0.0f;
-    } else if (c + 8 <= k && k % 8 == 0) {
-        /* whole 16- or 32-byte pieces: rows of a multiple of 8 start aligned */
-        float8 f;
-        if (w) {
-            const uint4 u = *(__global const uint4 *)(w + (size_t)r * k + c);
-            f = vload_half8(0, (const half *)&u);
-        } else {
-            f = *(__global const float8 *)(x + (size_t)r * k + c);
-        }
-        vstore8(f, 0, v);
-    } else {
-        for (int e = 0; e < 8; e++)
-            v[e] = c + e >= k ? 0.0f
-                   : w        ? vload_half((size_t)r * k + c + e, w)
-                              : x[(size_t)r * k + c + e];
-    }
+    return c >= k ? 0.0f : w ? vload_half((size_t)r * k + c, w) : x[(size_t)r * k + c];
+}
+
+/* The 8 values of row r (of rows, width k) from column c, zero past k or past the rows:
+ * returned, not written through a pointer, so they stay in registers */
+inline float8 b158_f16_piece(__global const half *w, __global const float *x, int r, int rows,
+                             int k, int c)
+{
+    if (r >= rows)
+        return (float8)0.0f;
+    if (c + 8 <= k && k % 8 == 0) /* whole 16- or 32-byte pieces: rows of a multiple of 8 */
+        return w ? b158_half8_of(*(__global const uint4 *)(w + (size_t)r * k + c))
+                 : *(__global const float8 *)(x + (size_t)r * k + c);
+    return (float8)(b158_f16_at(w, x, r, k, c), b158_f16_at(w, x, r, k, c + 1),
+                    b158_f16_at(w, x, r, k, c + 2), b158_f16_at(w, x, r, k, c + 3),
+                    b158_f16_at(w, x, r, k, c + 4), b158_f16_at(w, x, r, k, c + 5),
+                    b158_f16_at(w, x, r, k, c + 6), b158_f16_at(w, x, r, k, c + 7));
 }
 
 /* The prefill GEMM of the GPU variant (m_rows > 1), y[m][n] (+)= sum_k W[n][k] x[m][k]: a
@@ -242,31 +237,35 @@ f16_gemm(__global const half *w, __global const float *x, __global float *y, int
     const int n0 = get_group_id(0) * B158_FT, m0 = get_group_id(1) * B158_FT;
     const int pr = tid >> 2, pc = (tid & 3) * 8; /* this work-item's piece of each tile */
     float acc[4][4];
+#pragma unroll
     for (int i = 0; i < 4; i++)
+#pragma unroll
         for (int j = 0; j < 4; j++)
             acc[i][j] = 0.0f;
     for (int k0 = 0; k0 < k; k0 += B158_FK) {
-        float v[8];
-        b158_f16_piece(w, NULL, n0 + pr, n_rows, k, k0 + pc, v);
-        for (int e = 0; e < 8; e++)
-            wt[pr][pc + e] = v[e];
-        b158_f16_piece(NULL, x, m0 + pr, m_rows, k, k0 + pc, v);
-        for (int e = 0; e < 8; e++)
-            xt[pr][pc + e] = v[e];
+        vstore8(b158_f16_piece(w, NULL, n0 + pr, n_rows, k, k0 + pc), 0, &wt[pr][pc]);
+        vstore8(b158_f16_piece(NULL, x, m0 + pr, m_rows, k, k0 + pc), 0, &xt[pr][pc]);
         barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll
         for (int kk = 0; kk < B158_FK; kk++) {
             float wv[4], xv[4];
+#pragma unroll
             for (int i = 0; i < 4; i++)
                 wv[i] = wt[tx + B158_FG * i][kk];
+#pragma unroll
             for (int j = 0; j < 4; j++)
                 xv[j] = xt[ty + B158_FG * j][kk];
+#pragma unroll
             for (int i = 0; i < 4; i++)
+#pragma unroll
                 for (int j = 0; j < 4; j++)
                     acc[i][j] = fma(wv[i], xv[j], acc[i][j]);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
+#pragma unroll
     for (int i = 0; i < 4; i++)
+#pragma unroll
         for (int j = 0; j < 4; j++) {
             const int n = n0 + tx + B158_FG * i, m = m0 + ty + B158_FG * j;
             if (n < n_rows && m < m_rows) {

@@ -478,7 +478,9 @@ ternary_gemm_gpu(__global const uint4 *w, __global const float *w_scale, __globa
     const int n0 = get_group_id(0) * B158_GEMM_TN, m0 = get_group_id(1) * B158_GEMM_TM;
     const int blocks = k_pad / 256;
     int acc[B158_GRI][B158_GRJ];
+#pragma unroll
     for (int i = 0; i < B158_GRI; i++)
+#pragma unroll
         for (int j = 0; j < B158_GRJ; j++)
             acc[i][j] = 0;
 
@@ -505,11 +507,15 @@ ternary_gemm_gpu(__global const uint4 *w, __global const float *w_scale, __globa
             b158_gemm_fetch(w, x, n0, m0, n_rows, m_rows, k_pad, b + 1, tid, wp, xp);
         for (int k4 = 0; k4 < 16; k4++) {
             uint4 wv[B158_GRI], xv[B158_GRJ];
+#pragma unroll
             for (int i = 0; i < B158_GRI; i++)
                 wv[i] = wt[(tx + B158_GT * i) * B158_GKW / 4 + k4];
+#pragma unroll
             for (int j = 0; j < B158_GRJ; j++)
                 xv[j] = xt[(ty + B158_GT * j) * B158_GKW / 4 + k4];
+#pragma unroll
             for (int i = 0; i < B158_GRI; i++)
+#pragma unroll
                 for (int j = 0; j < B158_GRJ; j++) {
                     int a = b158_dot4(wv[i].x, xv[j].x, acc[i][j]);
                     a = b158_dot4(wv[i].y, xv[j].y, a);
@@ -519,8 +525,10 @@ ternary_gemm_gpu(__global const uint4 *w, __global const float *w_scale, __globa
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
+#pragma unroll
     for (int i = 0; i < B158_GRI; i++) {
         const int n = n0 + tx + B158_GT * i;
+#pragma unroll
         for (int j = 0; j < B158_GRJ; j++) {
             const int m = m0 + ty + B158_GT * j;
             if (n < n_rows && m < m_rows)
