@@ -627,16 +627,23 @@ static prof_sums prof_sum(const prof_phase *ph)
     return r;
 }
 
+/* The fused decode layer's profiling totals in a phase (NULL: it did not run) */
+static const b158_kernel_stats *fused_stats(const prof_phase *ph)
+{
+    for (size_t k = 0; k < ph->n_k; k++)
+        if (!strcmp(ph->k[k].name, "ternary_decode_layer"))
+            return &ph->k[k];
+    return NULL;
+}
+
 /* Nanoseconds per tick of a stage profile's clock: 1 where it counts nanoseconds, else the
  * fused kernel's profiling-event time over the timestamps' span (0: neither known). */
 static double stage_ns_per_tick(const prof_phase *ph)
 {
+    const b158_kernel_stats *k = fused_stats(ph);
     if (ph->stage.clock_ns)
         return 1.0;
-    for (size_t k = 0; k < ph->n_k; k++)
-        if (!strcmp(ph->k[k].name, "ternary_decode_layer") && ph->stage.span > 0)
-            return (double)ph->k[k].total_ns / ph->stage.span;
-    return 0.0;
+    return k && ph->stage.span > 0 ? (double)k->total_ns / ph->stage.span : 0.0;
 }
 
 /* The fused decode layer from the inside: each part's time per block (mean, fastest and
@@ -648,10 +655,8 @@ static void print_stage_md(const prof_phase *ph)
     if (!p->blocks || ns <= 0)
         return;
     const double us = ns * 1e-3 / (double)p->blocks;
-    double event_us = 0;
-    for (size_t k = 0; k < ph->n_k; k++)
-        if (!strcmp(ph->k[k].name, "ternary_decode_layer"))
-            event_us = ph->k[k].total_ns * 1e-3 / (double)ph->k[k].launches;
+    const b158_kernel_stats *k = fused_stats(ph);
+    const double event_us = k ? k->total_ns * 1e-3 / (double)k->launches : 0.0;
     printf("\nfused decode layer, inside one launch (%d work-groups; timestamps of each group's "
            "first work-item, %s; %llu launches): us per launch\n\n",
            p->groups, p->clock_ns ? "device clock in ns" : "device ticks scaled to the event time",

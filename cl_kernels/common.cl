@@ -43,35 +43,26 @@
 #define B158_SG_ID() ((int)get_local_id(0) >> 5)
 #define B158_SG_LANE() ((int)get_local_id(0) & 31)
 #define B158_SG_COUNT() (B158_WG >> 5)
-inline float b158_shfl_xor(float v, int mask)
-{
-    float r;
-    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(mask));
-    return r;
-}
+#define B158_WARP_REDUCE(name, type, reg, combine)                                                 \
+    inline type name(type v)                                                                       \
+    {                                                                                              \
+        for (int m = 16; m > 0; m >>= 1) {                                                         \
+            type o;                                                                                \
+            asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;"                        \
+                         : "=" reg(o)                                                              \
+                         : reg(v), "r"(m));                                                        \
+            v = combine(v, o);                                                                     \
+        }                                                                                          \
+        return v;                                                                                  \
+    }
+B158_WARP_REDUCE(b158_sg_sum, float, "f", B158_ADD)
+B158_WARP_REDUCE(b158_sg_max, float, "f", fmax)
+B158_WARP_REDUCE(b158_sg_sum_int, int, "r", B158_ADD)
 inline int b158_shfl_xor_int(int v, int mask)
 {
     int r;
     asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=r"(r) : "r"(v), "r"(mask));
     return r;
-}
-inline float b158_sg_sum(float v)
-{
-    for (int m = 16; m > 0; m >>= 1)
-        v += b158_shfl_xor(v, m);
-    return v;
-}
-inline float b158_sg_max(float v)
-{
-    for (int m = 16; m > 0; m >>= 1)
-        v = fmax(v, b158_shfl_xor(v, m));
-    return v;
-}
-inline int b158_sg_sum_int(int v)
-{
-    for (int m = 16; m > 0; m >>= 1)
-        v += b158_shfl_xor_int(v, m);
-    return v;
 }
 #endif
 #define B158_SG_REDUCE(name, type, combine, sgop)                                                  \
@@ -281,10 +272,9 @@ inline short16 b158_tern8(uchar16 c, char16 x)
 }
 
 /* The 8 halves of a 16-byte piece (of a KV cache row, an FP16 weight row), already in registers,
- * as floats (element 0 in
- * the low bits of u.x): NVIDIA's cvt.f32.f16 through inline PTX where it builds (B158_PTX_CVT;
- * vload_half8 takes a pointer, which puts the piece in memory first), else vload_half8 on a
- * private copy. Both are exact. */
+ * as floats (element 0 in the low bits of u.x): NVIDIA's cvt.f32.f16 through inline PTX where it
+ * builds (B158_PTX_CVT; vload_half8 takes a pointer, which puts the piece in memory first), else
+ * vload_half8 on a private copy. Both are exact. */
 #if B158_PTX_CVT
 inline float2 b158_half2_of(uint w)
 {

@@ -312,7 +312,7 @@ static int fused_groups(const b158_session *s)
 {
     const b158_runtime *rt = s->rt;
     const char *want = getenv("B158_FUSED_DECODE");
-    const int nvidia = rt->info.is_gpu && strstr(rt->info.vendor, "NVIDIA") != NULL;
+    const int nvidia = b158_rt_nvidia_gpu(rt);
     const int on = want && *want ? strcmp(want, "0") != 0 : nvidia;
     if (!on || !rt->tune.gpu || s->m->dev_mode != B158_WEIGHTS_TERNARY ||
         strstr(rt->info.platform, "Portable Computing Language"))

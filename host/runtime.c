@@ -39,6 +39,11 @@ static int portable_only(void)
     return v && strcmp(v, "1") == 0;
 }
 
+int b158_rt_nvidia_gpu(const b158_runtime *rt)
+{
+    return rt->info.is_gpu && strstr(rt->info.vendor, "NVIDIA") != NULL;
+}
+
 /* Whether the device's compiler builds the program src with the runtime's options. */
 static int builds(b158_runtime *rt, const char *src)
 {
@@ -76,7 +81,7 @@ static int probe_x86_avx512bw(b158_runtime *rt)
     "asm(\"dp4a.s32.s32 %0, %1, %2, %3;\" : \"=r\"(d) : \"r\"(c), \"r\"(a), \"r\"(acc));"
 static int probe_ptx_dp4a(b158_runtime *rt)
 {
-    if (!rt->info.is_gpu || !strstr(rt->info.vendor, "NVIDIA") || portable_only())
+    if (!b158_rt_nvidia_gpu(rt) || portable_only())
         return 0;
     static const char *src = "__kernel void probe(__global const uint *x, __global int *o)\n"
                              "{ uint c = x[0], a = x[1]; int acc = (int)x[2], d;\n"
@@ -106,7 +111,7 @@ static int probe_subgroups(b158_runtime *rt, int wg)
         "  p[get_sub_group_local_id()] = sub_group_reduce_add(p[0]); }\n";
     if (b158_env_int("B158_SUBGROUPS", 0, 1, 0, 1) == 0 || portable_only())
         return 0;
-    if (rt->info.is_gpu && strstr(rt->info.vendor, "NVIDIA"))
+    if (b158_rt_nvidia_gpu(rt))
         return wg % 32 == 0 && builds(rt, shfl) ? 2 : 0;
     return builds(rt, khr) ? 1 : 0;
 }
@@ -128,7 +133,7 @@ static int probe_prefetch(b158_runtime *rt)
     if (want == 0)
         return 0;
     int kind = 0;
-    if (rt->info.is_gpu && strstr(rt->info.vendor, "NVIDIA") && !portable_only())
+    if (b158_rt_nvidia_gpu(rt) && !portable_only())
         kind = builds(rt, bulk) ? 3 : builds(rt, line) ? 2 : 0;
     return kind ? kind : want == 1;
 }
@@ -145,7 +150,7 @@ static int probe_stage_clock(b158_runtime *rt)
         "  o[0] = t; }\n";
     static const char *khr =
         "__kernel void probe(__global ulong *o) { o[0] = clock_read_device(); }\n";
-    if (rt->info.is_gpu && strstr(rt->info.vendor, "NVIDIA") && builds(rt, ptx))
+    if (b158_rt_nvidia_gpu(rt) && builds(rt, ptx))
         return 2;
     return strstr(rt->options, "CL3.0") && builds(rt, khr) ? 1 : 0;
 }
@@ -154,7 +159,7 @@ static int probe_stage_clock(b158_runtime *rt)
  * inline PTX (cvt.f32.f16): asked of NVIDIA GPUs by building the statement itself. */
 static int probe_ptx_cvt(b158_runtime *rt)
 {
-    if (!rt->info.is_gpu || !strstr(rt->info.vendor, "NVIDIA") || portable_only())
+    if (!b158_rt_nvidia_gpu(rt) || portable_only())
         return 0;
     static const char *src =
         "__kernel void probe(__global const uint *x, __global float *o)\n"

@@ -105,6 +105,9 @@ b158_status b158_cl_fail_at(cl_int err, const char *call, const char *file, int 
  * unusable). */
 int b158_env_int(const char *name, int lo, int hi, int pow2, int fallback);
 
+/* Whether the runtime's device is an NVIDIA GPU (inline PTX, the fused decode layer's default) */
+int b158_rt_nvidia_gpu(const b158_runtime *rt);
+
 /* Device memory: the one place that creates buffers, so the counters are exact. */
 b158_status b158_buf_alloc(b158_runtime *rt, b158_mem_category category, size_t bytes,
                            b158_buf *out);
