@@ -294,7 +294,10 @@ __kernel void ternary_gemm_cpu(__global const uchar16 *w, __global const float *
 
 /* sum of the four s8 x s8 byte products of w and a, added to acc: the device's integer dot
  * product where it has one (B158_PTX_DP4A: NVIDIA's dp4a through inline PTX, the statement the
- * runtime's probe built; B158_INT_DOT: cl_khr_integer_dot_product), else four multiplies */
+ * runtime's probe built; B158_AMD_DOT: AMD's v_dot4_i32_i8 through the LLVM builtin ROCm's
+ * compiler has for GPUs with it, gfx906 / gfx908 / gfx90a / gfx103x; B158_INT_DOT:
+ * cl_khr_integer_dot_product), else four multiplies (which LLVM's AMD backend leaves as four
+ * 24-bit multiplies on byte selects) */
 #if B158_INT_DOT
 #pragma OPENCL EXTENSION cl_khr_integer_dot_product : enable
 #endif
@@ -304,6 +307,8 @@ inline int b158_dot4(uint w, uint a, int acc)
     int d;
     asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(w), "r"(a), "r"(acc));
     return d;
+#elif B158_AMD_DOT
+    return __builtin_amdgcn_sdot4((int)w, (int)a, acc, false);
 #elif B158_INT_DOT
     return dot_acc_sat_4x8packed_ss_int(w, a, acc);
 #else

@@ -44,6 +44,13 @@ int b158_rt_nvidia_gpu(const b158_runtime *rt)
     return rt->info.is_gpu && strstr(rt->info.vendor, "NVIDIA") != NULL;
 }
 
+/* An AMD GPU: ROCm's vendor string is "Advanced Micro Devices, Inc.", Mesa's "AMD". */
+static int amd_gpu(const b158_runtime *rt)
+{
+    return rt->info.is_gpu &&
+           (strstr(rt->info.vendor, "Advanced Micro Devices") || strstr(rt->info.vendor, "AMD"));
+}
+
 /* Whether the device's compiler builds the program src with the runtime's options. */
 static int builds(b158_runtime *rt, const char *src)
 {
@@ -86,6 +93,20 @@ static int probe_ptx_dp4a(b158_runtime *rt)
     static const char *src = "__kernel void probe(__global const uint *x, __global int *o)\n"
                              "{ uint c = x[0], a = x[1]; int acc = (int)x[2], d;\n"
                              "  " B158_PTX_DP4A_ASM "\n  o[0] = d; }\n";
+    return builds(rt, src);
+}
+
+/* Whether the device's compiler takes the LLVM builtin for AMD's 4-way s8 x s8 dot product
+ * (v_dot4_i32_i8: gfx906, gfx908, gfx90a, gfx103x; ROCm's OpenCL compiles with LLVM's AMD
+ * backend, which has no OpenCL extension for it): asked of AMD GPUs by building the kernels'
+ * statement. B158_PORTABLE=1 skips it. */
+static int probe_amd_dot(b158_runtime *rt)
+{
+    if (!amd_gpu(rt) || portable_only())
+        return 0;
+    static const char *src = "__kernel void probe(__global const uint *x, __global int *o)\n"
+                             "{ o[0] = __builtin_amdgcn_sdot4((int)x[0], (int)x[1], (int)x[2], "
+                             "false); }\n";
     return builds(rt, src);
 }
 
@@ -226,6 +247,7 @@ static void choose_tuning(b158_runtime *rt)
         t.gemm_tm = b158_env_int("B158_GEMM_TM", 16, 64, 1, t.gemm_tm);
         t.ptx_dp4a = probe_ptx_dp4a(rt);
         t.ptx_cvt = probe_ptx_cvt(rt);
+        t.amd_dot = probe_amd_dot(rt);
         t.stage_clock = probe_stage_clock(rt);
         t.prefetch = probe_prefetch(rt);
         t.subgroups = probe_subgroups(rt, t.wg);
@@ -251,12 +273,12 @@ static void choose_tuning(b158_runtime *rt)
              "#define B158_AVX512_ROWS %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
              "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
-             "#define B158_PTX_CVT %d\n"
+             "#define B158_PTX_CVT %d\n#define B158_AMD_DOT %d\n"
              "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#define B158_SUBGROUPS %d\n"
              "#line 1\n",
              t.gpu, t.wg, t.gemv_rows, t.gemv_ahead, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m,
              t.avx512_rows, t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot,
-             t.ptx_dp4a, t.ptx_cvt, t.stage_clock, t.prefetch, t.subgroups);
+             t.ptx_dp4a, t.ptx_cvt, t.amd_dot, t.stage_clock, t.prefetch, t.subgroups);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)

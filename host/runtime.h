@@ -25,6 +25,7 @@ typedef struct b158_tuning {
     int int_dot;      /* B158_INT_DOT: cl_khr_integer_dot_product's 4x8-bit dot products */
     int ptx_dp4a;     /* B158_PTX_DP4A: NVIDIA's inline PTX dp4a builds for the device */
     int ptx_cvt;      /* B158_PTX_CVT: and its cvt.f32.f16 of halves in a register */
+    int amd_dot;      /* B158_AMD_DOT: AMD's v_dot4_i32_i8 through __builtin_amdgcn_sdot4 */
     int subgroups;    /* B158_SUBGROUPS: work-group reductions by sub-group, 0 none, 1
                          cl_khr_subgroups, 2 NVIDIA warps through PTX shfl.sync */
     int prefetch;     /* B158_PREFETCH: the fused decode layer's L2 prefetch of its weights: 0
