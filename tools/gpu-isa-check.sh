@@ -2,7 +2,8 @@
 # The GPU variant's kernels compiled for GPUs this machine does not have, by the compilers under
 # those vendors' OpenCL (compile-level facts only: timings need the GPU):
 #   NVIDIA  clang's nvptx64 backend to PTX (sm_80), assembled by NVIDIA's ptxas for sm_90 (from
-#           its PyPI wheel, pinned by SHA-256): every inline PTX statement, registers, spills.
+#           its PyPI wheel, pinned by SHA-256): every inline PTX statement, registers, spills;
+#           the fused layer also with the profiling clock, and for sm_80 (A100: its prefetch).
 #   AMD     clang's amdgcn backend (ROCm's OpenCL compiles with LLVM's too) for gfx90a (CDNA2,
 #           wave64) and gfx1030 (RDNA2, wave32): VGPRs, scratch, occupancy.
 # Each kernel program as the runtime joins it (prelude + common.cl + its files, host/kernels.h)
@@ -58,13 +59,14 @@ fi
 common="B158_GPU=1 B158_WG=256 B158_GEMV_ROWS=32 B158_GEMV_AHEAD=8 B158_GEMM_TN=64 B158_GEMM_TM=64
 B158_GEMM_CPU_M=4 B158_AVX512_ROWS=1 B158_HEAD_DIM_MAX=256 B158_X86_AVX512BW=0 B158_INT_DOT=0"
 declare -A pre=(
-    [nvidia]="$common B158_HAS_FP16=0 B158_PTX_DP4A=1 B158_PTX_CVT=1 B158_AMD_DOT=0 B158_STAGE_CLOCK=0
-              B158_PREFETCH=3 B158_SUBGROUPS=2"
+    [nvidia]="$common B158_HAS_FP16=0 B158_PTX_DP4A=1 B158_PTX_CVT=1 B158_AMD_DOT=0
+              B158_STAGE_CLOCK=0 B158_PREFETCH=3 B158_SUBGROUPS=2"
     [nvidia-profile]="$common B158_HAS_FP16=0 B158_PTX_DP4A=1 B158_PTX_CVT=1 B158_AMD_DOT=0
-              B158_STAGE_CLOCK=2
-              B158_PREFETCH=3 B158_SUBGROUPS=2"
-    [amd]="$common B158_HAS_FP16=1 B158_PTX_DP4A=0 B158_PTX_CVT=0 B158_AMD_DOT=1 B158_STAGE_CLOCK=0
-           B158_PREFETCH=0 B158_SUBGROUPS=0"
+              B158_STAGE_CLOCK=2 B158_PREFETCH=3 B158_SUBGROUPS=2"
+    [nvidia-sm80]="$common B158_HAS_FP16=0 B158_PTX_DP4A=1 B158_PTX_CVT=1 B158_AMD_DOT=0
+              B158_STAGE_CLOCK=0 B158_PREFETCH=2 B158_SUBGROUPS=2"
+    [amd]="$common B158_HAS_FP16=1 B158_PTX_DP4A=0 B158_PTX_CVT=0 B158_AMD_DOT=1
+           B158_STAGE_CLOCK=0 B158_PREFETCH=0 B158_SUBGROUPS=0"
 )
 want=$(grep -oE '#define B158_[A-Z0-9_]+ %d' host/runtime.c | awk '{print $2}' | sort -u)
 for cfg in "${!pre[@]}"; do
@@ -118,7 +120,8 @@ row() {
 }
 
 check_nvidia() { # config, program, source
-    local out=$dir/$1-${2// /+}
+    local out=$dir/$1-${2// /+} sm=sm_90
+    [ "$1" = nvidia-sm80 ] && sm=sm_80
     if ! clang "${cl_flags[@]}" -target nvptx64-nvidia-nvcl -march=sm_80 -Dasm=__asm__ \
         -Xclang -cl-ext=+all -Xclang -mlink-builtin-bitcode -Xclang $clc/nvptx64--nvidiacl.bc \
         -S "$3" \
@@ -131,9 +134,9 @@ check_nvidia() { # config, program, source
     local kernels
     kernels=$(sed -n 's/^\.entry \([a-z0-9_]*\)(.*/\1/p' "$out.ptx")
     if [ -n "$ptxas" ]; then
-        sed -e 's/^\.version .*/.version 8.0/' -e 's/^\.target sm_80.*/.target sm_90/' \
-            "$out.ptx" >"$out.sm90.ptx"
-        if ! "$ptxas" -arch=sm_90 -v "$out.sm90.ptx" -o /dev/null >"$out.ptxas" 2>&1; then
+        sed -e 's/^\.version .*/.version 8.0/' -e "s/^\.target sm_80.*/.target $sm/" \
+            "$out.ptx" >"$out.$sm.ptx"
+        if ! "$ptxas" -arch=$sm -v "$out.$sm.ptx" -o /dev/null >"$out.ptxas" 2>&1; then
             echo "gpu-isa-check: ptxas rejects $2 ($1):" >&2
             grep -v "^ptxas info" "$out.ptxas" | sed -n 1,20p >&2
             fail=1
@@ -154,7 +157,7 @@ check_nvidia() { # config, program, source
             spill=$(sed -n 's/.*\.local .*__local_depot[0-9]*\[\([0-9]*\)\];/\1/p' <<<"$body" |
                 awk '{s += $1} END {print s + 0}')
         fi
-        row "$([ -n "$ptxas" ] && echo sm_90 || echo PTX) ($1)" "$2" "$k" "$regs" "$spill" "$dots"
+        row "$([ -n "$ptxas" ] && echo $sm || echo PTX) ($1)" "$2" "$k" "$regs" "$spill" "$dots"
     done
 }
 
@@ -180,8 +183,8 @@ check_amd() { # gpu, program, source
 
 for p in "${programs[@]}"; do
     files="common.cl $p"
-    for cfg in nvidia nvidia-profile amd; do
-        [ "$cfg" = nvidia-profile ] && [[ $p != *decode.cl* ]] && continue
+    for cfg in nvidia nvidia-profile nvidia-sm80 amd; do
+        [[ $cfg = nvidia-* ]] && [[ $p != *decode.cl* ]] && continue
         src=$dir/$cfg-${p// /+}.cl
         {
             prelude $cfg
