@@ -110,6 +110,11 @@ table=$dir/table.md
 # one row per kernel: target, program, kernel, registers, spill bytes, dot4 count
 row() {
     echo "| $1 | $2 | $3 | $4 | $5 | $6 |" >>"$table"
+    if ! [[ $5 =~ ^[0-9]+$ ]]; then
+        echo "gpu-isa-check: no spill figure for $3 ($2) on $1 in the compiler's report" >&2
+        fail=1
+        return
+    fi
     case $3 in
     *_cpu | *_avx512) ;; # the CPU variant, never run on GPUs
     *) if [ "$5" -gt "$spill_max" ]; then
@@ -151,7 +156,8 @@ check_nvidia() { # config, program, source
         if [ -n "$ptxas" ]; then
             read -r regs spill < <(awk -v k="'$k'" '
                 $0 ~ "Function properties for " substr(k, 2, length(k) - 2) "$" {f = 1; next}
-                f && /stack frame/ {s = $1 + $5} f && /Used/ {print $5, s; exit}' "$out.ptxas")
+                f && /stack frame/ {s = $1 + $5} f && /Used/ {print $5, s; exit}' "$out.ptxas") ||
+                true
         else
             regs=-
             spill=$(sed -n 's/.*\.local .*__local_depot[0-9]*\[\([0-9]*\)\];/\1/p' <<<"$body" |
@@ -195,6 +201,18 @@ for p in "${programs[@]}"; do
             for gpu in gfx90a gfx1030; do check_amd $gpu "$p" "$src"; done
         else
             check_nvidia $cfg "$p" "$src"
+        fi
+    done
+done
+# every kernel the engine can launch on a GPU has its row on each target (a report the parsing
+# above missed must not pass as "no spills")
+for k in $(sed -n 's/.*X([A-Z0-9_]*, "\([a-z0-9_]*\)", ".*/\1/p' host/kernels.h); do
+    [[ $k = *_cpu || $k = *_avx512 ]] && continue
+    for t in "sm_90 (nvidia)" gfx90a gfx1030; do
+        [ -n "$ptxas" ] || [ "$t" != "sm_90 (nvidia)" ] || t="PTX (nvidia)"
+        if ! grep -qF "| $t | " "$table" || ! grep -F "| $t | " "$table" | grep -qF " | $k | "; then
+            echo "gpu-isa-check: no report for $k on $t" >&2
+            fail=1
         fi
     done
 done
