@@ -14,21 +14,22 @@
 #
 #   bash tools/gpu-isa-check.sh [DIR]     (default build/gpu-isa: a table, .ptx, .s, ptxas logs)
 #
-# Needs clang and libclc-14 (installed with apt when missing). PTXAS=path uses that ptxas. Without
-# ptxas (PTXAS=none, or its wheel unreachable) the NVIDIA rows come from the PTX alone (target
-# "PTX"): a __local_depot there is a stack, its bytes the spill column.
+# Needs clang, libclc-14, curl and cmake (its unzip), installed with apt when missing. PTXAS=path
+# uses that ptxas. Without ptxas (PTXAS=none, or its wheel unreachable) the NVIDIA rows come from
+# the PTX alone (target "PTX"): a __local_depot there is a stack, its bytes the spill column.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 dir=$(realpath -m "${1:-build/gpu-isa}")
 mkdir -p "$dir"
 clc=/usr/lib/clc
 
-if ! command -v clang >/dev/null || [ ! -f $clc/nvptx64--nvidiacl.bc ]; then
+if ! command -v clang >/dev/null || ! command -v curl >/dev/null || ! command -v cmake >/dev/null ||
+    [ ! -f $clc/nvptx64--nvidiacl.bc ] || [ ! -d /etc/ssl/certs ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        clang libclc-14 curl ca-certificates >&2
+        clang libclc-14 curl ca-certificates cmake >&2
 fi
 
 # ptxas from NVIDIA's nvcc wheel (CUDA 12.9: sm_90 and every older target)
