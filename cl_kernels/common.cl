@@ -295,12 +295,27 @@ inline float8 b158_half8_of(uint4 u)
 }
 #endif
 
+/* This work-item's global stores made visible to every compute unit before what follows, and the
+ * stores other groups made visible so seen after it: what work-groups meeting at an atomic
+ * counter need (b158_last_arrival, b158_tail_of, the fused layer's grid barrier). OpenCL 1.2's
+ * mem_fence promises order within the work-group only, and compilers take it at that (clang's
+ * libclc makes it PTX membar.cta; ROCm's leaves the compute unit's L1 as it is).
+ * B158_DEVICE_FENCE 1: PTX membar.gl, CUDA's __threadfence; 2: AMD's agent-scope fence (waits
+ * for the stores, invalidates L1); 0: mem_fence (CPU devices, one coherent cache hierarchy). */
+#if B158_DEVICE_FENCE == 1
+#define b158_fence_device() asm volatile("membar.gl;" ::: "memory")
+#elif B158_DEVICE_FENCE == 2
+#define b158_fence_device() __builtin_amdgcn_fence(__ATOMIC_SEQ_CST, "agent")
+#else
+#define b158_fence_device() mem_fence(CLK_GLOBAL_MEM_FENCE)
+#endif
+
 /* Whether this group is the last of expected ones to arrive at *count (which it then resets to
  * zero): after fencing its stores; the last one fences again before it reads the others'. Called
  * by every work-item of the group; *last is __local. */
 inline int b158_last_arrival(__global volatile int *count, int expected, __local int *last)
 {
-    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    b158_fence_device();
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     if (get_local_id(0) == 0) {
         *last = atomic_inc(count) == expected - 1;
@@ -310,7 +325,7 @@ inline int b158_last_arrival(__global volatile int *count, int expected, __local
     barrier(CLK_LOCAL_MEM_FENCE);
     const int r = *last;
     if (r)
-        mem_fence(CLK_GLOBAL_MEM_FENCE);
+        b158_fence_device();
     barrier(CLK_LOCAL_MEM_FENCE);
     return r;
 }
@@ -338,13 +353,13 @@ inline void b158_tail_of(__global float *y, int n_rows, int expected, B158_TAIL_
     /* b158_last_arrival's steps written out: `tail && b158_last_arrival(...)` here made PoCL's
      * build of ternary_gemv_avx512 crash */
     if (tail) {
-        mem_fence(CLK_GLOBAL_MEM_FENCE);
+        b158_fence_device();
         barrier(CLK_GLOBAL_MEM_FENCE);
         if (lid == 0)
             *last = atomic_inc(count) == expected - 1;
         barrier(CLK_LOCAL_MEM_FENCE);
         if (*last) {
-            mem_fence(CLK_GLOBAL_MEM_FENCE);
+            b158_fence_device();
 #if B158_WG == 1
             if (lid == 0) {
 #else

@@ -23,17 +23,19 @@
 #define B158_SPIN_LIMIT (1 << 22)
 
 /* All groups wait here until every one of the groups has arrived (cnt: this barrier's counter,
- * zero before the launch; err: set by a barrier that timed out, which then no longer waits). */
+ * zero before the launch; err: set by a barrier that timed out, which then no longer waits):
+ * CUDA's grid barrier written in OpenCL, a device-scope fence (b158_fence_device) before the
+ * count and after the wait. */
 inline void b158_grid_sync(__global volatile int *cnt, __global volatile int *err, int groups)
 {
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     if (get_local_id(0) == 0) {
-        mem_fence(CLK_GLOBAL_MEM_FENCE);
+        b158_fence_device();
         atomic_inc(cnt);
         for (int spins = 0; *cnt < groups && !*err;)
             if (++spins == B158_SPIN_LIMIT)
                 atomic_xchg(err, 1);
-        mem_fence(CLK_GLOBAL_MEM_FENCE);
+        b158_fence_device();
     }
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
 }

@@ -110,6 +110,26 @@ static int probe_amd_dot(b158_runtime *rt)
     return builds(rt, src);
 }
 
+/* Which fence makes a work-group's global stores visible to the others before it counts itself
+ * at an atomic counter, and theirs to it after (b158_fence_device in cl_kernels/common.cl): OpenCL
+ * 1.2's mem_fence promises order within the work-group only, and compilers take it at that
+ * (clang's libclc makes it PTX membar.cta; ROCm's a work-group fence that leaves the compute
+ * unit's L1 as it is). NVIDIA GPUs: PTX membar.gl (CUDA's __threadfence), AMD GPUs: the LLVM
+ * builtin's agent-scope fence, each where the device's compiler builds it; elsewhere, and with
+ * B158_PORTABLE=1, mem_fence (CPU devices: one coherent cache hierarchy). */
+static int probe_device_fence(b158_runtime *rt)
+{
+    static const char *ptx = "__kernel void probe(__global int *p)\n"
+                             "{ p[0] = 1; asm volatile(\"membar.gl;\" ::: \"memory\"); }\n";
+    static const char *amd = "__kernel void probe(__global int *p)\n"
+                             "{ p[0] = 1; __builtin_amdgcn_fence(__ATOMIC_SEQ_CST, \"agent\"); }\n";
+    if (portable_only())
+        return 0;
+    if (b158_rt_nvidia_gpu(rt))
+        return builds(rt, ptx) ? 1 : 0;
+    return amd_gpu(rt) && builds(rt, amd) ? 2 : 0;
+}
+
 /* Which sub-group reductions the GPU variant's work-group reductions use (b158_tuning.subgroups):
  * NVIDIA's warp shuffle through inline PTX on NVIDIA GPUs, cl_khr_subgroups' reductions where
  * the device builds them (asked by building the kernels' own calls); none for groups smaller
@@ -248,6 +268,7 @@ static void choose_tuning(b158_runtime *rt)
         t.ptx_dp4a = probe_ptx_dp4a(rt);
         t.ptx_cvt = probe_ptx_cvt(rt);
         t.amd_dot = probe_amd_dot(rt);
+        t.device_fence = probe_device_fence(rt);
         t.stage_clock = probe_stage_clock(rt);
         t.prefetch = probe_prefetch(rt);
         t.subgroups = probe_subgroups(rt, t.wg);
@@ -273,12 +294,13 @@ static void choose_tuning(b158_runtime *rt)
              "#define B158_AVX512_ROWS %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
              "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
-             "#define B158_PTX_CVT %d\n#define B158_AMD_DOT %d\n"
+             "#define B158_PTX_CVT %d\n#define B158_AMD_DOT %d\n#define B158_DEVICE_FENCE %d\n"
              "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#define B158_SUBGROUPS %d\n"
              "#line 1\n",
              t.gpu, t.wg, t.gemv_rows, t.gemv_ahead, t.gemm_tn, t.gemm_tm, t.gemm_cpu_m,
              t.avx512_rows, t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw, t.int_dot,
-             t.ptx_dp4a, t.ptx_cvt, t.amd_dot, t.stage_clock, t.prefetch, t.subgroups);
+             t.ptx_dp4a, t.ptx_cvt, t.amd_dot, t.device_fence, t.stage_clock, t.prefetch,
+             t.subgroups);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)
