@@ -116,14 +116,15 @@ static int probe_amd_dot(b158_runtime *rt)
  * (clang's libclc makes it PTX membar.cta; ROCm's a work-group fence that leaves the compute
  * unit's L1 as it is). NVIDIA GPUs: PTX membar.gl (CUDA's __threadfence), AMD GPUs: the LLVM
  * builtin's agent-scope fence, each where the device's compiler builds it; elsewhere, and with
- * B158_PORTABLE=1, mem_fence (CPU devices: one coherent cache hierarchy). */
+ * B158_PORTABLE=1 or B158_DEVICE_FENCE=0 (an A/B switch), mem_fence (CPU devices: one coherent
+ * cache hierarchy). */
 static int probe_device_fence(b158_runtime *rt)
 {
     static const char *ptx = "__kernel void probe(__global int *p)\n"
                              "{ p[0] = 1; asm volatile(\"membar.gl;\" ::: \"memory\"); }\n";
     static const char *amd = "__kernel void probe(__global int *p)\n"
                              "{ p[0] = 1; __builtin_amdgcn_fence(__ATOMIC_SEQ_CST, \"agent\"); }\n";
-    if (portable_only())
+    if (portable_only() || b158_env_int("B158_DEVICE_FENCE", 0, 1, 0, 1) == 0)
         return 0;
     if (b158_rt_nvidia_gpu(rt))
         return builds(rt, ptx) ? 1 : 0;
