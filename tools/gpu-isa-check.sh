@@ -60,13 +60,12 @@ fi
 # NVIDIA's profiling runs only, so checked in a second config.
 common="B158_GPU=1 B158_WG=256 B158_GEMV_ROWS=32 B158_GEMV_AHEAD=8 B158_GEMM_TN=64 B158_GEMM_TM=64
 B158_GEMM_CPU_M=4 B158_AVX512_ROWS=1 B158_HEAD_DIM_MAX=256 B158_X86_AVX512BW=0 B158_INT_DOT=0"
+nvidia="$common B158_HAS_FP16=0 B158_PTX_DP4A=1 B158_PTX_CVT=1 B158_AMD_DOT=0 B158_DEVICE_FENCE=1
+B158_STAGE_CLOCK=0 B158_PREFETCH=3 B158_SUBGROUPS=2"
 declare -A pre=(
-    [nvidia]="$common B158_HAS_FP16=0 B158_PTX_DP4A=1 B158_PTX_CVT=1 B158_AMD_DOT=0
-              B158_DEVICE_FENCE=1 B158_STAGE_CLOCK=0 B158_PREFETCH=3 B158_SUBGROUPS=2"
-    [nvidia-profile]="$common B158_HAS_FP16=0 B158_PTX_DP4A=1 B158_PTX_CVT=1 B158_AMD_DOT=0
-              B158_DEVICE_FENCE=1 B158_STAGE_CLOCK=2 B158_PREFETCH=3 B158_SUBGROUPS=2"
-    [nvidia-sm80]="$common B158_HAS_FP16=0 B158_PTX_DP4A=1 B158_PTX_CVT=1 B158_AMD_DOT=0
-              B158_DEVICE_FENCE=1 B158_STAGE_CLOCK=0 B158_PREFETCH=2 B158_SUBGROUPS=2"
+    [nvidia]=$nvidia
+    [nvidia-profile]=${nvidia/B158_STAGE_CLOCK=0/B158_STAGE_CLOCK=2}
+    [nvidia-sm80]=${nvidia/B158_PREFETCH=3/B158_PREFETCH=2}
     [amd]="$common B158_HAS_FP16=1 B158_PTX_DP4A=0 B158_PTX_CVT=0 B158_AMD_DOT=1
            B158_DEVICE_FENCE=2 B158_STAGE_CLOCK=0 B158_PREFETCH=0 B158_SUBGROUPS=0"
 )
@@ -126,18 +125,24 @@ row() {
     esac
 }
 
+# clang to assembly: target label, program, source, output, target flags; a failure is reported
+compile() {
+    local what=$1 prog=$2 src=$3 out=$4
+    shift 4
+    if ! clang "${cl_flags[@]}" "$@" -S "$src" -o "$out" 2>"${out%.*}.err"; then
+        echo "gpu-isa-check: $prog does not compile for $what:" >&2
+        head -20 "${out%.*}.err" >&2
+        fail=1
+        return 1
+    fi
+}
+
 check_nvidia() { # config, program, source
     local out=$dir/$1-${2// /+} sm=sm_90
     [ "$1" = nvidia-sm80 ] && sm=sm_80
-    if ! clang "${cl_flags[@]}" -target nvptx64-nvidia-nvcl -march=sm_80 -Dasm=__asm__ \
-        -Xclang -cl-ext=+all -Xclang -mlink-builtin-bitcode -Xclang $clc/nvptx64--nvidiacl.bc \
-        -S "$3" \
-        -o "$out.ptx" 2>"$out.err"; then
-        echo "gpu-isa-check: $2 does not compile for nvptx64 ($1):" >&2
-        head -20 "$out.err" >&2
-        fail=1
-        return
-    fi
+    compile "nvptx64 ($1)" "$2" "$3" "$out.ptx" -target nvptx64-nvidia-nvcl -march=sm_80 \
+        -Dasm=__asm__ -Xclang -cl-ext=+all -Xclang -mlink-builtin-bitcode \
+        -Xclang $clc/nvptx64--nvidiacl.bc || return 0
     local kernels
     kernels=$(sed -n 's/^\.entry \([a-z0-9_]*\)(.*/\1/p' "$out.ptx")
     if [ -n "$ptxas" ]; then
@@ -171,14 +176,8 @@ check_nvidia() { # config, program, source
 
 check_amd() { # gpu, program, source
     local out=$dir/amd-$1-${2// /+}
-    if ! clang "${cl_flags[@]}" -target amdgcn-unknown-amdhsa -mcpu="$1" -nogpulib \
-        -Xclang -mlink-builtin-bitcode -Xclang $clc/amdgcn--amdhsa.bc -S "$3" -o "$out.s" \
-        2>"$out.err"; then
-        echo "gpu-isa-check: $2 does not compile for $1:" >&2
-        head -20 "$out.err" >&2
-        fail=1
-        return
-    fi
+    compile "$1" "$2" "$3" "$out.s" -target amdgcn-unknown-amdhsa -mcpu="$1" -nogpulib \
+        -Xclang -mlink-builtin-bitcode -Xclang $clc/amdgcn--amdhsa.bc || return 0
     local k regs occ spill dots
     while read -r k regs occ spill dots; do
         row "$1" "$2" "$k" "$regs (occupancy $occ)" "$spill" "$dots"
