@@ -75,11 +75,12 @@ typedef struct {
     const char *variant, *kernel;
     int n, k, m;
     double us, gbs, gflops;
+    double queued_us, queued_gbs; /* a launch among reps queued back to back (time_op) */
 } result;
 
 static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double bytes, int n,
                            int k, int m, b158_status (*op)(b158_runtime *, void *), void *ctx,
-                           result *out)
+                           int queued, result *out)
 {
     uint64_t prev = 0, t[256];
     B158_TRY(op(rt, ctx)); /* warm-up: first launch compiles */
@@ -89,6 +90,23 @@ static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double
         t[r] = last_ns(rt, kname, &prev);
     }
     double us = (double)median(t, reps) / 1000.0;
+    /* then the same reps launches queued behind a gate and let go together: the device's time
+     * per launch when launches follow each other as in a decode step, without the host's
+     * enqueue cost or the wait after each (the first one's start to the last one's end) */
+    double qus = 0;
+    if (queued) { /* (CLBlast's routines wait for the queue themselves) */
+        cl_event ev[256];
+        int launched = 0;
+        uint64_t span = 0, busy = 0;
+        B158_TRY(b158_rt_queued_begin(rt, ev, 256));
+        b158_status st = B158_OK;
+        for (int r = 0; r < reps && st == B158_OK; r++)
+            st = op(rt, ctx);
+        const b158_status end = b158_rt_queued_end(rt, &launched, &span, &busy);
+        B158_TRY(st);
+        B158_TRY(end);
+        qus = (double)span / 1000.0 / reps;
+    }
     *out = (result){b158_runtime_variant(rt) == B158_VARIANT_GPU ? "gpu" : "cpu",
                     kname,
                     n,
@@ -96,7 +114,9 @@ static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double
                     m,
                     us,
                     bytes / (us * 1e3),
-                    2.0 * n * k * m / (us * 1e3)};
+                    2.0 * n * k * m / (us * 1e3),
+                    qus,
+                    qus > 0 ? bytes / (qus * 1e3) : 0.0};
     return B158_OK;
 }
 
@@ -160,11 +180,11 @@ static b158_status bench_clblast(b158_runtime *rt, struct mm_ctx *c, const optio
         B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, temp, &c->temp));
     c->gemm = 0;
     B158_TRY(time_op(rt, "clblast_hgemv", o->reps, (double)n * k * 2 + k * 2 + n * 2, n, k, 1,
-                     run_hgemm, c, &res[*nres]));
+                     run_hgemm, c, 0, &res[*nres]));
     res[(*nres)++].variant = "-";
     c->gemm = 1;
     B158_TRY(time_op(rt, "clblast_hgemm", o->reps, (double)n * k * 2 + (double)m * (k + n) * 2, n,
-                     k, m, run_hgemm, c, &res[*nres]));
+                     k, m, run_hgemm, c, 0, &res[*nres]));
     res[(*nres)++].variant = "-";
     return B158_OK;
 }
@@ -216,16 +236,17 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     const double tbytes = (double)n * kp / 4 + kp + (double)n * 8;
     c.gemm = 0;
     T(time_op(rt, b158_kernel_name(b158_op_ternary_gemv_kernel(rt)), o->reps, tbytes, n, k, 1,
-              run_ternary, &c, &res[(*nres)++]));
+              run_ternary, &c, 1, &res[(*nres)++]));
     c.gemm = 1;
     T(time_op(rt, b158_kernel_name(b158_op_ternary_gemm_kernel(rt)), o->reps,
-              tbytes + (double)(m - 1) * (kp + n * 4), n, k, m, run_ternary, &c, &res[(*nres)++]));
+              tbytes + (double)(m - 1) * (kp + n * 4), n, k, m, run_ternary, &c, 1,
+              &res[(*nres)++]));
     c.gemm = 0;
-    T(time_op(rt, "f16_matvec", o->reps, (double)n * k * 2 + k * 4 + n * 4, n, k, 1, run_f16, &c,
+    T(time_op(rt, "f16_matvec", o->reps, (double)n * k * 2 + k * 4 + n * 4, n, k, 1, run_f16, &c, 1,
               &res[(*nres)++]));
     c.gemm = 1;
     T(time_op(rt, "f16_gemm", o->reps, (double)n * k * 2 + (double)m * (k + n) * 4, n, k, m,
-              run_f16, &c, &res[(*nres)++]));
+              run_f16, &c, 1, &res[(*nres)++]));
     if (b158_weight_mode_check(rt, B158_WEIGHTS_FP16_CLBLAST) == B158_OK &&
         b158_runtime_variant(rt) == B158_VARIANT_CPU)
         T(bench_clblast(rt, &c, o, res, nres));
@@ -369,23 +390,35 @@ int main(int argc, char **argv)
                bw.copy_kernel_gbs, o.reps);
         for (int i = 0; i < nres; i++)
             printf("%s\n  {\"variant\": \"%s\", \"kernel\": \"%s\", \"n\": %d, \"k\": %d, "
-                   "\"m\": %d, \"median_us\": %.2f, \"gbs\": %.2f, \"gflops\": %.2f}",
+                   "\"m\": %d, \"median_us\": %.2f, \"gbs\": %.2f, \"gflops\": %.2f, "
+                   "\"queued_us\": %.2f, \"queued_gbs\": %.2f}",
                    i ? "," : "", res[i].variant, res[i].kernel, res[i].n, res[i].k, res[i].m,
-                   res[i].us, res[i].gbs, res[i].gflops);
+                   res[i].us, res[i].gbs, res[i].gflops, res[i].queued_us, res[i].queued_gbs);
         printf("\n]}\n");
         return 0;
     }
     printf("device: %s (driver %s), b158-cl %s, median of %d runs (profiling events)\n"
            "device copy bandwidth: %.1f GB/s (read + written bytes of 256 MiB; clEnqueueCopyBuffer "
            "%.1f, copy kernel %.1f); each run reads weights out of cache (copies over "
-           "256 MiB and 4x the device's %.0f MiB cache, up to %d)\n\n",
+           "256 MiB and 4x the device's %.0f MiB cache, up to %d)\n"
+           "queued: the %d runs again, enqueued while the queue waits and then let go together, "
+           "the first one's start to the last one's end / %d (launches back to back, as in a "
+           "decode step)\n\n",
            devname, driver, B158_VERSION_STRING, o.reps, bw.copy_gbs, bw.copy_api_gbs,
-           bw.copy_kernel_gbs, cache_mib, MAX_COPIES);
+           bw.copy_kernel_gbs, cache_mib, MAX_COPIES, o.reps, o.reps);
     printf("| variant | kernel | N (out) | K (in) | M (tokens) | median us | GB/s | %% of copy | "
-           "GFLOP/s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    for (int i = 0; i < nres; i++)
-        printf("| %s | %s | %d | %d | %d | %.1f | %.1f | %.0f%% | %.1f |\n", res[i].variant,
+           "GFLOP/s | queued us | queued GB/s | %% of copy |\n"
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    const double copy = bw.copy_gbs > 0 ? bw.copy_gbs : 1e300; /* no measurement: 0% */
+    for (int i = 0; i < nres; i++) {
+        printf("| %s | %s | %d | %d | %d | %.1f | %.1f | %.0f%% | %.1f |", res[i].variant,
                res[i].kernel, res[i].n, res[i].k, res[i].m, res[i].us, res[i].gbs,
-               bw.copy_gbs > 0 ? 100.0 * res[i].gbs / bw.copy_gbs : 0.0, res[i].gflops);
+               100.0 * res[i].gbs / copy, res[i].gflops);
+        if (res[i].queued_us > 0)
+            printf(" %.1f | %.1f | %.0f%% |\n", res[i].queued_us, res[i].queued_gbs,
+                   100.0 * res[i].queued_gbs / copy);
+        else
+            printf(" - | - | - |\n"); /* CLBlast's routines wait for the queue themselves */
+    }
     return 0;
 }

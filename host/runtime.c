@@ -382,6 +382,11 @@ void b158_runtime_free(b158_runtime *rt)
 {
     if (!rt)
         return;
+    if (rt->gate) { /* queued timing left begun: let its launches run, release their events */
+        int n;
+        uint64_t span, busy;
+        (void)b158_rt_queued_end(rt, &n, &span, &busy);
+    }
     for (int i = 0; i < B158_RT_MAX_RELEASE && rt->release[i]; i++)
         rt->release[i]();
     b158_rt_programs_free(rt);
@@ -554,10 +559,21 @@ static b158_status check_range(const b158_buf *buf, size_t offset, size_t bytes,
     return B158_OK;
 }
 
+/* A wait for the queue while b158_rt_queued_begin's gate holds it would never end */
+static b158_status check_not_held(const b158_runtime *rt, const char *what)
+{
+    if (rt->gate)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s while queued launches wait for their start",
+                         what);
+    return B158_OK;
+}
+
 static b158_status buf_write(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
                              const void *src, cl_bool blocking)
 {
     B158_TRY(check_range(buf, offset, bytes, "write"));
+    if (blocking)
+        B158_TRY(check_not_held(rt, "a blocking write"));
     if (bytes)
         B158_CL_CHECK(
             clEnqueueWriteBuffer(rt->queue, buf->mem, blocking, offset, bytes, src, 0, NULL, NULL));
@@ -580,6 +596,8 @@ static b158_status buf_read(b158_runtime *rt, const b158_buf *buf, size_t offset
                             void *dst, cl_bool blocking)
 {
     B158_TRY(check_range(buf, offset, bytes, "read"));
+    if (blocking)
+        B158_TRY(check_not_held(rt, "a blocking read"));
     if (bytes)
         B158_CL_CHECK(
             clEnqueueReadBuffer(rt->queue, buf->mem, blocking, offset, bytes, dst, 0, NULL, NULL));
@@ -622,6 +640,7 @@ uint64_t b158_runtime_enqueue_ns(const b158_runtime *rt)
 
 b158_status b158_rt_finish(b158_runtime *rt)
 {
+    B158_TRY(check_not_held(rt, "waiting for the queue"));
     B158_CL_CHECK(clFinish(rt->queue));
     return B158_OK;
 }
@@ -635,6 +654,9 @@ static b158_status enqueue(b158_runtime *rt, enum b158_kernel_id id, cl_kernel k
 {
     const char *name = b158_kernel_name(id);
     cl_event ev = NULL;
+    if (rt->sink && rt->sink_n == rt->sink_cap)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "more queued launches than the %d events kept",
+                         rt->sink_cap);
     struct timespec e0, e1;
     clock_gettime(CLOCK_MONOTONIC, &e0);
     cl_int err = clEnqueueNDRangeKernel(rt->queue, k, dims, NULL, gws, local, 0, NULL,
@@ -654,7 +676,9 @@ static b158_status enqueue(b158_runtime *rt, enum b158_kernel_id id, cl_kernel k
                             __FILE__, __LINE__, "clEnqueueNDRangeKernel(%s) returned %s", name,
                             b158_cl_error_name(err));
     rt->kernels[id].launches++;
-    if (ev) {
+    if (ev && rt->sink) {
+        rt->sink[rt->sink_n++] = ev;
+    } else if (ev) {
         cl_ulong t0 = 0, t1 = 0;
         err = clWaitForEvents(1, &ev);
         if (err == CL_SUCCESS) {
@@ -668,6 +692,61 @@ static b158_status enqueue(b158_runtime *rt, enum b158_kernel_id id, cl_kernel k
                                 "kernel %s failed while running: %s", name,
                                 b158_cl_error_name(err));
     }
+    return B158_OK;
+}
+
+b158_status b158_rt_queued_begin(b158_runtime *rt, cl_event *events, int cap)
+{
+    if (!rt->profile)
+        return B158_FAIL(B158_ERR_UNSUPPORTED, "queued timing needs a profiling runtime");
+    if (rt->gate)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "queued timing already begun");
+    cl_int err;
+    rt->gate = clCreateUserEvent(rt->context, &err);
+    if (!rt->gate)
+        return B158_CL_FAIL(err, "clCreateUserEvent");
+    err = clEnqueueBarrierWithWaitList(rt->queue, 1, &rt->gate, NULL);
+    if (err != CL_SUCCESS) {
+        clSetUserEventStatus(rt->gate, CL_COMPLETE);
+        clReleaseEvent(rt->gate);
+        rt->gate = NULL;
+        return B158_CL_FAIL(err, "clEnqueueBarrierWithWaitList");
+    }
+    rt->sink = events;
+    rt->sink_n = 0;
+    rt->sink_cap = cap;
+    return B158_OK;
+}
+
+b158_status b158_rt_queued_end(b158_runtime *rt, int *n, uint64_t *span_ns, uint64_t *busy_ns)
+{
+    if (rt->gate) {
+        clSetUserEventStatus(rt->gate, CL_COMPLETE);
+        clReleaseEvent(rt->gate);
+        rt->gate = NULL;
+    }
+    cl_event *ev = rt->sink;
+    const int count = ev ? rt->sink_n : 0;
+    rt->sink = NULL;
+    rt->sink_n = rt->sink_cap = 0;
+    cl_int err = clFinish(rt->queue);
+    cl_ulong first = 0, last = 0, busy = 0;
+    for (int i = 0; i < count; i++) {
+        cl_ulong t0 = 0, t1 = 0;
+        if (err == CL_SUCCESS)
+            err = clGetEventProfilingInfo(ev[i], CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL);
+        if (err == CL_SUCCESS)
+            err = clGetEventProfilingInfo(ev[i], CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
+        clReleaseEvent(ev[i]);
+        first = i == 0 || t0 < first ? t0 : first;
+        last = t1 > last ? t1 : last;
+        busy += t1 > t0 ? t1 - t0 : 0;
+    }
+    if (err != CL_SUCCESS)
+        return B158_CL_FAIL(err, "queued launches");
+    *n = count;
+    *span_ns = last > first ? last - first : 0;
+    *busy_ns = busy;
     return B158_OK;
 }
 

@@ -87,6 +87,9 @@ struct b158_runtime {
     int flush_every;       /* clFlush after this many launches (0: never; B158_FLUSH_EVERY) */
     int since_flush;       /* launches since the last flush */
     uint64_t enqueue_ns;   /* host time spent inside clEnqueueNDRangeKernel, all launches */
+    cl_event *sink;        /* b158_rt_queued_begin's: profiled launches' events kept, not waited */
+    int sink_n, sink_cap;
+    cl_event gate; /* the user event the queue waits on while queued launches pile up */
 };
 
 /* Name of an OpenCL error code ("CL_INVALID_WORK_GROUP_SIZE"). */
@@ -178,6 +181,16 @@ b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t narg
                    (b158_arg[]){__VA_ARGS__}, (dims), (global), (local))
 
 b158_status b158_rt_finish(b158_runtime *rt);
+
+/* Queued timing (benchmarks, profiling runtimes): between begin and end the queue waits on a
+ * gate, so the launches enqueued meanwhile (up to cap, whose events events[] keeps instead of
+ * waiting for each) start together when end opens it, back to back as a decode step's do,
+ * whatever the host's enqueue cost. end waits for them and gives span_ns, the first launch's
+ * start to the last one's end, and busy_ns, the sum of their own times; it releases the
+ * events. A launch past cap fails (B158_ERR_INVALID_ARG); without profiling begin fails
+ * (B158_ERR_UNSUPPORTED). */
+b158_status b158_rt_queued_begin(b158_runtime *rt, cl_event *events, int cap);
+b158_status b158_rt_queued_end(b158_runtime *rt, int *n, uint64_t *span_ns, uint64_t *busy_ns);
 
 /* A recorded run of launches, each on a kernel object of its own whose arguments were set when
  * it was recorded: running the plan again only enqueues them (a decode step, whose buffers and

@@ -294,6 +294,7 @@ static void test_bench(void)
     run("b158-cl-kernel-bench --shape 70x130 --tokens 3 --reps 1 -o json", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"kernel\": \"f16_matvec\", \"n\": 70, \"k\": 130"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"queued_us\": ")); /* launches back to back */
     run("b158-cl-bench --kernels --shape 70x130 -o csv", &r); /* csv is for models */
     CU_ASSERT_EQUAL(r.status, 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "-o md|json\n")); /* the kernel bench said so */

@@ -1,11 +1,14 @@
 /* Runtime tests: device listing and selection errors, program build log and cache, memory
- * accounting, the timings of other libraries' routines. */
+ * accounting, the timings of other libraries' routines, queued timing. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "ops.h"
+#include "ref.h"
 #include "runtime.h"
 #include "test-common.h"
 
@@ -289,6 +292,76 @@ static void test_routines(void)
     CU_ASSERT_EQUAL(released, 1);
 }
 
+/* Queued timing: launches enqueued behind the gate run when it opens (their results are
+ * there), their events come back timed; what would wait for the held queue (a blocking read,
+ * a finish), a launch past the events kept and a second begin fail instead of hanging; a
+ * runtime freed with the gate shut lets its launches go. */
+static void test_queued(void)
+{
+    b158_runtime_params p = b158_runtime_default_params();
+    b158_runtime *plain = NULL, *rt = NULL;
+    b158_status st = b158_runtime_create(&p, &plain);
+    if (st == B158_ERR_NO_PLATFORM || st == B158_ERR_NO_DEVICE) {
+        b158_test_skip(b158_last_error());
+        return;
+    }
+    CU_ASSERT_EQUAL_FATAL(st, B158_OK);
+    cl_event ev[4];
+    CU_ASSERT_EQUAL(b158_rt_queued_begin(plain, ev, 4), B158_ERR_UNSUPPORTED);
+    b158_runtime_free(plain);
+    p.profile = 1;
+    CU_ASSERT_EQUAL_FATAL(b158_runtime_create(&p, &rt), B158_OK);
+    const int k = b158_test_randint(1, 700), kp = b158_ternary_k_pad(k), m = 3;
+    float *x = malloc((size_t)m * k * 4), s_ref[3], s_dev[3];
+    int8_t *q_ref = malloc((size_t)m * k), *q_dev = malloc((size_t)m * kp);
+    for (int i = 0; i < m * k; i++)
+        x[i] = (float)b158_test_randint(-1000, 1000) / 37.0f;
+    b158_ref_quantize(x, k, m, q_ref, s_ref);
+    b158_buf bx, bq, bs;
+    CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * k * 4, &bx), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)m * kp, &bq), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, 3 * 4, &bs), B158_OK);
+    CU_ASSERT_EQUAL(b158_buf_write(rt, &bx, 0, (size_t)m * k * 4, x), B158_OK);
+    CU_ASSERT_EQUAL(b158_buf_fill(rt, &bq, 0x5a), B158_OK); /* poison */
+    CU_ASSERT_EQUAL(b158_rt_finish(rt), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_rt_queued_begin(rt, ev, 3), B158_OK);
+    CU_ASSERT_EQUAL(b158_rt_queued_begin(rt, ev, 3), B158_ERR_INVALID_ARG);
+    for (int i = 0; i < 3; i++) /* row i alone, then all three */
+        CU_ASSERT_EQUAL(b158_op_quantize(rt, &bx, &bq, &bs, k, kp, i < 2 ? 1 : m), B158_OK);
+    CU_ASSERT_EQUAL(b158_op_quantize(rt, &bx, &bq, &bs, k, kp, m), B158_ERR_INVALID_ARG);
+    /* time enough for the first one to run, were the gate open */
+    nanosleep(&(struct timespec){0, 100000000}, NULL);
+    cl_int status = CL_COMPLETE;
+    CU_ASSERT_EQUAL(
+        clGetEventInfo(ev[0], CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, NULL),
+        CL_SUCCESS);
+    CU_ASSERT(status > CL_COMPLETE); /* still queued or submitted */
+    CU_ASSERT_EQUAL(b158_buf_read(rt, &bq, 0, (size_t)m * kp, q_dev), B158_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(b158_rt_finish(rt), B158_ERR_INVALID_ARG);
+    int n = -1;
+    uint64_t span = 0, busy = 0;
+    CU_ASSERT_EQUAL_FATAL(b158_rt_queued_end(rt, &n, &span, &busy), B158_OK);
+    CU_ASSERT_EQUAL(n, 3);
+    CU_ASSERT(busy > 0);
+    CU_ASSERT(busy <= span); /* an in-order queue: one after another */
+    CU_ASSERT_EQUAL_FATAL(b158_buf_read(rt, &bq, 0, (size_t)m * kp, q_dev), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_buf_read(rt, &bs, 0, sizeof s_dev, s_dev), B158_OK);
+    int same = 1;
+    for (int r = 0; r < m; r++) {
+        same &= s_dev[r] == s_ref[r];
+        for (int i = 0; i < kp; i++)
+            same &= q_dev[(size_t)r * kp + i] == (i < k ? q_ref[(size_t)r * k + i] : 0);
+    }
+    CU_ASSERT(same);
+    CU_ASSERT_EQUAL(b158_rt_queued_begin(rt, ev, 1), B158_OK);
+    CU_ASSERT_EQUAL(b158_op_quantize(rt, &bx, &bq, &bs, k, kp, m), B158_OK);
+    b158_buf_free(rt, &bx);
+    b158_buf_free(rt, &bq);
+    b158_buf_free(rt, &bs);
+    b158_runtime_free(rt); /* the gate still shut */
+    free(x), free(q_ref), free(q_dev);
+}
+
 static void add_suites(void)
 {
     b158_test_suite("devices",
@@ -300,6 +373,7 @@ static void add_suites(void)
                                                  {"mapped_host", test_host_memory},
                                                  {"routine_counters", test_routines},
                                                  {NULL, NULL}});
+    b158_test_suite("queue", (b158_test_case[]){{"queued_timing", test_queued}, {NULL, NULL}});
 }
 
 int main(int argc, char **argv)
