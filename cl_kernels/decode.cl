@@ -69,53 +69,74 @@ inline ulong b158_clock(void)
 #endif
 
 /* Lane lane's partial dot products of weight rows wa and wb with x: b158_gemv_gpu_part's sums,
- * the two rows' loads issued together (twice one row's loads in flight) */
-inline int2 b158_gemv_gpu_part2(__global const uint4 *wa, __global const uint4 *wb, int quarters,
-                                int lane, __global const uint4 *x)
+ * the two rows' loads issued together (twice one row's loads in flight); pa / pb hold the first
+ * step's quarters (b158_gemv_gpu_part_from) */
+inline int2 b158_gemv_gpu_part2_from(uint4 *pa, uint4 *pb, __global const uint4 *wa,
+                                     __global const uint4 *wb, int quarters, int lane,
+                                     __global const uint4 *x)
 {
     int2 acc = 0;
     for (int c = lane; c < quarters; c += 8 * B158_GEMV_AHEAD) {
-        uint4 pa[B158_GEMV_AHEAD], pb[B158_GEMV_AHEAD];
-#pragma unroll
-        for (int i = 0; i < B158_GEMV_AHEAD; i++) {
-            pa[i] = b158_quarter_or_zero(wa, c + 8 * i, quarters);
-            pb[i] = b158_quarter_or_zero(wb, c + 8 * i, quarters);
+        if (c != lane) {
+            b158_gemv_gpu_first(wa, quarters, c, pa);
+            b158_gemv_gpu_first(wb, quarters, c, pb);
         }
-#pragma unroll
-        for (int i = 0; i < B158_GEMV_AHEAD; i++) {
-            __global const uint4 *xq = x + b158_xq(c + 8 * i < quarters ? c + 8 * i : lane);
-            acc.x = b158_quarter_dot(pa[i], xq, acc.x);
-            acc.y = b158_quarter_dot(pb[i], xq, acc.y);
-        }
+        acc.x = b158_gemv_gpu_step(pa, c, quarters, lane, x, acc.x);
+        acc.y = b158_gemv_gpu_step(pb, c, quarters, lane, x, acc.y);
     }
     return acc;
+}
+
+/* The first step's quarters of this work-item's rows in the group's blocks from n0 of a decode
+ * GEMV (b158_decode_gemv), into pa / pb: two blocks while the group has two, else one, else
+ * none (rows past the end of a second block read its last row). The fused layer calls it
+ * before it waits for the GEMV's input (a grid barrier, a norm), so the loads are on their way
+ * meanwhile; b158_decode_gemv calls it for a group's next blocks before it reduces the ones it
+ * has. */
+inline void b158_decode_gemv_first(__global const uint4 *w, int n_rows, int k_pad, int n0,
+                                   uint4 *pa, uint4 *pb)
+{
+    const int quarters = k_pad / 64, lane = get_local_id(0) & 7;
+    const int step = (int)get_num_groups(0) * B158_GEMV_ROWS, na = n0 + (get_local_id(0) >> 3);
+    if (n0 < n_rows && na < n_rows)
+        b158_gemv_gpu_first(w + (size_t)na * quarters, quarters, lane, pa);
+    if (n0 + step < n_rows)
+        b158_gemv_gpu_first(w + (size_t)min(na + step, n_rows - 1) * quarters, quarters, lane, pb);
 }
 
 /* y[n] = (add ? y_in[n] : 0) + W[n] . x * w_scale[n] / x_scale over this group's blocks of rows
  * (ternary_gemv_gpu's arithmetic, so its results bit for bit): two blocks at a time while the
  * group has two (gate|up has 3-4 per group at one group per compute unit), with their loads in
- * flight together, then one */
+ * flight together, then one. pa / pb hold the first blocks' first step (b158_decode_gemv_first
+ * with the group's first block); each next one's is loaded before the last one's sums are
+ * reduced. */
 inline void b158_decode_gemv(__global const uint4 *w, __global const float *w_scale,
                              __global const uint4 *x, float x_scale, __global float *y,
-                             __global const float *y_in, int add, int n_rows, int k_pad,
-                             __local int *red)
+                             __global const float *y_in, int add, int n_rows, int k_pad, uint4 *pa,
+                             uint4 *pb, __local int *red)
 {
     const int step = (int)get_num_groups(0) * B158_GEMV_ROWS, lid = get_local_id(0);
-    const int quarters = k_pad / 64;
+    const int quarters = k_pad / 64, lane = lid & 7;
     int n0 = (int)get_group_id(0) * B158_GEMV_ROWS;
-    for (; n0 + step < n_rows; n0 += 2 * step) {
+    while (n0 + step < n_rows) {
         /* the first block is whole; rows past the end of the second read its last row */
         const int na = n0 + (lid >> 3), nb = na + step;
         const int2 p =
-            b158_gemv_gpu_part2(w + (size_t)na * quarters,
-                                w + (size_t)min(nb, n_rows - 1) * quarters, quarters, lid & 7, x);
+            b158_gemv_gpu_part2_from(pa, pb, w + (size_t)na * quarters,
+                                     w + (size_t)min(nb, n_rows - 1) * quarters, quarters, lane, x);
+        n0 += 2 * step;
+        b158_decode_gemv_first(w, n_rows, k_pad, n0, pa, pb);
         b158_gemv_gpu_finish(p.x, na, w_scale, x_scale, y, y_in, add, n_rows, red);
         barrier(CLK_LOCAL_MEM_FENCE);
         b158_gemv_gpu_finish(p.y, nb, w_scale, x_scale, y, y_in, add, n_rows, red);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    for (; n0 < n_rows; n0 += step) {
-        b158_gemv_gpu_rows(w, w_scale, x, x_scale, y, y_in, add, n0, n_rows, k_pad, red);
+    if (n0 < n_rows) { /* one block left (no more: n0 + step is past the end) */
+        const int n = n0 + (lid >> 3);
+        const int part =
+            n < n_rows ? b158_gemv_gpu_part_from(pa, w + (size_t)n * quarters, quarters, lane, x)
+                       : 0;
+        b158_gemv_gpu_finish(part, n, w_scale, x_scale, y, y_in, add, n_rows, red);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 }
@@ -193,12 +214,24 @@ __kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void ternary_decod
     b158_prefetch_rows(wdown, n_embd, kp_ff);
 #endif
     B158_STAMP(1);
+    /* each GEMV's first weights are loaded before its input is waited for and normed
+     * (B158_GEMV_EARLY; 0: right before the GEMV, an A/B switch) */
+    uint4 pa[B158_GEMV_AHEAD], pb[B158_GEMV_AHEAD];
+#if B158_GEMV_EARLY
+#define B158_FIRST_EARLY(w, n, kp) b158_decode_gemv_first(w, n, kp, grp *B158_GEMV_ROWS, pa, pb)
+#define B158_FIRST_LATE(w, n, kp) ((void)0)
+#else
+#define B158_FIRST_EARLY(w, n, kp) ((void)0)
+#define B158_FIRST_LATE(w, n, kp) b158_decode_gemv_first(w, n, kp, grp *B158_GEMV_ROWS, pa, pb)
+#endif
 
     /* A: QKV */
+    B158_FIRST_EARLY(wqkv, qkv_n, kp_embd);
     b158_rmsnorm_quantize_row(x, attn_norm, 1, qg, sg, n_embd, kp_embd, eps, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
     B158_STAMP(2);
-    b158_decode_gemv(wqkv, sqkv, xg, *sg, qkv, qkv, 0, qkv_n, kp_embd, redi);
+    B158_FIRST_LATE(wqkv, qkv_n, kp_embd);
+    b158_decode_gemv(wqkv, sqkv, xg, *sg, qkv, qkv, 0, qkv_n, kp_embd, pa, pb, redi);
     B158_STAMP(3);
     b158_grid_sync(cnt + 0, bar, groups);
     B158_STAMP(4);
@@ -213,22 +246,27 @@ __kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void ternary_decod
             b158_att_combine(split_out, att, n_head, head_dim, splits, h, 0);
     }
     B158_STAMP(5);
+    B158_FIRST_EARLY(wo, n_embd, kp_att);
     b158_grid_sync(cnt + 1, bar, groups);
     B158_STAMP(6);
     /* C: output projection into x2 */
     b158_rmsnorm_quantize_row(att, attn_sub_norm, sub_norms, qg, sg, qd, kp_att, eps, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
     B158_STAMP(7);
-    b158_decode_gemv(wo, so, xg, *sg, x2, x, 1, n_embd, kp_att, redi);
+    B158_FIRST_LATE(wo, n_embd, kp_att);
+    b158_decode_gemv(wo, so, xg, *sg, x2, x, 1, n_embd, kp_att, pa, pb, redi);
     B158_STAMP(8);
+    B158_FIRST_EARLY(wgu, 2 * n_ff, kp_embd);
     b158_grid_sync(cnt + 2, bar, groups);
     B158_STAMP(9);
     /* D: gate | up */
     b158_rmsnorm_quantize_row(x2, ffn_norm, 1, qg, sg, n_embd, kp_embd, eps, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
     B158_STAMP(10);
-    b158_decode_gemv(wgu, sgu, xg, *sg, gu, gu, 0, 2 * n_ff, kp_embd, redi);
+    B158_FIRST_LATE(wgu, 2 * n_ff, kp_embd);
+    b158_decode_gemv(wgu, sgu, xg, *sg, gu, gu, 0, 2 * n_ff, kp_embd, pa, pb, redi);
     B158_STAMP(11);
+    B158_FIRST_EARLY(wdown, n_embd, kp_ff);
     b158_grid_sync(cnt + 3, bar, groups);
     B158_STAMP(12);
     /* E: down projection into x */
@@ -236,7 +274,8 @@ __kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void ternary_decod
                                sub_norms, red);
     barrier(CLK_GLOBAL_MEM_FENCE);
     B158_STAMP(13);
-    b158_decode_gemv(wdown, sdown, xg, *sg, x, x2, 1, n_embd, kp_ff, redi);
+    B158_FIRST_LATE(wdown, n_embd, kp_ff);
+    b158_decode_gemv(wdown, sdown, xg, *sg, x, x2, 1, n_embd, kp_ff, pa, pb, redi);
     B158_STAMP(14);
 }
 

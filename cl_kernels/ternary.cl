@@ -353,27 +353,52 @@ inline uint4 b158_quarter_or_zero(__global const uint4 *wr, int q, int quarters)
     return q < quarters ? wr[q] : B158_ZERO_QUARTER;
 }
 
+/* The B158_GEMV_AHEAD weight quarters lane, lane + 8, ... of row wr: a GPU GEMV row's first
+ * step for this lane (zero weights past the row's end) */
+inline void b158_gemv_gpu_first(__global const uint4 *wr, int quarters, int lane, uint4 *p)
+{
+#pragma unroll
+    for (int i = 0; i < B158_GEMV_AHEAD; i++)
+        p[i] = b158_quarter_or_zero(wr, lane + 8 * i, quarters);
+}
+
+/* acc + the dot products of one step's quarters p (quarters c, c + 8, ...) with x; quarters past
+ * the row's end (zero weights) meet the lane's first quarter of x (no branch in the step) */
+inline int b158_gemv_gpu_step(const uint4 *p, int c, int quarters, int lane,
+                              __global const uint4 *x, int acc)
+{
+#pragma unroll
+    for (int i = 0; i < B158_GEMV_AHEAD; i++) {
+        const int q = c + 8 * i < quarters ? c + 8 * i : lane;
+        acc = b158_quarter_dot(p[i], x + b158_xq(q), acc);
+    }
+    return acc;
+}
+
 /* Work-item lane (of 8) of a GPU GEMV row: its partial dot product of weight row wr (quarters
  * 16-byte quarters) with the activations x, the quarters lane, lane + 8, ..., B158_GEMV_AHEAD
  * loads issued before any is used: a 2B-4T row (40 quarters, 5 a lane) is one round trip to
- * memory, a 6912-wide one (108) two at 8 ahead. Quarters past the row's end are zero weights on
- * the lane's first quarter of x (no branch in the unrolled step). */
-inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
-                              __global const uint4 *x)
+ * memory, a 6912-wide one (108) two at 8 ahead. p holds the first step's quarters, loaded
+ * (b158_gemv_gpu_first) where the caller chose (the fused decode layer: before it waits for its
+ * input); later steps load into it. */
+inline int b158_gemv_gpu_part_from(uint4 *p, __global const uint4 *wr, int quarters, int lane,
+                                   __global const uint4 *x)
 {
     int acc = 0;
     for (int c = lane; c < quarters; c += 8 * B158_GEMV_AHEAD) {
-        uint4 p[B158_GEMV_AHEAD];
-#pragma unroll
-        for (int i = 0; i < B158_GEMV_AHEAD; i++)
-            p[i] = b158_quarter_or_zero(wr, c + 8 * i, quarters);
-#pragma unroll
-        for (int i = 0; i < B158_GEMV_AHEAD; i++) {
-            const int q = c + 8 * i < quarters ? c + 8 * i : lane;
-            acc = b158_quarter_dot(p[i], x + b158_xq(q), acc);
-        }
+        if (c != lane)
+            b158_gemv_gpu_first(wr, quarters, c, p);
+        acc = b158_gemv_gpu_step(p, c, quarters, lane, x, acc);
     }
     return acc;
+}
+
+inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
+                              __global const uint4 *x)
+{
+    uint4 p[B158_GEMV_AHEAD];
+    b158_gemv_gpu_first(wr, quarters, lane, p);
+    return b158_gemv_gpu_part_from(p, wr, quarters, lane, x);
 }
 
 /* Row n of a GPU GEMV from this work-item's partial sum part, by the whole group: the 8 lanes'

@@ -58,7 +58,8 @@ fi
 # PTX; AMD (ROCm) has fp16, v_dot4 and its agent-scope fence through LLVM builtins, none of the
 # NVIDIA paths, no sub-groups, OpenCL C 2.0 (no integer dot product built-ins). stage_clock:
 # NVIDIA's profiling runs only, so checked in a second config.
-common="B158_GPU=1 B158_WG=256 B158_GEMV_ROWS=32 B158_GEMV_AHEAD=8 B158_GEMM_TN=64 B158_GEMM_TM=64
+common="B158_GPU=1 B158_WG=256 B158_GEMV_ROWS=32 B158_GEMV_AHEAD=8 B158_GEMV_EARLY=1
+B158_GEMM_TN=64 B158_GEMM_TM=64
 B158_GEMM_CPU_M=4 B158_AVX512_ROWS=1 B158_HEAD_DIM_MAX=256 B158_X86_AVX512BW=0 B158_INT_DOT=0"
 nvidia="$common B158_HAS_FP16=0 B158_PTX_DP4A=1 B158_PTX_CVT=1 B158_AMD_DOT=0 B158_DEVICE_FENCE=1
 B158_STAGE_CLOCK=0 B158_PREFETCH=3 B158_SUBGROUPS=2"
