@@ -300,11 +300,15 @@ inline float8 b158_half8_of(uint4 u)
  * counter need (b158_last_arrival, b158_tail_of, the fused layer's grid barrier). OpenCL 1.2's
  * mem_fence promises order within the work-group only, and compilers take it at that (clang's
  * libclc makes it PTX membar.cta; ROCm's leaves the compute unit's L1 as it is).
- * B158_DEVICE_FENCE 1: PTX membar.gl, CUDA's __threadfence; 2: AMD's agent-scope fence (waits
- * for the stores, invalidates L1); 3: OpenCL C 3.0's own device-scope fence (programs built as
- * 3.0 on devices with the atomic scope and order features: Intel's); 0: mem_fence (CPU devices,
- * one coherent cache hierarchy). */
-#if B158_DEVICE_FENCE == 1
+ * B158_DEVICE_FENCE 4: PTX fence.acq_rel.gpu (sm_70 and later: SASS MEMBAR.ALL.GPU, what the
+ * counter's release / acquire pattern needs); 1: PTX membar.gl, CUDA's __threadfence, the
+ * sequentially consistent fence.sc.gpu (MEMBAR.SC.GPU); 2: AMD's agent-scope fence (waits for
+ * the stores, invalidates L1); 3: OpenCL C 3.0's own device-scope fence (programs built as 3.0
+ * on devices with the atomic scope and order features: Intel's); 0: mem_fence (CPU devices, one
+ * coherent cache hierarchy). */
+#if B158_DEVICE_FENCE == 4
+#define b158_fence_device() asm volatile("fence.acq_rel.gpu;" ::: "memory")
+#elif B158_DEVICE_FENCE == 1
 #define b158_fence_device() asm volatile("membar.gl;" ::: "memory")
 #elif B158_DEVICE_FENCE == 2
 #define b158_fence_device() __builtin_amdgcn_fence(__ATOMIC_SEQ_CST, "agent")

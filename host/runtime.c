@@ -114,13 +114,18 @@ static int probe_amd_dot(b158_runtime *rt)
  * at an atomic counter, and theirs to it after (b158_fence_device in cl_kernels/common.cl): OpenCL
  * 1.2's mem_fence promises order within the work-group only, and compilers take it at that
  * (clang's libclc makes it PTX membar.cta; ROCm's a work-group fence that leaves the compute
- * unit's L1 as it is). NVIDIA GPUs: PTX membar.gl (CUDA's __threadfence), AMD GPUs: the LLVM
- * builtin's agent-scope fence, each where the device's compiler builds it; programs built as
- * OpenCL C 3.0 (Intel's devices): its atomic_work_item_fence at device scope, where the device
- * has that scope and seq_cst order; elsewhere, and with B158_PORTABLE=1 or B158_DEVICE_FENCE=0
- * (an A/B switch), mem_fence (CPU devices: one coherent cache hierarchy). */
+ * unit's L1 as it is). NVIDIA GPUs: PTX fence.acq_rel.gpu (sm_70 and later), else membar.gl
+ * (CUDA's __threadfence, sequentially consistent: a heavier MEMBAR.SC.GPU; B158_DEVICE_FENCE=2
+ * asks for it), AMD GPUs: the LLVM builtin's agent-scope fence, each where the device's
+ * compiler builds it; programs built as OpenCL C 3.0 (Intel's devices): its
+ * atomic_work_item_fence at device scope, where the device has that scope and seq_cst order;
+ * elsewhere, and with B158_PORTABLE=1 or B158_DEVICE_FENCE=0 (A/B switches), mem_fence (CPU
+ * devices: one coherent cache hierarchy). */
 static int probe_device_fence(b158_runtime *rt)
 {
+    static const char *acq_rel = "__kernel void probe(__global int *p)\n"
+                                 "{ p[0] = 1; asm volatile(\"fence.acq_rel.gpu;\" ::: \"memory\"); "
+                                 "}\n";
     static const char *ptx = "__kernel void probe(__global int *p)\n"
                              "{ p[0] = 1; asm volatile(\"membar.gl;\" ::: \"memory\"); }\n";
     static const char *amd = "__kernel void probe(__global int *p)\n"
@@ -128,10 +133,11 @@ static int probe_device_fence(b158_runtime *rt)
     static const char *cl3 = "__kernel void probe(__global int *p)\n"
                              "{ p[0] = 1; atomic_work_item_fence(CLK_GLOBAL_MEM_FENCE, "
                              "memory_order_seq_cst, memory_scope_device); }\n";
-    if (portable_only() || b158_env_int("B158_DEVICE_FENCE", 0, 1, 0, 1) == 0)
+    const int want = b158_env_int("B158_DEVICE_FENCE", 0, 2, 0, 1);
+    if (portable_only() || want == 0)
         return 0;
     if (b158_rt_nvidia_gpu(rt))
-        return builds(rt, ptx) ? 1 : 0;
+        return want == 1 && builds(rt, acq_rel) ? 4 : builds(rt, ptx) ? 1 : 0;
     if (amd_gpu(rt))
         return builds(rt, amd) ? 2 : 0;
     return strstr(rt->options, "CL3.0") && builds(rt, cl3) ? 3 : 0;

@@ -30,7 +30,8 @@ typedef struct b158_tuning {
     int amd_dot;      /* B158_AMD_DOT: AMD's v_dot4_i32_i8 through __builtin_amdgcn_sdot4 */
     int device_fence; /* B158_DEVICE_FENCE: the fence before and after work-groups meet at a
                          counter: 0 mem_fence, 1 PTX membar.gl, 2 AMD's agent-scope fence,
-                         3 OpenCL C 3.0's atomic_work_item_fence at device scope */
+                         3 OpenCL C 3.0's atomic_work_item_fence at device scope, 4 PTX
+                         fence.acq_rel.gpu */
     int subgroups;    /* B158_SUBGROUPS: work-group reductions by sub-group, 0 none, 1
                          cl_khr_subgroups, 2 NVIDIA warps through PTX shfl.sync */
     int prefetch;     /* B158_PREFETCH: the fused decode layer's L2 prefetch of its weights: 0
