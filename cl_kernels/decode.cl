@@ -78,8 +78,8 @@ inline int2 b158_gemv_gpu_part2_from(uint4 *pa, uint4 *pb, __global const uint4 
     int2 acc = 0;
     for (int c = lane; c < quarters; c += 8 * B158_GEMV_AHEAD) {
         if (c != lane) {
-            b158_gemv_gpu_first(wa, quarters, c, pa);
-            b158_gemv_gpu_first(wb, quarters, c, pb);
+            b158_gemv_gpu_load(wa, quarters, c, pa);
+            b158_gemv_gpu_load(wb, quarters, c, pb);
         }
         acc.x = b158_gemv_gpu_step(pa, c, quarters, lane, x, acc.x);
         acc.y = b158_gemv_gpu_step(pb, c, quarters, lane, x, acc.y);
@@ -99,9 +99,9 @@ inline void b158_decode_gemv_first(__global const uint4 *w, int n_rows, int k_pa
     const int quarters = k_pad / 64, lane = get_local_id(0) & 7;
     const int step = (int)get_num_groups(0) * B158_GEMV_ROWS, na = n0 + (get_local_id(0) >> 3);
     if (n0 < n_rows && na < n_rows)
-        b158_gemv_gpu_first(w + (size_t)na * quarters, quarters, lane, pa);
+        b158_gemv_gpu_load(w + (size_t)na * quarters, quarters, lane, pa);
     if (n0 + step < n_rows)
-        b158_gemv_gpu_first(w + (size_t)min(na + step, n_rows - 1) * quarters, quarters, lane, pb);
+        b158_gemv_gpu_load(w + (size_t)min(na + step, n_rows - 1) * quarters, quarters, lane, pb);
 }
 
 /* y[n] = (add ? y_in[n] : 0) + W[n] . x * w_scale[n] / x_scale over this group's blocks of rows

@@ -353,13 +353,13 @@ inline uint4 b158_quarter_or_zero(__global const uint4 *wr, int q, int quarters)
     return q < quarters ? wr[q] : B158_ZERO_QUARTER;
 }
 
-/* The B158_GEMV_AHEAD weight quarters lane, lane + 8, ... of row wr: a GPU GEMV row's first
- * step for this lane (zero weights past the row's end) */
-inline void b158_gemv_gpu_first(__global const uint4 *wr, int quarters, int lane, uint4 *p)
+/* One step of a GPU GEMV row for a lane: the B158_GEMV_AHEAD weight quarters c, c + 8, ... of
+ * row wr (zero weights past the row's end), into p; a lane's first step has c = lane */
+inline void b158_gemv_gpu_load(__global const uint4 *wr, int quarters, int c, uint4 *p)
 {
 #pragma unroll
     for (int i = 0; i < B158_GEMV_AHEAD; i++)
-        p[i] = b158_quarter_or_zero(wr, lane + 8 * i, quarters);
+        p[i] = b158_quarter_or_zero(wr, c + 8 * i, quarters);
 }
 
 /* acc + the dot products of one step's quarters p (quarters c, c + 8, ...) with x; quarters past
@@ -379,7 +379,7 @@ inline int b158_gemv_gpu_step(const uint4 *p, int c, int quarters, int lane,
  * 16-byte quarters) with the activations x, the quarters lane, lane + 8, ..., B158_GEMV_AHEAD
  * loads issued before any is used: a 2B-4T row (40 quarters, 5 a lane) is one round trip to
  * memory, a 6912-wide one (108) two at 8 ahead. p holds the first step's quarters, loaded
- * (b158_gemv_gpu_first) where the caller chose (the fused decode layer: before it waits for its
+ * (b158_gemv_gpu_load) where the caller chose (the fused decode layer: before it waits for its
  * input); later steps load into it. */
 inline int b158_gemv_gpu_part_from(uint4 *p, __global const uint4 *wr, int quarters, int lane,
                                    __global const uint4 *x)
@@ -387,7 +387,7 @@ inline int b158_gemv_gpu_part_from(uint4 *p, __global const uint4 *wr, int quart
     int acc = 0;
     for (int c = lane; c < quarters; c += 8 * B158_GEMV_AHEAD) {
         if (c != lane)
-            b158_gemv_gpu_first(wr, quarters, c, p);
+            b158_gemv_gpu_load(wr, quarters, c, p);
         acc = b158_gemv_gpu_step(p, c, quarters, lane, x, acc);
     }
     return acc;
@@ -397,7 +397,7 @@ inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
                               __global const uint4 *x)
 {
     uint4 p[B158_GEMV_AHEAD];
-    b158_gemv_gpu_first(wr, quarters, lane, p);
+    b158_gemv_gpu_load(wr, quarters, lane, p);
     return b158_gemv_gpu_part_from(p, wr, quarters, lane, x);
 }
 
