@@ -88,28 +88,31 @@ inline int2 b158_gemv_gpu_part2_from(uint4 *pa, uint4 *pb, __global const uint4 
 }
 
 /* The first step's quarters of this work-item's rows in the group's blocks from n0 of a decode
- * GEMV (b158_decode_gemv), into pa / pb: two blocks while the group has two, else one, else
- * none (rows past the end of a second block read its last row). The fused layer calls it
- * before it waits for the GEMV's input (a grid barrier, a norm), so the loads are on their way
- * meanwhile; b158_decode_gemv calls it for a group's next blocks before it reduces the ones it
- * has. */
+ * GEMV (b158_decode_gemv), into pa / pb: two blocks while the group has two (rows past the end
+ * of the second read its last row), else one, its second step too where the row has one (into
+ * pb: a 6912-wide row's whole share), else none. The fused layer calls it before it waits for
+ * the GEMV's input (a grid barrier, a norm), so the loads are on their way meanwhile;
+ * b158_decode_gemv calls it for a group's next blocks before it reduces the ones it has. */
 inline void b158_decode_gemv_first(__global const uint4 *w, int n_rows, int k_pad, int n0,
                                    uint4 *pa, uint4 *pb)
 {
     const int quarters = k_pad / 64, lane = get_local_id(0) & 7;
     const int step = (int)get_num_groups(0) * B158_GEMV_ROWS, na = n0 + (get_local_id(0) >> 3);
+    __global const uint4 *wa = w + (size_t)na * quarters;
     if (n0 < n_rows && na < n_rows)
-        b158_gemv_gpu_load(w + (size_t)na * quarters, quarters, lane, pa);
+        b158_gemv_gpu_load(wa, quarters, lane, pa);
     if (n0 + step < n_rows)
         b158_gemv_gpu_load(w + (size_t)min(na + step, n_rows - 1) * quarters, quarters, lane, pb);
+    else if (n0 < n_rows && na < n_rows && lane + 8 * B158_GEMV_AHEAD < quarters)
+        b158_gemv_gpu_load(wa, quarters, lane + 8 * B158_GEMV_AHEAD, pb);
 }
 
 /* y[n] = (add ? y_in[n] : 0) + W[n] . x * w_scale[n] / x_scale over this group's blocks of rows
  * (ternary_gemv_gpu's arithmetic, so its results bit for bit): two blocks at a time while the
  * group has two (gate|up has 3-4 per group at one group per compute unit), with their loads in
- * flight together, then one. pa / pb hold the first blocks' first step (b158_decode_gemv_first
- * with the group's first block); each next one's is loaded before the last one's sums are
- * reduced. */
+ * flight together, then one. pa / pb hold the first blocks' first step, or a single block's
+ * first two (b158_decode_gemv_first with the group's first block); each next one's are loaded
+ * before the last one's sums are reduced. */
 inline void b158_decode_gemv(__global const uint4 *w, __global const float *w_scale,
                              __global const uint4 *x, float x_scale, __global float *y,
                              __global const float *y_in, int add, int n_rows, int k_pad, uint4 *pa,
@@ -133,9 +136,9 @@ inline void b158_decode_gemv(__global const uint4 *w, __global const float *w_sc
     }
     if (n0 < n_rows) { /* one block left (no more: n0 + step is past the end) */
         const int n = n0 + (lid >> 3);
-        const int part =
-            n < n_rows ? b158_gemv_gpu_part_from(pa, w + (size_t)n * quarters, quarters, lane, x)
-                       : 0;
+        const int part = n < n_rows ? b158_gemv_gpu_part_from(pa, pb, 1, w + (size_t)n * quarters,
+                                                              quarters, lane, x)
+                                    : 0;
         b158_gemv_gpu_finish(part, n, w_scale, x_scale, y, y_in, add, n_rows, red);
         barrier(CLK_LOCAL_MEM_FENCE);
     }

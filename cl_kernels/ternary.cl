@@ -380,14 +380,19 @@ inline int b158_gemv_gpu_step(const uint4 *p, int c, int quarters, int lane,
  * loads issued before any is used: a 2B-4T row (40 quarters, 5 a lane) is one round trip to
  * memory, a 6912-wide one (108) two at 8 ahead. p holds the first step's quarters, loaded
  * (b158_gemv_gpu_load) where the caller chose (the fused decode layer: before it waits for its
- * input); later steps load into it. */
-inline int b158_gemv_gpu_part_from(uint4 *p, __global const uint4 *wr, int quarters, int lane,
-                                   __global const uint4 *x)
+ * input), and with second set p1 the second step's; later steps load into p. */
+inline int b158_gemv_gpu_part_from(uint4 *p, const uint4 *p1, int second, __global const uint4 *wr,
+                                   int quarters, int lane, __global const uint4 *x)
 {
     int acc = 0;
     for (int c = lane; c < quarters; c += 8 * B158_GEMV_AHEAD) {
-        if (c != lane)
+        if (second && c == lane + 8 * B158_GEMV_AHEAD) {
+#pragma unroll
+            for (int i = 0; i < B158_GEMV_AHEAD; i++)
+                p[i] = p1[i];
+        } else if (c != lane) {
             b158_gemv_gpu_load(wr, quarters, c, p);
+        }
         acc = b158_gemv_gpu_step(p, c, quarters, lane, x, acc);
     }
     return acc;
@@ -398,7 +403,7 @@ inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
 {
     uint4 p[B158_GEMV_AHEAD];
     b158_gemv_gpu_load(wr, quarters, lane, p);
-    return b158_gemv_gpu_part_from(p, wr, quarters, lane, x);
+    return b158_gemv_gpu_part_from(p, p, 0, wr, quarters, lane, x);
 }
 
 /* Row n of a GPU GEMV from this work-item's partial sum part, by the whole group: the 8 lanes'

@@ -281,16 +281,32 @@ static b158_session *fused_session(b158_model *m, b158_runtime *rt, int fused, i
  * enough for several 32-key pieces). Several work-groups on a CPU device may not run at once:
  * their barrier then times out and the step is done again unfused - the same logits either way.
  * Split or not, the unfused steps agree within the tolerance of the reference comparisons (the
- * attention's sums are added in another order). Where the engine refuses the fused kernel
- * (PoCL, whose work-group compiler gets it wrong) only the unfused path runs. */
+ * attention's sums are added in another order). A fourth pass takes the second flavour with a
+ * wide feed-forward on a runtime whose GEMV work-items load one quarter a step
+ * (B158_GEMV_AHEAD=1), so the down projection's rows take 2 to 4 steps a work-item: the steps
+ * the fused layer loads ahead (a single block's second: 84 rows are 11 blocks of 8 on CPU
+ * devices, one group's last one alone) and the ones it loads as it goes.
+ * Where the engine refuses the fused kernel (PoCL, whose work-group compiler gets it wrong) only
+ * the unfused path runs. */
 static void test_fused_decode(void)
 {
-    b158_runtime *rt = b158_test_runtime(B158_VARIANT_GPU);
-    if (!rt)
+    b158_runtime *gpu = b158_test_runtime(B158_VARIANT_GPU), *wide = NULL;
+    if (!gpu)
         return;
+    b158_runtime_params wp = b158_runtime_default_params();
+    wp.variant = B158_VARIANT_GPU;
+    setenv("B158_GEMV_AHEAD", "1", 1);
+    CU_ASSERT_EQUAL_FATAL(b158_runtime_create(&wp, &wide), B158_OK);
+    unsetenv("B158_GEMV_AHEAD");
     int fused_here = 1;
-    for (int f = 0; f < 3; f++) {
-        const flavour fl = flavours(f);
+    for (int f = 0; f < 4; f++) {
+        b158_runtime *rt = f < 3 ? gpu : wide;
+        flavour fl = flavours(f < 3 ? f : 1);
+        if (f == 3) {
+            fl.name = "bitnet, wide feed-forward, 1 quarter a step";
+            fl.shape.n_ff = b158_test_randint(1000, 1600);
+            fl.shape.n_embd = 84; /* 3 heads of 28; an odd number of 8-row blocks: a single */
+        }
         const int nv = fl.shape.n_vocab, n_prompt = b158_test_randint(30, 66), n_gen = 6;
         const int splits = f ? b158_test_randint(2, 5) : 1;
         b158_model *m = model_on(&fl.shape, b158_test_rand(), rt);
@@ -356,6 +372,7 @@ static void test_fused_decode(void)
         b158_model_free(m);
         free(want);
     }
+    b158_runtime_free(wide);
 }
 
 /* b158_stage_add on stamps of known differences: two blocks of three groups, each part's mean,
