@@ -22,20 +22,37 @@
 
 #define B158_SPIN_LIMIT (1 << 22)
 
+/* The count a grid barrier polls, read with acquire semantics at device scope where the device
+ * fence is PTX's fence.acq_rel (B158_DEVICE_FENCE 4: ld.acquire.gpu, which orders what follows
+ * after it and invalidates L1, so no fence follows the wait), else a volatile read followed by
+ * b158_fence_device once the count is complete */
+#if B158_DEVICE_FENCE == 4
+inline int b158_grid_count(__global volatile int *cnt)
+{
+    int v;
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(cnt) : "memory");
+    return v;
+}
+#define b158_fence_after_poll() ((void)0)
+#else
+#define b158_grid_count(cnt) (*(cnt))
+#define b158_fence_after_poll() b158_fence_device()
+#endif
+
 /* All groups wait here until every one of the groups has arrived (cnt: this barrier's counter,
  * zero before the launch; err: set by a barrier that timed out, which then no longer waits):
  * CUDA's grid barrier written in OpenCL, a device-scope fence (b158_fence_device) before the
- * count and after the wait. */
+ * count, an acquire after the wait. */
 inline void b158_grid_sync(__global volatile int *cnt, __global volatile int *err, int groups)
 {
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     if (get_local_id(0) == 0) {
         b158_fence_device();
         atomic_inc(cnt);
-        for (int spins = 0; *cnt < groups && !*err;)
+        for (int spins = 0; b158_grid_count(cnt) < groups && !*err;)
             if (++spins == B158_SPIN_LIMIT)
                 atomic_xchg(err, 1);
-        b158_fence_device();
+        b158_fence_after_poll();
     }
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
 }
