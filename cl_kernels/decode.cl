@@ -116,11 +116,11 @@ inline void b158_decode_gemv_first(__global const uint4 *w, int n_rows, int k_pa
     const int quarters = k_pad / 64, lane = get_local_id(0) & 7;
     const int step = (int)get_num_groups(0) * B158_GEMV_ROWS, na = n0 + (get_local_id(0) >> 3);
     __global const uint4 *wa = w + (size_t)na * quarters;
-    if (n0 < n_rows && na < n_rows)
+    if (na < n_rows) /* (then n0 < n_rows too) */
         b158_gemv_gpu_load(wa, quarters, lane, pa);
     if (n0 + step < n_rows)
         b158_gemv_gpu_load(w + (size_t)min(na + step, n_rows - 1) * quarters, quarters, lane, pb);
-    else if (n0 < n_rows && na < n_rows && lane + 8 * B158_GEMV_AHEAD < quarters)
+    else if (na < n_rows && lane + 8 * B158_GEMV_AHEAD < quarters)
         b158_gemv_gpu_load(wa, quarters, lane + 8 * B158_GEMV_AHEAD, pb);
 }
 
@@ -237,12 +237,13 @@ __kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void ternary_decod
     /* each GEMV's first weights are loaded before its input is waited for and normed
      * (B158_GEMV_EARLY; 0: right before the GEMV, an A/B switch) */
     uint4 pa[B158_GEMV_AHEAD], pb[B158_GEMV_AHEAD];
+    const int n_first = grp * B158_GEMV_ROWS; /* the group's first block of rows */
 #if B158_GEMV_EARLY
-#define B158_FIRST_EARLY(w, n, kp) b158_decode_gemv_first(w, n, kp, grp *B158_GEMV_ROWS, pa, pb)
+#define B158_FIRST_EARLY(w, n, kp) b158_decode_gemv_first(w, n, kp, n_first, pa, pb)
 #define B158_FIRST_LATE(w, n, kp) ((void)0)
 #else
 #define B158_FIRST_EARLY(w, n, kp) ((void)0)
-#define B158_FIRST_LATE(w, n, kp) b158_decode_gemv_first(w, n, kp, grp *B158_GEMV_ROWS, pa, pb)
+#define B158_FIRST_LATE(w, n, kp) b158_decode_gemv_first(w, n, kp, n_first, pa, pb)
 #endif
 
     /* A: QKV */
@@ -297,6 +298,8 @@ __kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void ternary_decod
     B158_FIRST_LATE(wdown, n_embd, kp_ff);
     b158_decode_gemv(wdown, sdown, xg, *sg, x, x2, 1, n_embd, kp_ff, pa, pb, redi);
     B158_STAMP(14);
+#undef B158_FIRST_EARLY
+#undef B158_FIRST_LATE
 }
 
 #endif
