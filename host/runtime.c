@@ -63,13 +63,26 @@ static int builds(b158_runtime *rt, const char *src)
     return err == CL_SUCCESS;
 }
 
+/* Whether this host's CPU has AVX-512BW: the precondition of the probe below, which on any
+ * other CPU cannot build (and a failed build is not silent: PoCL prints the compiler's error
+ * count on stderr) */
+static int host_avx512bw(void)
+{
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bw") != 0;
+#else
+    return 0;
+#endif
+}
+
 /* Whether the device's compiler builds the x86 AVX-512BW builtins that ternary_gemv_avx512
  * uses: a capability query no OpenCL info parameter answers, asked of CPU devices only (the
- * compiler generates code for the CPU it runs on). B158_PORTABLE=1 skips it, so the portable
- * kernels run everywhere. */
+ * compiler generates code for the CPU it runs on, so only where this CPU has AVX-512BW).
+ * B158_PORTABLE=1 skips it, so the portable kernels run everywhere. */
 static int probe_x86_avx512bw(b158_runtime *rt)
 {
-    if (!rt->info.is_cpu || portable_only())
+    if (!rt->info.is_cpu || portable_only() || !host_avx512bw())
         return 0;
     static const char *src =
         "typedef char v64c __attribute__((__vector_size__(64)));\n"
@@ -145,8 +158,10 @@ static int probe_device_fence(b158_runtime *rt)
 
 /* Which sub-group reductions the GPU variant's work-group reductions use (b158_tuning.subgroups):
  * NVIDIA's warp shuffle through inline PTX on NVIDIA GPUs, cl_khr_subgroups' reductions where
- * the device builds them (asked by building the kernels' own calls); none for groups smaller
- * than a warp, or with B158_SUBGROUPS=0 or B158_PORTABLE=1. */
+ * the device names a sub-group extension and builds them (asked by building the kernels' own
+ * calls; not asked of the others, PoCL 3.1 among them, whose failed build would print the
+ * compiler's error count on stderr at every runtime creation); none for groups smaller than a
+ * warp, or with B158_SUBGROUPS=0 or B158_PORTABLE=1. */
 static int probe_subgroups(b158_runtime *rt, int wg)
 {
     static const char *shfl =
@@ -167,7 +182,7 @@ static int probe_subgroups(b158_runtime *rt, int wg)
         return 0;
     if (b158_rt_nvidia_gpu(rt))
         return wg % 32 == 0 && builds(rt, shfl) ? 2 : 0;
-    return builds(rt, khr) ? 1 : 0;
+    return rt->info.has_subgroups && builds(rt, khr) ? 1 : 0;
 }
 
 /* How the fused decode layer asks for its weights ahead (b158_tuning.prefetch): on NVIDIA GPUs
