@@ -90,6 +90,9 @@ static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double
         t[r] = last_ns(rt, kname, &prev);
     }
     double us = (double)median(t, reps) / 1000.0;
+    if (us <= 0.0) /* the op launched another kernel: no row of zeros and infinities */
+        return B158_FAIL(B158_ERR_UNSUPPORTED, "%s took no time at %dx%d, %d tokens: not launched",
+                         kname, n, k, m);
     /* then the same reps launches queued behind a gate and let go together: the device's time
      * per launch when launches follow each other as in a decode step, without the host's
      * enqueue cost or the wait after each (the first one's start to the last one's end) */
@@ -182,6 +185,8 @@ static b158_status bench_clblast(b158_runtime *rt, struct mm_ctx *c, const optio
     B158_TRY(time_op(rt, "clblast_hgemv", o->reps, (double)n * k * 2 + k * 2 + n * 2, n, k, 1,
                      run_hgemm, c, 0, &res[*nres]));
     res[(*nres)++].variant = "-";
+    if (m == 1) /* (one token is HGEMV's) */
+        return B158_OK;
     c->gemm = 1;
     B158_TRY(time_op(rt, "clblast_hgemm", o->reps, (double)n * k * 2 + (double)m * (k + n) * 2, n,
                      k, m, run_hgemm, c, 0, &res[*nres]));
@@ -237,16 +242,19 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     c.gemm = 0;
     T(time_op(rt, b158_kernel_name(b158_op_ternary_gemv_kernel(rt)), o->reps, tbytes, n, k, 1,
               run_ternary, &c, 1, &res[(*nres)++]));
+    /* the GEMMs at more than one token (one token is the GEMV's: f16_matvec runs then) */
     c.gemm = 1;
-    T(time_op(rt, b158_kernel_name(b158_op_ternary_gemm_kernel(rt)), o->reps,
-              tbytes + (double)(m - 1) * (kp + n * 4), n, k, m, run_ternary, &c, 1,
-              &res[(*nres)++]));
+    if (m > 1)
+        T(time_op(rt, b158_kernel_name(b158_op_ternary_gemm_kernel(rt)), o->reps,
+                  tbytes + (double)(m - 1) * (kp + n * 4), n, k, m, run_ternary, &c, 1,
+                  &res[(*nres)++]));
     c.gemm = 0;
     T(time_op(rt, "f16_matvec", o->reps, (double)n * k * 2 + k * 4 + n * 4, n, k, 1, run_f16, &c, 1,
               &res[(*nres)++]));
     c.gemm = 1;
-    T(time_op(rt, "f16_gemm", o->reps, (double)n * k * 2 + (double)m * (k + n) * 4, n, k, m,
-              run_f16, &c, 1, &res[(*nres)++]));
+    if (m > 1)
+        T(time_op(rt, "f16_gemm", o->reps, (double)n * k * 2 + (double)m * (k + n) * 4, n, k, m,
+                  run_f16, &c, 1, &res[(*nres)++]));
     if (b158_weight_mode_check(rt, B158_WEIGHTS_FP16_CLBLAST) == B158_OK &&
         b158_runtime_variant(rt) == B158_VARIANT_CPU)
         T(bench_clblast(rt, &c, o, res, nres));

@@ -295,6 +295,12 @@ static void test_bench(void)
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"kernel\": \"f16_matvec\", \"n\": 70, \"k\": 130"));
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"queued_us\": ")); /* launches back to back */
+    /* one token: the GEMVs' rows only (a GEMM row there timed no launch: 0 us, inf GB/s) */
+    run("b158-cl-kernel-bench --shape 70x130 --tokens 1 --reps 1", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(has_line(r.out, "| f16_matvec |", " | 70 | 130 | 1 |"));
+    CU_ASSERT_PTR_NULL(strstr(r.out, "gemm"));
+    CU_ASSERT_PTR_NULL(strstr(r.out, "inf"));
     run("b158-cl-bench --kernels --shape 70x130 -o csv", &r); /* csv is for models */
     CU_ASSERT_EQUAL(r.status, 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "-o md|json\n")); /* the kernel bench said so */
