@@ -66,7 +66,7 @@ static int builds(b158_runtime *rt, const char *src)
 /* Whether this host's CPU has AVX-512BW: the precondition of the probe below, which on any
  * other CPU cannot build (and a failed build is not silent: PoCL prints the compiler's error
  * count on stderr) */
-static int host_avx512bw(void)
+int b158_rt_host_avx512bw(void)
 {
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
@@ -82,7 +82,7 @@ static int host_avx512bw(void)
  * B158_PORTABLE=1 skips it, so the portable kernels run everywhere. */
 static int probe_x86_avx512bw(b158_runtime *rt)
 {
-    if (!rt->info.is_cpu || portable_only() || !host_avx512bw())
+    if (!rt->info.is_cpu || portable_only() || !b158_rt_host_avx512bw())
         return 0;
     static const char *src =
         "typedef char v64c __attribute__((__vector_size__(64)));\n"

@@ -117,6 +117,8 @@ int b158_env_int(const char *name, int lo, int hi, int pow2, int fallback);
 
 /* Whether the runtime's device is an NVIDIA GPU (inline PTX, the fused decode layer's default) */
 int b158_rt_nvidia_gpu(const b158_runtime *rt);
+/* Whether this host's CPU has AVX-512BW (where the CPU devices' AVX-512 probe is asked) */
+int b158_rt_host_avx512bw(void);
 
 /* Device memory: the one place that creates buffers, so the counters are exact. */
 b158_status b158_buf_alloc(b158_runtime *rt, b158_mem_category category, size_t bytes,
