@@ -614,9 +614,11 @@ static void test_rope_kv_store(void)
         const int kvd = nkv * hd, n_ctx = 40, rows = 3 * n_ctx;
         const size_t layer = (size_t)rows * kvd, off = layer; /* layer 1 of 2 */
         const int mode = b158_test_randint(0, 1);
+        /* positions distinct (7 is prime to n_ctx): two tokens on one cache row would race */
         int32_t *tok = xmalloc((size_t)m * 8);
+        const int base = b158_test_randint(0, n_ctx - 1);
         for (int r = 0; r < m; r++)
-            tok[2 * r] = b158_test_randint(0, n_ctx - 1), tok[2 * r + 1] = n_ctx * (r % 3);
+            tok[2 * r] = (base + 7 * r) % n_ctx, tok[2 * r + 1] = n_ctx * (r % 3);
         float *q = xmalloc((size_t)m * qs * 4), *k = xmalloc((size_t)m * kvs * 4);
         float *v = xmalloc((size_t)m * kvs * 4), *inv = xmalloc((size_t)hd * 4);
         fill_uniform(q, (size_t)m * qs, -3.0f, 3.0f);
