@@ -131,9 +131,37 @@ inline char16 b158_q8x16(float16 v)
     return convert_char16(select(clamp(r, -128.0f, 127.0f), (float16)0.0f, isnan(r)));
 }
 
+/* Row kernels on GPUs (B158_WG > 1) take element i on work-item i % B158_WG instead: the loads
+ * of a warp's neighbouring work-items then fall on one 128-byte line each (the 16-float chunks
+ * of neighbouring work-items are 64 bytes apart, so each of a chunk's 16 loads touched a line per
+ * work-item: on an H200, 5.8 us of the fused layer's 63 went to normalizing a 2560-wide row),
+ * and B158_ROW_STEP elements are loaded before any is used. A work-item's partial sums run over
+ * its elements in increasing order in every function below, so the norms agree to the bit. */
+#define B158_ROW_STEP 8
+/* dst[k] = src[i0 + k * B158_WG] where cond and that is below n, else 0, for k < B158_ROW_STEP */
+inline void b158_row_load(float *dst, __global const float *src, int i0, int n, int cond)
+{
+#pragma unroll
+    for (int k = 0; k < B158_ROW_STEP; k++) {
+        const int i = i0 + k * B158_WG;
+        dst[k] = cond && i < n ? src[i] : 0.0f;
+    }
+}
+
 /* sum of x[i]^2 over the row, this work-item's share reduced over the group */
 inline float b158_row_sumsq(__global const float *xr, int n, __local float *red)
 {
+#if B158_WG > 1
+    float ss = 0.0f;
+    for (int i0 = get_local_id(0); i0 < n; i0 += B158_ROW_STEP * B158_WG) {
+        float v[B158_ROW_STEP];
+        b158_row_load(v, xr, i0, n, 1);
+#pragma unroll
+        for (int k = 0; k < B158_ROW_STEP; k++)
+            ss += v[k] * v[k];
+    }
+    return b158_wg_sum(ss, red);
+#else
     const int lid = get_local_id(0);
     const int n16 = n / 16;
     float16 ss16 = 0.0f;
@@ -145,6 +173,7 @@ inline float b158_row_sumsq(__global const float *xr, int n, __local float *red)
     for (int i = 16 * n16 + lid; i < n; i += B158_WG)
         ss += xr[i] * xr[i];
     return b158_wg_sum(ss, red);
+#endif
 }
 
 /* One row of rmsnorm_quantize (norm.cl): the int8 row qr (stride k_pad, zero tail) and its
@@ -161,6 +190,19 @@ inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const f
                                       float eps, __local float *red)
 {
     const int lid = get_local_id(0);
+#if B158_WG > 1
+    float ss = 0.0f, amax = 0.0f;
+    for (int i0 = lid; i0 < n; i0 += B158_ROW_STEP * B158_WG) {
+        float v[B158_ROW_STEP], wv[B158_ROW_STEP];
+        b158_row_load(v, xr, i0, n, 1);
+        b158_row_load(wv, w, i0, n, norm);
+#pragma unroll
+        for (int k = 0; k < B158_ROW_STEP; k++) {
+            ss += v[k] * v[k];
+            amax = fmax(amax, fabs(norm ? v[k] * wv[k] : v[k]));
+        }
+    }
+#else
     const int n16 = n / 16;
     float16 ss16 = 0.0f, amax16 = 0.0f;
     for (int c = lid; c < n16; c += B158_WG) {
@@ -173,15 +215,30 @@ inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const f
         ss += xr[i] * xr[i];
         amax = fmax(amax, fabs(norm ? xr[i] * w[i] : xr[i]));
     }
+#endif
     const float inv = 1.0f / sqrt(b158_wg_sum(ss, red) / (float)n + eps);
     amax = b158_wg_max(amax, red);
     /* ties to even, like torch.round; NaN (a NaN input, or an infinite one times s = 0)
      * becomes 0, as in b158_ref_quantize */
     const float s = 127.0f / fmax(norm ? amax * inv : amax, 1e-5f);
+#if B158_WG > 1
+    for (int i0 = lid; i0 < k_pad; i0 += B158_ROW_STEP * B158_WG) {
+        float v[B158_ROW_STEP], wv[B158_ROW_STEP];
+        b158_row_load(v, xr, i0, n, 1);
+        b158_row_load(wv, w, i0, n, norm);
+#pragma unroll
+        for (int k = 0; k < B158_ROW_STEP; k++) {
+            const int i = i0 + k * B158_WG;
+            if (i < k_pad)
+                qr[i] = i < n ? b158_q8((norm ? v[k] * inv * wv[k] : v[k]) * s) : (char)0;
+        }
+    }
+#else
     for (int c = lid; c < n16; c += B158_WG)
         vstore16(b158_q8x16(B158_NQ16(c) * s), c, qr);
     for (int i = 16 * n16 + lid; i < k_pad; i += B158_WG)
         qr[i] = i < n ? b158_q8(B158_NQ(i) * s) : (char)0;
+#endif
     if (lid == 0)
         *scale = s;
 }
@@ -217,6 +274,24 @@ inline void b158_glu_norm_quantize_row(__global float *g, __global const float *
                                        int norm, __local float *red)
 {
     const int lid = get_local_id(0);
+#if B158_WG > 1
+    float ss = 0.0f, amax = 0.0f;
+    for (int i0 = lid; i0 < n; i0 += B158_ROW_STEP * B158_WG) {
+        float gv[B158_ROW_STEP], uv[B158_ROW_STEP], wv[B158_ROW_STEP];
+        b158_row_load(gv, g, i0, n, 1);
+        b158_row_load(uv, u, i0, n, 1);
+        b158_row_load(wv, w, i0, n, norm);
+#pragma unroll
+        for (int k = 0; k < B158_ROW_STEP; k++) {
+            const int i = i0 + k * B158_WG;
+            const float h = b158_act(gv[k], act) * uv[k]; /* 0 past the end */
+            if (store && i < n)
+                g[i] = h;
+            ss += h * h;
+            amax = fmax(amax, fabs(norm ? h * wv[k] : h));
+        }
+    }
+#else
     const int n16 = n / 16;
     /* h replaces the gate values (only this work-item reads them again): the activation is
      * taken once per element, not once per pass */
@@ -236,6 +311,7 @@ inline void b158_glu_norm_quantize_row(__global float *g, __global const float *
         ss += h * h;
         amax = fmax(amax, fabs(norm ? h * w[i] : h));
     }
+#endif
     /* the sum of squares is reduced either way: a barrier under a condition costs PoCL's
      * work-group compiler dearly. The normed absmax is that of h * w times the positive 1 / rms
      * (as in b158_rmsnorm_quantize_row): one pass over h before the conversion, not two. */
@@ -243,12 +319,28 @@ inline void b158_glu_norm_quantize_row(__global float *g, __global const float *
     const float inv = norm ? 1.0f / sqrt(ss / (float)n + eps) : 1.0f;
     amax = b158_wg_max(amax, red);
     const float s = 127.0f / fmax(norm ? amax * inv : amax, 1e-5f);
+#if B158_WG > 1
+    for (int i0 = lid; i0 < k_pad; i0 += B158_ROW_STEP * B158_WG) {
+        float gv[B158_ROW_STEP], uv[B158_ROW_STEP], wv[B158_ROW_STEP];
+        b158_row_load(gv, g, i0, n, 1);
+        b158_row_load(uv, u, i0, n, !store);
+        b158_row_load(wv, w, i0, n, norm);
+#pragma unroll
+        for (int k = 0; k < B158_ROW_STEP; k++) {
+            const int i = i0 + k * B158_WG;
+            const float h = store ? gv[k] : b158_act(gv[k], act) * uv[k];
+            if (i < k_pad)
+                qr[i] = i < n ? b158_q8((norm ? h * inv * wv[k] : h) * s) : (char)0;
+        }
+    }
+#else
     for (int c = lid; c < n16; c += B158_WG) {
         const float16 h = B158_GLU_H16(c);
         vstore16(b158_q8x16((norm ? h * inv * vload16(c, w) : h) * s), c, qr);
     }
     for (int i = 16 * n16 + lid; i < k_pad; i += B158_WG)
         qr[i] = i < n ? b158_q8((norm ? B158_GLU_H(i) * inv * w[i] : B158_GLU_H(i)) * s) : (char)0;
+#endif
     if (lid == 0)
         *scale = s;
 }

@@ -16,11 +16,23 @@ __kernel void rmsnorm(__global const float *x, __global const float *w, __global
     __global const float *xr = x + (size_t)m * n;
     __global float *orow = out + (size_t)m * n;
     const float inv = 1.0f / sqrt(b158_row_sumsq(xr, n, red) / (float)n + eps);
+#if B158_WG > 1
+    for (int i0 = lid; i0 < n; i0 += B158_ROW_STEP * B158_WG) {
+        float v[B158_ROW_STEP], wv[B158_ROW_STEP];
+        b158_row_load(v, xr, i0, n, 1);
+        b158_row_load(wv, w, i0, n, 1);
+#pragma unroll
+        for (int k = 0; k < B158_ROW_STEP; k++)
+            if (i0 + k * B158_WG < n)
+                orow[i0 + k * B158_WG] = v[k] * inv * wv[k];
+    }
+#else
     const int n16 = n / 16;
     for (int c = lid; c < n16; c += B158_WG)
         vstore16(vload16(c, xr) * inv * vload16(c, w), c, orow);
     for (int i = 16 * n16 + lid; i < n; i += B158_WG)
         orow[i] = xr[i] * inv * w[i];
+#endif
 }
 
 /* RMSNorm fused with the int8 quantization that follows it (quantize_rows): q[m][0..k_pad) and
