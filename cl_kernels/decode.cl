@@ -141,22 +141,25 @@ inline void b158_decode_gemv(__global const uint4 *w, __global const float *w_sc
     while (n0 + step < n_rows) {
         /* the first block is whole; rows past the end of the second read its last row */
         const int na = n0 + (lid >> 3), nb = na + step;
+        const float2 ca = b158_gemv_gpu_row_consts(na, w_scale, y_in, add, n_rows);
+        const float2 cb = b158_gemv_gpu_row_consts(nb, w_scale, y_in, add, n_rows);
         const int2 p =
             b158_gemv_gpu_part2_from(pa, pb, w + (size_t)na * quarters,
                                      w + (size_t)min(nb, n_rows - 1) * quarters, quarters, lane, x);
         n0 += 2 * step;
         b158_decode_gemv_first(w, n_rows, k_pad, n0, pa, pb);
-        b158_gemv_gpu_finish(p.x, na, w_scale, x_scale, y, y_in, add, n_rows, red);
+        b158_gemv_gpu_finish(p.x, na, ca, x_scale, y, add, n_rows, red);
         barrier(CLK_LOCAL_MEM_FENCE);
-        b158_gemv_gpu_finish(p.y, nb, w_scale, x_scale, y, y_in, add, n_rows, red);
+        b158_gemv_gpu_finish(p.y, nb, cb, x_scale, y, add, n_rows, red);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     if (n0 < n_rows) { /* one block left (no more: n0 + step is past the end) */
         const int n = n0 + (lid >> 3);
+        const float2 c = b158_gemv_gpu_row_consts(n, w_scale, y_in, add, n_rows);
         const int part = n < n_rows ? b158_gemv_gpu_part_from(pa, pb, 1, w + (size_t)n * quarters,
                                                               quarters, lane, x)
                                     : 0;
-        b158_gemv_gpu_finish(part, n, w_scale, x_scale, y, y_in, add, n_rows, red);
+        b158_gemv_gpu_finish(part, n, c, x_scale, y, add, n_rows, red);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 }

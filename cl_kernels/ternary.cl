@@ -406,12 +406,27 @@ inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
     return b158_gemv_gpu_part_from(p, p, 0, wr, quarters, lane, x);
 }
 
+/* Row n's weight scale and (add) addend y_in[n], loaded by the row's first work-item (of 8)
+ * before the row's dot products, so that their round trip to memory overlaps the weights'
+ * instead of following the sums (b158_gemv_gpu_finish takes them) */
+inline float2 b158_gemv_gpu_row_consts(int n, __global const float *w_scale,
+                                       __global const float *y_in, int add, int n_rows)
+{
+    float2 c = 0.0f;
+    if ((get_local_id(0) & 7) == 0 && n < n_rows) {
+        c.x = w_scale[n];
+        if (add)
+            c.y = y_in[n];
+    }
+    return c;
+}
+
 /* Row n of a GPU GEMV from this work-item's partial sum part, by the whole group: the 8 lanes'
  * sums meet in red (B158_WG ints; through warp shuffles on NVIDIA) and the row's first work-item
- * stores y[n] = (add ? y_in[n] : 0) + W[n] . x * w_scale[n] / x_scale (y_in may be y) */
-inline void b158_gemv_gpu_finish(int part, int n, __global const float *w_scale, float x_scale,
-                                 __global float *y, __global const float *y_in, int add, int n_rows,
-                                 __local int *red)
+ * stores y[n] = (add ? y_in[n] : 0) + W[n] . x * w_scale[n] / x_scale, with c the row's
+ * (w_scale[n], y_in[n]) from b158_gemv_gpu_row_consts (y_in may be y) */
+inline void b158_gemv_gpu_finish(int part, int n, float2 c, float x_scale, __global float *y,
+                                 int add, int n_rows, __local int *red)
 {
     const int lid = get_local_id(0);
 #if B158_SUBGROUPS == 2 /* the 8 lanes of a row are 8 neighbours in a warp: three shuffles */
@@ -427,8 +442,8 @@ inline void b158_gemv_gpu_finish(int part, int n, __global const float *w_scale,
         for (int i = 0; i < 8; i++)
             total += red[lid + i];
 #endif
-        const float v = (float)total * w_scale[n] / x_scale;
-        y[n] = add ? y_in[n] + v : v;
+        const float v = (float)total * c.x / x_scale;
+        y[n] = add ? c.y + v : v;
     }
 }
 
@@ -439,9 +454,10 @@ inline void b158_gemv_gpu_rows(__global const uint4 *w, __global const float *w_
                                __local int *red)
 {
     const int lid = get_local_id(0), quarters = k_pad / 64, n = n0 + (lid >> 3);
+    const float2 c = b158_gemv_gpu_row_consts(n, w_scale, y_in, add, n_rows);
     const int part =
         n < n_rows ? b158_gemv_gpu_part(w + (size_t)n * quarters, quarters, lid & 7, x) : 0;
-    b158_gemv_gpu_finish(part, n, w_scale, x_scale, y, y_in, add, n_rows, red);
+    b158_gemv_gpu_finish(part, n, c, x_scale, y, add, n_rows, red);
 }
 
 /* GPU GEMV: 8 work-items per row, B158_GEMV_ROWS = B158_WG / 8 rows per work-group. The 8
