@@ -2,7 +2,8 @@
  * transformer block of a one-token step, instead of the five of the unfused path (each launch
  * costs the host ~10 us and the device ~5 us before its few MB count). The block's five stages
  * run in one launch of persistent work-groups, separated by grid barriers (on an H200: less than
- * half the host time of the unfused launches, the same step time):
+ * half the host time of the unfused launches, a slower step: 2.1 against 1.9 ms for 2B-4T, so
+ * only B158_FUSED_DECODE=1 asks for it):
  *   A  attention's norm of x, quantized; QKV rows                          -> qkv
  *   B  attention, a head (or split) per group at a time, RoPE and KV store -> att
  *   C  att (sub-normed) quantized; output projection rows, + x             -> x2

@@ -115,7 +115,7 @@ b158_status b158_cl_fail_at(cl_int err, const char *call, const char *file, int 
  * unusable). */
 int b158_env_int(const char *name, int lo, int hi, int pow2, int fallback);
 
-/* Whether the runtime's device is an NVIDIA GPU (inline PTX, the fused decode layer's default) */
+/* Whether the runtime's device is an NVIDIA GPU (inline PTX and the probes that build it) */
 int b158_rt_nvidia_gpu(const b158_runtime *rt);
 /* Whether this host's CPU has AVX-512BW (where the CPU devices' AVX-512 probe is asked) */
 int b158_rt_host_avx512bw(void);
