@@ -127,6 +127,7 @@ static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double
  * in device memory rather than in a cache (a GPU's L2 holds tens of MB: whole 2B-4T matrices,
  * and not every driver reports it: NVIDIA's gives the 4 MiB L1) */
 #define MAX_COPIES 128
+#define FLOOR_WIDTH 256
 #define COPIES_MIN_BYTES (256.0 * (1 << 20))
 
 struct mm_ctx {
@@ -192,6 +193,45 @@ static b158_status bench_clblast(b158_runtime *rt, struct mm_ctx *c, const optio
                      k, m, run_hgemm, c, 0, &res[*nres]));
     res[(*nres)++].variant = "-";
     return B158_OK;
+}
+
+/* The launch floor: embed_rows of one 256-wide row (1.5 KB moved), the least a launch costs in
+ * the device's event timestamps and, queued, between launches that follow each other */
+struct floor_ctx {
+    b158_buf table, ids, out;
+};
+
+static b158_status run_floor(b158_runtime *rt, void *p)
+{
+    struct floor_ctx *c = p;
+    return b158_op_embed(rt, &c->table, &c->ids, &c->out, FLOOR_WIDTH, 1, 1);
+}
+
+static b158_status bench_floor(b158_runtime *rt, const options *o, result *res, int *nres)
+{
+    struct floor_ctx c = {0};
+    const uint16_t zeros[FLOOR_WIDTH] = {0};
+    b158_status st = b158_buf_alloc(rt, B158_MEM_SCRATCH, FLOOR_WIDTH * 2, &c.table);
+    if (st == B158_OK)
+        st = b158_buf_write(rt, &c.table, 0, sizeof zeros, zeros);
+    if (st == B158_OK)
+        st = b158_buf_alloc(rt, B158_MEM_SCRATCH, 4, &c.ids);
+    if (st == B158_OK)
+        st = b158_buf_write(rt, &c.ids, 0, 4, &(int32_t){0});
+    if (st == B158_OK)
+        st = b158_buf_alloc(rt, B158_MEM_SCRATCH, FLOOR_WIDTH * 4, &c.out);
+    if (st == B158_OK)
+        st = time_op(rt, "embed_rows", o->reps, FLOOR_WIDTH * 6.0 + 4, 1, FLOOR_WIDTH, 1, run_floor,
+                     &c, 1, &res[*nres]);
+    if (st == B158_OK) {
+        result *r = &res[(*nres)++];
+        r->kernel = "embed_rows (launch floor)";
+        r->gbs = r->gflops = r->queued_gbs = 0;
+    }
+    b158_buf_free(rt, &c.table);
+    b158_buf_free(rt, &c.ids);
+    b158_buf_free(rt, &c.out);
+    return st;
 }
 
 static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, result *res, int *nres)
@@ -359,7 +399,7 @@ int main(int argc, char **argv)
     int rc = parse(argc, argv, &o);
     if (rc)
         return rc == 1 ? 0 : rc;
-    result res[2 * MAX_SHAPES * 5];
+    result res[2 * (MAX_SHAPES * 5 + 1)];
     int nres = 0;
     char devname[256] = "", driver[160] = "";
     b158_bench_bandwidth bw = {0};
@@ -381,6 +421,11 @@ int main(int argc, char **argv)
         cache_mib = (double)b158_runtime_device(rt)->cache_bytes / (1 << 20);
         if (bw.copy_gbs == 0 && b158_bench_bandwidth_measure(rt, 7, &bw))
             fprintf(stderr, "warning: no bandwidth measurement: %s\n", b158_last_error());
+        if (bench_floor(rt, &o, res, &nres) != B158_OK) {
+            fprintf(stderr, "error: %s\n", b158_last_error());
+            b158_runtime_free(rt);
+            return 1;
+        }
         for (int s = 0; s < o.n_shapes; s++) {
             if (bench_shape(rt, o.shapes[s], &o, res, &nres) != B158_OK) {
                 fprintf(stderr, "error: %s\n", b158_last_error());
@@ -419,6 +464,11 @@ int main(int argc, char **argv)
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     const double copy = bw.copy_gbs > 0 ? bw.copy_gbs : 1e300; /* no measurement: 0% */
     for (int i = 0; i < nres; i++) {
+        if (res[i].gflops == 0) { /* the launch floor: its bytes and flops are nothing */
+            printf("| %s | %s | - | - | - | %.1f | - | - | - | %.1f | - | - |\n", res[i].variant,
+                   res[i].kernel, res[i].us, res[i].queued_us);
+            continue;
+        }
         printf("| %s | %s | %d | %d | %d | %.1f | %.1f | %.0f%% | %.1f |", res[i].variant,
                res[i].kernel, res[i].n, res[i].k, res[i].m, res[i].us, res[i].gbs,
                100.0 * res[i].gbs / copy, res[i].gflops);

@@ -301,6 +301,8 @@ static void test_bench(void)
     CU_ASSERT(has_line(r.out, "| f16_matvec |", " | 70 | 130 | 1 |"));
     CU_ASSERT_PTR_NULL(strstr(r.out, "gemm"));
     CU_ASSERT_PTR_NULL(strstr(r.out, "inf"));
+    /* each variant's launch floor: its times, no bytes or flops */
+    CU_ASSERT(has_line(r.out, "| cpu | embed_rows (launch floor) | - | - | - | ", " | - | - |"));
     run("b158-cl-bench --kernels --shape 70x130 -o csv", &r); /* csv is for models */
     CU_ASSERT_EQUAL(r.status, 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "-o md|json\n")); /* the kernel bench said so */
