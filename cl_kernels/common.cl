@@ -135,9 +135,9 @@ inline char16 b158_q8x16(float16 v)
  * of a warp's neighbouring work-items then fall on one 128-byte line each (the 16-float chunks
  * of neighbouring work-items are 64 bytes apart, so each of a chunk's 16 loads touched a line per
  * work-item: on an H200, 5.8 us of the fused layer's 63 went to normalizing a 2560-wide row),
- * and B158_ROW_STEP elements are loaded before any is used. A work-item's partial sums run over
- * its elements in increasing order in every function below, so the norms agree to the bit. */
-#define B158_ROW_STEP 8
+ * and B158_ROW_STEP elements (the prelude's: 8 on GPUs) are loaded before any is used. A
+ * work-item's partial sums run over its elements in increasing order in every function below, so
+ * the norms agree to the bit. */
 /* dst[k] = src[i0 + k * B158_WG] where cond and that is below n, else 0, for k < B158_ROW_STEP */
 inline void b158_row_load(float *dst, __global const float *src, int i0, int n, int cond)
 {

@@ -268,6 +268,7 @@ static void choose_tuning(b158_runtime *rt)
     if (rt->variant == B158_VARIANT_GPU) {
         t = (b158_tuning){.gpu = 1,
                           .wg = 64,
+                          .row_step = 8,
                           .gemv_rows = 4,
                           .gemv_ahead = 8,
                           .gemm_tn = 64,
@@ -294,6 +295,10 @@ static void choose_tuning(b158_runtime *rt)
         /* the fused layer's GEMVs start their loads before the grid barrier and norm in front
          * of them (registers held across them; B158_GEMV_EARLY=0 for the A/B) */
         t.gemv_early = b158_env_int("B158_GEMV_EARLY", 0, 1, 0, 1);
+        /* the row norms' loads in flight a work-item (2B-4T's 6912-wide rows: 4 steps of 8 at
+         * 256 work-items); B158_ROW_STEP for the A/B (the fused layer holds its GEMV loads'
+         * registers across them) */
+        t.row_step = b158_env_int("B158_ROW_STEP", 1, 32, 0, 8);
         t.gemm_tn = b158_env_int("B158_GEMM_TN", 16, 64, 1, t.gemm_tn); /* (TN + TM) 272 B local */
         t.gemm_tm = b158_env_int("B158_GEMM_TM", 16, 64, 1, t.gemm_tm);
         t.ptx_dp4a = probe_ptx_dp4a(rt);
@@ -306,6 +311,7 @@ static void choose_tuning(b158_runtime *rt)
     } else {
         t = (b158_tuning){.gpu = 0,
                           .wg = 1,
+                          .row_step = 1,
                           .gemv_rows = 1,
                           .gemv_ahead = 1,
                           .gemm_tn = 32,
@@ -320,7 +326,7 @@ static void choose_tuning(b158_runtime *rt)
     snprintf(rt->prelude, sizeof rt->prelude,
              "/* b158-cl prelude: device features and tuning */\n"
              "#define B158_GPU %d\n#define B158_WG %d\n#define B158_GEMV_ROWS %d\n"
-             "#define B158_GEMV_AHEAD %d\n#define B158_GEMV_EARLY %d\n"
+             "#define B158_GEMV_AHEAD %d\n#define B158_GEMV_EARLY %d\n#define B158_ROW_STEP %d\n"
              "#define B158_GEMM_TN %d\n#define B158_GEMM_TM %d\n#define B158_GEMM_CPU_M %d\n"
              "#define B158_AVX512_ROWS %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
@@ -328,7 +334,7 @@ static void choose_tuning(b158_runtime *rt)
              "#define B158_PTX_CVT %d\n#define B158_AMD_DOT %d\n#define B158_DEVICE_FENCE %d\n"
              "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#define B158_SUBGROUPS %d\n"
              "#line 1\n",
-             t.gpu, t.wg, t.gemv_rows, t.gemv_ahead, t.gemv_early, t.gemm_tn, t.gemm_tm,
+             t.gpu, t.wg, t.gemv_rows, t.gemv_ahead, t.gemv_early, t.row_step, t.gemm_tn, t.gemm_tm,
              t.gemm_cpu_m, t.avx512_rows, t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw,
              t.int_dot, t.ptx_dp4a, t.ptx_cvt, t.amd_dot, t.device_fence, t.stage_clock, t.prefetch,
              t.subgroups);

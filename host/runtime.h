@@ -18,6 +18,8 @@ typedef struct b158_tuning {
     int gemv_ahead;  /* B158_GEMV_AHEAD: 16-byte weight loads a GPU GEMV work-item issues at once */
     int gemv_early;  /* B158_GEMV_EARLY: the fused decode layer loads each GEMV's first weights
                         before it waits for the GEMV's input (1) or right before the GEMV (0) */
+    int row_step;    /* B158_ROW_STEP: elements a GPU work-item loads at once in the row norms
+                        and quantization (common.cl) */
     int gemm_tn;     /* B158_GEMM_TN: weight rows per GPU GEMM tile */
     int gemm_tm;     /* B158_GEMM_TM: tokens per GPU GEMM tile */
     int gemm_cpu_m;  /* B158_GEMM_CPU_M: tokens per work-item of the CPU GEMM */

@@ -285,7 +285,8 @@ static b158_session *fused_session(b158_model *m, b158_runtime *rt, int fused, i
  * wide feed-forward on a runtime whose GEMV work-items load one quarter a step
  * (B158_GEMV_AHEAD=1), so the down projection's rows take 2 to 4 steps a work-item: the steps
  * the fused layer loads ahead (a single block's second: 84 rows are 11 blocks of 8 on CPU
- * devices, one group's last one alone) and the ones it loads as it goes.
+ * devices, one group's last one alone) and the ones it loads as it goes; its row norms load one
+ * element a step (B158_ROW_STEP=1), so even the 96-wide rows take two steps, the second cut.
  * Where the engine refuses the fused kernel (PoCL, whose work-group compiler gets it wrong) only
  * the unfused path runs. */
 static void test_fused_decode(void)
@@ -296,8 +297,10 @@ static void test_fused_decode(void)
     b158_runtime_params wp = b158_runtime_default_params();
     wp.variant = B158_VARIANT_GPU;
     setenv("B158_GEMV_AHEAD", "1", 1);
+    setenv("B158_ROW_STEP", "1", 1);
     CU_ASSERT_EQUAL_FATAL(b158_runtime_create(&wp, &wide), B158_OK);
     unsetenv("B158_GEMV_AHEAD");
+    unsetenv("B158_ROW_STEP");
     int fused_here = 1;
     for (int f = 0; f < 4; f++) {
         b158_runtime *rt = f < 3 ? gpu : wide;

@@ -18,11 +18,43 @@ static const b158_variant variants[] = {B158_VARIANT_CPU, B158_VARIANT_GPU};
     for (size_t vi_ = 0; vi_ < 2; vi_++)                                                           \
         for (b158_runtime *rt = b158_test_runtime(variants[vi_]); rt; rt = NULL)
 
+/* The GPU variant again with its row kernels (norms, quantization, GLU) loading 3 elements a
+ * work-item at a time instead of the default 8 (B158_ROW_STEP): rows then end inside a step at
+ * other places, and a step count that is not a power of two is checked. Their tests run on the
+ * two variants and on this one. */
+static b158_runtime *row_step_rt;
+
+static void free_row_step_runtime(void)
+{
+    b158_runtime_free(row_step_rt);
+}
+
+static b158_runtime *row_step_runtime(void)
+{
+    if (!row_step_rt && b158_test_runtime(B158_VARIANT_GPU)) {
+        b158_runtime_params p = b158_runtime_default_params();
+        p.variant = B158_VARIANT_GPU;
+        setenv("B158_ROW_STEP", "3", 1);
+        const b158_status st = b158_runtime_create(&p, &row_step_rt);
+        unsetenv("B158_ROW_STEP");
+        CU_ASSERT_EQUAL_FATAL(st, B158_OK);
+        CU_ASSERT_EQUAL_FATAL(row_step_rt->tune.row_step, 3);
+        atexit(free_row_step_runtime);
+    }
+    return row_step_rt;
+}
+
+#define FOR_EACH_ROW_RUNTIME(rt)                                                                   \
+    for (size_t vi_ = 0; vi_ < 3; vi_++)                                                           \
+        for (b158_runtime *rt = vi_ < 2 ? b158_test_runtime(variants[vi_]) : row_step_runtime();   \
+             rt; rt = NULL)
+
 static const char *vname(b158_runtime *rt)
 {
-    return b158_runtime_variant(rt) == B158_VARIANT_GPU ? "gpu"
-           : rt->tune.x86_avx512bw                      ? "cpu avx512bw"
-                                                        : "cpu";
+    return b158_runtime_variant(rt) != B158_VARIANT_GPU
+               ? rt->tune.x86_avx512bw ? "cpu avx512bw" : "cpu"
+           : rt->tune.row_step != 8 ? "gpu, row step 3"
+                                    : "gpu";
 }
 
 static void *xmalloc(size_t n)
@@ -101,7 +133,7 @@ static void test_half_roundtrip(void)
 static void test_quantize(void)
 {
     const int ks[] = {1, 7, 64, 65, 300, 2560 + b158_test_randint(1, 63)};
-    FOR_EACH_VARIANT(rt)
+    FOR_EACH_ROW_RUNTIME(rt)
     {
         for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
             const int k = ks[t], kp = b158_ternary_k_pad(k), m = b158_test_randint(1, 6);
@@ -336,7 +368,7 @@ static void test_ternary_gemm(void)
 static void test_rmsnorm(void)
 {
     const int ns[] = {1, 33, 257, 2560 + b158_test_randint(1, 99)};
-    FOR_EACH_VARIANT(rt)
+    FOR_EACH_ROW_RUNTIME(rt)
     {
         for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
             const int n = ns[t], m = b158_test_randint(1, 7);
@@ -392,7 +424,7 @@ static double q8_diff(const int8_t *q, const float *s, const int8_t *qr, const f
 static void test_rmsnorm_quantize(void)
 {
     const int ns[] = {1, 33, 257, 2560 + b158_test_randint(1, 99), 6912 - b158_test_randint(0, 9)};
-    FOR_EACH_VARIANT(rt)
+    FOR_EACH_ROW_RUNTIME(rt)
     {
         for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
             const int n = ns[t], kp = b158_ternary_k_pad(n), m = b158_test_randint(1, 7);
@@ -516,7 +548,7 @@ static void check_gemv_tail(b158_runtime *rt, int glu, int norm, enum b158_act a
 
 static void test_gemv_norm(void)
 {
-    FOR_EACH_VARIANT(rt)
+    FOR_EACH_ROW_RUNTIME(rt)
     {
         /* the groups meet at the tail's counter behind a device-scope fence wherever one builds:
          * programs of OpenCL C 3.0 (Intel's runtime) have one of their own (a probe that stops
@@ -1015,7 +1047,7 @@ static void test_attention(void)
  * and up in two buffers, and as one buffer of [gate | up] rows (the fused FFN matrix). */
 static void test_glu(void)
 {
-    FOR_EACH_VARIANT(rt)
+    FOR_EACH_ROW_RUNTIME(rt)
     {
         for (int t = 0; t < 8; t++) {
             const int act = t & 1, norm = (t >> 1) & 1, fused = (t >> 2) & 1;

@@ -114,6 +114,9 @@ if [ "$part" != tables ]; then
     decode fused-prefetch0 B158_FUSED_DECODE=1 B158_PREFETCH=0 -- "${a[@]}"
     decode fused-splits1 B158_FUSED_DECODE=1 B158_ATT_SPLITS=1 -- "${a[@]}"
     decode ahead4 B158_GEMV_AHEAD=4 -- "${a[@]}"
+    decode rowstep16 B158_ROW_STEP=16 -- "${a[@]}"
+    decode fused-rowstep16 B158_FUSED_DECODE=1 B158_ROW_STEP=16 -- "${a[@]}"
+    decode fused-rowstep4 B158_FUSED_DECODE=1 B158_ROW_STEP=4 -- "${a[@]}"
     decode default-again -- "${a[@]}"
 fi
 if [ "$part" != check ]; then
