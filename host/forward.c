@@ -301,7 +301,7 @@ static b158_status alloc_dev(b158_session *s)
 }
 
 /* Work-groups of the fused decode layer, 0 for the unfused launches. Off unless
- * B158_FUSED_DECODE=1 asks for it: on an H200 (session 13) the unfused launches took a 2B-4T step
+ * B158_FUSED_DECODE=1 asks for it: on an H200 (driver 580) the unfused launches took a 2B-4T step
  * in 1.9 ms against its 2.1 (2.3 against 2.8 with 3584 keys in the cache), though with twice its
  * host time. With it on: one group per compute unit (4 per unit were slower: more groups redo
  * each stage's norm and wait at each barrier) on any device of the GPU variant, one group where
