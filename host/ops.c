@@ -111,12 +111,13 @@ static const b158_buf none = {0};
 /* Rows per work-item of the CPU ternary kernels: several for the AVX-512 ones, one else. */
 static size_t cpu_rows(const b158_runtime *rt)
 {
-    return rt->tune.x86_avx512bw ? (size_t)rt->tune.avx512_rows : 1;
+    return rt->tune.x86_avx512bw || rt->tune.x86_vnni ? (size_t)rt->tune.avx512_rows : 1;
 }
 
 enum b158_kernel_id b158_op_ternary_gemm_kernel(const b158_runtime *rt)
 {
     return rt->tune.gpu            ? B158_K_TERNARY_GEMM_GPU
+           : rt->tune.x86_vnni     ? B158_K_TERNARY_GEMM_VNNI
            : rt->tune.x86_avx512bw ? B158_K_TERNARY_GEMM_AVX512
                                    : B158_K_TERNARY_GEMM_CPU;
 }
@@ -146,6 +147,7 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
 enum b158_kernel_id b158_op_ternary_gemv_kernel(const b158_runtime *rt)
 {
     return rt->tune.gpu            ? B158_K_TERNARY_GEMV_GPU
+           : rt->tune.x86_vnni     ? B158_K_TERNARY_GEMV_VNNI
            : rt->tune.x86_avx512bw ? B158_K_TERNARY_GEMV_AVX512
                                    : B158_K_TERNARY_GEMV_CPU;
 }

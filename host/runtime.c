@@ -76,6 +76,17 @@ int b158_rt_host_avx512bw(void)
 #endif
 }
 
+/* Whether this host's CPU also has AVX-512 VNNI (the precondition of probe_x86_vnni) */
+int b158_rt_host_avx512vnni(void)
+{
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") != 0;
+#else
+    return 0;
+#endif
+}
+
 /* Whether the device's compiler builds the x86 AVX-512BW builtins that ternary_gemv_avx512
  * uses: a capability query no OpenCL info parameter answers, asked of CPU devices only (the
  * compiler generates code for the CPU it runs on, so only where this CPU has AVX-512BW).
@@ -91,6 +102,64 @@ static int probe_x86_avx512bw(b158_runtime *rt)
         "__kernel void probe(__global const v64c *a, __global const v32s *b, __global v16i *o)\n"
         "{ o[0] = __builtin_ia32_pmaddwd512(__builtin_ia32_pmaddubsw512(a[0], a[1]), b[0]); }\n";
     return builds(rt, src);
+}
+
+/* Whether AVX-512 VNNI's vpdpbusd as the kernels write it (inline assembly: see
+ * ternary_gemv_vnni) builds, runs on the device and sums the products right: asked of CPU
+ * devices where probe_x86_avx512bw succeeded and this CPU has VNNI, by one work-item on 64 byte
+ * pairs. B158_VNNI=0 skips it (the A/B against the AVX-512BW kernels). */
+static int probe_x86_vnni(b158_runtime *rt, int avx512bw)
+{
+    if (!avx512bw || !b158_rt_host_avx512vnni() || !b158_env_int("B158_VNNI", 0, 1, 0, 1))
+        return 0;
+    static const char *src =
+        "typedef int v16i __attribute__((__vector_size__(64)));\n"
+        "__kernel void probe(__global const v16i *a, __global v16i *o)\n"
+        "{ v16i acc = a[0];\n"
+        "  __asm__(\"vpdpbusd %2, %1, %0\" : \"+v\"(acc) : \"v\"(a[1]), \"v\"(a[2]));\n"
+        "  o[0] = acc; }\n";
+    int32_t in[48], out[16] = {0};
+    const uint8_t *u = (const uint8_t *)&in[16];
+    const int8_t *sb = (const int8_t *)&in[32];
+    for (int i = 0; i < 16; i++)
+        in[i] = 1000 * i - 7000;
+    for (int i = 0; i < 64; i++) {
+        ((uint8_t *)&in[16])[i] = (uint8_t)(131 + 2 * i);
+        ((int8_t *)&in[32])[i] = (int8_t)(i % 2 ? 127 - i : i - 128);
+    }
+    cl_int err;
+    cl_program prog = clCreateProgramWithSource(rt->context, 1, &src, NULL, &err);
+    cl_kernel k = NULL;
+    cl_mem a = NULL, o = NULL;
+    int ok = prog && clBuildProgram(prog, 1, &rt->device, rt->options, NULL, NULL) == CL_SUCCESS;
+    if (ok) {
+        k = clCreateKernel(prog, "probe", &err);
+        a = clCreateBuffer(rt->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof in, in,
+                           &err);
+        o = clCreateBuffer(rt->context, CL_MEM_WRITE_ONLY, sizeof out, NULL, &err);
+        const size_t one = 1;
+        ok = k && a && o && clSetKernelArg(k, 0, sizeof a, &a) == CL_SUCCESS &&
+             clSetKernelArg(k, 1, sizeof o, &o) == CL_SUCCESS &&
+             clEnqueueNDRangeKernel(rt->queue, k, 1, NULL, &one, NULL, 0, NULL, NULL) ==
+                 CL_SUCCESS &&
+             clEnqueueReadBuffer(rt->queue, o, CL_TRUE, 0, sizeof out, out, 0, NULL, NULL) ==
+                 CL_SUCCESS;
+    }
+    for (int i = 0; ok && i < 16; i++) {
+        int32_t want = in[i];
+        for (int j = 4 * i; j < 4 * i + 4; j++)
+            want += (int32_t)u[j] * sb[j];
+        ok = out[i] == want;
+    }
+    if (o)
+        clReleaseMemObject(o);
+    if (a)
+        clReleaseMemObject(a);
+    if (k)
+        clReleaseKernel(k);
+    if (prog)
+        clReleaseProgram(prog);
+    return ok;
 }
 
 /* Whether the device's compiler takes NVIDIA's inline PTX dp4a (4-way s8 x s8 dot product with
@@ -320,6 +389,7 @@ static void choose_tuning(b158_runtime *rt)
                           .avx512_rows = 8,
                           .head_dim_max = 256,
                           .x86_avx512bw = probe_x86_avx512bw(rt)};
+        t.x86_vnni = probe_x86_vnni(rt, t.x86_avx512bw);
     }
     t.int_dot = wants_cl3(&rt->info) && !portable_only();
     rt->tune = t;
@@ -330,14 +400,15 @@ static void choose_tuning(b158_runtime *rt)
              "#define B158_GEMM_TN %d\n#define B158_GEMM_TM %d\n#define B158_GEMM_CPU_M %d\n"
              "#define B158_AVX512_ROWS %d\n"
              "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
-             "#define B158_X86_AVX512BW %d\n#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
+             "#define B158_X86_AVX512BW %d\n#define B158_X86_AVX512VNNI %d\n"
+             "#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
              "#define B158_PTX_CVT %d\n#define B158_AMD_DOT %d\n#define B158_DEVICE_FENCE %d\n"
              "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#define B158_SUBGROUPS %d\n"
              "#line 1\n",
              t.gpu, t.wg, t.gemv_rows, t.gemv_ahead, t.gemv_early, t.row_step, t.gemm_tn, t.gemm_tm,
              t.gemm_cpu_m, t.avx512_rows, t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw,
-             t.int_dot, t.ptx_dp4a, t.ptx_cvt, t.amd_dot, t.device_fence, t.stage_clock, t.prefetch,
-             t.subgroups);
+             t.x86_vnni, t.int_dot, t.ptx_dp4a, t.ptx_cvt, t.amd_dot, t.device_fence, t.stage_clock,
+             t.prefetch, t.subgroups);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)

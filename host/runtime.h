@@ -26,6 +26,7 @@ typedef struct b158_tuning {
     int avx512_rows; /* B158_AVX512_ROWS: rows per work-item of the AVX-512 GEMV and GEMM */
     int head_dim_max; /* B158_HEAD_DIM_MAX: largest head dimension the attention kernel holds */
     int x86_avx512bw; /* B158_X86_AVX512BW: the device builds x86 AVX-512BW builtins (CPU) */
+    int x86_vnni;     /* B158_X86_AVX512VNNI: and AVX-512 VNNI's vpdpbusd (with x86_avx512bw) */
     int int_dot;      /* B158_INT_DOT: cl_khr_integer_dot_product's 4x8-bit dot products */
     int ptx_dp4a;     /* B158_PTX_DP4A: NVIDIA's inline PTX dp4a builds for the device */
     int ptx_cvt;      /* B158_PTX_CVT: and its cvt.f32.f16 of halves in a register */
@@ -121,6 +122,7 @@ int b158_env_int(const char *name, int lo, int hi, int pow2, int fallback);
 int b158_rt_nvidia_gpu(const b158_runtime *rt);
 /* Whether this host's CPU has AVX-512BW (where the CPU devices' AVX-512 probe is asked) */
 int b158_rt_host_avx512bw(void);
+int b158_rt_host_avx512vnni(void); /* and AVX-512 VNNI */
 
 /* Device memory: the one place that creates buffers, so the counters are exact. */
 b158_status b158_buf_alloc(b158_runtime *rt, b158_mem_category category, size_t bytes,

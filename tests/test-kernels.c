@@ -49,12 +49,24 @@ static b158_runtime *row_step_runtime(void)
         for (b158_runtime *rt = vi_ < 2 ? b158_test_runtime(variants[vi_]) : row_step_runtime();   \
              rt; rt = NULL)
 
+/* Sets rt's CPU ternary kernel for pass pass of a loop over those it has, best first (the
+ * flags the launch wrappers read; vnni and bw: the runtime's own): AVX-512 VNNI, AVX-512BW, then
+ * the portable one. False past the last; pass 0 restores the runtime's own. A GPU variant
+ * runtime (neither set) has one pass. */
+static int cpu_isa_pass(b158_runtime *rt, int pass, int vnni, int bw)
+{
+    rt->tune.x86_vnni = pass == 0 && vnni;
+    rt->tune.x86_avx512bw = pass < vnni + bw && bw;
+    return pass <= vnni + bw;
+}
+
 static const char *vname(b158_runtime *rt)
 {
-    return b158_runtime_variant(rt) != B158_VARIANT_GPU
-               ? rt->tune.x86_avx512bw ? "cpu avx512bw" : "cpu"
-           : rt->tune.row_step != 8 ? "gpu, row step 3"
-                                    : "gpu";
+    return b158_runtime_variant(rt) != B158_VARIANT_GPU ? rt->tune.x86_vnni ? "cpu avx512 vnni"
+                                                          : rt->tune.x86_avx512bw ? "cpu avx512bw"
+                                                                                  : "cpu"
+           : rt->tune.row_step != 8                     ? "gpu, row step 3"
+                                                        : "gpu";
 }
 
 static void *xmalloc(size_t n)
@@ -321,10 +333,8 @@ static void test_ternary_gemv(void)
 {
     FOR_EACH_VARIANT(rt)
     {
-        /* on a CPU with the AVX-512BW kernel, the portable CPU kernel is checked as well */
-        const int isa = rt->tune.x86_avx512bw;
-        for (int pass = 0; pass <= isa; pass++) {
-            rt->tune.x86_avx512bw = pass ? 0 : isa;
+        const int vnni = rt->tune.x86_vnni, bw = rt->tune.x86_avx512bw;
+        for (int pass = 0; cpu_isa_pass(rt, pass, vnni, bw); pass++) {
             check_ternary(rt, 1, 1, 1, 0, 0);
             check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 0, 0);
             check_ternary(rt, b158_test_randint(100, 300), 64 * b158_test_randint(1, 8) + 1, 1, 0,
@@ -334,7 +344,7 @@ static void test_ternary_gemv(void)
             check_ternary(rt, 2560 + 3, 6912 - 5, 1, 0, 0); /* BitNet-sized, off by a little */
             check_ternary(rt, b158_test_randint(1, 9), 256 * b158_test_randint(1, 4), 1, 0, 0);
         }
-        rt->tune.x86_avx512bw = isa;
+        cpu_isa_pass(rt, 0, vnni, bw);
     }
 }
 
@@ -342,10 +352,8 @@ static void test_ternary_gemm(void)
 {
     FOR_EACH_VARIANT(rt)
     {
-        /* on a CPU with the AVX-512BW kernel, the portable CPU kernel is checked as well */
-        const int isa = rt->tune.x86_avx512bw;
-        for (int pass = 0; pass <= isa; pass++) {
-            rt->tune.x86_avx512bw = pass ? 0 : isa;
+        const int vnni = rt->tune.x86_vnni, bw = rt->tune.x86_avx512bw;
+        for (int pass = 0; cpu_isa_pass(rt, pass, vnni, bw); pass++) {
             check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 1, 0);
             check_ternary(rt, b158_test_randint(30, 70), b158_test_randint(65, 200),
                           b158_test_randint(2, 5), 0, 0);
@@ -359,7 +367,7 @@ static void test_ternary_gemm(void)
             check_ternary(rt, b158_test_randint(9, 40), b158_test_randint(4097, 9000),
                           b158_test_randint(5, 11), 0, 0);
         }
-        rt->tune.x86_avx512bw = isa;
+        cpu_isa_pass(rt, 0, vnni, bw);
     }
 }
 
@@ -556,16 +564,15 @@ static void test_gemv_norm(void)
         if (b158_runtime_variant(rt) == B158_VARIANT_GPU && strstr(rt->options, "CL3.0") &&
             !getenv("B158_PORTABLE") && !getenv("B158_DEVICE_FENCE"))
             CU_ASSERT_NOT_EQUAL(rt->tune.device_fence, 0);
-        const int isa = rt->tune.x86_avx512bw;
-        for (int pass = 0; pass <= isa; pass++) {
-            rt->tune.x86_avx512bw = pass ? 0 : isa;
+        const int vnni = rt->tune.x86_vnni, bw = rt->tune.x86_avx512bw;
+        for (int pass = 0; cpu_isa_pass(rt, pass, vnni, bw); pass++) {
             check_gemv_tail(rt, 0, 1, B158_ACT_SILU);
             check_gemv_tail(rt, 1, 1, B158_ACT_SILU);
             check_gemv_tail(rt, 1, 0, B158_ACT_RELU2);
             check_gemv_tail(rt, 1, b158_test_randint(0, 1),
                             b158_test_randint(0, 1) ? B158_ACT_RELU2 : B158_ACT_SILU);
         }
-        rt->tune.x86_avx512bw = isa;
+        cpu_isa_pass(rt, 0, vnni, bw);
     }
 }
 

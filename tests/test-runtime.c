@@ -172,6 +172,9 @@ static void test_probes_quiet(void)
     if (rt[0] && rt[0]->info.is_cpu && asked && b158_rt_host_avx512bw() &&
         strstr(rt[0]->info.platform, "Portable Computing Language"))
         CU_ASSERT_NOT_EQUAL(rt[0]->tune.x86_avx512bw, 0);
+    if (rt[0] && rt[0]->tune.x86_avx512bw && asked && b158_rt_host_avx512vnni() &&
+        !getenv("B158_VNNI"))
+        CU_ASSERT_NOT_EQUAL(rt[0]->tune.x86_vnni, 0);
     b158_runtime_free(rt[0]);
     b158_runtime_free(rt[1]);
 }

@@ -61,7 +61,8 @@ fi
 # fence where fence.acq_rel does not build, and B158_DEVICE_FENCE=2's).
 common="B158_GPU=1 B158_WG=256 B158_GEMV_ROWS=32 B158_GEMV_AHEAD=8 B158_GEMV_EARLY=1 B158_ROW_STEP=8
 B158_GEMM_TN=64 B158_GEMM_TM=64
-B158_GEMM_CPU_M=4 B158_AVX512_ROWS=1 B158_HEAD_DIM_MAX=256 B158_X86_AVX512BW=0 B158_INT_DOT=0"
+B158_GEMM_CPU_M=4 B158_AVX512_ROWS=1 B158_HEAD_DIM_MAX=256 B158_X86_AVX512BW=0
+B158_X86_AVX512VNNI=0 B158_INT_DOT=0"
 nvidia="$common B158_HAS_FP16=0 B158_PTX_DP4A=1 B158_PTX_CVT=1 B158_AMD_DOT=0 B158_DEVICE_FENCE=4
 B158_STAGE_CLOCK=0 B158_PREFETCH=3 B158_SUBGROUPS=2"
 declare -A pre=(
@@ -119,7 +120,7 @@ row() {
         return
     fi
     case $3 in
-    *_cpu | *_avx512) ;; # the CPU variant, never run on GPUs
+    *_cpu | *_avx512 | *_vnni) ;; # the CPU variant, never run on GPUs
     *) if [ "$5" -gt "$spill_max" ]; then
         echo "gpu-isa-check: $3 ($2) spills on $1: $5 bytes a work-item" >&2
         fail=1
@@ -210,7 +211,7 @@ done
 # every kernel the engine can launch on a GPU has its row on each target (a report the parsing
 # above missed must not pass as "no spills")
 for k in $(sed -n 's/.*X([A-Z0-9_]*, "\([a-z0-9_]*\)", ".*/\1/p' host/kernels.h); do
-    [[ $k = *_cpu || $k = *_avx512 ]] && continue
+    [[ $k = *_cpu || $k = *_avx512 || $k = *_vnni ]] && continue
     for t in "sm_90 (nvidia)" gfx90a gfx1030; do
         [ -n "$ptxas" ] || [ "$t" != "sm_90 (nvidia)" ] || t="PTX (nvidia)"
         if ! grep -qF "| $t | " "$table" || ! grep -F "| $t | " "$table" | grep -qF " | $k | "; then
