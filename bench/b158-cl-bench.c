@@ -484,6 +484,8 @@ typedef struct {
     b158_bench_bandwidth bw; /* measured right before the phase: the machine's state drifts */
     b158_kernel_stats k[PROF_MAX_KERNELS];
     size_t n_k;
+    b158_kernel_stats site[PROF_MAX_KERNELS]; /* the same by site of the forward pass */
+    size_t n_site;
     b158_stage_profile stage; /* inside the fused decode layer, where it has a clock */
 } prof_phase;
 
@@ -503,20 +505,29 @@ static void stage_add(b158_session *s, prof_phase *ph)
         t->mean[i] += p.mean[i], t->min[i] += p.min[i], t->max[i] += p.max[i];
 }
 
-static void prof_add(b158_runtime *rt, prof_phase *ph)
+/* Adds the n totals st into the *n_sum totals sum (by name, new names at the end) */
+static void stats_merge(b158_kernel_stats *sum, size_t *n_sum, const b158_kernel_stats *st,
+                        size_t n)
 {
-    b158_kernel_stats st[PROF_MAX_KERNELS];
-    size_t n = b158_runtime_kernel_stats(rt, st, PROF_MAX_KERNELS);
     n = n < PROF_MAX_KERNELS ? n : PROF_MAX_KERNELS;
     for (size_t i = 0; i < n; i++) {
         size_t j = 0;
-        while (j < ph->n_k && strcmp(ph->k[j].name, st[i].name))
+        while (j < *n_sum && strcmp(sum[j].name, st[i].name))
             j++;
-        if (j == ph->n_k)
-            ph->k[ph->n_k++] = (b158_kernel_stats){st[i].name, 0, 0};
-        ph->k[j].launches += st[i].launches;
-        ph->k[j].total_ns += st[i].total_ns;
+        if (j == *n_sum && j == PROF_MAX_KERNELS)
+            continue;
+        if (j == *n_sum)
+            sum[(*n_sum)++] = (b158_kernel_stats){st[i].name, 0, 0};
+        sum[j].launches += st[i].launches;
+        sum[j].total_ns += st[i].total_ns;
     }
+}
+
+static void prof_add(b158_runtime *rt, prof_phase *ph)
+{
+    b158_kernel_stats st[PROF_MAX_KERNELS];
+    stats_merge(ph->k, &ph->n_k, st, b158_runtime_kernel_stats(rt, st, PROF_MAX_KERNELS));
+    stats_merge(ph->site, &ph->n_site, st, b158_runtime_site_stats(rt, st, PROF_MAX_KERNELS));
 }
 
 /* Bytes of the ternary layers (2-bit codes over rows padded to 256, one f32 scale per row) and
@@ -675,6 +686,30 @@ static void print_stage_md(const prof_phase *ph)
         printf("| gap to the next launch | %.2f | | |\n", p->gap * ns * 1e-3 / (double)p->gaps);
 }
 
+/* A phase's device time by site of the forward pass (a site: one part of a block, or the
+ * embedding, final norm, LM head; one or more kernels a launch) */
+static void print_sites_md(const prof_phase *ph, double dev_ms)
+{
+    if (!ph->n_site)
+        return;
+    printf("\n%s by site (device time of each site's launches):\n\n| site | launches/step | us "
+           "per launch | ms/step | %% of device |\n|---|---:|---:|---:|---:|\n",
+           ph->phase);
+    for (size_t i = 0; i < ph->n_site; i++) {
+        const b158_kernel_stats *k = &ph->site[i];
+        const double ms = k->total_ns * 1e-6 / ph->steps;
+        printf("| ");
+        for (const char *c = k->name; *c; c++) { /* "q|k|v" in a table cell */
+            if (*c == '|')
+                putchar('\\');
+            putchar(*c);
+        }
+        printf(" | %.1f | %.2f | %.3f | %.1f%% |\n", (double)k->launches / ph->steps,
+               k->launches ? k->total_ns * 1e-3 / (double)k->launches : 0.0, ms,
+               dev_ms > 0 ? 100.0 * ms / dev_ms : 0.0);
+    }
+}
+
 static void print_profile_md(const char *model, const prof_engine *pe)
 {
     const prof_phase *ph[2] = {&pe->decode, &pe->prefill};
@@ -712,6 +747,7 @@ static void print_profile_md(const char *model, const prof_engine *pe)
                r.all_launches, r.host_ms, 100.0 * r.host_ms / r.wall_ms);
         printf("\nhost time between launches: %.1f us per launch\n",
                r.all_launches > 0 ? 1e3 * r.host_ms / r.all_launches : 0.0);
+        print_sites_md(ph[i], r.dev_ms);
         print_stage_md(ph[i]);
     }
 }
@@ -749,6 +785,12 @@ static void print_profile_json(const prof_engine *pe)
                    k ? ", " : "", ph[i]->k[k].name, family_names[family_of(ph[i]->k[k].name)],
                    (double)ph[i]->k[k].launches / ph[i]->steps,
                    ph[i]->k[k].total_ns * 1e-6 / ph[i]->steps);
+        printf("], \"sites\": [");
+        for (size_t k = 0; k < ph[i]->n_site; k++)
+            printf("%s{\"site\": \"%s\", \"launches_per_step\": %.2f, \"ms_per_step\": %.4f}",
+                   k ? ", " : "", ph[i]->site[k].name,
+                   (double)ph[i]->site[k].launches / ph[i]->steps,
+                   ph[i]->site[k].total_ns * 1e-6 / ph[i]->steps);
         printf("]");
         const b158_stage_profile *p = &ph[i]->stage;
         const double ns = stage_ns_per_tick(ph[i]);

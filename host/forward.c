@@ -577,6 +577,7 @@ static b158_status read_logits(b158_session *s, int rows, float *dst, int32_t *p
     const int nv = s->m->info.n_vocab;
     if (!picks)
         return b158_buf_read(s->rt, &d->logits, 0, (size_t)rows * nv * 4, dst);
+    b158_rt_site(s->rt, "argmax");
     B158_TRY(
         b158_op_argmax(s->rt, &d->logits, nv, rows, &d->amax_part, &d->amax_count, &d->amax_out));
     return b158_buf_read(s->rt, &d->amax_out, 0, (size_t)rows * 4, picks);
@@ -592,6 +593,7 @@ static b158_status dev_logits(b158_session *s, const b158_buf *head, int n, cons
     struct dev_state *d = &s->dev;
     const b158_model_info *h = &s->m->info;
     const size_t row = (size_t)h->n_embd * 4;
+    b158_rt_site(rt, "LM head");
     if (n_sel == n && n <= s->out_rows) {
         B158_TRY(b158_op_f16_matvec(rt, head, &d->xn, &d->logits, h->n_vocab, h->n_embd, n));
         return read_logits(s, n, dst, picks);
@@ -606,6 +608,7 @@ static b158_status dev_logits(b158_session *s, const b158_buf *head, int n, cons
                                    (size_t)run * row));
             r += run;
         }
+        b158_rt_site(rt, "LM head");
         B158_TRY(b158_op_f16_matvec(rt, head, &d->last, &d->logits, h->n_vocab, h->n_embd, rows));
         B158_TRY(read_logits(s, rows, dst + (size_t)g * h->n_vocab, picks ? picks + g : NULL));
     }
@@ -656,8 +659,10 @@ static b158_status dev_blocks_fused(b158_session *s, int final)
         const b158_decode_weights w = {&L->wqkv,     &L->wo,          &L->wgu,
                                        &L->wdown,    &L->attn_norm,   &L->attn_sub_norm,
                                        &L->ffn_norm, &L->ffn_sub_norm};
+        b158_rt_site(rt, "fused layer");
         B158_TRY(b158_op_decode_layer(rt, &step, &w, l, (size_t)l * cache_rows * kvd));
     }
+    b158_rt_site(rt, "final norm");
     return final ? b158_op_rmsnorm(rt, &d->x, &m->d_output_norm, &d->xn, h->n_embd, 1, h->rms_eps)
                  : B158_OK;
 }
@@ -670,6 +675,7 @@ static b158_status dev_layers(b158_session *s, int n, int final)
     b158_model *m = s->m;
     const b158_model_info *h = &m->info;
     struct dev_state *d = &s->dev;
+    b158_rt_site(rt, "embedding");
     B158_TRY(b158_op_embed(rt, &m->d_tok_embd, &d->ids, &d->x, h->n_embd, h->n_vocab, n));
     if (n == 1 && s->fused_groups)
         return dev_blocks_fused(s, final);
@@ -700,12 +706,15 @@ static b158_status dev_layers(b158_session *s, int n, int final)
 
     /* attention's norm and one int8 quantization shared by q, k and v: here for the first
      * layer, after the down projection of the one before for the others */
+    b158_rt_site(rt, "norm + quantize");
     B158_TRY(dev_norm_quantize(s, &d->x, &m->dev[0].attn_norm, h->n_embd, n));
     for (int l = 0; l < h->n_layer; l++) {
         const struct b158_layer_dev *L = &m->dev[l];
         const size_t cache_off = (size_t)l * cache_rows * kvd;
+        b158_rt_site(rt, "q|k|v");
         B158_TRY(dev_linear(s, &L->wqkv, &L->hqkv, h->n_embd, &d->qkv, n, 0));
         /* one token: its RoPE and KV store inside the attention (one launch fewer per layer) */
+        b158_rt_site(rt, "RoPE + KV store");
         if (n > 1)
             B158_TRY(b158_op_rope_kv_store(rt, &rope_kv, &d->tok, n, cache_off, cache_rows));
         /* the sub-norm and quantization of the output projection's input: in the attention's
@@ -717,17 +726,22 @@ static b158_status dev_layers(b158_session *s, int n, int final)
                                     .counter = &d->att_count,
                                     .k_pad = b158_ternary_k_pad(qd),
                                     .eps = h->rms_eps};
+        b158_rt_site(rt, n == 1 ? "attention (+ RoPE, KV store, sub-norm)" : "attention");
         B158_TRY(b158_op_attention(rt, &d->qkv, &d->k_cache, &d->v_cache, &d->att, h->n_head,
                                    h->n_head_kv, h->head_dim, qkv, n, &d->tok, cache_off,
                                    cache_rows, att_scale, n == 1 ? &att_rope : NULL,
                                    fused ? &sub : NULL, n == 1 ? &split : NULL));
+        b158_rt_site(rt, "sub-norm + quantize");
         if (!fused)
             B158_TRY(h->sub_norms ? dev_norm_quantize(s, &d->att, &L->attn_sub_norm, qd, n)
                                   : dev_quantize(s, &d->att, qd, n));
         /* output projection added straight into the residual stream, then the feed-forward's
          * norm and quantization */
+        b158_rt_site(rt, "output (+ norm)");
         B158_TRY(dev_linear_norm(s, &L->wo, &L->ho, qd, &d->x, h->n_embd, n, 1, &L->ffn_norm));
+        b158_rt_site(rt, "gate|up (+ GLU, sub-norm)");
         B158_TRY(dev_linear_glu(s, L, n));
+        b158_rt_site(rt, "down (+ norm)");
         if (l + 1 < h->n_layer)
             B158_TRY(dev_linear_norm(s, &L->wdown, &L->hdown, h->n_ff, &d->x, h->n_embd, n, 1,
                                      &m->dev[l + 1].attn_norm));
@@ -735,6 +749,7 @@ static b158_status dev_layers(b158_session *s, int n, int final)
             B158_TRY(dev_linear(s, &L->wdown, &L->hdown, h->n_ff, &d->x, n, 1));
     }
     /* final norm, for the rows that ask for logits */
+    b158_rt_site(rt, "final norm");
     if (!final)
         return B158_OK;
     return b158_op_rmsnorm(rt, &d->x, &m->d_output_norm, &d->xn, h->n_embd, n, h->rms_eps);
@@ -746,6 +761,7 @@ static b158_status dev_step_one(b158_session *s)
     const b158_model *m = s->m;
     const b158_buf *head = m->output != m->tok_embd ? &m->d_output : &m->d_tok_embd;
     B158_TRY(dev_layers(s, 1, 1));
+    b158_rt_site(s->rt, "LM head");
     return b158_op_f16_matvec(s->rt, head, &s->dev.xn, &s->dev.logits, m->info.n_vocab,
                               m->info.n_embd, 1);
 }
@@ -806,6 +822,7 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
         st = b158_buf_fill(rt, &d->bar, 0);
     if (st == B158_OK)
         st = dev_step(s, n, sel, n_sel, dst, picks);
+    b158_rt_site(rt, NULL); /* launches after the step are none of its sites */
     if (st != B158_OK)
         (void)clFinish(rt->queue); /* keeps the step's error as the last one */
     else if (n_sel == 0)

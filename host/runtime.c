@@ -528,6 +528,23 @@ uint64_t b158_runtime_mem_peak(const b158_runtime *rt)
     return rt ? rt->mem_peak : 0;
 }
 
+/* Adds a run of ns to the totals of the slot named name among n slots (the first free one if
+ * none is); 0 where all n are taken by other names */
+static int slot_add(struct b158_routine_slot *slots, int n, const char *name, uint64_t ns)
+{
+    for (int i = 0; i < n; i++) {
+        struct b158_routine_slot *r = &slots[i];
+        if (!r->name)
+            r->name = name;
+        if (strcmp(r->name, name) == 0) {
+            r->launches++;
+            r->total_ns += ns;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 size_t b158_runtime_kernel_stats(const b158_runtime *rt, b158_kernel_stats *out, size_t cap)
 {
     size_t n = 0;
@@ -551,26 +568,36 @@ size_t b158_runtime_kernel_stats(const b158_runtime *rt, b158_kernel_stats *out,
     return n;
 }
 
+size_t b158_runtime_site_stats(const b158_runtime *rt, b158_kernel_stats *out, size_t cap)
+{
+    size_t n = 0;
+    for (int i = 0; rt && i < B158_RT_MAX_SITES && rt->sites[i].name; i++) {
+        const struct b158_routine_slot *r = &rt->sites[i];
+        if (!r->launches)
+            continue;
+        if (n < cap)
+            out[n] = (b158_kernel_stats){r->name, r->launches, r->total_ns};
+        n++;
+    }
+    return n;
+}
+
 void b158_runtime_kernel_stats_reset(b158_runtime *rt)
 {
     for (int i = 0; rt && i < B158_KERNEL_COUNT; i++)
         rt->kernels[i].launches = rt->kernels[i].total_ns = 0;
     for (int i = 0; rt && i < B158_RT_MAX_ROUTINES; i++)
         rt->routines[i].launches = rt->routines[i].total_ns = 0;
+    for (int i = 0; rt && i < B158_RT_MAX_SITES; i++) /* in the order they run from here */
+        rt->sites[i] = (struct b158_routine_slot){NULL, 0, 0};
 }
 
 b158_status b158_rt_record(b158_runtime *rt, const char *name, uint64_t ns)
 {
-    for (int i = 0; i < B158_RT_MAX_ROUTINES; i++) {
-        struct b158_routine_slot *r = &rt->routines[i];
-        if (!r->name)
-            r->name = name;
-        if (strcmp(r->name, name) == 0) {
-            r->launches++;
-            r->total_ns += ns;
-            return B158_OK;
-        }
-    }
+    if (rt->site)
+        slot_add(rt->sites, B158_RT_MAX_SITES, rt->site, ns);
+    if (slot_add(rt->routines, B158_RT_MAX_ROUTINES, name, ns))
+        return B158_OK;
     return B158_FAIL(B158_ERR_UNSUPPORTED, "more than %d routines to time (at %s)",
                      B158_RT_MAX_ROUTINES, name);
 }
@@ -754,10 +781,10 @@ b158_status b158_rt_finish(b158_runtime *rt)
 
 /* ---- launches --------------------------------------------------------------------------- */
 
-/* Enqueues kernel k (of id) with its arguments set; counts it, and with profiling on waits
- * for it and adds its time to id's totals. */
-static b158_status enqueue(b158_runtime *rt, enum b158_kernel_id id, cl_kernel k, cl_uint dims,
-                           const size_t *gws, const size_t *local)
+/* Enqueues kernel k (of id, at site, which may be NULL) with its arguments set; counts it, and
+ * with profiling on waits for it and adds its time to id's and the site's totals. */
+static b158_status enqueue(b158_runtime *rt, enum b158_kernel_id id, const char *site, cl_kernel k,
+                           cl_uint dims, const size_t *gws, const size_t *local)
 {
     const char *name = b158_kernel_name(id);
     cl_event ev = NULL;
@@ -792,6 +819,8 @@ static b158_status enqueue(b158_runtime *rt, enum b158_kernel_id id, cl_kernel k
             clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL);
             clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
             rt->kernels[id].total_ns += t1 > t0 ? t1 - t0 : 0;
+            if (site)
+                slot_add(rt->sites, B158_RT_MAX_SITES, site, t1 > t0 ? t1 - t0 : 0);
         }
         clReleaseEvent(ev);
         if (err != CL_SUCCESS)
@@ -880,7 +909,7 @@ static cl_kernel launch_kernel(b158_runtime *rt, enum b158_kernel_id id, cl_kern
         p->failed = 1;
         return shared;
     }
-    p->steps[p->n] = (b158_plan_step){.kernel = own, .id = id};
+    p->steps[p->n] = (b158_plan_step){.kernel = own, .id = id, .site = rt->site};
     return own;
 }
 
@@ -936,7 +965,12 @@ b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t narg
         memcpy(st->global, gws, sizeof gws);
         memcpy(st->local, lws, sizeof lws);
     }
-    return enqueue(rt, id, k, dims, gws, local ? lws : NULL);
+    return enqueue(rt, id, rt->site, k, dims, gws, local ? lws : NULL);
+}
+
+void b158_rt_site(b158_runtime *rt, const char *site)
+{
+    rt->site = site;
 }
 
 void b158_rt_plan_begin(b158_runtime *rt, b158_plan *plan)
@@ -956,7 +990,7 @@ b158_status b158_rt_plan_run(b158_runtime *rt, const b158_plan *plan)
         return B158_FAIL(B158_ERR_INVALID_ARG, "a launch plan that failed to record was run");
     for (int i = 0; i < plan->n; i++) {
         const b158_plan_step *st = &plan->steps[i];
-        B158_TRY(enqueue(rt, st->id, st->kernel, st->dims, st->global,
+        B158_TRY(enqueue(rt, st->id, st->site, st->kernel, st->dims, st->global,
                          st->has_local ? st->local : NULL));
     }
     return B158_OK;

@@ -66,6 +66,9 @@ struct b158_routine_slot {
     uint64_t total_ns;
 };
 
+/* Profiling totals per site of the forward pass (b158_rt_site). */
+#define B158_RT_MAX_SITES 24
+
 /* Called once when the runtime is freed, before its context is released. */
 typedef void (*b158_rt_release_fn)(void);
 #define B158_RT_MAX_RELEASE 4
@@ -87,6 +90,8 @@ struct b158_runtime {
     const char *program_files[16];
     struct b158_kernel_slot kernels[B158_KERNEL_COUNT];
     struct b158_routine_slot routines[B158_RT_MAX_ROUTINES];
+    struct b158_routine_slot sites[B158_RT_MAX_SITES];
+    const char *site; /* the site the next launches belong to (b158_rt_site), or NULL */
     b158_rt_release_fn release[B158_RT_MAX_RELEASE];
     uint64_t mem[B158_MEM_CATEGORY_COUNT];
     uint64_t mem_peak;
@@ -208,6 +213,7 @@ b158_status b158_rt_queued_end(b158_runtime *rt, int *n, uint64_t *span_ns, uint
 typedef struct b158_plan_step {
     cl_kernel kernel;
     enum b158_kernel_id id;
+    const char *site; /* b158_rt_site's when it was recorded */
     cl_uint dims;
     int has_local;
     size_t global[3], local[3];
@@ -225,6 +231,11 @@ void b158_rt_plan_end(b158_runtime *rt);
 /* Enqueues the plan's launches in order (counted and profiled like b158_rt_launch). */
 b158_status b158_rt_plan_run(b158_runtime *rt, const b158_plan *plan);
 void b158_plan_free(b158_plan *plan); /* releases its kernel objects; the plan is then empty */
+
+/* Names the site of the forward pass that the launches from here on belong to, for the
+ * profiling totals per site (b158_runtime_site_stats); NULL: none. site must outlive rt (a
+ * string literal). A plan's launches keep the site they were recorded under. */
+void b158_rt_site(b158_runtime *rt, const char *site);
 
 /* Adds one run of ns nanoseconds to the totals of a routine that another library enqueued on
  * the runtime's queue (several kernels of its own, timed by the caller); the routines appear

@@ -429,10 +429,18 @@ static void test_bench(void)
               strstr(r.out, "\"family\": \"ternary matmul\"") &&
               strstr(r.out, "\"family\": \"FP16 matmul\"") &&
               strstr(r.out, "\"host_us_per_launch\""));
+    /* and by site of the forward pass: a decode step of the 2-layer preset is one launch each
+     * of embedding, first norm, final norm and LM head, and one a block of each part */
+    CU_ASSERT(strstr(r.out, "{\"site\": \"q|k|v\", \"launches_per_step\": 2.00") &&
+              strstr(r.out, "{\"site\": \"attention (+ RoPE, KV store, sub-norm)\", "
+                            "\"launches_per_step\": 2.00") &&
+              strstr(r.out, "{\"site\": \"down (+ norm)\", \"launches_per_step\": 2.00") &&
+              strstr(r.out, "{\"site\": \"LM head\", \"launches_per_step\": 1.00"));
     run("b158-cl-bench --preset tiny -p 8 -n 4 -r 1 --engine fp16 --profile", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT(has_line(r.out, "| FP16 matmul | ", "%") &&
               has_line(r.out, "| host between launches | ", "%") && !strstr(r.out, "ternary"));
+    CU_ASSERT(has_line(r.out, "| q\\|k\\|v | ", "%") && has_line(r.out, "| LM head | 1.0 | ", "%"));
     run("b158-cl-bench --preset tiny --profile -o csv", &r);
     CU_ASSERT_EQUAL(r.status, 2);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "--profile writes -o md or json"));
@@ -451,7 +459,8 @@ static void test_bench(void)
                   has_line(r.out, "| B attention | ", "|") &&
                   has_line(r.out, "| E down GEMV | ", "|") &&
                   has_line(r.out, "| first start to last end | ", "|") &&
-                  has_line(r.out, "| gap to the next launch | ", "|"));
+                  has_line(r.out, "| gap to the next launch | ", "|") &&
+                  has_line(r.out, "| fused layer | 2.0 | ", "%"));
         fprintf(stderr, "\nfused layer parts in the profile");
     }
 }

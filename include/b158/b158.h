@@ -136,7 +136,11 @@ typedef struct b158_kernel_stats {
     uint64_t total_ns;
 } b158_kernel_stats;
 size_t b158_runtime_kernel_stats(const b158_runtime *rt, b158_kernel_stats *out, size_t cap);
-void b158_runtime_kernel_stats_reset(b158_runtime *rt);
+/* The same totals per site of the forward pass instead of per kernel: the launches of one part
+ * of a step ("q|k|v", "attention", "gate|up (+ GLU)", "LM head", ...; a site is one or more
+ * kernels), in the order each site first ran. */
+size_t b158_runtime_site_stats(const b158_runtime *rt, b158_kernel_stats *out, size_t cap);
+void b158_runtime_kernel_stats_reset(b158_runtime *rt); /* both */
 /* Host nanoseconds spent inside kernel enqueue calls so far, every launch of rt (profiling or
  * not): how much of a step's wall time the launches cost the host. */
 uint64_t b158_runtime_enqueue_ns(const b158_runtime *rt);
