@@ -286,9 +286,10 @@ static b158_session *fused_session(b158_model *m, b158_runtime *rt, int fused, i
  * (B158_GEMV_AHEAD=1), so the down projection's rows take 2 to 4 steps a work-item: the steps
  * the fused layer loads ahead (a single block's second: 84 rows are 11 blocks of 8 on CPU
  * devices, one group's last one alone) and the ones it loads as it goes; its row norms load one
- * element a step (B158_ROW_STEP=1), so even the 96-wide rows take two steps, the second cut.
- * Where the engine refuses the fused kernel (PoCL, whose work-group compiler gets it wrong) only
- * the unfused path runs. */
+ * element a step (B158_ROW_STEP=1), so even the 96-wide rows take two steps, the second cut;
+ * and its attention splits take 64 keys at least (B158_ATT_MIN_KEYS), so that one or two of a
+ * head's splits have keys and the others none. Where the engine refuses the fused kernel (PoCL,
+ * whose work-group compiler gets it wrong) only the unfused path runs. */
 static void test_fused_decode(void)
 {
     b158_runtime *gpu = b158_test_runtime(B158_VARIANT_GPU), *wide = NULL;
@@ -298,9 +299,12 @@ static void test_fused_decode(void)
     wp.variant = B158_VARIANT_GPU;
     setenv("B158_GEMV_AHEAD", "1", 1);
     setenv("B158_ROW_STEP", "1", 1);
+    setenv("B158_ATT_MIN_KEYS", "64", 1); /* 36 to 72 keys in 2 to 5 splits: 1 or 2 not empty */
     CU_ASSERT_EQUAL_FATAL(b158_runtime_create(&wp, &wide), B158_OK);
+    CU_ASSERT_EQUAL(wide->tune.att_min_keys, 64);
     unsetenv("B158_GEMV_AHEAD");
     unsetenv("B158_ROW_STEP");
+    unsetenv("B158_ATT_MIN_KEYS");
     int fused_here = 1;
     for (int f = 0; f < 4; f++) {
         b158_runtime *rt = f < 3 ? gpu : wide;

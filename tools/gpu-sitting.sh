@@ -104,7 +104,7 @@ if [ "$part" != tables ]; then
         say "profile, B158_FUSED_DECODE=$fused"
         stage 60 env B158_FUSED_DECODE=$fused "$bin/b158-cl-bench" -m "$model" -p 64 -n 32 -r 1 \
             --engine b158 --profile >"$out/profile-$fused.md" 2>&1
-        grep -E '^\||wall per step' "$out/profile-$fused.md" | head -32
+        grep -E '^\||wall per step' "$out/profile-$fused.md" | head -60
     done
     say "decode A/B (-p 512 -n 128 -r 2)"
     a=(-p 512 -n 128 -r 2)
@@ -113,7 +113,9 @@ if [ "$part" != tables ]; then
     decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
     decode fused-prefetch0 B158_FUSED_DECODE=1 B158_PREFETCH=0 -- "${a[@]}"
     decode fused-splits1 B158_FUSED_DECODE=1 B158_ATT_SPLITS=1 -- "${a[@]}"
-    decode ahead4 B158_GEMV_AHEAD=4 -- "${a[@]}"
+    decode attkeys256 B158_ATT_MIN_KEYS=256 -- "${a[@]}"
+    decode attkeys1024 B158_ATT_MIN_KEYS=1024 -- "${a[@]}"
+    decode fused-attkeys1024 B158_FUSED_DECODE=1 B158_ATT_MIN_KEYS=1024 -- "${a[@]}"
     decode rowstep16 B158_ROW_STEP=16 -- "${a[@]}"
     decode fused-rowstep16 B158_FUSED_DECODE=1 B158_ROW_STEP=16 -- "${a[@]}"
     decode fused-rowstep4 B158_FUSED_DECODE=1 B158_ROW_STEP=4 -- "${a[@]}"
@@ -126,6 +128,7 @@ if [ "$part" != check ]; then
     decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
     decode depth3584 -- -p 512 -n 128 -r 2 -d 3584
     decode depth3584-splits1 B158_ATT_SPLITS=1 -- -p 512 -n 128 -r 2 -d 3584
+    decode depth3584-attkeys1024 B158_ATT_MIN_KEYS=1024 -- -p 512 -n 128 -r 2 -d 3584
     say "model against its FP16 baseline"
     stage 90 "$bin/b158-cl-bench" -m "$model" -p 512 -n 128 -r 3 --fp16 kernels | tee "$out/model.md" |
         grep -E '^\|'
