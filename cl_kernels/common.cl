@@ -94,6 +94,30 @@ B158_WG_REDUCE(b158_wg_sum, float, B158_ADD, b158_sg_sum)
 B158_WG_REDUCE(b158_wg_max, float, fmax, b158_sg_max)
 B158_WG_REDUCE(b158_wg_sum_int, int, B158_ADD, b158_sg_sum_int)
 
+/* (b158_wg_sum(v.x), b158_wg_max(v.y)), the same values: with sub-groups both in one __local
+ * step (two barriers instead of four; red holds B158_WG floats, of which this takes two a
+ * sub-group: sub-groups of 2 work-items or more, as NVIDIA's warps and Intel's are), else one
+ * after the other */
+inline float2 b158_wg_sum_max(float2 v, __local float *red)
+{
+#if B158_WG > 1 && B158_SUBGROUPS
+    v = (float2)(b158_sg_sum(v.x), b158_sg_max(v.y));
+    if (B158_SG_LANE() == 0)
+        vstore2(v, B158_SG_ID(), red);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float2 r = vload2(0, red);
+    for (int i = 1; i < B158_SG_COUNT(); i++) {
+        const float2 o = vload2(i, red);
+        r = (float2)(r.x + o.x, fmax(r.y, o.y));
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+#else
+    const float s = b158_wg_sum(v.x, red);
+    return (float2)(s, b158_wg_max(v.y, red));
+#endif
+}
+
 /* Row kernels (norms, quantization, GLU) walk a row in 16-float chunks: chunk c is elements
  * 16c .. 16c+15, work-item l of B158_WG takes chunks l, l + B158_WG, ... and then the n % 16
  * tail elements one by one. On CPUs (B158_WG == 1) that is one 16-lane vector loop per row,
@@ -216,8 +240,9 @@ inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const f
         amax = fmax(amax, fabs(norm ? xr[i] * w[i] : xr[i]));
     }
 #endif
-    const float inv = 1.0f / sqrt(b158_wg_sum(ss, red) / (float)n + eps);
-    amax = b158_wg_max(amax, red);
+    const float2 sm = b158_wg_sum_max((float2)(ss, amax), red);
+    const float inv = 1.0f / sqrt(sm.x / (float)n + eps);
+    amax = sm.y;
     /* ties to even, like torch.round; NaN (a NaN input, or an infinite one times s = 0)
      * becomes 0, as in b158_ref_quantize */
     const float s = 127.0f / fmax(norm ? amax * inv : amax, 1e-5f);
@@ -315,9 +340,9 @@ inline void b158_glu_norm_quantize_row(__global float *g, __global const float *
     /* the sum of squares is reduced either way: a barrier under a condition costs PoCL's
      * work-group compiler dearly. The normed absmax is that of h * w times the positive 1 / rms
      * (as in b158_rmsnorm_quantize_row): one pass over h before the conversion, not two. */
-    ss = b158_wg_sum(ss, red);
-    const float inv = norm ? 1.0f / sqrt(ss / (float)n + eps) : 1.0f;
-    amax = b158_wg_max(amax, red);
+    const float2 sm = b158_wg_sum_max((float2)(ss, amax), red);
+    const float inv = norm ? 1.0f / sqrt(sm.x / (float)n + eps) : 1.0f;
+    amax = sm.y;
     const float s = 127.0f / fmax(norm ? amax * inv : amax, 1e-5f);
 #if B158_WG > 1
     for (int i0 = lid; i0 < k_pad; i0 += B158_ROW_STEP * B158_WG) {
