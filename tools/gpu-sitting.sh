@@ -113,6 +113,7 @@ if [ "$part" != tables ]; then
     decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
     decode fused-prefetch0 B158_FUSED_DECODE=1 B158_PREFETCH=0 -- "${a[@]}"
     decode fused-splits1 B158_FUSED_DECODE=1 B158_ATT_SPLITS=1 -- "${a[@]}"
+    decode flush16 B158_FLUSH_EVERY=16 -- "${a[@]}"
     decode attkeys256 B158_ATT_MIN_KEYS=256 -- "${a[@]}"
     decode attkeys1024 B158_ATT_MIN_KEYS=1024 -- "${a[@]}"
     decode fused-attkeys1024 B158_FUSED_DECODE=1 B158_ATT_MIN_KEYS=1024 -- "${a[@]}"
