@@ -205,6 +205,30 @@ __kernel void ternary_gemv_avx512(__global const uchar *w, __global const float 
              b158_maddubs(c3, xb_[3]);                                                             \
     } while (0)
 
+/* Row n's values v (one a token, tokens mt .. mt + mcount - 1) over their activation scales */
+inline void b158_store_tokens(__global float *y, int n, int n_rows, int mt, int mcount, float4 v,
+                              __global const float *x_scale, int accumulate)
+{
+    b158_store(y, (size_t)mt * n_rows + n, v.x / x_scale[mt], accumulate);
+    if (mcount > 1)
+        b158_store(y, (size_t)(mt + 1) * n_rows + n, v.y / x_scale[mt + 1], accumulate);
+    if (mcount > 2)
+        b158_store(y, (size_t)(mt + 2) * n_rows + n, v.z / x_scale[mt + 2], accumulate);
+    if (mcount > 3)
+        b158_store(y, (size_t)(mt + 3) * n_rows + n, v.w / x_scale[mt + 3], accumulate);
+}
+
+/* A GEMM work-item's four tokens from token m0 (mcount of them; past the last, the last again):
+ * their activation rows x0 .. x3 and sum(q) each, qsum */
+#define B158_GEMM_TOKENS(m0)                                                                       \
+    const size_t stride_ = (size_t)k_pad / 64;                                                     \
+    __global const b158_uchar64 *x0 = (__global const b158_uchar64 *)x + (size_t)(m0)*stride_;     \
+    __global const b158_uchar64 *x1 = x0 + (size_t)min(1, mcount - 1) * stride_;                   \
+    __global const b158_uchar64 *x2 = x0 + (size_t)min(2, mcount - 1) * stride_;                   \
+    __global const b158_uchar64 *x3 = x0 + (size_t)min(3, mcount - 1) * stride_;                   \
+    const int4 qsum = (int4)(b158_sum_q(x0, blocks), b158_sum_q(x1, blocks),                       \
+                             b158_sum_q(x2, blocks), b158_sum_q(x3, blocks))
+
 /* Four tokens per work-item, written out: PoCL keeps arrays of vectors indexed in loops on the
  * stack, which costs more than the arithmetic. */
 __kernel void ternary_gemm_avx512(__global const uchar *w, __global const float *w_scale,
@@ -219,13 +243,7 @@ __kernel void ternary_gemm_avx512(__global const uchar *w, __global const float 
     const int blocks = k_pad / 256;
     const int mcount = min(4, m_rows - m0);
     const int ncount = min(B158_AVX512_ROWS, n_rows - n0);
-    const size_t stride = (size_t)k_pad / 64;
-    __global const b158_uchar64 *x0 = (__global const b158_uchar64 *)x + (size_t)m0 * stride;
-    __global const b158_uchar64 *x1 = x0 + (size_t)min(1, mcount - 1) * stride;
-    __global const b158_uchar64 *x2 = x0 + (size_t)min(2, mcount - 1) * stride;
-    __global const b158_uchar64 *x3 = x0 + (size_t)min(3, mcount - 1) * stride;
-    const int4 qsum = (int4)(b158_sum_q(x0, blocks), b158_sum_q(x1, blocks), b158_sum_q(x2, blocks),
-                             b158_sum_q(x3, blocks));
+    B158_GEMM_TOKENS(m0);
     const b158_uchar64 m3 = (b158_uchar64)3;
     for (int r = 0; r < ncount; r++) {
         const int n = n0 + r;
@@ -246,24 +264,19 @@ __kernel void ternary_gemm_avx512(__global const uchar *w, __global const float 
             a2 += b158_madd_ones(t2), a3 += b158_madd_ones(t3);
         }
         const int4 acc = (int4)(b158_sum16(a0), b158_sum16(a1), b158_sum16(a2), b158_sum16(a3));
-        const float4 v = convert_float4(acc - qsum) * w_scale[n];
-        b158_store(y, (size_t)m0 * n_rows + n, v.x / x_scale[m0], accumulate);
-        if (mcount > 1)
-            b158_store(y, (size_t)(m0 + 1) * n_rows + n, v.y / x_scale[m0 + 1], accumulate);
-        if (mcount > 2)
-            b158_store(y, (size_t)(m0 + 2) * n_rows + n, v.z / x_scale[m0 + 2], accumulate);
-        if (mcount > 3)
-            b158_store(y, (size_t)(m0 + 3) * n_rows + n, v.w / x_scale[m0 + 3], accumulate);
+        b158_store_tokens(y, n, n_rows, m0, mcount, convert_float4(acc - qsum) * w_scale[n],
+                          x_scale, accumulate);
     }
 }
 
 #if B158_X86_AVX512VNNI
-/* The same two kernels where the CPU has AVX-512 VNNI (the runtime defines B158_X86_AVX512VNNI
- * after running vpdpbusd on the device): vpdpbusd multiplies 64 u8 by 64 s8 and adds each four
- * products into an int32 lane, one instruction where vpmaddubsw needed an s16 add after it and
- * vpmaddwd every 16 blocks. It is written as inline assembly: PoCL 3.1's LLVM takes an AMD Zen 4
- * for a "skylake-avx512", without VNNI, and will not select the builtin (not even in a kernel
- * that asks for the feature: its work-group function does not). */
+/* The GEMM where the CPU has AVX-512 VNNI (the runtime defines B158_X86_AVX512VNNI after running
+ * vpdpbusd on the device): vpdpbusd multiplies 64 u8 by 64 s8 and adds each four products into
+ * an int32 lane, one instruction where vpmaddubsw needed an s16 add after it and vpmaddwd every
+ * 16 blocks. (The decode GEMV is bound by memory: on the development VM a VNNI form of it ran
+ * no faster, so ternary_gemv_avx512 stays the one.) It is written as inline assembly: PoCL 3.1's
+ * LLVM takes an AMD Zen 4 for a "skylake-avx512", without VNNI, and will not select the builtin
+ * (not even in a kernel that asks for the feature: its work-group function does not). */
 typedef int b158_m512i __attribute__((__vector_size__(64)));
 inline int16 b158_dpbusd(int16 acc, b158_uchar64 u, b158_uchar64 s)
 {
@@ -272,69 +285,6 @@ inline int16 b158_dpbusd(int16 acc, b158_uchar64 u, b158_uchar64 s)
             : "+v"(a)
             : "v"(__builtin_astype(u, b158_m512i)), "v"(__builtin_astype(s, b158_m512i)));
     return __builtin_astype(a, int16);
-}
-
-/* The GEMV shifts no plane down: plane l of a block's codes is applied as p & (3 << 2l), that is
- * c << 2l (at most 2 << 6 = 128, still a u8), into an accumulator of its own, whose lanes are
- * then 4^l times plane l's sums, exactly, and come back by an arithmetic shift right by 2l: a
- * block of 256 weights is 4 ands and 4 vpdpbusd per row (a lane gains at most 4 x 128 x 128 =
- * 2^16 a block: 2^15 blocks before int32 could overflow). sum(c q) of a row from its four: */
-inline int b158_planes_sum(int16 a0, int16 a1, int16 a2, int16 a3)
-{
-    return b158_sum16(a0 + (a1 >> 2) + (a2 >> 4) + (a3 >> 6));
-}
-
-/* acc0..3 += block p of a row applied to the activations at xb (four 64-byte pieces) */
-#define B158_VNNI_BLOCK(a, p, xb)                                                                  \
-    do {                                                                                           \
-        a##0 = b158_dpbusd(a##0, (p)&pm0, (xb)[0]);                                                \
-        a##1 = b158_dpbusd(a##1, (p)&pm1, (xb)[1]);                                                \
-        a##2 = b158_dpbusd(a##2, (p)&pm2, (xb)[2]);                                                \
-        a##3 = b158_dpbusd(a##3, (p)&pm3, (xb)[3]);                                                \
-    } while (0)
-
-/* Decode GEMV: ternary_gemv_avx512's rows and streams */
-__kernel void ternary_gemv_vnni(__global const uchar *w, __global const float *w_scale,
-                                __global const uchar *x, __global const float *x_scale,
-                                __global float *y, int n_rows, int k_pad, int accumulate,
-                                B158_TAIL_PARAMS)
-{
-    __local int last;
-    __local float red[B158_WG];
-    const int per = B158_AVX512_ROWS / 2;
-    const int n_half = (n_rows + 2 * per - 1) / (2 * per) * per;
-    const int n0 = get_global_id(0) * per;
-    if (n0 < n_half) {
-        const int blocks = k_pad / 256;
-        __global const b158_uchar64 *xv = (__global const b158_uchar64 *)x;
-        const int qsum = b158_sum_q(xv, blocks);
-        const b158_uchar64 pm0 = (b158_uchar64)0x03, pm1 = (b158_uchar64)0x0c;
-        const b158_uchar64 pm2 = (b158_uchar64)0x30, pm3 = (b158_uchar64)0xc0;
-        const float xs = x_scale[0];
-        for (int r = 0; r < per; r++) {
-            const int na = n0 + r, nb = na + n_half;
-            if (na >= n_rows)
-                break;
-            /* a row past the end reads row na again and is not stored */
-            const int nbr = nb < n_rows ? nb : na;
-            __global const b158_uchar64 *wa =
-                (__global const b158_uchar64 *)w + (size_t)na * blocks;
-            __global const b158_uchar64 *wb =
-                (__global const b158_uchar64 *)w + (size_t)nbr * blocks;
-            int16 a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-            for (int b = 0; b < blocks; b++) {
-                __global const b158_uchar64 *xb = xv + 4 * b;
-                const b158_uchar64 pa = wa[b], pb = wb[b];
-                B158_VNNI_BLOCK(a, pa, xb);
-                B158_VNNI_BLOCK(b, pb, xb);
-            }
-            const int sa = b158_planes_sum(a0, a1, a2, a3), sb = b158_planes_sum(b0, b1, b2, b3);
-            b158_store(y, na, (float)(sa - qsum) * w_scale[na] / xs, accumulate);
-            if (nb < n_rows)
-                b158_store(y, nb, (float)(sb - qsum) * w_scale[nb] / xs, accumulate);
-        }
-    }
-    b158_last_group_tail(y, n_rows, B158_TAIL_ARGS, &last, red);
 }
 
 /* acc_a / acc_b += one token's block (its four 64-byte pieces at xb) applied to the unpacked
@@ -347,19 +297,6 @@ __kernel void ternary_gemv_vnni(__global const uchar *w, __global const float *w
         acc_a = b158_dpbusd(b158_dpbusd(acc_a, ca2, xb_[2]), ca3, xb_[3]);                         \
         acc_b = b158_dpbusd(b158_dpbusd(acc_b, cb2, xb_[2]), cb3, xb_[3]);                         \
     } while (0)
-
-/* Row n's values v (one a token, tokens mt .. mt + mcount - 1) over their activation scales */
-inline void b158_store_tokens(__global float *y, int n, int n_rows, int mt, int mcount, float4 v,
-                              __global const float *x_scale, int accumulate)
-{
-    b158_store(y, (size_t)mt * n_rows + n, v.x / x_scale[mt], accumulate);
-    if (mcount > 1)
-        b158_store(y, (size_t)(mt + 1) * n_rows + n, v.y / x_scale[mt + 1], accumulate);
-    if (mcount > 2)
-        b158_store(y, (size_t)(mt + 2) * n_rows + n, v.z / x_scale[mt + 2], accumulate);
-    if (mcount > 3)
-        b158_store(y, (size_t)(mt + 3) * n_rows + n, v.w / x_scale[mt + 3], accumulate);
-}
 
 /* Prefill: ternary_gemm_avx512's work-items (B158_AVX512_ROWS rows, 4 tokens), two rows at a
  * time: each weight block unpacked into its four planes once (shifted down, the unpacking shared
@@ -378,13 +315,7 @@ __kernel void ternary_gemm_vnni(__global const uchar *w, __global const float *w
     const int blocks = k_pad / 256;
     const int mcount = min(4, m_rows - mt);
     const int ncount = min(B158_AVX512_ROWS, n_rows - n0);
-    const size_t stride = (size_t)k_pad / 64;
-    __global const b158_uchar64 *x0 = (__global const b158_uchar64 *)x + (size_t)mt * stride;
-    __global const b158_uchar64 *x1 = x0 + (size_t)min(1, mcount - 1) * stride;
-    __global const b158_uchar64 *x2 = x0 + (size_t)min(2, mcount - 1) * stride;
-    __global const b158_uchar64 *x3 = x0 + (size_t)min(3, mcount - 1) * stride;
-    const int4 qsum = (int4)(b158_sum_q(x0, blocks), b158_sum_q(x1, blocks), b158_sum_q(x2, blocks),
-                             b158_sum_q(x3, blocks));
+    B158_GEMM_TOKENS(mt);
     const b158_uchar64 m3 = (b158_uchar64)3;
     for (int r = 0; r < ncount; r += 2) {
         /* two rows at a time, each activation load serving both (an odd last row is done

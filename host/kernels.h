@@ -12,7 +12,6 @@
     X(DEQUANTIZE_ROWS_HALF, "dequantize_rows_half", "quantize.cl")                                 \
     X(TERNARY_GEMV_CPU, "ternary_gemv_cpu", "ternary.cl")                                          \
     X(TERNARY_GEMV_AVX512, "ternary_gemv_avx512", "ternary.cl")                                    \
-    X(TERNARY_GEMV_VNNI, "ternary_gemv_vnni", "ternary.cl")                                        \
     X(TERNARY_GEMV_GPU, "ternary_gemv_gpu", "ternary.cl")                                          \
     X(TERNARY_GEMM_CPU, "ternary_gemm_cpu", "ternary.cl")                                          \
     X(TERNARY_GEMM_AVX512, "ternary_gemm_avx512", "ternary.cl")                                    \

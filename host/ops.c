@@ -147,7 +147,6 @@ b158_status b158_op_ternary_gemm(b158_runtime *rt, const b158_tmat *w, const b15
 enum b158_kernel_id b158_op_ternary_gemv_kernel(const b158_runtime *rt)
 {
     return rt->tune.gpu            ? B158_K_TERNARY_GEMV_GPU
-           : rt->tune.x86_vnni     ? B158_K_TERNARY_GEMV_VNNI
            : rt->tune.x86_avx512bw ? B158_K_TERNARY_GEMV_AVX512
                                    : B158_K_TERNARY_GEMV_CPU;
 }

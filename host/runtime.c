@@ -105,7 +105,7 @@ static int probe_x86_avx512bw(b158_runtime *rt)
 }
 
 /* Whether AVX-512 VNNI's vpdpbusd as the kernels write it (inline assembly: see
- * ternary_gemv_vnni) builds, runs on the device and sums the products right: asked of CPU
+ * ternary_gemm_vnni) builds, runs on the device and sums the products right: asked of CPU
  * devices where probe_x86_avx512bw succeeded and this CPU has VNNI, by one work-item on 64 byte
  * pairs. B158_VNNI=0 skips it (the A/B against the AVX-512BW kernels). */
 static int probe_x86_vnni(b158_runtime *rt, int avx512bw)
@@ -551,6 +551,21 @@ static int slot_add(struct b158_routine_slot *slots, int n, const char *name, ui
     return 0;
 }
 
+/* The slots of count with launches, as totals out[n], out[n + 1], ... (up to cap); the count
+ * of entries after them, n included */
+static size_t slots_stats(const struct b158_routine_slot *slots, int count, b158_kernel_stats *out,
+                          size_t cap, size_t n)
+{
+    for (int i = 0; i < count && slots[i].name; i++) {
+        if (!slots[i].launches)
+            continue;
+        if (n < cap)
+            out[n] = (b158_kernel_stats){slots[i].name, slots[i].launches, slots[i].total_ns};
+        n++;
+    }
+    return n;
+}
+
 size_t b158_runtime_kernel_stats(const b158_runtime *rt, b158_kernel_stats *out, size_t cap)
 {
     size_t n = 0;
@@ -563,29 +578,12 @@ size_t b158_runtime_kernel_stats(const b158_runtime *rt, b158_kernel_stats *out,
                                          k->total_ns};
         n++;
     }
-    for (int i = 0; rt && i < B158_RT_MAX_ROUTINES && rt->routines[i].name; i++) {
-        const struct b158_routine_slot *r = &rt->routines[i];
-        if (!r->launches)
-            continue;
-        if (n < cap)
-            out[n] = (b158_kernel_stats){r->name, r->launches, r->total_ns};
-        n++;
-    }
-    return n;
+    return rt ? slots_stats(rt->routines, B158_RT_MAX_ROUTINES, out, cap, n) : n;
 }
 
 size_t b158_runtime_site_stats(const b158_runtime *rt, b158_kernel_stats *out, size_t cap)
 {
-    size_t n = 0;
-    for (int i = 0; rt && i < B158_RT_MAX_SITES && rt->sites[i].name; i++) {
-        const struct b158_routine_slot *r = &rt->sites[i];
-        if (!r->launches)
-            continue;
-        if (n < cap)
-            out[n] = (b158_kernel_stats){r->name, r->launches, r->total_ns};
-        n++;
-    }
-    return n;
+    return rt ? slots_stats(rt->sites, B158_RT_MAX_SITES, out, cap, 0) : 0;
 }
 
 void b158_runtime_kernel_stats_reset(b158_runtime *rt)
