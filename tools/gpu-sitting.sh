@@ -110,16 +110,18 @@ if [ "$part" != tables ]; then
     a=(-p 512 -n 128 -r 2)
     decode default -- "${a[@]}"
     decode splits1 B158_ATT_SPLITS=1 -- "${a[@]}"
-    decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
-    decode fused-prefetch0 B158_FUSED_DECODE=1 B158_PREFETCH=0 -- "${a[@]}"
-    decode fused-splits1 B158_FUSED_DECODE=1 B158_ATT_SPLITS=1 -- "${a[@]}"
-    decode flush16 B158_FLUSH_EVERY=16 -- "${a[@]}"
-    decode attkeys256 B158_ATT_MIN_KEYS=256 -- "${a[@]}"
     decode attkeys1024 B158_ATT_MIN_KEYS=1024 -- "${a[@]}"
+    decode flush16 B158_FLUSH_EVERY=16 -- "${a[@]}"
+    decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
     decode fused-attkeys1024 B158_FUSED_DECODE=1 B158_ATT_MIN_KEYS=1024 -- "${a[@]}"
+    decode ahead5 B158_GEMV_AHEAD=5 -- "${a[@]}"
+    decode wg128 B158_GPU_WG=128 -- "${a[@]}"
+    decode attkeys256 B158_ATT_MIN_KEYS=256 -- "${a[@]}"
     decode rowstep16 B158_ROW_STEP=16 -- "${a[@]}"
     decode fused-rowstep16 B158_FUSED_DECODE=1 B158_ROW_STEP=16 -- "${a[@]}"
     decode fused-rowstep4 B158_FUSED_DECODE=1 B158_ROW_STEP=4 -- "${a[@]}"
+    decode fused-splits1 B158_FUSED_DECODE=1 B158_ATT_SPLITS=1 -- "${a[@]}"
+    decode fused-prefetch0 B158_FUSED_DECODE=1 B158_PREFETCH=0 -- "${a[@]}"
     decode default-again -- "${a[@]}"
 fi
 if [ "$part" != check ]; then
