@@ -29,7 +29,12 @@ static int argmax_misses_allowed(int n)
 {
     return n / 5 > 2 ? n / 5 : 2;
 }
-#define PREFILL_TOL 1e-6
+/* Decode against prefill, and batched against alone, on one path: the same int8 activations,
+ * float sums in another order only (float32 rounding, an epsilon of 1.2e-7 a step): the GPU
+ * variant's worst normalized logit error over 16 seeds was 4.8e-7 to 6.4e-7, and 1.05e-6 at
+ * B158_TEST_SEED=1795769215 (batched; CI's AddressSanitizer stage, failing the former 1e-6; the
+ * same at f2fd4d6). The bound stays four orders of magnitude under LOGIT_TOL's noise. */
+#define PREFILL_TOL 4e-6
 
 typedef struct {
     const char *name;
