@@ -111,7 +111,7 @@ static const b158_buf none = {0};
 /* Rows per work-item of the CPU ternary kernels: several for the AVX-512 ones, one else. */
 static size_t cpu_rows(const b158_runtime *rt)
 {
-    return rt->tune.x86_avx512bw || rt->tune.x86_vnni ? (size_t)rt->tune.avx512_rows : 1;
+    return rt->tune.x86_avx512bw ? (size_t)rt->tune.avx512_rows : 1; /* VNNI implies it */
 }
 
 enum b158_kernel_id b158_op_ternary_gemm_kernel(const b158_runtime *rt)

@@ -119,13 +119,13 @@ static int probe_x86_vnni(b158_runtime *rt, int avx512bw)
         "  __asm__(\"vpdpbusd %2, %1, %0\" : \"+v\"(acc) : \"v\"(a[1]), \"v\"(a[2]));\n"
         "  o[0] = acc; }\n";
     int32_t in[48], out[16] = {0};
-    const uint8_t *u = (const uint8_t *)&in[16];
-    const int8_t *sb = (const int8_t *)&in[32];
+    uint8_t *u = (uint8_t *)&in[16];
+    int8_t *sb = (int8_t *)&in[32];
     for (int i = 0; i < 16; i++)
         in[i] = 1000 * i - 7000;
     for (int i = 0; i < 64; i++) {
-        ((uint8_t *)&in[16])[i] = (uint8_t)(131 + 2 * i);
-        ((int8_t *)&in[32])[i] = (int8_t)(i % 2 ? 127 - i : i - 128);
+        u[i] = (uint8_t)(131 + 2 * i);
+        sb[i] = (int8_t)(i % 2 ? 127 - i : i - 128);
     }
     cl_int err;
     cl_program prog = clCreateProgramWithSource(rt->context, 1, &src, NULL, &err);
