@@ -210,11 +210,11 @@ __kernel void attention(__global const float *q, __global half *k_cache, __globa
 #define B158_ATT_OWN ((B158_HEAD_DIM_MAX + B158_WG - 1) / B158_WG)
 
 /* Split over keys (flash-decoding; GPU variant): split sp of splits takes the keys [k0, k1) of a
- * token with n_keys keys, ceil(n_keys / splits) rounded up to a multiple of 32 each but at least
- * B158_ATT_MIN_KEYS (a multiple of 32), so the last splits of a short context are empty. */
+ * token with n_keys keys, ceil(n_keys / splits) rounded up to a multiple of 32 each, so the last
+ * splits of a short context may be empty (the host takes fewer splits for fewer keys). */
 inline int2 b158_att_range(int n_keys, int sp, int splits)
 {
-    const int chunk = max(((n_keys + splits - 1) / splits + 31) & ~31, B158_ATT_MIN_KEYS);
+    const int chunk = ((n_keys + splits - 1) / splits + 31) & ~31;
     const int k0 = min(n_keys, sp * chunk);
     return (int2)(k0, min(n_keys, k0 + chunk));
 }

@@ -76,7 +76,10 @@ struct b158_session {
      * after that (PLAN_OFF where it could not be recorded) */
     b158_plan plan;
     enum { PLAN_NONE, PLAN_READY, PLAN_OFF } plan_state;
-    int att_splits;    /* splits of the attention's keys in one-token steps; 1 = none */
+    int att_splits;    /* most splits of the attention's keys in one-token steps; 1 = none */
+    int att_min_keys;  /* keys of the context per split a step takes (step_splits) */
+    int step_splits;   /* the splits of this step's attention */
+    int plan_splits;   /* and those of the recorded plan's */
     int fused_groups;  /* work-groups of the fused decode layer; 0: one-token steps unfused */
     int32_t fused_err; /* the fused step's error flag, read back after it */
     uint64_t *stamps;  /* host copy of dev.stamps, where the runtime has a stage clock */
@@ -234,14 +237,18 @@ static b158_status alloc_cpu(b158_session *s)
     return B158_OK;
 }
 
-/* Splits of the attention's keys in a one-token step (b158_att_split): on GPUs enough for a
+/* Most splits of the attention's keys in a one-token step (b158_att_split): on GPUs enough for a
  * work-group per compute unit, where one per head would leave most of them idle (20 heads on
  * 132 units: 6 splits), but no more than the context has 32-key pieces; 1 on other devices,
  * whose few cores the heads keep busy, and on the CPU variant. B158_ATT_SPLITS sets the count
- * on the GPU variant (tuning, tests). */
-static int att_splits(const b158_session *s)
+ * on the GPU variant (tuning, tests). A step takes one split per att_min_keys keys of its
+ * context (step_splits): on GPUs 512 (on an H200 at 512-640 keys one split a head decoded 2B-4T
+ * 5% faster than 6 splits, whose partial results and combining cost more than they save there),
+ * else 1; B158_ATT_MIN_KEYS sets it. */
+static int att_splits(b158_session *s)
 {
     const b158_runtime *rt = s->rt;
+    s->att_min_keys = b158_env_int("B158_ATT_MIN_KEYS", 1, 1 << 20, 0, rt->info.is_gpu ? 512 : 1);
     if (!rt->tune.gpu)
         return 1;
     int n = rt->info.is_gpu ? (int)rt->info.compute_units / s->m->info.n_head : 1;
@@ -250,6 +257,19 @@ static int att_splits(const b158_session *s)
     if (n > 64)
         n = 64;
     return b158_env_int("B158_ATT_SPLITS", 1, 256, 0, n > 1 ? n : 1);
+}
+
+/* The splits of a one-token step's attention over n_keys keys: one per att_min_keys keys, at
+ * least one and at most att_splits */
+static int step_splits(const b158_session *s, int n_keys)
+{
+    const int n = n_keys / s->att_min_keys;
+    return n < 1 ? 1 : n > s->att_splits ? s->att_splits : n;
+}
+
+int b158_session_step_splits(const b158_session *s, int n_keys)
+{
+    return s->rt ? step_splits(s, n_keys) : 1;
 }
 
 static b158_status alloc_dev(b158_session *s)
@@ -639,7 +659,7 @@ static b158_status dev_blocks_fused(b158_session *s, int final)
                                    .inv_freq = &d->inv_freq,
                                    .bar = &d->bar,
                                    .stamps = &d->stamps,
-                                   .split = {s->att_splits, &d->att_part, &d->att_hcount},
+                                   .split = {s->step_splits, &d->att_part, &d->att_hcount},
                                    .k_pad_max = b158_ternary_k_pad(s->width_max),
                                    .groups = s->fused_groups,
                                    .n_embd = h->n_embd,
@@ -702,7 +722,7 @@ static b158_status dev_layers(b158_session *s, int n, int final)
 
     const b158_att_rope att_rope = {
         .inv_freq = &d->inv_freq, .n_rot = h->n_rot, .mode = rope, .k_off = qd, .v_off = qd + kvd};
-    const b158_att_split split = {s->att_splits, &d->att_part, &d->att_hcount};
+    const b158_att_split split = {s->step_splits, &d->att_part, &d->att_hcount};
 
     /* attention's norm and one int8 quantization shared by q, k and v: here for the first
      * layer, after the down projection of the one before for the others */
@@ -781,10 +801,15 @@ static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, f
     b158_runtime *rt = s->rt;
     const b158_model *m = s->m;
     if (m->dev_mode == B158_WEIGHTS_TERNARY && n == 1 && n_sel == 1 && s->plan_state != PLAN_OFF) {
+        if (s->plan_state == PLAN_READY && s->plan_splits != s->step_splits) {
+            b158_plan_free(&s->plan); /* the context grew into another split count */
+            s->plan_state = PLAN_NONE;
+        }
         if (s->plan_state == PLAN_READY) {
             B158_TRY(b158_rt_plan_run(rt, &s->plan));
         } else {
             b158_rt_plan_begin(rt, &s->plan);
+            s->plan_splits = s->step_splits;
             const b158_status st = dev_step_one(s);
             b158_rt_plan_end(rt);
             s->plan_state = st == B158_OK && !s->plan.failed ? PLAN_READY : PLAN_OFF;
@@ -815,6 +840,7 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
     struct dev_state *d = &s->dev;
     const int fused = n == 1 && s->fused_groups;
     s->fused_err = 0;
+    s->step_splits = n == 1 ? step_splits(s, s->tok[0] + 1) : 1;
     b158_status st = b158_buf_write_async(rt, &d->ids, 0, (size_t)n * 4, tokens);
     if (st == B158_OK)
         st = b158_buf_write_async(rt, &d->tok, 0, (size_t)n * 8, s->tok);

@@ -370,10 +370,6 @@ static void choose_tuning(b158_runtime *rt)
         t.row_step = b158_env_int("B158_ROW_STEP", 1, 32, 0, 8);
         t.gemm_tn = b158_env_int("B158_GEMM_TN", 16, 64, 1, t.gemm_tn); /* (TN + TM) 272 B local */
         t.gemm_tm = b158_env_int("B158_GEMM_TM", 16, 64, 1, t.gemm_tm);
-        /* a one-token step's attention splits a head's keys (flash-decoding) into pieces of at
-         * least this many (a multiple of 32): on the H200 at 512-640 keys one split a head was
-         * faster than 6 of about 100 keys; B158_ATT_MIN_KEYS for the A/B */
-        t.att_min_keys = b158_env_int("B158_ATT_MIN_KEYS", 32, 1 << 16, 0, 32) / 32 * 32;
         t.ptx_dp4a = probe_ptx_dp4a(rt);
         t.ptx_cvt = probe_ptx_cvt(rt);
         t.amd_dot = probe_amd_dot(rt);
@@ -392,29 +388,27 @@ static void choose_tuning(b158_runtime *rt)
                           .gemm_cpu_m = 4,
                           .avx512_rows = 8,
                           .head_dim_max = 256,
-                          .att_min_keys = 32,
                           .x86_avx512bw = probe_x86_avx512bw(rt)};
         t.x86_vnni = probe_x86_vnni(rt, t.x86_avx512bw);
     }
     t.int_dot = wants_cl3(&rt->info) && !portable_only();
     rt->tune = t;
-    snprintf(
-        rt->prelude, sizeof rt->prelude,
-        "/* b158-cl prelude: device features and tuning */\n"
-        "#define B158_GPU %d\n#define B158_WG %d\n#define B158_GEMV_ROWS %d\n"
-        "#define B158_GEMV_AHEAD %d\n#define B158_GEMV_EARLY %d\n#define B158_ROW_STEP %d\n"
-        "#define B158_GEMM_TN %d\n#define B158_GEMM_TM %d\n#define B158_GEMM_CPU_M %d\n"
-        "#define B158_AVX512_ROWS %d\n"
-        "#define B158_HEAD_DIM_MAX %d\n#define B158_ATT_MIN_KEYS %d\n#define B158_HAS_FP16 %d\n"
-        "#define B158_X86_AVX512BW %d\n#define B158_X86_AVX512VNNI %d\n"
-        "#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
-        "#define B158_PTX_CVT %d\n#define B158_AMD_DOT %d\n#define B158_DEVICE_FENCE %d\n"
-        "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#define B158_SUBGROUPS %d\n"
-        "#line 1\n",
-        t.gpu, t.wg, t.gemv_rows, t.gemv_ahead, t.gemv_early, t.row_step, t.gemm_tn, t.gemm_tm,
-        t.gemm_cpu_m, t.avx512_rows, t.head_dim_max, t.att_min_keys, rt->info.has_fp16,
-        t.x86_avx512bw, t.x86_vnni, t.int_dot, t.ptx_dp4a, t.ptx_cvt, t.amd_dot, t.device_fence,
-        t.stage_clock, t.prefetch, t.subgroups);
+    snprintf(rt->prelude, sizeof rt->prelude,
+             "/* b158-cl prelude: device features and tuning */\n"
+             "#define B158_GPU %d\n#define B158_WG %d\n#define B158_GEMV_ROWS %d\n"
+             "#define B158_GEMV_AHEAD %d\n#define B158_GEMV_EARLY %d\n#define B158_ROW_STEP %d\n"
+             "#define B158_GEMM_TN %d\n#define B158_GEMM_TM %d\n#define B158_GEMM_CPU_M %d\n"
+             "#define B158_AVX512_ROWS %d\n"
+             "#define B158_HEAD_DIM_MAX %d\n#define B158_HAS_FP16 %d\n"
+             "#define B158_X86_AVX512BW %d\n#define B158_X86_AVX512VNNI %d\n"
+             "#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
+             "#define B158_PTX_CVT %d\n#define B158_AMD_DOT %d\n#define B158_DEVICE_FENCE %d\n"
+             "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#define B158_SUBGROUPS %d\n"
+             "#line 1\n",
+             t.gpu, t.wg, t.gemv_rows, t.gemv_ahead, t.gemv_early, t.row_step, t.gemm_tn, t.gemm_tm,
+             t.gemm_cpu_m, t.avx512_rows, t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw,
+             t.x86_vnni, t.int_dot, t.ptx_dp4a, t.ptx_cvt, t.amd_dot, t.device_fence, t.stage_clock,
+             t.prefetch, t.subgroups);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)

@@ -25,7 +25,6 @@ typedef struct b158_tuning {
     int gemm_cpu_m;  /* B158_GEMM_CPU_M: tokens per work-item of the CPU GEMM */
     int avx512_rows; /* B158_AVX512_ROWS: rows per work-item of the AVX-512 GEMV and GEMM */
     int head_dim_max; /* B158_HEAD_DIM_MAX: largest head dimension the attention kernel holds */
-    int att_min_keys; /* B158_ATT_MIN_KEYS: fewest keys a split of the GPU attention takes */
     int x86_avx512bw; /* B158_X86_AVX512BW: the device builds x86 AVX-512BW builtins (CPU) */
     int x86_vnni;     /* B158_X86_AVX512VNNI: and AVX-512 VNNI's vpdpbusd (with x86_avx512bw) */
     int int_dot;      /* B158_INT_DOT: cl_khr_integer_dot_product's 4x8-bit dot products */

@@ -8,6 +8,7 @@
 
 #include "b158/model.h"
 #include "blas.h"
+#include "model.h"
 #include "runtime.h"
 #include "stage-profile.h"
 #include "test-common.h"
@@ -292,9 +293,10 @@ static b158_session *fused_session(b158_model *m, b158_runtime *rt, int fused, i
  * the fused layer loads ahead (a single block's second: 84 rows are 11 blocks of 8 on CPU
  * devices, one group's last one alone) and the ones it loads as it goes; its row norms load one
  * element a step (B158_ROW_STEP=1), so even the 96-wide rows take two steps, the second cut;
- * and its attention splits take 64 keys at least (B158_ATT_MIN_KEYS), so that one or two of a
- * head's splits have keys and the others none. Where the engine refuses the fused kernel (PoCL,
- * whose work-group compiler gets it wrong) only the unfused path runs. */
+ * and its steps take a split per 16 keys (B158_ATT_MIN_KEYS), so that the split count grows
+ * during the generation (the recorded plans are recorded again) and some splits of a head are
+ * empty. Where the engine refuses the fused kernel (PoCL, whose work-group compiler gets it
+ * wrong) only the unfused path runs. */
 static void test_fused_decode(void)
 {
     b158_runtime *gpu = b158_test_runtime(B158_VARIANT_GPU), *wide = NULL;
@@ -304,12 +306,9 @@ static void test_fused_decode(void)
     wp.variant = B158_VARIANT_GPU;
     setenv("B158_GEMV_AHEAD", "1", 1);
     setenv("B158_ROW_STEP", "1", 1);
-    setenv("B158_ATT_MIN_KEYS", "64", 1); /* 36 to 72 keys in 2 to 5 splits: 1 or 2 not empty */
     CU_ASSERT_EQUAL_FATAL(b158_runtime_create(&wp, &wide), B158_OK);
-    CU_ASSERT_EQUAL(wide->tune.att_min_keys, 64);
     unsetenv("B158_GEMV_AHEAD");
     unsetenv("B158_ROW_STEP");
-    unsetenv("B158_ATT_MIN_KEYS");
     int fused_here = 1;
     for (int f = 0; f < 4; f++) {
         b158_runtime *rt = f < 3 ? gpu : wide;
@@ -324,10 +323,20 @@ static void test_fused_decode(void)
         b158_model *m = model_on(&fl.shape, b158_test_rand(), rt);
         b158_token tok[72];
         random_tokens(tok, n_prompt + n_gen, nv);
+        /* every split from the first keys on, or (f == 3) one per 16 keys: 31 to 72 keys in 1 to
+         * 4 splits (of 2 to 5 at most), growing as it goes */
+        const int min_keys = f == 3 ? 16 : 1;
+        setenv("B158_ATT_MIN_KEYS", f == 3 ? "16" : "1", 1);
         b158_session *s[4] = {fused_session(m, rt, 0, 0, splits),
                               fused_session(m, rt, 1, 0, splits),
                               fused_session(m, rt, 1, b158_test_randint(2, 5), splits),
                               fused_session(m, rt, 0, 0, 1)};
+        unsetenv("B158_ATT_MIN_KEYS");
+        for (int k = 1; k < 80; k++) {
+            const int n = k / min_keys, want = n < 1 ? 1 : n < splits ? n : splits;
+            CU_ASSERT_EQUAL(b158_session_step_splits(s[0], k), want);
+            CU_ASSERT_EQUAL(b158_session_step_splits(s[3], k), 1);
+        }
         if (splits > 1) {
             double worst = 0.0;
             CU_ASSERT_EQUAL_FATAL(b158_session_eval(s[0], tok, n_prompt), B158_OK);
