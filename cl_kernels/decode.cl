@@ -99,8 +99,8 @@ inline int2 b158_gemv_gpu_part2_from(uint4 *pa, uint4 *pb, __global const uint4 
             b158_gemv_gpu_load(wa, quarters, c, pa);
             b158_gemv_gpu_load(wb, quarters, c, pb);
         }
-        acc.x = b158_gemv_gpu_step(pa, c, quarters, lane, x, acc.x);
-        acc.y = b158_gemv_gpu_step(pb, c, quarters, lane, x, acc.y);
+        acc.x = b158_gemv_gpu_step(pa, c, quarters, x, acc.x);
+        acc.y = b158_gemv_gpu_step(pb, c, quarters, x, acc.y);
     }
     return acc;
 }

@@ -452,15 +452,14 @@ inline void b158_gemv_gpu_load(__global const uint4 *wr, int quarters, int c, ui
 }
 
 /* acc + the dot products of one step's quarters p (quarters c, c + 8, ...) with x; quarters past
- * the row's end (zero weights) meet the lane's first quarter of x (no branch in the step) */
-inline int b158_gemv_gpu_step(const uint4 *p, int c, int quarters, int lane,
-                              __global const uint4 *x, int acc)
+ * the row's end (zero weights) are skipped: a 2560-wide row's 40 quarters are 5 a lane, so at 8
+ * ahead the last 3 of every lane (the same in a warp) would be a dot product of zeros */
+inline int b158_gemv_gpu_step(const uint4 *p, int c, int quarters, __global const uint4 *x, int acc)
 {
 #pragma unroll
-    for (int i = 0; i < B158_GEMV_AHEAD; i++) {
-        const int q = c + 8 * i < quarters ? c + 8 * i : lane;
-        acc = b158_quarter_dot(p[i], x + b158_xq(q), acc);
-    }
+    for (int i = 0; i < B158_GEMV_AHEAD; i++)
+        if (c + 8 * i < quarters)
+            acc = b158_quarter_dot(p[i], x + b158_xq(c + 8 * i), acc);
     return acc;
 }
 
@@ -482,7 +481,7 @@ inline int b158_gemv_gpu_part_from(uint4 *p, const uint4 *p1, int second, __glob
         } else if (c != lane) {
             b158_gemv_gpu_load(wr, quarters, c, p);
         }
-        acc = b158_gemv_gpu_step(p, c, quarters, lane, x, acc);
+        acc = b158_gemv_gpu_step(p, c, quarters, x, acc);
     }
     return acc;
 }
