@@ -94,6 +94,11 @@ wait
 say "kernels, one token"
 stage 60 "$bin/b158-cl-bench" --kernels --variant gpu --reps 20 --tokens 1 --shape 3840x2560 \
     --shape 2560x2560 --shape 13824x2560 --shape 2560x6912 --shape 128256x2560 | tee "$out/kernels.md"
+if [ "$part" != tables ]; then
+    say "kernels, one token, B158_GEMV_AHEAD=5"
+    stage 60 env B158_GEMV_AHEAD=5 "$bin/b158-cl-bench" --kernels --variant gpu --reps 20 --tokens 1 \
+        --shape 13824x2560 --shape 2560x6912 | grep -E '^\| gpu \| ternary'
+fi
 if [ "$part" != check ]; then
     say "kernels, 512 tokens"
     stage 60 "$bin/b158-cl-bench" --kernels --variant gpu --reps 20 --tokens 512 --shape 13824x2560 \
@@ -109,19 +114,16 @@ if [ "$part" != tables ]; then
     say "decode A/B (-p 512 -n 128 -r 2)"
     a=(-p 512 -n 128 -r 2)
     decode default -- "${a[@]}"
-    decode splits1 B158_ATT_SPLITS=1 -- "${a[@]}"
-    decode attkeys1024 B158_ATT_MIN_KEYS=1024 -- "${a[@]}"
-    decode flush16 B158_FLUSH_EVERY=16 -- "${a[@]}"
-    decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
-    decode fused-attkeys1024 B158_FUSED_DECODE=1 B158_ATT_MIN_KEYS=1024 -- "${a[@]}"
+    decode minkeys1 B158_ATT_MIN_KEYS=1 -- "${a[@]}"
     decode ahead5 B158_GEMV_AHEAD=5 -- "${a[@]}"
-    decode wg128 B158_GPU_WG=128 -- "${a[@]}"
-    decode attkeys256 B158_ATT_MIN_KEYS=256 -- "${a[@]}"
-    decode rowstep16 B158_ROW_STEP=16 -- "${a[@]}"
-    decode fused-rowstep16 B158_FUSED_DECODE=1 B158_ROW_STEP=16 -- "${a[@]}"
-    decode fused-rowstep4 B158_FUSED_DECODE=1 B158_ROW_STEP=4 -- "${a[@]}"
-    decode fused-splits1 B158_FUSED_DECODE=1 B158_ATT_SPLITS=1 -- "${a[@]}"
-    decode fused-prefetch0 B158_FUSED_DECODE=1 B158_PREFETCH=0 -- "${a[@]}"
+    decode ahead4 B158_GEMV_AHEAD=4 -- "${a[@]}"
+    decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
+    decode fused-ahead5 B158_FUSED_DECODE=1 B158_GEMV_AHEAD=5 -- "${a[@]}"
+    decode depth1024 -- -p 512 -n 128 -r 2 -d 1024
+    decode depth1024-minkeys1 B158_ATT_MIN_KEYS=1 -- -p 512 -n 128 -r 2 -d 1024
+    decode depth1024-minkeys2048 B158_ATT_MIN_KEYS=2048 -- -p 512 -n 128 -r 2 -d 1024
+    decode depth3584 -- -p 512 -n 128 -r 2 -d 3584
+    decode depth3584-minkeys1024 B158_ATT_MIN_KEYS=1024 -- -p 512 -n 128 -r 2 -d 3584
     decode default-again -- "${a[@]}"
 fi
 if [ "$part" != check ]; then
