@@ -76,13 +76,13 @@ struct b158_session {
      * after that (PLAN_OFF where it could not be recorded) */
     b158_plan plan;
     enum { PLAN_NONE, PLAN_READY, PLAN_OFF } plan_state;
-    int att_splits;    /* most splits of the attention's keys in one-token steps; 1 = none */
-    int att_min_keys;  /* keys of the context per split a step takes (step_splits) */
-    int step_splits;   /* the splits of this step's attention */
-    int plan_splits;   /* and those of the recorded plan's */
-    int fused_groups;  /* work-groups of the fused decode layer; 0: one-token steps unfused */
-    int32_t fused_err; /* the fused step's error flag, read back after it */
-    uint64_t *stamps;  /* host copy of dev.stamps, where the runtime has a stage clock */
+    int att_splits;     /* most splits of the attention's keys in one-token steps; 1 = none */
+    int att_split_keys; /* the fewest keys a step splits its attention over (step_splits) */
+    int step_splits;    /* the splits of this step's attention */
+    int plan_splits;    /* and those of the recorded plan's */
+    int fused_groups;   /* work-groups of the fused decode layer; 0: one-token steps unfused */
+    int32_t fused_err;  /* the fused step's error flag, read back after it */
+    uint64_t *stamps;   /* host copy of dev.stamps, where the runtime has a stage clock */
     b158_stage_profile stage;
     struct cpu_state cpu;
     struct dev_state dev;
@@ -241,14 +241,17 @@ static b158_status alloc_cpu(b158_session *s)
  * work-group per compute unit, where one per head would leave most of them idle (20 heads on
  * 132 units: 6 splits), but no more than the context has 32-key pieces; 1 on other devices,
  * whose few cores the heads keep busy, and on the CPU variant. B158_ATT_SPLITS sets the count
- * on the GPU variant (tuning, tests). A step takes one split per att_min_keys keys of its
- * context (step_splits): on GPUs 512 (on an H200 at 512-640 keys one split a head decoded 2B-4T
- * 5% faster than 6 splits, whose partial results and combining cost more than they save there),
- * else 1; B158_ATT_MIN_KEYS sets it. */
+ * on the GPU variant (tuning, tests). A step splits its keys only from att_split_keys keys on
+ * (step_splits): 768 on GPUs, else 1 (B158_ATT_SPLIT_KEYS sets it). On an H200 (2B-4T) one split
+ * a head decoded 3-5% faster than 6 at 512-640 keys, whose partial results and combining cost
+ * more than the split saves there, but 20% slower at 1536-1664 keys (394 against 494 tokens/s),
+ * where 3 splits gave 440, and at 4096 keys 4 splits 375 against 6 splits' 432: so no split
+ * or the most, the change between those two points put near 700 keys. */
 static int att_splits(b158_session *s)
 {
     const b158_runtime *rt = s->rt;
-    s->att_min_keys = b158_env_int("B158_ATT_MIN_KEYS", 1, 1 << 20, 0, rt->info.is_gpu ? 512 : 1);
+    s->att_split_keys =
+        b158_env_int("B158_ATT_SPLIT_KEYS", 1, 1 << 20, 0, rt->info.is_gpu ? 768 : 1);
     if (!rt->tune.gpu)
         return 1;
     int n = rt->info.is_gpu ? (int)rt->info.compute_units / s->m->info.n_head : 1;
@@ -259,12 +262,11 @@ static int att_splits(b158_session *s)
     return b158_env_int("B158_ATT_SPLITS", 1, 256, 0, n > 1 ? n : 1);
 }
 
-/* The splits of a one-token step's attention over n_keys keys: one per att_min_keys keys, at
- * least one and at most att_splits */
+/* The splits of a one-token step's attention over n_keys keys: none below att_split_keys, else
+ * att_splits */
 static int step_splits(const b158_session *s, int n_keys)
 {
-    const int n = n_keys / s->att_min_keys;
-    return n < 1 ? 1 : n > s->att_splits ? s->att_splits : n;
+    return n_keys < s->att_split_keys ? 1 : s->att_splits;
 }
 
 int b158_session_step_splits(const b158_session *s, int n_keys)

@@ -293,10 +293,10 @@ static b158_session *fused_session(b158_model *m, b158_runtime *rt, int fused, i
  * the fused layer loads ahead (a single block's second: 84 rows are 11 blocks of 8 on CPU
  * devices, one group's last one alone) and the ones it loads as it goes; its row norms load one
  * element a step (B158_ROW_STEP=1), so even the 96-wide rows take two steps, the second cut;
- * and its steps take a split per 16 keys (B158_ATT_MIN_KEYS), so that the split count grows
- * during the generation (the recorded plans are recorded again) and some splits of a head are
- * empty. Where the engine refuses the fused kernel (PoCL, whose work-group compiler gets it
- * wrong) only the unfused path runs. */
+ * and its steps split their keys only from the fourth generated token on (B158_ATT_SPLIT_KEYS),
+ * so that the split count changes during the generation (the recorded plans are recorded
+ * again); some splits of a head are empty. Where the engine refuses the fused kernel (PoCL, whose
+ * work-group compiler gets it wrong) only the unfused path runs. */
 static void test_fused_decode(void)
 {
     b158_runtime *gpu = b158_test_runtime(B158_VARIANT_GPU), *wide = NULL;
@@ -323,17 +323,18 @@ static void test_fused_decode(void)
         b158_model *m = model_on(&fl.shape, b158_test_rand(), rt);
         b158_token tok[72];
         random_tokens(tok, n_prompt + n_gen, nv);
-        /* every split from the first keys on, or (f == 3) one per 16 keys: 31 to 72 keys in 1 to
-         * 4 splits (of 2 to 5 at most), growing as it goes */
-        const int min_keys = f == 3 ? 16 : 1;
-        setenv("B158_ATT_MIN_KEYS", f == 3 ? "16" : "1", 1);
+        /* every step split, or (f == 3) from the fourth generated token (n_prompt + 4 keys) on */
+        const int split_keys = f == 3 ? n_prompt + 4 : 1;
+        char sk[16];
+        snprintf(sk, sizeof sk, "%d", split_keys);
+        setenv("B158_ATT_SPLIT_KEYS", sk, 1);
         b158_session *s[4] = {fused_session(m, rt, 0, 0, splits),
                               fused_session(m, rt, 1, 0, splits),
                               fused_session(m, rt, 1, b158_test_randint(2, 5), splits),
                               fused_session(m, rt, 0, 0, 1)};
-        unsetenv("B158_ATT_MIN_KEYS");
+        unsetenv("B158_ATT_SPLIT_KEYS");
         for (int k = 1; k < 80; k++) {
-            const int n = k / min_keys, want = n < 1 ? 1 : n < splits ? n : splits;
+            const int want = k < split_keys ? 1 : splits;
             CU_ASSERT_EQUAL(b158_session_step_splits(s[0], k), want);
             CU_ASSERT_EQUAL(b158_session_step_splits(s[3], k), 1);
         }
