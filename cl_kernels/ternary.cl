@@ -466,7 +466,7 @@ inline int b158_gemv_gpu_step(const uint4 *p, int c, int quarters, __global cons
 /* Work-item lane (of 8) of a GPU GEMV row: its partial dot product of weight row wr (quarters
  * 16-byte quarters) with the activations x, the quarters lane, lane + 8, ..., B158_GEMV_AHEAD
  * loads issued before any is used: a 2B-4T row (40 quarters, 5 a lane) is one round trip to
- * memory, a 6912-wide one (108) two at 8 ahead. p holds the first step's quarters, loaded
+ * memory, a 6912-wide one (108) three at 5 ahead. p holds the first step's quarters, loaded
  * (b158_gemv_gpu_load) where the caller chose (the fused decode layer: before it waits for its
  * input), and with second set p1 the second step's; later steps load into p. */
 inline int b158_gemv_gpu_part_from(uint4 *p, const uint4 *p1, int second, __global const uint4 *wr,
