@@ -95,8 +95,8 @@ say "kernels, one token"
 stage 60 "$bin/b158-cl-bench" --kernels --variant gpu --reps 20 --tokens 1 --shape 3840x2560 \
     --shape 2560x2560 --shape 13824x2560 --shape 2560x6912 --shape 128256x2560 | tee "$out/kernels.md"
 if [ "$part" != tables ]; then
-    say "kernels, one token, B158_GEMV_AHEAD=5"
-    stage 60 env B158_GEMV_AHEAD=5 "$bin/b158-cl-bench" --kernels --variant gpu --reps 20 --tokens 1 \
+    say "kernels, one token, B158_GEMV_AHEAD=4"
+    stage 60 env B158_GEMV_AHEAD=4 "$bin/b158-cl-bench" --kernels --variant gpu --reps 20 --tokens 1 \
         --shape 13824x2560 --shape 2560x6912 | grep -E '^\| gpu \| ternary'
 fi
 if [ "$part" != check ]; then
@@ -114,16 +114,15 @@ if [ "$part" != tables ]; then
     say "decode A/B (-p 512 -n 128 -r 2)"
     a=(-p 512 -n 128 -r 2)
     decode default -- "${a[@]}"
-    decode minkeys1 B158_ATT_MIN_KEYS=1 -- "${a[@]}"
-    decode ahead5 B158_GEMV_AHEAD=5 -- "${a[@]}"
+    decode splitkeys1 B158_ATT_SPLIT_KEYS=1 -- "${a[@]}"
     decode ahead4 B158_GEMV_AHEAD=4 -- "${a[@]}"
+    decode ahead8 B158_GEMV_AHEAD=8 -- "${a[@]}"
     decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
-    decode fused-ahead5 B158_FUSED_DECODE=1 B158_GEMV_AHEAD=5 -- "${a[@]}"
+    decode fused-ahead4 B158_FUSED_DECODE=1 B158_GEMV_AHEAD=4 -- "${a[@]}"
+    decode depth256 -- -p 512 -n 128 -r 2 -d 256
+    decode depth256-splitkeys1 B158_ATT_SPLIT_KEYS=1 -- -p 512 -n 128 -r 2 -d 256
+    decode depth256-splitkeys2048 B158_ATT_SPLIT_KEYS=2048 -- -p 512 -n 128 -r 2 -d 256
     decode depth1024 -- -p 512 -n 128 -r 2 -d 1024
-    decode depth1024-minkeys1 B158_ATT_MIN_KEYS=1 -- -p 512 -n 128 -r 2 -d 1024
-    decode depth1024-minkeys2048 B158_ATT_MIN_KEYS=2048 -- -p 512 -n 128 -r 2 -d 1024
-    decode depth3584 -- -p 512 -n 128 -r 2 -d 3584
-    decode depth3584-minkeys1024 B158_ATT_MIN_KEYS=1024 -- -p 512 -n 128 -r 2 -d 3584
     decode default-again -- "${a[@]}"
 fi
 if [ "$part" != check ]; then
@@ -131,9 +130,8 @@ if [ "$part" != check ]; then
     a=(-p 512 -n 128 -r 3)
     decode default -- "${a[@]}"
     decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
+    decode depth1024 -- -p 512 -n 128 -r 2 -d 1024
     decode depth3584 -- -p 512 -n 128 -r 2 -d 3584
-    decode depth3584-splits1 B158_ATT_SPLITS=1 -- -p 512 -n 128 -r 2 -d 3584
-    decode depth3584-attkeys1024 B158_ATT_MIN_KEYS=1024 -- -p 512 -n 128 -r 2 -d 3584
     say "model against its FP16 baseline"
     stage 90 "$bin/b158-cl-bench" -m "$model" -p 512 -n 128 -r 3 --fp16 kernels | tee "$out/model.md" |
         grep -E '^\|'
