@@ -306,4 +306,110 @@ __kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void ternary_decod
 #undef B158_FIRST_LATE
 }
 
+/* Waits until the flag that an earlier stage sets when done is set, or err is (a wait that
+ * polls past B158_SPIN_LIMIT sets err: no group waits forever), by the whole group; acquire
+ * semantics as the grid barrier's. */
+inline void b158_wait_flag(__global volatile int *flag, __global volatile int *err)
+{
+    if (get_local_id(0) == 0) {
+        for (int spins = 0; b158_grid_count(flag) == 0 && !*err;)
+            if (++spins == B158_SPIN_LIMIT)
+                atomic_xchg(err, 1);
+        b158_fence_after_poll();
+    }
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+}
+
+/* A chain of up to four decode GEMVs in one launch (B158_GEMV_CHAIN=1; GPU variant), instead of
+ * a launch each: the output projection, gate|up, the down projection and the next block's q|k|v
+ * of a one-token step. Stage i is ternary_gemv_gpu of matrix w_i (rows_i x kp_i / 4 bytes, scales
+ * ws_i) on the int8 input q / qs into y_i (added to it with add_i), with its tail tail_i (norm
+ * weights nw_i, k_pad kpo_i) writing the next stage's input over q / qs: the same functions as
+ * the separate launches, so their results bit for bit. A job is one block of B158_GEMV_ROWS rows
+ * of a stage, numbered stage after stage. A job loads its first weights, then waits for the flag
+ * that the last job of the stage before sets after its tail (sync[1 + 4 layer + i], zero before
+ * the step; sync[0] the error flag of b158_wait_flag). Every stage but the last has a tail (it
+ * counts the stage's jobs in counter, zero between launches). ternary_gemv_chain runs a job a
+ * group (GPUs: a later group waits for earlier ones only, and groups start in order);
+ * ternary_gemv_chain_seq's groups take jobs group, group + groups, ... in order (one group on
+ * CPU devices never waits; its loop costs the GPU kernel 114 registers on sm_90 against 62). */
+#define B158_CHAIN_STAGE(i)                                                                        \
+    __global const uint4 *w##i, __global const float *ws##i, __global float *y##i, int rows##i,    \
+        int kp##i, int add##i, int tail##i, __global const float *nw##i, int kpo##i
+#define B158_CHAIN_PARAMS                                                                          \
+    B158_CHAIN_STAGE(0), B158_CHAIN_STAGE(1), B158_CHAIN_STAGE(2), B158_CHAIN_STAGE(3),            \
+        int stages, __global char *q, __global float *qs, float eps, int act,                      \
+        __global volatile int *counter, __global volatile int *sync, int layer
+#define B158_CHAIN_STAGE_ARGS(i) w##i, ws##i, y##i, rows##i, kp##i, add##i, tail##i, nw##i, kpo##i
+#define B158_CHAIN_ARGS                                                                            \
+    B158_CHAIN_STAGE_ARGS(0), B158_CHAIN_STAGE_ARGS(1), B158_CHAIN_STAGE_ARGS(2),                  \
+        B158_CHAIN_STAGE_ARGS(3), stages, q, qs, eps, act, counter, sync, layer
+#define B158_CHAIN_JOBS(i) (stages > i ? (rows##i + B158_GEMV_ROWS - 1) / B158_GEMV_ROWS : 0)
+#define B158_CHAIN_PICK(v) (st == 0 ? v##0 : st == 1 ? v##1 : st == 2 ? v##2 : v##3)
+inline void b158_chain_job(int job, B158_CHAIN_PARAMS, __local int *red, __local float *redf,
+                           __local int *last)
+{
+    const int lid = get_local_id(0), lane = lid & 7;
+    const int j0 = B158_CHAIN_JOBS(0), j1 = B158_CHAIN_JOBS(1), j2 = B158_CHAIN_JOBS(2);
+    const int j3 = B158_CHAIN_JOBS(3);
+    __global volatile int *flags = sync + 1 + 4 * layer;
+    int st = 0, b = job;
+    if (b >= j0) {
+        b -= j0, st = 1;
+        if (b >= j1) {
+            b -= j1, st = 2;
+            if (b >= j2)
+                b -= j2, st = 3;
+        }
+    }
+    __global const uint4 *w = B158_CHAIN_PICK(w);
+    __global float *y = B158_CHAIN_PICK(y);
+    const int rows = B158_CHAIN_PICK(rows), quarters = B158_CHAIN_PICK(kp) / 64;
+    const int add = B158_CHAIN_PICK(add), tail = B158_CHAIN_PICK(tail);
+    const int n = b * B158_GEMV_ROWS + (lid >> 3);
+    uint4 p[B158_GEMV_AHEAD];
+    if (n < rows) /* the job's first weights are on their way while it waits */
+        b158_gemv_gpu_load(w + (size_t)n * quarters, quarters, lane, p);
+    if (st > 0)
+        b158_wait_flag(flags + st - 1, sync);
+    /* y's rows may be the residual an earlier stage added to: read after the wait */
+    const float2 c = b158_gemv_gpu_row_consts(n, B158_CHAIN_PICK(ws), y, add, rows);
+    const int part = n < rows ? b158_gemv_gpu_part_from(p, p, 0, w + (size_t)n * quarters, quarters,
+                                                        lane, (__global uint4 *)q)
+                              : 0;
+    b158_gemv_gpu_finish(part, n, c, qs[0], y, add, rows, red);
+    b158_tail_of(y, rows, B158_CHAIN_PICK(j), tail, counter, B158_CHAIN_PICK(nw), q, qs,
+                 B158_CHAIN_PICK(kpo), eps, act, last, redf);
+    if (tail && st + 1 < stages && *last) { /* the stage's last job: its tail is stored */
+        b158_fence_device();
+        barrier(CLK_GLOBAL_MEM_FENCE);
+        if (lid == 0)
+            atomic_xchg(flags + st, 1);
+    }
+}
+
+__kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void
+ternary_gemv_chain(B158_CHAIN_PARAMS)
+{
+    __local int red[B158_WG];
+    __local float redf[B158_WG];
+    __local int last;
+    b158_chain_job(get_group_id(0), B158_CHAIN_ARGS, red, redf, &last);
+}
+
+__kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void
+ternary_gemv_chain_seq(B158_CHAIN_PARAMS)
+{
+    __local int red[B158_WG];
+    __local float redf[B158_WG];
+    __local int last;
+    const int jobs =
+        B158_CHAIN_JOBS(0) + B158_CHAIN_JOBS(1) + B158_CHAIN_JOBS(2) + B158_CHAIN_JOBS(3);
+    for (int job = get_group_id(0); job < jobs; job += get_num_groups(0)) {
+        b158_chain_job(job, B158_CHAIN_ARGS, red, redf, &last);
+        barrier(CLK_LOCAL_MEM_FENCE); /* red, redf and last are the next job's */
+    }
+}
+#undef B158_CHAIN_PICK
+
 #endif

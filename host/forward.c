@@ -43,7 +43,8 @@ struct dev_state {
     b158_buf amax_part, amax_count, amax_out;
     /* the fused decode layer's (where it runs): the residual between its stages, a quantized
      * input and scale per work-group, and int32 [error flag | 4 barrier counters per layer],
-     * zeroed before each step */
+     * zeroed before each step; the GEMV chain's (where it runs) [error flag | 4 flags per
+     * layer] in bar */
     b158_buf x2, q8g, qsg, bar;
     b158_buf stamps;    /* its timestamps (a stage clock: B158_STAMPS per group and block) */
     b158_baseline base; /* the FP16 baseline's scratch, in its weight modes only */
@@ -81,6 +82,8 @@ struct b158_session {
     int step_splits;    /* the splits of this step's attention */
     int plan_splits;    /* and those of the recorded plan's */
     int fused_groups;   /* work-groups of the fused decode layer; 0: one-token steps unfused */
+    int chain;          /* one-token steps chain a block's GEMVs (b158_op_gemv_chain) */
+    int chain_groups;   /* and their work-groups (0: one a block of rows) */
     int32_t fused_err;  /* the fused step's error flag, read back after it */
     uint64_t *stamps;   /* host copy of dev.stamps, where the runtime has a stage clock */
     b158_stage_profile stage;
@@ -380,6 +383,35 @@ static b158_status alloc_fused(b158_session *s)
     return B158_OK;
 }
 
+/* The GEMV chain of one-token steps (s->chain), where B158_GEMV_CHAIN=1 asks for it (an A/B
+ * for a GPU sitting: a 2B-4T step of 154 launches takes 65 with it) and the fused layer does not
+ * run: on the GPU variant of the ternary engine, with one group a block of rows on GPUs, one
+ * group taking them in order on other devices (no CPU runtime promises that groups start in
+ * order), never on PoCL,
+ * whose work-group compiler gets kernels of that program wrong. B158_CHAIN_GROUPS sets the
+ * count (tests). */
+static b158_status alloc_chain(b158_session *s)
+{
+    b158_runtime *rt = s->rt;
+    const char *want = getenv("B158_GEMV_CHAIN");
+    s->chain = want && *want && strcmp(want, "0") != 0 && !s->fused_groups && rt->tune.gpu &&
+               s->m->dev_mode == B158_WEIGHTS_TERNARY &&
+               !strstr(rt->info.platform, "Portable Computing Language");
+    if (!s->chain)
+        return B158_OK;
+    s->chain_groups = b158_env_int("B158_CHAIN_GROUPS", 0, 65536, 0, rt->info.is_gpu ? 0 : 1);
+    cl_kernel k;
+    if (b158_rt_kernel(rt, s->chain_groups ? B158_K_GEMV_CHAIN_SEQ : B158_K_GEMV_CHAIN, &k) !=
+        B158_OK) {
+        b158_log(B158_LOG_WARN, "GEMV chain unavailable on %s (%s); decoding without it",
+                 rt->info.name, b158_last_error());
+        s->chain = 0;
+        return B158_OK;
+    }
+    return b158_buf_alloc(rt, B158_MEM_SCRATCH, (1 + 4 * (size_t)s->m->info.n_layer) * 4,
+                          &s->dev.bar);
+}
+
 /* Room for rows of logits and for the output index of n_tokens batch tokens; grows only, so a
  * server's steps stop allocating once the largest batch has been seen. */
 static b158_status reserve_outputs(b158_session *s, int rows, int n_tokens)
@@ -495,6 +527,8 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
             st = b158_baseline_create(s->rt, m, s->n_batch, s->width_max, &s->dev.base);
         if (st == B158_OK)
             st = alloc_fused(s);
+        if (st == B158_OK)
+            st = alloc_chain(s);
     }
     if (st != B158_OK) {
         b158_session_free(s);
@@ -689,6 +723,36 @@ static b158_status dev_blocks_fused(b158_session *s, int final)
                  : B158_OK;
 }
 
+/* A one-token step's GEMVs of block l after its attention, in one launch (s->chain): the output
+ * projection, gate|up and the down projection with their tails (dev_linear_norm, dev_linear_glu),
+ * then the next block's q|k|v. */
+static b158_status dev_chain(b158_session *s, int l)
+{
+    const b158_model_info *h = &s->m->info;
+    struct dev_state *d = &s->dev;
+    const struct b158_layer_dev *L = &s->m->dev[l];
+    const int last = l + 1 == h->n_layer;
+    const enum b158_act act = h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU;
+    const b158_gemv_norm ffn = {.norm_w = &L->ffn_norm,
+                                .q = &d->q8,
+                                .s = &d->s,
+                                .counter = &d->counter,
+                                .k_pad = b158_ternary_k_pad(h->n_embd),
+                                .eps = h->rms_eps,
+                                .act = act};
+    b158_gemv_norm glu = ffn, attn = ffn;
+    glu.norm_w = h->sub_norms ? &L->ffn_sub_norm : NULL;
+    glu.k_pad = b158_ternary_k_pad(h->n_ff);
+    glu.glu = 1;
+    attn.norm_w = last ? NULL : &s->m->dev[l + 1].attn_norm;
+    const b158_chain_stage st[4] = {{&L->wo, &d->x, 1, &ffn},
+                                    {&L->wgu, &d->gu, 0, &glu},
+                                    {&L->wdown, &d->x, 1, last ? NULL : &attn},
+                                    {last ? NULL : &s->m->dev[l + 1].wqkv, &d->qkv, 0, NULL}};
+    b158_rt_site(s->rt, "output, gate|up, down, q|k|v (chain)");
+    return b158_op_gemv_chain(s->rt, st, last ? 3 : 4, &d->q8, &d->s, &d->bar, l, s->chain_groups);
+}
+
 /* The launches of one step of n tokens (ids and {position, cache row} pairs already in d->ids
  * and d->tok): embedding, the blocks, and with final set the final norm into d->xn. */
 static b158_status dev_layers(b158_session *s, int n, int final)
@@ -730,11 +794,13 @@ static b158_status dev_layers(b158_session *s, int n, int final)
      * layer, after the down projection of the one before for the others */
     b158_rt_site(rt, "norm + quantize");
     B158_TRY(dev_norm_quantize(s, &d->x, &m->dev[0].attn_norm, h->n_embd, n));
+    const int chain = n == 1 && s->chain;
     for (int l = 0; l < h->n_layer; l++) {
         const struct b158_layer_dev *L = &m->dev[l];
         const size_t cache_off = (size_t)l * cache_rows * kvd;
         b158_rt_site(rt, "q|k|v");
-        B158_TRY(dev_linear(s, &L->wqkv, &L->hqkv, h->n_embd, &d->qkv, n, 0));
+        if (!chain || l == 0) /* else the chain of the block before did it */
+            B158_TRY(dev_linear(s, &L->wqkv, &L->hqkv, h->n_embd, &d->qkv, n, 0));
         /* one token: its RoPE and KV store inside the attention (one launch fewer per layer) */
         b158_rt_site(rt, "RoPE + KV store");
         if (n > 1)
@@ -757,6 +823,10 @@ static b158_status dev_layers(b158_session *s, int n, int final)
         if (!fused)
             B158_TRY(h->sub_norms ? dev_norm_quantize(s, &d->att, &L->attn_sub_norm, qd, n)
                                   : dev_quantize(s, &d->att, qd, n));
+        if (chain) {
+            B158_TRY(dev_chain(s, l));
+            continue;
+        }
         /* output projection added straight into the residual stream, then the feed-forward's
          * norm and quantization */
         b158_rt_site(rt, "output (+ norm)");
@@ -791,7 +861,7 @@ static b158_status dev_step_one(b158_session *s)
 /* The fused step's error flag on its way back into s->fused_err (a one-token step) */
 static b158_status fused_err_read(b158_session *s, int n)
 {
-    if (n != 1 || !s->fused_groups)
+    if (n != 1 || (!s->fused_groups && !s->chain))
         return B158_OK;
     return b158_buf_read_async(s->rt, &s->dev.bar, 0, 4, &s->fused_err);
 }
@@ -840,7 +910,7 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
 {
     b158_runtime *rt = s->rt;
     struct dev_state *d = &s->dev;
-    const int fused = n == 1 && s->fused_groups;
+    const int fused = n == 1 && (s->fused_groups || s->chain);
     s->fused_err = 0;
     s->step_splits = n == 1 ? step_splits(s, s->tok[0] + 1) : 1;
     b158_status st = b158_buf_write_async(rt, &d->ids, 0, (size_t)n * 4, tokens);
@@ -856,13 +926,23 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
     else if (n_sel == 0)
         st = b158_rt_finish(rt);
     if (st == B158_OK && fused && s->fused_err) {
-        /* a grid barrier timed out: the device did not run every group at once. The step is
-         * done again unfused (it rewrites the same cache rows), and so are the ones after. */
-        b158_log(B158_LOG_WARN,
-                 "fused decode layer: %d work-groups did not all run at once on %s; decoding "
-                 "unfused (B158_DECODE_GROUPS sets fewer)",
-                 s->fused_groups, rt->info.name);
+        /* a grid barrier or a chain's wait timed out: the device did not run every group at
+         * once, or not in order. The step is done again unfused (it rewrites the same cache
+         * rows), and so are the ones after. */
+        if (s->fused_groups)
+            b158_log(B158_LOG_WARN,
+                     "fused decode layer: %d work-groups did not all run at once on %s; decoding "
+                     "unfused (B158_DECODE_GROUPS sets fewer)",
+                     s->fused_groups, rt->info.name);
+        else
+            b158_log(B158_LOG_WARN,
+                     "GEMV chain: a work-group waited too long on %s; decoding without it",
+                     rt->info.name);
         s->fused_groups = 0;
+        s->chain = 0;
+        /* a chain whose waits gave up ran its stages out of order, their tails' shared counter
+         * with them: it is zero again for the launches that redo the step */
+        B158_TRY(b158_buf_fill(rt, &s->dev.counter, 0));
         b158_plan_free(&s->plan);
         s->plan_state = PLAN_NONE;
         return dev_forward(s, tokens, n, sel, n_sel, dst, picks);

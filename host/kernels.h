@@ -27,7 +27,9 @@
     X(F16_GEMM, "f16_gemm", "f16-matmul.cl")                                                       \
     X(F16_TO_F32, "f16_to_f32", "f16-matmul.cl")                                                   \
     X(ARGMAX_ROWS, "argmax_rows", "sample.cl")                                                     \
-    X(DECODE_LAYER, "ternary_decode_layer", "ternary.cl attention.cl decode.cl")
+    X(DECODE_LAYER, "ternary_decode_layer", "ternary.cl attention.cl decode.cl")                   \
+    X(GEMV_CHAIN, "ternary_gemv_chain", "ternary.cl attention.cl decode.cl")                       \
+    X(GEMV_CHAIN_SEQ, "ternary_gemv_chain_seq", "ternary.cl attention.cl decode.cl")
 
 enum b158_kernel_id {
 #define B158_KID(id, name, file) B158_K_##id,

@@ -192,6 +192,71 @@ b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b15
                        B158_ARG(eps), B158_ARG(act));
 }
 
+b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, int stages,
+                               const b158_buf *q, const b158_buf *s, const b158_buf *sync,
+                               int layer, int groups)
+{
+    const char *op = "gemv chain";
+    if (!rt->tune.gpu)
+        return B158_FAIL(B158_ERR_UNSUPPORTED, "%s: GPU kernel variant only", op);
+    if (stages < 1 || stages > 4 || layer < 0 || groups < 0)
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: %d stages, layer %d, %d groups", op, stages,
+                         layer, groups);
+    B158_TRY(need(sync, ((size_t)layer + 1) * 16 + 4, op, "flags"));
+    struct {
+        const b158_buf *codes, *scales, *y, *nw;
+        int rows, k_pad, add, tail, k_pad_out;
+    } a[4];
+    const b158_gemv_norm *first = NULL;
+    size_t jobs = 0;
+    for (int i = 0; i < 4; i++) {
+        const b158_chain_stage *c = &stage[i < stages ? i : 0];
+        const b158_gemv_norm *norm = c->norm;
+        B158_TRY(check_matmul(c->w, q, s, c->y, 1));
+        const int tail = !norm ? 0 : !norm->glu ? 1 : norm->norm_w ? 2 : 3;
+        const int width = tail >= 2 ? c->w->n / 2 : c->w->n;
+        if (i < stages && !tail && i + 1 < stages)
+            return B158_FAIL(B158_ERR_INVALID_ARG, "%s: stage %d of %d has no tail", op, i, stages);
+        if (tail) {
+            if (norm->k_pad < width || norm->k_pad % 64 || (tail >= 2 && c->w->n % 2))
+                return B158_FAIL(B158_ERR_INVALID_ARG, "%s: k_pad %d for %d rows", op, norm->k_pad,
+                                 c->w->n);
+            if (norm->q != q || norm->s != s ||
+                (first && (norm->counter != first->counter || norm->act != first->act ||
+                           norm->eps != first->eps)))
+                return B158_FAIL(B158_ERR_INVALID_ARG,
+                                 "%s: the stages' tails share the chain's input, counter, act "
+                                 "and eps",
+                                 op);
+            if (tail != 3)
+                B158_TRY(need(norm->norm_w, (size_t)width * 4, op, "norm weights"));
+            B158_TRY(need(q, (size_t)norm->k_pad, op, "q out"));
+            B158_TRY(need(norm->counter, 4, op, "counter"));
+            first = first ? first : norm;
+        }
+        a[i].codes = &c->w->codes, a[i].scales = &c->w->scales, a[i].y = c->y;
+        a[i].nw = tail && norm->norm_w ? norm->norm_w : &none;
+        a[i].rows = c->w->n, a[i].k_pad = c->w->k_pad, a[i].add = c->add, a[i].tail = tail;
+        a[i].k_pad_out = tail ? norm->k_pad : 0;
+        if (i < stages)
+            jobs += ((size_t)c->w->n + rt->tune.gemv_rows - 1) / rt->tune.gemv_rows;
+    }
+    const b158_buf *cnt = first ? first->counter : &none;
+    const float eps = first ? first->eps : 0.0f;
+    const int act = first ? (int)first->act : 0;
+    const size_t wg = (size_t)rt->tune.wg, g = groups ? (size_t)groups : jobs;
+#define CHAIN_ARGS(i)                                                                              \
+    B158_ARG_MEM(a[i].codes), B158_ARG_MEM(a[i].scales), B158_ARG_MEM(a[i].y),                     \
+        B158_ARG(a[i].rows), B158_ARG(a[i].k_pad), B158_ARG(a[i].add), B158_ARG(a[i].tail),        \
+        B158_ARG_MEM(a[i].nw), B158_ARG(a[i].k_pad_out)
+    const enum b158_kernel_id id = groups ? B158_K_GEMV_CHAIN_SEQ : B158_K_GEMV_CHAIN;
+    return B158_LAUNCH(rt, id, 1, ((size_t[]){g * wg}), ((size_t[]){wg}), CHAIN_ARGS(0),
+                       CHAIN_ARGS(1), CHAIN_ARGS(2), CHAIN_ARGS(3), B158_ARG(stages),
+                       B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG(eps), B158_ARG(act),
+                       B158_ARG_MEM(cnt), B158_ARG_MEM(sync), B158_ARG(layer));
+#undef CHAIN_ARGS
+}
+
 b158_status b158_op_ternary_matmul(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
                                    const b158_buf *s, const b158_buf *y, int m_rows, int accumulate)
 {

@@ -166,6 +166,26 @@ typedef struct b158_decode_weights {
 b158_status b158_op_decode_layer(b158_runtime *rt, const b158_decode_step *a,
                                  const b158_decode_weights *w, int layer, size_t cache_off);
 
+/* One stage of b158_op_gemv_chain: y (+)= W . the chain's int8 input (add), then with norm the
+ * next stage's input over it (b158_op_ternary_gemv's tails; norm->q / s / counter are the
+ * chain's). */
+typedef struct b158_chain_stage {
+    const b158_tmat *w;
+    const b158_buf *y;
+    int add;
+    const b158_gemv_norm *norm;
+} b158_chain_stage;
+
+/* 1 to 4 one-token GEMVs in one launch (GPU variant), each stage's tail writing the next one's
+ * input over q / s (every stage but the last has a tail, all with the same counter, act and
+ * eps): b158_op_ternary_gemv of each in order, bit for bit. groups work-groups take the stages'
+ * blocks of rows in order (0: one group a block); a block of a later stage waits for the flag
+ * sync[1 + 4 layer + stage - 1], set when that stage is done (sync: int32 [0] the error flag, set
+ * by a wait that timed out, then 4 flags per layer, zero before the launch). */
+b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, int stages,
+                               const b158_buf *q, const b158_buf *s, const b158_buf *sync,
+                               int layer, int groups);
+
 /* out[m][n_head * head_dim]: causal attention of query row m over cache rows tok[m].y ..
  * tok[m].y + tok[m].x (its sequence up to its own position), clamped to the cache. With rope
  * (every token of the batch from a different sequence, e.g. decode) it is b158_op_rope_kv_store

@@ -397,6 +397,77 @@ static void test_fused_decode(void)
     b158_runtime_free(wide);
 }
 
+/* A session whose one-token steps chain their GEMVs (B158_GEMV_CHAIN) in groups work-groups
+ * (-1: the default count), or do not */
+static b158_session *chain_session(b158_model *m, b158_runtime *rt, int chain, int groups)
+{
+    char g[16];
+    snprintf(g, sizeof g, "%d", groups);
+    setenv("B158_GEMV_CHAIN", chain ? "1" : "0", 1);
+    if (groups >= 0)
+        setenv("B158_CHAIN_GROUPS", g, 1);
+    b158_session *s = session(m, rt, 80, 0, 0);
+    unsetenv("B158_GEMV_CHAIN");
+    unsetenv("B158_CHAIN_GROUPS");
+    return s;
+}
+
+/* The GEMV chain (decode.cl: a block's output, gate|up and down projections and the next
+ * block's q|k|v in one launch) gives the separate launches' logits bit for bit at every step,
+ * in every flavour, with the default group count of a CPU device (one, taking the stages' blocks
+ * in order) and with 2 to 5 groups, whose later blocks wait for the stage before (a wait that
+ * times out redoes the step without the chain: the same logits either way); one chain launch a
+ * block per step where the chain runs (not on PoCL). */
+static void test_gemv_chain(void)
+{
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_GPU);
+    if (!rt)
+        return;
+    const int here = !strstr(b158_runtime_device(rt)->platform, "Portable Computing Language");
+    for (int f = 0; f < 3; f++) {
+        const flavour fl = flavours(f);
+        const int nv = fl.shape.n_vocab, n_prompt = b158_test_randint(3, 40), n_gen = 5;
+        b158_model *m = model_on(&fl.shape, b158_test_rand(), rt);
+        b158_token tok[48];
+        random_tokens(tok, n_prompt + n_gen, nv);
+        const int groups = b158_test_randint(2, 5);
+        b158_session *s[4] = {chain_session(m, rt, 0, -1), chain_session(m, rt, 1, -1),
+                              chain_session(m, rt, 1, groups), chain_session(m, rt, 1, 0)};
+        float *want = malloc((size_t)nv * sizeof *want);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(want);
+        int same = 0, chained[4] = {0};
+        for (int i = 0; i < 4; i++)
+            CU_ASSERT_EQUAL_FATAL(b158_session_eval(s[i], tok, n_prompt), B158_OK);
+        for (int t = 0; t < n_gen; t++)
+            for (int i = 0; i < 4; i++) {
+                b158_runtime_kernel_stats_reset(rt);
+                CU_ASSERT_EQUAL_FATAL(b158_session_eval(s[i], &tok[n_prompt + t], 1), B158_OK);
+                const uint64_t n = launches_of(rt, "ternary_gemv_chain") +
+                                   launches_of(rt, "ternary_gemv_chain_seq");
+                if (i == 0)
+                    CU_ASSERT_EQUAL(n, 0);
+                if (i == 1)
+                    CU_ASSERT_EQUAL(n, here ? (uint64_t)fl.shape.n_layer : 0);
+                chained[i] += n != 0;
+                const float *l = b158_session_logits(s[i], -1);
+                CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+                if (i == 0)
+                    memcpy(want, l, (size_t)nv * sizeof *want);
+                else
+                    same += !memcmp(l, want, (size_t)nv * sizeof *want);
+            }
+        fprintf(stderr,
+                "\n%s: chained steps equal to the separate launches bit for bit: %d/%d "
+                "(steps chained with one group %d, several %d, a group a block %d)",
+                fl.name, same, 3 * n_gen, chained[1], chained[2], chained[3]);
+        CU_ASSERT_EQUAL(same, 3 * n_gen);
+        for (int i = 0; i < 4; i++)
+            b158_session_free(s[i]);
+        b158_model_free(m);
+        free(want);
+    }
+}
+
 /* b158_stage_add on stamps of known differences: two blocks of three groups, each part's mean,
  * fastest and slowest group, the span, the gap between the blocks, and a stamp that reads
  * earlier than the one before it (counted 0). */
@@ -850,6 +921,7 @@ static void add_suites(void)
                     (b158_test_case[]){{"kv_cache", test_decode_vs_prefill}, {NULL, NULL}});
     b158_test_suite("greedy", (b158_test_case[]){{"device_argmax", test_greedy}, {NULL, NULL}});
     b158_test_suite("fused_decode", (b158_test_case[]){{"same_as_unfused", test_fused_decode},
+                                                       {"gemv_chain", test_gemv_chain},
                                                        {"stage_sums", test_stage_sums},
                                                        {"stage_profile", test_stage_profile},
                                                        {NULL, NULL}});

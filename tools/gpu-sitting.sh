@@ -105,15 +105,17 @@ if [ "$part" != check ]; then
         --shape 2560x6912 | grep -E '^\|'
 fi
 if [ "$part" != tables ]; then
-    for fused in 0 1; do
-        say "profile, B158_FUSED_DECODE=$fused"
-        stage 60 env B158_FUSED_DECODE=$fused "$bin/b158-cl-bench" -m "$model" -p 64 -n 32 -r 1 \
-            --engine b158 --profile >"$out/profile-$fused.md" 2>&1
-        grep -E '^\||wall per step' "$out/profile-$fused.md" | head -60
+    for mode in B158_FUSED_DECODE=0 B158_FUSED_DECODE=1 B158_GEMV_CHAIN=1; do
+        say "profile, $mode"
+        stage 60 env "$mode" "$bin/b158-cl-bench" -m "$model" -p 64 -n 32 -r 1 \
+            --engine b158 --profile >"$out/profile-${mode#B158_}.md" 2>&1
+        grep -E '^\||wall per step' "$out/profile-${mode#B158_}.md" | head -60
     done
     say "decode A/B (-p 512 -n 128 -r 2)"
     a=(-p 512 -n 128 -r 2)
     decode default -- "${a[@]}"
+    decode chain B158_GEMV_CHAIN=1 -- "${a[@]}"
+    decode chain-depth1024 B158_GEMV_CHAIN=1 -- -p 512 -n 128 -r 2 -d 1024
     decode splitkeys1 B158_ATT_SPLIT_KEYS=1 -- "${a[@]}"
     decode ahead4 B158_GEMV_AHEAD=4 -- "${a[@]}"
     decode ahead8 B158_GEMV_AHEAD=8 -- "${a[@]}"
