@@ -261,6 +261,16 @@ static uint64_t launches_of(b158_runtime *rt, const char *name)
     return 0;
 }
 
+/* The logits l of session i of a comparison: the first session's kept in want, each later one's
+ * compared with them (1 when equal bit for bit) */
+static int same_logits(int i, const float *l, float *want, int nv)
+{
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    if (i == 0)
+        memcpy(want, l, (size_t)nv * sizeof *want);
+    return i > 0 && !memcmp(l, want, (size_t)nv * sizeof *want);
+}
+
 /* A session whose one-token steps are fused (groups work-groups, 0: the default) or not, their
  * attention's keys in splits groups per head */
 static b158_session *fused_session(b158_model *m, b158_runtime *rt, int fused, int groups,
@@ -376,12 +386,7 @@ static void test_fused_decode(void)
                 /* the default session fuses (one group on CPU devices), the unfused one never */
                 if (i < 2)
                     CU_ASSERT_EQUAL(fused, i ? (uint64_t)fl.shape.n_layer : 0);
-                const float *l = b158_session_logits(s[i], -1);
-                CU_ASSERT_PTR_NOT_NULL_FATAL(l);
-                if (i == 0)
-                    memcpy(want, l, (size_t)nv * sizeof *want);
-                else
-                    same += !memcmp(l, want, (size_t)nv * sizeof *want);
+                same += same_logits(i, b158_session_logits(s[i], -1), want, nv);
             }
         }
         if (fused_here) {
@@ -449,12 +454,7 @@ static void test_gemv_chain(void)
                 if (i == 1)
                     CU_ASSERT_EQUAL(n, here ? (uint64_t)fl.shape.n_layer : 0);
                 chained[i] += n != 0;
-                const float *l = b158_session_logits(s[i], -1);
-                CU_ASSERT_PTR_NOT_NULL_FATAL(l);
-                if (i == 0)
-                    memcpy(want, l, (size_t)nv * sizeof *want);
-                else
-                    same += !memcmp(l, want, (size_t)nv * sizeof *want);
+                same += same_logits(i, b158_session_logits(s[i], -1), want, nv);
             }
         fprintf(stderr,
                 "\n%s: chained steps equal to the separate launches bit for bit: %d/%d "
