@@ -387,9 +387,8 @@ static b158_status alloc_fused(b158_session *s)
  * for a GPU sitting: a 2B-4T step of 154 launches takes 65 with it) and the fused layer does not
  * run: on the GPU variant of the ternary engine, with one group a block of rows on GPUs, one
  * group taking them in order on other devices (no CPU runtime promises that groups start in
- * order), never on PoCL,
- * whose work-group compiler gets kernels of that program wrong. B158_CHAIN_GROUPS sets the
- * count (tests). */
+ * order), never on PoCL (test-forward's chain sessions there ran past 5 minutes without
+ * finishing). B158_CHAIN_GROUPS sets the count (tests). */
 static b158_status alloc_chain(b158_session *s)
 {
     b158_runtime *rt = s->rt;
