@@ -131,6 +131,7 @@ if [ "$part" != check ]; then
     say "decode rows (-p 512 -n 128 -r 3)"
     a=(-p 512 -n 128 -r 3)
     decode default -- "${a[@]}"
+    decode chain B158_GEMV_CHAIN=1 -- "${a[@]}"
     decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
     decode depth1024 -- -p 512 -n 128 -r 2 -d 1024
     decode depth3584 -- -p 512 -n 128 -r 2 -d 3584
