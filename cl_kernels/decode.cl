@@ -44,16 +44,23 @@ inline int b158_grid_count(__global volatile int *cnt)
  * zero before the launch; err: set by a barrier that timed out, which then no longer waits):
  * CUDA's grid barrier written in OpenCL, a device-scope fence (b158_fence_device) before the
  * count, an acquire after the wait. */
+/* One work-item polls *cnt until it reaches target or err is set (a poll past B158_SPIN_LIMIT
+ * sets it: no group waits forever), then acquires what the others stored before their count */
+inline void b158_poll_until(__global volatile int *cnt, int target, __global volatile int *err)
+{
+    for (int spins = 0; b158_grid_count(cnt) < target && !*err;)
+        if (++spins == B158_SPIN_LIMIT)
+            atomic_xchg(err, 1);
+    b158_fence_after_poll();
+}
+
 inline void b158_grid_sync(__global volatile int *cnt, __global volatile int *err, int groups)
 {
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     if (get_local_id(0) == 0) {
         b158_fence_device();
         atomic_inc(cnt);
-        for (int spins = 0; b158_grid_count(cnt) < groups && !*err;)
-            if (++spins == B158_SPIN_LIMIT)
-                atomic_xchg(err, 1);
-        b158_fence_after_poll();
+        b158_poll_until(cnt, groups, err);
     }
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
 }
@@ -306,17 +313,12 @@ __kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void ternary_decod
 #undef B158_FIRST_LATE
 }
 
-/* Waits until the flag that an earlier stage sets when done is set, or err is (a wait that
- * polls past B158_SPIN_LIMIT sets err: no group waits forever), by the whole group; acquire
- * semantics as the grid barrier's. */
+/* Waits until the flag that an earlier stage sets when done is set, or err is, by the whole
+ * group (b158_poll_until, as the grid barrier's wait) */
 inline void b158_wait_flag(__global volatile int *flag, __global volatile int *err)
 {
-    if (get_local_id(0) == 0) {
-        for (int spins = 0; b158_grid_count(flag) == 0 && !*err;)
-            if (++spins == B158_SPIN_LIMIT)
-                atomic_xchg(err, 1);
-        b158_fence_after_poll();
-    }
+    if (get_local_id(0) == 0)
+        b158_poll_until(flag, 1, err);
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
 }
 

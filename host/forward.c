@@ -574,6 +574,30 @@ static b158_status dev_linear(b158_session *s, const b158_tmat *t, const b158_bu
     return b158_baseline_linear(s->rt, &d->base, dense, k, y, n, accumulate);
 }
 
+/* The tail of a one-token GEMV (b158_gemv_norm) that makes the next BitLinears' int8 input from
+ * its output row (width wide): RMSNorm with weights norm_w, quantized into d->q8 / d->s */
+static b158_gemv_norm norm_tail(const b158_session *s, const b158_buf *norm_w, int width)
+{
+    const b158_model_info *h = &s->m->info;
+    const struct dev_state *d = &s->dev;
+    return (b158_gemv_norm){.norm_w = norm_w,
+                            .q = &d->q8,
+                            .s = &d->s,
+                            .counter = &d->counter,
+                            .k_pad = b158_ternary_k_pad(width),
+                            .eps = h->rms_eps,
+                            .act = h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU};
+}
+
+/* The gate|up GEMV's tail of block L: act(gate) * up, sub-normed where the model has the norm */
+static b158_gemv_norm glu_tail(const b158_session *s, const struct b158_layer_dev *L)
+{
+    const b158_model_info *h = &s->m->info;
+    b158_gemv_norm glu = norm_tail(s, h->sub_norms ? &L->ffn_sub_norm : NULL, h->n_ff);
+    glu.glu = 1;
+    return glu;
+}
+
 /* y (+)= W . the quantized input (k wide), then the input of the next BitLinears: RMSNorm of
  * y's n rows (width wide) with weights norm_w, quantized. One token on the ternary engine does
  * both in one launch (the GEMV's last work-group takes the norm); else two. */
@@ -583,12 +607,7 @@ static b158_status dev_linear_norm(b158_session *s, const b158_tmat *t, const b1
 {
     struct dev_state *d = &s->dev;
     if (s->m->dev_mode == B158_WEIGHTS_TERNARY && n == 1) {
-        const b158_gemv_norm norm = {.norm_w = norm_w,
-                                     .q = &d->q8,
-                                     .s = &d->s,
-                                     .counter = &d->counter,
-                                     .k_pad = b158_ternary_k_pad(width),
-                                     .eps = s->m->info.rms_eps};
+        const b158_gemv_norm norm = norm_tail(s, norm_w, width);
         return b158_op_ternary_gemv(s->rt, t, &d->q8, &d->s, y, accumulate, &norm);
     }
     B158_TRY(dev_linear(s, t, dense, k, y, n, accumulate));
@@ -606,14 +625,7 @@ static b158_status dev_linear_glu(b158_session *s, const struct b158_layer_dev *
     const enum b158_act act = h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU;
     const int k_pad = b158_ternary_k_pad(h->n_ff);
     if (s->m->dev_mode == B158_WEIGHTS_TERNARY && n == 1) {
-        const b158_gemv_norm glu = {.norm_w = sub,
-                                    .q = &d->q8,
-                                    .s = &d->s,
-                                    .counter = &d->counter,
-                                    .k_pad = k_pad,
-                                    .eps = h->rms_eps,
-                                    .glu = 1,
-                                    .act = act};
+        const b158_gemv_norm glu = glu_tail(s, L);
         return b158_op_ternary_gemv(s->rt, &L->wgu, &d->q8, &d->s, &d->gu, 0, &glu);
     }
     B158_TRY(dev_linear(s, &L->wgu, &L->hgu, h->n_embd, &d->gu, n, 0));
@@ -731,19 +743,9 @@ static b158_status dev_chain(b158_session *s, int l)
     struct dev_state *d = &s->dev;
     const struct b158_layer_dev *L = &s->m->dev[l];
     const int last = l + 1 == h->n_layer;
-    const enum b158_act act = h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU;
-    const b158_gemv_norm ffn = {.norm_w = &L->ffn_norm,
-                                .q = &d->q8,
-                                .s = &d->s,
-                                .counter = &d->counter,
-                                .k_pad = b158_ternary_k_pad(h->n_embd),
-                                .eps = h->rms_eps,
-                                .act = act};
-    b158_gemv_norm glu = ffn, attn = ffn;
-    glu.norm_w = h->sub_norms ? &L->ffn_sub_norm : NULL;
-    glu.k_pad = b158_ternary_k_pad(h->n_ff);
-    glu.glu = 1;
-    attn.norm_w = last ? NULL : &s->m->dev[l + 1].attn_norm;
+    const b158_gemv_norm ffn = norm_tail(s, &L->ffn_norm, h->n_embd), glu = glu_tail(s, L);
+    /* the next block's attention norm (none after the last block) */
+    const b158_gemv_norm attn = norm_tail(s, &s->m->dev[last ? l : l + 1].attn_norm, h->n_embd);
     const b158_chain_stage st[4] = {{&L->wo, &d->x, 1, &ffn},
                                     {&L->wgu, &d->gu, 0, &glu},
                                     {&L->wdown, &d->x, 1, last ? NULL : &attn},
