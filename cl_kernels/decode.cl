@@ -103,11 +103,11 @@ inline int2 b158_gemv_gpu_part2_from(uint4 *pa, uint4 *pb, __global const uint4 
     int2 acc = 0;
     for (int c = lane; c < quarters; c += 8 * B158_GEMV_AHEAD) {
         if (c != lane) {
-            b158_gemv_gpu_load(wa, quarters, c, pa);
-            b158_gemv_gpu_load(wb, quarters, c, pb);
+            b158_gemv_gpu_load(wa, quarters, c, 8, pa);
+            b158_gemv_gpu_load(wb, quarters, c, 8, pb);
         }
-        acc.x = b158_gemv_gpu_step(pa, c, quarters, x, acc.x);
-        acc.y = b158_gemv_gpu_step(pb, c, quarters, x, acc.y);
+        acc.x = b158_gemv_gpu_step(pa, c, 8, quarters, x, acc.x);
+        acc.y = b158_gemv_gpu_step(pb, c, 8, quarters, x, acc.y);
     }
     return acc;
 }
@@ -125,11 +125,12 @@ inline void b158_decode_gemv_first(__global const uint4 *w, int n_rows, int k_pa
     const int step = (int)get_num_groups(0) * B158_GEMV_ROWS, na = n0 + (get_local_id(0) >> 3);
     __global const uint4 *wa = w + (size_t)na * quarters;
     if (na < n_rows) /* (then n0 < n_rows too) */
-        b158_gemv_gpu_load(wa, quarters, lane, pa);
+        b158_gemv_gpu_load(wa, quarters, lane, 8, pa);
     if (n0 + step < n_rows)
-        b158_gemv_gpu_load(w + (size_t)min(na + step, n_rows - 1) * quarters, quarters, lane, pb);
+        b158_gemv_gpu_load(w + (size_t)min(na + step, n_rows - 1) * quarters, quarters, lane, 8,
+                           pb);
     else if (na < n_rows && lane + 8 * B158_GEMV_AHEAD < quarters)
-        b158_gemv_gpu_load(wa, quarters, lane + 8 * B158_GEMV_AHEAD, pb);
+        b158_gemv_gpu_load(wa, quarters, lane + 8 * B158_GEMV_AHEAD, 8, pb);
 }
 
 /* y[n] = (add ? y_in[n] : 0) + W[n] . x * w_scale[n] / x_scale over this group's blocks of rows
@@ -149,25 +150,25 @@ inline void b158_decode_gemv(__global const uint4 *w, __global const float *w_sc
     while (n0 + step < n_rows) {
         /* the first block is whole; rows past the end of the second read its last row */
         const int na = n0 + (lid >> 3), nb = na + step;
-        const float2 ca = b158_gemv_gpu_row_consts(na, w_scale, y_in, add, n_rows);
-        const float2 cb = b158_gemv_gpu_row_consts(nb, w_scale, y_in, add, n_rows);
+        const float2 ca = b158_gemv_gpu_row_consts(na, 8, w_scale, y_in, add, n_rows);
+        const float2 cb = b158_gemv_gpu_row_consts(nb, 8, w_scale, y_in, add, n_rows);
         const int2 p =
             b158_gemv_gpu_part2_from(pa, pb, w + (size_t)na * quarters,
                                      w + (size_t)min(nb, n_rows - 1) * quarters, quarters, lane, x);
         n0 += 2 * step;
         b158_decode_gemv_first(w, n_rows, k_pad, n0, pa, pb);
-        b158_gemv_gpu_finish(p.x, na, ca, x_scale, y, add, n_rows, red);
+        b158_gemv_gpu_finish(p.x, na, 8, ca, x_scale, y, add, n_rows, red);
         barrier(CLK_LOCAL_MEM_FENCE);
-        b158_gemv_gpu_finish(p.y, nb, cb, x_scale, y, add, n_rows, red);
+        b158_gemv_gpu_finish(p.y, nb, 8, cb, x_scale, y, add, n_rows, red);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     if (n0 < n_rows) { /* one block left (no more: n0 + step is past the end) */
         const int n = n0 + (lid >> 3);
-        const float2 c = b158_gemv_gpu_row_consts(n, w_scale, y_in, add, n_rows);
+        const float2 c = b158_gemv_gpu_row_consts(n, 8, w_scale, y_in, add, n_rows);
         const int part = n < n_rows ? b158_gemv_gpu_part_from(pa, pb, 1, w + (size_t)n * quarters,
-                                                              quarters, lane, x)
+                                                              quarters, lane, 8, x)
                                     : 0;
-        b158_gemv_gpu_finish(part, n, c, x_scale, y, add, n_rows, red);
+        b158_gemv_gpu_finish(part, n, 8, c, x_scale, y, add, n_rows, red);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 }
@@ -327,8 +328,9 @@ inline void b158_wait_flag(__global volatile int *flag, __global volatile int *e
  * of a one-token step. Stage i is ternary_gemv_gpu of matrix w_i (rows_i x kp_i / 4 bytes, scales
  * ws_i) on the int8 input q / qs into y_i (added to it with add_i), with its tail tail_i (norm
  * weights nw_i, k_pad kpo_i) writing the next stage's input over q / qs: the same functions as
- * the separate launches, so their results bit for bit. A job is one block of B158_GEMV_ROWS rows
- * of a stage, numbered stage after stage. A job loads its first weights, then waits for the flag
+ * the separate launches, so their results bit for bit. A job is one block of B158_WG >> sh_i rows
+ * of a stage (1 << sh_i work-items a row, as the stage's separate launch would take), numbered
+ * stage after stage. A job loads its first weights, then waits for the flag
  * that the last job of the stage before sets after its tail (sync[1 + 4 layer + i], zero before
  * the step; sync[0] the error flag of b158_wait_flag). Every stage but the last has a tail (it
  * counts the stage's jobs in counter, zero between launches). ternary_gemv_chain runs a job a
@@ -337,21 +339,46 @@ inline void b158_wait_flag(__global volatile int *flag, __global volatile int *e
  * CPU devices never waits; its loop costs the GPU kernel 114 registers on sm_90 against 62). */
 #define B158_CHAIN_STAGE(i)                                                                        \
     __global const uint4 *w##i, __global const float *ws##i, __global float *y##i, int rows##i,    \
-        int kp##i, int add##i, int tail##i, __global const float *nw##i, int kpo##i
+        int kp##i, int sh##i, int add##i, int tail##i, __global const float *nw##i, int kpo##i
 #define B158_CHAIN_PARAMS                                                                          \
     B158_CHAIN_STAGE(0), B158_CHAIN_STAGE(1), B158_CHAIN_STAGE(2), B158_CHAIN_STAGE(3),            \
         int stages, __global char *q, __global float *qs, float eps, int act,                      \
         __global volatile int *counter, __global volatile int *sync, int layer
-#define B158_CHAIN_STAGE_ARGS(i) w##i, ws##i, y##i, rows##i, kp##i, add##i, tail##i, nw##i, kpo##i
+#define B158_CHAIN_STAGE_ARGS(i)                                                                   \
+    w##i, ws##i, y##i, rows##i, kp##i, sh##i, add##i, tail##i, nw##i, kpo##i
 #define B158_CHAIN_ARGS                                                                            \
     B158_CHAIN_STAGE_ARGS(0), B158_CHAIN_STAGE_ARGS(1), B158_CHAIN_STAGE_ARGS(2),                  \
         B158_CHAIN_STAGE_ARGS(3), stages, q, qs, eps, act, counter, sync, layer
-#define B158_CHAIN_JOBS(i) (stages > i ? (rows##i + B158_GEMV_ROWS - 1) / B158_GEMV_ROWS : 0)
+#define B158_CHAIN_JOBS(i)                                                                         \
+    (stages > i ? (rows##i + (B158_WG >> sh##i) - 1) / (B158_WG >> sh##i) : 0)
 #define B158_CHAIN_PICK(v) (st == 0 ? v##0 : st == 1 ? v##1 : st == 2 ? v##2 : v##3)
+/* A chain job's rows: block b of B158_WG >> sh rows of w (1 << sh work-items a row; the callers
+ * give a constant sh, so that the loads' offsets fold into the instructions), its first weights
+ * loaded before it waits for *flag (with wait), then y (+)= W . q as ternary_gemv_gpu */
+inline void b158_chain_gemv(__global const uint4 *w, __global const float *ws, __global float *y,
+                            int rows, int quarters, int add, int b, int sh, int wait,
+                            __global volatile int *flag, __global volatile int *err,
+                            __global const uint4 *q, __global const float *qs, __local int *red)
+{
+    const int lid = get_local_id(0), lanes = 1 << sh, lane = lid & (lanes - 1);
+    const int n = b * (B158_WG >> sh) + (lid >> sh);
+    uint4 p[B158_GEMV_AHEAD];
+    if (n < rows) /* the job's first weights are on their way while it waits */
+        b158_gemv_gpu_load(w + (size_t)n * quarters, quarters, lane, lanes, p);
+    if (wait)
+        b158_wait_flag(flag, err);
+    /* y's rows may be the residual an earlier stage added to: read after the wait */
+    const float2 c = b158_gemv_gpu_row_consts(n, lanes, ws, y, add, rows);
+    const int part = n < rows ? b158_gemv_gpu_part_from(p, p, 0, w + (size_t)n * quarters, quarters,
+                                                        lane, lanes, q)
+                              : 0;
+    b158_gemv_gpu_finish(part, n, lanes, c, qs[0], y, add, rows, red);
+}
+
 inline void b158_chain_job(int job, B158_CHAIN_PARAMS, __local int *red, __local float *redf,
                            __local int *last)
 {
-    const int lid = get_local_id(0), lane = lid & 7;
+    const int lid = get_local_id(0);
     const int j0 = B158_CHAIN_JOBS(0), j1 = B158_CHAIN_JOBS(1), j2 = B158_CHAIN_JOBS(2);
     const int j3 = B158_CHAIN_JOBS(3);
     __global volatile int *flags = sync + 1 + 4 * layer;
@@ -365,21 +392,18 @@ inline void b158_chain_job(int job, B158_CHAIN_PARAMS, __local int *red, __local
         }
     }
     __global const uint4 *w = B158_CHAIN_PICK(w);
+    __global const float *ws = B158_CHAIN_PICK(ws);
     __global float *y = B158_CHAIN_PICK(y);
     const int rows = B158_CHAIN_PICK(rows), quarters = B158_CHAIN_PICK(kp) / 64;
-    const int add = B158_CHAIN_PICK(add), tail = B158_CHAIN_PICK(tail);
-    const int n = b * B158_GEMV_ROWS + (lid >> 3);
-    uint4 p[B158_GEMV_AHEAD];
-    if (n < rows) /* the job's first weights are on their way while it waits */
-        b158_gemv_gpu_load(w + (size_t)n * quarters, quarters, lane, p);
-    if (st > 0)
-        b158_wait_flag(flags + st - 1, sync);
-    /* y's rows may be the residual an earlier stage added to: read after the wait */
-    const float2 c = b158_gemv_gpu_row_consts(n, B158_CHAIN_PICK(ws), y, add, rows);
-    const int part = n < rows ? b158_gemv_gpu_part_from(p, p, 0, w + (size_t)n * quarters, quarters,
-                                                        lane, (__global uint4 *)q)
-                              : 0;
-    b158_gemv_gpu_finish(part, n, c, qs[0], y, add, rows, red);
+    const int add = B158_CHAIN_PICK(add), tail = B158_CHAIN_PICK(tail), sh = B158_CHAIN_PICK(sh);
+    __global volatile int *flag = flags + (st > 0 ? st - 1 : 0);
+    __global const uint4 *xq = (__global const uint4 *)q;
+    if (sh == 5)
+        b158_chain_gemv(w, ws, y, rows, quarters, add, b, 5, st > 0, flag, sync, xq, qs, red);
+    else if (sh == 4)
+        b158_chain_gemv(w, ws, y, rows, quarters, add, b, 4, st > 0, flag, sync, xq, qs, red);
+    else
+        b158_chain_gemv(w, ws, y, rows, quarters, add, b, 3, st > 0, flag, sync, xq, qs, red);
     b158_tail_of(y, rows, B158_CHAIN_PICK(j), tail, counter, B158_CHAIN_PICK(nw), q, qs,
                  B158_CHAIN_PICK(kpo), eps, act, last, redf);
     if (tail && st + 1 < stages && *last) { /* the stage's last job: its tail is stored */

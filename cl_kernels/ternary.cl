@@ -442,66 +442,69 @@ inline uint4 b158_quarter_or_zero(__global const uint4 *wr, int q, int quarters)
     return q < quarters ? wr[q] : B158_ZERO_QUARTER;
 }
 
-/* One step of a GPU GEMV row for a lane: the B158_GEMV_AHEAD weight quarters c, c + 8, ... of
- * row wr (zero weights past the row's end), into p; a lane's first step has c = lane */
-inline void b158_gemv_gpu_load(__global const uint4 *wr, int quarters, int c, uint4 *p)
+/* One step of a GPU GEMV row for a lane of lanes: the B158_GEMV_AHEAD weight quarters c,
+ * c + lanes, ... of row wr (zero weights past the row's end), into p; a lane's first step has
+ * c = lane */
+inline void b158_gemv_gpu_load(__global const uint4 *wr, int quarters, int c, int lanes, uint4 *p)
 {
 #pragma unroll
     for (int i = 0; i < B158_GEMV_AHEAD; i++)
-        p[i] = b158_quarter_or_zero(wr, c + 8 * i, quarters);
+        p[i] = b158_quarter_or_zero(wr, c + lanes * i, quarters);
 }
 
-/* acc + the dot products of one step's quarters p (quarters c, c + 8, ...) with x; quarters past
- * the row's end (zero weights) are skipped: a 2560-wide row's 40 quarters are 5 a lane, so at 8
- * ahead the last 3 of every lane (the same in a warp) would be a dot product of zeros */
-inline int b158_gemv_gpu_step(const uint4 *p, int c, int quarters, __global const uint4 *x, int acc)
+/* acc + the dot products of one step's quarters p (quarters c, c + lanes, ...) with x; quarters
+ * past the row's end (zero weights) are skipped: a 2560-wide row's 40 quarters are 5 a lane of 8,
+ * so at 8 ahead the last 3 of every lane (the same in a warp) would be a dot product of zeros */
+inline int b158_gemv_gpu_step(const uint4 *p, int c, int lanes, int quarters,
+                              __global const uint4 *x, int acc)
 {
 #pragma unroll
     for (int i = 0; i < B158_GEMV_AHEAD; i++)
-        if (c + 8 * i < quarters)
-            acc = b158_quarter_dot(p[i], x + b158_xq(c + 8 * i), acc);
+        if (c + lanes * i < quarters)
+            acc = b158_quarter_dot(p[i], x + b158_xq(c + lanes * i), acc);
     return acc;
 }
 
-/* Work-item lane (of 8) of a GPU GEMV row: its partial dot product of weight row wr (quarters
- * 16-byte quarters) with the activations x, the quarters lane, lane + 8, ..., B158_GEMV_AHEAD
- * loads issued before any is used: a 2B-4T row (40 quarters, 5 a lane) is one round trip to
- * memory, a 6912-wide one (108) three at 5 ahead. p holds the first step's quarters, loaded
- * (b158_gemv_gpu_load) where the caller chose (the fused decode layer: before it waits for its
- * input), and with second set p1 the second step's; later steps load into p. */
+/* Work-item lane (of lanes: 8, 16 or 32) of a GPU GEMV row: its partial dot product of weight
+ * row wr (quarters 16-byte quarters) with the activations x, the quarters lane, lane + lanes, ...,
+ * B158_GEMV_AHEAD loads issued before any is used: a 2B-4T row (40 quarters, 5 a lane of 8) is
+ * one round trip to memory, a 6912-wide one (108) three at 8 lanes and 5 ahead, one at 32. p
+ * holds the first step's quarters, loaded (b158_gemv_gpu_load) where the caller chose (the fused
+ * decode layer: before it waits for its input), and with second set p1 the second step's; later
+ * steps load into p. */
 inline int b158_gemv_gpu_part_from(uint4 *p, const uint4 *p1, int second, __global const uint4 *wr,
-                                   int quarters, int lane, __global const uint4 *x)
+                                   int quarters, int lane, int lanes, __global const uint4 *x)
 {
     int acc = 0;
-    for (int c = lane; c < quarters; c += 8 * B158_GEMV_AHEAD) {
-        if (second && c == lane + 8 * B158_GEMV_AHEAD) {
+    for (int c = lane; c < quarters; c += lanes * B158_GEMV_AHEAD) {
+        if (second && c == lane + lanes * B158_GEMV_AHEAD) {
 #pragma unroll
             for (int i = 0; i < B158_GEMV_AHEAD; i++)
                 p[i] = p1[i];
         } else if (c != lane) {
-            b158_gemv_gpu_load(wr, quarters, c, p);
+            b158_gemv_gpu_load(wr, quarters, c, lanes, p);
         }
-        acc = b158_gemv_gpu_step(p, c, quarters, x, acc);
+        acc = b158_gemv_gpu_step(p, c, lanes, quarters, x, acc);
     }
     return acc;
 }
 
-inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane,
+inline int b158_gemv_gpu_part(__global const uint4 *wr, int quarters, int lane, int lanes,
                               __global const uint4 *x)
 {
     uint4 p[B158_GEMV_AHEAD];
-    b158_gemv_gpu_load(wr, quarters, lane, p);
-    return b158_gemv_gpu_part_from(p, p, 0, wr, quarters, lane, x);
+    b158_gemv_gpu_load(wr, quarters, lane, lanes, p);
+    return b158_gemv_gpu_part_from(p, p, 0, wr, quarters, lane, lanes, x);
 }
 
-/* Row n's weight scale and (add) addend y_in[n], loaded by the row's first work-item (of 8)
+/* Row n's weight scale and (add) addend y_in[n], loaded by the row's first work-item (of lanes)
  * before the row's dot products, so that their round trip to memory overlaps the weights'
  * instead of following the sums (b158_gemv_gpu_finish takes them) */
-inline float2 b158_gemv_gpu_row_consts(int n, __global const float *w_scale,
+inline float2 b158_gemv_gpu_row_consts(int n, int lanes, __global const float *w_scale,
                                        __global const float *y_in, int add, int n_rows)
 {
     float2 c = 0.0f;
-    if ((get_local_id(0) & 7) == 0 && n < n_rows) {
+    if ((get_local_id(0) & (lanes - 1)) == 0 && n < n_rows) {
         c.x = w_scale[n];
         if (add)
             c.y = y_in[n];
@@ -509,25 +512,31 @@ inline float2 b158_gemv_gpu_row_consts(int n, __global const float *w_scale,
     return c;
 }
 
-/* Row n of a GPU GEMV from this work-item's partial sum part, by the whole group: the 8 lanes'
- * sums meet in red (B158_WG ints; through warp shuffles on NVIDIA) and the row's first work-item
- * stores y[n] = (add ? y_in[n] : 0) + W[n] . x * w_scale[n] / x_scale, with c the row's
+/* Row n of a GPU GEMV from this work-item's partial sum part, by the whole group: the row's
+ * lanes' sums meet in red (B158_WG ints; through warp shuffles on NVIDIA) and the row's first
+ * work-item stores y[n] = (add ? y_in[n] : 0) + W[n] . x * w_scale[n] / x_scale, with c the row's
  * (w_scale[n], y_in[n]) from b158_gemv_gpu_row_consts (y_in may be y) */
-inline void b158_gemv_gpu_finish(int part, int n, float2 c, float x_scale, __global float *y,
-                                 int add, int n_rows, __local int *red)
+inline void b158_gemv_gpu_finish(int part, int n, int lanes, float2 c, float x_scale,
+                                 __global float *y, int add, int n_rows, __local int *red)
 {
     const int lid = get_local_id(0);
-#if B158_SUBGROUPS == 2 /* the 8 lanes of a row are 8 neighbours in a warp: three shuffles */
-    int total = part + b158_shfl_xor_int(part, 4);
+#if B158_SUBGROUPS == 2 /* a row's lanes are neighbours in a warp: three to five shuffles, the     \
+                           same for the whole warp (lanes is the launch's) */
+    int total = part;
+    if (lanes > 16)
+        total += b158_shfl_xor_int(total, 16);
+    if (lanes > 8)
+        total += b158_shfl_xor_int(total, 8);
+    total += b158_shfl_xor_int(total, 4);
     total += b158_shfl_xor_int(total, 2);
     total += b158_shfl_xor_int(total, 1);
-    if ((lid & 7) == 0 && n < n_rows) {
+    if ((lid & (lanes - 1)) == 0 && n < n_rows) {
 #else
     red[lid] = part;
     barrier(CLK_LOCAL_MEM_FENCE);
-    if ((lid & 7) == 0 && n < n_rows) {
+    if ((lid & (lanes - 1)) == 0 && n < n_rows) {
         int total = 0;
-        for (int i = 0; i < 8; i++)
+        for (int i = 0; i < lanes; i++)
             total += red[lid + i];
 #endif
         const float v = (float)total * c.x / x_scale;
@@ -535,35 +544,47 @@ inline void b158_gemv_gpu_finish(int part, int n, float2 c, float x_scale, __glo
     }
 }
 
-/* The B158_GEMV_ROWS rows from n0 of a GPU GEMV, by the whole group (b158_gemv_gpu_finish) */
+/* The B158_WG >> shift rows from n0 of a GPU GEMV, 1 << shift work-items a row, by the whole
+ * group (b158_gemv_gpu_finish) */
 inline void b158_gemv_gpu_rows(__global const uint4 *w, __global const float *w_scale,
                                __global const uint4 *x, float x_scale, __global float *y,
                                __global const float *y_in, int add, int n0, int n_rows, int k_pad,
-                               __local int *red)
+                               int shift, __local int *red)
 {
-    const int lid = get_local_id(0), quarters = k_pad / 64, n = n0 + (lid >> 3);
-    const float2 c = b158_gemv_gpu_row_consts(n, w_scale, y_in, add, n_rows);
-    const int part =
-        n < n_rows ? b158_gemv_gpu_part(w + (size_t)n * quarters, quarters, lid & 7, x) : 0;
-    b158_gemv_gpu_finish(part, n, c, x_scale, y, add, n_rows, red);
+    const int lid = get_local_id(0), quarters = k_pad / 64, n = n0 + (lid >> shift);
+    const int lanes = 1 << shift;
+    const float2 c = b158_gemv_gpu_row_consts(n, lanes, w_scale, y_in, add, n_rows);
+    const int part = n < n_rows ? b158_gemv_gpu_part(w + (size_t)n * quarters, quarters,
+                                                     lid & (lanes - 1), lanes, x)
+                                : 0;
+    b158_gemv_gpu_finish(part, n, lanes, c, x_scale, y, add, n_rows, red);
 }
 
-/* GPU GEMV: 8 work-items per row, B158_GEMV_ROWS = B158_WG / 8 rows per work-group. The 8
- * work-items of a row read consecutive 16-byte quarters (128 bytes per step), B158_GEMV_AHEAD
+/* GPU GEMV: 1 << shift work-items per row (8, or 16 / 32 for the rows that would take 8 more
+ * than one round of loads: b158_op_ternary_gemv), B158_WG >> shift rows per work-group. The
+ * work-items of a row read consecutive 16-byte quarters (128 bytes per step at 8), B158_GEMV_AHEAD
  * steps' loads issued before any is used; a quarter is 64 weights in four planes of 2-bit codes c =
  * w + 1, each turned into signed bytes and applied to the 16 activations it meets (b158_xq) with
  * 4-way s8 x s8 dot products. Nothing is staged and nothing precedes the loads; one __local step at
- * the end, where each row's first work-item adds its 8 partial sums. */
+ * the end, where each row's first work-item adds its lanes' partial sums. */
 __kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void
 ternary_gemv_gpu(__global const uint4 *w, __global const float *w_scale, __global const uint4 *x,
-                 __global const float *x_scale, __global float *y, int n_rows, int k_pad,
+                 __global const float *x_scale, __global float *y, int n_rows, int k_pad, int shift,
                  int accumulate, B158_TAIL_PARAMS)
 {
     __local int red[B158_WG];
     __local float redf[B158_WG];
     __local int last;
-    b158_gemv_gpu_rows(w, w_scale, x, x_scale[0], y, y, accumulate,
-                       get_group_id(0) * B158_GEMV_ROWS, n_rows, k_pad, red);
+    const float xs = x_scale[0];
+    const int n0 = get_group_id(0) * (B158_WG >> shift);
+    /* a constant shift in each call: the loads' offsets then fold into the instructions (a
+     * variable one took sm_90 from 60 registers to 66, 3 groups a unit instead of 4) */
+    if (shift == 5)
+        b158_gemv_gpu_rows(w, w_scale, x, xs, y, y, accumulate, n0, n_rows, k_pad, 5, red);
+    else if (shift == 4)
+        b158_gemv_gpu_rows(w, w_scale, x, xs, y, y, accumulate, n0, n_rows, k_pad, 4, red);
+    else
+        b158_gemv_gpu_rows(w, w_scale, x, xs, y, y, accumulate, n0, n_rows, k_pad, 3, red);
     b158_last_group_tail(y, n_rows, B158_TAIL_ARGS, &last, redf);
 }
 

@@ -151,6 +151,23 @@ enum b158_kernel_id b158_op_ternary_gemv_kernel(const b158_runtime *rt)
                                    : B158_K_TERNARY_GEMV_CPU;
 }
 
+/* log2 of the work-items the GPU GEMV (and a chain stage) gives each row of k_pad weights: 8,
+ * doubled (to 32, and the work-group size, at most) while a work-item's share of the row would
+ * take more than one round of B158_GEMV_AHEAD 16-byte loads: the loads of a round wait for the
+ * one before, so a 6912-wide row (2B-4T's down projection: 108 quarters) takes one round trip to
+ * memory at 32 a row instead of three at 8, in four times the work-groups. rt->tune.gemv_lanes
+ * (B158_GEMV_LANES) fixes the count. */
+int b158_op_gemv_shift(const b158_runtime *rt, int k_pad)
+{
+    const int quarters = k_pad / 64;
+    int shift = 3;
+    while (shift < 5 && (2 << shift) <= rt->tune.wg &&
+           (rt->tune.gemv_lanes ? (1 << shift) < rt->tune.gemv_lanes
+                                : quarters > (1 << shift) * rt->tune.gemv_ahead))
+        shift++;
+    return shift;
+}
+
 b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
                                  const b158_buf *s, const b158_buf *y, int accumulate,
                                  const b158_gemv_norm *norm)
@@ -174,18 +191,21 @@ b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b15
     }
     const b158_buf *nw = tail && norm->norm_w ? norm->norm_w : &none, *qo = tail ? norm->q : &none,
                    *so = tail ? norm->s : &none, *cnt = tail ? norm->counter : &none;
-    size_t global, local;
     if (rt->tune.gpu) {
-        local = (size_t)rt->tune.wg;
-        global = (size_t)(w->n + rt->tune.gemv_rows - 1) / rt->tune.gemv_rows * local;
-    } else {
-        /* the AVX-512 GEMV: rows / 2 from each half of the matrix per work-item */
-        const size_t rows = cpu_rows(rt), per = rows > 1 ? rows / 2 : 1;
-        local = CPU_ROWS_WG;
-        global = rows > 1 ? ((size_t)w->n + 2 * per - 1) / (2 * per) : (size_t)w->n;
+        const int shift = b158_op_gemv_shift(rt, w->k_pad), rows = rt->tune.wg >> shift;
+        const size_t local = (size_t)rt->tune.wg, global = (size_t)(w->n + rows - 1) / rows * local;
+        return B158_LAUNCH(rt, B158_K_TERNARY_GEMV_GPU, 1, ((size_t[]){global}),
+                           ((size_t[]){local}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
+                           B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
+                           B158_ARG(w->k_pad), B158_ARG(shift), B158_ARG(accumulate),
+                           B158_ARG(tail), B158_ARG_MEM(cnt), B158_ARG_MEM(nw), B158_ARG_MEM(qo),
+                           B158_ARG_MEM(so), B158_ARG(k_pad_out), B158_ARG(eps), B158_ARG(act));
     }
+    /* the AVX-512 GEMV: rows / 2 from each half of the matrix per work-item */
+    const size_t rows = cpu_rows(rt), per = rows > 1 ? rows / 2 : 1;
+    const size_t global = rows > 1 ? ((size_t)w->n + 2 * per - 1) / (2 * per) : (size_t)w->n;
     return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1, ((size_t[]){global}),
-                       ((size_t[]){local}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
+                       ((size_t[]){CPU_ROWS_WG}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
                        B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
                        B158_ARG(w->k_pad), B158_ARG(accumulate), B158_ARG(tail), B158_ARG_MEM(cnt),
                        B158_ARG_MEM(nw), B158_ARG_MEM(qo), B158_ARG_MEM(so), B158_ARG(k_pad_out),
@@ -205,7 +225,7 @@ b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, 
     B158_TRY(need(sync, ((size_t)layer + 1) * 16 + 4, op, "flags"));
     struct {
         const b158_buf *codes, *scales, *y, *nw;
-        int rows, k_pad, add, tail, k_pad_out;
+        int rows, k_pad, shift, add, tail, k_pad_out;
     } a[4];
     const b158_gemv_norm *first = NULL;
     size_t jobs = 0;
@@ -237,9 +257,10 @@ b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, 
         a[i].codes = &c->w->codes, a[i].scales = &c->w->scales, a[i].y = c->y;
         a[i].nw = tail && norm->norm_w ? norm->norm_w : &none;
         a[i].rows = c->w->n, a[i].k_pad = c->w->k_pad, a[i].add = c->add, a[i].tail = tail;
-        a[i].k_pad_out = tail ? norm->k_pad : 0;
+        a[i].shift = b158_op_gemv_shift(rt, c->w->k_pad), a[i].k_pad_out = tail ? norm->k_pad : 0;
+        const int rows = rt->tune.wg >> a[i].shift; /* a job's */
         if (i < stages)
-            jobs += ((size_t)c->w->n + rt->tune.gemv_rows - 1) / rt->tune.gemv_rows;
+            jobs += ((size_t)c->w->n + rows - 1) / rows;
     }
     const b158_buf *cnt = first ? first->counter : &none;
     const float eps = first ? first->eps : 0.0f;
@@ -247,8 +268,8 @@ b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, 
     const size_t wg = (size_t)rt->tune.wg, g = groups ? (size_t)groups : jobs;
 #define CHAIN_ARGS(i)                                                                              \
     B158_ARG_MEM(a[i].codes), B158_ARG_MEM(a[i].scales), B158_ARG_MEM(a[i].y),                     \
-        B158_ARG(a[i].rows), B158_ARG(a[i].k_pad), B158_ARG(a[i].add), B158_ARG(a[i].tail),        \
-        B158_ARG_MEM(a[i].nw), B158_ARG(a[i].k_pad_out)
+        B158_ARG(a[i].rows), B158_ARG(a[i].k_pad), B158_ARG(a[i].shift), B158_ARG(a[i].add),       \
+        B158_ARG(a[i].tail), B158_ARG_MEM(a[i].nw), B158_ARG(a[i].k_pad_out)
     const enum b158_kernel_id id = groups ? B158_K_GEMV_CHAIN_SEQ : B158_K_GEMV_CHAIN;
     return B158_LAUNCH(rt, id, 1, ((size_t[]){g * wg}), ((size_t[]){wg}), CHAIN_ARGS(0),
                        CHAIN_ARGS(1), CHAIN_ARGS(2), CHAIN_ARGS(3), B158_ARG(stages),

@@ -45,6 +45,10 @@ b158_status b158_op_dequantize(b158_runtime *rt, const b158_buf *q, const b158_b
 enum b158_kernel_id b158_op_ternary_gemv_kernel(const b158_runtime *rt);
 enum b158_kernel_id b158_op_ternary_gemm_kernel(const b158_runtime *rt);
 
+/* log2 of the work-items per row the GPU variant's GEMV (and GEMV chain) gives rows of k_pad
+ * weights (3 to 5) */
+int b158_op_gemv_shift(const b158_runtime *rt, int k_pad);
+
 /* y[m][n] (+)= (sum_k w[n][k] q[m][k]) * w_scale[n] / s[m], q in [-127, 127] (as
  * b158_op_quantize writes it; the CPU GEMV negates in int8). m_rows == 1 uses the GEMV kernel,
  * more the GEMM kernel, of the runtime's variant. accumulate adds to y (fused residual). */

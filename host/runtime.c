@@ -363,6 +363,8 @@ static void choose_tuning(b158_runtime *rt)
          * sm_90's 76 registers a work-item let 3 groups of 256 share a unit, 60 let 4 (the
          * 432 groups of gate|up in one wave of 528, not two of 396). 4 decoded as fast. */
         t.gemv_ahead = b158_env_int("B158_GEMV_AHEAD", 1, 16, 0, t.gemv_ahead);
+        /* work-items a row: by the row's width unless B158_GEMV_LANES (8, 16 or 32) says */
+        t.gemv_lanes = b158_env_int("B158_GEMV_LANES", 8, 32, 1, 0);
         /* the fused layer's GEMVs start their loads before the grid barrier and norm in front
          * of them (registers held across them; B158_GEMV_EARLY=0 for the A/B) */
         t.gemv_early = b158_env_int("B158_GEMV_EARLY", 0, 1, 0, 1);

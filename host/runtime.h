@@ -14,7 +14,9 @@
 typedef struct b158_tuning {
     int gpu;         /* B158_GPU: 1 = work-group kernels, 0 = barrier-free CPU kernels */
     int wg;          /* B158_WG: work-group size of reduction kernels (1 on CPU) */
-    int gemv_rows;   /* B158_GEMV_ROWS: rows per work-group of the GPU ternary GEMV */
+    int gemv_rows;   /* B158_GEMV_ROWS: rows per work-group of the fused layer's GPU GEMV */
+    int gemv_lanes;  /* work-items per row of the GPU GEMV and chain (a launch argument, not in
+                        the prelude): 8, 16 or 32, 0 by the row's width (b158_op_gemv_shift) */
     int gemv_ahead;  /* B158_GEMV_AHEAD: 16-byte weight loads a GPU GEMV work-item issues at once */
     int gemv_early;  /* B158_GEMV_EARLY: the fused decode layer loads each GEMV's first weights
                         before it waits for the GEMV's input (1) or right before the GEMV (0) */

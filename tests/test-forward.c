@@ -432,6 +432,9 @@ static void test_gemv_chain(void)
     for (int f = 0; f < 3; f++) {
         const flavour fl = flavours(f);
         const int nv = fl.shape.n_vocab, n_prompt = b158_test_randint(3, 40), n_gen = 5;
+        /* work-items a GEMV row (the stages' and the separate launches'): by the rows' width, or
+         * 8, 16 or 32 for every row */
+        rt->tune.gemv_lanes = b158_test_randint(0, 3) ? 4 << b158_test_randint(1, 3) : 0;
         b158_model *m = model_on(&fl.shape, b158_test_rand(), rt);
         b158_token tok[48];
         random_tokens(tok, n_prompt + n_gen, nv);
@@ -458,14 +461,16 @@ static void test_gemv_chain(void)
             }
         fprintf(stderr,
                 "\n%s: chained steps equal to the separate launches bit for bit: %d/%d "
-                "(steps chained with one group %d, several %d, a group a block %d)",
-                fl.name, same, 3 * n_gen, chained[1], chained[2], chained[3]);
+                "(steps chained with one group %d, several %d, a group a block %d; %d "
+                "work-items a GEMV row, 0: by its width)",
+                fl.name, same, 3 * n_gen, chained[1], chained[2], chained[3], rt->tune.gemv_lanes);
         CU_ASSERT_EQUAL(same, 3 * n_gen);
         for (int i = 0; i < 4; i++)
             b158_session_free(s[i]);
         b158_model_free(m);
         free(want);
     }
+    rt->tune.gemv_lanes = 0;
 }
 
 /* b158_stage_add on stamps of known differences: two blocks of three groups, each part's mean,

@@ -61,13 +61,27 @@ static int cpu_isa_pass(b158_runtime *rt, int pass, int vnni, int bw)
     return pass <= vnni + bw;
 }
 
+/* Sets rt's work-items per GPU GEMV row for pass pass of a loop over them: by the row's width
+ * (the runtime's choice, pass 0, which restores it), then 8, 16 and 32 for every width. False
+ * past the last; a CPU variant runtime has one pass. */
+static int gemv_lanes_pass(b158_runtime *rt, int pass)
+{
+    static const int lanes[] = {0, 8, 16, 32};
+    const int passes = b158_runtime_variant(rt) == B158_VARIANT_GPU ? 4 : 1;
+    rt->tune.gemv_lanes = lanes[pass < passes ? pass : 0];
+    return pass < passes;
+}
+
 static const char *vname(b158_runtime *rt)
 {
-    return b158_runtime_variant(rt) != B158_VARIANT_GPU ? rt->tune.x86_vnni ? "cpu avx512 vnni"
-                                                          : rt->tune.x86_avx512bw ? "cpu avx512bw"
-                                                                                  : "cpu"
-           : rt->tune.row_step != 8                     ? "gpu, row step 3"
-                                                        : "gpu";
+    static char name[64];
+    if (b158_runtime_variant(rt) != B158_VARIANT_GPU)
+        return rt->tune.x86_vnni       ? "cpu avx512 vnni"
+               : rt->tune.x86_avx512bw ? "cpu avx512bw"
+                                       : "cpu";
+    snprintf(name, sizeof name, "gpu%s, %d work-items a GEMV row (0: by its width)",
+             rt->tune.row_step != 8 ? ", row step 3" : "", rt->tune.gemv_lanes);
+    return name;
 }
 
 static void *xmalloc(size_t n)
@@ -335,16 +349,18 @@ static void test_ternary_gemv(void)
     FOR_EACH_VARIANT(rt)
     {
         const int vnni = rt->tune.x86_vnni, bw = rt->tune.x86_avx512bw;
-        for (int pass = 0; cpu_isa_pass(rt, pass, 0, bw); pass++) {
-            check_ternary(rt, 1, 1, 1, 0, 0);
-            check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 0, 0);
-            check_ternary(rt, b158_test_randint(100, 300), 64 * b158_test_randint(1, 8) + 1, 1, 0,
-                          0);
-            check_ternary(rt, b158_test_randint(200, 600), b158_test_randint(1000, 3000), 1, 0, 0);
-            check_ternary(rt, b158_test_randint(2, 9), b158_test_randint(4000, 9000), 1, 0, 1);
-            check_ternary(rt, 2560 + 3, 6912 - 5, 1, 0, 0); /* BitNet-sized, off by a little */
-            check_ternary(rt, b158_test_randint(1, 9), 256 * b158_test_randint(1, 4), 1, 0, 0);
-        }
+        for (int pass = 0; cpu_isa_pass(rt, pass, 0, bw); pass++)
+            for (int lp = 0; gemv_lanes_pass(rt, lp); lp++) {
+                check_ternary(rt, 1, 1, 1, 0, 0);
+                check_ternary(rt, b158_test_randint(1, 40), b158_test_randint(1, 63), 1, 0, 0);
+                check_ternary(rt, b158_test_randint(100, 300), 64 * b158_test_randint(1, 8) + 1, 1,
+                              0, 0);
+                check_ternary(rt, b158_test_randint(200, 600), b158_test_randint(1000, 3000), 1, 0,
+                              0);
+                check_ternary(rt, b158_test_randint(2, 9), b158_test_randint(4000, 9000), 1, 0, 1);
+                check_ternary(rt, 2560 + 3, 6912 - 5, 1, 0, 0); /* BitNet-sized, off by a little */
+                check_ternary(rt, b158_test_randint(1, 9), 256 * b158_test_randint(1, 4), 1, 0, 0);
+            }
         cpu_isa_pass(rt, 0, vnni, bw);
     }
 }
@@ -567,6 +583,8 @@ static void test_gemv_norm(void)
             CU_ASSERT_NOT_EQUAL(rt->tune.device_fence, 0);
         const int vnni = rt->tune.x86_vnni, bw = rt->tune.x86_avx512bw;
         for (int pass = 0; cpu_isa_pass(rt, pass, 0, bw); pass++) {
+            /* the GPU variant with one of its counts of work-items a GEMV row, at random */
+            gemv_lanes_pass(rt, b158_test_randint(0, 3));
             check_gemv_tail(rt, 0, 1, B158_ACT_SILU);
             check_gemv_tail(rt, 1, 1, B158_ACT_SILU);
             check_gemv_tail(rt, 1, 0, B158_ACT_RELU2);
@@ -574,6 +592,7 @@ static void test_gemv_norm(void)
                             b158_test_randint(0, 1) ? B158_ACT_RELU2 : B158_ACT_SILU);
         }
         cpu_isa_pass(rt, 0, vnni, bw);
+        gemv_lanes_pass(rt, 0);
     }
 }
 

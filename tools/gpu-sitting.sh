@@ -95,9 +95,12 @@ say "kernels, one token"
 stage 60 "$bin/b158-cl-bench" --kernels --variant gpu --reps 20 --tokens 1 --shape 3840x2560 \
     --shape 2560x2560 --shape 13824x2560 --shape 2560x6912 --shape 128256x2560 | tee "$out/kernels.md"
 if [ "$part" != tables ]; then
-    say "kernels, one token, B158_GEMV_AHEAD=4"
-    stage 60 env B158_GEMV_AHEAD=4 "$bin/b158-cl-bench" --kernels --variant gpu --reps 20 --tokens 1 \
-        --shape 13824x2560 --shape 2560x6912 | grep -E '^\| gpu \| ternary'
+    for lanes in 8 16 32; do
+        say "kernels, one token, B158_GEMV_LANES=$lanes"
+        stage 60 env B158_GEMV_LANES=$lanes "$bin/b158-cl-bench" --kernels --variant gpu --reps 20 \
+            --tokens 1 --shape 3840x2560 --shape 2560x2560 --shape 13824x2560 --shape 2560x6912 \
+            --shape 3200x8640 | grep -E '^\| gpu \| ternary'
+    done
 fi
 if [ "$part" != check ]; then
     say "kernels, 512 tokens"
@@ -117,10 +120,10 @@ if [ "$part" != tables ]; then
     decode chain B158_GEMV_CHAIN=1 -- "${a[@]}"
     decode chain-depth1024 B158_GEMV_CHAIN=1 -- -p 512 -n 128 -r 2 -d 1024
     decode splitkeys1 B158_ATT_SPLIT_KEYS=1 -- "${a[@]}"
-    decode ahead4 B158_GEMV_AHEAD=4 -- "${a[@]}"
-    decode ahead8 B158_GEMV_AHEAD=8 -- "${a[@]}"
+    decode lanes8 B158_GEMV_LANES=8 -- "${a[@]}"
+    decode lanes16 B158_GEMV_LANES=16 -- "${a[@]}"
+    decode chain-lanes8 B158_GEMV_CHAIN=1 B158_GEMV_LANES=8 -- "${a[@]}"
     decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
-    decode fused-ahead4 B158_FUSED_DECODE=1 B158_GEMV_AHEAD=4 -- "${a[@]}"
     decode depth256 -- -p 512 -n 128 -r 2 -d 256
     decode depth256-splitkeys1 B158_ATT_SPLIT_KEYS=1 -- -p 512 -n 128 -r 2 -d 256
     decode depth256-splitkeys2048 B158_ATT_SPLIT_KEYS=2048 -- -p 512 -n 128 -r 2 -d 256
