@@ -162,14 +162,31 @@ inline char16 b158_q8x16(float16 v)
  * and B158_ROW_STEP elements (the prelude's: 8 on GPUs) are loaded before any is used. A
  * work-item's partial sums run over its elements in increasing order in every function below, so
  * the norms agree to the bit. */
-/* dst[k] = src[i0 + k * B158_WG] where cond and that is below n, else 0, for k < B158_ROW_STEP */
+/* The step of the rows that load two arrays (a row and its norm weights; B158_ROW_STEP is that
+ * of the GLU's three): as many floats in flight, so the GEMV kernels whose tails hold them need
+ * no more registers (sm_90: 63, 4 groups a unit; 12 elements a step for all three took 73), and a
+ * 2560-wide row at 256 work-items (10 elements each) is one step a pass, not two */
+#define B158_ROW_STEP2 (B158_ROW_STEP + B158_ROW_STEP / 2)
+
+/* dst[k] = src[i0 + k * B158_WG] where cond and that is below n, else 0, for k < B158_ROW_STEP
+ * (b158_row_load) or B158_ROW_STEP2 (b158_row_load2): a constant, or the arrays spill */
+inline float b158_row_at(__global const float *src, int i, int n, int cond)
+{
+    return cond && i < n ? src[i] : 0.0f;
+}
+
 inline void b158_row_load(float *dst, __global const float *src, int i0, int n, int cond)
 {
 #pragma unroll
-    for (int k = 0; k < B158_ROW_STEP; k++) {
-        const int i = i0 + k * B158_WG;
-        dst[k] = cond && i < n ? src[i] : 0.0f;
-    }
+    for (int k = 0; k < B158_ROW_STEP; k++)
+        dst[k] = b158_row_at(src, i0 + k * B158_WG, n, cond);
+}
+
+inline void b158_row_load2(float *dst, __global const float *src, int i0, int n, int cond)
+{
+#pragma unroll
+    for (int k = 0; k < B158_ROW_STEP2; k++)
+        dst[k] = b158_row_at(src, i0 + k * B158_WG, n, cond);
 }
 
 /* sum of x[i]^2 over the row, this work-item's share reduced over the group */
@@ -177,11 +194,11 @@ inline float b158_row_sumsq(__global const float *xr, int n, __local float *red)
 {
 #if B158_WG > 1
     float ss = 0.0f;
-    for (int i0 = get_local_id(0); i0 < n; i0 += B158_ROW_STEP * B158_WG) {
-        float v[B158_ROW_STEP];
-        b158_row_load(v, xr, i0, n, 1);
+    for (int i0 = get_local_id(0); i0 < n; i0 += B158_ROW_STEP2 * B158_WG) {
+        float v[B158_ROW_STEP2];
+        b158_row_load2(v, xr, i0, n, 1);
 #pragma unroll
-        for (int k = 0; k < B158_ROW_STEP; k++)
+        for (int k = 0; k < B158_ROW_STEP2; k++)
             ss += v[k] * v[k];
     }
     return b158_wg_sum(ss, red);
@@ -216,12 +233,12 @@ inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const f
     const int lid = get_local_id(0);
 #if B158_WG > 1
     float ss = 0.0f, amax = 0.0f;
-    for (int i0 = lid; i0 < n; i0 += B158_ROW_STEP * B158_WG) {
-        float v[B158_ROW_STEP], wv[B158_ROW_STEP];
-        b158_row_load(v, xr, i0, n, 1);
-        b158_row_load(wv, w, i0, n, norm);
+    for (int i0 = lid; i0 < n; i0 += B158_ROW_STEP2 * B158_WG) {
+        float v[B158_ROW_STEP2], wv[B158_ROW_STEP2];
+        b158_row_load2(v, xr, i0, n, 1);
+        b158_row_load2(wv, w, i0, n, norm);
 #pragma unroll
-        for (int k = 0; k < B158_ROW_STEP; k++) {
+        for (int k = 0; k < B158_ROW_STEP2; k++) {
             ss += v[k] * v[k];
             amax = fmax(amax, fabs(norm ? v[k] * wv[k] : v[k]));
         }
@@ -247,12 +264,12 @@ inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const f
      * becomes 0, as in b158_ref_quantize */
     const float s = 127.0f / fmax(norm ? amax * inv : amax, 1e-5f);
 #if B158_WG > 1
-    for (int i0 = lid; i0 < k_pad; i0 += B158_ROW_STEP * B158_WG) {
-        float v[B158_ROW_STEP], wv[B158_ROW_STEP];
-        b158_row_load(v, xr, i0, n, 1);
-        b158_row_load(wv, w, i0, n, norm);
+    for (int i0 = lid; i0 < k_pad; i0 += B158_ROW_STEP2 * B158_WG) {
+        float v[B158_ROW_STEP2], wv[B158_ROW_STEP2];
+        b158_row_load2(v, xr, i0, n, 1);
+        b158_row_load2(wv, w, i0, n, norm);
 #pragma unroll
-        for (int k = 0; k < B158_ROW_STEP; k++) {
+        for (int k = 0; k < B158_ROW_STEP2; k++) {
             const int i = i0 + k * B158_WG;
             if (i < k_pad)
                 qr[i] = i < n ? b158_q8((norm ? v[k] * inv * wv[k] : v[k]) * s) : (char)0;

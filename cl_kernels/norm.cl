@@ -17,12 +17,12 @@ __kernel void rmsnorm(__global const float *x, __global const float *w, __global
     __global float *orow = out + (size_t)m * n;
     const float inv = 1.0f / sqrt(b158_row_sumsq(xr, n, red) / (float)n + eps);
 #if B158_WG > 1
-    for (int i0 = lid; i0 < n; i0 += B158_ROW_STEP * B158_WG) {
-        float v[B158_ROW_STEP], wv[B158_ROW_STEP];
-        b158_row_load(v, xr, i0, n, 1);
-        b158_row_load(wv, w, i0, n, 1);
+    for (int i0 = lid; i0 < n; i0 += B158_ROW_STEP2 * B158_WG) {
+        float v[B158_ROW_STEP2], wv[B158_ROW_STEP2];
+        b158_row_load2(v, xr, i0, n, 1);
+        b158_row_load2(wv, w, i0, n, 1);
 #pragma unroll
-        for (int k = 0; k < B158_ROW_STEP; k++)
+        for (int k = 0; k < B158_ROW_STEP2; k++)
             if (i0 + k * B158_WG < n)
                 orow[i0 + k * B158_WG] = v[k] * inv * wv[k];
     }
