@@ -499,7 +499,7 @@ static void stage_add(b158_session *s, prof_phase *ph)
     b158_stage_profile p;
     b158_session_stage_profile(s, &p);
     b158_stage_profile *t = &ph->stage;
-    t->clock_ns = p.clock_ns, t->groups = p.groups;
+    t->chain = p.chain, t->clock_ns = p.clock_ns, t->groups = p.groups;
     t->blocks += p.blocks, t->span += p.span, t->gap += p.gap, t->gaps += p.gaps;
     for (int i = 0; i < B158_STAGE_PARTS; i++)
         t->mean[i] += p.mean[i], t->min[i] += p.min[i], t->max[i] += p.max[i];
@@ -638,13 +638,21 @@ static prof_sums prof_sum(const prof_phase *ph)
     return r;
 }
 
-/* The fused decode layer's profiling totals in a phase (NULL: it did not run) */
+/* The profiling totals in a phase of the kernel its stage profile timed from the inside, the
+ * fused decode layer or the GEMV chain (NULL: it did not run) */
 static const b158_kernel_stats *fused_stats(const prof_phase *ph)
 {
     for (size_t k = 0; k < ph->n_k; k++)
-        if (!strcmp(ph->k[k].name, "ternary_decode_layer"))
+        if (ph->stage.chain ? !strncmp(ph->k[k].name, "ternary_gemv_chain", 18)
+                            : !strcmp(ph->k[k].name, "ternary_decode_layer"))
             return &ph->k[k];
     return NULL;
+}
+
+/* The parts of a stage profile */
+static int stage_parts(const b158_stage_profile *p)
+{
+    return p->chain ? B158_CHAIN_PARTS : B158_STAGE_PARTS;
 }
 
 /* Nanoseconds per tick of a stage profile's clock: 1 where it counts nanoseconds, else the
@@ -658,7 +666,8 @@ static double stage_ns_per_tick(const prof_phase *ph)
 }
 
 /* The fused decode layer from the inside: each part's time per block (mean, fastest and
- * slowest group), the launch's span and the gap between launches */
+ * slowest group), the launch's span and the gap between launches; or the GEMV chain's: each
+ * stage's critical path (and its fastest and slowest job's own share) */
 static void print_stage_md(const prof_phase *ph)
 {
     const b158_stage_profile *p = &ph->stage;
@@ -668,14 +677,17 @@ static void print_stage_md(const prof_phase *ph)
     const double us = ns * 1e-3 / (double)p->blocks;
     const b158_kernel_stats *k = fused_stats(ph);
     const double event_us = k ? k->total_ns * 1e-3 / (double)k->launches : 0.0;
-    printf("\nfused decode layer, inside one launch (%d work-groups; timestamps of each group's "
-           "first work-item, %s; %llu launches): us per launch\n\n",
-           p->groups, p->clock_ns ? "device clock in ns" : "device ticks scaled to the event time",
+    printf("\n%s, inside one launch (%d %s; timestamps of each %s first work-item, %s; %llu "
+           "launches): us per launch\n\n",
+           p->chain ? "GEMV chain" : "fused decode layer", p->groups,
+           p->chain ? "jobs" : "work-groups", p->chain ? "job's" : "group's",
+           p->clock_ns ? "device clock in ns" : "device ticks scaled to the event time",
            (unsigned long long)p->blocks);
-    printf("| part | mean | fastest group | slowest group |\n|---|---:|---:|---:|\n");
+    printf(p->chain ? "| part | critical path | fastest job | slowest job |\n|---|---:|---:|---:|\n"
+                    : "| part | mean | fastest group | slowest group |\n|---|---:|---:|---:|\n");
     double total = 0;
-    for (int i = 0; i < B158_STAGE_PARTS; i++) {
-        printf("| %s | %.2f | %.2f | %.2f |\n", b158_stage_part_name(i), p->mean[i] * us,
+    for (int i = 0; i < stage_parts(p); i++) {
+        printf("| %s | %.2f | %.2f | %.2f |\n", b158_stage_part_name(p->chain, i), p->mean[i] * us,
                p->min[i] * us, p->max[i] * us);
         total += p->mean[i] * us;
     }
@@ -796,15 +808,16 @@ static void print_profile_json(const prof_engine *pe)
         const double ns = stage_ns_per_tick(ph[i]);
         if (p->blocks && ns > 0) {
             const double us = ns * 1e-3 / (double)p->blocks;
-            printf(", \"fused_layer\": {\"groups\": %d, \"launches\": %llu, \"clock_ns\": %d, "
+            printf(", \"%s\": {\"groups\": %d, \"launches\": %llu, \"clock_ns\": %d, "
                    "\"span_us\": %.3f, \"gap_us\": %.3f, \"parts\": [",
-                   p->groups, (unsigned long long)p->blocks, p->clock_ns, p->span * us,
+                   p->chain ? "gemv_chain" : "fused_layer", p->groups,
+                   (unsigned long long)p->blocks, p->clock_ns, p->span * us,
                    p->gaps ? p->gap * ns * 1e-3 / (double)p->gaps : 0.0);
-            for (int j = 0; j < B158_STAGE_PARTS; j++)
+            for (int j = 0; j < stage_parts(p); j++)
                 printf("%s{\"part\": \"%s\", \"mean_us\": %.3f, \"min_us\": %.3f, "
                        "\"max_us\": %.3f}",
-                       j ? ", " : "", b158_stage_part_name(j), p->mean[j] * us, p->min[j] * us,
-                       p->max[j] * us);
+                       j ? ", " : "", b158_stage_part_name(p->chain, j), p->mean[j] * us,
+                       p->min[j] * us, p->max[j] * us);
             printf("]}");
         }
         printf("}");

@@ -343,22 +343,38 @@ inline void b158_wait_flag(__global volatile int *flag, __global volatile int *e
 #define B158_CHAIN_PARAMS                                                                          \
     B158_CHAIN_STAGE(0), B158_CHAIN_STAGE(1), B158_CHAIN_STAGE(2), B158_CHAIN_STAGE(3),            \
         int stages, __global char *q, __global float *qs, float eps, int act,                      \
-        __global volatile int *counter, __global volatile int *sync, int layer
+        __global volatile int *counter, __global volatile int *sync, int layer,                    \
+        __global ulong *stamps, int stamp_jobs
 #define B158_CHAIN_STAGE_ARGS(i)                                                                   \
     w##i, ws##i, y##i, rows##i, kp##i, sh##i, add##i, tail##i, nw##i, kpo##i
 #define B158_CHAIN_ARGS                                                                            \
     B158_CHAIN_STAGE_ARGS(0), B158_CHAIN_STAGE_ARGS(1), B158_CHAIN_STAGE_ARGS(2),                  \
-        B158_CHAIN_STAGE_ARGS(3), stages, q, qs, eps, act, counter, sync, layer
+        B158_CHAIN_STAGE_ARGS(3), stages, q, qs, eps, act, counter, sync, layer, stamps,           \
+        stamp_jobs
 #define B158_CHAIN_JOBS(i)                                                                         \
     (stages > i ? (rows##i + (B158_WG >> sh##i) - 1) / (B158_WG >> sh##i) : 0)
 #define B158_CHAIN_PICK(v) (st == 0 ? v##0 : st == 1 ? v##1 : st == 2 ? v##2 : v##3)
+/* With a stage clock and stamp_jobs > 0 (a profiling run), job j of layer l writes its start,
+ * the end of its wait, of its rows and of its tail (with the flag) to stamps[(l stamp_jobs + j)
+ * B158_CHAIN_STAMPS ..] (host/stage-profile.h) */
+#define B158_CHAIN_STAMPS 4
+#if B158_STAGE_CLOCK
+#define B158_CHAIN_STAMP(i)                                                                        \
+    do {                                                                                           \
+        if (stamp && get_local_id(0) == 0)                                                         \
+            stamp[i] = b158_clock();                                                               \
+    } while (0)
+#else
+#define B158_CHAIN_STAMP(i) ((void)0)
+#endif
 /* A chain job's rows: block b of B158_WG >> sh rows of w (1 << sh work-items a row; the callers
  * give a constant sh, so that the loads' offsets fold into the instructions), its first weights
  * loaded before it waits for *flag (with wait), then y (+)= W . q as ternary_gemv_gpu */
 inline void b158_chain_gemv(__global const uint4 *w, __global const float *ws, __global float *y,
                             int rows, int quarters, int add, int b, int sh, int wait,
                             __global volatile int *flag, __global volatile int *err,
-                            __global const uint4 *q, __global const float *qs, __local int *red)
+                            __global const uint4 *q, __global const float *qs, __local int *red,
+                            __global ulong *stamp)
 {
     const int lid = get_local_id(0), lanes = 1 << sh, lane = lid & (lanes - 1);
     const int n = b * (B158_WG >> sh) + (lid >> sh);
@@ -367,12 +383,14 @@ inline void b158_chain_gemv(__global const uint4 *w, __global const float *ws, _
         b158_gemv_gpu_load(w + (size_t)n * quarters, quarters, lane, lanes, p);
     if (wait)
         b158_wait_flag(flag, err);
+    B158_CHAIN_STAMP(1);
     /* y's rows may be the residual an earlier stage added to: read after the wait */
     const float2 c = b158_gemv_gpu_row_consts(n, lanes, ws, y, add, rows);
     const int part = n < rows ? b158_gemv_gpu_part_from(p, p, 0, w + (size_t)n * quarters, quarters,
                                                         lane, lanes, q)
                               : 0;
     b158_gemv_gpu_finish(part, n, lanes, c, qs[0], y, add, rows, red);
+    B158_CHAIN_STAMP(2);
 }
 
 inline void b158_chain_job(int job, B158_CHAIN_PARAMS, __local int *red, __local float *redf,
@@ -398,12 +416,18 @@ inline void b158_chain_job(int job, B158_CHAIN_PARAMS, __local int *red, __local
     const int add = B158_CHAIN_PICK(add), tail = B158_CHAIN_PICK(tail), sh = B158_CHAIN_PICK(sh);
     __global volatile int *flag = flags + (st > 0 ? st - 1 : 0);
     __global const uint4 *xq = (__global const uint4 *)q;
+    __global ulong *stamp =
+        stamp_jobs > 0 ? stamps + ((size_t)layer * stamp_jobs + job) * B158_CHAIN_STAMPS : 0;
+    B158_CHAIN_STAMP(0);
     if (sh == 5)
-        b158_chain_gemv(w, ws, y, rows, quarters, add, b, 5, st > 0, flag, sync, xq, qs, red);
+        b158_chain_gemv(w, ws, y, rows, quarters, add, b, 5, st > 0, flag, sync, xq, qs, red,
+                        stamp);
     else if (sh == 4)
-        b158_chain_gemv(w, ws, y, rows, quarters, add, b, 4, st > 0, flag, sync, xq, qs, red);
+        b158_chain_gemv(w, ws, y, rows, quarters, add, b, 4, st > 0, flag, sync, xq, qs, red,
+                        stamp);
     else
-        b158_chain_gemv(w, ws, y, rows, quarters, add, b, 3, st > 0, flag, sync, xq, qs, red);
+        b158_chain_gemv(w, ws, y, rows, quarters, add, b, 3, st > 0, flag, sync, xq, qs, red,
+                        stamp);
     b158_tail_of(y, rows, B158_CHAIN_PICK(j), tail, counter, B158_CHAIN_PICK(nw), q, qs,
                  B158_CHAIN_PICK(kpo), eps, act, last, redf);
     if (tail && st + 1 < stages && *last) { /* the stage's last job: its tail is stored */
@@ -412,6 +436,7 @@ inline void b158_chain_job(int job, B158_CHAIN_PARAMS, __local int *red, __local
         if (lid == 0)
             atomic_xchg(flags + st, 1);
     }
+    B158_CHAIN_STAMP(3);
 }
 
 __kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void

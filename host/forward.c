@@ -46,7 +46,8 @@ struct dev_state {
      * zeroed before each step; the GEMV chain's (where it runs) [error flag | 4 flags per
      * layer] in bar */
     b158_buf x2, q8g, qsg, bar;
-    b158_buf stamps;    /* its timestamps (a stage clock: B158_STAMPS per group and block) */
+    b158_buf stamps;    /* its timestamps (a stage clock: B158_STAMPS per group and block), or
+                           the chain's (B158_CHAIN_STAMPS per job, chain_stride jobs a block) */
     b158_baseline base; /* the FP16 baseline's scratch, in its weight modes only */
 };
 
@@ -84,8 +85,10 @@ struct b158_session {
     int fused_groups;   /* work-groups of the fused decode layer; 0: one-token steps unfused */
     int chain;          /* one-token steps chain a block's GEMVs (b158_op_gemv_chain) */
     int chain_groups;   /* and their work-groups (0: one a block of rows) */
-    int32_t fused_err;  /* the fused step's error flag, read back after it */
-    uint64_t *stamps;   /* host copy of dev.stamps, where the runtime has a stage clock */
+    int chain_jobs[B158_CHAIN_STAGES]; /* jobs of each stage of the last chain recorded */
+    int chain_stride;                  /* jobs a block in dev.stamps (with a stage clock) */
+    int32_t fused_err;                 /* the fused step's error flag, read back after it */
+    uint64_t *stamps; /* host copy of dev.stamps, where the runtime has a stage clock */
     b158_stage_profile stage;
     struct cpu_state cpu;
     struct dev_state dev;
@@ -407,8 +410,19 @@ static b158_status alloc_chain(b158_session *s)
         s->chain = 0;
         return B158_OK;
     }
-    return b158_buf_alloc(rt, B158_MEM_SCRATCH, (1 + 4 * (size_t)s->m->info.n_layer) * 4,
-                          &s->dev.bar);
+    const size_t layers = (size_t)s->m->info.n_layer;
+    B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, (1 + 4 * layers) * 4, &s->dev.bar));
+    if (!rt->tune.stage_clock)
+        return B158_OK;
+    const struct b158_layer_dev *L = &s->m->dev[0]; /* every block's shapes */
+    s->chain_stride = b158_op_gemv_jobs(rt, &L->wo) + b158_op_gemv_jobs(rt, &L->wgu) +
+                      b158_op_gemv_jobs(rt, &L->wdown) + b158_op_gemv_jobs(rt, &L->wqkv);
+    const size_t stamps = layers * (size_t)s->chain_stride * B158_CHAIN_STAMPS;
+    B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, stamps * 8, &s->dev.stamps));
+    s->stamps = malloc(stamps * 8);
+    if (!s->stamps)
+        return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for %zu timestamps", stamps);
+    return B158_OK;
 }
 
 /* Room for rows of logits and for the output index of n_tokens batch tokens; grows only, so a
@@ -750,8 +764,16 @@ static b158_status dev_chain(b158_session *s, int l)
                                     {&L->wgu, &d->gu, 0, &glu},
                                     {&L->wdown, &d->x, 1, last ? NULL : &attn},
                                     {last ? NULL : &s->m->dev[l + 1].wqkv, &d->qkv, 0, NULL}};
+    const int stages = last ? 3 : 4;
+    int jobs = 0; /* with a stage clock, the jobs' timestamps where the block's jobs fit */
+    for (int i = 0; i < stages; i++) {
+        s->chain_jobs[i] = b158_op_gemv_jobs(s->rt, st[i].w); /* (the same in every block) */
+        jobs += s->chain_jobs[i];
+    }
+    const int stamp_jobs = s->stamps && jobs <= s->chain_stride ? s->chain_stride : 0;
     b158_rt_site(s->rt, "output, gate|up, down, q|k|v (chain)");
-    return b158_op_gemv_chain(s->rt, st, last ? 3 : 4, &d->q8, &d->s, &d->bar, l, s->chain_groups);
+    return b158_op_gemv_chain(s->rt, st, stages, &d->q8, &d->s, &d->bar, l, s->chain_groups,
+                              &d->stamps, stamp_jobs);
 }
 
 /* The launches of one step of n tokens (ids and {position, cache row} pairs already in d->ids
@@ -950,7 +972,10 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
     }
     if (st == B158_OK && fused && s->stamps) {
         st = b158_buf_read(rt, &d->stamps, 0, d->stamps.bytes, s->stamps);
-        if (st == B158_OK)
+        if (st == B158_OK && s->chain)
+            b158_chain_stage_add(&s->stage, s->stamps, s->m->info.n_layer, s->chain_stride,
+                                 s->chain_jobs, 3);
+        else if (st == B158_OK)
             b158_stage_add(&s->stage, s->stamps, s->m->info.n_layer, s->fused_groups);
     }
     return st;

@@ -168,6 +168,12 @@ int b158_op_gemv_shift(const b158_runtime *rt, int k_pad)
     return shift;
 }
 
+int b158_op_gemv_jobs(const b158_runtime *rt, const b158_tmat *w)
+{
+    const int rows = rt->tune.wg >> b158_op_gemv_shift(rt, w->k_pad);
+    return (w->n + rows - 1) / rows;
+}
+
 b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
                                  const b158_buf *s, const b158_buf *y, int accumulate,
                                  const b158_gemv_norm *norm)
@@ -214,7 +220,7 @@ b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b15
 
 b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, int stages,
                                const b158_buf *q, const b158_buf *s, const b158_buf *sync,
-                               int layer, int groups)
+                               int layer, int groups, const b158_buf *stamps, int stamp_jobs)
 {
     const char *op = "gemv chain";
     if (!rt->tune.gpu)
@@ -258,11 +264,19 @@ b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, 
         a[i].nw = tail && norm->norm_w ? norm->norm_w : &none;
         a[i].rows = c->w->n, a[i].k_pad = c->w->k_pad, a[i].add = c->add, a[i].tail = tail;
         a[i].shift = b158_op_gemv_shift(rt, c->w->k_pad), a[i].k_pad_out = tail ? norm->k_pad : 0;
-        const int rows = rt->tune.wg >> a[i].shift; /* a job's */
         if (i < stages)
-            jobs += ((size_t)c->w->n + rows - 1) / rows;
+            jobs += (size_t)b158_op_gemv_jobs(rt, c->w);
     }
     const b158_buf *cnt = first ? first->counter : &none;
+    if (!stamps || !rt->tune.stage_clock)
+        stamps = &none, stamp_jobs = 0;
+    if (stamp_jobs) {
+        if ((size_t)stamp_jobs < jobs)
+            return B158_FAIL(B158_ERR_INVALID_ARG, "%s: %zu jobs, room for %d stamps", op, jobs,
+                             stamp_jobs);
+        B158_TRY(
+            need(stamps, ((size_t)layer + 1) * stamp_jobs * B158_CHAIN_STAMPS * 8, op, "stamps"));
+    }
     const float eps = first ? first->eps : 0.0f;
     const int act = first ? (int)first->act : 0;
     const size_t wg = (size_t)rt->tune.wg, g = groups ? (size_t)groups : jobs;
@@ -274,7 +288,8 @@ b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, 
     return B158_LAUNCH(rt, id, 1, ((size_t[]){g * wg}), ((size_t[]){wg}), CHAIN_ARGS(0),
                        CHAIN_ARGS(1), CHAIN_ARGS(2), CHAIN_ARGS(3), B158_ARG(stages),
                        B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG(eps), B158_ARG(act),
-                       B158_ARG_MEM(cnt), B158_ARG_MEM(sync), B158_ARG(layer));
+                       B158_ARG_MEM(cnt), B158_ARG_MEM(sync), B158_ARG(layer), B158_ARG_MEM(stamps),
+                       B158_ARG(stamp_jobs));
 #undef CHAIN_ARGS
 }
 

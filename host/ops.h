@@ -48,6 +48,8 @@ enum b158_kernel_id b158_op_ternary_gemm_kernel(const b158_runtime *rt);
 /* log2 of the work-items per row the GPU variant's GEMV (and GEMV chain) gives rows of k_pad
  * weights (3 to 5) */
 int b158_op_gemv_shift(const b158_runtime *rt, int k_pad);
+/* and the work-groups (jobs of a chain stage) it takes for the rows of w */
+int b158_op_gemv_jobs(const b158_runtime *rt, const b158_tmat *w);
 
 /* y[m][n] (+)= (sum_k w[n][k] q[m][k]) * w_scale[n] / s[m], q in [-127, 127] (as
  * b158_op_quantize writes it; the CPU GEMV negates in int8). m_rows == 1 uses the GEMV kernel,
@@ -183,12 +185,14 @@ typedef struct b158_chain_stage {
 /* 1 to 4 one-token GEMVs in one launch (GPU variant), each stage's tail writing the next one's
  * input over q / s (every stage but the last has a tail, all with the same counter, act and
  * eps): b158_op_ternary_gemv of each in order, bit for bit. groups work-groups take the stages'
- * blocks of rows in order (0: one group a block); a block of a later stage waits for the flag
+ * blocks of rows (jobs) in order (0: one group a job); a job of a later stage waits for the flag
  * sync[1 + 4 layer + stage - 1], set when that stage is done (sync: int32 [0] the error flag, set
- * by a wait that timed out, then 4 flags per layer, zero before the launch). */
+ * by a wait that timed out, then 4 flags per layer, zero before the launch). With a stage clock
+ * and stamps (stamp_jobs > 0: at least the launch's jobs), job j writes B158_CHAIN_STAMPS
+ * timestamps to stamps[(layer stamp_jobs + j) B158_CHAIN_STAMPS ..] (host/stage-profile.h). */
 b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, int stages,
                                const b158_buf *q, const b158_buf *s, const b158_buf *sync,
-                               int layer, int groups);
+                               int layer, int groups, const b158_buf *stamps, int stamp_jobs);
 
 /* out[m][n_head * head_dim]: causal attention of query row m over cache rows tok[m].y ..
  * tok[m].y + tok[m].x (its sequence up to its own position), clamped to the cache. With rope

@@ -523,8 +523,48 @@ static void test_stage_sums(void)
     b158_stage_add(&p, &st[1][0][0], 1, 3); /* one block more: no gap across calls */
     CU_ASSERT_EQUAL(p.blocks, 3);
     CU_ASSERT_EQUAL(p.gaps, 1);
-    CU_ASSERT_STRING_EQUAL(b158_stage_part_name(1), "A norm + quantize");
-    CU_ASSERT_STRING_EQUAL(b158_stage_part_name(B158_STAGE_PARTS), "?");
+    CU_ASSERT_STRING_EQUAL(b158_stage_part_name(0, 1), "A norm + quantize");
+    CU_ASSERT_STRING_EQUAL(b158_stage_part_name(0, B158_STAGE_PARTS), "?");
+}
+
+/* b158_chain_stage_add on stamps worked out by hand: two blocks of stages of 2, 1, 2 and 1 jobs
+ * (6 a block), the last block without its fourth stage (its sixth job's stamps are never read);
+ * each stage's critical path from the one before's end, each job's own wait, rows and tail. */
+static void test_chain_stage_sums(void)
+{
+    static const uint64_t st[2][6][B158_CHAIN_STAMPS] = {{{100, 101, 120, 125},
+                                                          {102, 103, 118, 140},
+                                                          {104, 150, 170, 180},
+                                                          {105, 185, 200, 201},
+                                                          {106, 186, 210, 230},
+                                                          {107, 235, 250, 252}},
+                                                         {{300, 300, 310, 330},
+                                                          {301, 302, 312, 315},
+                                                          {303, 335, 345, 360},
+                                                          {304, 362, 370, 371},
+                                                          {305, 363, 380, 400},
+                                                          {0, 9999, 1, 99999}}};
+    static const double mean[B158_CHAIN_PARTS] = {1, 31, 38, 15, 30, 25, 7, 43, 40, 5, 15, 2};
+    static const double lo[B158_CHAIN_PARTS] = {1, 25, 8, 78, 30, 25, 138, 23, 2, 128, 15, 2};
+    static const double hi[B158_CHAIN_PARTS] = {2, 29, 42, 78, 30, 25, 138, 41, 40, 128, 15, 2};
+    const int jobs[B158_CHAIN_STAGES] = {2, 1, 2, 1};
+    b158_stage_profile p = {0};
+    b158_chain_stage_add(&p, &st[0][0][0], 2, 6, jobs, 3);
+    CU_ASSERT_EQUAL(p.chain, 1);
+    CU_ASSERT_EQUAL(p.blocks, 2);
+    CU_ASSERT_EQUAL(p.groups, 6);
+    CU_ASSERT_EQUAL(p.gaps, 1);
+    CU_ASSERT_DOUBLE_EQUAL(p.gap, 48.0, 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(p.span, 252.0, 1e-9);
+    for (int i = 0; i < B158_CHAIN_PARTS; i++) {
+        CU_ASSERT_DOUBLE_EQUAL(p.mean[i], mean[i], 1e-9);
+        CU_ASSERT_DOUBLE_EQUAL(p.min[i], lo[i], 1e-9);
+        CU_ASSERT_DOUBLE_EQUAL(p.max[i], hi[i], 1e-9);
+    }
+    for (int i = B158_CHAIN_PARTS; i < B158_STAGE_PARTS; i++)
+        CU_ASSERT_EQUAL(p.mean[i], 0.0);
+    CU_ASSERT_STRING_EQUAL(b158_stage_part_name(1, 4), "gate|up: rows");
+    CU_ASSERT_STRING_EQUAL(b158_stage_part_name(1, B158_CHAIN_PARTS), "?");
 }
 
 /* On a profiling runtime of the GPU variant whose kernels read a clock, every fused launch
@@ -590,6 +630,47 @@ static void test_stage_profile(void)
     CU_ASSERT_EQUAL(p.blocks, 0);
     CU_ASSERT_EQUAL(p.span, 0);
     b158_session_free(f);
+
+    /* the GEMV chain's jobs leave theirs too (one group taking them in order on CPU devices):
+     * each stage's critical path, which add up to the span, and the same logits */
+    b158_session *c = chain_session(m, rt, 1, -1);
+    b158_session_reset(u);
+    CU_ASSERT_EQUAL_FATAL(b158_session_eval(c, tok, n_prompt), B158_OK);
+    CU_ASSERT_EQUAL_FATAL(b158_session_eval(u, tok, n_prompt), B158_OK);
+    b158_session_stage_reset(c);
+    b158_runtime_kernel_stats_reset(rt);
+    same = 0;
+    for (int t = 0; t < n_gen; t++) {
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(c, &tok[n_prompt + t], 1), B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_session_eval(u, &tok[n_prompt + t], 1), B158_OK);
+        same += !memcmp(b158_session_logits(c, -1), b158_session_logits(u, -1),
+                        (size_t)nv * sizeof(float));
+    }
+    CU_ASSERT_EQUAL(same, n_gen);
+    const uint64_t chained =
+        launches_of(rt, "ternary_gemv_chain") + launches_of(rt, "ternary_gemv_chain_seq");
+    b158_session_stage_profile(c, &p);
+    if (chained && rt->tune.stage_clock) {
+        const uint64_t blocks = (uint64_t)n_gen * fl.shape.n_layer;
+        fprintf(stderr, "\n%s: %llu chain launches timed, %d jobs a block, span %.0f ticks",
+                fl.name, (unsigned long long)p.blocks, p.groups, p.span);
+        CU_ASSERT_EQUAL(p.chain, 1);
+        CU_ASSERT_EQUAL(chained, blocks);
+        CU_ASSERT_EQUAL(p.blocks, blocks);
+        CU_ASSERT_EQUAL(p.gaps, blocks - n_gen);
+        CU_ASSERT(p.span > 0);
+        double sum = 0;
+        for (int i = 0; i < B158_CHAIN_PARTS; i++)
+            sum += p.mean[i];
+        for (int i = 1; i < B158_CHAIN_PARTS - 3;
+             i += 3) /* the rows of the stages every block has */
+            CU_ASSERT(p.mean[i] > 0 && p.min[i] > 0 && p.min[i] <= p.max[i]);
+        CU_ASSERT(sum > 0 && sum <= p.span * (1 + 1e-9));
+    } else {
+        fprintf(stderr, "\nno stage clock or chain on %s: nothing timed",
+                b158_runtime_device(rt)->platform);
+    }
+    b158_session_free(c);
     b158_session_free(u);
     b158_model_free(m);
     b158_runtime_free(rt);
@@ -929,6 +1010,7 @@ static void add_suites(void)
                                                        {"gemv_chain", test_gemv_chain},
                                                        {"stage_sums", test_stage_sums},
                                                        {"stage_profile", test_stage_profile},
+                                                       {"chain_stage_sums", test_chain_stage_sums},
                                                        {NULL, NULL}});
     b158_test_suite("errors",
                     (b158_test_case[]){{"context_and_tokens", test_errors}, {NULL, NULL}});

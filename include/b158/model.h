@@ -196,14 +196,22 @@ int b158_session_pos(const b158_session *s); /* b158_session_seq_pos of sequence
 void b158_session_reset(b158_session *s);    /* every sequence back to position 0 */
 
 /* Where the fused decode layer's time goes (a one-token step's block in one launch, GPU
- * variant), from timestamps its work-groups write at each part's end: only on a runtime
- * created with profile set and a device whose kernels read a clock (NVIDIA's %globaltimer
- * through inline PTX, cl_khr_kernel_clock), else blocks stays 0. Summed over the launches
- * since the session began or b158_session_stage_reset; parts in b158_stage_part_name order. */
+ * variant), or the GEMV chain's (a block's GEMVs after its attention in one launch), from
+ * timestamps their work-groups write: only on a runtime created with profile set and a device
+ * whose kernels read a clock (NVIDIA's %globaltimer through inline PTX, cl_khr_kernel_clock),
+ * else blocks stays 0. Summed over the launches since the session began or
+ * b158_session_stage_reset; parts in b158_stage_part_name order. The fused layer's parts are
+ * each group's (mean, fastest, slowest); the chain's are its four stages' (output, gate|up,
+ * down, the next block's q|k|v; the last block has no q|k|v) critical path, in mean: the stage
+ * before's end (the launch's first start) to its first job's start of work, that to its last
+ * job's rows, those to its tail's end (the flag the next stage waits for), with min / max each
+ * job's own wait, rows and tail. */
 #define B158_STAGE_PARTS 14
+#define B158_CHAIN_PARTS 12 /* the chain's: 3 a stage */
 typedef struct b158_stage_profile {
+    int chain;       /* 0: the fused layer's parts; 1: the GEMV chain's (12 of them) */
     int clock_ns;    /* 1: ticks are nanoseconds; 0: device clock ticks of no stated length */
-    int groups;      /* work-groups of each launch */
+    int groups;      /* work-groups of each launch (the chain: jobs of a block) */
     uint64_t blocks; /* launches measured */
     double mean[B158_STAGE_PARTS]; /* ticks of each part, mean over the groups, summed */
     double min[B158_STAGE_PARTS];  /* the fastest group's, summed (of a grid barrier: the
@@ -214,7 +222,7 @@ typedef struct b158_stage_profile {
                                       the same step, summed over gaps */
     uint64_t gaps;
 } b158_stage_profile;
-const char *b158_stage_part_name(int part);
+const char *b158_stage_part_name(int chain, int part);
 /* Copies the totals into *out (zeros where there are none). */
 void b158_session_stage_profile(const b158_session *s, b158_stage_profile *out);
 void b158_session_stage_reset(b158_session *s);
