@@ -48,9 +48,13 @@ inline int b158_grid_count(__global volatile int *cnt)
  * sets it: no group waits forever), then acquires what the others stored before their count */
 inline void b158_poll_until(__global volatile int *cnt, int target, __global volatile int *err)
 {
-    for (int spins = 0; b158_grid_count(cnt) < target && !*err;)
+    for (int spins = 0; b158_grid_count(cnt) < target && !*err;) {
         if (++spins == B158_SPIN_LIMIT)
             atomic_xchg(err, 1);
+#if B158_POLL_SLEEP /* (PTX nanosleep: fewer polls of one line in L2 from many waiting groups) */
+        asm volatile("nanosleep.u32 %0;" ::"r"(B158_POLL_SLEEP));
+#endif
+    }
     b158_fence_after_poll();
 }
 

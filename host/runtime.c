@@ -293,6 +293,18 @@ static int probe_stage_clock(b158_runtime *rt)
     return strstr(rt->options, "CL3.0") && builds(rt, khr) ? 1 : 0;
 }
 
+/* The pause between a waiting work-group's polls (b158_tuning.poll_sleep): B158_POLL_SLEEP ns
+ * (0 to 100000, default 0: none), where NVIDIA's compiler takes PTX nanosleep (sm_70 and
+ * later). Up to 528 groups of a 2B-4T GEMV chain on an H200 poll one flag's line in L2 at
+ * once; the pause is an A/B for the chain's sitting. */
+static int probe_poll_sleep(b158_runtime *rt)
+{
+    static const char *ptx = "__kernel void probe(__global int *o)\n"
+                             "{ asm volatile(\"nanosleep.u32 %0;\" :: \"r\"(o[1])); o[0] = 1; }\n";
+    const int ns = b158_env_int("B158_POLL_SLEEP", 0, 100000, 0, 0);
+    return ns && b158_rt_nvidia_gpu(rt) && !portable_only() && builds(rt, ptx) ? ns : 0;
+}
+
 /* Whether NVIDIA's compiler takes the attention's half-to-float conversion of a register through
  * inline PTX (cvt.f32.f16): asked of NVIDIA GPUs by building the statement itself. */
 static int probe_ptx_cvt(b158_runtime *rt)
@@ -379,6 +391,7 @@ static void choose_tuning(b158_runtime *rt)
         t.amd_dot = probe_amd_dot(rt);
         t.device_fence = probe_device_fence(rt);
         t.stage_clock = probe_stage_clock(rt);
+        t.poll_sleep = probe_poll_sleep(rt);
         t.prefetch = probe_prefetch(rt);
         t.subgroups = probe_subgroups(rt, t.wg);
     } else {
@@ -408,11 +421,11 @@ static void choose_tuning(b158_runtime *rt)
              "#define B158_INT_DOT %d\n#define B158_PTX_DP4A %d\n"
              "#define B158_PTX_CVT %d\n#define B158_AMD_DOT %d\n#define B158_DEVICE_FENCE %d\n"
              "#define B158_STAGE_CLOCK %d\n#define B158_PREFETCH %d\n#define B158_SUBGROUPS %d\n"
-             "#line 1\n",
+             "#define B158_POLL_SLEEP %d\n#line 1\n",
              t.gpu, t.wg, t.gemv_rows, t.gemv_ahead, t.gemv_early, t.row_step, t.gemm_tn, t.gemm_tm,
              t.gemm_cpu_m, t.avx512_rows, t.head_dim_max, rt->info.has_fp16, t.x86_avx512bw,
              t.x86_vnni, t.int_dot, t.ptx_dp4a, t.ptx_cvt, t.amd_dot, t.device_fence, t.stage_clock,
-             t.prefetch, t.subgroups);
+             t.prefetch, t.subgroups, t.poll_sleep);
 }
 
 static void choose_cache_dir(b158_runtime *rt, const char *param)

@@ -42,6 +42,8 @@ typedef struct b158_tuning {
     int prefetch;     /* B158_PREFETCH: the fused decode layer's L2 prefetch of its weights: 0
                          none, 1 OpenCL's prefetch(), 2 PTX prefetch.global.L2 per 128-byte
                          line, 3 PTX cp.async.bulk.prefetch.L2 per block of rows (sm_90) */
+    int poll_sleep;   /* B158_POLL_SLEEP: ns a work-group waiting at a grid barrier or a chain's
+                         flag sleeps between polls (PTX nanosleep, NVIDIA), 0 none */
     int stage_clock;  /* B158_STAGE_CLOCK: the fused decode layer's timestamps (profiling runs):
                          0 none, 1 cl_khr_kernel_clock, 2 NVIDIA's %globaltimer (ns) */
 } b158_tuning;

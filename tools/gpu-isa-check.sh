@@ -58,19 +58,19 @@ fi
 # inline PTX; AMD (ROCm) has fp16, v_dot4 and its agent-scope fence through LLVM builtins, none
 # of the NVIDIA paths, no sub-groups, OpenCL C 2.0 (no integer dot product built-ins).
 # stage_clock: NVIDIA's profiling runs only, so checked in a second config, with membar.gl (the
-# fence where fence.acq_rel does not build, and B158_DEVICE_FENCE=2's).
+# fence where fence.acq_rel does not build, and B158_DEVICE_FENCE=2's) and a poll sleep (an A/B).
 common="B158_GPU=1 B158_WG=256 B158_GEMV_ROWS=32 B158_GEMV_AHEAD=5 B158_GEMV_EARLY=1 B158_ROW_STEP=8
 B158_GEMM_TN=64 B158_GEMM_TM=64
 B158_GEMM_CPU_M=4 B158_AVX512_ROWS=1 B158_HEAD_DIM_MAX=256 B158_X86_AVX512BW=0
 B158_X86_AVX512VNNI=0 B158_INT_DOT=0"
 nvidia="$common B158_HAS_FP16=0 B158_PTX_DP4A=1 B158_PTX_CVT=1 B158_AMD_DOT=0 B158_DEVICE_FENCE=4
-B158_STAGE_CLOCK=0 B158_PREFETCH=3 B158_SUBGROUPS=2"
+B158_STAGE_CLOCK=0 B158_PREFETCH=3 B158_SUBGROUPS=2 B158_POLL_SLEEP=0"
 declare -A pre=(
     [nvidia]=$nvidia
-    [nvidia-profile]=$(sed 's/B158_STAGE_CLOCK=0/B158_STAGE_CLOCK=2/; s/B158_DEVICE_FENCE=4/B158_DEVICE_FENCE=1/' <<<"$nvidia")
+    [nvidia-profile]=$(sed 's/B158_STAGE_CLOCK=0/B158_STAGE_CLOCK=2/; s/B158_DEVICE_FENCE=4/B158_DEVICE_FENCE=1/; s/B158_POLL_SLEEP=0/B158_POLL_SLEEP=128/' <<<"$nvidia")
     [nvidia-sm80]=${nvidia/B158_PREFETCH=3/B158_PREFETCH=2}
     [amd]="$common B158_HAS_FP16=1 B158_PTX_DP4A=0 B158_PTX_CVT=0 B158_AMD_DOT=1
-           B158_DEVICE_FENCE=2 B158_STAGE_CLOCK=0 B158_PREFETCH=0 B158_SUBGROUPS=0"
+           B158_DEVICE_FENCE=2 B158_STAGE_CLOCK=0 B158_PREFETCH=0 B158_SUBGROUPS=0 B158_POLL_SLEEP=0"
 )
 want=$(grep -oE '#define B158_[A-Z0-9_]+ %d' host/runtime.c | awk '{print $2}' | sort -u)
 for cfg in "${!pre[@]}"; do

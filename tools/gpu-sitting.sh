@@ -123,6 +123,8 @@ if [ "$part" != tables ]; then
     decode lanes8 B158_GEMV_LANES=8 -- "${a[@]}"
     decode lanes16 B158_GEMV_LANES=16 -- "${a[@]}"
     decode chain-lanes8 B158_GEMV_CHAIN=1 B158_GEMV_LANES=8 -- "${a[@]}"
+    decode chain-sleep64 B158_GEMV_CHAIN=1 B158_POLL_SLEEP=64 -- "${a[@]}"
+    decode chain-sleep512 B158_GEMV_CHAIN=1 B158_POLL_SLEEP=512 -- "${a[@]}"
     decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
     decode depth256 -- -p 512 -n 128 -r 2 -d 256
     decode depth256-splitkeys1 B158_ATT_SPLIT_KEYS=1 -- -p 512 -n 128 -r 2 -d 256
