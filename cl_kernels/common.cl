@@ -362,15 +362,28 @@ inline void b158_glu_norm_quantize_row(__global float *g, __global const float *
     amax = sm.y;
     const float s = 127.0f / fmax(norm ? amax * inv : amax, 1e-5f);
 #if B158_WG > 1
-    for (int i0 = lid; i0 < k_pad; i0 += B158_ROW_STEP * B158_WG) {
+    /* h stored: it and the weights, two arrays at the norms' step (2B-4T's 6912-wide h in 3
+     * steps at 256 work-items, not 4) */
+    for (int i0 = lid; store && i0 < k_pad; i0 += B158_ROW_STEP2 * B158_WG) {
+        float hv[B158_ROW_STEP2], wv[B158_ROW_STEP2];
+        b158_row_load2(hv, g, i0, n, 1);
+        b158_row_load2(wv, w, i0, n, norm);
+#pragma unroll
+        for (int k = 0; k < B158_ROW_STEP2; k++) {
+            const int i = i0 + k * B158_WG;
+            if (i < k_pad)
+                qr[i] = i < n ? b158_q8((norm ? hv[k] * inv * wv[k] : hv[k]) * s) : (char)0;
+        }
+    }
+    for (int i0 = lid; !store && i0 < k_pad; i0 += B158_ROW_STEP * B158_WG) {
         float gv[B158_ROW_STEP], uv[B158_ROW_STEP], wv[B158_ROW_STEP];
         b158_row_load(gv, g, i0, n, 1);
-        b158_row_load(uv, u, i0, n, !store);
+        b158_row_load(uv, u, i0, n, 1);
         b158_row_load(wv, w, i0, n, norm);
 #pragma unroll
         for (int k = 0; k < B158_ROW_STEP; k++) {
             const int i = i0 + k * B158_WG;
-            const float h = store ? gv[k] : b158_act(gv[k], act) * uv[k];
+            const float h = b158_act(gv[k], act) * uv[k];
             if (i < k_pad)
                 qr[i] = i < n ? b158_q8((norm ? h * inv * wv[k] : h) * s) : (char)0;
         }
