@@ -217,6 +217,26 @@ inline float b158_row_sumsq(__global const float *xr, int n, __local float *red)
 #endif
 }
 
+#if B158_WG > 1
+/* The conversion of a GPU row kernel: qr[i] = x[i] * inv * w[i] (norm; else x[i]) * s as int8,
+ * zero from n to k_pad, B158_ROW_STEP2 elements of x and w a work-item at a time */
+inline void b158_quantize_normed(__global const float *xr, __global const float *w, int norm,
+                                 __global char *qr, int n, int k_pad, float inv, float s)
+{
+    for (int i0 = get_local_id(0); i0 < k_pad; i0 += B158_ROW_STEP2 * B158_WG) {
+        float v[B158_ROW_STEP2], wv[B158_ROW_STEP2];
+        b158_row_load2(v, xr, i0, n, 1);
+        b158_row_load2(wv, w, i0, n, norm);
+#pragma unroll
+        for (int k = 0; k < B158_ROW_STEP2; k++) {
+            const int i = i0 + k * B158_WG;
+            if (i < k_pad)
+                qr[i] = i < n ? b158_q8((norm ? v[k] * inv * wv[k] : v[k]) * s) : (char)0;
+        }
+    }
+}
+#endif
+
 /* One row of rmsnorm_quantize (norm.cl): the int8 row qr (stride k_pad, zero tail) and its
  * scale *scale of the RMS-normed x row, which is never stored. One pass takes the sum of squares
  * and the absmax of x * w (the normed values' absmax is that times the positive 1 / rms), a
@@ -264,17 +284,7 @@ inline void b158_rmsnorm_quantize_row(__global const float *xr, __global const f
      * becomes 0, as in b158_ref_quantize */
     const float s = 127.0f / fmax(norm ? amax * inv : amax, 1e-5f);
 #if B158_WG > 1
-    for (int i0 = lid; i0 < k_pad; i0 += B158_ROW_STEP2 * B158_WG) {
-        float v[B158_ROW_STEP2], wv[B158_ROW_STEP2];
-        b158_row_load2(v, xr, i0, n, 1);
-        b158_row_load2(wv, w, i0, n, norm);
-#pragma unroll
-        for (int k = 0; k < B158_ROW_STEP2; k++) {
-            const int i = i0 + k * B158_WG;
-            if (i < k_pad)
-                qr[i] = i < n ? b158_q8((norm ? v[k] * inv * wv[k] : v[k]) * s) : (char)0;
-        }
-    }
+    b158_quantize_normed(xr, w, norm, qr, n, k_pad, inv, s);
 #else
     for (int c = lid; c < n16; c += B158_WG)
         vstore16(b158_q8x16(B158_NQ16(c) * s), c, qr);
@@ -364,17 +374,8 @@ inline void b158_glu_norm_quantize_row(__global float *g, __global const float *
 #if B158_WG > 1
     /* h stored: it and the weights, two arrays at the norms' step (2B-4T's 6912-wide h in 3
      * steps at 256 work-items, not 4) */
-    for (int i0 = lid; store && i0 < k_pad; i0 += B158_ROW_STEP2 * B158_WG) {
-        float hv[B158_ROW_STEP2], wv[B158_ROW_STEP2];
-        b158_row_load2(hv, g, i0, n, 1);
-        b158_row_load2(wv, w, i0, n, norm);
-#pragma unroll
-        for (int k = 0; k < B158_ROW_STEP2; k++) {
-            const int i = i0 + k * B158_WG;
-            if (i < k_pad)
-                qr[i] = i < n ? b158_q8((norm ? hv[k] * inv * wv[k] : hv[k]) * s) : (char)0;
-        }
-    }
+    if (store)
+        b158_quantize_normed(g, w, norm, qr, n, k_pad, inv, s);
     for (int i0 = lid; !store && i0 < k_pad; i0 += B158_ROW_STEP * B158_WG) {
         float gv[B158_ROW_STEP], uv[B158_ROW_STEP], wv[B158_ROW_STEP];
         b158_row_load(gv, g, i0, n, 1);
