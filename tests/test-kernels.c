@@ -365,6 +365,34 @@ static void test_ternary_gemv(void)
     }
 }
 
+/* The GPU GEMV's work-items a row (b158_op_gemv_shift): 8 while a work-item's share of the
+ * row's 16-byte quarters takes one round of B158_GEMV_AHEAD loads, 16 or 32 past that, never
+ * more than the work-group; B158_GEMV_LANES's fixed count, within the work-group */
+static void test_gemv_lanes_rule(void)
+{
+    static b158_runtime rt; /* only its tuning is read */
+    rt.tune.wg = 256, rt.tune.gemv_ahead = 5, rt.tune.gemv_lanes = 0;
+    static const int widths[][2] = {{64, 3},   {2560, 3}, {2624, 4}, {3200, 4}, {5120, 4},
+                                    {5184, 5}, {6912, 5}, {8640, 5}, {20480, 5}};
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
+        CU_ASSERT_EQUAL(b158_op_gemv_shift(&rt, widths[i][0]), widths[i][1]);
+    rt.tune.gemv_ahead = 8; /* 8 a work-item: 4096 wide at 8 a row */
+    CU_ASSERT_EQUAL(b158_op_gemv_shift(&rt, 4096), 3);
+    CU_ASSERT_EQUAL(b158_op_gemv_shift(&rt, 4160), 4);
+    rt.tune.gemv_ahead = 5, rt.tune.wg = 16; /* no more work-items a row than the group has */
+    CU_ASSERT_EQUAL(b158_op_gemv_shift(&rt, 6912), 4);
+    rt.tune.wg = 8;
+    CU_ASSERT_EQUAL(b158_op_gemv_shift(&rt, 6912), 3);
+    rt.tune.wg = 64;
+    for (int lanes = 8, want = 3; lanes <= 32; lanes *= 2, want++) {
+        rt.tune.gemv_lanes = lanes;
+        CU_ASSERT_EQUAL(b158_op_gemv_shift(&rt, 64), want);
+        CU_ASSERT_EQUAL(b158_op_gemv_shift(&rt, 6912), want);
+    }
+    rt.tune.wg = 16;
+    CU_ASSERT_EQUAL(b158_op_gemv_shift(&rt, 64), 4); /* 32 asked, 16 in a group */
+}
+
 static void test_ternary_gemm(void)
 {
     FOR_EACH_VARIANT(rt)
@@ -1466,7 +1494,9 @@ static void add_suites(void)
     b158_test_suite("quantize", (b158_test_case[]){{"rows", test_quantize},
                                                    {"non_finite", test_quantize_non_finite},
                                                    {NULL, NULL}});
-    b158_test_suite("ternary_gemv", (b158_test_case[]){{"gemv", test_ternary_gemv}, {NULL, NULL}});
+    b158_test_suite("ternary_gemv", (b158_test_case[]){{"gemv", test_ternary_gemv},
+                                                       {"lanes_rule", test_gemv_lanes_rule},
+                                                       {NULL, NULL}});
     b158_test_suite("ternary_gemm", (b158_test_case[]){{"gemm", test_ternary_gemm}, {NULL, NULL}});
     b158_test_suite("rmsnorm", (b158_test_case[]){{"rows", test_rmsnorm},
                                                   {"quantize", test_rmsnorm_quantize},
