@@ -28,6 +28,7 @@ typedef struct {
     const char *engine;   /* "both", "b158" (ternary only) or "fp16" (baseline only) */
     int profile;          /* --profile: device time per kernel family instead of speeds */
     b158_variant variant; /* --variant: kernel family (0 = from the device type) */
+    int greedy;           /* --greedy: tg steps greedy, each fed the pick of the one before */
 } options;
 
 static void usage(FILE *f)
@@ -45,6 +46,10 @@ static void usage(FILE *f)
                "                       the tg test (prefilled, not timed; default 0, as\n"
                "                       llama-bench -d)\n"
                "  -r, --reps R         repetitions of pp and tg (default 3)\n"
+               "  --greedy             tg steps decode greedily, each step's token the pick of\n"
+               "                       the one before, as b158-cl-run generates (4 bytes read\n"
+               "                       back a step, not the logits; the next step queued ahead\n"
+               "                       unless B158_SPECULATE=0)\n"
                "  --device SEL         device index or name substring\n"
                "  --variant cpu|gpu    kernel family (default: from the device type)\n"
                "  --fp16 auto|clblast|kernels\n"
@@ -114,7 +119,7 @@ static const char *last_error(void)
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){NULL, 3, "md", NULL, NULL, 128, 32, 0, "auto", "both", 0, B158_VARIANT_AUTO};
+    *o = (options){NULL, 3, "md", NULL, NULL, 128, 32, 0, "auto", "both", 0, B158_VARIANT_AUTO, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-m") == 0 && v) {
@@ -156,6 +161,8 @@ static int parse(int argc, char **argv, options *o)
             i++;
         } else if (strcmp(a, "--profile") == 0) {
             o->profile = 1;
+        } else if (strcmp(a, "--greedy") == 0) {
+            o->greedy = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 1;
@@ -295,6 +302,45 @@ static b158_status check_fits(b158_runtime *rt, const b158_model_info *h, b158_w
  * of the weights) is timed apart. tg: tg single-token steps after a prompt of 1 + depth tokens
  * (tok holds max(pp, depth + 1) tokens).
  * Then N_GREEDY greedy tokens after a short prompt, for the sanity check between engines. */
+/* The tg test's words for --greedy */
+static const char *greedy_note(const options *o)
+{
+    return !o->greedy ? ""
+           : getenv("B158_SPECULATE") && !strcmp(getenv("B158_SPECULATE"), "0")
+               ? " (greedy, each its own pick)"
+               : " (greedy, each its own pick, queued ahead)";
+}
+
+/* n tokens through s as one greedy decode call; *pick the greedy token after the last */
+static b158_status greedy_decode(b158_session *s, const b158_token *tok, int n, b158_token *pick)
+{
+    const b158_batch b = {n, tok, NULL, NULL, 1};
+    const b158_status st = b158_session_decode(s, &b);
+    *pick = st == B158_OK ? b158_session_argmax(s, -1) : 0;
+    return st;
+}
+
+/* One repetition of the tg test on s (of runtime rt): tg single-token steps after 1 + depth
+ * tokens of prompt, the steps' tokens from tok, or with greedy each the pick of the step
+ * before; the steps' wall time into *wall_s, the host's time in their enqueue calls into
+ * *enqueue_ns */
+static b158_status tg_steps(const options *o, b158_runtime *rt, b158_session *s,
+                            const b158_token *tok, double *wall_s, uint64_t *enqueue_ns)
+{
+    b158_session_reset(s);
+    b158_token t = 0;
+    b158_status st = o->greedy ? greedy_decode(s, tok, 1 + o->depth, &t)
+                               : b158_session_eval(s, tok, 1 + o->depth);
+    const double t0 = now_s();
+    const uint64_t e0 = b158_runtime_enqueue_ns(rt);
+    for (int i = 0; st == B158_OK && i < o->tg; i++)
+        st = o->greedy ? greedy_decode(s, &t, 1, &t)
+                       : b158_session_eval(s, &tok[(i + 1) % o->pp], 1);
+    *wall_s = now_s() - t0;
+    *enqueue_ns = b158_runtime_enqueue_ns(rt) - e0;
+    return st;
+}
+
 static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b158_weight_mode mode,
                            const b158_token *tok, engine_result *r)
 {
@@ -326,14 +372,11 @@ static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b1
             pp_t[rep] = o->pp / (now_s() - t0);
     }
     for (int rep = 0; st == B158_OK && rep < o->reps; rep++) {
-        b158_session_reset(s);
-        st = b158_session_eval(s, tok, 1 + o->depth);
-        t0 = now_s();
-        const uint64_t e0 = b158_runtime_enqueue_ns(rt);
-        for (int i = 0; st == B158_OK && i < o->tg; i++)
-            st = b158_session_eval(s, &tok[(i + 1) % o->pp], 1);
-        tg_t[rep] = 1000.0 * (now_s() - t0) / o->tg;
-        r->tg_enqueue += 1e-6 * (double)(b158_runtime_enqueue_ns(rt) - e0) / o->tg / o->reps;
+        double wall = 0;
+        uint64_t enq = 0;
+        st = tg_steps(o, rt, s, tok, &wall, &enq);
+        tg_t[rep] = 1000.0 * wall / o->tg;
+        r->tg_enqueue += 1e-6 * (double)enq / o->tg / o->reps;
     }
     if (st == B158_OK) {
         b158_session_reset(s);
@@ -946,18 +989,19 @@ static int run_models(const options *o)
     if (!strcmp(o->format, "md") && !both)
         printf("device: %s (%s, driver %s), b158-cl %s, %s\n"
                "engine: %s%s\n"
-               "pp %d / tg %d tokens after %d of context, mean of %d repetitions; memory = device "
-               "bytes allocated (weights + KV cache + scratch)\n\n"
+               "pp %d / tg %d tokens%s after %d of context, mean of %d repetitions; memory = "
+               "device bytes allocated (weights + KV cache + scratch)\n\n"
                "| model | engine | memory GB | latency ms/token | tg tokens/s | pp tokens/s |\n"
                "|---|---|---:|---:|---:|---:|\n",
                d->name, d->platform, d->driver, B158_VERSION_STRING, date,
                strcmp(o->engine, "b158") ? "FP16 baseline, matmuls: " : "b1.58 (ternary)",
-               strcmp(o->engine, "b158") ? fp16_path : "", o->pp, o->tg, 1 + o->depth, o->reps);
+               strcmp(o->engine, "b158") ? fp16_path : "", o->pp, o->tg, greedy_note(o),
+               1 + o->depth, o->reps);
     else if (!strcmp(o->format, "md"))
         printf("device: %s (%s, driver %s), b158-cl %s, %s\n"
                "FP16 baseline matmuls: %s%s\n"
-               "pp %d / tg %d tokens after %d of context, mean of %d repetitions; memory = device "
-               "bytes allocated (weights + KV cache + scratch)\n\n"
+               "pp %d / tg %d tokens%s after %d of context, mean of %d repetitions; memory = "
+               "device bytes allocated (weights + KV cache + scratch)\n\n"
                "| model | memory GB FP16 | b1.58 | ratio | latency ms/token FP16 | b1.58 | ratio "
                "| pp tokens/s FP16 | b1.58 | greedy |\n"
                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
@@ -966,7 +1010,7 @@ static int run_models(const options *o)
                                    "than b158-cl's FP16-storage kernels: --fp16 kernels is the "
                                    "stronger baseline)"
                                  : "",
-               o->pp, o->tg, 1 + o->depth, o->reps);
+               o->pp, o->tg, greedy_note(o), 1 + o->depth, o->reps);
     else if (!strcmp(o->format, "csv"))
         printf("model,device,driver,build,date,pp,tg,depth,reps,engine,pp_tokens_per_s,pp_std,"
                "tg_ms_per_token,tg_std,mem_weights,mem_kv_cache,mem_scratch,greedy_match\n");

@@ -88,6 +88,15 @@ struct b158_session {
     int chain_jobs[B158_CHAIN_STAGES]; /* jobs of each stage of the last chain recorded */
     int chain_stride;                  /* jobs a block in dev.stamps (with a stage clock) */
     int32_t fused_err;                 /* the fused step's error flag, read back after it */
+    /* greedy decoding ahead (spec_queue): with spec_on, a greedy step of sequence 0 queues the
+     * one-token step after it, whose token is its own pick, copied on the device before the
+     * host has read it; the next call runs that step if it asks for it (the same token at the
+     * same position), else it is dropped. spec_slot's tok / pick / err are the queued step's
+     * host memory (two, so that the step queued while one is taken has its own). */
+    int spec_on, spec_here, spec_active, spec_pos, spec_slot;
+    b158_token spec_input; /* the queued step's token, once the host has read it */
+    cl_event spec_done;    /* its pick's read */
+    int32_t spec_tok[2][2], spec_pick[2], spec_err[2];
     uint64_t *stamps; /* host copy of dev.stamps, where the runtime has a stage clock */
     b158_stage_profile stage;
     struct cpu_state cpu;
@@ -131,6 +140,22 @@ int b158_session_pos(const b158_session *s)
     return s ? s->seq_pos[0] : 0;
 }
 
+/* Forgets the step queued ahead, once the device has done it (its cache row lies past the
+ * sequence's end, never read; a step at that position writes it again) */
+static void spec_drop(b158_session *s)
+{
+    if (!s->spec_active)
+        return;
+    s->spec_active = 0;
+    (void)clFinish(s->rt->queue);
+    clReleaseEvent(s->spec_done);
+}
+
+int b158_session_ahead(const b158_session *s)
+{
+    return s && s->spec_active;
+}
+
 b158_status b158_session_seq_clear(b158_session *s, b158_seq_id seq)
 {
     if (!s || seq < 0 || seq >= s->n_seq)
@@ -139,6 +164,7 @@ b158_status b158_session_seq_clear(b158_session *s, b158_seq_id seq)
                          s ? s->n_seq : 0);
     /* attention reads a sequence's rows only up to its own position, and every row is written
      * before it is read: resetting the position is enough */
+    spec_drop(s);
     s->seq_pos[seq] = 0;
     return B158_OK;
 }
@@ -147,6 +173,7 @@ void b158_session_reset(b158_session *s)
 {
     if (!s)
         return;
+    spec_drop(s);
     for (int i = 0; i < s->n_seq; i++)
         s->seq_pos[i] = 0;
     s->last_n = 0;
@@ -182,6 +209,7 @@ void b158_session_free(b158_session *s)
 {
     if (!s)
         return;
+    spec_drop(s);
     free(s->inv_freq);
     free(s->seq_pos);
     free(s->seq_count);
@@ -485,6 +513,10 @@ b158_status b158_session_create(b158_model *m, const b158_session_params *params
     s->all_logits = p.all_logits != 0;
     s->n_seq = p.n_seq > 0 ? p.n_seq : 1;
     s->last_out = -1;
+    /* greedy decoding ahead: one sequence on a device, not under profiling (whose launches
+     * wait for themselves); B158_SPECULATE=0 turns it off */
+    s->spec_on =
+        s->rt && s->n_seq == 1 && !s->rt->profile && b158_env_int("B158_SPECULATE", 0, 1, 0, 1);
     /* the LM head runs on this many gathered rows at a time: every row of a step for
      * perplexity, else one per sequence (decode), more in turns */
     s->out_rows = s->all_logits ? s->n_batch : (s->n_seq < s->n_batch ? s->n_seq : s->n_batch);
@@ -652,6 +684,8 @@ static b158_status dev_linear_glu(b158_session *s, const struct b158_layer_dev *
 
 /* The first rows of the device's logits into dst, or with picks (a greedy step) only their
  * argmax, computed on the device: 4 bytes a row read back instead of n_vocab floats. */
+static b158_status spec_queue(b158_session *s);
+
 static b158_status read_logits(b158_session *s, int rows, float *dst, int32_t *picks)
 {
     struct dev_state *d = &s->dev;
@@ -661,7 +695,18 @@ static b158_status read_logits(b158_session *s, int rows, float *dst, int32_t *p
     b158_rt_site(s->rt, "argmax");
     B158_TRY(
         b158_op_argmax(s->rt, &d->logits, nv, rows, &d->amax_part, &d->amax_count, &d->amax_out));
-    return b158_buf_read(s->rt, &d->amax_out, 0, (size_t)rows * 4, picks);
+    if (!s->spec_here)
+        return b158_buf_read(s->rt, &d->amax_out, 0, (size_t)rows * 4, picks);
+    /* the step after this one into the queue before this one's pick is waited for */
+    cl_event done;
+    B158_TRY(b158_buf_read_event(s->rt, &d->amax_out, 0, 4, picks, &done));
+    const b158_status q = spec_queue(s), w = b158_rt_wait(s->rt, done);
+    if (q != B158_OK || w != B158_OK) {
+        spec_drop(s);
+        return q != B158_OK ? q : w;
+    }
+    s->spec_input = picks[0];
+    return B158_OK;
 }
 
 /* Logits of the n_sel rows sel[] of the final-normed d->xn into dst (n_sel rows), or with
@@ -881,6 +926,29 @@ static b158_status dev_step_one(b158_session *s)
                               m->info.n_embd, 1);
 }
 
+/* A one-token step's launches with its logits into d->logits: on the ternary engine the
+ * session's recorded plan (recorded on the first such step, again when the context grew into
+ * another split count), else dev_step_one's */
+static b158_status step_launches(b158_session *s)
+{
+    if (s->m->dev_mode != B158_WEIGHTS_TERNARY || s->plan_state == PLAN_OFF)
+        return dev_step_one(s);
+    if (s->plan_state == PLAN_READY && s->plan_splits != s->step_splits) {
+        b158_plan_free(&s->plan);
+        s->plan_state = PLAN_NONE;
+    }
+    if (s->plan_state == PLAN_READY)
+        return b158_rt_plan_run(s->rt, &s->plan);
+    b158_rt_plan_begin(s->rt, &s->plan);
+    s->plan_splits = s->step_splits;
+    const b158_status st = dev_step_one(s);
+    b158_rt_plan_end(s->rt);
+    s->plan_state = st == B158_OK && !s->plan.failed ? PLAN_READY : PLAN_OFF;
+    if (s->plan_state == PLAN_OFF)
+        b158_plan_free(&s->plan);
+    return st;
+}
+
 /* The fused step's error flag on its way back into s->fused_err (a one-token step) */
 static b158_status fused_err_read(b158_session *s, int n)
 {
@@ -893,25 +961,9 @@ static b158_status fused_err_read(b158_session *s, int n)
 static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, float *dst,
                             int32_t *picks)
 {
-    b158_runtime *rt = s->rt;
     const b158_model *m = s->m;
     if (m->dev_mode == B158_WEIGHTS_TERNARY && n == 1 && n_sel == 1 && s->plan_state != PLAN_OFF) {
-        if (s->plan_state == PLAN_READY && s->plan_splits != s->step_splits) {
-            b158_plan_free(&s->plan); /* the context grew into another split count */
-            s->plan_state = PLAN_NONE;
-        }
-        if (s->plan_state == PLAN_READY) {
-            B158_TRY(b158_rt_plan_run(rt, &s->plan));
-        } else {
-            b158_rt_plan_begin(rt, &s->plan);
-            s->plan_splits = s->step_splits;
-            const b158_status st = dev_step_one(s);
-            b158_rt_plan_end(rt);
-            s->plan_state = st == B158_OK && !s->plan.failed ? PLAN_READY : PLAN_OFF;
-            if (s->plan_state == PLAN_OFF)
-                b158_plan_free(&s->plan);
-            B158_TRY(st);
-        }
+        B158_TRY(step_launches(s));
         B158_TRY(fused_err_read(s, n));
         return read_logits(s, 1, dst, picks);
     }
@@ -921,6 +973,97 @@ static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, f
         return B158_OK;
     const b158_buf *head = m->output != m->tok_embd ? &m->d_output : &m->d_tok_embd;
     return dev_logits(s, head, n, sel, n_sel, dst, picks);
+}
+
+/* Whether a step of n tokens (positions in s->tok) whose rows sel[0..n_sel) ask for picks
+ * queues the one-token step after it (spec_queue): greedy, one row, the sequence's last
+ * token, room for one more */
+static int spec_wanted(const b158_session *s, int n, const int *sel, int n_sel,
+                       const int32_t *picks)
+{
+    return s->spec_on && picks && n_sel == 1 && sel[0] == n - 1 &&
+           s->tok[2 * (n - 1)] + 1 == s->seq_pos[0] && s->seq_pos[0] < s->n_ctx;
+}
+
+/* Queues the one-token step of sequence 0 at its next position whose token is the pick of the
+ * step queued just before it (d->amax_out, copied on the device), with its pick on its way into
+ * s->spec_pick and its error flag into s->spec_err (the slot the step queued before does not
+ * use). */
+static b158_status spec_queue(b158_session *s)
+{
+    b158_runtime *rt = s->rt;
+    struct dev_state *d = &s->dev;
+    const int pos = s->seq_pos[0], slot = s->spec_slot ^ 1, nv = s->m->info.n_vocab;
+    const int fused = s->fused_groups || s->chain;
+    s->spec_tok[slot][0] = pos, s->spec_tok[slot][1] = 0, s->spec_err[slot] = 0;
+    s->step_splits = step_splits(s, pos + 1);
+    B158_TRY(b158_buf_copy(rt, &d->amax_out, 0, &d->ids, 0, 4));
+    B158_TRY(b158_buf_write_async(rt, &d->tok, 0, 8, s->spec_tok[slot]));
+    if (fused)
+        B158_TRY(b158_buf_fill(rt, &d->bar, 0));
+    B158_TRY(step_launches(s));
+    if (fused)
+        B158_TRY(b158_buf_read_async(rt, &d->bar, 0, 4, &s->spec_err[slot]));
+    b158_rt_site(rt, "argmax");
+    B158_TRY(b158_op_argmax(rt, &d->logits, nv, 1, &d->amax_part, &d->amax_count, &d->amax_out));
+    B158_TRY(b158_buf_read_event(rt, &d->amax_out, 0, 4, &s->spec_pick[slot], &s->spec_done));
+    b158_rt_site(rt, NULL);
+    s->spec_slot = slot, s->spec_pos = pos, s->spec_active = 1;
+    return b158_rt_flush(rt);
+}
+
+/* A grid barrier or a chain's wait timed out (the step's error flag): the device did not run
+ * every group at once, or not in order. The step is to be done again without them (it rewrites
+ * the same cache rows), and so are the ones after. */
+static b158_status fused_gave_up(b158_session *s)
+{
+    b158_runtime *rt = s->rt;
+    if (s->fused_groups)
+        b158_log(B158_LOG_WARN,
+                 "fused decode layer: %d work-groups did not all run at once on %s; decoding "
+                 "unfused (B158_DECODE_GROUPS sets fewer)",
+                 s->fused_groups, rt->info.name);
+    else
+        b158_log(B158_LOG_WARN,
+                 "GEMV chain: a work-group waited too long on %s; decoding without it",
+                 rt->info.name);
+    s->fused_groups = 0;
+    s->chain = 0;
+    /* a chain whose waits gave up ran its stages out of order, their tails' shared counter
+     * with them: it is zero again for the launches that redo the step */
+    B158_TRY(b158_buf_fill(rt, &s->dev.counter, 0));
+    b158_plan_free(&s->plan);
+    s->plan_state = PLAN_NONE;
+    return B158_OK;
+}
+
+static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n, const int *sel,
+                               int n_sel, float *dst, int32_t *picks);
+
+/* The one-token greedy step the last call queued ahead, for the call that asks for it (its
+ * token at its position): the step after it into the queue, then its pick. Where its chain or
+ * fused layer gave up, the step is done again by dev_forward. */
+static b158_status spec_take(b158_session *s, const b158_token *token, float *dst, int32_t *picks)
+{
+    const int slot = s->spec_slot;
+    cl_event done = s->spec_done;
+    s->spec_active = 0;
+    s->spec_here = spec_wanted(s, 1, s->sel, 1, picks);
+    const b158_status q = s->spec_here ? spec_queue(s) : B158_OK;
+    const b158_status w = b158_rt_wait(s->rt, done);
+    if (q != B158_OK || w != B158_OK) {
+        spec_drop(s);
+        return q != B158_OK ? q : w;
+    }
+    if (s->spec_err[slot]) {
+        spec_drop(s); /* the step after it took its pick */
+        B158_TRY(fused_gave_up(s));
+        return dev_forward(s, token, 1, s->sel, 1, dst, picks);
+    }
+    picks[0] = s->spec_pick[slot];
+    if (s->spec_active)
+        s->spec_input = picks[0];
+    return B158_OK;
 }
 
 /* One step of n tokens whose {position, cache row} pairs are in s->tok; logits of the rows
@@ -936,6 +1079,7 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
     const int fused = n == 1 && (s->fused_groups || s->chain);
     s->fused_err = 0;
     s->step_splits = n == 1 ? step_splits(s, s->tok[0] + 1) : 1;
+    s->spec_here = spec_wanted(s, n, sel, n_sel, picks);
     b158_status st = b158_buf_write_async(rt, &d->ids, 0, (size_t)n * 4, tokens);
     if (st == B158_OK)
         st = b158_buf_write_async(rt, &d->tok, 0, (size_t)n * 8, s->tok);
@@ -949,25 +1093,8 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
     else if (n_sel == 0)
         st = b158_rt_finish(rt);
     if (st == B158_OK && fused && s->fused_err) {
-        /* a grid barrier or a chain's wait timed out: the device did not run every group at
-         * once, or not in order. The step is done again unfused (it rewrites the same cache
-         * rows), and so are the ones after. */
-        if (s->fused_groups)
-            b158_log(B158_LOG_WARN,
-                     "fused decode layer: %d work-groups did not all run at once on %s; decoding "
-                     "unfused (B158_DECODE_GROUPS sets fewer)",
-                     s->fused_groups, rt->info.name);
-        else
-            b158_log(B158_LOG_WARN,
-                     "GEMV chain: a work-group waited too long on %s; decoding without it",
-                     rt->info.name);
-        s->fused_groups = 0;
-        s->chain = 0;
-        /* a chain whose waits gave up ran its stages out of order, their tails' shared counter
-         * with them: it is zero again for the launches that redo the step */
-        B158_TRY(b158_buf_fill(rt, &s->dev.counter, 0));
-        b158_plan_free(&s->plan);
-        s->plan_state = PLAN_NONE;
+        spec_drop(s); /* a step queued after it took its pick */
+        B158_TRY(fused_gave_up(s));
         return dev_forward(s, tokens, n, sel, n_sel, dst, picks);
     }
     if (st == B158_OK && fused && s->stamps) {
@@ -1089,6 +1216,13 @@ static b158_status decode(b158_session *s, const b158_batch *b, int all)
         return B158_FAIL(B158_ERR_INVALID_ARG, "b158_session_decode: bad arguments");
     if (b->n_tokens == 0)
         return B158_OK;
+    /* the step the last call queued ahead (spec_queue): this call's if it asks for that token
+     * at that position, greedily, else dropped */
+    const int take = s->spec_active && b->n_tokens == 1 && b->greedy && !all &&
+                     (!b->seq_id || b->seq_id[0] == 0) && (!b->logits || b->logits[0]) &&
+                     b->token[0] == s->spec_input && s->seq_pos[0] == s->spec_pos;
+    if (!take)
+        spec_drop(s);
     B158_TRY(check_batch(s, b));
     const int n = b->n_tokens, n_vocab = s->m->info.n_vocab;
     B158_TRY(reserve_outputs(s, 0, n));
@@ -1119,8 +1253,9 @@ static b158_status decode(b158_session *s, const b158_batch *b, int all)
         }
         float *dst = s->logits + (size_t)first * n_vocab;
         int32_t *picks = s->greedy ? s->picks + first : NULL;
-        B158_TRY(s->rt ? dev_forward(s, b->token + i, chunk, s->sel, n_sel, dst, picks)
-                       : cpu_forward(s, b->token + i, chunk, s->sel, n_sel, dst, picks));
+        B158_TRY(!s->rt ? cpu_forward(s, b->token + i, chunk, s->sel, n_sel, dst, picks)
+                 : take ? spec_take(s, b->token + i, dst, picks)
+                        : dev_forward(s, b->token + i, chunk, s->sel, n_sel, dst, picks));
     }
     s->last_n = n;
     return B158_OK;

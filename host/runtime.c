@@ -765,6 +765,15 @@ b158_status b158_buf_read_async(b158_runtime *rt, const b158_buf *buf, size_t of
     return buf_read(rt, buf, offset, bytes, dst, CL_FALSE);
 }
 
+b158_status b158_buf_read_event(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
+                                void *dst, cl_event *done)
+{
+    B158_TRY(check_range(buf, offset, bytes, "read"));
+    B158_CL_CHECK(
+        clEnqueueReadBuffer(rt->queue, buf->mem, CL_FALSE, offset, bytes, dst, 0, NULL, done));
+    return B158_OK;
+}
+
 b158_status b158_buf_fill(b158_runtime *rt, const b158_buf *buf, uint8_t byte)
 {
     B158_CL_CHECK(clEnqueueFillBuffer(rt->queue, buf->mem, &byte, 1, 0, buf->bytes, 0, NULL, NULL));
@@ -791,6 +800,24 @@ b158_status b158_rt_finish(b158_runtime *rt)
 {
     B158_TRY(check_not_held(rt, "waiting for the queue"));
     B158_CL_CHECK(clFinish(rt->queue));
+    return B158_OK;
+}
+
+b158_status b158_rt_flush(b158_runtime *rt)
+{
+    B158_CL_CHECK(clFlush(rt->queue));
+    return B158_OK;
+}
+
+b158_status b158_rt_wait(b158_runtime *rt, cl_event ev)
+{
+    if (rt->gate) {
+        clReleaseEvent(ev);
+        return check_not_held(rt, "waiting for a read");
+    }
+    const cl_int err = clWaitForEvents(1, &ev);
+    clReleaseEvent(ev);
+    B158_CL_CHECK(err);
     return B158_OK;
 }
 

@@ -149,6 +149,10 @@ b158_status b158_buf_read(b158_runtime *rt, const b158_buf *buf, size_t offset, 
 b158_status b158_buf_read_async(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
                                 void *dst);
 b158_status b158_buf_fill(b158_runtime *rt, const b158_buf *buf, uint8_t byte);
+/* A read without waiting whose own end *done marks (b158_rt_wait waits for it alone, not for
+ * what is queued after it); dst holds the bytes then. */
+b158_status b158_buf_read_event(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
+                                void *dst, cl_event *done);
 
 /* Host memory that reads from the device land in at full speed: a CL_MEM_ALLOC_HOST_PTR buffer
  * mapped once, for the life of the allocation (page-locked on NVIDIA's OpenCL, which otherwise
@@ -200,6 +204,10 @@ b158_status b158_rt_launch(b158_runtime *rt, enum b158_kernel_id id, size_t narg
                    (b158_arg[]){__VA_ARGS__}, (dims), (global), (local))
 
 b158_status b158_rt_finish(b158_runtime *rt);
+/* Sends what is queued to the device without waiting */
+b158_status b158_rt_flush(b158_runtime *rt);
+/* Waits for event ev (b158_buf_read_event's) and releases it */
+b158_status b158_rt_wait(b158_runtime *rt, cl_event ev);
 
 /* Queued timing (benchmarks, profiling runtimes): between begin and end the queue waits on a
  * gate, so the launches enqueued meanwhile (up to cap, whose events events[] keeps instead of

@@ -473,6 +473,88 @@ static void test_gemv_chain(void)
     rt->tune.gemv_lanes = 0;
 }
 
+/* Greedy decoding ahead (a greedy step queues the one-token step after it, fed its own pick on
+ * the device): a session doing it gives the picks of one that does not (B158_SPECULATE=0), step
+ * after step to the end of its context, through calls that take the queued step, calls with
+ * another token (the queued step dropped, its cache row written again), a call that wants the
+ * logits, a reset, and on the GPU variant a chained session with 2 to 5 groups (on Intel's
+ * runtime its waits give up, so the queued step is done again without the chain). */
+static b158_session *ahead_session(b158_model *m, b158_runtime *rt, int n_ctx, int ahead)
+{
+    setenv("B158_SPECULATE", ahead ? "1" : "0", 1);
+    b158_session *s = session(m, rt, n_ctx, 0, 0);
+    unsetenv("B158_SPECULATE");
+    return s;
+}
+
+static int greedy_step(b158_session *s, const b158_token *tok, int n)
+{
+    const b158_batch b = {n, tok, NULL, NULL, 1};
+    CU_ASSERT_EQUAL_FATAL(b158_session_decode(s, &b), B158_OK);
+    return b158_session_argmax(s, -1);
+}
+
+static void test_greedy_ahead(void)
+{
+    b158_runtime *rt;
+    for (int v = 1; v < 3 && path_rt(v, &rt); v++) {
+        const flavour fl = flavours(b158_test_randint(0, 2));
+        const int nv = fl.shape.n_vocab, n_prompt = b158_test_randint(3, 12);
+        const int n_ctx = n_prompt + b158_test_randint(8, 14);
+        b158_model *m = model_on(&fl.shape, b158_test_rand(), rt);
+        b158_token prompt[12];
+        random_tokens(prompt, n_prompt, nv);
+        char g[16];
+        snprintf(g, sizeof g, "%d", b158_test_randint(2, 5));
+        setenv("B158_CHAIN_GROUPS", g, 1);
+        setenv("B158_GEMV_CHAIN", v == 2 ? "1" : "0", 1);
+        b158_session *s[3] = {ahead_session(m, rt, n_ctx, 0), ahead_session(m, rt, n_ctx, 1),
+                              ahead_session(m, rt, n_ctx, 1)};
+        unsetenv("B158_GEMV_CHAIN");
+        unsetenv("B158_CHAIN_GROUPS");
+        float *want = malloc((size_t)nv * sizeof *want);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(want);
+        int same = 0, checks = 0, queued = 0;
+        for (int round = 0; round < 2; round++) { /* the second after a reset */
+            b158_token next[3];
+            for (int i = 0; i < 3; i++) {
+                b158_session_reset(s[i]);
+                next[i] = greedy_step(s[i], prompt, n_prompt);
+                same += next[i] == next[0], checks++;
+            }
+            CU_ASSERT_FALSE(b158_session_ahead(s[0]));
+            for (int pos = n_prompt; pos < n_ctx; pos++) {
+                const int other = pos == n_prompt + 2 || pos == n_prompt + 5; /* not the pick */
+                const int eval = pos == n_prompt + 3;                         /* logits wanted */
+                const b158_token t = other ? (next[0] + 1) % nv : next[0];
+                for (int i = 0; i < 3; i++) {
+                    queued += b158_session_ahead(s[i]);
+                    if (eval) {
+                        CU_ASSERT_EQUAL_FATAL(b158_session_eval(s[i], &t, 1), B158_OK);
+                        same += same_logits(i, b158_session_logits(s[i], -1), want, nv);
+                        next[i] = b158_session_argmax(s[i], -1);
+                    } else {
+                        next[i] = greedy_step(s[i], &t, 1);
+                    }
+                    same += next[i] == next[0], checks += 1 + (eval && i > 0);
+                    /* nothing is queued past the context's end */
+                    if (b158_session_pos(s[i]) == n_ctx)
+                        CU_ASSERT_FALSE(b158_session_ahead(s[i]));
+                }
+            }
+        }
+        fprintf(stderr,
+                "\n%s, %s: greedy picks ahead equal to those without %d/%d (%d steps found queued)",
+                v == 1 ? "cpu" : "gpu", fl.name, same, checks, queued);
+        CU_ASSERT_EQUAL(same, checks);
+        CU_ASSERT(queued > 0);
+        for (int i = 0; i < 3; i++)
+            b158_session_free(s[i]);
+        b158_model_free(m);
+        free(want);
+    }
+}
+
 /* b158_stage_add on stamps of known differences: two blocks of three groups, each part's mean,
  * fastest and slowest group, the span, the gap between the blocks, and a stamp that reads
  * earlier than the one before it (counted 0). */
@@ -1005,7 +1087,9 @@ static void add_suites(void)
                     (b158_test_case[]){{"all_positions", test_device_vs_reference}, {NULL, NULL}});
     b158_test_suite("decode_vs_prefill",
                     (b158_test_case[]){{"kv_cache", test_decode_vs_prefill}, {NULL, NULL}});
-    b158_test_suite("greedy", (b158_test_case[]){{"device_argmax", test_greedy}, {NULL, NULL}});
+    b158_test_suite("greedy", (b158_test_case[]){{"device_argmax", test_greedy},
+                                                 {"ahead", test_greedy_ahead},
+                                                 {NULL, NULL}});
     b158_test_suite("fused_decode", (b158_test_case[]){{"same_as_unfused", test_fused_decode},
                                                        {"gemv_chain", test_gemv_chain},
                                                        {"stage_sums", test_stage_sums},

@@ -118,6 +118,9 @@ if [ "$part" != tables ]; then
     a=(-p 512 -n 128 -r 2)
     decode default -- "${a[@]}"
     decode chain B158_GEMV_CHAIN=1 -- "${a[@]}"
+    decode greedy -- "${a[@]}" --greedy
+    decode greedy-not-ahead B158_SPECULATE=0 -- "${a[@]}" --greedy
+    decode chain-greedy B158_GEMV_CHAIN=1 -- "${a[@]}" --greedy
     decode chain-depth1024 B158_GEMV_CHAIN=1 -- -p 512 -n 128 -r 2 -d 1024
     decode splitkeys1 B158_ATT_SPLIT_KEYS=1 -- "${a[@]}"
     decode lanes8 B158_GEMV_LANES=8 -- "${a[@]}"
@@ -137,6 +140,8 @@ if [ "$part" != check ]; then
     a=(-p 512 -n 128 -r 3)
     decode default -- "${a[@]}"
     decode chain B158_GEMV_CHAIN=1 -- "${a[@]}"
+    decode greedy -- "${a[@]}" --greedy
+    decode greedy-not-ahead B158_SPECULATE=0 -- "${a[@]}" --greedy
     decode fused B158_FUSED_DECODE=1 -- "${a[@]}"
     decode depth1024 -- -p 512 -n 128 -r 2 -d 1024
     decode depth3584 -- -p 512 -n 128 -r 2 -d 3584

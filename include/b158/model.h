@@ -163,6 +163,15 @@ typedef struct b158_batch {
                                   b158_session_logits gives NULL for them */
 } b158_batch;
 
+/* Greedy decoding ahead: on a device session of one sequence (not profiling), a greedy call
+ * whose last token asks for its pick queues the one-token step after it, that pick as its
+ * token, before it waits for the pick; a next call asking for exactly that (a greedy call of
+ * that one token at that position) finds its step running and queues the one after, so the
+ * device never waits for the host between tokens. Any other call, b158_session_reset,
+ * b158_session_seq_clear or b158_session_free first waits for the queued step and forgets it
+ * (its cache row lies past the sequence's end). The results are those without it, bit for
+ * bit; B158_SPECULATE=0 in the environment turns it off at session creation. */
+
 /* Runs every token of batch through the model in forward steps of at most n_batch tokens,
  * reading the weights once per step for all sequences in it. Returns, before computing
  * anything: B158_ERR_CONTEXT_FULL if a sequence would pass n_ctx tokens (the message names
