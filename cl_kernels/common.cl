@@ -165,7 +165,7 @@ inline char16 b158_q8x16(float16 v)
 /* The step of the rows that load two arrays (a row and its norm weights; B158_ROW_STEP is that
  * of the GLU's three): as many floats in flight, so the GEMV kernels whose tails hold them need
  * no more registers (sm_90: 63, 4 groups a unit; 12 elements a step for all three took 73), and a
- * 2560-wide row at 256 work-items (10 elements each) is one step a pass, not two */
+ * 2560-wide row at 256 work-items (10 elements each) is one step a pass (13 at the GPUs' 9) */
 #define B158_ROW_STEP2 (B158_ROW_STEP + B158_ROW_STEP / 2)
 
 /* dst[k] = src[i0 + k * B158_WG] where cond and that is below n, else 0, for k < B158_ROW_STEP

@@ -349,7 +349,7 @@ static void choose_tuning(b158_runtime *rt)
     if (rt->variant == B158_VARIANT_GPU) {
         t = (b158_tuning){.gpu = 1,
                           .wg = 64,
-                          .row_step = 8,
+                          .row_step = 9,
                           .gemv_rows = 4,
                           .gemv_ahead = 5,
                           .gemm_tn = 64,
@@ -380,10 +380,11 @@ static void choose_tuning(b158_runtime *rt)
         /* the fused layer's GEMVs start their loads before the grid barrier and norm in front
          * of them (registers held across them; B158_GEMV_EARLY=0 for the A/B) */
         t.gemv_early = b158_env_int("B158_GEMV_EARLY", 0, 1, 0, 1);
-        /* the row norms' loads in flight a work-item (2B-4T's 6912-wide rows: 4 steps of 8 at
-         * 256 work-items); B158_ROW_STEP for the A/B (the fused layer holds its GEMV loads'
-         * registers across them) */
-        t.row_step = b158_env_int("B158_ROW_STEP", 1, 32, 0, 8);
+        /* the row kernels' loads in flight a work-item: 9 of each of the GLU's three arrays
+         * (2B-4T's 6912-wide GLU tail: 3 steps at 256 work-items, not 4 at 8), 13 of a norm's
+         * two (a 3200-wide row in one step), and sm_90's GEMV kernels, whose tails hold them,
+         * keep 63-64 registers (10: 71-72, a group a unit fewer); B158_ROW_STEP for the A/B */
+        t.row_step = b158_env_int("B158_ROW_STEP", 1, 32, 0, t.row_step);
         t.gemm_tn = b158_env_int("B158_GEMM_TN", 16, 64, 1, t.gemm_tn); /* (TN + TM) 272 B local */
         t.gemm_tm = b158_env_int("B158_GEMM_TM", 16, 64, 1, t.gemm_tm);
         t.ptx_dp4a = probe_ptx_dp4a(rt);

@@ -80,7 +80,7 @@ static const char *vname(b158_runtime *rt)
                : rt->tune.x86_avx512bw ? "cpu avx512bw"
                                        : "cpu";
     snprintf(name, sizeof name, "gpu%s, %d work-items a GEMV row (0: by its width)",
-             rt->tune.row_step != 8 ? ", row step 3" : "", rt->tune.gemv_lanes);
+             rt->tune.row_step == 3 ? ", row step 3" : "", rt->tune.gemv_lanes);
     return name;
 }
 

@@ -59,7 +59,7 @@ fi
 # of the NVIDIA paths, no sub-groups, OpenCL C 2.0 (no integer dot product built-ins).
 # stage_clock: NVIDIA's profiling runs only, so checked in a second config, with membar.gl (the
 # fence where fence.acq_rel does not build, and B158_DEVICE_FENCE=2's) and a poll sleep (an A/B).
-common="B158_GPU=1 B158_WG=256 B158_GEMV_ROWS=32 B158_GEMV_AHEAD=5 B158_GEMV_EARLY=1 B158_ROW_STEP=8
+common="B158_GPU=1 B158_WG=256 B158_GEMV_ROWS=32 B158_GEMV_AHEAD=5 B158_GEMV_EARLY=1 B158_ROW_STEP=9
 B158_GEMM_TN=64 B158_GEMM_TM=64
 B158_GEMM_CPU_M=4 B158_AVX512_ROWS=1 B158_HEAD_DIM_MAX=256 B158_X86_AVX512BW=0
 B158_X86_AVX512VNNI=0 B158_INT_DOT=0"

@@ -124,6 +124,7 @@ if [ "$part" != tables ]; then
     decode chain-depth1024 B158_GEMV_CHAIN=1 -- -p 512 -n 128 -r 2 -d 1024
     decode splitkeys1 B158_ATT_SPLIT_KEYS=1 -- "${a[@]}"
     decode lanes8 B158_GEMV_LANES=8 -- "${a[@]}"
+    decode rowstep8 B158_ROW_STEP=8 -- "${a[@]}"
     decode lanes16 B158_GEMV_LANES=16 -- "${a[@]}"
     decode chain-lanes8 B158_GEMV_CHAIN=1 B158_GEMV_LANES=8 -- "${a[@]}"
     decode chain-sleep64 B158_GEMV_CHAIN=1 B158_POLL_SLEEP=64 -- "${a[@]}"
