@@ -686,6 +686,17 @@ static b158_status dev_linear_glu(b158_session *s, const struct b158_layer_dev *
  * argmax, computed on the device: 4 bytes a row read back instead of n_vocab floats. */
 static b158_status spec_queue(b158_session *s);
 
+/* With s->spec_here the step ahead into the queue (spec_queue), then the wait for done (a
+ * pick's read); on an error of either nothing stays queued ahead */
+static b158_status ahead_then_wait(b158_session *s, cl_event done)
+{
+    const b158_status q = s->spec_here ? spec_queue(s) : B158_OK, w = b158_rt_wait(s->rt, done);
+    if (q == B158_OK && w == B158_OK)
+        return B158_OK;
+    spec_drop(s);
+    return q != B158_OK ? q : w;
+}
+
 static b158_status read_logits(b158_session *s, int rows, float *dst, int32_t *picks)
 {
     struct dev_state *d = &s->dev;
@@ -700,11 +711,7 @@ static b158_status read_logits(b158_session *s, int rows, float *dst, int32_t *p
     /* the step after this one into the queue before this one's pick is waited for */
     cl_event done;
     B158_TRY(b158_buf_read_event(s->rt, &d->amax_out, 0, 4, picks, &done));
-    const b158_status q = spec_queue(s), w = b158_rt_wait(s->rt, done);
-    if (q != B158_OK || w != B158_OK) {
-        spec_drop(s);
-        return q != B158_OK ? q : w;
-    }
+    B158_TRY(ahead_then_wait(s, done));
     s->spec_input = picks[0];
     return B158_OK;
 }
@@ -1049,12 +1056,7 @@ static b158_status spec_take(b158_session *s, const b158_token *token, float *ds
     cl_event done = s->spec_done;
     s->spec_active = 0;
     s->spec_here = spec_wanted(s, 1, s->sel, 1, picks);
-    const b158_status q = s->spec_here ? spec_queue(s) : B158_OK;
-    const b158_status w = b158_rt_wait(s->rt, done);
-    if (q != B158_OK || w != B158_OK) {
-        spec_drop(s);
-        return q != B158_OK ? q : w;
-    }
+    B158_TRY(ahead_then_wait(s, done));
     if (s->spec_err[slot]) {
         spec_drop(s); /* the step after it took its pick */
         B158_TRY(fused_gave_up(s));

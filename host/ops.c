@@ -197,25 +197,30 @@ b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b15
     }
     const b158_buf *nw = tail && norm->norm_w ? norm->norm_w : &none, *qo = tail ? norm->q : &none,
                    *so = tail ? norm->s : &none, *cnt = tail ? norm->counter : &none;
+    /* the arguments every GEMV kernel takes after its matrix, input and output; the GPU one
+     * has the work-items a row (log2) between */
+#define GEMV_HEAD                                                                                  \
+    B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales), B158_ARG_MEM(q), B158_ARG_MEM(s),           \
+        B158_ARG_MEM(y), B158_ARG(w->n), B158_ARG(w->k_pad)
+#define GEMV_TAIL                                                                                  \
+    B158_ARG(accumulate), B158_ARG(tail), B158_ARG_MEM(cnt), B158_ARG_MEM(nw), B158_ARG_MEM(qo),   \
+        B158_ARG_MEM(so), B158_ARG(k_pad_out), B158_ARG(eps), B158_ARG(act)
+    b158_status st;
     if (rt->tune.gpu) {
         const int shift = b158_op_gemv_shift(rt, w->k_pad), rows = rt->tune.wg >> shift;
         const size_t local = (size_t)rt->tune.wg, global = (size_t)(w->n + rows - 1) / rows * local;
-        return B158_LAUNCH(rt, B158_K_TERNARY_GEMV_GPU, 1, ((size_t[]){global}),
-                           ((size_t[]){local}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
-                           B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
-                           B158_ARG(w->k_pad), B158_ARG(shift), B158_ARG(accumulate),
-                           B158_ARG(tail), B158_ARG_MEM(cnt), B158_ARG_MEM(nw), B158_ARG_MEM(qo),
-                           B158_ARG_MEM(so), B158_ARG(k_pad_out), B158_ARG(eps), B158_ARG(act));
+        st = B158_LAUNCH(rt, B158_K_TERNARY_GEMV_GPU, 1, ((size_t[]){global}), ((size_t[]){local}),
+                         GEMV_HEAD, B158_ARG(shift), GEMV_TAIL);
+    } else {
+        /* the AVX-512 GEMV: rows / 2 from each half of the matrix per work-item */
+        const size_t rows = cpu_rows(rt), per = rows > 1 ? rows / 2 : 1;
+        const size_t global = rows > 1 ? ((size_t)w->n + 2 * per - 1) / (2 * per) : (size_t)w->n;
+        st = B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1, ((size_t[]){global}),
+                         ((size_t[]){CPU_ROWS_WG}), GEMV_HEAD, GEMV_TAIL);
     }
-    /* the AVX-512 GEMV: rows / 2 from each half of the matrix per work-item */
-    const size_t rows = cpu_rows(rt), per = rows > 1 ? rows / 2 : 1;
-    const size_t global = rows > 1 ? ((size_t)w->n + 2 * per - 1) / (2 * per) : (size_t)w->n;
-    return B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1, ((size_t[]){global}),
-                       ((size_t[]){CPU_ROWS_WG}), B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales),
-                       B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y), B158_ARG(w->n),
-                       B158_ARG(w->k_pad), B158_ARG(accumulate), B158_ARG(tail), B158_ARG_MEM(cnt),
-                       B158_ARG_MEM(nw), B158_ARG_MEM(qo), B158_ARG_MEM(so), B158_ARG(k_pad_out),
-                       B158_ARG(eps), B158_ARG(act));
+#undef GEMV_HEAD
+#undef GEMV_TAIL
+    return st;
 }
 
 b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, int stages,
