@@ -14,6 +14,7 @@
 #include "ops.h"
 
 #define MAX_SHAPES 16
+#define MAX_BLOCKS 8
 
 typedef struct {
     int n, k;
@@ -25,8 +26,11 @@ typedef struct {
     int n_shapes;
     int tokens; /* M of the GEMM rows */
     int reps;
-    const char *format; /* "md" or "json" */
-    int variant;        /* 0 = both kernel variants, else B158_VARIANT_CPU or _GPU */
+    const char *format;             /* "md" or "json" */
+    int variant;                    /* 0 = both kernel variants, else B158_VARIANT_CPU or _GPU */
+    const char *blocks[MAX_BLOCKS]; /* models whose decode block's GEMVs are timed (--block) */
+    b158_model_info block_info[MAX_BLOCKS];
+    int n_blocks;
 } options;
 
 static void usage(FILE *f)
@@ -37,6 +41,9 @@ static void usage(FILE *f)
                "  --preset LIST        the distinct matrix shapes of these models: 700M, 1.3B,\n"
                "                       3B, 3.9B, 2B-4T, tiny, or EMBDxFFxLAYERSxHEADS[xKV_HEADS\n"
                "                       [xVOCAB]]\n"
+               "  --block LIST         also a decode block of these models (names as --preset):\n"
+               "                       its four one-token GEMVs with their tails, as four\n"
+               "                       launches and (GPU variant) as one GEMV chain launch\n"
                "  --tokens M           tokens of the GEMM rows (default 128)\n"
                "  -r, --reps R         timed repetitions, median reported (default 20)\n"
                "  --device SEL         device index or name substring\n"
@@ -73,6 +80,7 @@ static uint64_t last_ns(b158_runtime *rt, const char *name, uint64_t *prev)
 
 typedef struct {
     const char *variant, *kernel;
+    const char *k_text; /* K where it is several widths (a block's rows), else NULL */
     int n, k, m;
     double us, gbs, gflops;
     double queued_us, queued_gbs; /* a launch among reps queued back to back (time_op) */
@@ -97,11 +105,11 @@ static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double
      * per launch when launches follow each other as in a decode step, without the host's
      * enqueue cost or the wait after each (the first one's start to the last one's end) */
     double qus = 0;
-    if (queued) { /* (CLBlast's routines wait for the queue themselves) */
-        cl_event ev[256];
+    if (queued) {             /* (CLBlast's routines wait for the queue themselves) */
+        cl_event ev[4 * 256]; /* (a block is four launches) */
         int launched = 0;
         uint64_t span = 0, busy = 0;
-        B158_TRY(b158_rt_queued_begin(rt, ev, 256));
+        B158_TRY(b158_rt_queued_begin(rt, ev, 4 * 256));
         b158_status st = B158_OK;
         for (int r = 0; r < reps && st == B158_OK; r++)
             st = op(rt, ctx);
@@ -112,6 +120,7 @@ static b158_status time_op(b158_runtime *rt, const char *kname, int reps, double
     }
     *out = (result){b158_runtime_variant(rt) == B158_VARIANT_GPU ? "gpu" : "cpu",
                     kname,
+                    NULL,
                     n,
                     k,
                     m,
@@ -315,9 +324,166 @@ done:
     return st;
 }
 
+/* A decode block's one-token GEMVs after its attention, as the ternary engine runs them: the
+ * output projection added into x with the feed-forward's norm and quantization after it, gate|up
+ * with the GLU, sub-norm and quantization after it, the down projection added into x with the
+ * next block's attention norm after it, the next block's q|k|v; each tail writes the next GEMV's
+ * int8 input over q / s. Timed as four launches of the GEMV kernel and, where the session would
+ * chain them (GPU variant, not PoCL), as one ternary_gemv_chain launch: what the GEMVs cost with
+ * and without a launch between them. Random weights, unit scales and norm weights. */
+struct block_ctx {
+    b158_tmat w[MAX_COPIES][4]; /* output, gate|up, down, q|k|v of each copy of the block */
+    b158_buf q, s, x, gu, qkv, norm_w, counter, sync;
+    b158_gemv_norm tail[3]; /* after output, gate|up, down */
+    int copies, next, groups;
+};
+
+static b158_status run_block(b158_runtime *rt, void *p)
+{
+    struct block_ctx *c = p;
+    const b158_tmat *w = c->w[c->next++ % c->copies];
+    B158_TRY(b158_op_ternary_gemv(rt, &w[0], &c->q, &c->s, &c->x, 1, &c->tail[0]));
+    B158_TRY(b158_op_ternary_gemv(rt, &w[1], &c->q, &c->s, &c->gu, 0, &c->tail[1]));
+    B158_TRY(b158_op_ternary_gemv(rt, &w[2], &c->q, &c->s, &c->x, 1, &c->tail[2]));
+    return b158_op_ternary_gemv(rt, &w[3], &c->q, &c->s, &c->qkv, 0, NULL);
+}
+
+/* the same as one chain launch; each launch takes the flags of its own "layer" (the sync buffer
+ * has room for every launch of the run, zeroed once) */
+static b158_status run_block_chain(b158_runtime *rt, void *p)
+{
+    struct block_ctx *c = p;
+    const int launch = c->next++;
+    const b158_tmat *w = c->w[launch % c->copies];
+    const b158_chain_stage st[4] = {{&w[0], &c->x, 1, &c->tail[0]},
+                                    {&w[1], &c->gu, 0, &c->tail[1]},
+                                    {&w[2], &c->x, 1, &c->tail[2]},
+                                    {&w[3], &c->qkv, 0, NULL}};
+    return b158_op_gemv_chain(rt, st, 4, &c->q, &c->s, &c->sync, launch, c->groups, NULL, 0);
+}
+
+static b158_status bench_block(b158_runtime *rt, const char *name, const b158_model_info *h,
+                               const options *o, result *res, int *nres)
+{
+    const int embd = h->n_embd, ff = h->n_ff;
+    const int qkv = embd + 2 * (embd / h->n_head * h->n_head_kv);
+    const int n[4] = {embd, 2 * ff, embd, qkv}, k[4] = {embd, embd, ff, embd};
+    const b158_device_info *dev = b158_runtime_device(rt);
+    const int chained = b158_runtime_variant(rt) == B158_VARIANT_GPU &&
+                        !strstr(dev->platform, "Portable Computing Language");
+    const int launches = 2 * o->reps + 2; /* chain launches: warm-up, timed, queued */
+    const int kp_embd = b158_ternary_k_pad(embd), kp_ff = b158_ternary_k_pad(ff);
+    const int kp_max = kp_embd > kp_ff ? kp_embd : kp_ff, wide = qkv > 2 * ff ? qkv : 2 * ff;
+    struct block_ctx *c = calloc(1, sizeof *c);
+    int8_t *w = malloc((size_t)wide * kp_max);
+    float *ones = malloc((size_t)wide * 4);
+    int8_t *q = malloc((size_t)kp_max);
+    b158_status st = B158_OK;
+    if (!c || !w || !ones || !q) {
+        st = B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for the %s block", name);
+        goto done;
+    }
+    double bytes = 0, flops = 0;
+    int rows = 0;
+    for (int i = 0; i < 4; i++) {
+        const int kp = b158_ternary_k_pad(k[i]);
+        bytes += (double)n[i] * kp / 4 + kp + (double)n[i] * 8;
+        flops += 2.0 * n[i] * k[i];
+        rows += n[i];
+    }
+    srand(2);
+    for (int i = 0; i < wide; i++)
+        ones[i] = 1.0f;
+    for (int i = 0; i < kp_max; i++)
+        q[i] = (int8_t)(i < embd ? rand() % 255 - 127 : 0);
+    for (size_t e = 0; e < (size_t)wide * kp_max; e++) /* each matrix takes the first n x k */
+        w[e] = (int8_t)(rand() % 3 - 1);
+#define T(x)                                                                                       \
+    if ((st = (x)) != B158_OK)                                                                     \
+        goto done;
+    c->copies = copies_for(rt, bytes);
+    for (int j = 0; j < c->copies; j++)
+        for (int i = 0; i < 4; i++)
+            T(b158_tmat_upload(rt, w, ones, n[i], k[i], &c->w[j][i]));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)kp_max, &c->q));
+    T(b158_buf_write(rt, &c->q, 0, (size_t)kp_max, q));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, 4, &c->s));
+    T(b158_buf_write(rt, &c->s, 0, 4, ones));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)embd * 4, &c->x));
+    T(b158_buf_write(rt, &c->x, 0, (size_t)embd * 4, ones));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)2 * ff * 4, &c->gu));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)qkv * 4, &c->qkv));
+    T(b158_buf_alloc(rt, B158_MEM_WEIGHTS, (size_t)wide * 4, &c->norm_w));
+    T(b158_buf_write(rt, &c->norm_w, 0, (size_t)wide * 4, ones));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, 4, &c->counter));
+    T(b158_buf_fill(rt, &c->counter, 0));
+    T(b158_buf_alloc(rt, B158_MEM_SCRATCH, (1 + 4 * (size_t)launches) * 4, &c->sync));
+    T(b158_buf_fill(rt, &c->sync, 0));
+    const b158_gemv_norm norm = {.norm_w = &c->norm_w,
+                                 .q = &c->q,
+                                 .s = &c->s,
+                                 .counter = &c->counter,
+                                 .k_pad = kp_embd,
+                                 .eps = 1e-5f,
+                                 .act = B158_ACT_RELU2};
+    c->tail[0] = c->tail[2] = norm;
+    c->tail[1] = norm;
+    c->tail[1].glu = 1, c->tail[1].k_pad = kp_ff;
+    /* the session's groups: one a job on GPUs, else one taking the jobs in order (no CPU runtime
+     * promises that groups start in order); B158_CHAIN_GROUPS sets the count there too */
+    c->groups = b158_env_int("B158_CHAIN_GROUPS", 0, 65536, 0, dev->is_gpu ? 0 : 1);
+    static char labels[2 * MAX_BLOCKS][96], widths[MAX_BLOCKS][32];
+    static int used;
+    const int u = used++ % MAX_BLOCKS;
+    snprintf(widths[u], sizeof widths[u], "%d, %d", embd, ff);
+    const char *gemv = b158_kernel_name(b158_op_ternary_gemv_kernel(rt));
+    snprintf(labels[2 * u], sizeof labels[2 * u], "%s block: 4 x %s + tails", name, gemv);
+    T(time_op(rt, gemv, o->reps, bytes, rows, embd, 1, run_block, c, 1, &res[*nres]));
+    res[*nres].kernel = labels[2 * u], res[*nres].k_text = widths[u];
+    res[*nres].gflops = flops / (res[*nres].us * 1e3);
+    ++*nres;
+    if (chained) {
+        const char *chain = b158_kernel_name(c->groups ? B158_K_GEMV_CHAIN_SEQ : B158_K_GEMV_CHAIN);
+        snprintf(labels[2 * u + 1], sizeof labels[2 * u + 1], "%s block: 1 x %s", name, chain);
+        c->next = 0;
+        T(time_op(rt, chain, o->reps, bytes, rows, embd, 1, run_block_chain, c, 1, &res[*nres]));
+        res[*nres].kernel = labels[2 * u + 1], res[*nres].k_text = widths[u];
+        res[*nres].gflops = flops / (res[*nres].us * 1e3);
+        ++*nres;
+        int32_t err = 0; /* a wait that gave up: the groups did not run as the chain needs */
+        T(b158_buf_read(rt, &c->sync, 0, 4, &err));
+        if (err)
+            st = B158_FAIL(B158_ERR_UNSUPPORTED,
+                           "%s block: a GEMV chain wait timed out on %s (its work-groups did not "
+                           "start in order); its time is not the chain's",
+                           name, dev->name);
+    }
+#undef T
+done:
+    if (c) {
+        for (int j = 0; j < MAX_COPIES; j++)
+            for (int i = 0; i < 4; i++)
+                b158_tmat_free(rt, &c->w[j][i]);
+        b158_buf_free(rt, &c->q);
+        b158_buf_free(rt, &c->s);
+        b158_buf_free(rt, &c->x);
+        b158_buf_free(rt, &c->gu);
+        b158_buf_free(rt, &c->qkv);
+        b158_buf_free(rt, &c->norm_w);
+        b158_buf_free(rt, &c->counter);
+        b158_buf_free(rt, &c->sync);
+    }
+    free(c), free(w), free(ones), free(q);
+    return st;
+}
+
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){NULL, {{6912, 2560}, {2560, 6912}}, 2, 128, 20, "md", 0};
+    *o = (options){.shapes = {{6912, 2560}, {2560, 6912}},
+                   .n_shapes = 2,
+                   .tokens = 128,
+                   .reps = 20,
+                   .format = "md"};
     const char *preset = NULL;
     int custom = 0;
     for (int i = 1; i < argc; i++) {
@@ -326,6 +492,21 @@ static int parse(int argc, char **argv, options *o)
             /* b158-cl-bench --kernels runs this program with its arguments */
         } else if (strcmp(a, "--preset") == 0 && v) {
             preset = v;
+            i++;
+        } else if (strcmp(a, "--block") == 0 && v) {
+            static char blocks[256];
+            snprintf(blocks, sizeof blocks, "%s", v);
+            o->n_blocks = 0;
+            for (char *save = NULL, *name = strtok_r(blocks, ",", &save); name;
+                 name = strtok_r(NULL, ",", &save)) {
+                if (o->n_blocks == MAX_BLOCKS) {
+                    fprintf(stderr, "error: at most %d --block models\n", MAX_BLOCKS);
+                    return 2;
+                }
+                if (b158_bench_shape_of(name, &o->block_info[o->n_blocks]))
+                    return 2;
+                o->blocks[o->n_blocks++] = name;
+            }
             i++;
         } else if (strcmp(a, "--shape") == 0 && v) {
             if (!custom)
@@ -399,7 +580,7 @@ int main(int argc, char **argv)
     int rc = parse(argc, argv, &o);
     if (rc)
         return rc == 1 ? 0 : rc;
-    result res[2 * (MAX_SHAPES * 5 + 1)];
+    result res[2 * (MAX_SHAPES * 5 + 1 + 2 * MAX_BLOCKS)];
     int nres = 0;
     char devname[256] = "", driver[160] = "";
     b158_bench_bandwidth bw = {0};
@@ -426,8 +607,12 @@ int main(int argc, char **argv)
             b158_runtime_free(rt);
             return 1;
         }
-        for (int s = 0; s < o.n_shapes; s++) {
-            if (bench_shape(rt, o.shapes[s], &o, res, &nres) != B158_OK) {
+        for (int s = 0; s < o.n_shapes + o.n_blocks; s++) {
+            const b158_status st = s < o.n_shapes
+                                       ? bench_shape(rt, o.shapes[s], &o, res, &nres)
+                                       : bench_block(rt, o.blocks[s - o.n_shapes],
+                                                     &o.block_info[s - o.n_shapes], &o, res, &nres);
+            if (st != B158_OK) {
                 fprintf(stderr, "error: %s\n", b158_last_error());
                 b158_runtime_free(rt);
                 return 1;
@@ -443,10 +628,12 @@ int main(int argc, char **argv)
                bw.copy_kernel_gbs, o.reps);
         for (int i = 0; i < nres; i++)
             printf("%s\n  {\"variant\": \"%s\", \"kernel\": \"%s\", \"n\": %d, \"k\": %d, "
-                   "\"m\": %d, \"median_us\": %.2f, \"gbs\": %.2f, \"gflops\": %.2f, "
+                   "%s%s%s\"m\": %d, \"median_us\": %.2f, \"gbs\": %.2f, \"gflops\": %.2f, "
                    "\"queued_us\": %.2f, \"queued_gbs\": %.2f}",
-                   i ? "," : "", res[i].variant, res[i].kernel, res[i].n, res[i].k, res[i].m,
-                   res[i].us, res[i].gbs, res[i].gflops, res[i].queued_us, res[i].queued_gbs);
+                   i ? "," : "", res[i].variant, res[i].kernel, res[i].n, res[i].k,
+                   res[i].k_text ? "\"widths\": \"" : "", res[i].k_text ? res[i].k_text : "",
+                   res[i].k_text ? "\", " : "", res[i].m, res[i].us, res[i].gbs, res[i].gflops,
+                   res[i].queued_us, res[i].queued_gbs);
         printf("\n]}\n");
         return 0;
     }
@@ -459,6 +646,11 @@ int main(int argc, char **argv)
            "decode step)\n\n",
            devname, driver, B158_VERSION_STRING, o.reps, bw.copy_gbs, bw.copy_api_gbs,
            bw.copy_kernel_gbs, cache_mib, MAX_COPIES, o.reps, o.reps);
+    if (o.n_blocks)
+        printf("block: a decode block's one-token GEMVs with their tails (output + norm, gate|up + "
+               "GLU, down + norm, q|k|v; N their rows, K the model's width and FFN width), as "
+               "four launches (median us: the sum of their four events) and as one chain "
+               "launch\n\n");
     printf("| variant | kernel | N (out) | K (in) | M (tokens) | median us | GB/s | %% of copy | "
            "GFLOP/s | queued us | queued GB/s | %% of copy |\n"
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -469,9 +661,11 @@ int main(int argc, char **argv)
                    res[i].kernel, res[i].us, res[i].queued_us);
             continue;
         }
-        printf("| %s | %s | %d | %d | %d | %.1f | %.1f | %.0f%% | %.1f |", res[i].variant,
-               res[i].kernel, res[i].n, res[i].k, res[i].m, res[i].us, res[i].gbs,
-               100.0 * res[i].gbs / copy, res[i].gflops);
+        char k[32];
+        snprintf(k, sizeof k, "%d", res[i].k);
+        printf("| %s | %s | %d | %s | %d | %.1f | %.1f | %.0f%% | %.1f |", res[i].variant,
+               res[i].kernel, res[i].n, res[i].k_text ? res[i].k_text : k, res[i].m, res[i].us,
+               res[i].gbs, 100.0 * res[i].gbs / copy, res[i].gflops);
         if (res[i].queued_us > 0)
             printf(" %.1f | %.1f | %.0f%% |\n", res[i].queued_us, res[i].queued_gbs,
                    100.0 * res[i].queued_gbs / copy);

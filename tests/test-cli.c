@@ -322,6 +322,24 @@ static void test_bench(void)
     run("b158-cl-bench --kernels --preset 192x320x2x6x2x300 --tokens 3 --reps 1", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT(has_line(r.out, "| cpu | ternary_gemv_", " | 64 | 192 | 1 |")); /* K, V */
+    /* a decode block's four GEMVs with their tails (rows 192 + 640 + 192 + 320): four launches,
+     * and on the GPU variant where the session would chain them (not PoCL) one chain launch */
+    run("b158-cl-kernel-bench --block 192x320x2x6x2x300 --shape 70x130 --tokens 1 --reps 2 "
+        "--variant gpu",
+        &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(has_line(r.out, "| gpu | 192x320x2x6x2x300 block: 4 x ternary_gemv_gpu + tails |",
+                       " | 1344 | 192, 320 | 1 |"));
+    const b158_runtime *gpu = b158_test_runtime(B158_VARIANT_GPU); /* (cached, not freed) */
+    if (gpu) {
+        const int chained = !strstr(b158_runtime_device(gpu)->platform, "Portable Computing");
+        CU_ASSERT_EQUAL(chained,
+                        has_line(r.out, "| gpu | 192x320x2x6x2x300 block: 1 x ternary_gemv_chain",
+                                 " | 1344 | 192, 320 | 1 |"));
+    }
+    run("b158-cl-kernel-bench --block tiny,no-such-size", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "unknown preset 'no-such-size'"));
     run("b158-cl-bench --preset 192x320x2x6x2x300 -p 4 -n 2 -r 1 -o csv", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "192x320x2x6x2x300,"));

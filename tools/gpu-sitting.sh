@@ -93,13 +93,14 @@ fi
 wait
 say "kernels, one token"
 stage 60 "$bin/b158-cl-bench" --kernels --variant gpu --reps 20 --tokens 1 --shape 3840x2560 \
-    --shape 2560x2560 --shape 13824x2560 --shape 2560x6912 --shape 128256x2560 | tee "$out/kernels.md"
+    --shape 2560x2560 --shape 13824x2560 --shape 2560x6912 --shape 128256x2560 --block 2B-4T |
+    tee "$out/kernels.md"
 if [ "$part" != tables ]; then
     for lanes in 8 16 32; do
         say "kernels, one token, B158_GEMV_LANES=$lanes"
         stage 60 env B158_GEMV_LANES=$lanes "$bin/b158-cl-bench" --kernels --variant gpu --reps 20 \
             --tokens 1 --shape 3840x2560 --shape 2560x2560 --shape 13824x2560 --shape 2560x6912 \
-            --shape 3200x8640 | grep -E '^\| gpu \| ternary'
+            --shape 3200x8640 --block 2B-4T | grep -E '^\| gpu \| (ternary|2B-4T)'
     done
 fi
 if [ "$part" != check ]; then
