@@ -77,7 +77,7 @@ for cfg in "${!pre[@]}"; do
     have=$(tr ' ' '\n' <<<"${pre[$cfg]}" | sed -n 's/=.*//p' | sort -u)
     missing=$(comm -23 <(echo "$want") <(echo "$have"))
     if [ -n "$missing" ]; then
-        echo "gpu-isa-check: prelude '$cfg' lacks $(echo $missing) (host/runtime.c has them)" >&2
+        echo "gpu-isa-check: prelude '$cfg' lacks $(tr '\n' ' ' <<<"$missing")(host/runtime.c has them)" >&2
         exit 1
     fi
 done
@@ -210,7 +210,7 @@ for p in "${programs[@]}"; do
 done
 # every kernel the engine can launch on a GPU has its row on each target (a report the parsing
 # above missed must not pass as "no spills")
-for k in $(sed -n 's/.*X([A-Z0-9_]*, "\([a-z0-9_]*\)", ".*/\1/p' host/kernels.h); do
+while read -r k; do
     [[ $k = *_cpu || $k = *_avx512 || $k = *_vnni ]] && continue
     for t in "sm_90 (nvidia)" gfx90a gfx1030; do
         [ -n "$ptxas" ] || [ "$t" != "sm_90 (nvidia)" ] || t="PTX (nvidia)"
@@ -219,6 +219,6 @@ for k in $(sed -n 's/.*X([A-Z0-9_]*, "\([a-z0-9_]*\)", ".*/\1/p' host/kernels.h)
             fail=1
         fi
     done
-done
+done < <(sed -n 's/.*X([A-Z0-9_]*, "\([a-z0-9_]*\)", ".*/\1/p' host/kernels.h)
 cat "$table"
 exit $fail
