@@ -92,8 +92,9 @@ struct b158_session {
      * one-token step after it, whose token is its own pick, copied on the device before the
      * host has read it; the next call runs that step if it asks for it (the same token at the
      * same position), else it is dropped. spec_slot's tok / pick / err are the queued step's
-     * host memory (two, so that the step queued while one is taken has its own). */
-    int spec_on, spec_here, spec_active, spec_pos, spec_slot;
+     * host memory (two, so that the step queued while one is taken has its own). Only a call's
+     * last chunk (spec_final) queues one. */
+    int spec_on, spec_here, spec_active, spec_pos, spec_slot, spec_final;
     b158_token spec_input; /* the queued step's token, once the host has read it */
     cl_event spec_done;    /* its pick's read */
     int32_t spec_tok[2][2], spec_pick[2], spec_err[2];
@@ -140,15 +141,21 @@ int b158_session_pos(const b158_session *s)
     return s ? s->seq_pos[0] : 0;
 }
 
+static b158_status fused_gave_up(b158_session *s);
+
 /* Forgets the step queued ahead, once the device has done it (its cache row lies past the
- * sequence's end, never read; a step at that position writes it again) */
-static void spec_drop(b158_session *s)
+ * sequence's end, never read; a step at that position writes it again). Where its chain or
+ * fused layer gave up, the tails' shared counter is left wrong and the session stops using
+ * them (fused_gave_up), as after a step of its own that gave up. */
+static b158_status spec_drop(b158_session *s)
 {
     if (!s->spec_active)
-        return;
+        return B158_OK;
     s->spec_active = 0;
-    (void)clFinish(s->rt->queue);
+    const b158_status st = b158_rt_finish(s->rt);
     clReleaseEvent(s->spec_done);
+    B158_TRY(st);
+    return s->spec_err[s->spec_slot] ? fused_gave_up(s) : B158_OK;
 }
 
 int b158_session_ahead(const b158_session *s)
@@ -164,7 +171,7 @@ b158_status b158_session_seq_clear(b158_session *s, b158_seq_id seq)
                          s ? s->n_seq : 0);
     /* attention reads a sequence's rows only up to its own position, and every row is written
      * before it is read: resetting the position is enough */
-    spec_drop(s);
+    B158_TRY(spec_drop(s));
     s->seq_pos[seq] = 0;
     return B158_OK;
 }
@@ -173,7 +180,7 @@ void b158_session_reset(b158_session *s)
 {
     if (!s)
         return;
-    spec_drop(s);
+    (void)spec_drop(s);
     for (int i = 0; i < s->n_seq; i++)
         s->seq_pos[i] = 0;
     s->last_n = 0;
@@ -209,7 +216,9 @@ void b158_session_free(b158_session *s)
 {
     if (!s)
         return;
-    spec_drop(s);
+    (void)spec_drop(s);
+    if (s->rt) /* nothing the device still does writes into the session's memory */
+        (void)clFinish(s->rt->queue);
     free(s->inv_freq);
     free(s->seq_pos);
     free(s->seq_count);
@@ -693,7 +702,9 @@ static b158_status ahead_then_wait(b158_session *s, cl_event done)
     const b158_status q = s->spec_here ? spec_queue(s) : B158_OK, w = b158_rt_wait(s->rt, done);
     if (q == B158_OK && w == B158_OK)
         return B158_OK;
-    spec_drop(s);
+    (void)spec_drop(s);
+    /* a step ahead whose queueing failed midway may still write into the session's slots */
+    (void)clFinish(s->rt->queue);
     return q != B158_OK ? q : w;
 }
 
@@ -983,12 +994,12 @@ static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, f
 }
 
 /* Whether a step of n tokens (positions in s->tok) whose rows sel[0..n_sel) ask for picks
- * queues the one-token step after it (spec_queue): greedy, one row, the sequence's last
- * token, room for one more */
+ * queues the one-token step after it (spec_queue): the call's last chunk, greedy, one row, the
+ * sequence's last token, room for one more */
 static int spec_wanted(const b158_session *s, int n, const int *sel, int n_sel,
                        const int32_t *picks)
 {
-    return s->spec_on && picks && n_sel == 1 && sel[0] == n - 1 &&
+    return s->spec_on && s->spec_final && picks && n_sel == 1 && sel[0] == n - 1 &&
            s->tok[2 * (n - 1)] + 1 == s->seq_pos[0] && s->seq_pos[0] < s->n_ctx;
 }
 
@@ -1030,7 +1041,7 @@ static b158_status fused_gave_up(b158_session *s)
                  "fused decode layer: %d work-groups did not all run at once on %s; decoding "
                  "unfused (B158_DECODE_GROUPS sets fewer)",
                  s->fused_groups, rt->info.name);
-    else
+    else if (s->chain) /* (not again for a step queued ahead with it) */
         b158_log(B158_LOG_WARN,
                  "GEMV chain: a work-group waited too long on %s; decoding without it",
                  rt->info.name);
@@ -1058,7 +1069,7 @@ static b158_status spec_take(b158_session *s, const b158_token *token, float *ds
     s->spec_here = spec_wanted(s, 1, s->sel, 1, picks);
     B158_TRY(ahead_then_wait(s, done));
     if (s->spec_err[slot]) {
-        spec_drop(s); /* the step after it took its pick */
+        B158_TRY(spec_drop(s)); /* the step after it took its pick */
         B158_TRY(fused_gave_up(s));
         return dev_forward(s, token, 1, s->sel, 1, dst, picks);
     }
@@ -1095,7 +1106,7 @@ static b158_status dev_forward(b158_session *s, const b158_token *tokens, int n,
     else if (n_sel == 0)
         st = b158_rt_finish(rt);
     if (st == B158_OK && fused && s->fused_err) {
-        spec_drop(s); /* a step queued after it took its pick */
+        B158_TRY(spec_drop(s)); /* a step queued after it took its pick */
         B158_TRY(fused_gave_up(s));
         return dev_forward(s, tokens, n, sel, n_sel, dst, picks);
     }
@@ -1224,7 +1235,7 @@ static b158_status decode(b158_session *s, const b158_batch *b, int all)
                      (!b->seq_id || b->seq_id[0] == 0) && (!b->logits || b->logits[0]) &&
                      b->token[0] == s->spec_input && s->seq_pos[0] == s->spec_pos;
     if (!take)
-        spec_drop(s);
+        B158_TRY(spec_drop(s));
     B158_TRY(check_batch(s, b));
     const int n = b->n_tokens, n_vocab = s->m->info.n_vocab;
     B158_TRY(reserve_outputs(s, 0, n));
@@ -1255,6 +1266,7 @@ static b158_status decode(b158_session *s, const b158_batch *b, int all)
         }
         float *dst = s->logits + (size_t)first * n_vocab;
         int32_t *picks = s->greedy ? s->picks + first : NULL;
+        s->spec_final = i + chunk == n;
         B158_TRY(!s->rt ? cpu_forward(s, b->token + i, chunk, s->sel, n_sel, dst, picks)
                  : take ? spec_take(s, b->token + i, dst, picks)
                         : dev_forward(s, b->token + i, chunk, s->sel, n_sel, dst, picks));

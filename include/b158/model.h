@@ -199,7 +199,8 @@ int b158_session_n_seq(const b158_session *s);
 /* Tokens held by sequence seq (its next position); -1 for an id outside [0, n_seq). */
 int b158_session_seq_pos(const b158_session *s, b158_seq_id seq);
 /* Empties sequence seq so the slot can serve a new one (nothing of the old one remains
- * visible to it). B158_ERR_INVALID_ARG for an id outside [0, n_seq). */
+ * visible to it). B158_ERR_INVALID_ARG for an id outside [0, n_seq); B158_ERR_OPENCL where the
+ * step queued ahead (above) failed on the device. */
 b158_status b158_session_seq_clear(b158_session *s, b158_seq_id seq);
 int b158_session_pos(const b158_session *s); /* b158_session_seq_pos of sequence 0 */
 void b158_session_reset(b158_session *s);    /* every sequence back to position 0 */
