@@ -163,6 +163,11 @@ int b158_session_ahead(const b158_session *s)
     return s && s->spec_active;
 }
 
+int b158_session_planned(const b158_session *s)
+{
+    return s && s->plan_state == PLAN_READY;
+}
+
 b158_status b158_session_seq_clear(b158_session *s, b158_seq_id seq)
 {
     if (!s || seq < 0 || seq >= s->n_seq)
@@ -961,8 +966,10 @@ static b158_status step_launches(b158_session *s)
     s->plan_splits = s->step_splits;
     const b158_status st = dev_step_one(s);
     b158_rt_plan_end(s->rt);
-    s->plan_state = st == B158_OK && !s->plan.failed ? PLAN_READY : PLAN_OFF;
-    if (s->plan_state == PLAN_OFF)
+    /* a plan that could not be had (out of memory, a command other than a launch) is off for
+     * the session; a step that failed is recorded again the next time */
+    s->plan_state = s->plan.failed ? PLAN_OFF : st == B158_OK ? PLAN_READY : PLAN_NONE;
+    if (s->plan_state != PLAN_READY)
         b158_plan_free(&s->plan);
     return st;
 }

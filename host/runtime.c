@@ -718,10 +718,19 @@ static b158_status check_not_held(const b158_runtime *rt, const char *what)
     return B158_OK;
 }
 
+/* A command other than a launch while a plan records: a replay enqueues launches only and
+ * would go without it, so the plan fails (it is not replayed; the command itself runs). */
+static void not_in_plan(b158_runtime *rt)
+{
+    if (rt->rec)
+        rt->rec->failed = 1;
+}
+
 static b158_status buf_write(b158_runtime *rt, const b158_buf *buf, size_t offset, size_t bytes,
                              const void *src, cl_bool blocking)
 {
     B158_TRY(check_range(buf, offset, bytes, "write"));
+    not_in_plan(rt);
     if (blocking)
         B158_TRY(check_not_held(rt, "a blocking write"));
     if (bytes)
@@ -746,6 +755,7 @@ static b158_status buf_read(b158_runtime *rt, const b158_buf *buf, size_t offset
                             void *dst, cl_bool blocking)
 {
     B158_TRY(check_range(buf, offset, bytes, "read"));
+    not_in_plan(rt);
     if (blocking)
         B158_TRY(check_not_held(rt, "a blocking read"));
     if (bytes)
@@ -770,6 +780,7 @@ b158_status b158_buf_read_event(b158_runtime *rt, const b158_buf *buf, size_t of
                                 void *dst, cl_event *done)
 {
     B158_TRY(check_range(buf, offset, bytes, "read"));
+    not_in_plan(rt);
     B158_CL_CHECK(
         clEnqueueReadBuffer(rt->queue, buf->mem, CL_FALSE, offset, bytes, dst, 0, NULL, done));
     return B158_OK;
@@ -777,6 +788,7 @@ b158_status b158_buf_read_event(b158_runtime *rt, const b158_buf *buf, size_t of
 
 b158_status b158_buf_fill(b158_runtime *rt, const b158_buf *buf, uint8_t byte)
 {
+    not_in_plan(rt);
     B158_CL_CHECK(clEnqueueFillBuffer(rt->queue, buf->mem, &byte, 1, 0, buf->bytes, 0, NULL, NULL));
     return B158_OK;
 }
@@ -786,6 +798,7 @@ b158_status b158_buf_copy(b158_runtime *rt, const b158_buf *src, size_t src_off,
 {
     B158_TRY(check_range(src, src_off, bytes, "copy source"));
     B158_TRY(check_range(dst, dst_off, bytes, "copy destination"));
+    not_in_plan(rt);
     if (bytes)
         B158_CL_CHECK(clEnqueueCopyBuffer(rt->queue, src->mem, dst->mem, src_off, dst_off, bytes, 0,
                                           NULL, NULL));

@@ -233,11 +233,13 @@ typedef struct b158_plan_step {
 typedef struct b158_plan {
     b158_plan_step *steps;
     int n, cap;
-    int failed; /* a launch could not be recorded (no memory): not to be run */
+    int failed; /* a launch could not be recorded (no memory), or a buffer command (write, read,
+                   fill, copy) came between begin and end, which a replay would skip: not to
+                   be run */
 } b158_plan;
 
 /* Between begin and end every launch is also recorded into plan (which starts empty). The
- * launches still run as usual. */
+ * launches, and any buffer command (which fails the plan), still run as usual. */
 void b158_rt_plan_begin(b158_runtime *rt, b158_plan *plan);
 void b158_rt_plan_end(b158_runtime *rt);
 /* Enqueues the plan's launches in order (counted and profiled like b158_rt_launch). */

@@ -173,6 +173,8 @@ static void test_decode_vs_prefill(void)
         for (int i = split; i < n; i++) {
             CU_ASSERT_EQUAL_FATAL(b158_session_eval(step, &tok[i], 1), B158_OK);
             CU_ASSERT_EQUAL(b158_session_pos(step), i + 1);
+            /* a device session's one-token steps record their launches, then replay them */
+            CU_ASSERT_EQUAL(b158_session_planned(step), v > 0);
             double e = b158_test_nerr(b158_session_logits(step, -1), b158_session_logits(whole, i),
                                       (size_t)nv);
             if (!(e <= worst))

@@ -423,6 +423,66 @@ static void test_queued(void)
     free(x), free(q_ref), free(q_dev);
 }
 
+/* A recorded launch plan replays its launches with the arguments they had when recorded, on
+ * kernel objects of its own (a launch of the same kernel with other buffers in between changes
+ * nothing); a buffer command between begin and end fails the plan, which is then not run. */
+static void test_plan(void)
+{
+    b158_runtime *rt = b158_test_runtime(B158_VARIANT_AUTO);
+    if (!rt)
+        return;
+    const int k = b158_test_randint(1, 700), kp = b158_ternary_k_pad(k);
+    float *x = malloc((size_t)2 * k * 4), s_ref[2], s_dev[2];
+    int8_t *q_ref = malloc((size_t)2 * k), *q_dev = malloc((size_t)2 * kp);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x && q_ref && q_dev);
+    for (int i = 0; i < 2 * k; i++)
+        x[i] = (float)b158_test_randint(-1000, 1000) / 29.0f;
+    b158_ref_quantize(x, k, 2, q_ref, s_ref);
+    b158_buf bx[2], bq[2], bs[2];
+    for (int i = 0; i < 2; i++) { /* row i of x in buffers of its own */
+        CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)k * 4, &bx[i]), B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, (size_t)kp, &bq[i]), B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_buf_alloc(rt, B158_MEM_SCRATCH, 4, &bs[i]), B158_OK);
+        CU_ASSERT_EQUAL(b158_buf_write(rt, &bx[i], 0, (size_t)k * 4, x + (size_t)i * k), B158_OK);
+    }
+    b158_plan plan;
+    b158_rt_plan_begin(rt, &plan);
+    CU_ASSERT_EQUAL(b158_op_quantize(rt, &bx[0], &bq[0], &bs[0], k, kp, 1), B158_OK);
+    b158_rt_plan_end(rt);
+    CU_ASSERT_FALSE(plan.failed);
+    CU_ASSERT_EQUAL(plan.n, 1);
+    CU_ASSERT_EQUAL(b158_op_quantize(rt, &bx[1], &bq[1], &bs[1], k, kp, 1), B158_OK);
+    CU_ASSERT_EQUAL(b158_buf_fill(rt, &bq[0], 0x5a), B158_OK); /* poison */
+    CU_ASSERT_EQUAL(b158_buf_fill(rt, &bs[0], 0x5a), B158_OK);
+    CU_ASSERT_EQUAL(b158_rt_plan_run(rt, &plan), B158_OK);
+    int same = 1;
+    for (int r = 0; r < 2; r++) {
+        CU_ASSERT_EQUAL_FATAL(b158_buf_read(rt, &bq[r], 0, (size_t)kp, q_dev + (size_t)r * kp),
+                              B158_OK);
+        CU_ASSERT_EQUAL_FATAL(b158_buf_read(rt, &bs[r], 0, 4, &s_dev[r]), B158_OK);
+        same &= s_dev[r] == s_ref[r];
+        for (int i = 0; i < kp; i++)
+            same &= q_dev[(size_t)r * kp + i] == (i < k ? q_ref[(size_t)r * k + i] : 0);
+    }
+    CU_ASSERT(same);
+    b158_plan_free(&plan);
+    CU_ASSERT_EQUAL(plan.n, 0);
+    /* a fill (or any buffer command) while recording: a replay would go without it */
+    b158_rt_plan_begin(rt, &plan);
+    CU_ASSERT_EQUAL(b158_buf_fill(rt, &bs[0], 0), B158_OK);
+    CU_ASSERT_EQUAL(b158_op_quantize(rt, &bx[0], &bq[0], &bs[0], k, kp, 1), B158_OK);
+    b158_rt_plan_end(rt);
+    CU_ASSERT(plan.failed);
+    CU_ASSERT_EQUAL(b158_rt_plan_run(rt, &plan), B158_ERR_INVALID_ARG);
+    b158_plan_free(&plan);
+    for (int i = 0; i < 2; i++) {
+        b158_buf_free(rt, &bx[i]);
+        b158_buf_free(rt, &bq[i]);
+        b158_buf_free(rt, &bs[i]);
+    }
+    free(x), free(q_ref), free(q_dev);
+}
+
 static void add_suites(void)
 {
     b158_test_suite("devices",
@@ -435,7 +495,9 @@ static void add_suites(void)
                                                  {"mapped_host", test_host_memory},
                                                  {"routine_counters", test_routines},
                                                  {NULL, NULL}});
-    b158_test_suite("queue", (b158_test_case[]){{"queued_timing", test_queued}, {NULL, NULL}});
+    b158_test_suite("queue", (b158_test_case[]){{"queued_timing", test_queued},
+                                                {"launch_plan", test_plan},
+                                                {NULL, NULL}});
 }
 
 int main(int argc, char **argv)

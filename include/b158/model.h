@@ -93,7 +93,8 @@ b158_status b158_model_save(const b158_model *model, const char *path,
  * another weight mode), B158_ERR_DEVICE_MEMORY, B158_ERR_OPENCL, B158_ERR_HOST_MEMORY. */
 b158_status b158_model_upload(b158_model *model, b158_runtime *rt);
 
-/* Frees the model's device copies (b158_model_upload can then place it again). */
+/* Frees the model's device copies (b158_model_upload can then place it again). Every session
+ * on the model must be freed first: they run on those copies. */
 void b158_model_unload(b158_model *model);
 
 /* How the transformer blocks' weights live on the device. */
