@@ -75,9 +75,10 @@ struct b158_session {
     int width_max; /* widest BitLinear input */
     /* the launches of a one-token step with its logits (a decode step), recorded on the first
      * such step of the ternary engine and run again for the others: no kernel argument is set
-     * after that (PLAN_OFF where it could not be recorded) */
-    b158_plan plan;
-    enum { PLAN_NONE, PLAN_READY, PLAN_OFF } plan_state;
+     * after that (PLAN_OFF where it could not be recorded); the same for a greedy step's
+     * one-row argmax (dev_argmax) */
+    b158_plan plan, argmax_plan;
+    enum { PLAN_NONE, PLAN_READY, PLAN_OFF } plan_state, argmax_state;
     int att_splits;     /* most splits of the attention's keys in one-token steps; 1 = none */
     int att_split_keys; /* the fewest keys a step splits its attention over (step_splits) */
     int step_splits;    /* the splits of this step's attention */
@@ -165,7 +166,7 @@ int b158_session_ahead(const b158_session *s)
 
 int b158_session_planned(const b158_session *s)
 {
-    return s && s->plan_state == PLAN_READY;
+    return s ? (s->plan_state == PLAN_READY) | (s->argmax_state == PLAN_READY) << 1 : 0;
 }
 
 b158_status b158_session_seq_clear(b158_session *s, b158_seq_id seq)
@@ -253,6 +254,7 @@ void b158_session_free(b158_session *s)
             b158_buf_free(s->rt, bufs[i]);
         b158_baseline_free(s->rt, &d->base);
         b158_plan_free(&s->plan);
+        b158_plan_free(&s->argmax_plan);
     }
     free(s);
 }
@@ -713,15 +715,35 @@ static b158_status ahead_then_wait(b158_session *s, cl_event done)
     return q != B158_OK ? q : w;
 }
 
+/* The argmax of the first rows of d->logits into d->amax_out; one row's launch recorded on its
+ * first use and replayed after, as a step's (no argument set per token) */
+static b158_status dev_argmax(b158_session *s, int rows)
+{
+    struct dev_state *d = &s->dev;
+    const int nv = s->m->info.n_vocab;
+    b158_rt_site(s->rt, "argmax");
+    if (rows != 1 || s->argmax_state == PLAN_OFF)
+        return b158_op_argmax(s->rt, &d->logits, nv, rows, &d->amax_part, &d->amax_count,
+                              &d->amax_out);
+    if (s->argmax_state == PLAN_READY)
+        return b158_rt_plan_run(s->rt, &s->argmax_plan);
+    b158_rt_plan_begin(s->rt, &s->argmax_plan);
+    const b158_status st =
+        b158_op_argmax(s->rt, &d->logits, nv, 1, &d->amax_part, &d->amax_count, &d->amax_out);
+    b158_rt_plan_end(s->rt);
+    s->argmax_state = s->argmax_plan.failed ? PLAN_OFF : st == B158_OK ? PLAN_READY : PLAN_NONE;
+    if (s->argmax_state != PLAN_READY)
+        b158_plan_free(&s->argmax_plan);
+    return st;
+}
+
 static b158_status read_logits(b158_session *s, int rows, float *dst, int32_t *picks)
 {
     struct dev_state *d = &s->dev;
     const int nv = s->m->info.n_vocab;
     if (!picks)
         return b158_buf_read(s->rt, &d->logits, 0, (size_t)rows * nv * 4, dst);
-    b158_rt_site(s->rt, "argmax");
-    B158_TRY(
-        b158_op_argmax(s->rt, &d->logits, nv, rows, &d->amax_part, &d->amax_count, &d->amax_out));
+    B158_TRY(dev_argmax(s, rows));
     if (!s->spec_here)
         return b158_buf_read(s->rt, &d->amax_out, 0, (size_t)rows * 4, picks);
     /* the step after this one into the queue before this one's pick is waited for */
@@ -1018,7 +1040,7 @@ static b158_status spec_queue(b158_session *s)
 {
     b158_runtime *rt = s->rt;
     struct dev_state *d = &s->dev;
-    const int pos = s->seq_pos[0], slot = s->spec_slot ^ 1, nv = s->m->info.n_vocab;
+    const int pos = s->seq_pos[0], slot = s->spec_slot ^ 1;
     const int fused = s->fused_groups || s->chain;
     s->spec_tok[slot][0] = pos, s->spec_tok[slot][1] = 0, s->spec_err[slot] = 0;
     s->step_splits = step_splits(s, pos + 1);
@@ -1029,8 +1051,7 @@ static b158_status spec_queue(b158_session *s)
     B158_TRY(step_launches(s));
     if (fused)
         B158_TRY(b158_buf_read_async(rt, &d->bar, 0, 4, &s->spec_err[slot]));
-    b158_rt_site(rt, "argmax");
-    B158_TRY(b158_op_argmax(rt, &d->logits, nv, 1, &d->amax_part, &d->amax_count, &d->amax_out));
+    B158_TRY(dev_argmax(s, 1));
     B158_TRY(b158_buf_read_event(rt, &d->amax_out, 0, 4, &s->spec_pick[slot], &s->spec_done));
     b158_rt_site(rt, NULL);
     s->spec_slot = slot, s->spec_pos = pos, s->spec_active = 1;

@@ -80,7 +80,8 @@ struct b158_session;
 int b158_session_step_splits(const struct b158_session *s, int n_keys);
 /* Whether a one-token greedy step is queued ahead (tests) */
 int b158_session_ahead(const struct b158_session *s);
-/* Whether one-token steps replay a recorded launch plan (tests) */
+/* Whether one-token steps replay a recorded launch plan (bit 0) and greedy steps their one-row
+ * argmax's (bit 1) (tests) */
 int b158_session_planned(const struct b158_session *s);
 
 /* y[m][n] (+)= sum_k w[n][k] q[m][k] * scale[n] / s[m] from packed codes; q has row stride k. */
