@@ -131,12 +131,12 @@ b158_token b158_sampler_sample(b158_sampler *s, const float *logits)
         }
     }
     b158_token pick;
-    if (p->temp <= 0.0f) {
-        int best = 0;
-        for (int i = 1; i < n; i++)
-            if (s->cands[i].logit > s->cands[best].logit)
+    if (p->temp <= 0.0f) { /* b158_ref_argmax's pick: the first largest, NaN never */
+        int best = -1;
+        for (int i = 0; i < n; i++)
+            if (!isnan(s->cands[i].logit) && (best < 0 || s->cands[i].logit > s->cands[best].logit))
                 best = i;
-        pick = s->cands[best].id;
+        pick = s->cands[best < 0 ? 0 : best].id;
     } else {
         top_k_front(s->cands, n, p->top_k > 0 && p->top_k < n ? p->top_k : n);
         if (p->top_k > 0 && p->top_k < n)

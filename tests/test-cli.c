@@ -1,5 +1,6 @@
 /* The command-line programs end to end: generation on OpenCL and the CPU reference path,
  * seeded sampling, verify mode, the errors a user meets, and perplexity. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -517,6 +518,14 @@ static void test_sampler(void)
     for (int j = 1; j < nv; j++)
         best = logits[j] > logits[best] ? j : best;
     CU_ASSERT_EQUAL(b158_sampler_sample(a, logits), best);
+    /* NaN logits are never picked (the device argmax's and b158_ref_argmax's rule), wherever
+     * they are, also first */
+    logits[0] = NAN;
+    logits[b158_test_randint(1, nv - 1)] = NAN;
+    int want = -1;
+    for (int j = 0; j < nv; j++)
+        want = !isnan(logits[j]) && (want < 0 || logits[j] > logits[want]) ? j : want;
+    CU_ASSERT_EQUAL(b158_sampler_sample(a, logits), want);
     b158_sampler_free(a);
     /* a repeat penalty pushes a just-sampled argmax down */
     p.repeat_penalty = 1e6f;

@@ -1047,6 +1047,71 @@ out:
     expect_clean_exit(&s);
 }
 
+/* Prompts are fed oldest admission first: A, admitted to slot 1 beside a long stream in slot
+ * 0, is still feeding its long prompt (at -b 2, one token a step while the stream takes the
+ * other) when the stream's client leaves and B takes slot 0; B's short prompt waits for A's,
+ * so A ends (after one token) well before B (20 tokens). Before, the lowest slot's prompt went
+ * first and B finished first: a steady run of short requests in slot 0 could starve A. */
+static void test_prompt_order(void)
+{
+    server s;
+    if (server_start(&s, "-np 2 -b 2"))
+        return;
+    char prompt[1024] = "";
+    for (int i = 0; i < 7; i++) /* 7 x 23 tokens */
+        strcat(prompt, "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n"
+                       "Speak, speak.");
+    CURLM *m = curl_multi_init();
+    xfer x, a, b;
+    char *body = completion_body("ROMEO:", 4000, 1, NULL);
+    xfer_init(&x, &s, NULL, "/v1/completions", body, -1, NULL);
+    free(body);
+    curl_multi_add_handle(m, x.e);
+    wait_bytes(m, &x, 1);
+    body = completion_body(prompt, 1, 0, NULL);
+    xfer_init(&a, &s, NULL, "/v1/completions", body, -1, NULL);
+    free(body);
+    curl_multi_add_handle(m, a.e);
+    int running = 1;
+    for (const double t0 = now_s(); metric(&s, "b158_slots_active") < 2 && now_s() - t0 < 60;) {
+        curl_multi_perform(m, &running);
+        curl_multi_poll(m, NULL, 0, 5, NULL);
+    }
+    curl_multi_remove_handle(m, x.e); /* the stream's client leaves: slot 0 is B's */
+    xfer_free(&x);
+    body = completion_body("KING", 20, 0, NULL); /* (ends 20 steps after A, not 1) */
+    xfer_init(&b, &s, NULL, "/v1/completions", body, -1, NULL);
+    free(body);
+    curl_multi_add_handle(m, b.e);
+    const xfer *first = NULL;
+    for (running = 1; running;) {
+        curl_multi_perform(m, &running);
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(m, &left))) {
+            xfer *d = msg->easy_handle == a.e ? &a : msg->easy_handle == b.e ? &b : NULL;
+            if (d && msg->msg == CURLMSG_DONE) {
+                xfer_finish(d, msg->data.result);
+                first = first ? first : d;
+            }
+        }
+        if (running)
+            curl_multi_poll(m, NULL, 0, 20, NULL);
+    }
+    outcome o;
+    CU_ASSERT_EQUAL(read_response(&a, SRV_COMPLETION, &o), 0);
+    CU_ASSERT_EQUAL(o.prompt_tokens, 7 * 23);
+    CU_ASSERT_EQUAL(read_response(&b, SRV_COMPLETION, &o), 0);
+    CU_ASSERT_PTR_EQUAL(first, &a);
+    fprintf(stderr, "\nfirst done: %s\n", first == &a ? "A (admitted first)" : "B");
+    curl_multi_remove_handle(m, a.e);
+    curl_multi_remove_handle(m, b.e);
+    xfer_free(&a);
+    xfer_free(&b);
+    curl_multi_cleanup(m);
+    expect_clean_exit(&s);
+}
+
 /* 64 clients, 20 short requests each, over keep-alive connections: every one answered. */
 static void test_load(void)
 {
@@ -1196,8 +1261,10 @@ static void add_suites(void)
                                                  {"api_key", test_api_key},
                                                  {"queue_full", test_queue_full},
                                                  {NULL, NULL}};
-    static const b158_test_case batched_tests[] = {
-        {"batched", test_batched}, {"disconnect", test_disconnect}, {NULL, NULL}};
+    static const b158_test_case batched_tests[] = {{"batched", test_batched},
+                                                   {"disconnect", test_disconnect},
+                                                   {"prompt_order", test_prompt_order},
+                                                   {NULL, NULL}};
     static const b158_test_case load_tests[] = {{"load", test_load}, {NULL, NULL}};
     static const b158_test_case shutdown_tests[] = {{"shutdown", test_shutdown}, {NULL, NULL}};
     b158_test_suite("parse", parse_tests);

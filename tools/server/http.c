@@ -433,6 +433,8 @@ static enum MHD_Result completions(srv_http *h, struct MHD_Connection *c, reques
             return MHD_NO;
         }
     }
+    if (!st.done) /* (out of memory for its text) nobody reads the rest: its slot is freed */
+        srv_sched_cancel(h->p.sched, t);
     srv_task_release(t);
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)SRV_IDLE_TIMEOUT);
     if (!st.done || st.error_status) {

@@ -38,10 +38,11 @@ struct srv_task {
 
 /* A sequence slot of the session and the request it serves. */
 typedef struct {
-    srv_task *task; /* NULL: free */
-    int fresh;      /* admitted this step: clear the sequence first */
-    int n_fed;      /* prompt tokens decoded so far */
-    int generating; /* the prompt is in; next is the token to feed */
+    srv_task *task;    /* NULL: free */
+    int fresh;         /* admitted this step: clear the sequence first */
+    uint64_t admitted; /* its admission's number: prompts are fed oldest first */
+    int n_fed;         /* prompt tokens decoded so far */
+    int generating;    /* the prompt is in; next is the token to feed */
     b158_token next;
     int batch_i; /* index in this step's batch of the token it samples after, or -1 */
     int n_gen;
@@ -65,6 +66,7 @@ struct srv_sched {
     srv_sched_stats stats;
 
     /* the scheduler thread's own */
+    uint64_t admissions;
     slot *slots;
     b158_token *b_tok;
     b158_seq_id *b_seq;
@@ -294,9 +296,13 @@ static void slot_start(srv_sched *s, slot *sl, int seq)
     sl->batch_i = -1;
     sl->hold_len = 0;
     b158_detok_stream_init(&sl->ds);
+    sl->admitted = s->admissions++;
     for (int i = 0; i < t->n_tokens; i++)
         b158_sampler_accept(t->sampler, t->tokens[i]);
-    if (b158_session_seq_clear(s->session, seq) != B158_OK)
+    /* (a step decoded ahead for the request before may report its device error here once; the
+     * second clear is this request's own) */
+    if (b158_session_seq_clear(s->session, seq) != B158_OK &&
+        b158_session_seq_clear(s->session, seq) != B158_OK)
         slot_end(s, sl, NULL, 500, b158_last_error());
 }
 
@@ -367,10 +373,20 @@ static void step(srv_sched *s)
         s->b_logits[n] = 1;
         sl->batch_i = n++;
     }
-    for (int i = 0; i < s->n_seq && n < s->n_batch; i++) {
+    /* the prompts still being fed, oldest admission first, each taking what room is left: a
+     * long prompt is not overtaken by requests admitted after it */
+    for (uint64_t after = 0; n < s->n_batch;) {
+        int i = -1;
+        for (int j = 0; j < s->n_seq; j++) {
+            const slot *c = &s->slots[j];
+            if (c->task && !c->generating && c->admitted >= after &&
+                (i < 0 || c->admitted < s->slots[i].admitted))
+                i = j;
+        }
+        if (i < 0)
+            break;
         slot *sl = &s->slots[i];
-        if (!sl->task || sl->generating)
-            continue;
+        after = sl->admitted + 1;
         const srv_task *t = sl->task;
         int take = t->n_tokens - sl->n_fed;
         if (take > s->n_batch - n)
@@ -405,7 +421,8 @@ static void step(srv_sched *s)
     s->stats.decode_seconds += dt;
     pthread_mutex_unlock(&s->mu);
     if (st != B158_OK) {
-        /* the sequences of the batch are undefined now; each is cleared when reused */
+        /* the sequences of the batch are undefined now: each is cleared now (what a step
+         * decoded ahead left is then not the next request's) and again when reused */
         char msg[256];
         snprintf(msg, sizeof msg, "decoding failed: %s", b158_last_error());
         fprintf(stderr, "b158-cl-server: %s\n", msg);
@@ -413,8 +430,10 @@ static void step(srv_sched *s)
             int in_batch = 0;
             for (int k = 0; k < n && !in_batch; k++)
                 in_batch = s->b_seq[k] == i;
-            if (s->slots[i].task && in_batch)
+            if (s->slots[i].task && in_batch) {
                 slot_end(s, &s->slots[i], NULL, 500, msg);
+                (void)b158_session_seq_clear(s->session, i);
+            }
         }
         return;
     }
