@@ -276,6 +276,62 @@ static void test_chat(void)
         CU_ASSERT(atoi(prompt + 8) >= 20);
 }
 
+/* What a llama-cli user expects of b158-cl-run (shipped model): a chat message that does not
+ * fit what is left of the context ends the chat with a notice and status 0; a chat line of
+ * any length is one turn; -p's escapes (unless --no-escape); --seed -1 from the clock; a prompt
+ * evaluated in -b steps gives the text of one step; Ctrl-C gives status 130 and the summary. */
+static void test_run_llama_cli(void)
+{
+    if (!have_model())
+        return;
+    result r;
+    run("printf 'hi\\n%0300d\\nthird\\n' 0 | b158-cl-run -cnv -c 64 -n 2 --temp 0 --cpu-ref", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "[the message needs "));
+    /* 4500 bytes on one line (fgets into 4096 bytes made two turns of it): prompts "> " before
+     * it and after its answer, when the input ends */
+    run("(printf 'the %.0s' $(seq 1125); echo) | b158-cl-run -cnv -c 4096 -n 2 --temp 0 "
+        "--cpu-ref",
+        &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    int prompts = 0;
+    for (const char *p = strstr(r.err, "\n> "); p; p = strstr(p + 1, "\n> "))
+        prompts++;
+    CU_ASSERT_EQUAL(prompts, 2);
+    run("b158-cl-run -p 'ROMEO:\\nJULIET\\t\\\\q' -n 1 --temp 0 --cpu-ref", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_EQUAL(strncmp(r.out, "ROMEO:\nJULIET\t\\q", 16), 0);
+    run("b158-cl-run -p 'ROMEO:\\nJULIET' --no-escape -n 1 --temp 0 --cpu-ref", &r);
+    CU_ASSERT_EQUAL(strncmp(r.out, "ROMEO:\\nJULIET", 14), 0);
+    run("b158-cl-run -p x -n 1 -s -1 --cpu-ref", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "seed "));
+    CU_ASSERT_PTR_NULL(strstr(r.err, "seed 18446744073709551615"));
+    run("b158-cl-run -p x -n 1 -s 99999999999999999999999", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    /* llama-cli's readings: negative temperature greedy, top-k -1 off, -n -2 to the end */
+    run("b158-cl-run -p x -n 1 --temp -1 --top-k -1 --repeat-last-n -1 --cpu-ref", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "temp 0.00, top-k 0"));
+    run("b158-cl-run -p x --repeat-penalty 0", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
+    /* a greedy prompt in steps of 3 tokens (no pick, nothing decoded ahead, before the last) */
+    result one, steps;
+    run("b158-cl-run -p 'KING HENRY:\\nWhat say you, my lords?' -n 12 --temp 0 --ignore-eos", &one);
+    run("b158-cl-run -p 'KING HENRY:\\nWhat say you, my lords?' -n 12 --temp 0 --ignore-eos -b 3",
+        &steps);
+    CU_ASSERT_EQUAL(one.status, 0);
+    CU_ASSERT_EQUAL(steps.status, 0);
+    CU_ASSERT_STRING_EQUAL(one.out, steps.out);
+    /* Ctrl-C (a 4096-token generation on the reference path takes far longer than a second) */
+    run("timeout --preserve-status -s INT 1 b158-cl-run -p x -n -1 -c 4096 --ignore-eos "
+        "--cpu-ref",
+        &r);
+    CU_ASSERT_EQUAL(r.status, 130);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "[interrupted]"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "generation: "));
+}
+
 /* b158-cl-bench and b158-cl-kernel-bench: argument errors, and the shape of the model bench's
  * JSON on the tiny preset. */
 static void test_bench(void)
@@ -575,6 +631,8 @@ static void add_suites(void)
     b158_test_suite(
         "run", (b158_test_case[]){{"generate", test_run}, {"errors", test_errors}, {NULL, NULL}});
     b158_test_suite("chat", (b158_test_case[]){{"turns", test_chat}, {NULL, NULL}});
+    b158_test_suite("like_llama_cli",
+                    (b158_test_case[]){{"run", test_run_llama_cli}, {NULL, NULL}});
     b158_test_suite("perplexity", (b158_test_case[]){{"chunks", test_perplexity}, {NULL, NULL}});
     b158_test_suite(
         "bench",

@@ -1,5 +1,7 @@
 /* b158-cl-run: text generation from a GGUF BitNet b1.58 model on an OpenCL device (or the CPU
  * reference path), with llama-cli's flags, an interactive chat mode and a verify mode. */
+#include <errno.h>
+#include <float.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +26,40 @@ static void on_sigint(int sig)
     interrupted = 1;
 }
 
+/* Ctrl-C sets interrupted, and a read of the chat's next line returns (no restart) */
+static void catch_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* llama-cli's escapes in a -p prompt: \n \t \r \\ \" \' become those characters, in place;
+ * any other backslash stays. Returns the new length. */
+static size_t unescape(char *t, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char c = i + 1 < len && t[i] == '\\' ? t[i + 1] : 0;
+        const char *from = "ntr\\\"'", *to = "\n\t\r\\\"'";
+        const char *k = c ? strchr(from, c) : NULL;
+        if (k) {
+            t[o++] = to[k - from];
+            i++;
+        } else {
+            t[o++] = t[i];
+        }
+    }
+    t[o] = '\0';
+    return o;
+}
+
 typedef struct {
     const char *model, *prompt, *prompt_file, *device;
     int n_predict, n_ctx, n_batch;
-    int ignore_eos, cpu_ref, verify, chat, list_devices, no_display_prompt, special;
+    int ignore_eos, cpu_ref, verify, chat, list_devices, no_display_prompt, special, no_escape;
     b158_sampler_params sp;
     int seed_set;
 } args;
@@ -58,6 +90,8 @@ static void usage(FILE *f)
             "  --verify               run OpenCL and the CPU reference side by side and print "
             "the largest logit difference per token\n"
             "  --special              print special tokens' text\n"
+            "  --no-escape            take -p as it is (default: \\n, \\t, \\r, \\\\, \\\" and "
+            "\\' become the characters)\n"
             "  --no-display-prompt    do not echo the prompt\n"
             "  -h, --help             this text\n",
             B158_DEFAULT_MODEL);
@@ -94,6 +128,8 @@ static int parse(int argc, char **argv, args *a)
             a->chat = 1;
         } else if (IS("--special")) {
             a->special = 1;
+        } else if (IS("--no-escape")) {
+            a->no_escape = 1;
         } else if (IS("--no-display-prompt")) {
             a->no_display_prompt = 1;
         } else if (IS("-m") || IS("--model")) {
@@ -110,8 +146,9 @@ static int parse(int argc, char **argv, args *a)
             a->device = v;
         } else if (IS("-n") || IS("--n-predict")) {
             NEEDV;
-            if (cli_parse_int(o, v, -1, 1 << 24, &a->n_predict))
+            if (cli_parse_int(o, v, -2, 1 << 24, &a->n_predict)) /* (-2: llama-cli's) */
                 return 2;
+            a->n_predict = a->n_predict < -1 ? -1 : a->n_predict;
         } else if (IS("-c") || IS("--ctx-size")) {
             NEEDV;
             if (cli_parse_int(o, v, 0, 1 << 24, &a->n_ctx))
@@ -126,8 +163,9 @@ static int parse(int argc, char **argv, args *a)
                 return 2;
         } else if (IS("--top-k")) {
             NEEDV;
-            if (cli_parse_int(o, v, 0, 1 << 30, &a->sp.top_k))
+            if (cli_parse_int(o, v, -(1 << 30), 1 << 30, &a->sp.top_k))
                 return 2;
+            a->sp.top_k = a->sp.top_k < 0 ? 0 : a->sp.top_k; /* (llama-cli: <= 0 is off) */
         } else if (IS("--top-p")) {
             NEEDV;
             if (cli_parse_float(o, v, &a->sp.top_p))
@@ -142,17 +180,22 @@ static int parse(int argc, char **argv, args *a)
                 return 2;
         } else if (IS("--repeat-last-n")) {
             NEEDV;
-            if (cli_parse_int(o, v, 0, 1 << 20, &a->sp.repeat_last_n))
+            if (cli_parse_int(o, v, -1, 1 << 20, &a->sp.repeat_last_n)) /* -1: the context */
                 return 2;
         } else if (IS("-s") || IS("--seed")) {
             NEEDV;
             char *end;
-            a->sp.seed = strtoull(v, &end, 0);
-            if (end == v || *end) {
-                fprintf(stderr, "error: --seed wants an integer, got '%s'\n", v);
+            errno = 0;
+            const long long seed = strtoll(v, &end, 10);
+            if (end == v || *end || errno == ERANGE) {
+                fprintf(stderr,
+                        "error: --seed wants a decimal integer (-1: from the clock), got "
+                        "'%s'\n",
+                        v);
                 return 2;
             }
-            a->seed_set = 1;
+            a->sp.seed = (uint64_t)seed;
+            a->seed_set = seed >= 0; /* a negative seed is llama-cli's random one */
         } else {
             fprintf(stderr, "error: unknown argument '%s' (see --help)\n", o);
             return 2;
@@ -162,6 +205,16 @@ static int parse(int argc, char **argv, args *a)
     }
     if (a->prompt && a->prompt_file) {
         fprintf(stderr, "error: give either -p or -f, not both\n");
+        return 2;
+    }
+    /* llama-cli's readings of the sampling values it takes: a negative temperature is greedy,
+     * top-p outside (0, 1] keeps the top token (<= 0) or all (> 1), min-p is clamped to [0, 1] */
+    a->sp.temp = a->sp.temp < 0.0f ? 0.0f : a->sp.temp;
+    a->sp.top_p = a->sp.top_p <= 0.0f ? FLT_MIN : a->sp.top_p > 1.0f ? 1.0f : a->sp.top_p;
+    a->sp.min_p = a->sp.min_p < 0.0f ? 0.0f : a->sp.min_p > 1.0f ? 1.0f : a->sp.min_p;
+    if (!(a->sp.repeat_penalty > 0.0f)) {
+        fprintf(stderr, "error: --repeat-penalty wants a number above 0 (1 = off), got %g\n",
+                a->sp.repeat_penalty);
         return 2;
     }
     if (a->cpu_ref && (a->verify || a->device)) {
@@ -288,7 +341,10 @@ static int engine_open(engine *e, const args *a, const char *model_path)
         if (b158_session_create(e->model, &sp, &e->ref) != B158_OK)
             return fail(NULL);
     }
-    if (b158_sampler_create(&a->sp, h->n_vocab, &e->sampler) != B158_OK)
+    b158_sampler_params smp = a->sp;
+    if (smp.repeat_last_n < 0) /* -1: the whole context, as llama-cli */
+        smp.repeat_last_n = n_ctx;
+    if (b158_sampler_create(&smp, h->n_vocab, &e->sampler) != B158_OK)
         return fail(NULL);
     e->greedy = a->sp.temp == 0.0f && a->sp.repeat_penalty == 1.0f && !(e->dev && e->ref);
     e->t_load = cli_now() - t0;
@@ -316,12 +372,20 @@ static int engine_pos(const engine *e)
     return b158_session_pos(e->dev ? e->dev : e->ref);
 }
 
-/* Evaluates tokens on the session(s); in verify mode compares every position's logits. */
-static int engine_eval(engine *e, const b158_token *tok, int n)
+/* Evaluates tokens on the session(s); in verify mode compares every position's logits.
+ * Without last (a prompt's chunk before its last) the greedy session computes no pick. */
+static int engine_eval(engine *e, const b158_token *tok, int n, int last)
 {
     if (e->greedy) {
-        const b158_batch b = {n, tok, NULL, NULL, 1};
-        return b158_session_decode(e->dev ? e->dev : e->ref, &b) != B158_OK ? fail(NULL) : 0;
+        int8_t *none = last ? NULL : calloc((size_t)n, 1); /* (once a prompt chunk) */
+        if (!last && !none) {
+            fprintf(stderr, "error: out of memory for the prompt's flags\n");
+            return 1;
+        }
+        const b158_batch b = {n, tok, NULL, none, 1};
+        const b158_status st = b158_session_decode(e->dev ? e->dev : e->ref, &b);
+        free(none);
+        return st != B158_OK ? fail(NULL) : 0;
     }
     if (e->dev && b158_session_eval(e->dev, tok, n) != B158_OK)
         return fail(NULL);
@@ -398,7 +462,7 @@ static int generate(engine *e, const args *a, int n, int *hit_eog)
         if (!a->ignore_eos && b158_vocab_is_eog(e->vocab, tok)) {
             *hit_eog = 1;
             /* the end-of-turn token belongs to the history (chat), evaluated but not printed */
-            if (engine_eval(e, &tok, 1)) {
+            if (engine_eval(e, &tok, 1, 1)) {
                 made = -1;
             }
             break;
@@ -410,7 +474,7 @@ static int generate(engine *e, const args *a, int n, int *hit_eog)
             fflush(stdout);
         }
         made++;
-        if (engine_eval(e, &tok, 1)) {
+        if (engine_eval(e, &tok, 1, 1)) {
             made = -1;
             break;
         }
@@ -425,34 +489,42 @@ static int generate(engine *e, const args *a, int n, int *hit_eog)
     return made;
 }
 
-/* Tokenizes and evaluates text[0..len) (with BOS first when asked), timing it as prompt
- * processing. */
-static int feed(engine *e, const char *text, size_t len, int bos, int special)
+#define FEED_NO_ROOM 3 /* feed: the text does not fit what is left of the context */
+
+/* Tokenizes text[0..len) (with BOS first when asked; special tokens' text is those tokens, as
+ * llama-cli reads a prompt) and, when it fits the context (else FEED_NO_ROOM, *need its tokens),
+ * echoes it with echo, then evaluates it in steps of n_batch tokens, timed as prompt processing:
+ * a Ctrl-C stops it between two steps. */
+static int feed(engine *e, const char *text, size_t len, int bos, int echo, int n_batch,
+                size_t *need)
 {
     b158_token *tok = NULL;
     size_t n = 0;
-    unsigned flags =
-        (bos ? B158_TOKENIZE_ADD_BOS : 0) | (special ? B158_TOKENIZE_PARSE_SPECIAL : 0);
+    const unsigned flags = (bos ? B158_TOKENIZE_ADD_BOS : 0) | B158_TOKENIZE_PARSE_SPECIAL;
     if (b158_tokenize_alloc(e->vocab, text, len, flags, &tok, &n) != B158_OK)
         return fail("tokenizing the prompt");
-    if (n == 0) {
-        free(tok);
-        return 0;
-    }
+    *need = n;
     if ((long)n + engine_pos(e) > engine_ctx(e)) {
-        fprintf(stderr,
-                "error: the prompt has %zu tokens but only %d of the %d-token context "
-                "are left; use a larger context (-c) or a shorter prompt\n",
-                n, engine_ctx(e) - engine_pos(e), engine_ctx(e));
         free(tok);
-        return 1;
+        return FEED_NO_ROOM;
+    }
+    if (echo) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
     }
     const double t0 = cli_now();
-    int rc = engine_eval(e, tok, (int)n);
-    for (size_t i = 0; i < n; i++)
-        b158_sampler_accept(e->sampler, tok[i]);
+    int rc = 0;
+    size_t done = 0;
+    const size_t chunk = n_batch > 0 ? (size_t)n_batch : 256; /* (0: the session's, 256) */
+    while (rc == 0 && done < n && !interrupted) {
+        const int step = (int)(n - done < chunk ? n - done : chunk);
+        rc = engine_eval(e, tok + done, step, done + (size_t)step == n);
+        for (int i = 0; rc == 0 && i < step; i++)
+            b158_sampler_accept(e->sampler, tok[done + (size_t)i]);
+        done += (size_t)step;
+    }
     e->t_prompt += cli_now() - t0;
-    e->n_prompt_tokens += (int)n;
+    e->n_prompt_tokens += (int)done;
     free(tok);
     return rc;
 }
@@ -461,7 +533,7 @@ static int feed(engine *e, const char *text, size_t len, int bos, int special)
 
 /* Feeds prefix + text[0..len) + suffix as one piece of the conversation. */
 static int feed_turn(engine *e, const char *prefix, const char *text, size_t len,
-                     const char *suffix, int bos)
+                     const char *suffix, int bos, int n_batch)
 {
     const size_t np = strlen(prefix), ns = strlen(suffix);
     char *turn = malloc(np + len + ns + 1);
@@ -472,8 +544,14 @@ static int feed_turn(engine *e, const char *prefix, const char *text, size_t len
     memcpy(turn, prefix, np);
     memcpy(turn + np, text, len);
     memcpy(turn + np + len, suffix, ns + 1);
-    int rc = feed(e, turn, np + len + ns, bos, 1);
+    size_t need = 0;
+    int rc = feed(e, turn, np + len + ns, bos, 0, n_batch, &need);
     free(turn);
+    if (rc == FEED_NO_ROOM)
+        fprintf(stderr,
+                "\n[the message needs %zu tokens and %d of the %d-token context are left; "
+                "start a new chat, or a larger context (-c)]\n",
+                need, engine_ctx(e) - engine_pos(e), engine_ctx(e));
     return rc;
 }
 
@@ -486,40 +564,52 @@ static int chat(engine *e, const args *a, const char *system, size_t system_len)
     const b158_chat_format *f = b158_chat_detect(tmpl, tlen);
     fprintf(stderr, "chat format: %s. Type a message and press Enter; Ctrl-D or Ctrl-C ends.\n",
             f->name);
-    int first = 1;
+    int first = 1, rc = 0;
     if (system && system_len) {
-        if (feed_turn(e, f->system_prefix, system, system_len, f->turn_end, 1))
-            return 1;
+        rc = feed_turn(e, f->system_prefix, system, system_len, f->turn_end, 1, a->n_batch);
+        if (rc)
+            return rc == FEED_NO_ROOM ? 0 : 1;
         first = 0;
     }
-    char line[4096];
+    char *line = NULL; /* a line of any length (getline) */
+    size_t line_cap = 0;
     while (!interrupted) {
         fprintf(stderr, "\n> ");
         fflush(stderr);
-        if (!fgets(line, sizeof line, stdin))
+        ssize_t got = getline(&line, &line_cap, stdin);
+        if (got < 0) /* end of input, or Ctrl-C while waiting for it */
             break;
         line[strcspn(line, "\r\n")] = '\0';
         if (!line[0])
             continue;
         char user_end[256];
         snprintf(user_end, sizeof user_end, "%s%s", f->turn_end, f->assistant_prefix);
-        if (feed_turn(e, f->user_prefix, line, strlen(line), user_end, first))
-            return 1;
+        rc = feed_turn(e, f->user_prefix, line, strlen(line), user_end, first, a->n_batch);
+        if (rc || interrupted)
+            break;
         first = 0;
         int eog = 0;
-        if (generate(e, a, a->n_predict, &eog) < 0)
-            return 1;
-        if (!eog && !interrupted) { /* close the turn so the history stays well formed */
-            if (engine_pos(e) + 8 >= engine_ctx(e)) {
+        if (generate(e, a, a->n_predict, &eog) < 0) {
+            rc = 1;
+            break;
+        }
+        /* Ctrl-C during a reply ends the reply, as in llama-cli; the turn is closed below */
+        const int stopped = interrupted;
+        interrupted = 0;
+        if (!eog) { /* close the turn so the history stays well formed */
+            size_t need = 0;
+            rc = feed(e, f->turn_end, strlen(f->turn_end), 0, 0, a->n_batch, &need);
+            if (rc == FEED_NO_ROOM)
                 fprintf(stderr, "\n[context full; start a new chat]\n");
+            if (rc)
                 break;
-            }
-            if (feed(e, f->turn_end, strlen(f->turn_end), 0, 1))
-                return 1;
         }
         printf("\n");
+        if (stopped)
+            fprintf(stderr, "[reply stopped]\n");
     }
-    return 0;
+    free(line);
+    return rc == FEED_NO_ROOM ? 0 : rc;
 }
 
 int main(int argc, char **argv)
@@ -548,6 +638,14 @@ int main(int argc, char **argv)
     if (a.prompt_file &&
         !(prompt = prompt_buf = cli_read_file(a.prompt_file, B158_MAX_PROMPT_FILE, &prompt_len)))
         return 1;
+    if (a.prompt && !a.no_escape) { /* -p's escapes, as llama-cli's --escape (its default) */
+        if (!(prompt_buf = strdup(a.prompt))) {
+            fprintf(stderr, "error: out of memory for the prompt\n");
+            return 1;
+        }
+        prompt_len = unescape(prompt_buf, prompt_len);
+        prompt = prompt_buf;
+    }
     engine e;
     if (engine_open(&e, &a, model_path)) {
         engine_free(&e);
@@ -559,20 +657,24 @@ int main(int argc, char **argv)
             "seed %llu\n\n",
             a.sp.temp, a.sp.top_k, a.sp.top_p, a.sp.min_p, a.sp.repeat_penalty,
             (unsigned long long)a.sp.seed);
-    signal(SIGINT, on_sigint);
+    catch_sigint();
     if (a.chat) {
         rc = chat(&e, &a, prompt, prompt_len);
     } else {
-        rc = feed(&e, prompt, prompt_len, 1, a.special);
-        if (rc == 0 && !a.no_display_prompt) { /* echoed once it fits the context */
-            fwrite(prompt, 1, prompt_len, stdout);
-            fflush(stdout);
+        size_t need = 0; /* the prompt echoed once it fits the context, then evaluated */
+        rc = feed(&e, prompt, prompt_len, 1, !a.no_display_prompt, a.n_batch, &need);
+        if (rc == FEED_NO_ROOM) {
+            fprintf(stderr,
+                    "error: the prompt has %zu tokens but only %d of the %d-token context "
+                    "are left; use a larger context (-c) or a shorter prompt\n",
+                    need, engine_ctx(&e) - engine_pos(&e), engine_ctx(&e));
+            rc = 1;
         }
-        if (rc == 0 && engine_pos(&e) == 0) {
+        if (rc == 0 && !interrupted && engine_pos(&e) == 0) {
             /* an empty prompt without BOS: start from the end-of-text token as llama.cpp does */
             b158_token start =
                 b158_vocab_bos(e.vocab) >= 0 ? b158_vocab_bos(e.vocab) : b158_vocab_eos(e.vocab);
-            rc = start >= 0 ? engine_eval(&e, &start, 1) : 1;
+            rc = start >= 0 ? engine_eval(&e, &start, 1, 1) : 1;
             if (start < 0)
                 fprintf(stderr, "error: empty prompt and the vocabulary has no BOS/EOS token\n");
         }
@@ -587,5 +689,10 @@ int main(int argc, char **argv)
     print_summary(&e);
     engine_free(&e);
     free(prompt_buf);
-    return rc;
+    /* (a write to stdout that failed, e.g. a full disk, is an error too) */
+    if (rc == 0 && (fflush(stdout) != 0 || ferror(stdout))) {
+        fprintf(stderr, "error: writing the generated text failed\n");
+        rc = 1;
+    }
+    return rc == 0 && interrupted ? 130 : rc; /* llama-cli's status after Ctrl-C */
 }
