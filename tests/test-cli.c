@@ -328,6 +328,7 @@ static void test_run_llama_cli(void)
         "--cpu-ref",
         &r);
     CU_ASSERT_EQUAL(r.status, 130);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "longer than the model was trained on (256)"));
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "[interrupted]"));
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "generation: "));
 }

@@ -320,6 +320,11 @@ static int engine_open(engine *e, const args *a, const char *model_path)
     int n_ctx = a->n_ctx;
     if (n_ctx == 0)
         n_ctx = h->n_ctx_train > 0 && h->n_ctx_train < 4096 ? h->n_ctx_train : 4096;
+    else if (h->n_ctx_train > 0 && n_ctx > h->n_ctx_train) /* (llama-cli says so too) */
+        fprintf(stderr,
+                "warning: a context of %d tokens is longer than the model was trained on (%d): "
+                "text past that may degrade\n",
+                n_ctx, h->n_ctx_train);
     b158_session_params sp = b158_session_default_params();
     sp.n_ctx = n_ctx;
     sp.n_batch = a->n_batch;
