@@ -893,6 +893,16 @@ static void wait_bytes(CURLM *m, xfer *x, size_t n)
     }
 }
 
+/* A long greedy stream (ROMEO:, 4000 tokens) in m, once its first bytes came: a busy slot */
+static void busy_stream(CURLM *m, const server *s, xfer *x)
+{
+    char *body = completion_body("ROMEO:", 4000, 1, NULL);
+    xfer_init(x, s, NULL, "/v1/completions", body, -1, NULL);
+    free(body);
+    curl_multi_add_handle(m, x->e);
+    wait_bytes(m, x, 1);
+}
+
 static void test_queue_full(void)
 {
     /* one slot and room for one waiting request: the third gets 503 */
@@ -901,11 +911,7 @@ static void test_queue_full(void)
         return;
     CURLM *m = curl_multi_init();
     xfer a, b, c;
-    char *long_gen = completion_body("ROMEO:", 4000, 1, NULL);
-    xfer_init(&a, &s, NULL, "/v1/completions", long_gen, -1, NULL);
-    free(long_gen);
-    curl_multi_add_handle(m, a.e);
-    wait_bytes(m, &a, 1);
+    busy_stream(m, &s, &a);
     CU_ASSERT(a.len > 0);
     char *short_gen = completion_body("JULIET:", 4, 0, NULL);
     xfer_init(&b, &s, NULL, "/v1/completions", short_gen, -1, NULL);
@@ -1063,12 +1069,8 @@ static void test_prompt_order(void)
                        "Speak, speak.");
     CURLM *m = curl_multi_init();
     xfer x, a, b;
-    char *body = completion_body("ROMEO:", 4000, 1, NULL);
-    xfer_init(&x, &s, NULL, "/v1/completions", body, -1, NULL);
-    free(body);
-    curl_multi_add_handle(m, x.e);
-    wait_bytes(m, &x, 1);
-    body = completion_body(prompt, 1, 0, NULL);
+    busy_stream(m, &s, &x);
+    char *body = completion_body(prompt, 1, 0, NULL);
     xfer_init(&a, &s, NULL, "/v1/completions", body, -1, NULL);
     free(body);
     curl_multi_add_handle(m, a.e);
