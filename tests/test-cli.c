@@ -237,6 +237,14 @@ static void test_perplexity(void)
     run(cmd, &a);
     CU_ASSERT_NOT_EQUAL(a.status, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "fewer than one chunk"));
+    /* the shipped model (trained on 256) at the default -c 512, all chunks (-1) of a text of
+     * one: two warnings, a figure */
+    snprintf(cmd, sizeof cmd, "b158-cl-perplexity -f '%s' --chunks -1 --cpu-ref", text);
+    run(cmd, &a);
+    CU_ASSERT_EQUAL(a.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "longer than the model's training context (256)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "llama-perplexity wants two"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.out, "Final estimate: PPL = "));
 }
 
 /* Chat mode on a model with the LLaMA-3 vocabulary (so <|eot_id|> is one token): the BitNet

@@ -817,6 +817,24 @@ static void test_tokenize_tool(void)
              vocab);
     CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 0);
     CU_ASSERT_STRING_EQUAL(out, "[64, 128009]\n");
+    /* llama-tokenize's defaults: special tokens matched, -p's escapes; and its switches off */
+    snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m '%s' -p 'a<|eot_id|>b\\nc' --no-bos --ids",
+             bin, vocab);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 0);
+    CU_ASSERT_STRING_EQUAL(out, "[64, 128009, 65, 198, 66]\n");
+    snprintf(cmd, sizeof cmd,
+             "'%s/b158-cl-tokenize' -m '%s' -p 'a<|eot_id|>b\\nc' --no-bos --ids "
+             "--no-parse-special --no-escape --log-disable",
+             bin, vocab);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 0);
+    CU_ASSERT_PTR_NULL(strstr(out, "128009"));
+    CU_ASSERT_PTR_NULL(strstr(out, " 198,"));
+    snprintf(cmd, sizeof cmd, "printf 'Hello world' | '%s/b158-cl-tokenize' -m '%s' --stdin --ids",
+             bin, vocab);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 0);
+    CU_ASSERT_STRING_EQUAL(out, "[128000, 9906, 1917]\n");
+    snprintf(cmd, sizeof cmd, "'%s/b158-cl-tokenize' -m '%s' -p x --stdin 2>/dev/null", bin, vocab);
+    CU_ASSERT_EQUAL(run_capture(cmd, out, sizeof out), 2); /* one source of text */
     /* the prompt from a file, bytes included */
     char path[] = "/tmp/b158-test-prompt-XXXXXX";
     int fd = mkstemp(path);

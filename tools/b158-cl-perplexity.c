@@ -50,8 +50,9 @@ int main(int argc, char **argv)
             if (cli_parse_int(o, argv[++i < argc ? i : i - 1], 1, 1 << 20, &n_batch))
                 return 2;
         } else if (!strcmp(o, "--chunks")) {
-            if (cli_parse_int(o, argv[++i < argc ? i : i - 1], 1, 1 << 30, &max_chunks))
+            if (cli_parse_int(o, argv[++i < argc ? i : i - 1], -1, 1 << 30, &max_chunks))
                 return 2;
+            max_chunks = max_chunks < 0 ? 0 : max_chunks; /* -1: all, as llama-perplexity */
         } else {
             fprintf(stderr, "error: unknown or incomplete argument '%s'\n", o);
             usage(stderr);
@@ -93,6 +94,15 @@ int main(int argc, char **argv)
                 n_tok, n_ctx);
         goto done;
     }
+    const int n_train = b158_model_get_info(m)->n_ctx_train;
+    if (n_train > 0 && n_ctx > n_train) /* (llama-perplexity says so too) */
+        fprintf(stderr,
+                "warning: chunks of %d tokens (-c) are longer than the model's training context "
+                "(%d): the figure is not the model's perplexity at its own context\n",
+                n_ctx, n_train);
+    if (n_chunks_all < 2) /* (llama-perplexity refuses fewer than 2 * n_ctx tokens) */
+        fprintf(stderr, "warning: %s holds one chunk of %d tokens; llama-perplexity wants two\n",
+                text_path, n_ctx);
     b158_session_params sp = b158_session_default_params();
     sp.n_ctx = n_ctx;
     sp.n_batch = n_batch ? n_batch : n_ctx;

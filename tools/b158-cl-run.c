@@ -36,26 +36,6 @@ static void catch_sigint(void)
     sigaction(SIGINT, &sa, NULL);
 }
 
-/* llama-cli's escapes in a -p prompt: \n \t \r \\ \" \' become those characters, in place;
- * any other backslash stays. Returns the new length. */
-static size_t unescape(char *t, size_t len)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        const char c = i + 1 < len && t[i] == '\\' ? t[i + 1] : 0;
-        const char *from = "ntr\\\"'", *to = "\n\t\r\\\"'";
-        const char *k = c ? strchr(from, c) : NULL;
-        if (k) {
-            t[o++] = to[k - from];
-            i++;
-        } else {
-            t[o++] = t[i];
-        }
-    }
-    t[o] = '\0';
-    return o;
-}
-
 typedef struct {
     const char *model, *prompt, *prompt_file, *device;
     int n_predict, n_ctx, n_batch;
@@ -648,7 +628,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "error: out of memory for the prompt\n");
             return 1;
         }
-        prompt_len = unescape(prompt_buf, prompt_len);
+        prompt_len = cli_unescape(prompt_buf, prompt_len);
         prompt = prompt_buf;
     }
     engine e;

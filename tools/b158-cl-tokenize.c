@@ -6,48 +6,25 @@
 #include <time.h>
 
 #include "b158/tokenizer.h"
+#include "cli-common.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: b158-cl-tokenize -m MODEL.gguf (-p TEXT | -f FILE) [options]\n"
+    fprintf(f, "usage: b158-cl-tokenize -m MODEL.gguf (-p TEXT | -f FILE | --stdin) [options]\n"
                "\n"
                "  -m, --model FILE      model or vocab-only GGUF file\n"
-               "  -p, --prompt TEXT     text to tokenize\n"
+               "  -p, --prompt TEXT     text to tokenize (\\n, \\t, \\r, \\\\, \\\" and \\' "
+               "become those characters)\n"
                "  -f, --file FILE       read the text from FILE\n"
+               "      --stdin           read the text from standard input\n"
                "      --ids             print only the ids, as [id, id, ...]\n"
                "      --no-bos          never add BOS (default: add it if the vocab asks for it)\n"
-               "      --parse-special   match special tokens such as <|eot_id|> in the text\n"
+               "      --no-parse-special  special tokens' text (e.g. <|eot_id|>) is plain text\n"
+               "                        (default: it is those tokens, as llama-tokenize)\n"
+               "      --no-escape       take -p as it is\n"
                "      --show-count      print the number of tokens at the end\n"
                "      --timing          print the tokenization time to stderr\n"
                "  -h, --help            this help\n");
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    size_t k;
-    while (buf && (k = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap) {
-            char *p = realloc(buf, cap *= 2);
-            if (!p) {
-                free(buf);
-                buf = NULL;
-            }
-            buf = p;
-        }
-    }
-    if (buf && ferror(f)) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
 }
 
 /* Prints a piece between quotes; bytes that are not valid UTF-8 on their own are shown as
@@ -77,22 +54,31 @@ static void print_piece(const char *p, size_t n)
 int main(int argc, char **argv)
 {
     const char *model = NULL, *prompt = NULL, *file = NULL;
-    int ids_only = 0, no_bos = 0, parse_special = 0, show_count = 0, timing = 0;
+    int ids_only = 0, no_bos = 0, parse_special = 1, show_count = 0, timing = 0, no_escape = 0;
+    int sources = 0; /* -p, -f and --stdin given */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has_val = i + 1 < argc;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && has_val)
             model = argv[++i];
         else if ((!strcmp(a, "-p") || !strcmp(a, "--prompt")) && has_val)
-            prompt = argv[++i];
+            prompt = argv[++i], sources++;
         else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && has_val)
-            file = argv[++i];
+            file = argv[++i], sources++;
+        else if (!strcmp(a, "--stdin"))
+            file = "/dev/stdin", sources++;
+        else if (!strcmp(a, "--no-escape"))
+            no_escape = 1;
+        else if (!strcmp(a, "--no-parse-special"))
+            parse_special = 0;
+        else if (!strcmp(a, "--log-disable"))
+            ; /* (llama-tokenize's; nothing is logged here but errors) */
         else if (!strcmp(a, "--ids"))
             ids_only = 1;
         else if (!strcmp(a, "--no-bos"))
             no_bos = 1;
         else if (!strcmp(a, "--parse-special"))
-            parse_special = 1;
+            parse_special = 1; /* (the default; kept for scripts that say it) */
         else if (!strcmp(a, "--show-count"))
             show_count = 1;
         else if (!strcmp(a, "--timing"))
@@ -106,23 +92,21 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!model || (!prompt == !file)) {
-        fprintf(stderr, "error: need -m and exactly one of -p or -f\n\n");
+    if (!model || sources != 1) {
+        fprintf(stderr, "error: need -m and exactly one of -p, -f or --stdin\n\n");
         usage(stderr);
         return 2;
     }
 
     size_t len;
-    char *text = NULL;
-    if (file) {
-        text = read_file(file, &len);
-        if (!text) {
-            fprintf(stderr, "error: cannot read prompt file '%s'\n", file);
-            return 1;
-        }
-    } else {
-        len = strlen(prompt);
+    char *text = file ? cli_read_file(file, 0, &len) : strdup(prompt);
+    if (!text) {
+        if (!file)
+            fprintf(stderr, "error: out of memory for the text\n");
+        return 1;
     }
+    if (!file)
+        len = no_escape ? strlen(text) : cli_unescape(text, strlen(text));
 
     b158_vocab *v = NULL;
     if (b158_vocab_load(model, &v) != B158_OK) {
@@ -136,7 +120,7 @@ int main(int argc, char **argv)
     size_t n = 0;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    b158_status st = b158_tokenize_alloc(v, file ? text : prompt, len, flags, &ids, &n);
+    b158_status st = b158_tokenize_alloc(v, text, len, flags, &ids, &n);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (st != B158_OK) {
         fprintf(stderr, "error: %s\n", b158_last_error());

@@ -81,6 +81,26 @@ static inline int cli_parse_float(const char *flag, const char *v, float *out)
     return 0;
 }
 
+/* llama.cpp's escapes in a -p text (its tools' default): \n \t \r \\ \" \' become those characters,
+ * in place; any other backslash stays. Returns the new length. */
+static inline size_t cli_unescape(char *t, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char c = i + 1 < len && t[i] == '\\' ? t[i + 1] : 0;
+        const char *from = "ntr\\\"'", *to = "\n\t\r\\\"'";
+        const char *k = c ? strchr(from, c) : NULL;
+        if (k) {
+            t[o++] = to[k - from];
+            i++;
+        } else {
+            t[o++] = t[i];
+        }
+    }
+    t[o] = '\0';
+    return o;
+}
+
 /* Reads a whole file (regular file, pipe, /dev/stdin) into a NUL-terminated buffer; *len gets
  * its size, which counts any NUL bytes inside. A file that cannot be opened or read, a directory
  * or more than max bytes (0 = no limit) print one error line naming the file and give NULL. */
