@@ -245,6 +245,8 @@ typedef struct {
     double pp_mean, pp_sd, tg_mean, tg_sd; /* tokens/s; ms/token */
     double first_pp, upload, compile;      /* seconds: first pp, weight upload, kernel builds */
     double tg_enqueue;                     /* ms/token the host spent inside kernel enqueues */
+    double tg_launches;                    /* kernel launches a token (the engines' launch counts
+                                              differ: on launch-bound GPUs that is in the ratio) */
     uint64_t mem_w, mem_kv, mem_s;         /* device bytes by category */
     b158_token greedy[16];
     float *logits; /* (n_vocab) after the greedy test's prompt, for the comparison */
@@ -320,24 +322,38 @@ static b158_status greedy_decode(b158_session *s, const b158_token *tok, int n, 
     return st;
 }
 
+/* Kernel launches of rt so far (CLBlast's routines count one each) */
+static uint64_t launches(const b158_runtime *rt)
+{
+    b158_kernel_stats st[256]; /* (more than the kernels and routines there are) */
+    size_t n = b158_runtime_kernel_stats(rt, st, 256);
+    n = n < 256 ? n : 256;
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += st[i].launches;
+    return total;
+}
+
 /* One repetition of the tg test on s (of runtime rt): tg single-token steps after 1 + depth
  * tokens of prompt, the steps' tokens from tok, or with greedy each the pick of the step
  * before; the steps' wall time into *wall_s, the host's time in their enqueue calls into
- * *enqueue_ns */
+ * *enqueue_ns, their launches into *n_launch */
 static b158_status tg_steps(const options *o, b158_runtime *rt, b158_session *s,
-                            const b158_token *tok, double *wall_s, uint64_t *enqueue_ns)
+                            const b158_token *tok, double *wall_s, uint64_t *enqueue_ns,
+                            uint64_t *n_launch)
 {
     b158_session_reset(s);
     b158_token t = 0;
     b158_status st = o->greedy ? greedy_decode(s, tok, 1 + o->depth, &t)
                                : b158_session_eval(s, tok, 1 + o->depth);
     const double t0 = now_s();
-    const uint64_t e0 = b158_runtime_enqueue_ns(rt);
+    const uint64_t e0 = b158_runtime_enqueue_ns(rt), l0 = launches(rt);
     for (int i = 0; st == B158_OK && i < o->tg; i++)
         st = o->greedy ? greedy_decode(s, &t, 1, &t)
                        : b158_session_eval(s, &tok[(i + 1) % o->pp], 1);
     *wall_s = now_s() - t0;
     *enqueue_ns = b158_runtime_enqueue_ns(rt) - e0;
+    *n_launch = launches(rt) - l0;
     return st;
 }
 
@@ -373,10 +389,11 @@ static b158_status measure(const options *o, b158_runtime *rt, b158_model *m, b1
     }
     for (int rep = 0; st == B158_OK && rep < o->reps; rep++) {
         double wall = 0;
-        uint64_t enq = 0;
-        st = tg_steps(o, rt, s, tok, &wall, &enq);
+        uint64_t enq = 0, nl = 0;
+        st = tg_steps(o, rt, s, tok, &wall, &enq, &nl);
         tg_t[rep] = 1000.0 * wall / o->tg;
         r->tg_enqueue += 1e-6 * (double)enq / o->tg / o->reps;
+        r->tg_launches += (double)nl / o->tg / o->reps;
     }
     if (st == B158_OK) {
         b158_session_reset(s);
@@ -488,11 +505,11 @@ static void print_md_row(const model_result *r)
 static void print_engine_json(const char *key, const engine_result *e)
 {
     printf("\"%s\": {\"pp_tokens_per_s\": %.3f, \"pp_std\": %.3f, \"tg_ms_per_token\": %.3f, "
-           "\"tg_std\": %.3f, \"first_pp_s\": %.3f, \"upload_s\": %.3f, \"session_setup_s\": %.3f, "
-           "\"mem_weights\": %llu, "
+           "\"tg_std\": %.3f, \"tg_launches_per_token\": %.1f, \"first_pp_s\": %.3f, "
+           "\"upload_s\": %.3f, \"session_setup_s\": %.3f, \"mem_weights\": %llu, "
            "\"mem_kv_cache\": %llu, \"mem_scratch\": %llu}",
-           key, e->pp_mean, e->pp_sd, e->tg_mean, e->tg_sd, e->first_pp, e->upload, e->compile,
-           (unsigned long long)e->mem_w, (unsigned long long)e->mem_kv,
+           key, e->pp_mean, e->pp_sd, e->tg_mean, e->tg_sd, e->tg_launches, e->first_pp, e->upload,
+           e->compile, (unsigned long long)e->mem_w, (unsigned long long)e->mem_kv,
            (unsigned long long)e->mem_s);
 }
 
@@ -1045,10 +1062,10 @@ static int run_models(const options *o)
             if (ran[i])
                 fprintf(stderr,
                         "%s: %s setup apart from the timings: upload %.2f s, session and kernel "
-                        "builds %.2f s, first pp %.2f s; tg: %.3f ms/token of host time inside "
-                        "kernel enqueues\n",
+                        "builds %.2f s, first pp %.2f s; tg: %.1f kernel launches and %.3f "
+                        "ms of host time inside kernel enqueues a token\n",
                         r.name, i ? "b1.58" : "FP16", e[i]->upload, e[i]->compile, e[i]->first_pp,
-                        e[i]->tg_enqueue);
+                        e[i]->tg_launches, e[i]->tg_enqueue);
         if (!strcmp(o->format, "md")) {
             if (both)
                 print_md_row(&r);

@@ -428,6 +428,14 @@ static void test_bench(void)
     run("b158-cl-bench --preset tiny -p 4 -n 2 -r 1 -o json --fp16 kernels", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"fp16_matmul\": \"kernels\""));
+    /* each engine's launches a decode token (tiny: 2 blocks): the FP16-storage kernels run a
+     * dequantization and separate norms that the ternary GEMV's tails fold in */
+    const char *lf = strstr(r.out, "\"fp16\": {"), *lt = strstr(r.out, "\"ternary\": {");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(lf && lt);
+    lf = strstr(lf, "\"tg_launches_per_token\": "), lt = strstr(lt, "\"tg_launches_per_token\": ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(lf && lt);
+    CU_ASSERT_DOUBLE_EQUAL(atof(lt + 25), 14.0, 1e-9); /* 2 + 5 a block + final norm, LM head */
+    CU_ASSERT(atof(lf + 25) > atof(lt + 25));
     run("b158-cl-bench --preset tiny -p 8 -n 4 -r 2 -o json", &r);
     if (r.status)
         fprintf(stderr, "\n%s\n", r.err);
