@@ -434,7 +434,7 @@ static void test_plan(void)
     const int k = b158_test_randint(1, 700), kp = b158_ternary_k_pad(k);
     float *x = malloc((size_t)2 * k * 4), s_ref[2], s_dev[2];
     int8_t *q_ref = malloc((size_t)2 * k), *q_dev = malloc((size_t)2 * kp);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(x && q_ref && q_dev);
+    CU_ASSERT_FATAL(x && q_ref && q_dev);
     for (int i = 0; i < 2 * k; i++)
         x[i] = (float)b158_test_randint(-1000, 1000) / 29.0f;
     b158_ref_quantize(x, k, 2, q_ref, s_ref);
