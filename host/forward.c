@@ -78,7 +78,7 @@ struct b158_session {
      * after that (PLAN_OFF where it could not be recorded); the same for a greedy step's
      * one-row argmax (dev_argmax) */
     b158_plan plan, argmax_plan;
-    enum { PLAN_NONE, PLAN_READY, PLAN_OFF } plan_state, argmax_state;
+    enum plan_state { PLAN_NONE, PLAN_READY, PLAN_OFF } plan_state, argmax_state;
     int att_splits;     /* most splits of the attention's keys in one-token steps; 1 = none */
     int att_split_keys; /* the fewest keys a step splits its attention over (step_splits) */
     int step_splits;    /* the splits of this step's attention */
@@ -715,26 +715,44 @@ static b158_status ahead_then_wait(b158_session *s, cl_event done)
     return q != B158_OK ? q : w;
 }
 
-/* The argmax of the first rows of d->logits into d->amax_out; one row's launch recorded on its
- * first use and replayed after, as a step's (no argument set per token) */
-static b158_status dev_argmax(b158_session *s, int rows)
+/* launches(s), recorded into plan on its first run and replayed after (*state). A plan that
+ * could not be had (out of memory, a command other than a launch) is off for the session:
+ * launches runs as such; a run that failed is recorded again the next time. */
+static b158_status planned(b158_session *s, b158_plan *plan, enum plan_state *state,
+                           b158_status (*launches)(b158_session *))
+{
+    if (*state == PLAN_OFF)
+        return launches(s);
+    if (*state == PLAN_READY)
+        return b158_rt_plan_run(s->rt, plan);
+    b158_rt_plan_begin(s->rt, plan);
+    const b158_status st = launches(s);
+    b158_rt_plan_end(s->rt);
+    *state = plan->failed ? PLAN_OFF : st == B158_OK ? PLAN_READY : PLAN_NONE;
+    if (*state != PLAN_READY)
+        b158_plan_free(plan);
+    return st;
+}
+
+static b158_status argmax_rows(b158_session *s, int rows)
 {
     struct dev_state *d = &s->dev;
-    const int nv = s->m->info.n_vocab;
+    return b158_op_argmax(s->rt, &d->logits, s->m->info.n_vocab, rows, &d->amax_part,
+                          &d->amax_count, &d->amax_out);
+}
+
+static b158_status argmax_one(b158_session *s)
+{
+    return argmax_rows(s, 1);
+}
+
+/* The argmax of the first rows of d->logits into d->amax_out; one row's launch planned, as a
+ * step's (no argument set per token) */
+static b158_status dev_argmax(b158_session *s, int rows)
+{
     b158_rt_site(s->rt, "argmax");
-    if (rows != 1 || s->argmax_state == PLAN_OFF)
-        return b158_op_argmax(s->rt, &d->logits, nv, rows, &d->amax_part, &d->amax_count,
-                              &d->amax_out);
-    if (s->argmax_state == PLAN_READY)
-        return b158_rt_plan_run(s->rt, &s->argmax_plan);
-    b158_rt_plan_begin(s->rt, &s->argmax_plan);
-    const b158_status st =
-        b158_op_argmax(s->rt, &d->logits, nv, 1, &d->amax_part, &d->amax_count, &d->amax_out);
-    b158_rt_plan_end(s->rt);
-    s->argmax_state = s->argmax_plan.failed ? PLAN_OFF : st == B158_OK ? PLAN_READY : PLAN_NONE;
-    if (s->argmax_state != PLAN_READY)
-        b158_plan_free(&s->argmax_plan);
-    return st;
+    return rows == 1 ? planned(s, &s->argmax_plan, &s->argmax_state, argmax_one)
+                     : argmax_rows(s, rows);
 }
 
 static b158_status read_logits(b158_session *s, int rows, float *dst, int32_t *picks)
@@ -976,24 +994,15 @@ static b158_status dev_step_one(b158_session *s)
  * another split count), else dev_step_one's */
 static b158_status step_launches(b158_session *s)
 {
-    if (s->m->dev_mode != B158_WEIGHTS_TERNARY || s->plan_state == PLAN_OFF)
+    if (s->m->dev_mode != B158_WEIGHTS_TERNARY)
         return dev_step_one(s);
     if (s->plan_state == PLAN_READY && s->plan_splits != s->step_splits) {
         b158_plan_free(&s->plan);
         s->plan_state = PLAN_NONE;
     }
-    if (s->plan_state == PLAN_READY)
-        return b158_rt_plan_run(s->rt, &s->plan);
-    b158_rt_plan_begin(s->rt, &s->plan);
-    s->plan_splits = s->step_splits;
-    const b158_status st = dev_step_one(s);
-    b158_rt_plan_end(s->rt);
-    /* a plan that could not be had (out of memory, a command other than a launch) is off for
-     * the session; a step that failed is recorded again the next time */
-    s->plan_state = s->plan.failed ? PLAN_OFF : st == B158_OK ? PLAN_READY : PLAN_NONE;
-    if (s->plan_state != PLAN_READY)
-        b158_plan_free(&s->plan);
-    return st;
+    if (s->plan_state == PLAN_NONE)
+        s->plan_splits = s->step_splits; /* (those of the plan about to be recorded) */
+    return planned(s, &s->plan, &s->plan_state, dev_step_one);
 }
 
 /* The fused step's error flag on its way back into s->fused_err (a one-token step) */
