@@ -12,55 +12,63 @@
  * below instead. */
 
 #if B158_WG == 1
-/* Dot product of n FP16 weights with n floats, 64 at a time in four chains. */
-inline float b158_dot_half(__global const half *w, __global const float *x, int n)
-{
-    float16 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-    int i = 0;
-    for (; i + 64 <= n; i += 64) {
-        a0 = fma(vload_half16(0, w + i), vload16(0, x + i), a0);
-        a1 = fma(vload_half16(0, w + i + 16), vload16(0, x + i + 16), a1);
-        a2 = fma(vload_half16(0, w + i + 32), vload16(0, x + i + 32), a2);
-        a3 = fma(vload_half16(0, w + i + 48), vload16(0, x + i + 48), a3);
+/* The CPU variant's dot products of FP16 weights with a row x of floats (xtype float, X16 /
+ * X1 loading 16 / 1 of them) or of int8 activations (char, converted): name takes one row, n
+ * weights 64 at a time in four chains; name2 two rows at once, as two streams from far-apart
+ * places keep more of the memory system busy than one (about 38 -> 49 GB/s with two threads
+ * here). */
+#define B158_DOT_HALF(name, name2, xtype, X16, X1)                                                 \
+    inline float name(__global const half *w, __global const xtype *x, int n)                      \
+    {                                                                                              \
+        float16 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;                                        \
+        int i = 0;                                                                                 \
+        for (; i + 64 <= n; i += 64) {                                                             \
+            a0 = fma(vload_half16(0, w + i), X16(x, i), a0);                                       \
+            a1 = fma(vload_half16(0, w + i + 16), X16(x, i + 16), a1);                             \
+            a2 = fma(vload_half16(0, w + i + 32), X16(x, i + 32), a2);                             \
+            a3 = fma(vload_half16(0, w + i + 48), X16(x, i + 48), a3);                             \
+        }                                                                                          \
+        for (; i + 16 <= n; i += 16)                                                               \
+            a0 = fma(vload_half16(0, w + i), X16(x, i), a0);                                       \
+        const float16 a = (a0 + a1) + (a2 + a3);                                                   \
+        const float8 b = a.lo + a.hi;                                                              \
+        const float4 c = b.lo + b.hi;                                                              \
+        float s = (c.x + c.y) + (c.z + c.w);                                                       \
+        for (; i < n; i++)                                                                         \
+            s += vload_half(i, w) * X1(x, i);                                                      \
+        return s;                                                                                  \
+    }                                                                                              \
+    inline float2 name2(__global const half *wa, __global const half *wb, __global const xtype *x, \
+                        int n)                                                                     \
+    {                                                                                              \
+        float16 a0 = 0.0f, a1 = 0.0f, b0 = 0.0f, b1 = 0.0f;                                        \
+        int i = 0;                                                                                 \
+        for (; i + 32 <= n; i += 32) {                                                             \
+            const float16 x0 = X16(x, i), x1 = X16(x, i + 16);                                     \
+            a0 = fma(vload_half16(0, wa + i), x0, a0);                                             \
+            b0 = fma(vload_half16(0, wb + i), x0, b0);                                             \
+            a1 = fma(vload_half16(0, wa + i + 16), x1, a1);                                        \
+            b1 = fma(vload_half16(0, wb + i + 16), x1, b1);                                        \
+        }                                                                                          \
+        for (; i + 16 <= n; i += 16) {                                                             \
+            const float16 x0 = X16(x, i);                                                          \
+            a0 = fma(vload_half16(0, wa + i), x0, a0);                                             \
+            b0 = fma(vload_half16(0, wb + i), x0, b0);                                             \
+        }                                                                                          \
+        const float16 a = a0 + a1, b = b0 + b1;                                                    \
+        const float8 a8 = a.lo + a.hi, b8 = b.lo + b.hi;                                           \
+        const float4 a4 = a8.lo + a8.hi, b4 = b8.lo + b8.hi;                                       \
+        float2 s = (float2)((a4.x + a4.y) + (a4.z + a4.w), (b4.x + b4.y) + (b4.z + b4.w));         \
+        for (; i < n; i++)                                                                         \
+            s += (float2)(vload_half(i, wa), vload_half(i, wb)) * X1(x, i);                        \
+        return s;                                                                                  \
     }
-    for (; i + 16 <= n; i += 16)
-        a0 = fma(vload_half16(0, w + i), vload16(0, x + i), a0);
-    const float16 a = (a0 + a1) + (a2 + a3);
-    const float8 b = a.lo + a.hi;
-    const float4 c = b.lo + b.hi;
-    float s = (c.x + c.y) + (c.z + c.w);
-    for (; i < n; i++)
-        s += vload_half(i, w) * x[i];
-    return s;
-}
-
-/* The same for two rows at once: two streams from far-apart places keep more of the memory
- * system busy than one (about 38 -> 49 GB/s with two threads here). */
-inline float2 b158_dot_half2(__global const half *wa, __global const half *wb,
-                             __global const float *x, int n)
-{
-    float16 a0 = 0.0f, a1 = 0.0f, b0 = 0.0f, b1 = 0.0f;
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        const float16 x0 = vload16(0, x + i), x1 = vload16(0, x + i + 16);
-        a0 = fma(vload_half16(0, wa + i), x0, a0);
-        b0 = fma(vload_half16(0, wb + i), x0, b0);
-        a1 = fma(vload_half16(0, wa + i + 16), x1, a1);
-        b1 = fma(vload_half16(0, wb + i + 16), x1, b1);
-    }
-    for (; i + 16 <= n; i += 16) {
-        const float16 x0 = vload16(0, x + i);
-        a0 = fma(vload_half16(0, wa + i), x0, a0);
-        b0 = fma(vload_half16(0, wb + i), x0, b0);
-    }
-    const float16 a = a0 + a1, b = b0 + b1;
-    const float8 a8 = a.lo + a.hi, b8 = b.lo + b.hi;
-    const float4 a4 = a8.lo + a8.hi, b4 = b8.lo + b8.hi;
-    float2 s = (float2)((a4.x + a4.y) + (a4.z + a4.w), (b4.x + b4.y) + (b4.z + b4.w));
-    for (; i < n; i++)
-        s += (float2)(vload_half(i, wa), vload_half(i, wb)) * x[i];
-    return s;
-}
+#define B158_LOAD_F16(x, i) vload16(0, (x) + (i))
+#define B158_LOAD_F1(x, i) (x)[i]
+#define B158_LOAD_Q16(x, i) convert_float16(vload16(0, (x) + (i)))
+#define B158_LOAD_Q1(x, i) ((float)(x)[i])
+B158_DOT_HALF(b158_dot_half, b158_dot_half2, float, B158_LOAD_F16, B158_LOAD_F1)
+B158_DOT_HALF(b158_dot_half_q8, b158_dot_half2_q8, char, B158_LOAD_Q16, B158_LOAD_Q1)
 #endif
 
 #if B158_WG > 1
@@ -133,6 +141,96 @@ __kernel void f16_matvec(__global const half *w, __global const float *x, __glob
     }
 #endif
 }
+
+/* The FP16 baseline's one-token GEMV on the ternary engine's int8 input (quantize.cl: q, one
+ * row of stride k_pad, and its scale): y[n] (+)= sum_k W[n][k] q[k] / scale, the sums of
+ * f16_matvec on dequantize_rows' x up to float rounding (the division comes once a row, as in the
+ * ternary GEMV), with no dequantization launched before it; then the ternary GEMV's optional
+ * tail (b158_last_group_tail: the next matmul's int8 input made by the last group), so a decode
+ * block of the baseline runs as many launches as the ternary engine's.
+ * GPU (B158_WG > 1): B158_FL work-items a row, B158_WG / B158_FL rows a work-group; a row's
+ * work-items read consecutive 16-byte pieces of it (eight weights, one 128-bit load, beside the
+ * eight activations they meet), four pieces in flight, then one __local reduction per group.
+ * CPU (B158_WG == 1): f16_matvec's mapping, two rows a work-item. */
+#if B158_WG > 1
+#define B158_FL (B158_WG < 32 ? B158_WG : 32) /* work-items a row */
+
+/* This work-item's part of row wr . q (k wide): pieces lane, lane + B158_FL, ... */
+inline float b158_gemv_q8_part(__global const half *wr, __global const char *q, int k, int lane)
+{
+    const int k8 = k / 8;
+    float8 a0 = 0.0f, a1 = 0.0f;
+    int p = lane;
+    if (k % 8 == 0) { /* rows start on 16 bytes: whole uint4 pieces; q rows on 64 */
+        __global const uint4 *w4 = (__global const uint4 *)wr;
+        __global const uint2 *q2 = (__global const uint2 *)q;
+        for (; p + 3 * B158_FL < k8; p += 4 * B158_FL) {
+            const uint4 w0 = w4[p], w1 = w4[p + B158_FL], w2 = w4[p + 2 * B158_FL],
+                        w3 = w4[p + 3 * B158_FL];
+            const uint2 x0 = q2[p], x1 = q2[p + B158_FL], x2 = q2[p + 2 * B158_FL],
+                        x3 = q2[p + 3 * B158_FL];
+            a0 = fma(b158_half8_of(w0), convert_float8(as_char8(x0)), a0);
+            a1 = fma(b158_half8_of(w1), convert_float8(as_char8(x1)), a1);
+            a0 = fma(b158_half8_of(w2), convert_float8(as_char8(x2)), a0);
+            a1 = fma(b158_half8_of(w3), convert_float8(as_char8(x3)), a1);
+        }
+        for (; p < k8; p += B158_FL)
+            a0 = fma(b158_half8_of(w4[p]), convert_float8(as_char8(q2[p])), a0);
+    } else {
+        for (; p < k8; p += B158_FL)
+            a0 = fma(vload_half8(p, wr), convert_float8(vload8(p, q)), a0);
+    }
+    const float8 a = a0 + a1;
+    float acc = ((a.s0 + a.s1) + (a.s2 + a.s3)) + ((a.s4 + a.s5) + (a.s6 + a.s7));
+    for (int i = 8 * k8 + lane; i < k; i += B158_FL)
+        acc += vload_half(i, wr) * (float)q[i];
+    return acc;
+}
+
+__kernel __attribute__((reqd_work_group_size(B158_WG, 1, 1))) void
+f16_gemv_q8(__global const half *w, __global const char *q, __global const float *q_scale,
+            __global float *y, int n_rows, int k, int accumulate, B158_TAIL_PARAMS)
+{
+    __local float red[B158_WG];
+    __local int last;
+    const int lid = get_local_id(0), lane = lid % B158_FL;
+    const int n = get_group_id(0) * (B158_WG / B158_FL) + lid / B158_FL;
+    red[lid] = n < n_rows ? b158_gemv_q8_part(w + (size_t)n * k, q, k, lane) : 0.0f;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = B158_FL / 2; s > 0; s >>= 1) { /* each row's lanes, side by side */
+        if (lane < s)
+            red[lid] += red[lid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lane == 0 && n < n_rows) {
+        const float v = red[lid] / q_scale[0];
+        y[n] = accumulate ? y[n] + v : v;
+    }
+    b158_last_group_tail(y, n_rows, B158_TAIL_ARGS, &last, red);
+}
+#else
+__kernel void f16_gemv_q8(__global const half *w, __global const char *q,
+                          __global const float *q_scale, __global float *y, int n_rows, int k,
+                          int accumulate, B158_TAIL_PARAMS)
+{
+    __local float red[1];
+    __local int last;
+    const int n = get_global_id(0), half_rows = (n_rows + 1) / 2, nb = n + half_rows;
+    if (n < half_rows) { /* no return: every work-item reaches the tail */
+        const float xs = q_scale[0];
+        __global const half *wr = w + (size_t)n * k;
+        if (nb < n_rows) {
+            const float2 v = b158_dot_half2_q8(wr, w + (size_t)nb * k, q, k) / xs;
+            y[n] = accumulate ? y[n] + v.x : v.x;
+            y[nb] = accumulate ? y[nb] + v.y : v.y;
+        } else {
+            const float v = b158_dot_half_q8(wr, q, k) / xs;
+            y[n] = accumulate ? y[n] + v : v;
+        }
+    }
+    b158_last_group_tail(y, n_rows, B158_TAIL_ARGS, &last, red);
+}
+#endif
 
 #if B158_WG == 1
 #define B158_F16_GEMM_R 6 /* weight rows per work-item: F16_GEMM_ROWS of host/ops.c */

@@ -72,15 +72,15 @@ static b158_status build_kernels(b158_runtime *rt, const enum b158_kernel_id *id
     return B158_OK;
 }
 
-/* The FP16-storage kernels' scratch and kernels. */
+/* The FP16-storage kernels' scratch and kernels: one token reads the int8 input itself
+ * (f16_gemv_q8); several are dequantized into xf first, for f16_gemm (the prefill). */
 static b158_status create_kernels(b158_runtime *rt, size_t B, size_t W, b158_baseline *b)
 {
-    static const enum b158_kernel_id used[] = {B158_K_DEQUANTIZE_ROWS, B158_K_F16_MATVEC,
+    static const enum b158_kernel_id used[] = {B158_K_F16_GEMV_Q8, B158_K_DEQUANTIZE_ROWS,
                                                B158_K_F16_GEMM};
-    B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, B * W * 4, &b->xf));
-    /* f16_gemm is the prefill (b158_op_f16_matmul with several tokens) */
-    const size_t n = sizeof used / sizeof used[0] - (B == 1);
-    return build_kernels(rt, used, n);
+    if (B > 1)
+        B158_TRY(b158_buf_alloc(rt, B158_MEM_SCRATCH, B * W * 4, &b->xf));
+    return build_kernels(rt, used, B > 1 ? sizeof used / sizeof used[0] : 1);
 }
 
 /* CLBlast's scratch, and one call of HGEMV and HGEMM: CLBlast compiles a routine's kernels on
@@ -130,19 +130,33 @@ b158_status b158_baseline_create(b158_runtime *rt, const b158_model *m, int n_ba
                                                     : create_kernels(rt, B, W, out);
 }
 
+int b158_baseline_reads_q8(const b158_baseline *b, int n)
+{
+    return b->mode == B158_WEIGHTS_FP16 && n == 1;
+}
+
 b158_status b158_baseline_input(b158_runtime *rt, const b158_baseline *b, const b158_buf *q8,
                                 const b158_buf *s, int k, int n)
 {
     const int k_pad = b158_ternary_k_pad(k);
+    if (b158_baseline_reads_q8(b, n))
+        return B158_OK;
     return b->mode == B158_WEIGHTS_FP16_CLBLAST
                ? b158_op_dequantize_half(rt, q8, s, &b->xh, k, k_pad, n)
                : b158_op_dequantize(rt, q8, s, &b->xf, k, k_pad, n);
 }
 
 b158_status b158_baseline_linear(b158_runtime *rt, const b158_baseline *b, const b158_buf *w, int k,
-                                 const b158_buf *y, int n, int accumulate)
+                                 const b158_buf *q8, const b158_buf *s, const b158_buf *y, int n,
+                                 int accumulate, const b158_gemv_norm *norm)
 {
     const int rows = (int)(w->bytes / 2 / (size_t)k);
+    if (b158_baseline_reads_q8(b, n))
+        return b158_op_f16_gemv_q8(rt, w, rows, k, q8, s, y, accumulate, norm);
+    if (norm)
+        return B158_FAIL(
+            B158_ERR_INVALID_ARG,
+            "b158_baseline_linear: a tail needs one token on the FP16-storage kernels");
     if (b->mode == B158_WEIGHTS_FP16_CLBLAST) {
         /* HGEMM / HGEMV in FP16, the result widened into y */
         B158_TRY(b158_op_hgemm(rt, w, &b->xh, &b->yh, rows, k, n, &b->blas_temp));

@@ -29,15 +29,23 @@ b158_status b158_baseline_create(b158_runtime *rt, const b158_model *m, int n_ba
                                  b158_baseline *out);
 void b158_baseline_free(b158_runtime *rt, b158_baseline *b);
 
+/* Whether the baseline reads the int8 input (q8 / s of b158_op_quantize) itself for n rows:
+ * one token on the FP16-storage kernels (f16_gemv_q8). Then b158_baseline_input has nothing to
+ * do and b158_baseline_linear takes a tail. */
+int b158_baseline_reads_q8(const b158_baseline *b, int n);
+
 /* Converts one BitLinear input, q8 / s from b158_op_quantize (n rows of width k, row stride
  * b158_ternary_k_pad(k)), to the baseline's input: once per input, before the matmuls that
- * share it. */
+ * share it (nothing where b158_baseline_reads_q8). */
 b158_status b158_baseline_input(b158_runtime *rt, const b158_baseline *b, const b158_buf *q8,
                                 const b158_buf *s, int k, int n);
 
-/* y (+)= w . x for the n rows of width k last given to b158_baseline_input, w a dense matrix
- * from b158_baseline_upload; y (n rows of w's row count) FP32, added to with accumulate. */
+/* y (+)= w . x for the n rows of width k of the input q8 / s (as last given to
+ * b158_baseline_input), w a dense matrix from b158_baseline_upload; y (n rows of w's row count)
+ * FP32, added to with accumulate. With norm (only where b158_baseline_reads_q8) the tail of
+ * b158_op_ternary_gemv follows: the next matmul's int8 input over norm->q / norm->s. */
 b158_status b158_baseline_linear(b158_runtime *rt, const b158_baseline *b, const b158_buf *w, int k,
-                                 const b158_buf *y, int n, int accumulate);
+                                 const b158_buf *q8, const b158_buf *s, const b158_buf *y, int n,
+                                 int accumulate, const b158_gemv_norm *norm);
 
 #endif

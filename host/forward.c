@@ -633,7 +633,25 @@ static b158_status dev_linear(b158_session *s, const b158_tmat *t, const b158_bu
     struct dev_state *d = &s->dev;
     if (s->m->dev_mode == B158_WEIGHTS_TERNARY)
         return b158_op_ternary_matmul(s->rt, t, &d->q8, &d->s, y, n, accumulate);
-    return b158_baseline_linear(s->rt, &d->base, dense, k, y, n, accumulate);
+    return b158_baseline_linear(s->rt, &d->base, dense, k, &d->q8, &d->s, y, n, accumulate, NULL);
+}
+
+/* Whether a matmul over n rows can end in a tail (b158_gemv_norm): one token on the ternary
+ * engine, or on the FP16 baseline's FP16-storage kernels */
+static int dev_tails(const b158_session *s, int n)
+{
+    return n == 1 &&
+           (s->m->dev_mode == B158_WEIGHTS_TERNARY || b158_baseline_reads_q8(&s->dev.base, n));
+}
+
+/* dev_linear for one token with the tail norm */
+static b158_status dev_gemv_tail(b158_session *s, const b158_tmat *t, const b158_buf *dense, int k,
+                                 const b158_buf *y, int accumulate, const b158_gemv_norm *norm)
+{
+    struct dev_state *d = &s->dev;
+    if (s->m->dev_mode == B158_WEIGHTS_TERNARY)
+        return b158_op_ternary_gemv(s->rt, t, &d->q8, &d->s, y, accumulate, norm);
+    return b158_baseline_linear(s->rt, &d->base, dense, k, &d->q8, &d->s, y, 1, accumulate, norm);
 }
 
 /* The tail of a one-token GEMV (b158_gemv_norm) that makes the next BitLinears' int8 input from
@@ -661,24 +679,23 @@ static b158_gemv_norm glu_tail(const b158_session *s, const struct b158_layer_de
 }
 
 /* y (+)= W . the quantized input (k wide), then the input of the next BitLinears: RMSNorm of
- * y's n rows (width wide) with weights norm_w, quantized. One token on the ternary engine does
- * both in one launch (the GEMV's last work-group takes the norm); else two. */
+ * y's n rows (width wide) with weights norm_w, quantized. One token (dev_tails) does both in one
+ * launch (the GEMV's last work-group takes the norm); else two. */
 static b158_status dev_linear_norm(b158_session *s, const b158_tmat *t, const b158_buf *dense,
                                    int k, const b158_buf *y, int width, int n, int accumulate,
                                    const b158_buf *norm_w)
 {
-    struct dev_state *d = &s->dev;
-    if (s->m->dev_mode == B158_WEIGHTS_TERNARY && n == 1) {
+    if (dev_tails(s, n)) {
         const b158_gemv_norm norm = norm_tail(s, norm_w, width);
-        return b158_op_ternary_gemv(s->rt, t, &d->q8, &d->s, y, accumulate, &norm);
+        return dev_gemv_tail(s, t, dense, k, y, accumulate, &norm);
     }
     B158_TRY(dev_linear(s, t, dense, k, y, n, accumulate));
     return dev_norm_quantize(s, y, norm_w, width, n);
 }
 
 /* The feed-forward's gate|up matmul and then the input of its down projection: act(gate) * up,
- * sub-normed where the model has the norm, quantized. One token on the ternary engine does both
- * in one launch (the GEMV's last work-group takes the GLU); else two. */
+ * sub-normed where the model has the norm, quantized. One token (dev_tails) does both in one
+ * launch (the GEMV's last work-group takes the GLU); else two. */
 static b158_status dev_linear_glu(b158_session *s, const struct b158_layer_dev *L, int n)
 {
     struct dev_state *d = &s->dev;
@@ -686,9 +703,9 @@ static b158_status dev_linear_glu(b158_session *s, const struct b158_layer_dev *
     const b158_buf *sub = h->sub_norms ? &L->ffn_sub_norm : NULL;
     const enum b158_act act = h->relu2 ? B158_ACT_RELU2 : B158_ACT_SILU;
     const int k_pad = b158_ternary_k_pad(h->n_ff);
-    if (s->m->dev_mode == B158_WEIGHTS_TERNARY && n == 1) {
+    if (dev_tails(s, n)) {
         const b158_gemv_norm glu = glu_tail(s, L);
-        return b158_op_ternary_gemv(s->rt, &L->wgu, &d->q8, &d->s, &d->gu, 0, &glu);
+        return dev_gemv_tail(s, &L->wgu, &L->hgu, h->n_embd, &d->gu, 0, &glu);
     }
     B158_TRY(dev_linear(s, &L->wgu, &L->hgu, h->n_embd, &d->gu, n, 0));
     B158_TRY(b158_op_glu_norm_quantize(s->rt, &d->gu, &d->gu, h->n_ff, 2 * h->n_ff, sub, &d->q8,
@@ -937,8 +954,10 @@ static b158_status dev_layers(b158_session *s, int n, int final)
         if (n > 1)
             B158_TRY(b158_op_rope_kv_store(rt, &rope_kv, &d->tok, n, cache_off, cache_rows));
         /* the sub-norm and quantization of the output projection's input: in the attention's
-         * tail on the ternary engine (one launch fewer per layer) */
-        const int fused = h->sub_norms && m->dev_mode == B158_WEIGHTS_TERNARY;
+         * tail on the ternary engine and where the baseline reads that input itself (one launch
+         * fewer per layer) */
+        const int fused = h->sub_norms && (m->dev_mode == B158_WEIGHTS_TERNARY ||
+                                           b158_baseline_reads_q8(&d->base, n));
         const b158_gemv_norm sub = {.norm_w = &L->attn_sub_norm,
                                     .q = &d->q8,
                                     .s = &d->s,
@@ -989,12 +1008,19 @@ static b158_status dev_step_one(b158_session *s)
                               m->info.n_embd, 1);
 }
 
-/* A one-token step's launches with its logits into d->logits: on the ternary engine the
- * session's recorded plan (recorded on the first such step, again when the context grew into
- * another split count), else dev_step_one's */
+/* Whether a one-token step can be recorded into a plan: all its commands the engine's launches
+ * (CLBlast's routines enqueue their own) */
+static int step_plannable(const b158_session *s)
+{
+    return s->m->dev_mode != B158_WEIGHTS_FP16_CLBLAST;
+}
+
+/* A one-token step's launches with its logits into d->logits: the session's recorded plan
+ * (recorded on the first such step, again when the context grew into another split count),
+ * else dev_step_one's */
 static b158_status step_launches(b158_session *s)
 {
-    if (s->m->dev_mode != B158_WEIGHTS_TERNARY)
+    if (!step_plannable(s))
         return dev_step_one(s);
     if (s->plan_state == PLAN_READY && s->plan_splits != s->step_splits) {
         b158_plan_free(&s->plan);
@@ -1018,7 +1044,7 @@ static b158_status dev_step(b158_session *s, int n, const int *sel, int n_sel, f
                             int32_t *picks)
 {
     const b158_model *m = s->m;
-    if (m->dev_mode == B158_WEIGHTS_TERNARY && n == 1 && n_sel == 1 && s->plan_state != PLAN_OFF) {
+    if (step_plannable(s) && n == 1 && n_sel == 1 && s->plan_state != PLAN_OFF) {
         B158_TRY(step_launches(s));
         B158_TRY(fused_err_read(s, n));
         return read_logits(s, 1, dst, picks);
@@ -1117,7 +1143,7 @@ static b158_status spec_take(b158_session *s, const b158_token *token, float *ds
 }
 
 /* One step of n tokens whose {position, cache row} pairs are in s->tok; logits of the rows
- * sel[0..n_sel) into dst. A one-token step with logits on the ternary engine runs the
+ * sel[0..n_sel) into dst. A one-token step with logits (not on CLBlast) runs the
  * session's recorded plan (recording it the first time). The token ids and positions go up
  * without a wait of their own; the step ends waiting for its logits, or for the queue when it
  * has none or fails, so the caller's tokens and s->tok are free again on return. */

@@ -25,6 +25,7 @@
     X(EMBED, "embed_rows", "embed.cl")                                                             \
     X(F16_MATVEC, "f16_matvec", "f16-matmul.cl")                                                   \
     X(F16_GEMM, "f16_gemm", "f16-matmul.cl")                                                       \
+    X(F16_GEMV_Q8, "f16_gemv_q8", "f16-matmul.cl")                                                 \
     X(F16_TO_F32, "f16_to_f32", "f16-matmul.cl")                                                   \
     X(ARGMAX_ROWS, "argmax_rows", "sample.cl")                                                     \
     X(DECODE_LAYER, "ternary_decode_layer", "ternary.cl attention.cl decode.cl")                   \

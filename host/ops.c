@@ -174,52 +174,67 @@ int b158_op_gemv_jobs(const b158_runtime *rt, const b158_tmat *w)
     return (w->n + rows - 1) / rows;
 }
 
+/* A one-token GEMV's tail (B158_TAIL_PARAMS of cl_kernels/common.cl) from norm (NULL: none)
+ * for n output rows, checked: the kind (0 none, 1 RMSNorm, 2 GLU + sub-norm, 3 GLU), the int8
+ * row's stride, eps, activation and buffers (&none where unused). */
+struct gemv_tail {
+    int tail, k_pad_out, act;
+    float eps;
+    const b158_buf *nw, *qo, *so, *cnt;
+};
+
+static b158_status gemv_tail(const b158_gemv_norm *norm, int n, const char *op, struct gemv_tail *t)
+{
+    const int tail = !norm ? 0 : !norm->glu ? 1 : norm->norm_w ? 2 : 3;
+    *t = (struct gemv_tail){.tail = tail, .nw = &none, .qo = &none, .so = &none, .cnt = &none};
+    if (!tail)
+        return B158_OK;
+    const int width = tail >= 2 ? n / 2 : n; /* of the quantized row */
+    if (norm->k_pad < width || norm->k_pad % 64 || (tail >= 2 && n % 2))
+        return B158_FAIL(B158_ERR_INVALID_ARG, "%s: k_pad %d for %d rows%s", op, norm->k_pad, n,
+                         tail >= 2 ? " of gate and up" : "");
+    if (tail != 3)
+        B158_TRY(need(norm->norm_w, (size_t)width * 4, op, "norm weights"));
+    B158_TRY(need(norm->q, (size_t)norm->k_pad, op, "q out"));
+    B158_TRY(need(norm->s, 4, op, "s out"));
+    B158_TRY(need(norm->counter, 4, op, "counter"));
+    t->k_pad_out = norm->k_pad, t->act = (int)norm->act, t->eps = norm->eps;
+    t->nw = norm->norm_w ? norm->norm_w : &none;
+    t->qo = norm->q, t->so = norm->s, t->cnt = norm->counter;
+    return B158_OK;
+}
+
+/* The launch arguments of a struct gemv_tail t, in B158_TAIL_PARAMS' order */
+#define TAIL_ARGS(t)                                                                               \
+    B158_ARG((t).tail), B158_ARG_MEM((t).cnt), B158_ARG_MEM((t).nw), B158_ARG_MEM((t).qo),         \
+        B158_ARG_MEM((t).so), B158_ARG((t).k_pad_out), B158_ARG((t).eps), B158_ARG((t).act)
+
 b158_status b158_op_ternary_gemv(b158_runtime *rt, const b158_tmat *w, const b158_buf *q,
                                  const b158_buf *s, const b158_buf *y, int accumulate,
                                  const b158_gemv_norm *norm)
 {
     B158_TRY(check_matmul(w, q, s, y, 1));
-    /* the kernels' tail: 0 none, 1 RMSNorm, 2 GLU + sub-norm, 3 GLU */
-    const int tail = !norm ? 0 : !norm->glu ? 1 : norm->norm_w ? 2 : 3;
-    const int width = tail >= 2 ? w->n / 2 : w->n; /* of the quantized row */
-    const int k_pad_out = tail ? norm->k_pad : 0;
-    const float eps = tail ? norm->eps : 0.0f;
-    const int act = tail ? (int)norm->act : 0;
-    if (tail) {
-        if (k_pad_out < width || k_pad_out % 64 || (tail >= 2 && w->n % 2))
-            return B158_FAIL(B158_ERR_INVALID_ARG, "ternary gemv: k_pad %d for %d rows%s",
-                             k_pad_out, w->n, tail >= 2 ? " of gate and up" : "");
-        if (tail != 3)
-            B158_TRY(need(norm->norm_w, (size_t)width * 4, "ternary gemv", "norm weights"));
-        B158_TRY(need(norm->q, (size_t)k_pad_out, "ternary gemv", "q out"));
-        B158_TRY(need(norm->s, 4, "ternary gemv", "s out"));
-        B158_TRY(need(norm->counter, 4, "ternary gemv", "counter"));
-    }
-    const b158_buf *nw = tail && norm->norm_w ? norm->norm_w : &none, *qo = tail ? norm->q : &none,
-                   *so = tail ? norm->s : &none, *cnt = tail ? norm->counter : &none;
+    struct gemv_tail t;
+    B158_TRY(gemv_tail(norm, w->n, "ternary gemv", &t));
     /* the arguments every GEMV kernel takes after its matrix, input and output; the GPU one
      * has the work-items a row (log2) between */
 #define GEMV_HEAD                                                                                  \
     B158_ARG_MEM(&w->codes), B158_ARG_MEM(&w->scales), B158_ARG_MEM(q), B158_ARG_MEM(s),           \
         B158_ARG_MEM(y), B158_ARG(w->n), B158_ARG(w->k_pad)
-#define GEMV_TAIL                                                                                  \
-    B158_ARG(accumulate), B158_ARG(tail), B158_ARG_MEM(cnt), B158_ARG_MEM(nw), B158_ARG_MEM(qo),   \
-        B158_ARG_MEM(so), B158_ARG(k_pad_out), B158_ARG(eps), B158_ARG(act)
     b158_status st;
     if (rt->tune.gpu) {
         const int shift = b158_op_gemv_shift(rt, w->k_pad), rows = rt->tune.wg >> shift;
         const size_t local = (size_t)rt->tune.wg, global = (size_t)(w->n + rows - 1) / rows * local;
         st = B158_LAUNCH(rt, B158_K_TERNARY_GEMV_GPU, 1, ((size_t[]){global}), ((size_t[]){local}),
-                         GEMV_HEAD, B158_ARG(shift), GEMV_TAIL);
+                         GEMV_HEAD, B158_ARG(shift), B158_ARG(accumulate), TAIL_ARGS(t));
     } else {
         /* the AVX-512 GEMV: rows / 2 from each half of the matrix per work-item */
         const size_t rows = cpu_rows(rt), per = rows > 1 ? rows / 2 : 1;
         const size_t global = rows > 1 ? ((size_t)w->n + 2 * per - 1) / (2 * per) : (size_t)w->n;
         st = B158_LAUNCH(rt, b158_op_ternary_gemv_kernel(rt), 1, ((size_t[]){global}),
-                         ((size_t[]){CPU_ROWS_WG}), GEMV_HEAD, GEMV_TAIL);
+                         ((size_t[]){CPU_ROWS_WG}), GEMV_HEAD, B158_ARG(accumulate), TAIL_ARGS(t));
     }
 #undef GEMV_HEAD
-#undef GEMV_TAIL
     return st;
 }
 
@@ -244,14 +259,11 @@ b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, 
         const b158_chain_stage *c = &stage[i < stages ? i : 0];
         const b158_gemv_norm *norm = c->norm;
         B158_TRY(check_matmul(c->w, q, s, c->y, 1));
-        const int tail = !norm ? 0 : !norm->glu ? 1 : norm->norm_w ? 2 : 3;
-        const int width = tail >= 2 ? c->w->n / 2 : c->w->n;
-        if (i < stages && !tail && i + 1 < stages)
+        struct gemv_tail t;
+        B158_TRY(gemv_tail(norm, c->w->n, op, &t));
+        if (i < stages && !t.tail && i + 1 < stages)
             return B158_FAIL(B158_ERR_INVALID_ARG, "%s: stage %d of %d has no tail", op, i, stages);
-        if (tail) {
-            if (norm->k_pad < width || norm->k_pad % 64 || (tail >= 2 && c->w->n % 2))
-                return B158_FAIL(B158_ERR_INVALID_ARG, "%s: k_pad %d for %d rows", op, norm->k_pad,
-                                 c->w->n);
+        if (t.tail) {
             if (norm->q != q || norm->s != s ||
                 (first && (norm->counter != first->counter || norm->act != first->act ||
                            norm->eps != first->eps)))
@@ -259,16 +271,11 @@ b158_status b158_op_gemv_chain(b158_runtime *rt, const b158_chain_stage *stage, 
                                  "%s: the stages' tails share the chain's input, counter, act "
                                  "and eps",
                                  op);
-            if (tail != 3)
-                B158_TRY(need(norm->norm_w, (size_t)width * 4, op, "norm weights"));
-            B158_TRY(need(q, (size_t)norm->k_pad, op, "q out"));
-            B158_TRY(need(norm->counter, 4, op, "counter"));
             first = first ? first : norm;
         }
-        a[i].codes = &c->w->codes, a[i].scales = &c->w->scales, a[i].y = c->y;
-        a[i].nw = tail && norm->norm_w ? norm->norm_w : &none;
-        a[i].rows = c->w->n, a[i].k_pad = c->w->k_pad, a[i].add = c->add, a[i].tail = tail;
-        a[i].shift = b158_op_gemv_shift(rt, c->w->k_pad), a[i].k_pad_out = tail ? norm->k_pad : 0;
+        a[i].codes = &c->w->codes, a[i].scales = &c->w->scales, a[i].y = c->y, a[i].nw = t.nw;
+        a[i].rows = c->w->n, a[i].k_pad = c->w->k_pad, a[i].add = c->add, a[i].tail = t.tail;
+        a[i].shift = b158_op_gemv_shift(rt, c->w->k_pad), a[i].k_pad_out = t.k_pad_out;
         if (i < stages)
             jobs += (size_t)b158_op_gemv_jobs(rt, c->w);
     }
@@ -651,6 +658,31 @@ b158_status b158_op_f16_matvec(b158_runtime *rt, const b158_buf *w, const b158_b
                                const b158_buf *y, int n_rows, int k, int m_rows)
 {
     return b158_op_f16_matmul(rt, w, x, y, n_rows, k, m_rows, 0);
+}
+
+b158_status b158_op_f16_gemv_q8(b158_runtime *rt, const b158_buf *w, int n_rows, int k,
+                                const b158_buf *q, const b158_buf *s, const b158_buf *y,
+                                int accumulate, const b158_gemv_norm *norm)
+{
+    const char *op = "f16 gemv q8";
+    const int acc = accumulate != 0;
+    B158_TRY(positive(n_rows, op, "rows"));
+    B158_TRY(positive(k, op, "k"));
+    B158_TRY(need(w, (size_t)n_rows * k * 2, op, "weights"));
+    B158_TRY(need(q, (size_t)k, op, "q"));
+    B158_TRY(need(s, 4, op, "s"));
+    B158_TRY(need(y, (size_t)n_rows * 4, op, "y"));
+    struct gemv_tail t;
+    B158_TRY(gemv_tail(norm, n_rows, op, &t));
+    /* GPU: 32 work-items a row (B158_FL of f16-matmul.cl), whole work-groups; CPU: one
+     * work-item per two rows, n and n + (n_rows + 1) / 2 */
+    const size_t wg = rt->tune.wg > 1 ? (size_t)rt->tune.wg : CPU_ROWS_WG;
+    const size_t rows = rt->tune.wg > 1 ? wg / (wg < 32 ? wg : 32) : 1;
+    const size_t global =
+        rt->tune.wg > 1 ? ((size_t)n_rows + rows - 1) / rows * wg : (size_t)(n_rows + 1) / 2;
+    return B158_LAUNCH(rt, B158_K_F16_GEMV_Q8, 1, ((size_t[]){global}), ((size_t[]){wg}),
+                       B158_ARG_MEM(w), B158_ARG_MEM(q), B158_ARG_MEM(s), B158_ARG_MEM(y),
+                       B158_ARG(n_rows), B158_ARG(k), B158_ARG(acc), TAIL_ARGS(t));
 }
 
 b158_status b158_op_f16_matmul(b158_runtime *rt, const b158_buf *w, const b158_buf *x,

@@ -232,6 +232,13 @@ b158_status b158_op_f16_matvec(b158_runtime *rt, const b158_buf *w, const b158_b
 b158_status b158_op_f16_matmul(b158_runtime *rt, const b158_buf *w, const b158_buf *x,
                                const b158_buf *y, int n_rows, int k, int m_rows, int accumulate);
 
+/* The FP16 baseline's one-token GEMV on the int8 input q / s of b158_op_quantize (one row, at
+ * least k bytes): y[n] (+)= sum_k W[n][k] q[k] / s for W (n_rows, k) FP16, then with norm the
+ * tail of b158_op_ternary_gemv (the next matmul's int8 input over norm->q / norm->s). */
+b158_status b158_op_f16_gemv_q8(b158_runtime *rt, const b158_buf *w, int n_rows, int k,
+                                const b158_buf *q, const b158_buf *s, const b158_buf *y,
+                                int accumulate, const b158_gemv_norm *norm);
+
 /* xh[m][0..k) = FP16(q[m][i] / s[m]) (q with row stride k_pad): the baseline's FP16 input. */
 b158_status b158_op_dequantize_half(b158_runtime *rt, const b158_buf *q, const b158_buf *s,
                                     const b158_buf *xh, int k, int k_pad, int m_rows);

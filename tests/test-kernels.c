@@ -512,13 +512,14 @@ static void test_rmsnorm_quantize(void)
 }
 
 /* A decode GEMV whose last work-group then makes the next matmul's int8 input from the whole
- * output row (b158_op_ternary_gemv with a tail), its q_out being its own input as in the
- * forward pass: y is the GEMV's (the integer sums exact with unit scales), q / s those of the
- * reference of the tail on that y. Tails: RMSNorm (three launches in a row, accumulating, so a
- * counter that was not reset shows: no group would find itself last and q would keep the
- * GEMV's input); GLU of y's [gate | up] halves with and without the sub-norm, silu and relu^2
- * (y's up half exact; h then stands in the gate half). */
-static void check_gemv_tail(b158_runtime *rt, int glu, int norm, enum b158_act act)
+ * output row (b158_op_ternary_gemv with a tail, or with dense the FP16 baseline's
+ * b158_op_f16_gemv_q8 on the same weights as FP16), its q_out being its own input as in the
+ * forward pass: y is the GEMV's (the integer sums exact with unit scales, also in FP32: below
+ * 3000 x 127 < 2^24), q / s those of the reference of the tail on that y. Tails: RMSNorm (three
+ * launches in a row, accumulating, so a counter that was not reset shows: no group would find
+ * itself last and q would keep the GEMV's input); GLU of y's [gate | up] halves with and without
+ * the sub-norm, silu and relu^2 (y's up half exact; h then stands in the gate half). */
+static void check_gemv_tail(b158_runtime *rt, int glu, int norm, enum b158_act act, int dense)
 {
     const int width = b158_test_randint(1, 3000), n = glu ? 2 * width : width;
     const int k = b158_test_randint(1, 3000);
@@ -539,8 +540,17 @@ static void check_gemv_tail(b158_runtime *rt, int glu, int norm, enum b158_act a
         ws[i] = 1.0f;
     fill_uniform(nw, (size_t)width, -2.0f, 2.0f);
     b158_ref_ternary_matmul(w, ws, n, k, qi, &sin, 1, acc, NULL);
-    b158_tmat dw;
-    check_ok(b158_tmat_upload(rt, w, ws, n, k, &dw));
+    b158_tmat dw = {0};
+    b158_buf dh = {0}; /* the dense FP16 copy */
+    if (dense) {
+        uint16_t *h = xmalloc((size_t)n * k * 2);
+        for (size_t i = 0; i < (size_t)n * k; i++)
+            h[i] = b158_f32_to_f16((float)w[i]);
+        dh = dev_upload(rt, h, (size_t)n * k * 2);
+        free(h);
+    } else {
+        check_ok(b158_tmat_upload(rt, w, ws, n, k, &dw));
+    }
     b158_buf dnw = dev_upload(rt, nw, (size_t)width * 4), dsin = dev_upload(rt, &sin, 4);
     b158_buf dy = dev_poisoned(rt, (size_t)n * 4), dsout = dev_poisoned(rt, 4);
     b158_buf dcnt = dev_upload(rt, &(int32_t){0}, 4);
@@ -557,7 +567,10 @@ static void check_gemv_tail(b158_runtime *rt, int glu, int norm, enum b158_act a
                                      .glu = glu,
                                      .act = act};
         const int accumulate = !glu && rep > 0; /* GLU leaves h in the gate half */
-        check_ok(b158_op_ternary_gemv(rt, &dw, &dq, &dsin, &dy, accumulate, &tail));
+        if (dense)
+            check_ok(b158_op_f16_gemv_q8(rt, &dh, n, k, &dq, &dsin, &dy, accumulate, &tail));
+        else
+            check_ok(b158_op_ternary_gemv(rt, &dw, &dq, &dsin, &dy, accumulate, &tail));
         dev_read(rt, &dy, y, (size_t)n * 4);
         dev_read(rt, &dq, q, (size_t)kpo);
         dev_read(rt, &dsout, &sv, 4);
@@ -579,9 +592,10 @@ static void check_gemv_tail(b158_runtime *rt, int glu, int norm, enum b158_act a
         const double serr = q8_diff(q, &sv, qr, &sr, width, kpo, 1, &off, &far, &bad_tail);
         if (mism || far || bad_tail || serr > 1e-5)
             fprintf(stderr,
-                    "\ngemv tail glu %d norm %d act %d, %dx%d rep %d [%s]: %d sums differ, %d off, "
-                    "%d far, %d bad tail, scale err %g\n",
-                    glu, norm, (int)act, n, k, rep, vname(rt), mism, off, far, bad_tail, serr);
+                    "\n%s gemv tail glu %d norm %d act %d, %dx%d rep %d [%s]: %d sums differ, %d "
+                    "off, %d far, %d bad tail, scale err %g\n",
+                    dense ? "f16" : "ternary", glu, norm, (int)act, n, k, rep, vname(rt), mism, off,
+                    far, bad_tail, serr);
         CU_ASSERT_EQUAL(mism, 0);
         CU_ASSERT(serr <= 1e-5);
         CU_ASSERT_EQUAL(far, 0);
@@ -592,7 +606,10 @@ static void check_gemv_tail(b158_runtime *rt, int glu, int norm, enum b158_act a
     int32_t cnt = -1;
     dev_read(rt, &dcnt, &cnt, 4);
     CU_ASSERT_EQUAL(cnt, 0);
-    b158_tmat_free(rt, &dw);
+    if (dense)
+        b158_buf_free(rt, &dh);
+    else
+        b158_tmat_free(rt, &dw);
     b158_buf_free(rt, &dnw), b158_buf_free(rt, &dsin), b158_buf_free(rt, &dy);
     b158_buf_free(rt, &dsout), b158_buf_free(rt, &dcnt);
     free(w), free(qi), free(q), free(qr), free(ws), free(nw), free(y), free(xn), free(gy);
@@ -613,14 +630,18 @@ static void test_gemv_norm(void)
         for (int pass = 0; cpu_isa_pass(rt, pass, 0, bw); pass++) {
             /* the GPU variant with one of its counts of work-items a GEMV row, at random */
             gemv_lanes_pass(rt, b158_test_randint(0, 3));
-            check_gemv_tail(rt, 0, 1, B158_ACT_SILU);
-            check_gemv_tail(rt, 1, 1, B158_ACT_SILU);
-            check_gemv_tail(rt, 1, 0, B158_ACT_RELU2);
+            check_gemv_tail(rt, 0, 1, B158_ACT_SILU, 0);
+            check_gemv_tail(rt, 1, 1, B158_ACT_SILU, 0);
+            check_gemv_tail(rt, 1, 0, B158_ACT_RELU2, 0);
             check_gemv_tail(rt, 1, b158_test_randint(0, 1),
-                            b158_test_randint(0, 1) ? B158_ACT_RELU2 : B158_ACT_SILU);
+                            b158_test_randint(0, 1) ? B158_ACT_RELU2 : B158_ACT_SILU, 0);
         }
         cpu_isa_pass(rt, 0, vnni, bw);
         gemv_lanes_pass(rt, 0);
+        /* the FP16 baseline's GEMV, its tails the same functions */
+        check_gemv_tail(rt, 0, 1, B158_ACT_SILU, 1);
+        check_gemv_tail(rt, 1, 1, B158_ACT_SILU, 1);
+        check_gemv_tail(rt, 1, 0, B158_ACT_RELU2, 1);
     }
 }
 
@@ -1283,6 +1304,51 @@ static void test_f16_matvec(void)
     }
 }
 
+/* The FP16 baseline's one-token GEMV on int8 input (b158_op_f16_gemv_q8) against the reference
+ * matvec on the dequantized row q / s, at widths that are and are not whole 8-weight pieces
+ * (the GPU kernel's 128-bit loads) and rows that leave a work-group part empty; the input's
+ * bytes past k poisoned (the kernel must stop at k), y poisoned or accumulated into. The same
+ * bound as the matvec's. */
+static void test_f16_gemv_q8(void)
+{
+    FOR_EACH_VARIANT(rt)
+    {
+        for (int t = 0; t < 4; t++) {
+            const int n = t == 3 ? 5003 : b158_test_randint(1, 700), accumulate = t >= 2;
+            const int k = t == 0   ? b158_test_randint(1, 7)
+                          : t == 1 ? b158_test_randint(4, 1300) * 2 + 1
+                                   : 8 * b158_test_randint(1, 865);
+            const int kp = b158_ternary_k_pad(k);
+            uint16_t *w;
+            float *x, *y = xmalloc((size_t)n * 4), *yr = xmalloc((size_t)n * 4);
+            float *y0 = xmalloc((size_t)n * 4), sc = b158_test_uniform(0.5f, 40.0f);
+            b158_buf dw, dx;
+            f16_inputs(rt, n, k, 1, &w, &x, &dw, &dx);
+            int8_t *q = xmalloc((size_t)kp);
+            for (int i = 0; i < kp; i++)
+                q[i] = (int8_t)(i < k ? b158_test_randint(-127, 127) : 0x55);
+            for (int i = 0; i < k; i++)
+                x[i] = (float)q[i] / sc;
+            fill_uniform(y0, (size_t)n, -10.0f, 10.0f);
+            b158_buf dq = dev_upload(rt, q, (size_t)kp), ds = dev_upload(rt, &sc, 4);
+            b158_buf dy =
+                accumulate ? dev_upload(rt, y0, (size_t)n * 4) : dev_poisoned(rt, (size_t)n * 4);
+            check_ok(b158_op_f16_gemv_q8(rt, &dw, n, k, &dq, &ds, &dy, accumulate, NULL));
+            dev_read(rt, &dy, y, (size_t)n * 4);
+            b158_ref_f16_matvec(w, x, yr, n, k, 1);
+            for (int i = 0; accumulate && i < n; i++)
+                yr[i] += y0[i];
+            char what[64];
+            snprintf(what, sizeof what, "f16 gemv q8 %dx%d%s", n, k,
+                     accumulate ? ", accumulate" : "");
+            expect_nerr(what, rt, y, yr, (size_t)n, 2e-5);
+            b158_buf_free(rt, &dw), b158_buf_free(rt, &dx), b158_buf_free(rt, &dy);
+            b158_buf_free(rt, &dq), b158_buf_free(rt, &ds);
+            free(w), free(x), free(y), free(yr), free(y0), free(q);
+        }
+    }
+}
+
 /* Several tokens: the CPU variant's tiled f16_gemm (6 rows x 4 tokens per work-item), at sizes
  * that leave partial tiles of rows and tokens and K tails (K < 16, K not a multiple of 16); the
  * last two cases accumulate into random y (one token, then several). The same bound as the
@@ -1511,6 +1577,7 @@ static void add_suites(void)
     b158_test_suite("argmax", (b158_test_case[]){{"greedy_rows", test_argmax}, {NULL, NULL}});
     b158_test_suite("f16_matvec", (b158_test_case[]){{"lm_head", test_f16_matvec},
                                                      {"gemm_tiles", test_f16_gemm},
+                                                     {"gemv_q8", test_f16_gemv_q8},
                                                      {NULL, NULL}});
     b158_test_suite("f16_baseline", (b158_test_case[]){{"convert", test_f16_convert},
                                                        {"dense_weights", test_f16_dense},
