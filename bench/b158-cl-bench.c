@@ -533,7 +533,7 @@ static int family_of(const char *kernel)
     if (!strncmp(kernel, "ternary_", 8))
         return FAM_TERNARY;
     if (!strncmp(kernel, "f16_matvec", 10) || !strncmp(kernel, "f16_gemm", 8) ||
-        !strncmp(kernel, "clblast_", 8))
+        !strncmp(kernel, "f16_gemv", 8) || !strncmp(kernel, "clblast_", 8))
         return FAM_FP16;
     if (!strncmp(kernel, "attention", 9))
         return FAM_ATTENTION;

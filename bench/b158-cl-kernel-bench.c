@@ -163,6 +163,14 @@ static b158_status run_f16(b158_runtime *rt, void *p)
     return b158_op_f16_matvec(rt, w, &c->xf, &c->y, c->wc[0].n, c->wc[0].k, c->gemm ? c->m : 1);
 }
 
+/* The FP16 baseline's decode GEMV: the same weights on the int8 input of the ternary GEMV */
+static b158_status run_f16_q8(b158_runtime *rt, void *p)
+{
+    struct mm_ctx *c = p;
+    const b158_buf *w = &c->wf16c[c->next++ % c->copies_f16];
+    return b158_op_f16_gemv_q8(rt, w, c->wc[0].n, c->wc[0].k, &c->q, &c->s, &c->y, 0, NULL);
+}
+
 /* How many copies of a matrix of this size fill four times the device's cache or 256 MiB,
  * whichever is more (at most MAX_COPIES, at least one) */
 static int copies_for(b158_runtime *rt, double bytes)
@@ -300,6 +308,8 @@ static b158_status bench_shape(b158_runtime *rt, shape sh, const options *o, res
     c.gemm = 0;
     T(time_op(rt, "f16_matvec", o->reps, (double)n * k * 2 + k * 4 + n * 4, n, k, 1, run_f16, &c, 1,
               &res[(*nres)++]));
+    T(time_op(rt, "f16_gemv_q8", o->reps, (double)n * k * 2 + k + n * 4 + 4, n, k, 1, run_f16_q8,
+              &c, 1, &res[(*nres)++]));
     c.gemm = 1;
     if (m > 1)
         T(time_op(rt, "f16_gemm", o->reps, (double)n * k * 2 + (double)m * (k + n) * 4, n, k, m,
