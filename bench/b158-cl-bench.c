@@ -304,13 +304,21 @@ static b158_status check_fits(b158_runtime *rt, const b158_model_info *h, b158_w
  * of the weights) is timed apart. tg: tg single-token steps after a prompt of 1 + depth tokens
  * (tok holds max(pp, depth + 1) tokens).
  * Then N_GREEDY greedy tokens after a short prompt, for the sanity check between engines. */
+/* How the tg steps ran, as JSON and CSV say it: "tokens" (given, logits read back), "greedy"
+ * (--greedy: each step the pick of the one before), "greedy_ahead" (and queued ahead) */
+static const char *tg_kind(const options *o)
+{
+    return !o->greedy                                                           ? "tokens"
+           : getenv("B158_SPECULATE") && !strcmp(getenv("B158_SPECULATE"), "0") ? "greedy"
+                                                                                : "greedy_ahead";
+}
+
 /* The tg test's words for --greedy */
 static const char *greedy_note(const options *o)
 {
-    return !o->greedy ? ""
-           : getenv("B158_SPECULATE") && !strcmp(getenv("B158_SPECULATE"), "0")
-               ? " (greedy, each its own pick)"
-               : " (greedy, each its own pick, queued ahead)";
+    return !o->greedy                      ? ""
+           : !strcmp(tg_kind(o), "greedy") ? " (greedy, each its own pick)"
+                                           : " (greedy, each its own pick, queued ahead)";
 }
 
 /* n tokens through s as one greedy decode call; *pick the greedy token after the last */
@@ -1037,16 +1045,18 @@ static int run_models(const options *o)
                                  : "",
                o->pp, o->tg, greedy_note(o), 1 + o->depth, o->reps);
     else if (!strcmp(o->format, "csv"))
-        printf("model,device,driver,build,date,pp,tg,depth,reps,engine,pp_tokens_per_s,pp_std,"
-               "tg_ms_per_token,tg_std,mem_weights,mem_kv_cache,mem_scratch,greedy_match\n");
+        printf(
+            "model,device,driver,build,date,pp,tg,depth,reps,engine,pp_tokens_per_s,pp_std,"
+            "tg_ms_per_token,tg_std,mem_weights,mem_kv_cache,mem_scratch,greedy_match,tg_steps\n");
     else
         printf("{\"device\": \"%s\", \"platform\": \"%s\", \"driver\": \"%s\", \"build\": \"%s\", "
                "\"date\": \"%s\", \"engine\": \"%s\", \"fp16_matmul\": \"%s\", \"fp16_path\": "
                "\"%s\", \"pp\": %d, "
-               "\"tg\": %d, \"depth\": %d, \"reps\": %d, "
+               "\"tg\": %d, \"depth\": %d, \"reps\": %d, \"tg_steps\": \"%s\", "
                "\"models\": [",
                d->name, d->platform, d->driver, B158_VERSION_STRING, date, o->engine,
-               blas ? "clblast" : "kernels", fp16_path, o->pp, o->tg, o->depth, o->reps);
+               blas ? "clblast" : "kernels", fp16_path, o->pp, o->tg, o->depth, o->reps,
+               tg_kind(o));
     char list[512];
     snprintf(list, sizeof list, "%s", o->model ? o->model : o->preset);
     int rc = 0, first = 1;
@@ -1082,12 +1092,13 @@ static int run_models(const options *o)
         } else if (!strcmp(o->format, "csv")) {
             for (int i = 0; i < 2; i++)
                 if (ran[i])
-                    printf("%s,%s,%s,%s,%s,%d,%d,%d,%d,%s,%.3f,%.3f,%.3f,%.3f,%llu,%llu,%llu,%d\n",
-                           r.name, d->name, d->driver, B158_VERSION_STRING, date, o->pp, o->tg,
-                           o->depth, o->reps, i ? "b1.58" : "fp16", e[i]->pp_mean, e[i]->pp_sd,
-                           e[i]->tg_mean, e[i]->tg_sd, (unsigned long long)e[i]->mem_w,
-                           (unsigned long long)e[i]->mem_kv, (unsigned long long)e[i]->mem_s,
-                           r.greedy_match);
+                    printf(
+                        "%s,%s,%s,%s,%s,%d,%d,%d,%d,%s,%.3f,%.3f,%.3f,%.3f,%llu,%llu,%llu,%d,%s\n",
+                        r.name, d->name, d->driver, B158_VERSION_STRING, date, o->pp, o->tg,
+                        o->depth, o->reps, i ? "b1.58" : "fp16", e[i]->pp_mean, e[i]->pp_sd,
+                        e[i]->tg_mean, e[i]->tg_sd, (unsigned long long)e[i]->mem_w,
+                        (unsigned long long)e[i]->mem_kv, (unsigned long long)e[i]->mem_s,
+                        r.greedy_match, tg_kind(o));
         } else {
             printf("%s\n  {\"name\": \"%s\"", first ? "" : ",", r.name);
             for (int i = 0; i < 2; i++)

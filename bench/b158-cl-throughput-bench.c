@@ -234,9 +234,15 @@ typedef struct {
     engine_result e[2]; /* FP16 baseline, ternary */
 } model_result;
 
-static double ratio(double a, double b)
+/* a / b as a table cell ("2.50x"), or as a JSON number; "-" and null where b is 0 (the FP16
+ * baseline fitted no sequence in the budget: no ratio to give) */
+static const char *ratio(double a, double b, int json, char *buf, size_t size)
 {
-    return b > 0 ? a / b : 0;
+    if (b > 0)
+        snprintf(buf, size, json ? "%.4f" : "%.2fx", a / b);
+    else
+        snprintf(buf, size, "%s", json ? "null" : "-");
+    return buf;
 }
 
 static void print_md(const options *o, const model_result *r, int n, const char *device,
@@ -256,10 +262,12 @@ static void print_md(const options *o, const model_result *r, int n, const char 
                    x->tokens_s, x->ms_step);
         }
     printf("\n| model | batch ratio | throughput ratio |\n|---|---:|---:|\n");
-    for (int i = 0; i < n; i++)
-        printf("| %s | %.2fx | %.2fx |\n", r[i].name,
-               ratio(r[i].e[1].max_batch, r[i].e[0].max_batch),
-               ratio(r[i].e[1].tokens_s, r[i].e[0].tokens_s));
+    for (int i = 0; i < n; i++) {
+        char b[32], t[32];
+        printf("| %s | %s | %s |\n", r[i].name,
+               ratio(r[i].e[1].max_batch, r[i].e[0].max_batch, 0, b, sizeof b),
+               ratio(r[i].e[1].tokens_s, r[i].e[0].tokens_s, 0, t, sizeof t));
+    }
     printf("| paper, 70B on 2x A100 80GB (LLaMA 16 / 333 tok/s, BitNet b1.58 176 / 2977 tok/s) "
            "| 11x | 8.9x |\n");
 }
@@ -281,9 +289,10 @@ static void print_json(const options *o, const model_result *r, int n, const cha
                    (unsigned long long)x->per_seq, x->max_batch, x->bound ? x->bound : "", x->batch,
                    x->tokens_s, x->ms_step);
         }
-        printf(", \"batch_ratio\": %.4f, \"throughput_ratio\": %.4f}",
-               ratio(r[i].e[1].max_batch, r[i].e[0].max_batch),
-               ratio(r[i].e[1].tokens_s, r[i].e[0].tokens_s));
+        char b[32], t[32];
+        printf(", \"batch_ratio\": %s, \"throughput_ratio\": %s}",
+               ratio(r[i].e[1].max_batch, r[i].e[0].max_batch, 1, b, sizeof b),
+               ratio(r[i].e[1].tokens_s, r[i].e[0].tokens_s, 1, t, sizeof t));
     }
     printf("], \"paper_70b\": {\"batch_ratio\": 11, \"throughput_ratio\": 8.9}}\n");
 }

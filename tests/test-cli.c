@@ -504,6 +504,10 @@ static void test_bench(void)
     run("b158-cl-bench --preset tiny -p 4 -n 2 -r 1 -d 40 --engine b158 -o csv", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT(has_line(r.out, "tiny,", ",4,2,40,1,b1.58,"));
+    CU_ASSERT(has_line(r.out, "tiny,", ",tokens\n")); /* how the tg steps ran */
+    run("b158-cl-bench --preset tiny -p 4 -n 2 -r 1 --greedy --engine b158 -o json", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"tg_steps\": \"greedy_ahead\""));
     run("b158-cl-bench --preset tiny -p 4 -n 2 -r 1 -d 30 --engine b158 --profile -o json", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"depth\": 30"));
@@ -637,6 +641,12 @@ static void test_throughput(void)
     run("b158-cl-bench --throughput --preset tiny --budget 0.0001 -c 32 -p 2 -n 2 -o csv", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT(has_line(r.out, "tiny,fp16,", ",0,\"weights\",0,"));
+    run("b158-cl-bench --throughput --preset tiny --budget 0.0001 -c 32 -p 2 -n 2", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(has_line(r.out, "| tiny | ", " | - | - |")); /* no ratio to a batch of none */
+    run("b158-cl-bench --throughput --preset tiny --budget 0.0001 -c 32 -p 2 -n 2 -o json", &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "\"batch_ratio\": null, \"throughput_ratio\": null"));
     run("b158-cl-bench --throughput --preset tiny -c 8 -p 4 -n 4", &r); /* -p + -n >= -c */
     CU_ASSERT_EQUAL(r.status, 2);
     run("b158-cl-bench --throughput --preset tiny --budget -1", &r);
