@@ -1,5 +1,6 @@
-/* Token sampling in llama.cpp's default order: repeat penalty, top-k, top-p, min-p,
- * temperature, then a seeded draw (temp 0 = argmax). All scratch is allocated at creation. */
+/* Token sampling in llama.cpp's default order: penalties (repeat, frequency, presence), top-k,
+ * top-p, min-p, temperature, then a seeded draw (temp 0 = argmax). All scratch is allocated at
+ * creation. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,13 +19,24 @@ struct b158_sampler {
     int n_vocab;
     cand *cands;        /* (n_vocab) candidates of the current step */
     b158_token *recent; /* ring of the last repeat_last_n tokens */
+    int *count;         /* (n_vocab) zero between steps: a recent token's count while penalizing */
     int n_recent, recent_head;
     uint64_t rng;
 };
 
 b158_sampler_params b158_sampler_default_params(void)
 {
-    return (b158_sampler_params){0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0};
+    return (b158_sampler_params){0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0, 0.0f, 0.0f};
+}
+
+static int penalized(const b158_sampler_params *p)
+{
+    return p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+}
+
+int b158_sampler_params_greedy(const b158_sampler_params *p)
+{
+    return p && p->temp == 0.0f && !penalized(p);
 }
 
 b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab, b158_sampler **out)
@@ -34,11 +46,15 @@ b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab, 
     *out = NULL;
     b158_sampler_params p = params ? *params : b158_sampler_default_params();
     if (!(p.temp >= 0.0f) || p.top_k < 0 || !(p.top_p > 0.0f && p.top_p <= 1.0f) ||
-        !(p.min_p >= 0.0f && p.min_p <= 1.0f) || !(p.repeat_penalty > 0.0f) || p.repeat_last_n < 0)
+        !(p.min_p >= 0.0f && p.min_p <= 1.0f) || !(p.repeat_penalty > 0.0f) ||
+        !isfinite(p.repeat_penalty) || p.repeat_last_n < 0 || !isfinite(p.frequency_penalty) ||
+        !isfinite(p.presence_penalty))
         return B158_FAIL(B158_ERR_INVALID_ARG,
                          "sampler: need temp >= 0, top-k >= 0, 0 < top-p <= 1, 0 <= min-p <= 1, "
-                         "repeat penalty > 0 (got %g, %d, %g, %g, %g)",
-                         p.temp, p.top_k, p.top_p, p.min_p, p.repeat_penalty);
+                         "repeat penalty > 0, finite frequency and presence penalties (got %g, "
+                         "%d, %g, %g, %g, %g, %g)",
+                         p.temp, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.frequency_penalty,
+                         p.presence_penalty);
     b158_sampler *s = calloc(1, sizeof *s);
     if (!s)
         return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for the sampler");
@@ -46,7 +62,8 @@ b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab, 
     s->n_vocab = n_vocab;
     s->cands = malloc((size_t)n_vocab * sizeof *s->cands);
     s->recent = malloc(((size_t)p.repeat_last_n + 1) * sizeof *s->recent);
-    if (!s->cands || !s->recent) {
+    s->count = calloc((size_t)n_vocab, sizeof *s->count);
+    if (!s->cands || !s->recent || !s->count) {
         b158_sampler_free(s);
         return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for the sampler");
     }
@@ -61,6 +78,7 @@ void b158_sampler_free(b158_sampler *s)
         return;
     free(s->cands);
     free(s->recent);
+    free(s->count);
     free(s);
 }
 
@@ -118,16 +136,19 @@ b158_token b158_sampler_sample(b158_sampler *s, const float *logits)
     int n = s->n_vocab;
     for (int i = 0; i < n; i++)
         s->cands[i] = (cand){i, logits[i], 0.0f};
-    if (p->repeat_penalty != 1.0f) {
+    if (penalized(p)) {
+        /* llama.cpp's penalties: each token of the window once, with its count there */
+        for (int r = 0; r < s->n_recent; r++)
+            if (s->recent[r] >= 0 && s->recent[r] < n)
+                s->count[s->recent[r]]++;
         for (int r = 0; r < s->n_recent; r++) {
             const b158_token id = s->recent[r];
-            int seen = 0; /* a token repeated in the window is penalized once */
-            for (int q = 0; q < r; q++)
-                seen |= s->recent[q] == id;
-            if (seen || id < 0 || id >= n)
-                continue;
+            if (id < 0 || id >= n || !s->count[id])
+                continue; /* out of range, or done at its first place in the window */
             float *l = &s->cands[id].logit;
             *l = *l > 0.0f ? *l / p->repeat_penalty : *l * p->repeat_penalty;
+            *l -= (float)s->count[id] * p->frequency_penalty + p->presence_penalty;
+            s->count[id] = 0;
         }
     }
     b158_token pick;

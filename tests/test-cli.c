@@ -331,6 +331,16 @@ static void test_run_llama_cli(void)
     CU_ASSERT_EQUAL(one.status, 0);
     CU_ASSERT_EQUAL(steps.status, 0);
     CU_ASSERT_STRING_EQUAL(one.out, steps.out);
+    /* llama-cli's frequency and presence penalties: greedy on the penalized logits, another
+     * text; a penalty that is not a finite number refused */
+    run("b158-cl-run -p 'KING HENRY:\nWhat say you, my lords?' -n 12 --temp 0 --ignore-eos "
+        "--frequency-penalty 1.5 --presence-penalty 0.5",
+        &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT_STRING_NOT_EQUAL(r.out, one.out);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "frequency penalty 1.50, presence penalty 0.50"));
+    run("b158-cl-run -p x --presence-penalty inf", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
     /* Ctrl-C (a 4096-token generation on the reference path takes far longer than a second) */
     run("timeout --preserve-status -s INT 1 b158-cl-run -p x -n -1 -c 4096 --ignore-eos "
         "--cpu-ref",
@@ -563,6 +573,63 @@ static void test_bench(void)
     }
 }
 
+/* The greedy pick of sampler params p over logits where token 5 leads (10), 7 follows (9.5),
+ * 3 (9.0) and the rest trail, after the window saw 5 three times, 7 once and then the tokens of
+ * more[] */
+static int penalized_pick(b158_sampler_params p, const int *more, int n_more)
+{
+    float logits[64];
+    for (int i = 0; i < 64; i++)
+        logits[i] = -1.0f - 0.01f * (float)i;
+    logits[5] = 10.0f, logits[7] = 9.5f, logits[3] = 9.0f;
+    p.temp = 0.0f;
+    b158_sampler *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_sampler_create(&p, 64, &s), B158_OK);
+    const int seen[] = {5, 7, 5, 5};
+    for (int i = 0; i < 4; i++)
+        b158_sampler_accept(s, seen[i]);
+    for (int i = 0; i < n_more; i++)
+        b158_sampler_accept(s, more[i]);
+    const int pick = b158_sampler_sample(s, logits);
+    b158_sampler_free(s);
+    return pick;
+}
+
+/* Frequency and presence penalties as llama.cpp's (and OpenAI's): logit - count * frequency -
+ * presence for the tokens of the window, each once; sampling with one is not greedy. */
+static void check_penalties(void)
+{
+    b158_sampler_params p = b158_sampler_default_params();
+    p.repeat_last_n = 4;
+    CU_ASSERT_EQUAL(penalized_pick(p, NULL, 0), 5);
+    p.frequency_penalty = 0.2f; /* 5: 10 - 3 x 0.2 = 9.4, 7: 9.3 */
+    CU_ASSERT_EQUAL(penalized_pick(p, NULL, 0), 5);
+    p.frequency_penalty = 0.3f; /* 5: 9.1, 7: 9.2, 3: 9.0 */
+    CU_ASSERT_EQUAL(penalized_pick(p, NULL, 0), 7);
+    const int later[] = {9, 9, 9, 9}; /* 5 and 7 out of the window of 4 */
+    CU_ASSERT_EQUAL(penalized_pick(p, later, 4), 5);
+    p.frequency_penalty = 0.0f;
+    p.presence_penalty = 0.55f; /* once: 5: 9.45, 7: 8.95 (three times would leave 8.35) */
+    CU_ASSERT_EQUAL(penalized_pick(p, NULL, 0), 5);
+    p.presence_penalty = 1.05f; /* 5: 8.95, 3: 9.0 */
+    CU_ASSERT_EQUAL(penalized_pick(p, NULL, 0), 3);
+    p.presence_penalty = -3.0f; /* negative: encouraged */
+    p.frequency_penalty = -1.0f;
+    CU_ASSERT_EQUAL(penalized_pick(p, NULL, 0), 5);
+    /* greedy only without any penalty; non-finite penalties refused */
+    b158_sampler_params g = b158_sampler_default_params();
+    g.temp = 0.0f;
+    CU_ASSERT(b158_sampler_params_greedy(&g));
+    g.presence_penalty = 0.1f;
+    CU_ASSERT(!b158_sampler_params_greedy(&g));
+    g.presence_penalty = 0.0f, g.frequency_penalty = -0.1f;
+    CU_ASSERT(!b158_sampler_params_greedy(&g));
+    g.frequency_penalty = NAN;
+    b158_sampler *s = NULL;
+    CU_ASSERT_EQUAL(b158_sampler_create(&g, 64, &s), B158_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(s);
+}
+
 static void test_sampler(void)
 {
     /* the library's sampler: same seed, same draws; greedy is the argmax */
@@ -616,6 +683,7 @@ static void test_sampler(void)
     p.top_p = 0.0f;
     CU_ASSERT_EQUAL(b158_sampler_create(&p, nv, &a), B158_ERR_INVALID_ARG);
     free(logits);
+    check_penalties();
 }
 
 /* b158-cl-bench --throughput: the largest batch each engine fits in a budget, timed through

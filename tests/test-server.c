@@ -55,7 +55,8 @@ static void test_parse_valid(void)
                                 ",\"text\":\"Hi\"}]}],\"temperature\":0,\"top_k\":5,\"top_p\":0.5,"
                                 "\"min_p\":0.1,\"seed\":-7,\"max_tokens\":12.0,\"stop\":[\"a\",\"bc"
                                 "\"],\"stream\":true,\"stream_options\":{\"include_usage\":true},"
-                                "\"frequency_penalty\":0,\"n\":1}",
+                                "\"frequency_penalty\":0.5,\"presence_penalty\":-0.25,"
+                                "\"repeat_last_n\":32,\"n\":1}",
                                 SRV_CHAT, &r, &e),
                           0);
     const char *want = "System: Be brief.<|eot_id|>User: Hi<|eot_id|>Assistant: ";
@@ -65,6 +66,9 @@ static void test_parse_valid(void)
     CU_ASSERT_EQUAL(r.sampling.top_k, 5);
     CU_ASSERT_EQUAL(r.sampling.top_p, 0.5f);
     CU_ASSERT_EQUAL(r.sampling.min_p, 0.1f);
+    CU_ASSERT_EQUAL(r.sampling.frequency_penalty, 0.5f);
+    CU_ASSERT_EQUAL(r.sampling.presence_penalty, -0.25f);
+    CU_ASSERT_EQUAL(r.sampling.repeat_last_n, 32);
     CU_ASSERT(r.seed_set && r.sampling.seed == (uint64_t)-7);
     CU_ASSERT_EQUAL(r.max_tokens, 12);
     CU_ASSERT(r.n_stop == 2 && strcmp(r.stop[1], "bc") == 0 && r.stop_len[1] == 2);
@@ -125,6 +129,10 @@ static void test_parse_invalid(void)
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"top_k\":-1}", "top_k"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"top_k\":2.5}", "top_k"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"min_p\":2}", "min_p"},
+        {SRV_COMPLETION, "{\"prompt\":\"a\",\"frequency_penalty\":2.5}", "frequency_penalty"},
+        {SRV_COMPLETION, "{\"prompt\":\"a\",\"presence_penalty\":-3}", "presence_penalty"},
+        {SRV_COMPLETION, "{\"prompt\":\"a\",\"presence_penalty\":\"1\"}", "presence_penalty"},
+        {SRV_COMPLETION, "{\"prompt\":\"a\",\"repeat_last_n\":-2}", "repeat_last_n"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":0}", "max_tokens"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":1e300}", "max_tokens"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"seed\":\"1\"}", "seed"},
@@ -684,6 +692,12 @@ static void test_endpoints(void)
         CU_ASSERT_EQUAL(o.completion_tokens, n);
         CU_ASSERT_EQUAL(o.prompt_tokens, 2);
         CU_ASSERT_EQUAL(o.total_tokens, n + 2);
+    }
+    /* temperature 0 with a frequency penalty: the sampler's pick on the penalized logits (not
+     * the device's argmax), so another text of as many tokens */
+    if (complete(&s, prompt, n, 0, "\"frequency_penalty\":2", &o) == 0) {
+        CU_ASSERT_STRING_NOT_EQUAL(o.text, want);
+        CU_ASSERT_EQUAL(o.completion_tokens, n);
     }
     json_decref(exp);
     free(js);

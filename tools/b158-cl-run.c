@@ -2,6 +2,7 @@
  * reference path), with llama-cli's flags, an interactive chat mode and a verify mode. */
 #include <errno.h>
 #include <float.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,7 +61,11 @@ static void usage(FILE *f)
             "  --top-p P              top-p (default 0.95, 1 = off)\n"
             "  --min-p P              min-p (default 0.05, 0 = off)\n"
             "  --repeat-penalty R     repeat penalty (default 1.0 = off)\n"
-            "  --repeat-last-n N      tokens the penalty looks back at (default 64)\n"
+            "  --repeat-last-n N      tokens the penalties look back at (default 64, -1 = the\n"
+            "                         context)\n"
+            "  --frequency-penalty F  subtract F x a recent token's count from its logit\n"
+            "                         (default 0 = off)\n"
+            "  --presence-penalty P   subtract P from a recent token's logit (default 0 = off)\n"
             "  -s, --seed S           random seed (default: from the clock; printed)\n"
             "  --ignore-eos           keep generating past end-of-sequence tokens\n"
             "  -cnv, --chat           interactive chat in the model's chat format\n"
@@ -158,6 +163,14 @@ static int parse(int argc, char **argv, args *a)
             NEEDV;
             if (cli_parse_float(o, v, &a->sp.repeat_penalty))
                 return 2;
+        } else if (IS("--frequency-penalty")) {
+            NEEDV;
+            if (cli_parse_float(o, v, &a->sp.frequency_penalty))
+                return 2;
+        } else if (IS("--presence-penalty")) {
+            NEEDV;
+            if (cli_parse_float(o, v, &a->sp.presence_penalty))
+                return 2;
         } else if (IS("--repeat-last-n")) {
             NEEDV;
             if (cli_parse_int(o, v, -1, 1 << 20, &a->sp.repeat_last_n)) /* -1: the context */
@@ -195,6 +208,11 @@ static int parse(int argc, char **argv, args *a)
     if (!(a->sp.repeat_penalty > 0.0f)) {
         fprintf(stderr, "error: --repeat-penalty wants a number above 0 (1 = off), got %g\n",
                 a->sp.repeat_penalty);
+        return 2;
+    }
+    if (!isfinite(a->sp.repeat_penalty) || !isfinite(a->sp.frequency_penalty) ||
+        !isfinite(a->sp.presence_penalty)) {
+        fprintf(stderr, "error: the penalties want finite numbers\n");
         return 2;
     }
     if (a->cpu_ref && (a->verify || a->device)) {
@@ -331,7 +349,7 @@ static int engine_open(engine *e, const args *a, const char *model_path)
         smp.repeat_last_n = n_ctx;
     if (b158_sampler_create(&smp, h->n_vocab, &e->sampler) != B158_OK)
         return fail(NULL);
-    e->greedy = a->sp.temp == 0.0f && a->sp.repeat_penalty == 1.0f && !(e->dev && e->ref);
+    e->greedy = b158_sampler_params_greedy(&a->sp) && !(e->dev && e->ref);
     e->t_load = cli_now() - t0;
     fprintf(stderr,
             "model: %s (%s%s%s), %d layers, n_embd %d, heads %d/%d, n_ff %d, vocab %d, "
@@ -639,9 +657,9 @@ int main(int argc, char **argv)
     }
     fprintf(stderr,
             "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, repeat penalty %.2f, "
-            "seed %llu\n\n",
+            "frequency penalty %.2f, presence penalty %.2f, seed %llu\n\n",
             a.sp.temp, a.sp.top_k, a.sp.top_p, a.sp.min_p, a.sp.repeat_penalty,
-            (unsigned long long)a.sp.seed);
+            a.sp.frequency_penalty, a.sp.presence_penalty, (unsigned long long)a.sp.seed);
     catch_sigint();
     if (a.chat) {
         rc = chat(&e, &a, prompt, prompt_len);

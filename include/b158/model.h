@@ -246,20 +246,26 @@ typedef struct b158_sampler_params {
     float top_p;          /* nucleus mass; 1 = off; default 0.95 */
     float min_p;          /* drop tokens below min_p * p(max); 0 = off; default 0.05 */
     float repeat_penalty; /* divide positive / multiply negative logits of recent tokens; 1 = off */
-    int repeat_last_n;    /* how many recent tokens the penalty looks at; default 64 */
+    int repeat_last_n;    /* how many recent tokens the penalties look at; default 64 */
     uint64_t seed;        /* random seed; the same seed reproduces the same text */
+    /* OpenAI's and llama.cpp's: a recent token's logit less frequency_penalty times its count
+     * in the window and presence_penalty once (after the repeat penalty); 0 = off (default) */
+    float frequency_penalty, presence_penalty;
 } b158_sampler_params;
 
 b158_sampler_params b158_sampler_default_params(void);
+/* Whether p's pick is always the argmax of the logits (temp 0, no penalty): then a device can
+ * pick the token itself (b158_session_decode's picks) without the sampler. */
+int b158_sampler_params_greedy(const b158_sampler_params *p);
 
 typedef struct b158_sampler b158_sampler;
 /* A sampler over n_vocab logits (NULL params = the defaults). Errors: B158_ERR_INVALID_ARG
  * (out NULL, n_vocab <= 0, a parameter out of its range), B158_ERR_HOST_MEMORY. */
 b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab, b158_sampler **out);
 void b158_sampler_free(b158_sampler *s);
-/* Picks the next token from logits (not modified) and remembers it for the repeat penalty. */
+/* Picks the next token from logits (not modified) and remembers it for the penalties. */
 b158_token b158_sampler_sample(b158_sampler *s, const float *logits);
-/* Tells the sampler about tokens it did not pick (the prompt), for the repeat penalty. */
+/* Tells the sampler about tokens it did not pick (the prompt), for the penalties. */
 void b158_sampler_accept(b158_sampler *s, b158_token token);
 
 #ifdef __cplusplus

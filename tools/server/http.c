@@ -341,13 +341,15 @@ static srv_task *make_task(srv_http *h, srv_request *req, srv_error *e)
         pthread_mutex_unlock(&h->mu);
         req->sampling.seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^ k;
     }
+    if (req->sampling.repeat_last_n < 0 || req->sampling.repeat_last_n > h->p.n_ctx)
+        req->sampling.repeat_last_n = h->p.n_ctx; /* -1: the slot's context */
     b158_sampler *smp = NULL;
     if (b158_sampler_create(&req->sampling, h->p.n_vocab, &smp) != B158_OK) {
         free(tok);
         srv_error_set(e, 400, "invalid_request_error", NULL, NULL, "%s", b158_last_error());
         return NULL;
     }
-    const int greedy = req->sampling.temp == 0.0f && req->sampling.repeat_penalty == 1.0f;
+    const int greedy = b158_sampler_params_greedy(&req->sampling);
     const srv_task_params tp = {tok,       (int)n,        req->max_tokens, smp,
                                 req->stop, req->stop_len, req->n_stop,     greedy};
     srv_task *t = srv_task_new(&tp);

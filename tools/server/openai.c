@@ -290,12 +290,19 @@ int srv_request_parse(const char *body, size_t len, srv_kind kind, const b158_ch
     if (get_float(root, "temperature", 0.0, 2.0, &sp->temp, err) ||
         get_float(root, "top_p", 0.0, 1.0, &sp->top_p, err) ||
         get_float(root, "min_p", 0.0, 1.0, &sp->min_p, err) ||
-        get_float(root, "repeat_penalty", 0.0, 100.0, &sp->repeat_penalty, err))
+        get_float(root, "repeat_penalty", 0.0, 100.0, &sp->repeat_penalty, err) ||
+        get_float(root, "frequency_penalty", -2.0, 2.0, &sp->frequency_penalty, err) ||
+        get_float(root, "presence_penalty", -2.0, 2.0, &sp->presence_penalty, err))
         goto done;
     if (get_int(root, "top_k", 0, 1 << 30, &x, &present, err))
         goto done;
     if (present)
         sp->top_k = (int)x;
+    /* llama-server's: the penalties' window, -1 the slot's context, 0 none */
+    if (get_int(root, "repeat_last_n", -1, 1 << 24, &x, &present, err))
+        goto done;
+    if (present)
+        sp->repeat_last_n = (int)x;
     if (sp->top_p <= 0.0f) {
         BAD("top_p", "'top_p' must be greater than 0");
         goto done;
