@@ -308,9 +308,11 @@ static b158_status check_fits(b158_runtime *rt, const b158_model_info *h, b158_w
  * (--greedy: each step the pick of the one before), "greedy_ahead" (and queued ahead) */
 static const char *tg_kind(const options *o)
 {
-    return !o->greedy                                                           ? "tokens"
-           : getenv("B158_SPECULATE") && !strcmp(getenv("B158_SPECULATE"), "0") ? "greedy"
-                                                                                : "greedy_ahead";
+    /* (a profiled session does not decode ahead: its launches wait for themselves) */
+    const char *spec = getenv("B158_SPECULATE");
+    if (!o->greedy)
+        return "tokens";
+    return o->profile || (spec && !strcmp(spec, "0")) ? "greedy" : "greedy_ahead";
 }
 
 /* The tg test's words for --greedy */

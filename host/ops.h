@@ -234,7 +234,9 @@ b158_status b158_op_f16_matmul(b158_runtime *rt, const b158_buf *w, const b158_b
 
 /* The FP16 baseline's one-token GEMV on the int8 input q / s of b158_op_quantize (one row, at
  * least k bytes): y[n] (+)= sum_k W[n][k] q[k] / s for W (n_rows, k) FP16, then with norm the
- * tail of b158_op_ternary_gemv (the next matmul's int8 input over norm->q / norm->s). */
+ * tail of b158_op_ternary_gemv (the next matmul's int8 input over norm->q / norm->s). Where k is
+ * a multiple of 8 the GPU kernel reads w in 16-byte and q in 8-byte pieces from the buffers'
+ * starts (whole buffers, as b158_buf_alloc's, are aligned for them). */
 b158_status b158_op_f16_gemv_q8(b158_runtime *rt, const b158_buf *w, int n_rows, int k,
                                 const b158_buf *q, const b158_buf *s, const b158_buf *y,
                                 int accumulate, const b158_gemv_norm *norm);

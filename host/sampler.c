@@ -19,7 +19,7 @@ struct b158_sampler {
     int n_vocab;
     cand *cands;        /* (n_vocab) candidates of the current step */
     b158_token *recent; /* ring of the last repeat_last_n tokens */
-    int *count;         /* (n_vocab) zero between steps: a recent token's count while penalizing */
+    int *count; /* (n_vocab, with penalties) zero between steps: a token's count in the window */
     int n_recent, recent_head;
     uint64_t rng;
 };
@@ -62,8 +62,8 @@ b158_status b158_sampler_create(const b158_sampler_params *params, int n_vocab, 
     s->n_vocab = n_vocab;
     s->cands = malloc((size_t)n_vocab * sizeof *s->cands);
     s->recent = malloc(((size_t)p.repeat_last_n + 1) * sizeof *s->recent);
-    s->count = calloc((size_t)n_vocab, sizeof *s->count);
-    if (!s->cands || !s->recent || !s->count) {
+    s->count = penalized(&p) ? calloc((size_t)n_vocab, sizeof *s->count) : NULL;
+    if (!s->cands || !s->recent || (penalized(&p) && !s->count)) {
         b158_sampler_free(s);
         return B158_FAIL(B158_ERR_HOST_MEMORY, "out of host memory for the sampler");
     }

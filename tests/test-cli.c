@@ -613,6 +613,22 @@ static void check_penalties(void)
     CU_ASSERT_EQUAL(penalized_pick(p, NULL, 0), 5);
     p.presence_penalty = 1.05f; /* 5: 8.95, 3: 9.0 */
     CU_ASSERT_EQUAL(penalized_pick(p, NULL, 0), 3);
+    /* one sampler, two draws: the window's counts start from zero again at each */
+    p.presence_penalty = 0.0f, p.frequency_penalty = 0.3f;
+    float logits[64];
+    for (int i = 0; i < 64; i++)
+        logits[i] = i == 5 ? 10.0f : i == 7 ? 9.5f : i == 3 ? 9.0f : -1.0f;
+    b158_sampler_params q = p;
+    q.temp = 0.0f, q.repeat_last_n = 64;
+    b158_sampler *one = NULL;
+    CU_ASSERT_EQUAL_FATAL(b158_sampler_create(&q, 64, &one), B158_OK);
+    const int seq[] = {5, 5, 7};
+    for (int i = 0; i < 3; i++)
+        b158_sampler_accept(one, seq[i]);
+    CU_ASSERT_EQUAL(b158_sampler_sample(one, logits), 5); /* 5: 9.4, 7: 9.2 */
+    /* 5 three times: 9.1, 7: 9.2, 3: 9.0 (counts left from the first draw: 3) */
+    CU_ASSERT_EQUAL(b158_sampler_sample(one, logits), 7);
+    b158_sampler_free(one);
     p.presence_penalty = -3.0f; /* negative: encouraged */
     p.frequency_penalty = -1.0f;
     CU_ASSERT_EQUAL(penalized_pick(p, NULL, 0), 5);
