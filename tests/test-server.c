@@ -178,6 +178,230 @@ static void test_parse_invalid(void)
     }
 }
 
+/* An error of a parse function: 400 invalid_request_error naming param, in OpenAI's shape. */
+static void check_parse_error(const char *json, int rc, const srv_error *e, const char *param)
+{
+    if (rc != -1 || e->status != 400 || !e->message[0])
+        fprintf(stderr, "\naccepted or wrong error: %s -> %d %s\n", json, e->status, e->message);
+    CU_ASSERT_EQUAL(rc, -1);
+    CU_ASSERT_EQUAL(e->status, 400);
+    CU_ASSERT(e->type && strcmp(e->type, "invalid_request_error") == 0);
+    CU_ASSERT(param ? e->param && strcmp(e->param, param) == 0 : !e->param);
+    char *j = srv_error_json(e);
+    json_t *root = j ? json_loads(j, 0, NULL) : NULL;
+    json_t *err = json_object_get(root, "error");
+    CU_ASSERT(json_is_string(json_object_get(err, "message")));
+    CU_ASSERT(json_object_get(err, "param") != NULL && json_object_get(err, "code") != NULL);
+    json_decref(root);
+    free(j);
+}
+
+static void test_tokenize_parse(void)
+{
+    srv_tokenize_request r;
+    srv_error e;
+    /* llama-server's defaults: no BOS, special tokens parsed, ids only; null = the default */
+    const char *body = "{\"content\":\"a\\u0000b\",\"add_special\":null}";
+    CU_ASSERT_EQUAL_FATAL(srv_tokenize_parse(body, strlen(body), &r, &e), 0);
+    CU_ASSERT(r.content_len == 3 && memcmp(r.content, "a\0b", 3) == 0);
+    CU_ASSERT_EQUAL(r.flags, (unsigned)B158_TOKENIZE_PARSE_SPECIAL);
+    CU_ASSERT(!r.with_pieces);
+    srv_tokenize_free(&r);
+    srv_tokenize_free(&r); /* twice is harmless */
+    body = "{\"content\":\"\",\"add_special\":true,\"parse_special\":false,\"with_pieces\":true,"
+           "\"model\":7}";
+    CU_ASSERT_EQUAL_FATAL(srv_tokenize_parse(body, strlen(body), &r, &e), 0);
+    CU_ASSERT(r.content_len == 0 && r.content && r.content[0] == '\0');
+    CU_ASSERT_EQUAL(r.flags, (unsigned)B158_TOKENIZE_ADD_BOS);
+    CU_ASSERT(r.with_pieces);
+    srv_tokenize_free(&r);
+
+    static const struct {
+        const char *json, *param;
+    } bad[] = {
+        {"", NULL},
+        {"{\"content\":\"a\"", NULL},
+        {"{\"content\":\"a\"} x", NULL},
+        {"[\"a\"]", NULL},
+        {"{\"content\":\"a\",\"content\":\"b\"}", NULL},
+        {"{}", "content"},
+        {"{\"content\":null}", "content"},
+        {"{\"content\":5}", "content"},
+        {"{\"content\":[\"a\"]}", "content"},
+        {"{\"content\":\"a\",\"add_special\":1}", "add_special"},
+        {"{\"content\":\"a\",\"parse_special\":\"true\"}", "parse_special"},
+        {"{\"content\":\"a\",\"with_pieces\":[]}", "with_pieces"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&e, 0, sizeof e);
+        const int rc = srv_tokenize_parse(bad[i].json, strlen(bad[i].json), &r, &e);
+        check_parse_error(bad[i].json, rc, &e, bad[i].param);
+        CU_ASSERT_PTR_NULL(r.content);
+    }
+}
+
+static void test_detokenize_parse(void)
+{
+    srv_detokenize_request r;
+    srv_error e;
+    const char *body = "{\"tokens\":[0,4095,7.0]}";
+    CU_ASSERT_EQUAL_FATAL(srv_detokenize_parse(body, strlen(body), 4096, &r, &e), 0);
+    CU_ASSERT(r.n_tokens == 3 && r.tokens[0] == 0 && r.tokens[1] == 4095 && r.tokens[2] == 7);
+    srv_detokenize_free(&r);
+    srv_detokenize_free(&r);
+    body = "{\"tokens\":[]}";
+    CU_ASSERT_EQUAL_FATAL(srv_detokenize_parse(body, strlen(body), 4096, &r, &e), 0);
+    CU_ASSERT_EQUAL(r.n_tokens, 0);
+    srv_detokenize_free(&r);
+
+    static const struct {
+        const char *json, *param;
+    } bad[] = {
+        {"", NULL},
+        {"{\"tokens\":[1,2]", NULL},
+        {"[1,2]", NULL},
+        {"{}", "tokens"},
+        {"{\"tokens\":null}", "tokens"},
+        {"{\"tokens\":7}", "tokens"},
+        {"{\"tokens\":\"1 2\"}", "tokens"},
+        {"{\"tokens\":[1,2.5]}", "tokens"},
+        {"{\"tokens\":[-1]}", "tokens"},
+        {"{\"tokens\":[4096]}", "tokens"},
+        {"{\"tokens\":[1e300]}", "tokens"},
+        {"{\"tokens\":[9223372036854775807]}", "tokens"},
+        {"{\"tokens\":[\"1\"]}", "tokens"},
+        {"{\"tokens\":[null]}", "tokens"},
+        {"{\"tokens\":[[1]]}", "tokens"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&e, 0, sizeof e);
+        const int rc = srv_detokenize_parse(bad[i].json, strlen(bad[i].json), 4096, &r, &e);
+        check_parse_error(bad[i].json, rc, &e, bad[i].param);
+        CU_ASSERT(r.tokens == NULL && r.n_tokens == 0);
+    }
+}
+
+/* The bytes of the pieces of a /tokenize answer with_pieces, one after the other (a piece is a
+ * string, or an array of byte values that are not valid UTF-8) into out, NUL-terminated; -1 when
+ * the answer is not of that shape or ids differs from its ids. */
+static long join_pieces(json_t *tokens, const b158_token *ids, size_t n, char *out, size_t cap)
+{
+    size_t len = 0;
+    if (!json_is_array(tokens) || json_array_size(tokens) != n)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(tokens, i), *piece = json_object_get(t, "piece");
+        if (json_object_size(t) != 2 || !json_is_integer(json_object_get(t, "id")) ||
+            json_integer_value(json_object_get(t, "id")) != ids[i])
+            return -1;
+        if (json_is_string(piece)) {
+            const size_t pl = json_string_length(piece);
+            if (len + pl >= cap)
+                return -1;
+            memcpy(out + len, json_string_value(piece), pl);
+            len += pl;
+        } else if (json_is_array(piece) && json_array_size(piece) > 0) {
+            const size_t at = len;
+            for (size_t k = 0; k < json_array_size(piece); k++) {
+                json_int_t byte = json_integer_value(json_array_get(piece, k));
+                if (!json_is_integer(json_array_get(piece, k)) || byte < 0 || byte > 255 ||
+                    len + 1 >= cap)
+                    return -1;
+                out[len++] = (char)byte;
+            }
+            /* bytes only where they are no UTF-8 string */
+            json_t *str = json_stringn(out + at, len - at);
+            json_decref(str);
+            if (str)
+                return -1;
+        } else {
+            return -1;
+        }
+    }
+    out[len] = '\0';
+    return (long)len;
+}
+
+/* The answers' JSON as functions, with a LLaMA-3 BPE vocabulary that adds BOS. */
+static void test_tokenizer_json(void)
+{
+    b158_vocab *v = NULL;
+    CU_ASSERT_FATAL(b158_vocab_load(b158_test_source("tests/data/hf/"
+                                                     "llama3tok-gqa-relu2-bitlinear-tq2_0/"
+                                                     "model.gguf"),
+                                    &v) == B158_OK);
+    const b158_token bos = b158_vocab_bos(v);
+    CU_ASSERT_FATAL(bos >= 0 && b158_vocab_add_bos(v));
+    const char *bos_text = b158_vocab_token_text(v, bos, NULL);
+    /* "é" is two byte tokens here; the BOS text is one token only when parsed as special */
+    char content[128];
+    snprintf(content, sizeof content, "ROMEO: h\xC3\xA9llo %s!", bos_text);
+    for (unsigned flags = 0; flags < 4; flags++) {
+        srv_tokenize_request r = {content, strlen(content), flags, 0};
+        b158_token *ids = NULL;
+        size_t n = 0;
+        CU_ASSERT_FATAL(b158_tokenize_alloc(v, r.content, r.content_len, flags, &ids, &n) ==
+                        B158_OK);
+        const int with_bos = (flags & B158_TOKENIZE_ADD_BOS) != 0;
+        CU_ASSERT_EQUAL(ids[0] == bos, with_bos);
+        size_t n_bos = 0;
+        for (size_t i = 0; i < n; i++)
+            n_bos += ids[i] == bos;
+        CU_ASSERT_EQUAL(n_bos, (size_t)with_bos + ((flags & B158_TOKENIZE_PARSE_SPECIAL) != 0));
+        for (r.with_pieces = 0; r.with_pieces < 2; r.with_pieces++) {
+            srv_error e;
+            char *j = srv_tokenize_json(v, &r, &e);
+            json_t *root = j ? json_loads(j, JSON_REJECT_DUPLICATES, NULL) : NULL;
+            json_t *tokens = json_object_get(root, "tokens");
+            CU_ASSERT(json_object_size(root) == 1 && json_array_size(tokens) == n);
+            if (!r.with_pieces) {
+                for (size_t i = 0; i < json_array_size(tokens); i++)
+                    CU_ASSERT(json_is_integer(json_array_get(tokens, i)) &&
+                              json_integer_value(json_array_get(tokens, i)) == ids[i]);
+            } else {
+                /* the pieces add up to the content, after BOS's text when it was added; the
+                 * halves of "é" are arrays of one byte each */
+                char joined[256], want[256];
+                snprintf(want, sizeof want, "%s%s", with_bos ? bos_text : "", content);
+                CU_ASSERT_EQUAL(join_pieces(tokens, ids, n, joined, sizeof joined),
+                                (long)strlen(want));
+                CU_ASSERT_STRING_EQUAL(joined, want);
+                CU_ASSERT_PTR_NOT_NULL(strstr(j, "\"piece\":[195]}"));
+                CU_ASSERT_PTR_NOT_NULL(strstr(j, "\"piece\":[169]}"));
+            }
+            json_decref(root);
+            free(j);
+        }
+
+        /* back through /detokenize's JSON: the same text, special tokens' text included */
+        srv_detokenize_request d = {ids, n};
+        srv_error e;
+        char *j = srv_detokenize_json(v, &d, &e);
+        json_t *root = j ? json_loads(j, JSON_ALLOW_NUL, NULL) : NULL;
+        char want[256];
+        snprintf(want, sizeof want, "%s%s", with_bos ? bos_text : "", content);
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(root, "content")), want);
+        CU_ASSERT_EQUAL(json_object_size(root), 1);
+        json_decref(root);
+        free(j);
+        free(ids);
+    }
+
+    /* a lone half of a character is U+FFFD; no tokens, no text */
+    b158_token halves[4];
+    size_t nh = 0;
+    CU_ASSERT_FATAL(b158_tokenize(v, "\xC3\xA9", 2, 0, halves, 4, &nh) == B158_OK && nh == 2);
+    static const char *const want[] = {"{\"content\":\"\"}", "{\"content\":\"\xEF\xBF\xBD\"}"};
+    for (size_t k = 0; k < 2; k++) {
+        srv_detokenize_request d = {halves, k};
+        srv_error e;
+        char *j = srv_detokenize_json(v, &d, &e);
+        CU_ASSERT(j && strcmp(j, want[k]) == 0);
+        free(j);
+    }
+    b158_vocab_free(v);
+}
+
 static void test_stop_scan(void)
 {
     char *stop[] = {"World", "\n\n", "abcab"};
@@ -740,6 +964,173 @@ static void test_endpoints(void)
     expect_clean_exit_on(&s, SIGINT); /* Ctrl-C */
 }
 
+/* A 200 answer's JSON (a new reference), or NULL after a failed assertion. */
+static json_t *answer(const server *s, const char *path, const char *body)
+{
+    xfer x;
+    request(&x, s, path, body, NULL);
+    json_t *root = json_loads(x.body, JSON_REJECT_DUPLICATES, NULL);
+    if (x.status != 200 || !root)
+        fprintf(stderr, "\n%s %.200s: %ld %.300s\n", path, body, x.status, x.body);
+    CU_ASSERT(x.status == 200 && root);
+    xfer_free(&x);
+    return root;
+}
+
+/* /tokenize and /detokenize as llama-server's, with the shipped model's vocabulary. */
+static void test_tokenizer_endpoints(void)
+{
+    b158_vocab *v = NULL;
+    CU_ASSERT_FATAL(b158_vocab_load(b158_test_source("models/shakespeare-bitnet.gguf"), &v) ==
+                    B158_OK);
+    server s;
+    if (server_start(&s, "-np 1")) {
+        b158_vocab_free(v);
+        return;
+    }
+    size_t jl;
+    char *js =
+        b158_test_read_file(b158_test_source("models/shakespeare-bitnet.expected.json"), &jl);
+    json_t *exp = js ? json_loads(js, 0, NULL) : NULL;
+    const char *prompt =
+        json_string_value(json_object_get(json_object_get(exp, "greedy"), "prompt"));
+    CU_ASSERT_FATAL(prompt != NULL);
+    /* the greedy prompt, then text whose "é" is two byte tokens */
+    char text[256];
+    snprintf(text, sizeof text, "%s h\xC3\xA9llo, <|eot_id|>", prompt);
+    for (int t = 0; t < 2; t++) {
+        const char *content = t ? text : prompt;
+        for (int add_special = 0; add_special < 2; add_special++) {
+            const unsigned flags =
+                B158_TOKENIZE_PARSE_SPECIAL | (add_special ? B158_TOKENIZE_ADD_BOS : 0u);
+            b158_token *ids = NULL;
+            size_t n = 0;
+            CU_ASSERT_FATAL(b158_tokenize_alloc(v, content, strlen(content), flags, &ids, &n) ==
+                            B158_OK);
+            /* BOS comes first only where the vocabulary adds one */
+            const int bos = add_special && b158_vocab_add_bos(v) && b158_vocab_bos(v) >= 0;
+            if (bos)
+                CU_ASSERT_EQUAL(ids[0], b158_vocab_bos(v));
+            json_t *req = json_pack("{s:s,s:b}", "content", content, "add_special", add_special);
+            char *body = json_dumps(req, JSON_COMPACT);
+            json_t *root = answer(&s, "/tokenize", body);
+            json_t *tokens = json_object_get(root, "tokens");
+            CU_ASSERT_EQUAL(json_array_size(tokens), n);
+            json_t *back = json_array();
+            for (size_t i = 0; i < json_array_size(tokens); i++) {
+                json_t *id = json_array_get(tokens, i);
+                CU_ASSERT(json_is_integer(id) && json_integer_value(id) == ids[i]);
+                json_array_append(back, id);
+            }
+            json_decref(root);
+            free(body);
+
+            /* the ids back through /detokenize: the same text (BOS's text in front) */
+            json_t *dreq = json_pack("{s:o}", "tokens", back);
+            char *dbody = json_dumps(dreq, JSON_COMPACT);
+            json_decref(dreq);
+            root = answer(&s, "/detokenize", dbody);
+            char want[512];
+            snprintf(want, sizeof want, "%s%s",
+                     bos ? b158_vocab_token_text(v, b158_vocab_bos(v), NULL) : "", content);
+            CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(root, "content")), want);
+            json_decref(root);
+            free(dbody);
+
+            /* with_pieces: {"id", "piece"} whose pieces add up to that text */
+            json_object_set_new(req, "with_pieces", json_true());
+            body = json_dumps(req, JSON_COMPACT);
+            root = answer(&s, "/tokenize", body);
+            char joined[512];
+            CU_ASSERT_EQUAL(
+                join_pieces(json_object_get(root, "tokens"), ids, n, joined, sizeof joined),
+                (long)strlen(want));
+            CU_ASSERT_STRING_EQUAL(joined, want);
+            json_decref(root);
+            free(body);
+            json_decref(req);
+            free(ids);
+        }
+    }
+    json_decref(exp);
+    free(js);
+
+    /* parse_special false: the special token's text is plain text */
+    json_t *root = answer(&s, "/tokenize", "{\"content\":\"<|eot_id|>\",\"parse_special\":false}");
+    b158_token *ids = NULL;
+    size_t n = 0;
+    CU_ASSERT_FATAL(b158_tokenize_alloc(v, "<|eot_id|>", 10, 0, &ids, &n) == B158_OK);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(root, "tokens")), n);
+    free(ids);
+    json_decref(root);
+
+    /* most of a megabyte of content, piece by piece: as many tokens as the library makes */
+    const size_t big = 900 * 1024;
+    char *huge = malloc(big + 1);
+    for (size_t i = 0; i < big; i++)
+        huge[i] = "Speak, speak. \n"[i % 15];
+    huge[big] = '\0';
+    CU_ASSERT_FATAL(b158_tokenize_alloc(v, huge, big, B158_TOKENIZE_PARSE_SPECIAL, &ids, &n) ==
+                    B158_OK);
+    json_t *req = json_pack("{s:s,s:b}", "content", huge, "with_pieces", 1);
+    char *body = json_dumps(req, JSON_COMPACT);
+    root = answer(&s, "/tokenize", body);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(root, "tokens")), n);
+    json_decref(root);
+    free(body);
+    json_decref(req);
+    free(ids);
+    free(huge);
+
+    /* bad bodies: 400 naming the field; other methods: 405 with Allow */
+    static const struct {
+        const char *path, *body, *param;
+    } bad[] = {
+        {"/tokenize", "{\"content\":", NULL},
+        {"/tokenize", "{}", "content"},
+        {"/tokenize", "{\"content\":[1,2]}", "content"},
+        {"/tokenize", "{\"content\":\"a\",\"with_pieces\":\"yes\"}", "with_pieces"},
+        {"/tokenize", "{\"content\":\"a\",\"add_special\":0}", "add_special"},
+        {"/detokenize", "[]", NULL},
+        {"/detokenize", "{\"tokens\":\"1\"}", "tokens"},
+        {"/detokenize", "{\"tokens\":[1,4096]}", "tokens"},
+        {"/detokenize", "{\"tokens\":[-1]}", "tokens"},
+        {"/detokenize", "{\"tokens\":[1.5]}", "tokens"},
+    };
+    const double n400 = metric(&s, "b158_requests_total{status=\"400\"}");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        xfer x;
+        request(&x, &s, bad[i].path, bad[i].body, NULL);
+        check_error(&x, 400, NULL);
+        json_t *r = json_loads(x.body, 0, NULL);
+        json_t *param = json_object_get(json_object_get(r, "error"), "param");
+        CU_ASSERT(bad[i].param
+                      ? json_is_string(param) && strcmp(json_string_value(param), bad[i].param) == 0
+                      : json_is_null(param));
+        json_decref(r);
+        xfer_free(&x);
+    }
+    CU_ASSERT_EQUAL(b158_vocab_n_tokens(v), 4096); /* (the id that is one too many above) */
+    CU_ASSERT_EQUAL(metric(&s, "b158_requests_total{status=\"400\"}") - n400,
+                    (double)(sizeof bad / sizeof bad[0]));
+    const double n405 = metric(&s, "b158_requests_total{status=\"405\"}");
+    static const char *const paths[] = {"/tokenize", "/detokenize"};
+    for (int i = 0; i < 2; i++) {
+        xfer x;
+        request(&x, &s, paths[i], NULL, NULL);
+        check_error(&x, 405, "method_not_allowed");
+        struct curl_header *allow = NULL;
+        CU_ASSERT(curl_easy_header(x.e, "Allow", 0, CURLH_HEADER, -1, &allow) == CURLHE_OK &&
+                  strcmp(allow->value, "POST") == 0);
+        xfer_free(&x);
+    }
+    CU_ASSERT_EQUAL(metric(&s, "b158_requests_total{status=\"405\"}") - n405, 2);
+    /* no slot was involved */
+    CU_ASSERT_EQUAL(metric(&s, "b158_decode_steps_total"), 0);
+    b158_vocab_free(v);
+    expect_clean_exit(&s);
+}
+
 static void test_stream(void)
 {
     server s;
@@ -884,8 +1275,17 @@ static void test_api_key(void)
         check_error(&x, 401, "invalid_api_key");
         xfer_free(&x);
     }
-    request(&x, &s, "/v1/models", NULL, NULL);
-    check_error(&x, 401, "invalid_api_key");
+    static const char *const paths[] = {"/v1/models", "/tokenize", "/detokenize"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        request(&x, &s, paths[i], i ? "{\"content\":\"a\",\"tokens\":[1]}" : NULL, NULL);
+        check_error(&x, 401, "invalid_api_key");
+        xfer_free(&x);
+        request(&x, &s, paths[i], i ? "{\"content\":\"a\",\"tokens\":[1]}" : NULL, "wrong");
+        check_error(&x, 401, "invalid_api_key");
+        xfer_free(&x);
+    }
+    request(&x, &s, "/tokenize", "{\"content\":\"ROMEO:\"}", "sesame");
+    CU_ASSERT_EQUAL(x.status, 200);
     xfer_free(&x);
     request(&x, &s, "/v1/completions", body, "sesame");
     CU_ASSERT_EQUAL(x.status, 200);
@@ -1270,8 +1670,12 @@ static void add_suites(void)
     static const b158_test_case parse_tests[] = {{"valid", test_parse_valid},
                                                  {"invalid", test_parse_invalid},
                                                  {"stop_scan", test_stop_scan},
+                                                 {"tokenize", test_tokenize_parse},
+                                                 {"detokenize", test_detokenize_parse},
+                                                 {"tokenizer_json", test_tokenizer_json},
                                                  {NULL, NULL}};
-    static const b158_test_case endpoint_tests[] = {{"endpoints", test_endpoints}, {NULL, NULL}};
+    static const b158_test_case endpoint_tests[] = {
+        {"endpoints", test_endpoints}, {"tokenizer", test_tokenizer_endpoints}, {NULL, NULL}};
     static const b158_test_case stream_tests[] = {{"stream", test_stream}, {NULL, NULL}};
     static const b158_test_case error_tests[] = {{"errors", test_errors},
                                                  {"api_key", test_api_key},

@@ -4,7 +4,8 @@
  * handler for a whole response, in the content reader callback for a stream. It never touches
  * the session. A client that goes away is noticed when a write fails (MHD then frees the
  * stream, whose free callback cancels the task) or, while nothing is written, by peeking at the
- * socket between waits; either way its slot is freed at the next scheduler step. */
+ * socket between waits; either way its slot is freed at the next scheduler step. /tokenize and
+ * /detokenize are answered in the connection's thread with the shared vocabulary alone. */
 #include "http.h"
 
 #include <errno.h>
@@ -48,6 +49,8 @@ enum route {
     ROUTE_MODELS,
     ROUTE_CHAT,
     ROUTE_COMPLETIONS,
+    ROUTE_TOKENIZE,
+    ROUTE_DETOKENIZE,
 };
 
 static const struct {
@@ -63,6 +66,8 @@ static const struct {
     {"/chat/completions", "POST", ROUTE_CHAT},
     {"/v1/completions", "POST", ROUTE_COMPLETIONS},
     {"/completions", "POST", ROUTE_COMPLETIONS},
+    {"/tokenize", "POST", ROUTE_TOKENIZE},
+    {"/detokenize", "POST", ROUTE_DETOKENIZE},
 };
 
 /* State of one request across the calls of the access handler. */
@@ -182,6 +187,27 @@ static enum MHD_Result metrics(srv_http *h, struct MHD_Connection *c)
         return MHD_NO;
     }
     return send_body(h, c, 200, "text/plain; version=0.0.4", t, NULL);
+}
+
+/* ---- llama-server's tokenizer routes: answered here, the scheduler is not involved --------- */
+
+static enum MHD_Result tokenizer(srv_http *h, struct MHD_Connection *c, request_state *rs)
+{
+    const char *body = rs->body ? rs->body : "";
+    srv_error e;
+    char *json = NULL;
+    if (rs->route == ROUTE_TOKENIZE) {
+        srv_tokenize_request req;
+        if (srv_tokenize_parse(body, rs->len, &req, &e) == 0)
+            json = srv_tokenize_json(h->p.vocab, &req, &e);
+        srv_tokenize_free(&req);
+    } else {
+        srv_detokenize_request req;
+        if (srv_detokenize_parse(body, rs->len, b158_vocab_n_tokens(h->p.vocab), &req, &e) == 0)
+            json = srv_detokenize_json(h->p.vocab, &req, &e);
+        srv_detokenize_free(&req);
+    }
+    return json ? send_body(h, c, 200, "application/json", json, NULL) : send_error(h, c, &e);
 }
 
 /* ---- completions -------------------------------------------------------------------------- */
@@ -570,6 +596,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     case ROUTE_MODELS:
         return send_body(h, c, 200, "application/json", srv_models_json(h->p.model_id, h->started),
                          NULL);
+    case ROUTE_TOKENIZE:
+    case ROUTE_DETOKENIZE:
+        return tokenizer(h, c, rs);
     default:
         return completions(h, c, rs);
     }

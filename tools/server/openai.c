@@ -1,4 +1,5 @@
-/* b158-cl-server: OpenAI request parsing and validation, response and error JSON (jansson). */
+/* b158-cl-server: OpenAI (and tokenizer) request parsing and validation, response and error
+ * JSON (jansson). */
 #include "openai.h"
 
 #include <jansson.h>
@@ -30,7 +31,8 @@ typedef struct {
     size_t n, cap;
 } buf;
 
-static int buf_add(buf *b, const char *s, size_t n)
+/* Room for n more bytes and a NUL. */
+static int buf_reserve(buf *b, size_t n)
 {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
@@ -42,6 +44,13 @@ static int buf_add(buf *b, const char *s, size_t n)
         b->p = p;
         b->cap = cap;
     }
+    return 0;
+}
+
+static int buf_add(buf *b, const char *s, size_t n)
+{
+    if (buf_reserve(b, n))
+        return -1;
     memcpy(b->p + b->n, s, n);
     b->n += n;
     b->p[b->n] = '\0';
@@ -50,7 +59,22 @@ static int buf_add(buf *b, const char *s, size_t n)
 
 /* ---- field readers: each returns 0 (absent or valid) or -1 with err filled -------------- */
 
-/* A JSON number that is an integer (2 and 2.0 both), within [lo, hi]. */
+/* The value of a JSON number that is an integer (2 and 2.0 both): 0, or -1 for anything else. */
+static int int_value(const json_t *v, long long *out)
+{
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+        return 0;
+    }
+    /* a real is taken when it is an integer that a double holds exactly */
+    double d = json_is_real(v) ? json_real_value(v) : NAN;
+    if (!(fabs(d) <= 9007199254740992.0) || d != floor(d))
+        return -1;
+    *out = (long long)d;
+    return 0;
+}
+
+/* A JSON number that is an integer, within [lo, hi]. */
 static int get_int(json_t *root, const char *key, long long lo, long long hi, long long *out,
                    int *present, srv_error *err)
 {
@@ -60,16 +84,9 @@ static int get_int(json_t *root, const char *key, long long lo, long long hi, lo
     if (!v || json_is_null(v))
         return 0;
     long long x = 0;
-    if (json_is_integer(v)) {
-        x = json_integer_value(v);
-    } else {
-        /* a real is taken when it is an integer that a double holds exactly */
-        double d = json_is_real(v) ? json_real_value(v) : NAN;
-        if (!(fabs(d) <= 9007199254740992.0) || d != floor(d)) {
-            BAD(key, "'%s' must be an integer", key);
-            return -1;
-        }
-        x = (long long)d;
+    if (int_value(v, &x)) {
+        BAD(key, "'%s' must be an integer", key);
+        return -1;
     }
     if (x < lo || x > hi) {
         BAD(key, "'%s' must be in [%lld, %lld], got %lld", key, lo, hi, x);
@@ -253,6 +270,24 @@ static int get_prompt(json_t *root, srv_request *r, srv_error *err)
     return 0;
 }
 
+/* body[0..len) as a JSON object (a new reference), or NULL with err filled. */
+static json_t *load_object(const char *body, size_t len, srv_error *err)
+{
+    json_error_t je;
+    /* strict: one JSON value and nothing after it, no duplicate keys; NUL in strings is text */
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    if (!root) {
+        BAD(NULL, "malformed JSON at line %d, column %d: %s", je.line, je.column, je.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        BAD(NULL, "the request body must be a JSON object");
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
 int srv_request_parse(const char *body, size_t len, srv_kind kind, const b158_chat_format *fmt,
                       srv_request *out, srv_error *err)
 {
@@ -260,20 +295,12 @@ int srv_request_parse(const char *body, size_t len, srv_kind kind, const b158_ch
     out->kind = kind;
     out->sampling = b158_sampler_default_params();
     out->max_tokens = kind == SRV_COMPLETION ? 16 : 0; /* OpenAI's defaults */
-    json_error_t je;
-    /* strict: one JSON value and nothing after it, no duplicate keys; NUL in strings is text */
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
-    if (!root) {
-        BAD(NULL, "malformed JSON at line %d, column %d: %s", je.line, je.column, je.text);
+    json_t *root = load_object(body, len, err);
+    if (!root)
         return -1;
-    }
     int rc = -1;
     long long x = 0, n = 1;
     int present = 0;
-    if (!json_is_object(root)) {
-        BAD(NULL, "the request body must be a JSON object");
-        goto done;
-    }
     if (kind == SRV_CHAT ? frame_messages(json_object_get(root, "messages"), fmt, out, err)
                          : get_prompt(root, out, err))
         goto done;
@@ -351,6 +378,97 @@ void srv_request_free(srv_request *r)
     srv_kind kind = r->kind;
     memset(r, 0, sizeof *r);
     r->kind = kind;
+}
+
+/* ---- /tokenize and /detokenize ----------------------------------------------------------- */
+
+int srv_tokenize_parse(const char *body, size_t len, srv_tokenize_request *out, srv_error *err)
+{
+    memset(out, 0, sizeof *out);
+    json_t *root = load_object(body, len, err);
+    if (!root)
+        return -1;
+    int rc = -1, add_special = 0, parse_special = 1;
+    json_t *content = json_object_get(root, "content");
+    if (!json_is_string(content)) {
+        BAD("content", "'content' must be a string");
+        goto done;
+    }
+    if (get_bool(root, "add_special", &add_special, err) ||
+        get_bool(root, "parse_special", &parse_special, err) ||
+        get_bool(root, "with_pieces", &out->with_pieces, err))
+        goto done;
+    const size_t n = json_string_length(content);
+    if (!(out->content = malloc(n + 1))) {
+        srv_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+        goto done;
+    }
+    memcpy(out->content, json_string_value(content), n + 1);
+    out->content_len = n;
+    out->flags = (add_special ? B158_TOKENIZE_ADD_BOS : 0u) |
+                 (parse_special ? B158_TOKENIZE_PARSE_SPECIAL : 0u);
+    rc = 0;
+done:
+    json_decref(root);
+    if (rc)
+        srv_tokenize_free(out);
+    return rc;
+}
+
+void srv_tokenize_free(srv_tokenize_request *r)
+{
+    if (!r)
+        return;
+    free(r->content);
+    memset(r, 0, sizeof *r);
+}
+
+int srv_detokenize_parse(const char *body, size_t len, int32_t n_vocab, srv_detokenize_request *out,
+                         srv_error *err)
+{
+    memset(out, 0, sizeof *out);
+    json_t *root = load_object(body, len, err);
+    if (!root)
+        return -1;
+    int rc = -1;
+    json_t *tokens = json_object_get(root, "tokens");
+    if (!json_is_array(tokens)) {
+        BAD("tokens", "'tokens' must be an array of token ids");
+        goto done;
+    }
+    const size_t n = json_array_size(tokens); /* the 1 MiB body bounds it */
+    if (n && !(out->tokens = malloc(n * sizeof *out->tokens))) {
+        srv_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        long long id = 0;
+        if (int_value(json_array_get(tokens, i), &id)) {
+            BAD("tokens", "tokens[%zu] must be an integer", i);
+            goto done;
+        }
+        if (id < 0 || id >= n_vocab) {
+            BAD("tokens", "tokens[%zu] = %lld is not in the vocabulary: ids are 0 to %d", i, id,
+                (int)n_vocab - 1);
+            goto done;
+        }
+        out->tokens[i] = (b158_token)id;
+    }
+    out->n_tokens = n;
+    rc = 0;
+done:
+    json_decref(root);
+    if (rc)
+        srv_detokenize_free(out);
+    return rc;
+}
+
+void srv_detokenize_free(srv_detokenize_request *r)
+{
+    if (!r)
+        return;
+    free(r->tokens);
+    memset(r, 0, sizeof *r);
 }
 
 /* ---- responses ---------------------------------------------------------------------------- */
@@ -439,4 +557,88 @@ char *srv_models_json(const char *model, long long created)
     return dump(json_pack("{s:s,s:[{s:s,s:s,s:I,s:s}]}", "object", "list", "data", "id", model,
                           "object", "model", "created", (json_int_t)created, "owned_by",
                           "b158-cl"));
+}
+
+/* A token's piece as JSON: a string, or the array of its byte values when it is not valid UTF-8
+ * on its own (jansson checks strictly: overlong forms and surrogates are not). */
+static json_t *piece_json(const char *p, size_t n)
+{
+    json_t *s = json_stringn(p, n);
+    if (s)
+        return s;
+    json_t *bytes = json_array();
+    for (size_t i = 0; bytes && i < n; i++)
+        if (json_array_append_new(bytes, json_integer((unsigned char)p[i]))) {
+            json_decref(bytes);
+            bytes = NULL;
+        }
+    return bytes;
+}
+
+char *srv_tokenize_json(const b158_vocab *v, const srv_tokenize_request *r, srv_error *err)
+{
+    b158_token *tok = NULL;
+    size_t n = 0;
+    if (b158_tokenize_alloc(v, r->content, r->content_len, r->flags, &tok, &n) != B158_OK) {
+        srv_error_set(err, 500, "server_error", NULL, NULL, "tokenizing the content: %s",
+                      b158_last_error());
+        return NULL;
+    }
+    /* written element by element: a megabyte of content can be a million tokens, and a tree of
+     * that many jansson objects would take hundreds of bytes for each */
+    buf b = {0};
+    int rc = buf_add(&b, "{\"tokens\":[", 11);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = i ? buf_add(&b, ",", 1) : 0;
+        if (rc == 0 && r->with_pieces) {
+            size_t pl = 0;
+            const char *p = b158_vocab_token_piece(v, tok[i], 1, &pl);
+            json_t *piece = piece_json(p, pl);
+            char *e =
+                piece ? dump(json_pack("{s:i,s:o}", "id", (int)tok[i], "piece", piece)) : NULL;
+            rc = !e || buf_add(&b, e, strlen(e)) ? -1 : 0;
+            free(e);
+        } else if (rc == 0) {
+            char id[16]; /* an int32_t */
+            rc = buf_add(&b, id, (size_t)snprintf(id, sizeof id, "%d", (int)tok[i]));
+        }
+    }
+    free(tok);
+    if (rc || buf_add(&b, "]}", 2)) {
+        free(b.p);
+        srv_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+        return NULL;
+    }
+    return b.p;
+}
+
+char *srv_detokenize_json(const b158_vocab *v, const srv_detokenize_request *r, srv_error *err)
+{
+    /* the streaming decoder makes whole UTF-8 characters of pieces that split them and U+FFFD of
+     * bytes that form none, as the completions' text is made */
+    const size_t room = 3 * (b158_vocab_max_piece(v) + 4);
+    b158_detok_stream ds;
+    b158_detok_stream_init(&ds);
+    buf b = {0};
+    int rc = buf_reserve(&b, room);
+    for (size_t i = 0; rc == 0 && i < r->n_tokens; i++) {
+        size_t got = 0;
+        if (b158_detok_stream_push(&ds, v, r->tokens[i], 1, b.p + b.n, b.cap - b.n, &got) !=
+            B158_OK) {
+            free(b.p);
+            srv_error_set(err, 500, "server_error", NULL, NULL, "detokenizing: %s",
+                          b158_last_error());
+            return NULL;
+        }
+        b.n += got;
+        rc = buf_reserve(&b, room);
+    }
+    if (rc == 0)
+        b.n += b158_detok_stream_flush(&ds, b.p + b.n, b.cap - b.n);
+    json_t *text = rc == 0 ? json_stringn(b.p, b.n) : NULL;
+    free(b.p);
+    char *json = text ? dump(json_pack("{s:o}", "content", text)) : NULL;
+    if (!json)
+        srv_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    return json;
 }

@@ -1,5 +1,6 @@
-/* b158-cl-server: OpenAI requests from JSON bytes (parsed and validated, no sockets involved) and
- * the JSON of responses, stream chunks and errors. */
+/* b158-cl-server: OpenAI requests (and llama-server's /tokenize and /detokenize) from JSON bytes
+ * (parsed and validated, no sockets involved) and the JSON of responses, stream chunks and
+ * errors. */
 #ifndef B158_SERVER_OPENAI_H
 #define B158_SERVER_OPENAI_H
 
@@ -51,6 +52,35 @@ int srv_request_parse(const char *body, size_t len, srv_kind kind, const b158_ch
                       srv_request *out, srv_error *err);
 void srv_request_free(srv_request *r);
 
+/* POST /tokenize, as llama-server's: {"content": TEXT, "add_special": false, "parse_special":
+ * true, "with_pieces": false}. */
+typedef struct srv_tokenize_request {
+    char *content; /* the text (malloc'd, NUL-terminated); may hold NUL bytes */
+    size_t content_len;
+    unsigned flags;  /* B158_TOKENIZE_ADD_BOS when add_special, B158_TOKENIZE_PARSE_SPECIAL when
+                        parse_special (the default) */
+    int with_pieces; /* each token as {"id", "piece"} */
+} srv_tokenize_request;
+
+/* Parses and validates body[0..len) (any bytes) as a /tokenize request: content must be a string,
+ * the flags true or false (null = the default). Returns 0 and fills *out (free it with
+ * srv_tokenize_free), or -1 with *err filled (400, 500 when out of memory) and *out empty. */
+int srv_tokenize_parse(const char *body, size_t len, srv_tokenize_request *out, srv_error *err);
+void srv_tokenize_free(srv_tokenize_request *r);
+
+/* POST /detokenize, as llama-server's: {"tokens": [ids]}. */
+typedef struct srv_detokenize_request {
+    b158_token *tokens; /* malloc'd; NULL when there are none */
+    size_t n_tokens;
+} srv_detokenize_request;
+
+/* Parses and validates body[0..len) (any bytes) as a /detokenize request: tokens must be an array
+ * of integers in [0, n_vocab). Returns 0 and fills *out (free it with srv_detokenize_free), or -1
+ * with *err filled (400 with param "tokens", 500 when out of memory) and *out empty. */
+int srv_detokenize_parse(const char *body, size_t len, int32_t n_vocab, srv_detokenize_request *out,
+                         srv_error *err);
+void srv_detokenize_free(srv_detokenize_request *r);
+
 /* Fills *e; message is a printf format. */
 void srv_error_set(srv_error *e, int status, const char *type, const char *code, const char *param,
                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -79,5 +109,18 @@ char *srv_chunk_json(srv_kind kind, const srv_result *r, int role, const char *f
 char *srv_usage_chunk_json(srv_kind kind, const srv_result *r);
 /* GET /v1/models: a list of the one model. */
 char *srv_models_json(const char *model, long long created);
+
+/* POST /tokenize's answer: r's content tokenized with v (shared, read-only) into {"tokens": [ids]},
+ * or with r->with_pieces {"tokens": [{"id": ID, "piece": TEXT}, ...]}, where a piece that is not
+ * valid UTF-8 on its own (part of a character) is the array of its byte values, as llama-server
+ * gives it; pieces include special tokens' text, so for byte-level BPE they add up to the
+ * content (after BOS's text where add_special put BOS first; SentencePiece: with the space its
+ * encoding puts in front). NULL with *err filled (500) when tokenizing fails or memory runs
+ * out. */
+char *srv_tokenize_json(const b158_vocab *v, const srv_tokenize_request *r, srv_error *err);
+/* POST /detokenize's answer: {"content": TEXT}, the pieces of r's tokens one after the other
+ * (special tokens' text included, as llama-server's), bytes that form no UTF-8 character as
+ * U+FFFD. NULL with *err filled (500) when memory runs out. */
+char *srv_detokenize_json(const b158_vocab *v, const srv_detokenize_request *r, srv_error *err);
 
 #endif
