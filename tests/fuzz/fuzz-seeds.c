@@ -551,7 +551,8 @@ static void text_seeds(int n_files, char **files)
     write_seed("chat", "plain", "Hello <|im_start", 16);
 }
 
-/* b158-cl-server request bodies; the first byte picks the route (bit 0: chat) and chat format. */
+/* b158-cl-server request bodies; the first byte picks the parser (bits 3-4: 1 /tokenize,
+ * 2 /detokenize), the route (bit 0: chat) and chat format. */
 static void request_seeds(void)
 {
     static const char *const bodies[] = {
@@ -569,6 +570,12 @@ static void request_seeds(void)
         "\"temperature\":2,\"stream\":false}",
         "\x01{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}",
         "\x00{\"prompt\":\"a\",\"prompt\":\"b\"}",
+        "\x00{\"prompt\":\"x\",\"frequency_penalty\":0.5,\"presence_penalty\":-1,"
+        "\"repeat_last_n\":-1}",
+        "\x08{\"content\":\"ROMEO: <|eot_id|>\",\"with_pieces\":true,\"add_special\":true}",
+        "\x08{\"content\":\"\\u00e9 \\u0000\",\"parse_special\":false}",
+        "\x10{\"tokens\":[1,2,3.0,200]}",
+        "\x10{\"tokens\":[]}",
     };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
         char name[32];
