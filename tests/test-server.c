@@ -95,8 +95,18 @@ static void test_parse_valid(void)
     CU_ASSERT(r.prompt_len == 3 && memcmp(r.prompt, "a\0b", 3) == 0);
     CU_ASSERT_EQUAL(r.max_tokens, 16);
     CU_ASSERT(r.n_stop == 1 && !r.stream && !r.seed_set);
+    CU_ASSERT(r.prompt_ids == NULL && r.n_prompt_ids == 0);
     srv_request_free(&r);
     srv_request_free(&r); /* twice is harmless */
+    /* token ids: an array of integers (2.0 too), or an array of one such array */
+    static const char *const ids[] = {"{\"prompt\":[7,0,2.0]}", "{\"prompt\":[[7,0,2]]}"};
+    for (int i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL_FATAL(parse(ids[i], SRV_COMPLETION, &r, &e), 0);
+        CU_ASSERT(r.n_prompt_ids == 3 && r.prompt_ids[0] == 7 && r.prompt_ids[1] == 0 &&
+                  r.prompt_ids[2] == 2);
+        CU_ASSERT(r.prompt && r.prompt_len == 0);
+        srv_request_free(&r);
+    }
 }
 
 /* 1025 bytes: one more than a stop string may have */
@@ -122,6 +132,12 @@ static void test_parse_invalid(void)
         {SRV_COMPLETION, "{}", "prompt"},
         {SRV_COMPLETION, "{\"prompt\":7}", "prompt"},
         {SRV_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", "prompt"},
+        {SRV_COMPLETION, "{\"prompt\":[]}", "prompt"},
+        {SRV_COMPLETION, "{\"prompt\":[1,1.5]}", "prompt"},
+        {SRV_COMPLETION, "{\"prompt\":[1,-1]}", "prompt"},
+        {SRV_COMPLETION, "{\"prompt\":[1,\"a\"]}", "prompt"},
+        {SRV_COMPLETION, "{\"prompt\":[4294967296]}", "prompt"},
+        {SRV_COMPLETION, "{\"prompt\":[[1],[2]]}", "prompt"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"temperature\":\"hot\"}", "temperature"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"temperature\":-1}", "temperature"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"top_p\":0}", "top_p"},
@@ -917,6 +933,37 @@ static void test_endpoints(void)
         CU_ASSERT_EQUAL(o.prompt_tokens, 2);
         CU_ASSERT_EQUAL(o.total_tokens, n + 2);
     }
+    /* the same prompt as the token ids the server makes of it: the same text */
+    b158_vocab *v = NULL;
+    b158_token *ids = NULL;
+    size_t n_ids = 0;
+    CU_ASSERT_FATAL(b158_vocab_load(b158_test_source("models/shakespeare-bitnet.gguf"), &v) ==
+                    B158_OK);
+    CU_ASSERT_FATAL(b158_tokenize_alloc(v, prompt, strlen(prompt),
+                                        B158_TOKENIZE_ADD_BOS | B158_TOKENIZE_PARSE_SPECIAL, &ids,
+                                        &n_ids) == B158_OK);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n_ids; i++)
+        json_array_append_new(arr, json_integer(ids[i]));
+    json_t *jb = json_pack("{s:o,s:i,s:i}", "prompt", arr, "max_tokens", n, "temperature", 0);
+    char *body = json_dumps(jb, JSON_COMPACT);
+    request(&x, &s, "/v1/completions", body, NULL);
+    if (read_response(&x, SRV_COMPLETION, &o) == 0) {
+        CU_ASSERT_STRING_EQUAL(o.text, want);
+        CU_ASSERT_EQUAL(o.prompt_tokens, (int)n_ids);
+    }
+    xfer_free(&x);
+    free(body);
+    json_decref(jb);
+    /* an id past the vocabulary: 400 naming the prompt */
+    char bad[96];
+    snprintf(bad, sizeof bad, "{\"prompt\":[1,%d],\"max_tokens\":1}", b158_vocab_n_tokens(v));
+    request(&x, &s, "/v1/completions", bad, NULL);
+    CU_ASSERT_EQUAL(x.status, 400);
+    CU_ASSERT_PTR_NOT_NULL(strstr(x.body, "\"param\":\"prompt\""));
+    xfer_free(&x);
+    free(ids);
+    b158_vocab_free(v);
     /* temperature 0 with a frequency penalty: the sampler's pick on the penalized logits (not
      * the device's argmax), so another text of as many tokens */
     if (complete(&s, prompt, n, 0, "\"frequency_penalty\":2", &o) == 0) {

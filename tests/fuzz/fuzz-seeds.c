@@ -576,6 +576,7 @@ static void request_seeds(void)
         "\x08{\"content\":\"\\u00e9 \\u0000\",\"parse_special\":false}",
         "\x10{\"tokens\":[1,2,3.0,200]}",
         "\x10{\"tokens\":[]}",
+        "\x00{\"prompt\":[[1,2,3]],\"max_tokens\":2}",
     };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
         char name[32];

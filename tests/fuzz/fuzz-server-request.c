@@ -29,6 +29,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static void check_request(const srv_request *r)
 {
     FUZZ_CHECK(r->prompt != NULL);
+    FUZZ_CHECK(!r->prompt_ids || (r->n_prompt_ids > 0 && r->prompt_len == 0));
+    for (size_t i = 0; i < r->n_prompt_ids; i++)
+        FUZZ_CHECK(r->prompt_ids[i] >= 0);
     FUZZ_CHECK(r->max_tokens >= 0 && r->max_tokens <= (1 << 24));
     FUZZ_CHECK(r->sampling.temp >= 0.0f && r->sampling.temp <= 2.0f);
     FUZZ_CHECK(r->sampling.top_p > 0.0f && r->sampling.top_p <= 1.0f);

@@ -326,18 +326,44 @@ static void stream_free(void *cls)
     free(s);
 }
 
+/* The prompt's tokens into *tok / *n: the ids a completion request gave (each in the
+ * vocabulary, else 400), else the prompt tokenized. 0, or -1 with e filled. */
+static int prompt_tokens(const srv_http *h, const srv_request *req, b158_token **tok, size_t *n,
+                         srv_error *e)
+{
+    if (req->prompt_ids) {
+        for (size_t i = 0; i < req->n_prompt_ids; i++)
+            if (req->prompt_ids[i] >= h->p.n_vocab) {
+                srv_error_set(e, 400, "invalid_request_error", NULL, "prompt",
+                              "prompt[%zu] = %d is not in the vocabulary: ids are 0 to %d", i,
+                              (int)req->prompt_ids[i], h->p.n_vocab - 1);
+                return -1;
+            }
+        if (!(*tok = malloc(req->n_prompt_ids * sizeof **tok))) {
+            srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+            return -1;
+        }
+        memcpy(*tok, req->prompt_ids, req->n_prompt_ids * sizeof **tok);
+        *n = req->n_prompt_ids;
+        return 0;
+    }
+    if (b158_tokenize_alloc(h->p.vocab, req->prompt, req->prompt_len,
+                            B158_TOKENIZE_ADD_BOS | B158_TOKENIZE_PARSE_SPECIAL, tok,
+                            n) != B158_OK) {
+        srv_error_set(e, 500, "server_error", NULL, NULL, "tokenizing the prompt: %s",
+                      b158_last_error());
+        return -1;
+    }
+    return 0;
+}
+
 /* Validated request -> tokens -> sampler -> task, or an error in *e. */
 static srv_task *make_task(srv_http *h, srv_request *req, srv_error *e)
 {
     b158_token *tok = NULL;
     size_t n = 0;
-    if (b158_tokenize_alloc(h->p.vocab, req->prompt, req->prompt_len,
-                            B158_TOKENIZE_ADD_BOS | B158_TOKENIZE_PARSE_SPECIAL, &tok,
-                            &n) != B158_OK) {
-        srv_error_set(e, 500, "server_error", NULL, NULL, "tokenizing the prompt: %s",
-                      b158_last_error());
+    if (prompt_tokens(h, req, &tok, &n, e))
         return NULL;
-    }
     if (n == 0) { /* an empty prompt without BOS starts from end-of-text, as llama.cpp does */
         b158_token start = b158_vocab_bos(h->p.vocab) >= 0 ? b158_vocab_bos(h->p.vocab)
                                                            : b158_vocab_eos(h->p.vocab);

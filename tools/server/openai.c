@@ -251,13 +251,36 @@ static int frame_messages(json_t *msgs, const b158_chat_format *fmt, srv_request
 }
 
 /* prompt: a string, or an array holding one string. */
+/* A prompt of token ids: the non-empty array p of integers into r->prompt_ids. */
+static int get_prompt_ids(json_t *p, srv_request *r, srv_error *err)
+{
+    const size_t n = json_array_size(p); /* the 1 MiB body bounds it */
+    if (!(r->prompt_ids = malloc(n * sizeof *r->prompt_ids)) || !(r->prompt = calloc(1, 1))) {
+        srv_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        long long id = 0;
+        if (int_value(json_array_get(p, i), &id) || id < 0 || id > INT32_MAX) {
+            BAD("prompt", "'prompt' token ids must be integers from 0 (prompt[%zu] is not)", i);
+            return -1;
+        }
+        r->prompt_ids[i] = (b158_token)id;
+    }
+    r->n_prompt_ids = n;
+    return 0;
+}
+
 static int get_prompt(json_t *root, srv_request *r, srv_error *err)
 {
     json_t *p = json_object_get(root, "prompt");
-    if (json_is_array(p) && json_array_size(p) == 1)
-        p = json_array_get(p, 0);
+    if (json_is_array(p) && json_array_size(p) == 1 && !json_is_number(json_array_get(p, 0)))
+        p = json_array_get(p, 0); /* an array of one prompt */
+    if (json_is_array(p) && json_array_size(p) > 0 && json_is_number(json_array_get(p, 0)))
+        return get_prompt_ids(p, r, err);
     if (!json_is_string(p)) {
-        BAD("prompt", "'prompt' must be a string (or an array of one string)");
+        BAD("prompt", "'prompt' must be a string, an array of token ids, or an array of one of "
+                      "those");
         return -1;
     }
     size_t n = json_string_length(p);
@@ -373,6 +396,7 @@ void srv_request_free(srv_request *r)
     if (!r)
         return;
     free(r->prompt);
+    free(r->prompt_ids);
     for (int i = 0; i < r->n_stop; i++)
         free(r->stop[i]);
     srv_kind kind = r->kind;

@@ -34,6 +34,11 @@ typedef struct srv_request {
     char *prompt; /* completions: the prompt; chat: the messages framed in the chat format,
                      ending with the assistant's prefix. May hold NUL bytes. */
     size_t prompt_len;
+    /* completions given token ids (OpenAI's and llama-server's array of integers, or an array of
+     * one such array): the ids, as given (no BOS added; the range is the caller's to check), and
+     * prompt "" */
+    b158_token *prompt_ids;
+    size_t n_prompt_ids;
     int max_tokens; /* most tokens to generate; 0 = until the context is full */
     b158_sampler_params sampling;
     int seed_set; /* the request gave a seed (else the caller picks one) */
