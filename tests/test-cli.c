@@ -341,6 +341,20 @@ static void test_run_llama_cli(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "frequency penalty 1.50, presence penalty 0.50"));
     run("b158-cl-run -p x --presence-penalty inf", &r);
     CU_ASSERT_EQUAL(r.status, 2);
+    /* -r: the greedy text halts after the token that completes a reverse prompt (here one
+     * that spans tokens), a prefix of the text without it; an empty one refused */
+    run("b158-cl-run -p 'KING HENRY:\nWhat say you, my lords?' -n 12 --temp 0 --ignore-eos "
+        "-r 'zzz' -r 'ARD I'",
+        &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    const char *hit = strstr(r.out, "ARD I");
+    if (strstr(one.out, "ARD I")) { /* (the shipped model's greedy text has it) */
+        CU_ASSERT(hit && strlen(hit + 5) < 16);
+        /* (both end with the newline printed after the text) */
+        CU_ASSERT(r.out_len < one.out_len && memcmp(r.out, one.out, r.out_len - 1) == 0);
+    }
+    run("b158-cl-run -p x -r ''", &r);
+    CU_ASSERT_EQUAL(r.status, 2);
     /* Ctrl-C (a 4096-token generation on the reference path takes far longer than a second) */
     run("timeout --preserve-status -s INT 1 b158-cl-run -p x -n -1 -c 4096 --ignore-eos "
         "--cpu-ref",

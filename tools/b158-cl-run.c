@@ -37,8 +37,12 @@ static void catch_sigint(void)
     sigaction(SIGINT, &sa, NULL);
 }
 
+#define MAX_REVERSE 8 /* -r texts */
+
 typedef struct {
     const char *model, *prompt, *prompt_file, *device;
+    const char *reverse[MAX_REVERSE]; /* -r: generation halts when its text has one */
+    int n_reverse;
     int n_predict, n_ctx, n_batch;
     int ignore_eos, cpu_ref, verify, chat, list_devices, no_display_prompt, special, no_escape;
     b158_sampler_params sp;
@@ -68,6 +72,8 @@ static void usage(FILE *f)
             "  --presence-penalty P   subtract P from a recent token's logit (default 0 = off)\n"
             "  -s, --seed S           random seed (default: from the clock; printed)\n"
             "  --ignore-eos           keep generating past end-of-sequence tokens\n"
+            "  -r, --reverse-prompt S halt generation when the generated text has S (in a chat:\n"
+            "                         the reply ends there); up to 8\n"
             "  -cnv, --chat           interactive chat in the model's chat format\n"
             "  --device SEL           OpenCL device index or name substring (--list-devices)\n"
             "  --list-devices         print the OpenCL devices and their capabilities\n"
@@ -103,6 +109,14 @@ static int parse(int argc, char **argv, args *a)
             return 1;
         } else if (IS("--list-devices")) {
             a->list_devices = 1;
+        } else if (IS("-r") || IS("--reverse-prompt")) {
+            NEEDV;
+            if (!*v || a->n_reverse == MAX_REVERSE) {
+                fprintf(stderr, "error: %s wants a non-empty text, at most %d of them\n", o,
+                        MAX_REVERSE);
+                return 2;
+            }
+            a->reverse[a->n_reverse++] = v;
         } else if (IS("--ignore-eos")) {
             a->ignore_eos = 1;
         } else if (IS("--cpu-ref")) {
@@ -443,20 +457,50 @@ static void print_summary(const engine *e)
         cli_print_memory(e->rt);
 }
 
+/* Appends text[0..len) to the generated text's last bytes in tail (*tail_len of them, room for
+ * the longest -r text, longest bytes, and a piece) and says whether one of a's -r texts ends
+ * inside what came now; keeps the bytes a later match may start in. */
+static int reverse_hit(const args *a, size_t longest, char *tail, size_t *tail_len,
+                       const char *text, size_t len)
+{
+    const size_t old = *tail_len;
+    memcpy(tail + old, text, len);
+    *tail_len = old + len;
+    int hit = 0;
+    for (int i = 0; i < a->n_reverse && !hit; i++) {
+        const size_t rl = strlen(a->reverse[i]);
+        for (size_t at = old + 1 >= rl ? old + 1 - rl : 0; !hit && at + rl <= *tail_len; at++)
+            hit = memcmp(tail + at, a->reverse[i], rl) == 0;
+    }
+    if (*tail_len >= longest) { /* what a match ending later may start in */
+        memmove(tail, tail + *tail_len - (longest - 1), longest - 1);
+        *tail_len = longest - 1;
+    }
+    return hit;
+}
+
 /* Generates up to n tokens after the current position, streaming text to stdout. Returns the
- * number generated; stops at end-of-generation tokens unless ignore_eos; -1 on error. */
+ * number generated; stops at end-of-generation tokens unless ignore_eos, and after the token
+ * whose text completes a -r text; -1 on error. */
 static int generate(engine *e, const args *a, int n, int *hit_eog)
 {
     b158_detok_stream ds;
     b158_detok_stream_init(&ds);
     const size_t cap = 3 * (b158_vocab_max_piece(e->vocab) + 4);
-    char *buf = malloc(cap);
-    if (!buf)
+    size_t longest = 0, tail_len = 0;
+    for (int i = 0; i < a->n_reverse; i++)
+        longest = strlen(a->reverse[i]) > longest ? strlen(a->reverse[i]) : longest;
+    char *buf = malloc(cap), *tail = malloc(cap + longest);
+    if (!buf || !tail) {
+        free(buf);
+        free(tail);
         return -1;
+    }
+    int reversed = 0;
     int made = 0;
     *hit_eog = 0;
     const double t0 = cli_now();
-    while ((n < 0 || made < n) && !interrupted) {
+    while ((n < 0 || made < n) && !interrupted && !reversed) {
         if (engine_pos(e) >= engine_ctx(e)) {
             fprintf(stderr, "\n[context of %d tokens is full]\n", engine_ctx(e));
             break;
@@ -475,6 +519,7 @@ static int generate(engine *e, const args *a, int n, int *hit_eog)
             b158_detok_stream_push(&ds, e->vocab, tok, a->special, buf, cap, &len) == B158_OK) {
             fwrite(buf, 1, len, stdout);
             fflush(stdout);
+            reversed = a->n_reverse && reverse_hit(a, longest, tail, &tail_len, buf, len);
         }
         made++;
         if (engine_eval(e, &tok, 1, 1)) {
@@ -486,6 +531,7 @@ static int generate(engine *e, const args *a, int n, int *hit_eog)
     fwrite(buf, 1, len, stdout);
     fflush(stdout);
     free(buf);
+    free(tail);
     e->t_gen += cli_now() - t0;
     if (made > 0)
         e->n_gen_tokens += made;
