@@ -98,6 +98,18 @@ static void test_parse_valid(void)
     CU_ASSERT(r.prompt_ids == NULL && r.n_prompt_ids == 0);
     srv_request_free(&r);
     srv_request_free(&r); /* twice is harmless */
+    /* the "off" values of the fields this server refuses pass */
+    CU_ASSERT_EQUAL(parse("{\"prompt\":\"a\",\"logprobs\":0,\"echo\":false,\"best_of\":1,"
+                          "\"suffix\":\"\"}",
+                          SRV_COMPLETION, &r, &e),
+                    0);
+    srv_request_free(&r);
+    CU_ASSERT_EQUAL(parse("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":"
+                          "false,\"top_logprobs\":0,\"tools\":[],\"response_format\":{\"type\":"
+                          "\"text\"}}",
+                          SRV_CHAT, &r, &e),
+                    0);
+    srv_request_free(&r);
     /* token ids: an array of integers (2.0 too), or an array of one such array */
     static const char *const ids[] = {"{\"prompt\":[7,0,2.0]}", "{\"prompt\":[[7,0,2]]}"};
     for (int i = 0; i < 2; i++) {
@@ -160,6 +172,22 @@ static void test_parse_invalid(void)
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"stream\":1}", "stream"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"stream_options\":[]}", "stream_options"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"model\":3}", "model"},
+        {SRV_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":1}", "logprobs"},
+        {SRV_COMPLETION, "{\"prompt\":\"a\",\"echo\":true}", "echo"},
+        {SRV_COMPLETION, "{\"prompt\":\"a\",\"best_of\":2}", "best_of"},
+        {SRV_COMPLETION, "{\"prompt\":\"a\",\"suffix\":\"x\"}", "suffix"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":true}",
+         "logprobs"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"top_logprobs\":2}",
+         "top_logprobs"},
+        {SRV_CHAT,
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"tools\":[{\"type\":"
+         "\"function\"}]}",
+         "tools"},
+        {SRV_CHAT,
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"response_format\":{"
+         "\"type\":\"json_object\"}}",
+         "response_format"},
         {SRV_CHAT, "{\"messages\":[]}", "messages"},
         {SRV_CHAT, "{\"messages\":{}}", "messages"},
         {SRV_CHAT, "{\"prompt\":\"a\"}", "messages"},

@@ -293,6 +293,68 @@ static int get_prompt(json_t *root, srv_request *r, srv_error *err)
     return 0;
 }
 
+/* OpenAI fields that ask for what this server does not do: refused (400 naming the field) rather
+ * than ignored, so a client does not read a null it did not expect (llama-server refuses tools
+ * without its template engine too). Their "off" values pass. */
+static int refuse_unsupported(json_t *root, srv_kind kind, srv_error *err)
+{
+    long long x = 0;
+    int present = 0, on = 0;
+    if (kind == SRV_CHAT) {
+        if (get_bool(root, "logprobs", &on, err))
+            return -1;
+        if (on) {
+            BAD("logprobs", "'logprobs' is not supported by b158-cl-server");
+            return -1;
+        }
+        if (get_int(root, "top_logprobs", 0, 20, &x, &present, err))
+            return -1;
+        if (x > 0) {
+            BAD("top_logprobs", "'top_logprobs' is not supported by b158-cl-server");
+            return -1;
+        }
+        static const char *const lists[] = {"tools", "functions"};
+        for (int i = 0; i < 2; i++) {
+            json_t *v = json_object_get(root, lists[i]);
+            if (v && !json_is_null(v) && (!json_is_array(v) || json_array_size(v) > 0)) {
+                BAD(lists[i], "'%s' (function calling) is not supported by b158-cl-server",
+                    lists[i]);
+                return -1;
+            }
+        }
+        json_t *rf = json_object_get(root, "response_format");
+        json_t *type = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
+        if (rf && !json_is_null(rf) &&
+            (!json_is_string(type) || strcmp(json_string_value(type), "text") != 0)) {
+            BAD("response_format", "'response_format' other than {\"type\": \"text\"} is not "
+                                   "supported by b158-cl-server");
+            return -1;
+        }
+        return 0;
+    }
+    if (get_int(root, "logprobs", 0, 5, &x, &present, err))
+        return -1;
+    if (x > 0) {
+        BAD("logprobs", "'logprobs' is not supported by b158-cl-server");
+        return -1;
+    }
+    if (get_bool(root, "echo", &on, err))
+        return -1;
+    if (on) {
+        BAD("echo", "'echo' is not supported by b158-cl-server");
+        return -1;
+    }
+    if (get_int(root, "best_of", 1, 1, &x, &present, err))
+        return -1;
+    json_t *suffix = json_object_get(root, "suffix");
+    if (suffix && !json_is_null(suffix) &&
+        (!json_is_string(suffix) || json_string_length(suffix) > 0)) {
+        BAD("suffix", "'suffix' (insertion) is not supported by b158-cl-server");
+        return -1;
+    }
+    return 0;
+}
+
 /* body[0..len) as a JSON object (a new reference), or NULL with err filled. */
 static json_t *load_object(const char *body, size_t len, srv_error *err)
 {
@@ -383,6 +445,8 @@ int srv_request_parse(const char *body, size_t len, srv_kind kind, const b158_ch
         BAD("model", "'model' must be a string");
         goto done;
     }
+    if (refuse_unsupported(root, kind, err))
+        goto done;
     rc = 0;
 done:
     json_decref(root);
