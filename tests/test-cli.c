@@ -348,11 +348,16 @@ static void test_run_llama_cli(void)
         &r);
     CU_ASSERT_EQUAL(r.status, 0);
     const char *hit = strstr(r.out, "ARD I");
-    if (strstr(one.out, "ARD I")) { /* (the shipped model's greedy text has it) */
-        CU_ASSERT(hit && strlen(hit + 5) < 16);
-        /* (both end with the newline printed after the text) */
-        CU_ASSERT(r.out_len < one.out_len && memcmp(r.out, one.out, r.out_len - 1) == 0);
-    }
+    CU_ASSERT_PTR_NOT_NULL(strstr(one.out, "ARD I")); /* the shipped model's greedy text has it */
+    CU_ASSERT(hit && strlen(hit + 5) < 16);
+    /* (both end with the newline printed after the text) */
+    CU_ASSERT(r.out_len < one.out_len && memcmp(r.out, one.out, r.out_len - 1) == 0);
+    /* escapes undone as in -p: the halt comes after "III:" and its newline */
+    run("b158-cl-run -p 'KING HENRY:\nWhat say you, my lords?' -n 12 --temp 0 --ignore-eos "
+        "-r ':\\n'",
+        &r);
+    CU_ASSERT_EQUAL(r.status, 0);
+    CU_ASSERT(r.out_len < one.out_len && memcmp(r.out, one.out, r.out_len - 1) == 0);
     run("b158-cl-run -p x -r ''", &r);
     CU_ASSERT_EQUAL(r.status, 2);
     /* Ctrl-C (a 4096-token generation on the reference path takes far longer than a second) */

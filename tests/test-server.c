@@ -100,13 +100,13 @@ static void test_parse_valid(void)
     srv_request_free(&r); /* twice is harmless */
     /* the "off" values of the fields this server refuses pass */
     CU_ASSERT_EQUAL(parse("{\"prompt\":\"a\",\"logprobs\":0,\"echo\":false,\"best_of\":1,"
-                          "\"suffix\":\"\"}",
+                          "\"suffix\":\"\",\"logit_bias\":{}}",
                           SRV_COMPLETION, &r, &e),
                     0);
     srv_request_free(&r);
     CU_ASSERT_EQUAL(parse("{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":"
-                          "false,\"top_logprobs\":0,\"tools\":[],\"response_format\":{\"type\":"
-                          "\"text\"}}",
+                          "false,\"top_logprobs\":null,\"tools\":null,\"logit_bias\":null,"
+                          "\"response_format\":{\"type\":\"text\"}}",
                           SRV_CHAT, &r, &e),
                     0);
     srv_request_free(&r);
@@ -149,6 +149,7 @@ static void test_parse_invalid(void)
         {SRV_COMPLETION, "{\"prompt\":[1,-1]}", "prompt"},
         {SRV_COMPLETION, "{\"prompt\":[1,\"a\"]}", "prompt"},
         {SRV_COMPLETION, "{\"prompt\":[4294967296]}", "prompt"},
+        {SRV_COMPLETION, "{\"prompt\":[2147483648]}", "prompt"},
         {SRV_COMPLETION, "{\"prompt\":[[1],[2]]}", "prompt"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"temperature\":\"hot\"}", "temperature"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"temperature\":-1}", "temperature"},
@@ -176,6 +177,7 @@ static void test_parse_invalid(void)
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"echo\":true}", "echo"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"best_of\":2}", "best_of"},
         {SRV_COMPLETION, "{\"prompt\":\"a\",\"suffix\":\"x\"}", "suffix"},
+        {SRV_COMPLETION, "{\"prompt\":\"a\",\"logit_bias\":{\"5\":-100}}", "logit_bias"},
         {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":true}",
          "logprobs"},
         {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"top_logprobs\":2}",

@@ -41,7 +41,8 @@ static void catch_sigint(void)
 
 typedef struct {
     const char *model, *prompt, *prompt_file, *device;
-    const char *reverse[MAX_REVERSE]; /* -r: generation halts when its text has one */
+    char *reverse[MAX_REVERSE]; /* -r: generation halts when its text has one (argv's, escapes
+                                   undone in place) */
     int n_reverse;
     int n_predict, n_ctx, n_batch;
     int ignore_eos, cpu_ref, verify, chat, list_devices, no_display_prompt, special, no_escape;
@@ -72,8 +73,8 @@ static void usage(FILE *f)
             "  --presence-penalty P   subtract P from a recent token's logit (default 0 = off)\n"
             "  -s, --seed S           random seed (default: from the clock; printed)\n"
             "  --ignore-eos           keep generating past end-of-sequence tokens\n"
-            "  -r, --reverse-prompt S halt generation when the generated text has S (in a chat:\n"
-            "                         the reply ends there); up to 8\n"
+            "  -r, --reverse-prompt S halt generation when the printed text has S (in a chat:\n"
+            "                         the reply ends there; escapes as -p's); up to 8\n"
             "  -cnv, --chat           interactive chat in the model's chat format\n"
             "  --device SEL           OpenCL device index or name substring (--list-devices)\n"
             "  --list-devices         print the OpenCL devices and their capabilities\n"
@@ -116,7 +117,7 @@ static int parse(int argc, char **argv, args *a)
                         MAX_REVERSE);
                 return 2;
             }
-            a->reverse[a->n_reverse++] = v;
+            a->reverse[a->n_reverse++] = argv[i];
         } else if (IS("--ignore-eos")) {
             a->ignore_eos = 1;
         } else if (IS("--cpu-ref")) {
@@ -210,6 +211,12 @@ static int parse(int argc, char **argv, args *a)
 #undef IS
 #undef NEEDV
     }
+    /* -r's escapes, as llama-cli's --escape undoes them in its reverse prompts too */
+    for (int i = 0; i < a->n_reverse && !a->no_escape; i++)
+        if (!cli_unescape(a->reverse[i], strlen(a->reverse[i]))) {
+            fprintf(stderr, "error: -r wants a non-empty text\n");
+            return 2;
+        }
     if (a->prompt && a->prompt_file) {
         fprintf(stderr, "error: give either -p or -f, not both\n");
         return 2;

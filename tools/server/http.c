@@ -333,7 +333,7 @@ static int prompt_tokens(const srv_http *h, const srv_request *req, b158_token *
 {
     if (req->prompt_ids) {
         for (size_t i = 0; i < req->n_prompt_ids; i++)
-            if (req->prompt_ids[i] >= h->p.n_vocab) {
+            if (req->prompt_ids[i] < 0 || req->prompt_ids[i] >= h->p.n_vocab) {
                 srv_error_set(e, 400, "invalid_request_error", NULL, "prompt",
                               "prompt[%zu] = %d is not in the vocabulary: ids are 0 to %d", i,
                               (int)req->prompt_ids[i], h->p.n_vocab - 1);
@@ -530,8 +530,8 @@ static int precheck(srv_http *h, struct MHD_Connection *c, const char *url, cons
                           "%.64s is not allowed on %.200s", method, url);
         else
             srv_error_set(e, 404, "not_found_error", "not_found", NULL,
-                          "no route %.64s %.200s; see GET /v1/models, POST /v1/completions "
-                          "and POST /v1/chat/completions",
+                          "no route %.64s %.200s; see GET /v1/models, POST /v1/completions, "
+                          "POST /v1/chat/completions, POST /tokenize and POST /detokenize",
                           method, url);
         return -1;
     }

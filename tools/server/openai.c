@@ -250,7 +250,6 @@ static int frame_messages(json_t *msgs, const b158_chat_format *fmt, srv_request
     return 0;
 }
 
-/* prompt: a string, or an array holding one string. */
 /* A prompt of token ids: the non-empty array p of integers into r->prompt_ids. */
 static int get_prompt_ids(json_t *p, srv_request *r, srv_error *err)
 {
@@ -271,6 +270,7 @@ static int get_prompt_ids(json_t *p, srv_request *r, srv_error *err)
     return 0;
 }
 
+/* prompt: a string, an array of token ids, or an array holding one of those. */
 static int get_prompt(json_t *root, srv_request *r, srv_error *err)
 {
     json_t *p = json_object_get(root, "prompt");
@@ -300,6 +300,11 @@ static int refuse_unsupported(json_t *root, srv_kind kind, srv_error *err)
 {
     long long x = 0;
     int present = 0, on = 0;
+    json_t *bias = json_object_get(root, "logit_bias");
+    if (bias && !json_is_null(bias) && (!json_is_object(bias) || json_object_size(bias))) {
+        BAD("logit_bias", "'logit_bias' is not supported by b158-cl-server");
+        return -1;
+    }
     if (kind == SRV_CHAT) {
         if (get_bool(root, "logprobs", &on, err))
             return -1;
