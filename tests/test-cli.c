@@ -325,17 +325,16 @@ static void test_run_llama_cli(void)
     CU_ASSERT_EQUAL(r.status, 2);
     /* a greedy prompt in steps of 3 tokens (no pick, nothing decoded ahead, before the last) */
     result one, steps;
-    run("b158-cl-run -p 'KING HENRY:\\nWhat say you, my lords?' -n 12 --temp 0 --ignore-eos", &one);
-    run("b158-cl-run -p 'KING HENRY:\\nWhat say you, my lords?' -n 12 --temp 0 --ignore-eos -b 3",
-        &steps);
+/* twelve greedy tokens after a two-line prompt (and more options after it) */
+#define HENRY "b158-cl-run -p 'KING HENRY:\\nWhat say you, my lords?' -n 12 --temp 0 --ignore-eos"
+    run(HENRY, &one);
+    run(HENRY " -b 3", &steps);
     CU_ASSERT_EQUAL(one.status, 0);
     CU_ASSERT_EQUAL(steps.status, 0);
     CU_ASSERT_STRING_EQUAL(one.out, steps.out);
     /* llama-cli's frequency and presence penalties: greedy on the penalized logits, another
      * text; a penalty that is not a finite number refused */
-    run("b158-cl-run -p 'KING HENRY:\nWhat say you, my lords?' -n 12 --temp 0 --ignore-eos "
-        "--frequency-penalty 1.5 --presence-penalty 0.5",
-        &r);
+    run(HENRY " --frequency-penalty 1.5 --presence-penalty 0.5", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT_STRING_NOT_EQUAL(r.out, one.out);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "frequency penalty 1.50, presence penalty 0.50"));
@@ -343,9 +342,7 @@ static void test_run_llama_cli(void)
     CU_ASSERT_EQUAL(r.status, 2);
     /* -r: the greedy text halts after the token that completes a reverse prompt (here one
      * that spans tokens), a prefix of the text without it; an empty one refused */
-    run("b158-cl-run -p 'KING HENRY:\nWhat say you, my lords?' -n 12 --temp 0 --ignore-eos "
-        "-r 'zzz' -r 'ARD I'",
-        &r);
+    run(HENRY " -r 'zzz' -r 'ARD I'", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     const char *hit = strstr(r.out, "ARD I");
     CU_ASSERT_PTR_NOT_NULL(strstr(one.out, "ARD I")); /* the shipped model's greedy text has it */
@@ -353,13 +350,12 @@ static void test_run_llama_cli(void)
     /* (both end with the newline printed after the text) */
     CU_ASSERT(r.out_len < one.out_len && memcmp(r.out, one.out, r.out_len - 1) == 0);
     /* escapes undone as in -p: the halt comes after "III:" and its newline */
-    run("b158-cl-run -p 'KING HENRY:\nWhat say you, my lords?' -n 12 --temp 0 --ignore-eos "
-        "-r ':\\n'",
-        &r);
+    run(HENRY " -r ':\\n'", &r);
     CU_ASSERT_EQUAL(r.status, 0);
     CU_ASSERT(r.out_len < one.out_len && memcmp(r.out, one.out, r.out_len - 1) == 0);
     run("b158-cl-run -p x -r ''", &r);
     CU_ASSERT_EQUAL(r.status, 2);
+#undef HENRY
     /* Ctrl-C (a 4096-token generation on the reference path takes far longer than a second) */
     run("timeout --preserve-status -s INT 1 b158-cl-run -p x -n -1 -c 4096 --ignore-eos "
         "--cpu-ref",

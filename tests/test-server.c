@@ -1605,15 +1605,48 @@ static void test_prompt_order(void)
     expect_clean_exit(&s);
 }
 
-/* 64 clients, 20 short requests each, over keep-alive connections: every one answered. */
+/* Client i's k-th request of the load test: a short completion, or for one client in eight a
+ * /tokenize and for another a /detokenize (answered in the HTTP threads beside the scheduler's
+ * steps, on the shared vocabulary: what the ThreadSanitizer build is there to see) */
+static const char *load_request(int i, int k, char **body)
+{
+    static const char *prompts[] = {
+        "ROMEO:", "JULIET:", "KING RICHARD III:", "First Citizen:", "\n"};
+    if (i % 8 == 7) {
+        json_t *j = json_pack("{s:s,s:b}", "content", prompts[(i + k) % 5], "with_pieces", k % 2);
+        *body = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        return "/tokenize";
+    }
+    if (i % 8 == 6) {
+        *body = strdup(k % 2 ? "{\"tokens\":[65,66,10]}" : "{\"tokens\":[]}");
+        return "/detokenize";
+    }
+    *body = completion_body(prompts[(i + k) % 5], 1 + (i + k) % 8, i % 2, NULL);
+    return "/v1/completions";
+}
+
+/* Whether the answer x to load_request(i, ..) is right */
+static int load_answer_ok(int i, const xfer *x)
+{
+    if (x->result != CURLE_OK)
+        return 0;
+    if (i % 8 >= 6)
+        return x->status == 200 && strstr(x->body, i % 8 == 7 ? "{\"tokens\":[" : "{\"content\":");
+    outcome o;
+    const int rc =
+        i % 2 ? read_stream(x, SRV_COMPLETION, &o) : read_response(x, SRV_COMPLETION, &o);
+    return rc == 0 && o.completion_tokens <= 8;
+}
+
+/* 64 clients, 20 short requests each (load_request), over keep-alive connections: every one
+ * answered. */
 static void test_load(void)
 {
     server s;
     if (server_start(&s, "-np 16 --queue 64"))
         return;
     enum { CLIENTS = 64, EACH = 20 };
-    static const char *prompts[] = {
-        "ROMEO:", "JULIET:", "KING RICHARD III:", "First Citizen:", "\n"};
     xfer x[CLIENTS];
     int sent[CLIENTS], ok = 0, failed = 0;
     CURLM *m = curl_multi_init();
@@ -1624,8 +1657,9 @@ static void test_load(void)
     /* each client's next request starts when its last one is answered */
     int running = 0;
     for (int i = 0; i < CLIENTS; i++) {
-        char *body = completion_body(prompts[i % 5], 1 + (i + sent[i]) % 8, i % 2, NULL);
-        xfer_init(&x[i], &s, NULL, "/v1/completions", body, -1, NULL);
+        char *body;
+        const char *path = load_request(i, 0, &body);
+        xfer_init(&x[i], &s, NULL, path, body, -1, NULL);
         free(body);
         curl_multi_add_handle(m, x[i].e);
         sent[i]++;
@@ -1643,12 +1677,7 @@ static void test_load(void)
                 if (msg->easy_handle != x[i].e)
                     continue;
                 xfer_finish(&x[i], msg->data.result);
-                outcome o;
-                int rc = x[i].result == CURLE_OK
-                             ? (i % 2 ? read_stream(&x[i], SRV_COMPLETION, &o)
-                                      : read_response(&x[i], SRV_COMPLETION, &o))
-                             : -1;
-                if (rc == 0 && o.completion_tokens <= 8)
+                if (load_answer_ok(i, &x[i]))
                     ok++;
                 else {
                     failed++;
@@ -1657,8 +1686,8 @@ static void test_load(void)
                 }
                 /* the same easy handle again: curl keeps its connection alive */
                 if (sent[i] < EACH) {
-                    char *body = completion_body(prompts[(i + sent[i]) % 5], 1 + (i + sent[i]) % 8,
-                                                 i % 2, NULL);
+                    char *body;
+                    (void)load_request(i, sent[i], &body); /* (the same route) */
                     curl_multi_remove_handle(m, x[i].e);
                     x[i].len = 0;
                     x[i].done = 0;
