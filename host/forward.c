@@ -626,14 +626,15 @@ static b158_status dev_norm_quantize(b158_session *s, const b158_buf *x, const b
 }
 
 /* y (+)= W . the quantized input of width k: the ternary kernels, or the FP16 baseline's
- * dense matrix. */
+ * dense matrix; with norm (one token, where dev_tails) the GEMV's tail follows. */
 static b158_status dev_linear(b158_session *s, const b158_tmat *t, const b158_buf *dense, int k,
-                              const b158_buf *y, int n, int accumulate)
+                              const b158_buf *y, int n, int accumulate, const b158_gemv_norm *norm)
 {
     struct dev_state *d = &s->dev;
     if (s->m->dev_mode == B158_WEIGHTS_TERNARY)
-        return b158_op_ternary_matmul(s->rt, t, &d->q8, &d->s, y, n, accumulate);
-    return b158_baseline_linear(s->rt, &d->base, dense, k, &d->q8, &d->s, y, n, accumulate, NULL);
+        return norm ? b158_op_ternary_gemv(s->rt, t, &d->q8, &d->s, y, accumulate, norm)
+                    : b158_op_ternary_matmul(s->rt, t, &d->q8, &d->s, y, n, accumulate);
+    return b158_baseline_linear(s->rt, &d->base, dense, k, &d->q8, &d->s, y, n, accumulate, norm);
 }
 
 /* Whether a matmul over n rows can end in a tail (b158_gemv_norm): one token on the ternary
@@ -642,16 +643,6 @@ static int dev_tails(const b158_session *s, int n)
 {
     return n == 1 &&
            (s->m->dev_mode == B158_WEIGHTS_TERNARY || b158_baseline_reads_q8(&s->dev.base, n));
-}
-
-/* dev_linear for one token with the tail norm */
-static b158_status dev_gemv_tail(b158_session *s, const b158_tmat *t, const b158_buf *dense, int k,
-                                 const b158_buf *y, int accumulate, const b158_gemv_norm *norm)
-{
-    struct dev_state *d = &s->dev;
-    if (s->m->dev_mode == B158_WEIGHTS_TERNARY)
-        return b158_op_ternary_gemv(s->rt, t, &d->q8, &d->s, y, accumulate, norm);
-    return b158_baseline_linear(s->rt, &d->base, dense, k, &d->q8, &d->s, y, 1, accumulate, norm);
 }
 
 /* The tail of a one-token GEMV (b158_gemv_norm) that makes the next BitLinears' int8 input from
@@ -687,9 +678,9 @@ static b158_status dev_linear_norm(b158_session *s, const b158_tmat *t, const b1
 {
     if (dev_tails(s, n)) {
         const b158_gemv_norm norm = norm_tail(s, norm_w, width);
-        return dev_gemv_tail(s, t, dense, k, y, accumulate, &norm);
+        return dev_linear(s, t, dense, k, y, 1, accumulate, &norm);
     }
-    B158_TRY(dev_linear(s, t, dense, k, y, n, accumulate));
+    B158_TRY(dev_linear(s, t, dense, k, y, n, accumulate, NULL));
     return dev_norm_quantize(s, y, norm_w, width, n);
 }
 
@@ -705,9 +696,9 @@ static b158_status dev_linear_glu(b158_session *s, const struct b158_layer_dev *
     const int k_pad = b158_ternary_k_pad(h->n_ff);
     if (dev_tails(s, n)) {
         const b158_gemv_norm glu = glu_tail(s, L);
-        return dev_gemv_tail(s, &L->wgu, &L->hgu, h->n_embd, &d->gu, 0, &glu);
+        return dev_linear(s, &L->wgu, &L->hgu, h->n_embd, &d->gu, 1, 0, &glu);
     }
-    B158_TRY(dev_linear(s, &L->wgu, &L->hgu, h->n_embd, &d->gu, n, 0));
+    B158_TRY(dev_linear(s, &L->wgu, &L->hgu, h->n_embd, &d->gu, n, 0, NULL));
     B158_TRY(b158_op_glu_norm_quantize(s->rt, &d->gu, &d->gu, h->n_ff, 2 * h->n_ff, sub, &d->q8,
                                        &d->s, h->n_ff, k_pad, n, h->rms_eps, act));
     if (s->m->dev_mode != B158_WEIGHTS_TERNARY)
@@ -948,7 +939,7 @@ static b158_status dev_layers(b158_session *s, int n, int final)
         const size_t cache_off = (size_t)l * cache_rows * kvd;
         b158_rt_site(rt, "q|k|v");
         if (!chain || l == 0) /* else the chain of the block before did it */
-            B158_TRY(dev_linear(s, &L->wqkv, &L->hqkv, h->n_embd, &d->qkv, n, 0));
+            B158_TRY(dev_linear(s, &L->wqkv, &L->hqkv, h->n_embd, &d->qkv, n, 0, NULL));
         /* one token: its RoPE and KV store inside the attention (one launch fewer per layer) */
         b158_rt_site(rt, "RoPE + KV store");
         if (n > 1)
@@ -988,7 +979,7 @@ static b158_status dev_layers(b158_session *s, int n, int final)
             B158_TRY(dev_linear_norm(s, &L->wdown, &L->hdown, h->n_ff, &d->x, h->n_embd, n, 1,
                                      &m->dev[l + 1].attn_norm));
         else
-            B158_TRY(dev_linear(s, &L->wdown, &L->hdown, h->n_ff, &d->x, n, 1));
+            B158_TRY(dev_linear(s, &L->wdown, &L->hdown, h->n_ff, &d->x, n, 1, NULL));
     }
     /* final norm, for the rows that ask for logits */
     b158_rt_site(rt, "final norm");

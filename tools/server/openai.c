@@ -251,23 +251,36 @@ static int frame_messages(json_t *msgs, const b158_chat_format *fmt, srv_request
 }
 
 /* A prompt of token ids: the non-empty array p of integers into r->prompt_ids. */
-static int get_prompt_ids(json_t *p, srv_request *r, srv_error *err)
+/* The array of token ids arr (field key) into *ids (malloc'd; NULL when empty) / *n, each an
+ * integer in [0, end): 0, or -1 with err filled (*ids then still the caller's to free). */
+static int get_ids(json_t *arr, const char *key, long long end, b158_token **ids, size_t *n,
+                   srv_error *err)
 {
-    const size_t n = json_array_size(p); /* the 1 MiB body bounds it */
-    if (!(r->prompt_ids = malloc(n * sizeof *r->prompt_ids)) || !(r->prompt = calloc(1, 1))) {
+    const size_t count = json_array_size(arr); /* the 1 MiB body bounds it */
+    if (count && !(*ids = malloc(count * sizeof **ids))) {
         srv_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
         return -1;
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < count; i++) {
         long long id = 0;
-        if (int_value(json_array_get(p, i), &id) || id < 0 || id > INT32_MAX) {
-            BAD("prompt", "'prompt' token ids must be integers from 0 (prompt[%zu] is not)", i);
+        if (int_value(json_array_get(arr, i), &id) || id < 0 || id >= end) {
+            BAD(key, "%s[%zu] must be a token id: an integer from 0 to %lld", key, i, end - 1);
             return -1;
         }
-        r->prompt_ids[i] = (b158_token)id;
+        (*ids)[i] = (b158_token)id;
     }
-    r->n_prompt_ids = n;
+    *n = count;
     return 0;
+}
+
+static int get_prompt_ids(json_t *p, srv_request *r, srv_error *err)
+{
+    if (!(r->prompt = calloc(1, 1))) {
+        srv_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+        return -1;
+    }
+    /* (the vocabulary's range is the server's to check) */
+    return get_ids(p, "prompt", (long long)INT32_MAX + 1, &r->prompt_ids, &r->n_prompt_ids, err);
 }
 
 /* prompt: a string, an array of token ids, or an array holding one of those. */
@@ -293,6 +306,13 @@ static int get_prompt(json_t *root, srv_request *r, srv_error *err)
     return 0;
 }
 
+/* A 400 for a field this server does not support: -1 */
+static int unsupported(const char *key, srv_error *err)
+{
+    BAD(key, "'%s' is not supported by b158-cl-server", key);
+    return -1;
+}
+
 /* OpenAI fields that ask for what this server does not do: refused (400 naming the field) rather
  * than ignored, so a client does not read a null it did not expect (llama-server refuses tools
  * without its template engine too). Their "off" values pass. */
@@ -302,22 +322,17 @@ static int refuse_unsupported(json_t *root, srv_kind kind, srv_error *err)
     int present = 0, on = 0;
     json_t *bias = json_object_get(root, "logit_bias");
     if (bias && !json_is_null(bias) && (!json_is_object(bias) || json_object_size(bias))) {
-        BAD("logit_bias", "'logit_bias' is not supported by b158-cl-server");
-        return -1;
+        return unsupported("logit_bias", err);
     }
     if (kind == SRV_CHAT) {
         if (get_bool(root, "logprobs", &on, err))
             return -1;
-        if (on) {
-            BAD("logprobs", "'logprobs' is not supported by b158-cl-server");
-            return -1;
-        }
+        if (on)
+            return unsupported("logprobs", err);
         if (get_int(root, "top_logprobs", 0, 20, &x, &present, err))
             return -1;
-        if (x > 0) {
-            BAD("top_logprobs", "'top_logprobs' is not supported by b158-cl-server");
-            return -1;
-        }
+        if (x > 0)
+            return unsupported("top_logprobs", err);
         static const char *const lists[] = {"tools", "functions"};
         for (int i = 0; i < 2; i++) {
             json_t *v = json_object_get(root, lists[i]);
@@ -339,16 +354,12 @@ static int refuse_unsupported(json_t *root, srv_kind kind, srv_error *err)
     }
     if (get_int(root, "logprobs", 0, 5, &x, &present, err))
         return -1;
-    if (x > 0) {
-        BAD("logprobs", "'logprobs' is not supported by b158-cl-server");
-        return -1;
-    }
+    if (x > 0)
+        return unsupported("logprobs", err);
     if (get_bool(root, "echo", &on, err))
         return -1;
-    if (on) {
-        BAD("echo", "'echo' is not supported by b158-cl-server");
-        return -1;
-    }
+    if (on)
+        return unsupported("echo", err);
     if (get_int(root, "best_of", 1, 1, &x, &present, err))
         return -1;
     json_t *suffix = json_object_get(root, "suffix");
@@ -529,25 +540,8 @@ int srv_detokenize_parse(const char *body, size_t len, int32_t n_vocab, srv_deto
         BAD("tokens", "'tokens' must be an array of token ids");
         goto done;
     }
-    const size_t n = json_array_size(tokens); /* the 1 MiB body bounds it */
-    if (n && !(out->tokens = malloc(n * sizeof *out->tokens))) {
-        srv_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    if (get_ids(tokens, "tokens", n_vocab, &out->tokens, &out->n_tokens, err))
         goto done;
-    }
-    for (size_t i = 0; i < n; i++) {
-        long long id = 0;
-        if (int_value(json_array_get(tokens, i), &id)) {
-            BAD("tokens", "tokens[%zu] must be an integer", i);
-            goto done;
-        }
-        if (id < 0 || id >= n_vocab) {
-            BAD("tokens", "tokens[%zu] = %lld is not in the vocabulary: ids are 0 to %d", i, id,
-                (int)n_vocab - 1);
-            goto done;
-        }
-        out->tokens[i] = (b158_token)id;
-    }
-    out->n_tokens = n;
     rc = 0;
 done:
     json_decref(root);
